@@ -1,0 +1,12 @@
+//! keygate's pure core: the API key format and the authorization decision.
+//!
+//! Nothing here performs I/O, so every rule in this crate can be tested in
+//! isolation and reused by every storage backend and transport.
+
+pub mod authz;
+pub mod domain;
+pub mod key;
+
+pub use authz::{Action, Decision, Mode, Role, Scope};
+pub use domain::{AppId, Email, KeyName, OrgName};
+pub use key::{ApiKeySecret, KeyDigest, KeyFormatError};
