@@ -1,1 +1,122 @@
+//! keygate's storage: one [`Store`] trait and a backend per database.
+//!
+//! The URL's scheme picks the backend (`sqlite://` or `postgres://`); any
+//! other scheme is refused. Every backend runs its own embedded migrations
+//! on connect, and a write returns only once it is durable.
 
+mod model;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keygate_core::{KeyDigest, Role};
+use uuid::Uuid;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A storage failure. Its `Display` never holds a secret or a bound value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is too busy: retry later (503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("an organization keeps at least one super_admin")]
+    LastSuperAdmin,
+    /// A row that the code cannot read back: a bug or a hand-edited database.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot open the database: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) => {
+                StoreError::Unavailable(error)
+            }
+            E::Database(db) if is_transient(db.code().as_deref()) => StoreError::Unavailable(error),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+/// SQLite's BUSY/LOCKED and PostgreSQL's connection and shutdown classes.
+fn is_transient(code: Option<&str>) -> bool {
+    matches!(code, Some("5" | "6" | "517" | "261" | "262"))
+        || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
+/// Everything keygate keeps. One implementation per database; the HTTP layer
+/// and the CLI see only this trait.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<()>;
+    /// Waits for in-flight queries and closes every connection.
+    async fn close(&self);
+
+    async fn has_users(&self) -> Result<bool>;
+    /// Creates the user if the email is new, then the organization or the
+    /// membership, then an unscoped `all` key: all or nothing.
+    async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment>;
+
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>>;
+    async fn update_organization(
+        &self,
+        id: Uuid,
+        changes: OrgChanges,
+    ) -> Result<Option<Organization>>;
+    /// The user's role in the organization, `None` when not a member.
+    async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
+    async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
+    async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+    async fn keys_of_org(&self, org_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+    async fn insert_key(&self, key: NewApiKey) -> Result<ApiKeyRecord>;
+    /// `None` when the key no longer exists: an update never resurrects it.
+    async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
+    /// `false` when there was no such key.
+    async fn delete_key(&self, id: i64) -> Result<bool>;
+    /// Records when keys were last used, many at once.
+    async fn record_key_use(&self, uses: &[(i64, DateTime<Utc>)]) -> Result<()>;
+}
+
+/// Opens the database named by `url`, running its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some(other) => Err(StoreError::Config(format!(
+            "unsupported database scheme `{other}:`; use sqlite://PATH"
+        ))),
+        None => Err(StoreError::Config(
+            "the database URL needs a scheme, such as sqlite://keygate.db".into(),
+        )),
+    }
+}
+
+/// Times are kept to the millisecond, so that every backend hands back
+/// exactly what it was given.
+pub fn now() -> DateTime<Utc> {
+    truncate(Utc::now())
+}
+
+pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(chrono::Duration::milliseconds(1))
+        .unwrap_or(at)
+}

@@ -1,0 +1,106 @@
+//! What the store keeps, as typed values.
+
+use chrono::{DateTime, Utc};
+use keygate_core::{AppId, Email, KeyDigest, KeyName, Mode, OrgName, Role};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub require_apikey_expiration: bool,
+    pub max_apikey_expiration_days: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored API key. Holds no secret: only its masked preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    pub preview: String,
+    pub mode: Mode,
+    pub name: String,
+    pub user_id: Uuid,
+    /// `None` for an unscoped key (issued by the CLI only).
+    pub org_id: Option<Uuid>,
+    pub limited_to_apps: Vec<AppId>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_by_key_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The stored half of a freshly generated key.
+#[derive(Debug, Clone)]
+pub struct KeyMaterial {
+    pub digest: KeyDigest,
+    pub preview: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub material: KeyMaterial,
+    pub mode: Mode,
+    pub name: KeyName,
+    pub user_id: Uuid,
+    pub org_id: Option<Uuid>,
+    pub limited_to_apps: Vec<AppId>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_by_key_id: Option<i64>,
+}
+
+/// A partial update of a key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    pub name: Option<KeyName>,
+    pub mode: Option<Mode>,
+    pub limited_to_apps: Option<Vec<AppId>>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl KeyChanges {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.mode.is_none()
+            && self.limited_to_apps.is_none()
+            && self.expires_at.is_none()
+    }
+}
+
+/// A partial update of an organization; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OrgChanges {
+    pub name: Option<OrgName>,
+    pub require_apikey_expiration: Option<bool>,
+    /// `Some(None)` lifts the limit.
+    pub max_apikey_expiration_days: Option<Option<i32>>,
+}
+
+/// Which operator command is enrolling someone, and how.
+#[derive(Debug, Clone)]
+pub enum Enroll {
+    /// A new organization with this user as its `super_admin`.
+    NewOrganization { name: OrgName },
+    /// An existing organization, with this role.
+    Member { org_id: Uuid, role: Role },
+}
+
+/// The result of `keygate bootstrap` or `keygate user add`.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub key: ApiKeyRecord,
+}
+
+/// Input of an enrollment: who, where, and the unscoped `all` key they get.
+#[derive(Debug, Clone)]
+pub struct Enrollee {
+    pub email: Email,
+    pub enroll: Enroll,
+    pub key: KeyMaterial,
+    pub key_name: KeyName,
+}

@@ -1,0 +1,92 @@
+//! Operator actions shared by the CLI and the server's start-up: enrolling a
+//! user into a new or existing organization with an unscoped `all` key.
+
+use keygate_core::{ApiKeySecret, Email, KeyName, OrgName, Role};
+use keygate_store::{Enroll, Enrollee, Store, StoreError};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// What `keygate bootstrap` and `keygate user add` print: the only time the
+/// key's secret is shown.
+#[derive(Debug, Serialize)]
+pub struct EnrollmentOutput {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub key_id: i64,
+    #[serde(serialize_with = "expose")]
+    pub key: ApiKeySecret,
+}
+
+fn expose<S: serde::Serializer>(secret: &ApiKeySecret, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("organization {0} does not exist")]
+    NoSuchOrganization(Uuid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the operating system's random generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+pub async fn bootstrap(
+    store: &dyn Store,
+    email: &str,
+    org_name: &str,
+) -> Result<EnrollmentOutput, AdminError> {
+    let name =
+        OrgName::parse(org_name).map_err(|e| AdminError::Invalid(format!("--org-name: {e}")))?;
+    enroll(
+        store,
+        email,
+        Enroll::NewOrganization { name },
+        "Bootstrap Key",
+    )
+    .await
+}
+
+pub async fn add_user(
+    store: &dyn Store,
+    email: &str,
+    org_id: Uuid,
+    role: Role,
+) -> Result<EnrollmentOutput, AdminError> {
+    enroll(store, email, Enroll::Member { org_id, role }, "CLI Key")
+        .await
+        .map_err(|e| match e {
+            AdminError::Store(StoreError::NotFound(_)) => AdminError::NoSuchOrganization(org_id),
+            e => e,
+        })
+}
+
+async fn enroll(
+    store: &dyn Store,
+    email: &str,
+    enroll: Enroll,
+    key_name: &str,
+) -> Result<EnrollmentOutput, AdminError> {
+    let email = Email::parse(email).map_err(|e| AdminError::Invalid(format!("--email: {e}")))?;
+    let secret = ApiKeySecret::generate()?;
+    let key_name = KeyName::parse(key_name).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let enrollment = store
+        .enroll(Enrollee {
+            email,
+            enroll,
+            key: keygate_store::KeyMaterial {
+                digest: secret.digest(),
+                preview: secret.preview(),
+            },
+            key_name,
+        })
+        .await?;
+    Ok(EnrollmentOutput {
+        user_id: enrollment.user_id,
+        org_id: enrollment.org_id,
+        key_id: enrollment.key.id,
+        key: secret,
+    })
+}

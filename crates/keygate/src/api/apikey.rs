@@ -1,0 +1,553 @@
+//! `/apikey`: list, read, create, change and delete API keys.
+//!
+//! Every request needs a key of mode `all`. A caller sees its own keys inside
+//! its scope and, as an admin of an organization, every key scoped to it;
+//! any other key answers 404, never 403, so that ids cannot be probed.
+//! Nobody creates or changes a key into more than the caller has
+//! ([`Principal::may_grant`]), and an organization's expiry policy binds
+//! every key scoped to it.
+//!
+//! [`Principal::may_grant`]: keygate_core::authz::Principal::may_grant
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use keygate_core::authz::{Action, Decision, Grant, Target};
+use keygate_core::{ApiKeySecret, AppId, KeyName, Mode, Scope};
+use keygate_store::{ApiKeyRecord, KeyChanges, KeyMaterial, NewApiKey, Organization};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Data, SUCCESS, Success, Timestamp};
+use crate::AppState;
+use crate::auth::{Caller, scope_of};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, RawBody};
+
+/// At most this many apps in `limited_to_apps`.
+const MAX_APPS: usize = 100;
+
+#[derive(Debug, serde::Serialize)]
+pub struct ApiKeyView {
+    id: i64,
+    /// The masked preview, or the full secret in the one response that creates it.
+    key: String,
+    mode: Mode,
+    name: String,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    limited_to_orgs: Vec<Uuid>,
+    limited_to_apps: Vec<AppId>,
+    expires_at: Option<Timestamp>,
+    last_used_at: Option<Timestamp>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl ApiKeyView {
+    pub fn masked(key: ApiKeyRecord) -> Self {
+        Self {
+            id: key.id,
+            key: key.preview,
+            mode: key.mode,
+            name: key.name,
+            user_id: key.user_id,
+            org_id: key.org_id,
+            limited_to_orgs: key.org_id.into_iter().collect(),
+            limited_to_apps: key.limited_to_apps,
+            expires_at: key.expires_at.map(Timestamp),
+            last_used_at: key.last_used_at.map(Timestamp),
+            created_at: Timestamp(key.created_at),
+            updated_at: Timestamp(key.updated_at),
+        }
+    }
+
+    pub fn revealed(key: ApiKeyRecord, secret: &ApiKeySecret) -> Self {
+        Self {
+            key: secret.expose().to_owned(),
+            ..Self::masked(key)
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct OneKey {
+    apikey: ApiKeyView,
+}
+
+/// Generates a key and the half of it the store keeps.
+pub fn new_key_material() -> ApiResult<(ApiKeySecret, KeyMaterial)> {
+    let secret = ApiKeySecret::generate().map_err(|error| {
+        tracing::error!(%error, "the operating system's random generator failed");
+        ApiError::internal()
+    })?;
+    let material = KeyMaterial {
+        digest: secret.digest(),
+        preview: secret.preview(),
+    };
+    Ok((secret, material))
+}
+
+// ---- requests, parsed at the edge -----------------------------------------
+
+/// A key named in a path: by numeric id or by its full text.
+enum KeyRef {
+    Id(i64),
+    Secret(ApiKeySecret),
+    /// Well-formed-looking but impossible: no key can match it.
+    Nothing,
+}
+
+impl KeyRef {
+    fn parse(raw: &str) -> ApiResult<Self> {
+        if raw.starts_with(keygate_core::key::PREFIX) {
+            return Ok(ApiKeySecret::parse(raw).map_or(KeyRef::Nothing, KeyRef::Secret));
+        }
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(raw.parse().map_or(KeyRef::Nothing, KeyRef::Id));
+        }
+        Err(ApiError::bad_request(
+            "invalid_api_key_id",
+            "Name the API key by its numeric id or by the full key (ak_…)",
+        ))
+    }
+}
+
+fn parse_mode(value: Option<&Value>) -> ApiResult<Mode> {
+    match value {
+        Some(Value::String(s)) => Mode::parse(s).ok_or_else(ApiError::invalid_mode),
+        _ => Err(ApiError::invalid_mode()),
+    }
+}
+
+fn parse_name(raw: &str) -> ApiResult<KeyName> {
+    KeyName::parse(raw).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+fn parse_apps(raw: &[String]) -> ApiResult<Vec<AppId>> {
+    if raw.len() > MAX_APPS {
+        return Err(ApiError::bad_request(
+            "invalid_limited_to_apps",
+            format!("limited_to_apps holds at most {MAX_APPS} apps"),
+        ));
+    }
+    let mut apps = Vec::with_capacity(raw.len());
+    for app in raw {
+        let app = AppId::parse(app)
+            .map_err(|e| ApiError::bad_request("invalid_limited_to_apps", e.to_string()))?;
+        if !apps.contains(&app) {
+            apps.push(app);
+        }
+    }
+    Ok(apps)
+}
+
+fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_expires_at",
+                "expires_at must be an RFC 3339 timestamp such as 2030-01-01T00:00:00Z",
+            )
+        })?
+        .with_timezone(&Utc);
+    if at <= now {
+        return Err(ApiError::bad_request(
+            "invalid_expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    Ok(keygate_store::truncate(at))
+}
+
+/// An organization id that is not a UUID names no organization.
+fn parse_org_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::org_not_found())
+}
+
+/// The fields of `POST /apikey`, from a JSON body or the query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFields {
+    org_id: Option<String>,
+    mode: Option<Value>,
+    name: Option<String>,
+    limited_to_apps: Option<Vec<String>>,
+    expires_at: Option<String>,
+    /// Capgo clients may send it; the scope comes from `org_id`.
+    #[serde(rename = "limited_to_orgs")]
+    _limited_to_orgs: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    org_id: Option<String>,
+    mode: Option<String>,
+    name: Option<String>,
+    /// Comma-separated.
+    limited_to_apps: Option<String>,
+    expires_at: Option<String>,
+}
+
+impl CreateFields {
+    /// The body's fields, completed by the query's.
+    fn merge(self, query: CreateQuery) -> Self {
+        Self {
+            org_id: self.org_id.or(query.org_id),
+            mode: self.mode.or(query.mode.map(Value::String)),
+            name: self.name.or(query.name),
+            limited_to_apps: self.limited_to_apps.or_else(|| {
+                query.limited_to_apps.map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+            }),
+            expires_at: self.expires_at.or(query.expires_at),
+            _limited_to_orgs: None,
+        }
+    }
+}
+
+struct CreateKey {
+    org_id: Uuid,
+    mode: Mode,
+    name: KeyName,
+    limited_to_apps: Vec<AppId>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateKey {
+    fn parse(fields: CreateFields, now: DateTime<Utc>) -> ApiResult<Self> {
+        let org_id = match fields.org_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "org_id_required",
+                    "org_id is required",
+                ));
+            }
+        };
+        let mode = parse_mode(fields.mode.as_ref())?;
+        let name = match fields.name {
+            Some(name) => parse_name(&name)?,
+            None => KeyName::default_name(),
+        };
+        let limited_to_apps = parse_apps(fields.limited_to_apps.as_deref().unwrap_or_default())?;
+        let expires_at = fields
+            .expires_at
+            .map(|raw| parse_expiry(&raw, now))
+            .transpose()?;
+        let org_id = parse_org_id(&org_id)?;
+        Ok(Self {
+            org_id,
+            mode,
+            name,
+            limited_to_apps,
+            expires_at,
+        })
+    }
+}
+
+/// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The fields of `PUT /apikey/:id`. The read-only fields of the ApiKey
+/// object are accepted and ignored, so a client may send back what it read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateFields {
+    name: Option<String>,
+    mode: Option<Value>,
+    limited_to_apps: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+    #[serde(rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(rename = "key")]
+    _key: Option<IgnoredAny>,
+    #[serde(rename = "user_id")]
+    _user_id: Option<IgnoredAny>,
+    #[serde(rename = "org_id")]
+    _org_id: Option<IgnoredAny>,
+    #[serde(rename = "limited_to_orgs")]
+    _limited_to_orgs: Option<IgnoredAny>,
+    #[serde(rename = "last_used_at")]
+    _last_used_at: Option<IgnoredAny>,
+    #[serde(rename = "created_at")]
+    _created_at: Option<IgnoredAny>,
+    #[serde(rename = "updated_at")]
+    _updated_at: Option<IgnoredAny>,
+}
+
+impl UpdateFields {
+    fn parse(self, now: DateTime<Utc>) -> ApiResult<KeyChanges> {
+        Ok(KeyChanges {
+            name: self.name.as_deref().map(parse_name).transpose()?,
+            mode: self
+                .mode
+                .as_ref()
+                .map(|m| parse_mode(Some(m)))
+                .transpose()?,
+            limited_to_apps: self
+                .limited_to_apps
+                .as_deref()
+                .map(parse_apps)
+                .transpose()?,
+            expires_at: self
+                .expires_at
+                .map(|at| at.map(|raw| parse_expiry(&raw, now)).transpose())
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    org_id: Option<String>,
+}
+
+// ---- rules --------------------------------------------------------------------
+
+/// An organization's expiry policy, for a key scoped to it.
+fn check_policy(
+    org: &Organization,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    if org.require_apikey_expiration && expires_at.is_none() {
+        return Err(ApiError::bad_request(
+            "expiration_required",
+            "This organization requires API keys to expire: set expires_at",
+        ));
+    }
+    if let Some(days) = org.max_apikey_expiration_days {
+        let limit = now + chrono::Duration::days(i64::from(days));
+        if expires_at.is_none_or(|at| at > limit) {
+            return Err(ApiError::bad_request(
+                "expiration_exceeds_max",
+                format!(
+                    "This organization's API keys must expire within {days} days: set an earlier expires_at"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The organization a key management request concerns, if the caller is a
+/// member; 404 otherwise.
+async fn member_org(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<Organization> {
+    let org = state
+        .store
+        .organization(org_id)
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
+    match caller.role_in(state, org_id).await? {
+        Some(_) => Ok(org),
+        None => Err(ApiError::org_not_found()),
+    }
+}
+
+/// A key the caller may see: its own inside its scope, or one scoped to an
+/// organization the caller administers.
+async fn is_visible(state: &AppState, caller: &Caller, key: &ApiKeyRecord) -> ApiResult<bool> {
+    if key.user_id == caller.user_id() && caller.principal.scope.covers(&scope_of(key)) {
+        return Ok(true);
+    }
+    match key.org_id {
+        Some(org) => Ok(caller
+            .decide(state, Target::org(org), Action::Administer)
+            .await?
+            == Decision::Allow),
+        None => Ok(false),
+    }
+}
+
+async fn find_visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyRecord> {
+    let key = match KeyRef::parse(raw)? {
+        KeyRef::Id(id) => state.store.key_by_id(id).await?,
+        KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
+        KeyRef::Nothing => None,
+    };
+    match key {
+        Some(key) if is_visible(state, caller, &key).await? => Ok(key),
+        _ => Err(ApiError::api_key_not_found()),
+    }
+}
+
+/// A scoped caller whose membership of its organization was removed can no
+/// longer manage anything there.
+async fn require_scope_membership(state: &AppState, caller: &Caller) -> ApiResult<()> {
+    match caller.principal.scope.org {
+        Some(org) if caller.role_in(state, org).await?.is_none() => Err(ApiError::org_not_found()),
+        _ => Ok(()),
+    }
+}
+
+// ---- handlers -------------------------------------------------------------------
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<ListQuery>,
+) -> ApiResult<Json<Data<ApiKeyView>>> {
+    caller.require_key_management()?;
+    let keys = match query.org_id {
+        Some(raw) => {
+            let org = parse_org_id(&raw)?;
+            caller
+                .require(
+                    &state,
+                    Target::org(org),
+                    Action::Administer,
+                    ApiError::org_not_found,
+                )
+                .await?;
+            state.store.keys_of_org(org).await?
+        }
+        None => {
+            require_scope_membership(&state, &caller).await?;
+            let mut keys = state.store.keys_of_user(caller.user_id()).await?;
+            keys.retain(|key| caller.principal.scope.covers(&scope_of(key)));
+            keys
+        }
+    };
+    Ok(Json(Data {
+        data: keys.into_iter().map(ApiKeyView::masked).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    Ok(Json(OneKey {
+        apikey: ApiKeyView::masked(key),
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<CreateQuery>,
+    body: RawBody,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let now = Utc::now();
+    let fields = body
+        .json::<CreateFields>()?
+        .unwrap_or_default()
+        .merge(query);
+    let request = CreateKey::parse(fields, now)?;
+    let org = member_org(&state, &caller, request.org_id).await?;
+    check_policy(&org, request.expires_at, now)?;
+    let scope = Scope {
+        org: Some(org.id),
+        apps: request.limited_to_apps,
+    };
+    let grant = Grant {
+        mode: request.mode,
+        scope: &scope,
+        expires_at: request.expires_at,
+    };
+    if !caller.principal.may_grant(&grant) {
+        return Err(ApiError::insufficient_permissions());
+    }
+    let (secret, material) = new_key_material()?;
+    let key = state
+        .store
+        .insert_key(NewApiKey {
+            material,
+            mode: request.mode,
+            name: request.name,
+            user_id: caller.user_id(),
+            org_id: scope.org,
+            limited_to_apps: scope.apps,
+            expires_at: request.expires_at,
+            created_by_key_id: Some(caller.principal.key_id),
+        })
+        .await?;
+    tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
+    Ok(Json(OneKey {
+        apikey: ApiKeyView::revealed(key, &secret),
+    }))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+    body: RawBody,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    let now = Utc::now();
+    let changes = match body.json::<UpdateFields>()? {
+        Some(fields) => fields.parse(now)?,
+        None => KeyChanges::default(),
+    };
+    if changes.is_empty() {
+        return Ok(Json(OneKey {
+            apikey: ApiKeyView::masked(key),
+        }));
+    }
+    let expires_at = changes.expires_at.unwrap_or(key.expires_at);
+    if let Some(org_id) = key.org_id {
+        let org = member_org(&state, &caller, org_id).await?;
+        if changes.expires_at.is_some() {
+            check_policy(&org, expires_at, now)?;
+        }
+    }
+    let scope = Scope {
+        org: key.org_id,
+        apps: changes
+            .limited_to_apps
+            .clone()
+            .unwrap_or_else(|| key.limited_to_apps.clone()),
+    };
+    let grant = Grant {
+        mode: changes.mode.unwrap_or(key.mode),
+        scope: &scope,
+        expires_at,
+    };
+    if !caller.principal.may_grant(&grant) {
+        return Err(ApiError::insufficient_permissions());
+    }
+    let updated = state
+        .store
+        .update_key(key.id, changes)
+        .await?
+        .ok_or_else(ApiError::api_key_not_found)?;
+    tracing::info!(key_id = updated.id, "api key updated");
+    Ok(Json(OneKey {
+        apikey: ApiKeyView::masked(updated),
+    }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+) -> ApiResult<Json<Success>> {
+    caller.require_key_management()?;
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    if !state.store.delete_key(key.id).await? {
+        return Err(ApiError::api_key_not_found());
+    }
+    tracing::info!(key_id = key.id, "api key deleted");
+    Ok(Json(SUCCESS))
+}

@@ -1,0 +1,25 @@
+//! `GET /health`: 200 when the database answers, 503 when it does not. No key needed.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Err(error) => {
+            tracing::warn!(error = %error, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "KO",
+                    "error": "The database is unavailable",
+                    "code": "database_unavailable",
+                })),
+            )
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Authentication: who is calling, and with which key.
+//!
+//! The key may come in `authorization` (bare or `Bearer`), `x-api-key` or
+//! `capgkey`. Its format and checksum are checked before any I/O, then its
+//! SHA-256 digest is looked up. A missing, malformed, unknown or deleted key
+//! is a 401; so is an expired one, with its own code.
+//!
+//! What the caller may then do is not decided here: handlers declare the
+//! action they need and [`Caller`] asks [`keygate_core::authz`].
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use keygate_core::authz::{Action, Decision, Principal, Target};
+use keygate_core::{ApiKeySecret, Role, Scope};
+use keygate_store::ApiKeyRecord;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
+
+/// The key presented with the request, if any, without its `Bearer ` prefix.
+fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+    let value = KEY_HEADERS.iter().find_map(|name| headers.get(*name))?;
+    let Ok(text) = value.to_str() else {
+        return Some(Err(()));
+    };
+    let text = text.trim();
+    let text = match text.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        None if text.eq_ignore_ascii_case("bearer") => "",
+        _ => text,
+    };
+    (!text.is_empty()).then_some(Ok(text))
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
+        let secret = presented
+            .ok()
+            .and_then(|text| ApiKeySecret::parse(text).ok())
+            .ok_or_else(ApiError::invalid_api_key)?;
+        let record = state
+            .store
+            .key_by_digest(&secret.digest())
+            .await?
+            .ok_or_else(ApiError::invalid_api_key)?;
+        let now = chrono::Utc::now();
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::api_key_expired());
+        }
+        state.usage.record(record.id, now);
+        Ok(Caller {
+            principal: principal(&record),
+        })
+    }
+}
+
+pub fn scope_of(key: &ApiKeyRecord) -> Scope {
+    Scope {
+        org: key.org_id,
+        apps: key.limited_to_apps.clone(),
+    }
+}
+
+fn principal(key: &ApiKeyRecord) -> Principal {
+    Principal {
+        key_id: key.id,
+        user_id: key.user_id,
+        mode: key.mode,
+        scope: scope_of(key),
+        expires_at: key.expires_at,
+    }
+}
+
+impl Caller {
+    pub fn user_id(&self) -> Uuid {
+        self.principal.user_id
+    }
+
+    /// Listing, creating, changing or deleting keys needs a key of mode `all`.
+    pub fn require_key_management(&self) -> ApiResult<()> {
+        if self.principal.may_manage_keys() {
+            Ok(())
+        } else {
+            Err(ApiError::insufficient_permissions())
+        }
+    }
+
+    /// The caller's role in `org_id`, `None` when not a member.
+    pub async fn role_in(&self, state: &AppState, org_id: Uuid) -> ApiResult<Option<Role>> {
+        Ok(state.store.role(org_id, self.user_id()).await?)
+    }
+
+    /// Decides `action` on `target`, reading the caller's current role.
+    pub async fn decide(
+        &self,
+        state: &AppState,
+        target: Target<'_>,
+        action: Action,
+    ) -> ApiResult<Decision> {
+        if !self.principal.scope.contains_org(target.org) {
+            return Ok(Decision::Invisible);
+        }
+        let role = self.role_in(state, target.org).await?;
+        Ok(self.principal.decide(role, target, action))
+    }
+
+    /// Like [`Caller::decide`], answering `invisible` or 403 otherwise.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        target: Target<'_>,
+        action: Action,
+        invisible: fn() -> ApiError,
+    ) -> ApiResult<()> {
+        match self.decide(state, target, action).await? {
+            Decision::Allow => Ok(()),
+            Decision::Forbidden => Err(ApiError::insufficient_permissions()),
+            Decision::Invisible => Err(invisible()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn every_header_form_is_read() {
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "ak_x")])),
+            Some(Ok("ak_x"))
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Bearer ak_x")])),
+            Some(Ok("ak_x"))
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "bearer  ak_x ")])),
+            Some(Ok("ak_x"))
+        );
+        assert_eq!(
+            presented_key(&headers(&[("x-api-key", "ak_x")])),
+            Some(Ok("ak_x"))
+        );
+        assert_eq!(
+            presented_key(&headers(&[("capgkey", "ak_x")])),
+            Some(Ok("ak_x"))
+        );
+        assert_eq!(presented_key(&headers(&[])), None);
+        assert_eq!(presented_key(&headers(&[("authorization", "  ")])), None);
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+    }
+}

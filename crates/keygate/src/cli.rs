@@ -1,0 +1,234 @@
+//! The command line: `serve`, `bootstrap`, `user add`.
+//!
+//! `bootstrap` and `user add` print exactly one JSON object on stdout; every
+//! error goes to stderr with a non-zero exit. Logs go to stderr and never
+//! hold a secret.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use keygate_core::Role;
+use uuid::Uuid;
+
+use crate::admin;
+
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about = "A self-hostable API key service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Create a user, an organization they own, and a first unscoped `all` key.
+    Bootstrap(BootstrapArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArg {
+    /// sqlite://PATH (created if missing).
+    #[arg(
+        long = "database",
+        env = "KEYGATE_DATABASE_URL",
+        default_value = "sqlite://keygate.db"
+    )]
+    url: String,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArg,
+    /// On an empty database, bootstrap this user and print the bootstrap JSON once.
+    #[arg(long, env = "KEYGATE_BOOTSTRAP_EMAIL")]
+    bootstrap_email: Option<String>,
+    /// The organization created with --bootstrap-email.
+    #[arg(
+        long,
+        env = "KEYGATE_BOOTSTRAP_ORG_NAME",
+        default_value = "Default Organization"
+    )]
+    bootstrap_org_name: String,
+}
+
+#[derive(Debug, Args)]
+struct BootstrapArgs {
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    org_name: String,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user to an organization (or change their role) and issue them an unscoped `all` key.
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+struct UserAddArgs {
+    #[arg(long)]
+    email: String,
+    /// The organization's id.
+    #[arg(long = "org")]
+    org_id: Uuid,
+    /// read, upload, write, admin or super_admin.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw)
+        .ok_or_else(|| "must be one of read, upload, write, admin, super_admin".to_owned())
+}
+
+/// Runs the command line and returns the process's exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Serve(_));
+    init_logging(quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("cannot start the async runtime: {error}")),
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("keygate: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info,sqlx=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn execute(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Bootstrap(args) => {
+            let store = open(&args.database.url).await?;
+            let result = admin::bootstrap(store.as_ref(), &args.email, &args.org_name).await;
+            store.close().await;
+            print_json(&result.map_err(|e| e.to_string())?)
+        }
+        Command::User(UserCommand::Add(args)) => {
+            let store = open(&args.database.url).await?;
+            let result = admin::add_user(store.as_ref(), &args.email, args.org_id, args.role).await;
+            store.close().await;
+            print_json(&result.map_err(|e| e.to_string())?)
+        }
+    }
+}
+
+async fn open(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, String> {
+    keygate_store::connect(url)
+        .await
+        .map_err(|e| format!("{} ({})", e, describe_database(url)))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The database URL as it may be logged: no credentials.
+pub fn describe_database(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split('?').next().unwrap_or_default();
+            format!("{scheme}://{rest}")
+        }
+        None => "<unparsable URL>".to_owned(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let database = describe_database(&args.database.url);
+    let store = open(&args.database.url).await?;
+    tracing::info!(%database, "database ready");
+    if !store.has_users().await.map_err(|e| e.to_string())? {
+        match &args.bootstrap_email {
+            Some(email) => {
+                let output = admin::bootstrap(store.as_ref(), email, &args.bootstrap_org_name)
+                    .await
+                    .map_err(|e| format!("bootstrap failed: {e}"))?;
+                print_json(&output)?;
+                tracing::info!(user_id = %output.user_id, org_id = %output.org_id, "bootstrapped");
+            }
+            None => eprintln!(
+                "keygate: the database has no users yet. Create the first user, an organization \
+                 and a key with:\n\n    keygate bootstrap --email you@example.com --org-name \"My Org\" \
+                 --database {}\n\nor start the server with --bootstrap-email you@example.com.",
+                args.database.url_for_hint()
+            ),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%address, "listening");
+    crate::serve(listener, store, crate::shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl DatabaseArg {
+    fn url_for_hint(&self) -> String {
+        describe_database(&self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_appear_in_a_described_url() {
+        assert_eq!(
+            describe_database("postgres://admin:s3cret@db.example:5432/keygate?sslmode=require"),
+            "postgres://db.example:5432/keygate"
+        );
+        assert_eq!(
+            describe_database("sqlite://keygate.db"),
+            "sqlite://keygate.db"
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,187 @@
+//! One error type, one JSON shape: `{"error": text, "status": "KO", "code": code}`.
+//!
+//! Texts say what to fix; codes are stable snake_case. 5xx bodies never carry
+//! internals: the cause goes to the log (which never holds a secret) and the
+//! client gets a generic sentence.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keygate_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: Cow<'static, str>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn missing_api_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "Missing API key",
+        )
+    }
+
+    pub fn invalid_api_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "Invalid API key",
+        )
+    }
+
+    pub fn api_key_expired() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_expired",
+            "API key expired",
+        )
+    }
+
+    pub fn insufficient_permissions() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "Insufficient permissions to manage API keys",
+        )
+    }
+
+    pub fn api_key_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "api_key_not_found",
+            "API key not found",
+        )
+    }
+
+    pub fn org_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "org_not_found",
+            "Organization not found",
+        )
+    }
+
+    pub fn invalid_mode() -> Self {
+        Self::bad_request(
+            "invalid_mode",
+            "Invalid mode specified. Must be one of: read, write, upload, all",
+        )
+    }
+
+    pub fn invalid_body(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::bad_request("invalid_body", message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "The database is unavailable; retry shortly",
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error; the details are in the server's log",
+        )
+    }
+
+    /// The generic error for a status produced outside our handlers (an
+    /// unknown route, a wrong method, a framework rejection).
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::new(status, "not_found", "No such endpoint"),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                status,
+                "method_not_allowed",
+                "This endpoint does not accept that HTTP method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(crate::BODY_LIMIT),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                status,
+                "unsupported_media_type",
+                "Send the request body as JSON (content-type: application/json)",
+            ),
+            s if s.is_server_error() => Self::internal(),
+            s => Self::new(
+                s,
+                "bad_request",
+                s.canonical_reason()
+                    .unwrap_or("The request could not be processed")
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "status": "KO", "code": self.code });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Self::unavailable()
+            }
+            StoreError::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
+            StoreError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            StoreError::LastSuperAdmin => Self::new(
+                StatusCode::CONFLICT,
+                "last_super_admin",
+                "An organization keeps at least one super_admin; promote another member first",
+            ),
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Config(_) => {
+                tracing::error!(error = %error, "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Request parts parsed at the edge, with rejections in the contract's shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A request body of at most [`crate::BODY_LIMIT`] bytes, read whole.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::payload_too_large(crate::BODY_LIMIT))
+            }
+            Err(rejection) => Err(ApiError::invalid_body(format!(
+                "Could not read the request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+impl RawBody {
+    /// The body as JSON, `None` when it is empty or only white space.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let deserializer = &mut serde_json::Deserializer::from_slice(&self.0);
+        serde_path_to_error::deserialize(deserializer)
+            .map(Some)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." || path.is_empty() {
+                    ApiError::invalid_body(format!("Invalid JSON body: {inner}"))
+                } else {
+                    ApiError::invalid_body(format!("Invalid JSON body at `{path}`: {inner}"))
+                }
+            })
+    }
+}
+
+/// Query parameters deserialized into `T`.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(Params).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("Invalid query parameters: {e}"))
+        })
+    }
+}

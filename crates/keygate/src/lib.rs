@@ -1,0 +1,93 @@
+//! keygate: a self-hostable API key service implementing the Capgo `/apikey`
+//! API and the authorization model behind it.
+//!
+//! The path of a request: [`router`] (one file, every route) → [`auth`]
+//! (header → key format → digest → store) → a handler in [`api`] that
+//! declares the action it needs → one [`error::ApiError`] shape.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod router;
+pub mod usage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use keygate_store::Store;
+use tokio::net::TcpListener;
+
+pub use usage::UsageRecorder;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub usage: UsageRecorder,
+}
+
+/// Serves keygate on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish, writes pending usage and closes the database.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let usage = UsageRecorder::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(usage.clone().run(store.clone(), stopped));
+    let app = router::app(AppState {
+        store: store.clone(),
+        usage,
+    });
+    let served = axum::serve(
+        listener,
+        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    let _ = stop.send(true);
+    if let Err(error) = flusher.await {
+        tracing::error!(%error, "usage writer failed");
+    }
+    store.close().await;
+    served
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

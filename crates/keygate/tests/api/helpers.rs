@@ -1,0 +1,222 @@
+//! `spawn_app`: a keygate on port 0 with a fresh SQLite file, bootstrapped
+//! with one owner, plus the few calls every test needs.
+
+use std::sync::Arc;
+
+use keygate::admin::{self, EnrollmentOutput};
+use keygate_core::Role;
+use keygate_store::Store;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A user with one unscoped `all` key, as the CLI prints it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: String,
+    pub org_id: String,
+    pub key_id: i64,
+    pub key: String,
+}
+
+impl From<EnrollmentOutput> for Account {
+    fn from(out: EnrollmentOutput) -> Self {
+        Self {
+            user_id: out.user_id.to_string(),
+            org_id: out.org_id.to_string(),
+            key_id: out.key_id,
+            key: out.key.expose().to_owned(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    /// `owner@example.com`, super_admin of the organization `Acme`.
+    pub owner: Account,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = keygate_store::connect(&url).await.expect("open database");
+    let owner = admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
+        .await
+        .expect("bootstrap")
+        .into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(keygate::serve(listener, store.clone(), async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        owner,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// What a call answered: the status and the JSON body (`Null` if none).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, got {self:?}");
+        self.body
+    }
+
+    /// Asserts the contract's error shape, status and code.
+    #[track_caller]
+    pub fn error(&self, status: u16, code: &str) -> &str {
+        assert_eq!(self.status, status, "unexpected reply {self:?}");
+        assert_eq!(self.body["status"], "KO", "error shape: {self:?}");
+        assert_eq!(self.body["code"], code, "error code: {self:?}");
+        let text = self.body["error"].as_str().expect("error text");
+        assert!(!text.is_empty());
+        text
+    }
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(key) = key {
+            request = request.header("authorization", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        reply(response).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let response = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .header("authorization", key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        reply(response).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Creates a key through the API and returns the `apikey` object.
+    pub async fn create_key(&self, caller: &str, body: Value) -> Value {
+        let reply = self.post("/apikey", caller, body).await;
+        reply.ok()["apikey"].clone()
+    }
+
+    /// A key of `mode` for the owner in its organization.
+    pub async fn owner_key(&self, mode: &str) -> Value {
+        self.create_key(
+            &self.owner.key,
+            json!({ "org_id": self.owner.org_id, "mode": mode }),
+        )
+        .await
+    }
+
+    /// Adds (or re-roles) a member of the owner's organization, with a fresh unscoped `all` key.
+    pub async fn member(&self, email: &str, role: Role) -> Account {
+        let org = Uuid::parse_str(&self.owner.org_id).expect("uuid");
+        admin::add_user(self.store.as_ref(), email, org, role)
+            .await
+            .expect("add user")
+            .into()
+    }
+
+    /// Another tenant: a new user owning a new organization.
+    pub async fn tenant(&self, email: &str) -> Account {
+        admin::bootstrap(self.store.as_ref(), email, "Other Corp")
+            .await
+            .expect("bootstrap")
+            .into()
+    }
+
+    /// The ids of the keys the caller lists.
+    pub async fn listed_ids(&self, path: &str, caller: &str) -> Vec<i64> {
+        let body = self.get(path, caller).await.ok();
+        body["data"]
+            .as_array()
+            .expect("data array")
+            .iter()
+            .map(|k| k["id"].as_i64().expect("id"))
+            .collect()
+    }
+
+    /// How many keys the database holds, all users together.
+    pub async fn key_count(&self) -> usize {
+        let mut total = 0;
+        let org = Uuid::parse_str(&self.owner.org_id).expect("uuid");
+        total += self.store.keys_of_org(org).await.expect("keys").len();
+        let owner = Uuid::parse_str(&self.owner.user_id).expect("uuid");
+        total += self
+            .store
+            .keys_of_user(owner)
+            .await
+            .expect("keys")
+            .iter()
+            .filter(|k| k.org_id.is_none())
+            .count();
+        total
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"))
+    };
+    Reply { status, body }
+}

@@ -1,0 +1,75 @@
+//! What surrounds the handlers: unknown routes, wrong methods, oversized
+//! bodies, trailing slashes, ids that are not ids, and `/health`.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_needs_no_key() {
+    let app = spawn_app().await;
+    let reply = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!(reply.ok(), json!({ "status": "ok" }));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_in_the_error_shape() {
+    let app = spawn_app().await;
+    app.call(Method::GET, "/nothing/here", None, None)
+        .await
+        .error(404, "not_found");
+    app.call(Method::PATCH, "/apikey", Some(&app.owner.key), None)
+        .await
+        .error(405, "method_not_allowed");
+    app.call(Method::POST, "/health", None, None)
+        .await
+        .error(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn trailing_slashes_are_optional() {
+    let app = spawn_app().await;
+    app.get("/apikey/", &app.owner.key).await.ok();
+    app.get("/apikey", &app.owner.key).await.ok();
+    app.get(&format!("/apikey/{}/", app.owner.key_id), &app.owner.key)
+        .await
+        .ok();
+    app.call(Method::GET, "/health/", None, None).await.ok();
+}
+
+#[tokio::test]
+async fn ids_that_are_not_ids_are_400() {
+    let app = spawn_app().await;
+    for path in [
+        "/apikey/abc",
+        "/apikey/-1",
+        "/apikey/1.5",
+        "/apikey/%F0%9F%94%91",
+    ] {
+        app.get(path, &app.owner.key)
+            .await
+            .error(400, "invalid_api_key_id");
+        app.delete(path, &app.owner.key)
+            .await
+            .error(400, "invalid_api_key_id");
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_413_and_change_nothing() {
+    let app = spawn_app().await;
+    let name = "x".repeat(1024 * 1024 + 1);
+    let body = json!({ "org_id": app.owner.org_id, "mode": "read", "name": name }).to_string();
+    let reply = app.raw(Method::POST, "/apikey", &app.owner.key, body).await;
+    reply.error(413, "payload_too_large");
+    assert_eq!(app.key_count().await, 1);
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_400() {
+    let app = spawn_app().await;
+    app.get("/apikey?orgid=x", &app.owner.key)
+        .await
+        .error(400, "invalid_query");
+}

@@ -1,0 +1,8 @@
+//! keygate over real HTTP: each test starts its own server on a loopback
+//! port with its own database, and talks to it with a real client.
+
+mod apikey_create;
+mod apikey_manage;
+mod auth;
+mod helpers;
+mod http_edges;
