@@ -1,0 +1,515 @@
+//! The `keygate` binary itself: its commands' output, start-up on an empty
+//! database, graceful shutdown, durability across `kill -9`, and secrets
+//! kept out of logs and out of the database file.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn database(&self) -> String {
+        format!("sqlite://{}", self.db_path().display())
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("keygate.db")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--database", &self.database()])
+            .current_dir(self.dir.path())
+            .env_remove("KEYGATE_DATABASE_URL")
+            .output()
+            .expect("run keygate")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keygate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        assert_eq!(
+            stdout.lines().count(),
+            1,
+            "stdout is one JSON object: {stdout:?}"
+        );
+        serde_json::from_str(&stdout).expect("JSON on stdout")
+    }
+
+    fn bootstrap(&self, email: &str, org: &str) -> Value {
+        self.json(&["bootstrap", "--email", email, "--org-name", org])
+    }
+
+    /// Every byte the database holds: the file and its WAL.
+    fn stored_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db_path().into_os_string();
+            path.push(suffix);
+            if let Ok(bytes) = std::fs::read(&path) {
+                all.extend(bytes);
+            }
+        }
+        all
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(work: &Workdir, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = work.dir.path().join(format!("server-{port}.log"));
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database",
+                &work.database(),
+            ])
+            .args(extra)
+            .current_dir(work.dir.path())
+            .env("KEYGATE_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn keygate serve");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen: {}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its stdout.
+    fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let mut stdout = String::new();
+                if let Some(mut pipe) = self.child.stdout.take() {
+                    pipe.read_to_string(&mut stdout).expect("stdout");
+                }
+                return (status, stdout);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit in {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        http(method, &format!("{}{}", self.base, path), key, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request over a fresh connection, blocking: these tests need no async runtime.
+fn http(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(key) = key {
+        request.push_str(&format!("authorization: {key}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("receive");
+    let (head, payload) = response.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
+}
+
+#[test]
+fn bootstrap_prints_one_json_object_and_can_onboard_more_tenants() {
+    let work = Workdir::new();
+    let first = work.bootstrap("Owner@Example.com", "Acme");
+    for field in ["user_id", "org_id"] {
+        uuid::Uuid::parse_str(first[field].as_str().expect(field)).expect("a UUID");
+    }
+    assert_eq!(first["key_id"], 1);
+    assert!(keygate_core::ApiKeySecret::parse(first["key"].as_str().expect("key")).is_ok());
+
+    let second = work.bootstrap("owner@example.com", "Second");
+    assert_eq!(second["user_id"], first["user_id"], "same email, same user");
+    assert_ne!(second["org_id"], first["org_id"]);
+    let third = work.bootstrap("other@example.com", "Third");
+    assert_ne!(third["user_id"], first["user_id"]);
+}
+
+#[test]
+fn user_add_enrolls_a_member_with_a_key() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let org = owner["org_id"].as_str().expect("org");
+    let member = work.json(&[
+        "user",
+        "add",
+        "--email",
+        "dev@example.com",
+        "--org",
+        org,
+        "--role",
+        "write",
+    ]);
+    assert_eq!(member["org_id"], org);
+    assert_ne!(member["user_id"], owner["user_id"]);
+    let again = work.json(&[
+        "user",
+        "add",
+        "--email",
+        "dev@example.com",
+        "--org",
+        org,
+        "--role",
+        "admin",
+    ]);
+    assert_eq!(again["user_id"], member["user_id"]);
+    assert_ne!(again["key_id"], member["key_id"]);
+}
+
+#[test]
+fn cli_errors_go_to_stderr_with_a_failing_status() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let org = owner["org_id"].as_str().expect("org");
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    for (args, says) in [
+        (
+            vec![
+                "user",
+                "add",
+                "--email",
+                "a@example.com",
+                "--org",
+                unknown,
+                "--role",
+                "read",
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "user",
+                "add",
+                "--email",
+                "a@example.com",
+                "--org",
+                org,
+                "--role",
+                "owner",
+            ],
+            "super_admin",
+        ),
+        (
+            vec![
+                "user",
+                "add",
+                "--email",
+                "a@example.com",
+                "--org",
+                "acme",
+                "--role",
+                "read",
+            ],
+            "--org",
+        ),
+        (
+            vec![
+                "user",
+                "add",
+                "--email",
+                "not-an-email",
+                "--org",
+                org,
+                "--role",
+                "read",
+            ],
+            "email",
+        ),
+        (
+            vec!["bootstrap", "--email", "a@example.com", "--org-name", "  "],
+            "org-name",
+        ),
+        // The last super_admin cannot be downgraded.
+        (
+            vec![
+                "user",
+                "add",
+                "--email",
+                "owner@example.com",
+                "--org",
+                org,
+                "--role",
+                "read",
+            ],
+            "super_admin",
+        ),
+    ] {
+        let out = work.run(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(says),
+            "{args:?}: stderr {stderr:?} does not mention {says}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_database_scheme_is_refused() {
+    let work = Workdir::new();
+    let out = Command::new(BIN)
+        .args([
+            "bootstrap",
+            "--email",
+            "a@example.com",
+            "--org-name",
+            "A",
+            "--database",
+            "mysql://root:hunter2@db/x",
+        ])
+        .current_dir(work.dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unsupported database scheme `mysql:`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "credentials leaked: {stderr}");
+}
+
+#[test]
+fn serve_on_an_empty_database_explains_how_to_bootstrap_and_creates_nothing() {
+    let work = Workdir::new();
+    let server = Server::start(&work, &[]);
+    assert_eq!(
+        server.call("GET", "/health", None, None),
+        (200, json!({ "status": "ok" }))
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("keygate bootstrap --email"),
+        "no hint in {log}"
+    );
+    server.signal("-TERM");
+    let (status, stdout) = server.wait(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(stdout.is_empty(), "nothing is printed: {stdout:?}");
+    // Nobody was created silently: the first bootstrap gets key 1.
+    assert_eq!(work.bootstrap("owner@example.com", "Acme")["key_id"], 1);
+}
+
+#[test]
+fn serve_bootstraps_once_with_an_email() {
+    let work = Workdir::new();
+    let server = Server::start(&work, &["--bootstrap-email", "owner@example.com"]);
+    let (_, listed) = server.call("GET", "/health", None, None);
+    assert_eq!(listed["status"], "ok");
+    server.signal("-INT");
+    let (status, stdout) = server.wait(Duration::from_secs(10));
+    assert!(status.success());
+    let printed: Value = serde_json::from_str(stdout.trim()).expect("bootstrap JSON on stdout");
+    let key = printed["key"].as_str().expect("key");
+
+    let server = Server::start(&work, &["--bootstrap-email", "owner@example.com"]);
+    let (status_code, body) = server.call("GET", "/apikey", Some(key), None);
+    assert_eq!(status_code, 200, "{body}");
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
+    server.signal("-TERM");
+    let (_, stdout) = server.wait(Duration::from_secs(10));
+    assert!(stdout.is_empty(), "bootstrapped twice: {stdout:?}");
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key");
+    let server = Server::start(&work, &[]);
+    let mut created = Vec::new();
+    for i in 0..20 {
+        let body = json!({ "org_id": owner["org_id"], "mode": "read", "name": format!("key {i}") });
+        let (status, reply) = server.call("POST", "/apikey", Some(admin), Some(body));
+        assert_eq!(status, 200, "{reply}");
+        created.push(reply["apikey"]["key"].as_str().expect("key").to_owned());
+    }
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/apikey/{}", created[0]),
+        Some(admin),
+        None,
+    );
+    assert_eq!(status, 200);
+    drop(server); // SIGKILL, no chance to clean up
+
+    let server = Server::start(&work, &[]);
+    let (_, listed) = server.call("GET", "/apikey", Some(admin), None);
+    assert_eq!(
+        listed["data"].as_array().map(Vec::len),
+        Some(20),
+        "bootstrap key + 19 survivors"
+    );
+    for key in &created[1..] {
+        let (status, _) = server.call("GET", "/apikey", Some(key), None);
+        assert_eq!(
+            status, 403,
+            "a read key authenticates, and may not manage keys"
+        );
+    }
+    let (status, _) = server.call("GET", "/apikey", Some(&created[0]), None);
+    assert_eq!(status, 401, "the deletion survived too");
+}
+
+#[test]
+fn sigterm_finishes_cleanly_and_keeps_last_use() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key");
+    let server = Server::start(&work, &[]);
+    assert_eq!(server.call("GET", "/apikey", Some(admin), None).0, 200);
+    server.signal("-TERM");
+    let (status, _) = server.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = Server::start(&work, &[]);
+    let (_, listed) = server.call("GET", "/apikey", Some(admin), None);
+    assert!(
+        listed["data"][0]["last_used_at"].is_string(),
+        "use written at shutdown: {listed}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_log_or_the_database() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key").to_owned();
+    let server = Server::start(&work, &[]);
+    let mut secrets = vec![admin.clone()];
+    for mode in ["read", "all"] {
+        let body = json!({ "org_id": owner["org_id"], "mode": mode });
+        let (_, reply) = server.call("POST", "/apikey", Some(&admin), Some(body));
+        secrets.push(reply["apikey"]["key"].as_str().expect("key").to_owned());
+    }
+    let (status, _) = server.call(
+        "GET",
+        &format!("/apikey/{}", secrets[1]),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/apikey/{}/", secrets[2]),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (status, _) = server.call("GET", "/apikey", Some(&secrets[2]), None);
+    assert_eq!(status, 401);
+    server.signal("-TERM");
+    let log = server.log_text();
+    server.wait(Duration::from_secs(10));
+
+    assert!(
+        log.contains("ak_[redacted]"),
+        "the access log shows requests: {log}"
+    );
+    let stored = work.stored_bytes();
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+        assert!(
+            !log.contains(&secret[3..20]),
+            "part of a secret is in the log"
+        );
+        let needle = secret.as_bytes();
+        assert!(
+            !stored.windows(needle.len()).any(|w| w == needle),
+            "a secret is in the database"
+        );
+    }
+    assert!(Path::new(&work.db_path()).exists());
+}
