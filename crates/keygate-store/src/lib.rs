@@ -5,6 +5,7 @@
 //! on connect, and a write returns only once it is durable.
 
 mod model;
+mod postgres;
 mod sql;
 mod sqlite;
 
@@ -16,6 +17,7 @@ use keygate_core::{KeyDigest, Role};
 use uuid::Uuid;
 
 pub use model::*;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -100,8 +102,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
         Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
         Some(other) => Err(StoreError::Config(format!(
-            "unsupported database scheme `{other}:`; use sqlite://PATH"
+            "unsupported database scheme `{other}:`; use sqlite://PATH or postgres://USER@HOST/DATABASE"
         ))),
         None => Err(StoreError::Config(
             "the database URL needs a scheme, such as sqlite://keygate.db".into(),

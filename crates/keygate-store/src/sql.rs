@@ -211,12 +211,16 @@ macro_rules! impl_store {
                         (id, Role::SuperAdmin)
                     }
                     $crate::Enroll::Member { org_id, role } => {
-                        let found: Option<uuid::Uuid> =
-                            sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
-                                .bind(org_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        if found.is_none() {
+                        // A no-op update locks the organization's row (PostgreSQL;
+                        // SQLite's single writer is exclusive anyway), so that two
+                        // concurrent downgrades cannot both see another super_admin.
+                        let locked = sqlx::query(
+                            "UPDATE organizations SET updated_at = updated_at WHERE id = $1",
+                        )
+                        .bind(org_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if locked.rows_affected() == 0 {
                             return Err($crate::StoreError::NotFound("organization"));
                         }
                         let current: Option<String> = sqlx::query_scalar(

@@ -4,8 +4,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use keygate_testkit::ServerProcess;
 
 use serde_json::{Value, json};
 
@@ -74,80 +76,17 @@ impl Workdir {
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
+/// `keygate serve` on this work directory's database.
+struct Server(ServerProcess);
 
 impl Server {
     fn start(work: &Workdir, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = work.dir.path().join(format!("server-{port}.log"));
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database",
-                &work.database(),
-            ])
-            .args(extra)
-            .current_dir(work.dir.path())
-            .env("KEYGATE_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn keygate serve");
-        let server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen: {}",
-                server.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit and returns its stdout.
-    fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let mut stdout = String::new();
-                if let Some(mut pipe) = self.child.stdout.take() {
-                    pipe.read_to_string(&mut stdout).expect("stdout");
-                }
-                return (status, stdout);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit in {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Self(ServerProcess::start(
+            Path::new(BIN),
+            &work.database(),
+            work.dir.path(),
+            extra,
+        ))
     }
 
     fn call(
@@ -157,14 +96,15 @@ impl Server {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        http(method, &format!("{}{}", self.base, path), key, body)
+        http(method, &format!("{}{}", self.0.base, path), key, body)
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.0
     }
 }
 
@@ -375,7 +315,7 @@ fn serve_on_an_empty_database_explains_how_to_bootstrap_and_creates_nothing() {
         "no hint in {log}"
     );
     server.signal("-TERM");
-    let (status, stdout) = server.wait(Duration::from_secs(10));
+    let (status, stdout) = server.0.wait(Duration::from_secs(10));
     assert!(status.success());
     assert!(stdout.is_empty(), "nothing is printed: {stdout:?}");
     // Nobody was created silently: the first bootstrap gets key 1.
@@ -389,7 +329,7 @@ fn serve_bootstraps_once_with_an_email() {
     let (_, listed) = server.call("GET", "/health", None, None);
     assert_eq!(listed["status"], "ok");
     server.signal("-INT");
-    let (status, stdout) = server.wait(Duration::from_secs(10));
+    let (status, stdout) = server.0.wait(Duration::from_secs(10));
     assert!(status.success());
     let printed: Value = serde_json::from_str(stdout.trim()).expect("bootstrap JSON on stdout");
     let key = printed["key"].as_str().expect("key");
@@ -399,7 +339,7 @@ fn serve_bootstraps_once_with_an_email() {
     assert_eq!(status_code, 200, "{body}");
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
     server.signal("-TERM");
-    let (_, stdout) = server.wait(Duration::from_secs(10));
+    let (_, stdout) = server.0.wait(Duration::from_secs(10));
     assert!(stdout.is_empty(), "bootstrapped twice: {stdout:?}");
 }
 
@@ -451,7 +391,7 @@ fn sigterm_finishes_cleanly_and_keeps_last_use() {
     let server = Server::start(&work, &[]);
     assert_eq!(server.call("GET", "/apikey", Some(admin), None).0, 200);
     server.signal("-TERM");
-    let (status, _) = server.wait(Duration::from_secs(10));
+    let (status, _) = server.0.wait(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 
     let server = Server::start(&work, &[]);
@@ -492,7 +432,7 @@ fn secrets_never_reach_the_log_or_the_database() {
     assert_eq!(status, 401);
     server.signal("-TERM");
     let log = server.log_text();
-    server.wait(Duration::from_secs(10));
+    server.0.wait(Duration::from_secs(10));
 
     assert!(
         log.contains("ak_[redacted]"),

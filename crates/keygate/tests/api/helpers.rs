@@ -1,4 +1,5 @@
-//! `spawn_app`: a keygate on port 0 with a fresh SQLite file, bootstrapped
+//! `spawn_app`: a keygate on port 0 with a fresh database (SQLite, or
+//! PostgreSQL with `KEYGATE_TEST_DATABASE`, see keygate-testkit), bootstrapped
 //! with one owner, plus the few calls every test needs.
 
 use std::sync::Arc;
@@ -36,14 +37,15 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// `owner@example.com`, super_admin of the organization `Acme`.
     pub owner: Account,
-    _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _database: keygate_testkit::TestDatabase,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
-    let store = keygate_store::connect(&url).await.expect("open database");
+    let database = keygate_testkit::TestDatabase::new().await;
+    let store = keygate_store::connect(database.url())
+        .await
+        .expect("open database");
     let owner = admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
         .await
         .expect("bootstrap")
@@ -61,7 +63,7 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         store,
         owner,
-        _dir: dir,
+        _database: database,
         _stop: stop,
     }
 }

@@ -1,0 +1,384 @@
+//! Several `keygate serve` replicas on one PostgreSQL database: they agree at
+//! once, and a lost database turns into prompt 503s, then recovery, with no
+//! acknowledged write lost.
+//!
+//! Run with `KEYGATE_TEST_DATABASE=postgres://postgres@127.0.0.1:5432/postgres
+//! cargo test --workspace -- --include-ignored`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keygate_core::Role;
+use keygate_testkit::proxy::CuttableProxy;
+use keygate_testkit::{ServerProcess, TestDatabase, postgres_base, with_database};
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+const BOUND: Duration = Duration::from_secs(1);
+
+async fn database() -> TestDatabase {
+    let base =
+        postgres_base().expect("set KEYGATE_TEST_DATABASE=postgres://… to run the replica tests");
+    TestDatabase::postgres(&base).await
+}
+
+async fn call(
+    client: &Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .header("authorization", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(error) => panic!("request failed: {error}"),
+    }
+}
+
+/// Polls `replica` with `key` until it answers `want`, returning how long that took.
+async fn until_status(
+    client: &Client,
+    replica: &str,
+    key: &str,
+    path: &str,
+    want: u16,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, _) = call(client, replica, Method::GET, path, key, None).await;
+        if status == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "replica still answers {status}, not {want}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn replicas_agree_on_keys_and_memberships_within_a_second() {
+    let db = database().await;
+    let store = keygate_store::connect(db.url()).await.expect("connect");
+    let owner = keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
+        .await
+        .expect("bootstrap");
+    let admin = owner.key.expose().to_owned();
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let client = Client::new();
+
+    for round in 0..10 {
+        let body =
+            json!({ "org_id": owner.org_id, "mode": "all", "name": format!("round {round}") });
+        let (status, created) = call(
+            &client,
+            &a.base,
+            Method::POST,
+            "/apikey",
+            &admin,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "{created}");
+        let key = created["apikey"]["key"].as_str().expect("key").to_owned();
+        let id = created["apikey"]["id"].as_i64().expect("id");
+        // Created on A, it authenticates on B at once.
+        let (status, _) = call(&client, &b.base, Method::GET, "/apikey", &key, None).await;
+        assert_eq!(status, 200, "a key created on A is refused by B");
+
+        let (status, _) = call(
+            &client,
+            &a.base,
+            Method::DELETE,
+            &format!("/apikey/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let took = until_status(&client, &b.base, &key, "/apikey", 401, BOUND).await;
+        assert!(took < BOUND, "revocation took {took:?} to reach B");
+    }
+
+    // A change of mode made on B binds the key on A.
+    let body = json!({ "org_id": owner.org_id, "mode": "all" });
+    let (_, created) = call(
+        &client,
+        &b.base,
+        Method::POST,
+        "/apikey",
+        &admin,
+        Some(body),
+    )
+    .await;
+    let key = created["apikey"]["key"].as_str().expect("key").to_owned();
+    let path = format!("/apikey/{}", created["apikey"]["id"]);
+    call(&client, &a.base, Method::GET, "/apikey", &key, None).await;
+    let (status, _) = call(
+        &client,
+        &b.base,
+        Method::PUT,
+        &path,
+        &admin,
+        Some(json!({ "mode": "read" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    until_status(&client, &a.base, &key, "/apikey", 403, BOUND).await;
+
+    // A member downgraded through the shared database is narrowed on every replica.
+    let org: Uuid = owner.org_id;
+    let member = keygate::admin::add_user(store.as_ref(), "admin@example.com", org, Role::Admin)
+        .await
+        .expect("add");
+    let member_key = member.key.expose().to_owned();
+    let org_keys = format!("/apikey?org_id={org}");
+    for replica in [&a.base, &b.base] {
+        assert_eq!(
+            call(&client, replica, Method::GET, &org_keys, &member_key, None)
+                .await
+                .0,
+            200
+        );
+    }
+    keygate::admin::add_user(store.as_ref(), "admin@example.com", org, Role::Read)
+        .await
+        .expect("downgrade");
+    for replica in [&a.base, &b.base] {
+        until_status(&client, replica, &member_key, &org_keys, 403, BOUND).await;
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn concurrent_writes_across_replicas_stay_consistent() {
+    let db = database().await;
+    let store = keygate_store::connect(db.url()).await.expect("connect");
+    let owner = keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
+        .await
+        .expect("bootstrap");
+    let admin = owner.key.expose().to_owned();
+    let replicas = [
+        ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]),
+        ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]),
+    ];
+    let client = Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let (client, base, admin) = (client.clone(), replicas[i % 2].base.clone(), admin.clone());
+        let org = owner.org_id;
+        tasks.spawn(async move {
+            let body = json!({ "org_id": org, "mode": "read" });
+            call(&client, &base, Method::POST, "/apikey", &admin, Some(body)).await
+        });
+    }
+    let mut ids = Vec::new();
+    let mut secrets = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (status, body) = done.expect("task");
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["apikey"]["id"].as_i64().expect("id"));
+        secrets.push(body["apikey"]["key"].as_str().expect("key").to_owned());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    secrets.sort();
+    secrets.dedup();
+    assert_eq!((ids.len(), secrets.len()), (60, 60));
+
+    // Updates racing deletes on the other replica never resurrect a key.
+    let mut races = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().copied().enumerate() {
+        let (client, admin) = (client.clone(), admin.clone());
+        let (one, other) = (
+            replicas[i % 2].base.clone(),
+            replicas[(i + 1) % 2].base.clone(),
+        );
+        races.spawn(async move {
+            let path = format!("/apikey/{id}");
+            let update = call(
+                &client,
+                &one,
+                Method::PUT,
+                &path,
+                &admin,
+                Some(json!({ "name": "raced" })),
+            );
+            let delete = call(&client, &other, Method::DELETE, &path, &admin, None);
+            let ((updated, _), (deleted, _)) = tokio::join!(update, delete);
+            assert!(matches!(updated, 200 | 404), "update answered {updated}");
+            assert_eq!(deleted, 200);
+        });
+    }
+    while let Some(done) = races.join_next().await {
+        done.expect("race");
+    }
+    assert!(
+        store
+            .keys_of_org(owner.org_id)
+            .await
+            .expect("keys")
+            .is_empty(),
+        "a deleted key came back"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
+    let db = database().await;
+    let base = postgres_base().expect("postgres");
+    let upstream = {
+        let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("url");
+        format!("{}:{}", opts.get_host(), opts.get_port())
+    };
+    let proxy = CuttableProxy::start(upstream).await;
+    let name = db.url().rsplit('/').next().expect("name").to_owned();
+    let through_proxy = with_database(
+        &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        &name,
+    );
+
+    let store = keygate_store::connect(db.url()).await.expect("connect");
+    let owner = keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
+        .await
+        .expect("bootstrap");
+    let admin = owner.key.expose().to_owned();
+    let server = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), &[]);
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+
+    // Writers keep creating keys all along; only 200s count as acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, base, admin, stop) = (
+            client.clone(),
+            server.base.clone(),
+            admin.clone(),
+            stop.clone(),
+        );
+        let org = owner.org_id;
+        writers.spawn(async move {
+            let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let started = Instant::now();
+                let (status, body) = call(
+                    &client,
+                    &base,
+                    Method::POST,
+                    "/apikey",
+                    &admin,
+                    Some(json!({ "org_id": org, "mode": "read" })),
+                )
+                .await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "a request hung for {:?}",
+                    started.elapsed()
+                );
+                match status {
+                    200 => acknowledged.push(body["apikey"]["id"].as_i64().expect("id")),
+                    503 => {
+                        assert_eq!(body["code"], "database_unavailable", "{body}");
+                        assert_eq!(body["status"], "KO");
+                        unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("unexpected {other}: {body}"),
+                }
+            }
+            (acknowledged, unavailable)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    let started = Instant::now();
+    loop {
+        let response = client
+            .get(format!("{}/health", server.base))
+            .send()
+            .await
+            .expect("health");
+        if response.status() == 503 {
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["status"], "KO");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "health never reported the outage"
+        );
+    }
+    let (status, body) = call(&client, &server.base, Method::GET, "/apikey", &admin, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    proxy.restore();
+    let started = Instant::now();
+    while client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("health")
+        .status()
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "keygate did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+    while let Some(done) = writers.join_next().await {
+        let (ids, failures) = done.expect("writer");
+        acknowledged.extend(ids);
+        unavailable += failures;
+    }
+    assert!(unavailable > 0, "the outage was never seen by a writer");
+    let stored: std::collections::HashSet<i64> = store
+        .keys_of_org(owner.org_id)
+        .await
+        .expect("keys")
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        acknowledged.len() > 4,
+        "too few writes to mean anything: {}",
+        acknowledged.len()
+    );
+    store.close().await;
+}
