@@ -21,6 +21,7 @@ impl ServerProcess {
             .expect("free port")
             .port();
         let log = dir.join(format!("server-{port}.log"));
+        let binary = binary.canonicalize().expect("keygate binary");
         let child = Command::new(binary)
             .args([
                 "serve",

@@ -33,7 +33,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DatabaseArg {
-    /// sqlite://PATH (created if missing).
+    /// sqlite://PATH (created if missing) or postgres://USER@HOST/DATABASE.
     #[arg(
         long = "database",
         env = "KEYGATE_DATABASE_URL",

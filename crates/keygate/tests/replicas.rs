@@ -6,69 +6,19 @@
 //! cargo test --workspace -- --include-ignored`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keygate_core::Role;
 use keygate_testkit::proxy::CuttableProxy;
-use keygate_testkit::{ServerProcess, TestDatabase, postgres_base, with_database};
+use keygate_testkit::{ServerProcess, postgres_base, with_database};
 use reqwest::{Client, Method};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::{BIN, WriteLoad, call, database, until_health, until_status};
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+mod support;
+
 const BOUND: Duration = Duration::from_secs(1);
-
-async fn database() -> TestDatabase {
-    let base =
-        postgres_base().expect("set KEYGATE_TEST_DATABASE=postgres://… to run the replica tests");
-    TestDatabase::postgres(&base).await
-}
-
-async fn call(
-    client: &Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client
-        .request(method, format!("{base}{path}"))
-        .header("authorization", key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(error) => panic!("request failed: {error}"),
-    }
-}
-
-/// Polls `replica` with `key` until it answers `want`, returning how long that took.
-async fn until_status(
-    client: &Client,
-    replica: &str,
-    key: &str,
-    path: &str,
-    want: u16,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let (status, _) = call(client, replica, Method::GET, path, key, None).await;
-        if status == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "replica still answers {status}, not {want}, after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
@@ -268,68 +218,10 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
         .build()
         .expect("client");
 
-    // Writers keep creating keys all along; only 200s count as acknowledged.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (client, base, admin, stop) = (
-            client.clone(),
-            server.base.clone(),
-            admin.clone(),
-            stop.clone(),
-        );
-        let org = owner.org_id;
-        writers.spawn(async move {
-            let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let started = Instant::now();
-                let (status, body) = call(
-                    &client,
-                    &base,
-                    Method::POST,
-                    "/apikey",
-                    &admin,
-                    Some(json!({ "org_id": org, "mode": "read" })),
-                )
-                .await;
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "a request hung for {:?}",
-                    started.elapsed()
-                );
-                match status {
-                    200 => acknowledged.push(body["apikey"]["id"].as_i64().expect("id")),
-                    503 => {
-                        assert_eq!(body["code"], "database_unavailable", "{body}");
-                        assert_eq!(body["status"], "KO");
-                        unavailable += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    other => panic!("unexpected {other}: {body}"),
-                }
-            }
-            (acknowledged, unavailable)
-        });
-    }
+    let load = WriteLoad::start(&client, &server.base, &admin, owner.org_id, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.cut();
-    let started = Instant::now();
-    loop {
-        let response = client
-            .get(format!("{}/health", server.base))
-            .send()
-            .await
-            .expect("health");
-        if response.status() == 503 {
-            let body: Value = response.json().await.expect("json");
-            assert_eq!(body["status"], "KO");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "health never reported the outage"
-        );
-    }
+    until_health(&client, &server.base, 503, Duration::from_secs(10)).await;
     let (status, body) = call(&client, &server.base, Method::GET, "/apikey", &admin, None).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -339,30 +231,13 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     proxy.restore();
-    let started = Instant::now();
-    while client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .expect("health")
-        .status()
-        != 200
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "keygate did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_health(&client, &server.base, 200, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
-    while let Some(done) = writers.join_next().await {
-        let (ids, failures) = done.expect("writer");
-        acknowledged.extend(ids);
-        unavailable += failures;
-    }
-    assert!(unavailable > 0, "the outage was never seen by a writer");
+    let outcome = load.finish().await;
+    assert!(
+        outcome.unavailable > 0,
+        "the outage was never seen by a writer"
+    );
     let stored: std::collections::HashSet<i64> = store
         .keys_of_org(owner.org_id)
         .await
@@ -370,15 +245,16 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
         .iter()
         .map(|k| k.id)
         .collect();
-    let lost: Vec<_> = acknowledged
+    let lost: Vec<_> = outcome
+        .acknowledged
         .iter()
         .filter(|id| !stored.contains(id))
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(
-        acknowledged.len() > 4,
+        outcome.acknowledged.len() > 4,
         "too few writes to mean anything: {}",
-        acknowledged.len()
+        outcome.acknowledged.len()
     );
     store.close().await;
 }
