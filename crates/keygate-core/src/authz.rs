@@ -216,6 +216,12 @@ pub enum Decision {
     Invisible,
 }
 
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        self == Decision::Allow
+    }
+}
+
 /// The authenticated key behind a request: whose it is and what it may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::{KeyDigest, Role};
+use keygate_core::{AppId, Email, KeyDigest, OrgName, Role};
 use uuid::Uuid;
 
 pub use model::*;
@@ -34,6 +34,9 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("an organization keeps at least one super_admin")]
     LastSuperAdmin,
+    /// The change would touch or grant a role above the acting member's.
+    #[error("that role is above the acting member's own")]
+    RoleAboveOwn,
     /// A row that the code cannot read back: a bug or a hand-edited database.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -84,6 +87,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Organization>>;
     /// The user's role in the organization, `None` when not a member.
     async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
+
+    /// A new organization with `owner` as its `super_admin`.
+    async fn create_organization(&self, name: &OrgName, owner: Uuid) -> Result<Organization>;
+    /// Every organization the user belongs to, with their role, oldest first.
+    async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>>;
+    /// Deletes the organization with its memberships, scoped keys, apps and
+    /// bundles; returns the blob keys of the deleted bundles.
+    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>>;
+
+    async fn members(&self, org_id: Uuid) -> Result<Vec<Member>>;
+    /// Adds the user (created if the email is new) or changes their role.
+    async fn set_member(&self, change: MemberChange, email: &Email, role: Role) -> Result<Member>;
+    /// Removes a member and the keys they hold scoped to the organization.
+    /// `false` when they were not a member.
+    async fn remove_member(&self, change: MemberChange, user_id: Uuid) -> Result<bool>;
+
+    async fn create_app(&self, org_id: Uuid, app_id: &AppId, name: &str) -> Result<App>;
+    async fn app(&self, app_id: &AppId) -> Result<Option<App>>;
+    async fn apps_of_org(&self, org_id: Uuid) -> Result<Vec<App>>;
+    /// Apps of every organization the user belongs to.
+    async fn apps_of_user(&self, user_id: Uuid) -> Result<Vec<App>>;
+    async fn rename_app(&self, app_id: &AppId, name: &str) -> Result<Option<App>>;
+    /// Returns the blob keys of the app's bundles, `None` if there was no app.
+    async fn delete_app(&self, app_id: &AppId) -> Result<Option<Vec<String>>>;
+
+    async fn insert_bundle(&self, bundle: NewBundle) -> Result<Bundle>;
+    async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>>;
+    async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
+    /// Returns the deleted bundle, whose blob the caller removes.
+    async fn delete_bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;

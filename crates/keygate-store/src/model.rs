@@ -104,3 +104,57 @@ pub struct Enrollee {
     pub key: KeyMaterial,
     pub key_name: KeyName,
 }
+
+/// An organization as one member sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub organization: Organization,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+/// A change of membership, checked against the acting member's own role.
+#[derive(Debug, Clone)]
+pub struct MemberChange {
+    pub org_id: Uuid,
+    /// The role of whoever makes the change: nobody touches or grants a role
+    /// above their own.
+    pub acting_role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub app_id: AppId,
+    pub org_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub id: i64,
+    pub app_id: AppId,
+    pub version: String,
+    /// Hex SHA-256 of the bytes.
+    pub checksum: String,
+    pub size: i64,
+    /// Where the blob store keeps the bytes.
+    pub blob_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBundle {
+    pub app_id: AppId,
+    pub version: String,
+    pub checksum: String,
+    pub size: i64,
+    pub blob_key: String,
+}

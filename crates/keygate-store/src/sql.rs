@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use keygate_core::{AppId, Mode, Role};
 use uuid::Uuid;
 
-use crate::{ApiKeyRecord, Organization, StoreError};
+use crate::{ApiKeyRecord, App, Bundle, Member, Membership, Organization, StoreError};
 
 macro_rules! key_columns {
     () => {
@@ -74,10 +74,6 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
     }
 }
 
-pub(crate) fn keys(rows: Vec<KeyRow>) -> Result<Vec<ApiKeyRecord>, StoreError> {
-    rows.into_iter().map(ApiKeyRecord::try_from).collect()
-}
-
 pub(crate) fn apps_json(apps: &[AppId]) -> String {
     let names: Vec<&str> = apps.iter().map(AppId::as_str).collect();
     serde_json::Value::from(names).to_string()
@@ -93,6 +89,12 @@ pub(crate) struct OrgRow {
     updated_at: DateTime<Utc>,
 }
 
+impl OrgRow {
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 impl From<OrgRow> for Organization {
     fn from(row: OrgRow) -> Self {
         Organization {
@@ -106,18 +108,135 @@ impl From<OrgRow> for Organization {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct MembershipRow {
+    #[sqlx(flatten)]
+    org: OrgRow,
+    role: String,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = StoreError;
+
+    fn try_from(row: MembershipRow) -> Result<Self, StoreError> {
+        Ok(Membership {
+            role: role(&row.role)?,
+            organization: row.org.into(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemberRow {
+    user_id: Uuid,
+    email: String,
+    role: String,
+}
+
+impl TryFrom<MemberRow> for Member {
+    type Error = StoreError;
+
+    fn try_from(row: MemberRow) -> Result<Self, StoreError> {
+        Ok(Member {
+            user_id: row.user_id,
+            email: row.email,
+            role: role(&row.role)?,
+        })
+    }
+}
+
+macro_rules! app_columns {
+    () => {
+        "app_id, org_id, name, created_at, updated_at"
+    };
+}
+pub(crate) use app_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppRow {
+    app_id: String,
+    org_id: Uuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<AppRow> for App {
+    type Error = StoreError;
+
+    fn try_from(row: AppRow) -> Result<Self, StoreError> {
+        let app_id = AppId::parse(&row.app_id)
+            .map_err(|_| StoreError::Corrupt(format!("apps.app_id `{}`", row.app_id)))?;
+        Ok(App {
+            app_id,
+            org_id: row.org_id,
+            name: row.name,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+macro_rules! bundle_columns {
+    () => {
+        "id, app_id, version, checksum, size, blob_key, created_at"
+    };
+}
+pub(crate) use bundle_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BundleRow {
+    id: i64,
+    app_id: String,
+    version: String,
+    checksum: String,
+    size: i64,
+    blob_key: String,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<BundleRow> for Bundle {
+    type Error = StoreError;
+
+    fn try_from(row: BundleRow) -> Result<Self, StoreError> {
+        let app_id = AppId::parse(&row.app_id)
+            .map_err(|_| StoreError::Corrupt(format!("bundles.app_id of bundle {}", row.id)))?;
+        Ok(Bundle {
+            id: row.id,
+            app_id,
+            version: row.version,
+            checksum: row.checksum,
+            size: row.size,
+            blob_key: row.blob_key,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// Converts every row, failing on the first that cannot be read.
+pub(crate) fn all<R, T: TryFrom<R, Error = StoreError>>(
+    rows: Vec<R>,
+) -> Result<Vec<T>, StoreError> {
+    rows.into_iter().map(T::try_from).collect()
+}
+
 pub(crate) fn role(name: &str) -> Result<Role, StoreError> {
     Role::parse(name).ok_or_else(|| StoreError::Corrupt(format!("memberships.role `{name}`")))
 }
 
-/// Maps constraint violations of a write to what they mean.
-pub(crate) fn write_error(error: sqlx::Error, missing: &'static str) -> StoreError {
+/// Maps constraint violations of a write to what they mean: a reference to
+/// a `missing` row, or a `duplicate` of an existing one.
+pub(crate) fn write_error(
+    error: sqlx::Error,
+    missing: &'static str,
+    duplicate: &'static str,
+) -> StoreError {
     if let sqlx::Error::Database(db) = &error {
         if db.is_foreign_key_violation() {
             return StoreError::NotFound(missing);
         }
         if db.is_unique_violation() {
-            return StoreError::Conflict("api key");
+            return StoreError::Conflict(duplicate);
         }
     }
     error.into()
@@ -151,8 +270,147 @@ macro_rules! impl_store {
                 .bind(now)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(|e| $crate::sql::write_error(e, "organization"))?;
+                .map_err(|e| $crate::sql::write_error(e, "organization", "api key"))?;
                 row.try_into()
+            }
+            async fn insert_membership_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+                user_id: uuid::Uuid,
+                role: keygate_core::Role,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO memberships (org_id, user_id, role, created_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(org_id)
+                .bind(user_id)
+                .bind(role.as_str())
+                .bind($crate::now())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Locks the organization's row until the transaction ends
+            /// (PostgreSQL; SQLite's single writer is exclusive anyway), so
+            /// that concurrent membership changes see each other.
+            async fn lock_org_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+            ) -> $crate::Result<()> {
+                let locked = sqlx::query("UPDATE organizations SET updated_at = updated_at WHERE id = $1")
+                    .bind(org_id)
+                    .execute(&mut *conn)
+                    .await?;
+                if locked.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound("organization"));
+                }
+                Ok(())
+            }
+
+            async fn role_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+                user_id: uuid::Uuid,
+            ) -> $crate::Result<Option<keygate_core::Role>> {
+                let role: Option<String> =
+                    sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+                        .bind(org_id)
+                        .bind(user_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                role.as_deref().map($crate::sql::role).transpose()
+            }
+
+            /// Refuses to leave the organization without a super_admin.
+            async fn keep_a_super_admin_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+            ) -> $crate::Result<()> {
+                let owners: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
+                        .bind(org_id)
+                        .bind(keygate_core::Role::SuperAdmin.as_str())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if owners <= 1 {
+                    return Err($crate::StoreError::LastSuperAdmin);
+                }
+                Ok(())
+            }
+
+            /// Gives `user_id` the `role` in `org_id`. With an `acting` role,
+            /// neither the old nor the new role may be above it.
+            async fn apply_role_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+                user_id: uuid::Uuid,
+                role: keygate_core::Role,
+                acting: Option<keygate_core::Role>,
+            ) -> $crate::Result<()> {
+                use keygate_core::Role;
+                Self::lock_org_on(&mut *conn, org_id).await?;
+                let current = Self::role_on(&mut *conn, org_id, user_id).await?;
+                if let Some(acting) = acting {
+                    if !acting.covers(role) || current.is_some_and(|c| !acting.covers(c)) {
+                        return Err($crate::StoreError::RoleAboveOwn);
+                    }
+                }
+                if current == Some(Role::SuperAdmin) && role != Role::SuperAdmin {
+                    Self::keep_a_super_admin_on(&mut *conn, org_id).await?;
+                }
+                Self::insert_membership_on(&mut *conn, org_id, user_id, role).await
+            }
+
+            async fn user_for_email_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                email: &keygate_core::Email,
+            ) -> $crate::Result<uuid::Uuid> {
+                let existing: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                    .bind(email.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(id) = existing {
+                    return Ok(id);
+                }
+                let id = uuid::Uuid::now_v7();
+                sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(email.as_str())
+                    .bind($crate::now())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(id)
+            }
+
+            /// A new organization owned by `owner` as its `super_admin`.
+            async fn insert_org_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                name: &keygate_core::OrgName,
+                owner: uuid::Uuid,
+            ) -> $crate::Result<$crate::Organization> {
+                let row: $crate::sql::OrgRow = sqlx::query_as(concat!(
+                    "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                     RETURNING ",
+                    $crate::sql::org_columns!()
+                ))
+                .bind(uuid::Uuid::now_v7())
+                .bind(name.as_str())
+                .bind($crate::now())
+                .fetch_one(&mut *conn)
+                .await?;
+                Self::insert_membership_on(&mut *conn, row.id(), owner, keygate_core::Role::SuperAdmin).await?;
+                Ok(row.into())
+            }
+
+            async fn blob_keys_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                sql: &'static str,
+                bind: &str,
+            ) -> $crate::Result<Vec<String>> {
+                Ok(sqlx::query_scalar(sql).bind(bind).fetch_all(&mut *conn).await?)
             }
         }
 
@@ -175,89 +433,17 @@ macro_rules! impl_store {
             }
 
             async fn enroll(&self, enrollee: $crate::Enrollee) -> $crate::Result<$crate::Enrollment> {
-                use keygate_core::Role;
-                let now = $crate::now();
                 let mut tx = self.writer().begin().await?;
-                let existing: Option<uuid::Uuid> =
-                    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-                        .bind(enrollee.email.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let user_id = match existing {
-                    Some(id) => id,
-                    None => {
-                        let id = uuid::Uuid::now_v7();
-                        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
-                            .bind(id)
-                            .bind(enrollee.email.as_str())
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        id
-                    }
-                };
-                let (org_id, role) = match enrollee.enroll {
+                let user_id = Self::user_for_email_on(&mut *tx, &enrollee.email).await?;
+                let org_id = match enrollee.enroll {
                     $crate::Enroll::NewOrganization { name } => {
-                        let id = uuid::Uuid::now_v7();
-                        sqlx::query(
-                            "INSERT INTO organizations (id, name, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $3)",
-                        )
-                        .bind(id)
-                        .bind(name.as_str())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        (id, Role::SuperAdmin)
+                        Self::insert_org_on(&mut *tx, &name, user_id).await?.id
                     }
                     $crate::Enroll::Member { org_id, role } => {
-                        // A no-op update locks the organization's row (PostgreSQL;
-                        // SQLite's single writer is exclusive anyway), so that two
-                        // concurrent downgrades cannot both see another super_admin.
-                        let locked = sqlx::query(
-                            "UPDATE organizations SET updated_at = updated_at WHERE id = $1",
-                        )
-                        .bind(org_id)
-                        .execute(&mut *tx)
-                        .await?;
-                        if locked.rows_affected() == 0 {
-                            return Err($crate::StoreError::NotFound("organization"));
-                        }
-                        let current: Option<String> = sqlx::query_scalar(
-                            "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
-                        )
-                        .bind(org_id)
-                        .bind(user_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if current.as_deref() == Some(Role::SuperAdmin.as_str())
-                            && role != Role::SuperAdmin
-                        {
-                            let owners: i64 = sqlx::query_scalar(
-                                "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2",
-                            )
-                            .bind(org_id)
-                            .bind(Role::SuperAdmin.as_str())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            if owners <= 1 {
-                                return Err($crate::StoreError::LastSuperAdmin);
-                            }
-                        }
-                        (org_id, role)
+                        Self::apply_role_on(&mut *tx, org_id, user_id, role, None).await?;
+                        org_id
                     }
                 };
-                sqlx::query(
-                    "INSERT INTO memberships (org_id, user_id, role, created_at) \
-                     VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
-                )
-                .bind(org_id)
-                .bind(user_id)
-                .bind(role.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 let key = Self::insert_key_on(
                     &mut *tx,
                     $crate::NewApiKey {
@@ -329,6 +515,242 @@ macro_rules! impl_store {
                 role.as_deref().map($crate::sql::role).transpose()
             }
 
+            async fn create_organization(
+                &self,
+                name: &keygate_core::OrgName,
+                owner: uuid::Uuid,
+            ) -> $crate::Result<$crate::Organization> {
+                let mut tx = self.writer().begin().await?;
+                let org = Self::insert_org_on(&mut *tx, name, owner)
+                    .await
+                    .map_err(|e| match e {
+                        $crate::StoreError::Database(e) => $crate::sql::write_error(e, "user", "organization"),
+                        e => e,
+                    })?;
+                tx.commit().await?;
+                Ok(org)
+            }
+
+            async fn memberships(&self, user_id: uuid::Uuid) -> $crate::Result<Vec<$crate::Membership>> {
+                let rows: Vec<$crate::sql::MembershipRow> = sqlx::query_as(
+                    "SELECT o.id, o.name, o.require_apikey_expiration, o.max_apikey_expiration_days, \
+                     o.created_at, o.updated_at, m.role FROM memberships m \
+                     JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.created_at, o.id",
+                )
+                .bind(user_id)
+                .fetch_all(self.reader())
+                .await?;
+                $crate::sql::all(rows)
+            }
+
+            async fn delete_organization(&self, id: uuid::Uuid) -> $crate::Result<Option<Vec<String>>> {
+                let mut tx = self.writer().begin().await?;
+                let blobs: Vec<String> = sqlx::query_scalar(
+                    "SELECT b.blob_key FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Apps, bundles, memberships and scoped keys go by ON DELETE CASCADE.
+                let deleted = sqlx::query("DELETE FROM organizations WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok((deleted.rows_affected() > 0).then_some(blobs))
+            }
+
+            async fn members(&self, org_id: uuid::Uuid) -> $crate::Result<Vec<$crate::Member>> {
+                let rows: Vec<$crate::sql::MemberRow> = sqlx::query_as(
+                    "SELECT u.id AS user_id, u.email, m.role FROM memberships m \
+                     JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.created_at, u.email",
+                )
+                .bind(org_id)
+                .fetch_all(self.reader())
+                .await?;
+                $crate::sql::all(rows)
+            }
+
+            async fn set_member(
+                &self,
+                change: $crate::MemberChange,
+                email: &keygate_core::Email,
+                role: keygate_core::Role,
+            ) -> $crate::Result<$crate::Member> {
+                let mut tx = self.writer().begin().await?;
+                let user_id = Self::user_for_email_on(&mut *tx, email).await?;
+                Self::apply_role_on(&mut *tx, change.org_id, user_id, role, Some(change.acting_role)).await?;
+                tx.commit().await?;
+                Ok($crate::Member { user_id, email: email.as_str().to_owned(), role })
+            }
+
+            async fn remove_member(&self, change: $crate::MemberChange, user_id: uuid::Uuid) -> $crate::Result<bool> {
+                use keygate_core::Role;
+                let mut tx = self.writer().begin().await?;
+                Self::lock_org_on(&mut *tx, change.org_id).await?;
+                let Some(current) = Self::role_on(&mut *tx, change.org_id, user_id).await? else {
+                    return Ok(false);
+                };
+                if !change.acting_role.covers(current) {
+                    return Err($crate::StoreError::RoleAboveOwn);
+                }
+                if current == Role::SuperAdmin {
+                    Self::keep_a_super_admin_on(&mut *tx, change.org_id).await?;
+                }
+                sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(change.org_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM api_keys WHERE org_id = $1 AND user_id = $2")
+                    .bind(change.org_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn create_app(
+                &self,
+                org_id: uuid::Uuid,
+                app_id: &keygate_core::AppId,
+                name: &str,
+            ) -> $crate::Result<$crate::App> {
+                let row: $crate::sql::AppRow = sqlx::query_as(concat!(
+                    "INSERT INTO apps (app_id, org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     RETURNING ",
+                    $crate::sql::app_columns!()
+                ))
+                .bind(app_id.as_str())
+                .bind(org_id)
+                .bind(name)
+                .bind($crate::now())
+                .fetch_one(self.writer())
+                .await
+                .map_err(|e| $crate::sql::write_error(e, "organization", "app"))?;
+                row.try_into()
+            }
+
+            async fn app(&self, app_id: &keygate_core::AppId) -> $crate::Result<Option<$crate::App>> {
+                let row: Option<$crate::sql::AppRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::app_columns!(),
+                    " FROM apps WHERE app_id = $1"
+                ))
+                .bind(app_id.as_str())
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn apps_of_org(&self, org_id: uuid::Uuid) -> $crate::Result<Vec<$crate::App>> {
+                let rows: Vec<$crate::sql::AppRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::app_columns!(),
+                    " FROM apps WHERE org_id = $1 ORDER BY app_id"
+                ))
+                .bind(org_id)
+                .fetch_all(self.reader())
+                .await?;
+                $crate::sql::all(rows)
+            }
+
+            async fn apps_of_user(&self, user_id: uuid::Uuid) -> $crate::Result<Vec<$crate::App>> {
+                let rows: Vec<$crate::sql::AppRow> = sqlx::query_as(
+                    "SELECT a.app_id, a.org_id, a.name, a.created_at, a.updated_at FROM apps a \
+                     JOIN memberships m ON m.org_id = a.org_id WHERE m.user_id = $1 ORDER BY a.app_id",
+                )
+                .bind(user_id)
+                .fetch_all(self.reader())
+                .await?;
+                $crate::sql::all(rows)
+            }
+
+            async fn rename_app(&self, app_id: &keygate_core::AppId, name: &str) -> $crate::Result<Option<$crate::App>> {
+                let row: Option<$crate::sql::AppRow> = sqlx::query_as(concat!(
+                    "UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING ",
+                    $crate::sql::app_columns!()
+                ))
+                .bind(app_id.as_str())
+                .bind(name)
+                .bind($crate::now())
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delete_app(&self, app_id: &keygate_core::AppId) -> $crate::Result<Option<Vec<String>>> {
+                let mut tx = self.writer().begin().await?;
+                let blobs =
+                    Self::blob_keys_on(&mut *tx, "SELECT blob_key FROM bundles WHERE app_id = $1", app_id.as_str())
+                        .await?;
+                let deleted =
+                    sqlx::query("DELETE FROM apps WHERE app_id = $1").bind(app_id.as_str()).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok((deleted.rows_affected() > 0).then_some(blobs))
+            }
+
+            async fn insert_bundle(&self, bundle: $crate::NewBundle) -> $crate::Result<$crate::Bundle> {
+                let row: $crate::sql::BundleRow = sqlx::query_as(concat!(
+                    "INSERT INTO bundles (app_id, version, checksum, size, blob_key, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+                    $crate::sql::bundle_columns!()
+                ))
+                .bind(bundle.app_id.as_str())
+                .bind(&bundle.version)
+                .bind(&bundle.checksum)
+                .bind(bundle.size)
+                .bind(&bundle.blob_key)
+                .bind($crate::now())
+                .fetch_one(self.writer())
+                .await
+                .map_err(|e| $crate::sql::write_error(e, "app", "bundle"))?;
+                row.try_into()
+            }
+
+            async fn bundles(&self, app_id: &keygate_core::AppId) -> $crate::Result<Vec<$crate::Bundle>> {
+                let rows: Vec<$crate::sql::BundleRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::bundle_columns!(),
+                    " FROM bundles WHERE app_id = $1 ORDER BY id"
+                ))
+                .bind(app_id.as_str())
+                .fetch_all(self.reader())
+                .await?;
+                $crate::sql::all(rows)
+            }
+
+            async fn bundle(
+                &self,
+                app_id: &keygate_core::AppId,
+                version: &str,
+            ) -> $crate::Result<Option<$crate::Bundle>> {
+                let row: Option<$crate::sql::BundleRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::bundle_columns!(),
+                    " FROM bundles WHERE app_id = $1 AND version = $2"
+                ))
+                .bind(app_id.as_str())
+                .bind(version)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delete_bundle(
+                &self,
+                app_id: &keygate_core::AppId,
+                version: &str,
+            ) -> $crate::Result<Option<$crate::Bundle>> {
+                let row: Option<$crate::sql::BundleRow> = sqlx::query_as(concat!(
+                    "DELETE FROM bundles WHERE app_id = $1 AND version = $2 RETURNING ",
+                    $crate::sql::bundle_columns!()
+                ))
+                .bind(app_id.as_str())
+                .bind(version)
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
             async fn key_by_digest(
                 &self,
                 digest: &keygate_core::KeyDigest,
@@ -360,7 +782,7 @@ macro_rules! impl_store {
                 &self,
                 user_id: uuid::Uuid,
             ) -> $crate::Result<Vec<$crate::ApiKeyRecord>> {
-                let rows = sqlx::query_as(concat!(
+                let rows: Vec<$crate::sql::KeyRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::sql::key_columns!(),
                     " FROM api_keys WHERE user_id = $1 ORDER BY id"
@@ -368,14 +790,14 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .fetch_all(self.reader())
                 .await?;
-                $crate::sql::keys(rows)
+                $crate::sql::all(rows)
             }
 
             async fn keys_of_org(
                 &self,
                 org_id: uuid::Uuid,
             ) -> $crate::Result<Vec<$crate::ApiKeyRecord>> {
-                let rows = sqlx::query_as(concat!(
+                let rows: Vec<$crate::sql::KeyRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::sql::key_columns!(),
                     " FROM api_keys WHERE org_id = $1 ORDER BY id"
@@ -383,7 +805,7 @@ macro_rules! impl_store {
                 .bind(org_id)
                 .fetch_all(self.reader())
                 .await?;
-                $crate::sql::keys(rows)
+                $crate::sql::all(rows)
             }
 
             async fn insert_key(&self, key: $crate::NewApiKey) -> $crate::Result<$crate::ApiKeyRecord> {

@@ -117,7 +117,9 @@ impl Caller {
         Ok(self.principal.decide(role, target, action))
     }
 
-    /// Like [`Caller::decide`], answering `invisible` or 403 otherwise.
+    /// What a handler calls before acting: `Ok` when [`Caller::decide`]
+    /// allows `action` on `target`, else 403, or `invisible()` (a 404) when
+    /// the target is outside the caller's view.
     pub async fn require(
         &self,
         state: &AppState,
@@ -127,7 +129,7 @@ impl Caller {
     ) -> ApiResult<()> {
         match self.decide(state, target, action).await? {
             Decision::Allow => Ok(()),
-            Decision::Forbidden => Err(ApiError::insufficient_permissions()),
+            Decision::Forbidden => Err(ApiError::forbidden(action)),
             Decision::Invisible => Err(invisible()),
         }
     }

@@ -5,6 +5,7 @@
 //! hold a secret.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +53,12 @@ struct ServeArgs {
     /// On an empty database, bootstrap this user and print the bootstrap JSON once.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_EMAIL")]
     bootstrap_email: Option<String>,
+    /// Where uploaded bundles are kept [default: a `keygate-blobs` directory beside a SQLite database, or in the working directory].
+    #[arg(long, env = "KEYGATE_BLOB_DIR")]
+    blob_dir: Option<PathBuf>,
+    /// The largest bundle accepted, in bytes.
+    #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
+    max_bundle_size: u64,
     /// The organization created with --bootstrap-email.
     #[arg(
         long,
@@ -192,16 +199,37 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ),
         }
     }
+    let blob_dir = args
+        .blob_dir
+        .clone()
+        .unwrap_or_else(|| default_blob_dir(&args.database.url));
+    let blobs = crate::BlobStore::open(&blob_dir)
+        .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
+    let settings = crate::Settings {
+        blobs,
+        max_bundle_size: args.max_bundle_size,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, "listening");
-    crate::serve(listener, store, crate::shutdown_signal())
+    crate::serve(listener, store, settings, crate::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `keygate-blobs` beside a SQLite database file; in the working directory otherwise.
+fn default_blob_dir(url: &str) -> PathBuf {
+    let sqlite_path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"));
+    match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
+        Some(path) => path.parent().unwrap_or(Path::new("")).join("keygate-blobs"),
+        None => PathBuf::from("keygate-blobs"),
+    }
 }
 
 impl DatabaseArg {
@@ -223,6 +251,26 @@ mod tests {
         assert_eq!(
             describe_database("sqlite://keygate.db"),
             "sqlite://keygate.db"
+        );
+    }
+
+    #[test]
+    fn blobs_live_beside_a_sqlite_file() {
+        assert_eq!(
+            default_blob_dir("sqlite://data/keygate.db"),
+            PathBuf::from("data/keygate-blobs")
+        );
+        assert_eq!(
+            default_blob_dir("sqlite://keygate.db?mode=rwc"),
+            PathBuf::from("keygate-blobs")
+        );
+        assert_eq!(
+            default_blob_dir("sqlite:///var/lib/keygate/k.db"),
+            PathBuf::from("/var/lib/keygate/keygate-blobs")
+        );
+        assert_eq!(
+            default_blob_dir("postgres://db/keygate"),
+            PathBuf::from("keygate-blobs")
         );
     }
 

@@ -78,6 +78,41 @@ impl ApiError {
         )
     }
 
+    /// 403 for a resource the caller sees but may not act on.
+    pub fn forbidden(action: keygate_core::Action) -> Self {
+        let right = match action {
+            keygate_core::Action::Read => "read",
+            keygate_core::Action::Write => "write",
+            keygate_core::Action::Upload => "upload",
+            keygate_core::Action::Administer => "admin",
+            keygate_core::Action::Own => "own",
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            format!(
+                "Insufficient permissions: this needs the `{right}` right, which the API key's mode, \
+                 its app scope or your role in the organization does not grant"
+            ),
+        )
+    }
+
+    pub fn not_found(code: &'static str, what: &'static str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, format!("{what} not found"))
+    }
+
+    pub fn app_not_found() -> Self {
+        Self::not_found("app_not_found", "App")
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn org_id_required() -> Self {
+        Self::bad_request("org_id_required", "org_id is required")
+    }
+
     pub fn org_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -172,6 +207,11 @@ impl From<StoreError> for ApiError {
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("{what} already exists"),
+            ),
+            StoreError::RoleAboveOwn => Self::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_permissions",
+                "Insufficient permissions: nobody grants, changes or removes a role above their own",
             ),
             StoreError::LastSuperAdmin => Self::new(
                 StatusCode::CONFLICT,

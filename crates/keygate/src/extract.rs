@@ -4,7 +4,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -60,5 +62,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
         serde_urlencoded::from_str(query).map(Params).map_err(|e| {
             ApiError::bad_request("invalid_query", format!("Invalid query parameters: {e}"))
         })
+    }
+}
+
+/// For `Option<Option<T>>` fields: a field set to `null` is `Some(None)`, an
+/// absent one `None` (with `#[serde(default)]`).
+pub fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An organization id; one that is not a UUID names no organization (404).
+pub fn parse_org_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::org_not_found())
+}
+
+/// A required organization id: 400 when missing or empty.
+pub fn require_org_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
+    match raw.map(str::trim) {
+        Some(id) if !id.is_empty() => parse_org_id(id),
+        _ => Err(ApiError::org_id_required()),
+    }
+}
+
+/// A required app id, checked for its reverse-domain form.
+pub fn require_app_id(raw: Option<&str>) -> Result<keygate_core::AppId, ApiError> {
+    match raw.map(str::trim) {
+        Some(id) if !id.is_empty() => keygate_core::AppId::parse(id)
+            .map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string())),
+        _ => Err(ApiError::bad_request(
+            "app_id_required",
+            "app_id is required",
+        )),
     }
 }

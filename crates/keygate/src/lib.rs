@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod error;
 pub mod extract;
@@ -23,16 +24,29 @@ use axum::extract::Request;
 use keygate_store::Store;
 use tokio::net::TcpListener;
 
+pub use blobs::BlobStore;
 pub use usage::UsageRecorder;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Uploaded bundles larger than this are refused with 413, unless configured.
+pub const DEFAULT_MAX_BUNDLE_SIZE: u64 = 50 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub usage: UsageRecorder,
+    pub blobs: Arc<BlobStore>,
+    pub max_bundle_size: u64,
+}
+
+/// How a server is set up, beyond its database.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub blobs: BlobStore,
+    pub max_bundle_size: u64,
 }
 
 /// Serves keygate on `listener` until `shutdown` resolves, then lets
@@ -40,6 +54,7 @@ pub struct AppState {
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let usage = UsageRecorder::default();
@@ -48,6 +63,8 @@ pub async fn serve(
     let app = router::app(AppState {
         store: store.clone(),
         usage,
+        blobs: Arc::new(settings.blobs),
+        max_bundle_size: settings.max_bundle_size,
     });
     let served = axum::serve(
         listener,

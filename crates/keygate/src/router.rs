@@ -13,7 +13,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{apikey, health};
+use crate::api::{apikey, app, bundle, health, organization};
 use crate::error::ApiError;
 use crate::{AppState, BODY_LIMIT};
 
@@ -30,6 +30,18 @@ pub fn router(state: AppState) -> Router {
             "/apikey/{id_or_key}",
             get(apikey::get).put(apikey::update).delete(apikey::delete),
         )
+        .route(
+            "/organization",
+            get(organization::list).post(organization::create).put(organization::update).delete(organization::delete),
+        )
+        .route(
+            "/organization/members",
+            get(organization::members).post(organization::set_member).delete(organization::remove_member),
+        )
+        .route("/app", get(app::list).post(app::create))
+        .route("/app/{app_id}", get(app::get).put(app::rename).delete(app::delete))
+        .route("/bundle", get(bundle::list).post(bundle::upload).delete(bundle::delete))
+        .route("/bundle/download", get(bundle::download))
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(errors_as_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -24,7 +24,7 @@ use super::{Data, SUCCESS, Success, Timestamp};
 use crate::AppState;
 use crate::auth::{Caller, scope_of};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody};
+use crate::extract::{Params, RawBody, parse_org_id, present};
 
 /// At most this many apps in `limited_to_apps`.
 const MAX_APPS: usize = 100;
@@ -162,11 +162,6 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
     Ok(keygate_store::truncate(at))
 }
 
-/// An organization id that is not a UUID names no organization.
-fn parse_org_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::org_not_found())
-}
-
 /// The fields of `POST /apikey`, from a JSON body or the query string.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,12 +221,7 @@ impl CreateKey {
     fn parse(fields: CreateFields, now: DateTime<Utc>) -> ApiResult<Self> {
         let org_id = match fields.org_id.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => id.to_owned(),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "org_id_required",
-                    "org_id is required",
-                ));
-            }
+            _ => return Err(ApiError::org_id_required()),
         };
         let mode = parse_mode(fields.mode.as_ref())?;
         let name = match fields.name {
@@ -252,13 +242,6 @@ impl CreateKey {
             expires_at,
         })
     }
-}
-
-/// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// The fields of `PUT /apikey/:id`. The read-only fields of the ApiKey
@@ -406,15 +389,14 @@ pub async fn list(
     let keys = match query.org_id {
         Some(raw) => {
             let org = parse_org_id(&raw)?;
-            caller
-                .require(
-                    &state,
-                    Target::org(org),
-                    Action::Administer,
-                    ApiError::org_not_found,
-                )
-                .await?;
-            state.store.keys_of_org(org).await?
+            match caller
+                .decide(&state, Target::org(org), Action::Administer)
+                .await?
+            {
+                Decision::Allow => state.store.keys_of_org(org).await?,
+                Decision::Forbidden => return Err(ApiError::insufficient_permissions()),
+                Decision::Invisible => return Err(ApiError::org_not_found()),
+            }
         }
         None => {
             require_scope_membership(&state, &caller).await?;

@@ -1,7 +1,10 @@
 //! HTTP handlers, one module per resource, and the JSON views they answer with.
 
 pub mod apikey;
+pub mod app;
+pub mod bundle;
 pub mod health;
+pub mod organization;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};

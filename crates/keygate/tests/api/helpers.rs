@@ -31,6 +31,9 @@ impl From<EnrollmentOutput> for Account {
     }
 }
 
+/// The bundle size limit of test servers: small, so that 413 is cheap to test.
+pub const MAX_BUNDLE_SIZE: u64 = 256 * 1024;
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -55,9 +58,19 @@ pub async fn spawn_app() -> TestApp {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(keygate::serve(listener, store.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let blobs = keygate::BlobStore::open(database.dir().join("blobs")).expect("blob dir");
+    let settings = keygate::Settings {
+        blobs,
+        max_bundle_size: MAX_BUNDLE_SIZE,
+    };
+    tokio::spawn(keygate::serve(
+        listener,
+        store.clone(),
+        settings,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     TestApp {
         base,
         client: reqwest::Client::new(),
@@ -191,6 +204,34 @@ impl TestApp {
             .iter()
             .map(|k| k["id"].as_i64().expect("id"))
             .collect()
+    }
+
+    /// Uploads `bytes` as a bundle.
+    pub async fn upload(&self, key: &str, app_id: &str, version: &str, bytes: Vec<u8>) -> Reply {
+        let path = format!("/bundle?app_id={app_id}&version={version}");
+        let response = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header("authorization", key)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request sent");
+        reply(response).await
+    }
+
+    /// Creates an app in the owner's organization.
+    pub async fn app(&self, app_id: &str) -> Value {
+        let body = json!({ "app_id": app_id, "name": "An app", "org_id": self.owner.org_id });
+        self.post("/app", &self.owner.key, body).await.ok()["app"].clone()
+    }
+
+    /// The files in the blob store, temporary ones included.
+    pub fn blob_files(&self) -> usize {
+        std::fs::read_dir(self._database.dir().join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// How many keys the database holds, all users together.

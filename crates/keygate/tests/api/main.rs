@@ -3,6 +3,11 @@
 
 mod apikey_create;
 mod apikey_manage;
+mod apps;
 mod auth;
+mod bundles;
 mod helpers;
 mod http_edges;
+mod members;
+mod organizations;
+mod permissions;

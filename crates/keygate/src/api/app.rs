@@ -1,0 +1,210 @@
+//! `/app`: the apps of an organization, named by reverse-domain `app_id`.
+//!
+//! Reading needs R; creating, renaming and deleting W. An app-limited key
+//! sees and touches only its apps: any other answers 404, as if absent.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use keygate_core::authz::{Action, Target};
+use keygate_core::{AppId, KeyName};
+use keygate_store::{App, StoreError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Data, SUCCESS, Success, Timestamp};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
+
+#[derive(Debug, Serialize)]
+pub struct AppView {
+    app_id: AppId,
+    name: String,
+    org_id: Uuid,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<App> for AppView {
+    fn from(app: App) -> Self {
+        Self {
+            app_id: app.app_id,
+            name: app.name,
+            org_id: app.org_id,
+            created_at: Timestamp(app.created_at),
+            updated_at: Timestamp(app.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneApp {
+    app: AppView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppQuery {
+    org_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    app_id: Option<String>,
+    name: Option<String>,
+    org_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameApp {
+    name: Option<String>,
+}
+
+/// App names follow the rules of key names: 1–200 characters, no control characters.
+fn parse_app_name(raw: Option<&str>) -> ApiResult<String> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
+    KeyName::parse(raw)
+        .map(|n| n.as_str().to_owned())
+        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+/// The app named in a path, if the caller may perform `action` on it.
+pub async fn find_app(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    action: Action,
+) -> ApiResult<App> {
+    let app_id =
+        AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))?;
+    let app = state
+        .store
+        .app(&app_id)
+        .await?
+        .ok_or_else(ApiError::app_not_found)?;
+    caller
+        .require(
+            state,
+            Target::app(app.org_id, &app.app_id),
+            action,
+            ApiError::app_not_found,
+        )
+        .await?;
+    Ok(app)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<AppQuery>,
+) -> ApiResult<Json<Data<AppView>>> {
+    let apps = match query.org_id.as_deref() {
+        Some(raw) => {
+            let org_id = parse_org_id(raw)?;
+            caller
+                .require(
+                    &state,
+                    Target::org(org_id),
+                    Action::Read,
+                    ApiError::org_not_found,
+                )
+                .await?;
+            state.store.apps_of_org(org_id).await?
+        }
+        None => state.store.apps_of_user(caller.user_id()).await?,
+    };
+    let mut data = Vec::with_capacity(apps.len());
+    for app in apps {
+        // Roles are read per organization; a user belongs to few.
+        if caller
+            .decide(&state, Target::app(app.org_id, &app.app_id), Action::Read)
+            .await?
+            .is_allowed()
+        {
+            data.push(AppView::from(app));
+        }
+    }
+    Ok(Json(Data { data }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<OneApp>> {
+    let app = find_app(&state, &caller, &app_id, Action::Read).await?;
+    Ok(Json(OneApp { app: app.into() }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneApp>> {
+    let request = body
+        .json::<CreateApp>()?
+        .ok_or_else(|| ApiError::invalid_body("Send {\"app_id\", \"name\", \"org_id\"}"))?;
+    let app_id = require_app_id(request.app_id.as_deref())?;
+    let name = parse_app_name(request.name.as_deref())?;
+    let org_id = require_org_id(request.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::app(org_id, &app_id),
+            Action::Write,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let app = state
+        .store
+        .create_app(org_id, &app_id, &name)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::conflict(
+                "app_exists",
+                format!("An app with app_id {app_id} already exists"),
+            ),
+            StoreError::NotFound(_) => ApiError::org_not_found(),
+            e => e.into(),
+        })?;
+    tracing::info!(app_id = %app.app_id, %org_id, "app created");
+    Ok(Json(OneApp { app: app.into() }))
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    body: RawBody,
+) -> ApiResult<Json<OneApp>> {
+    let app = find_app(&state, &caller, &app_id, Action::Write).await?;
+    let request = body
+        .json::<RenameApp>()?
+        .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
+    let name = parse_app_name(request.name.as_deref())?;
+    let app = state
+        .store
+        .rename_app(&app.app_id, &name)
+        .await?
+        .ok_or_else(ApiError::app_not_found)?;
+    Ok(Json(OneApp { app: app.into() }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<Success>> {
+    let app = find_app(&state, &caller, &app_id, Action::Write).await?;
+    let blobs = state
+        .store
+        .delete_app(&app.app_id)
+        .await?
+        .ok_or_else(ApiError::app_not_found)?;
+    state.blobs.remove(&blobs).await;
+    tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");
+    Ok(Json(SUCCESS))
+}

@@ -1,0 +1,219 @@
+//! `/bundle`: the uploaded builds of an app, by semver version.
+//!
+//! Listing and downloading need R, uploading U, deleting W, each on the app.
+//! The bytes stream into the blob store (SHA-256 and size computed on the
+//! way); the row that lists a bundle is written only once the bytes are
+//! safely on disk.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keygate_core::authz::Action;
+use keygate_store::{Bundle, NewBundle, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::app::find_app;
+use super::{Data, SUCCESS, Success, Timestamp};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::blobs::BlobError;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Params;
+
+const MAX_VERSION_LEN: usize = 128;
+
+#[derive(Debug, Serialize)]
+pub struct BundleView {
+    id: i64,
+    app_id: String,
+    version: String,
+    /// Hex SHA-256 of the bytes.
+    checksum: String,
+    size: i64,
+    created_at: Timestamp,
+}
+
+impl From<Bundle> for BundleView {
+    fn from(b: Bundle) -> Self {
+        Self {
+            id: b.id,
+            app_id: b.app_id.as_str().to_owned(),
+            version: b.version,
+            checksum: b.checksum,
+            size: b.size,
+            created_at: Timestamp(b.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneBundle {
+    bundle: BundleView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleQuery {
+    app_id: Option<String>,
+    version: Option<String>,
+}
+
+impl BundleQuery {
+    fn app_id(&self) -> ApiResult<&str> {
+        match self.app_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => Ok(id),
+            _ => Err(ApiError::bad_request(
+                "app_id_required",
+                "app_id is required",
+            )),
+        }
+    }
+
+    /// The version, which must be semantic (`1.2.3`, `1.0.0-beta.1`).
+    fn version(&self) -> ApiResult<String> {
+        let raw = match self.version.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "version_required",
+                    "version is required",
+                ));
+            }
+        };
+        if raw.len() > MAX_VERSION_LEN || semver::Version::parse(raw).is_err() {
+            return Err(ApiError::bad_request(
+                "invalid_version",
+                format!(
+                    "version must be a semantic version such as 1.2.3 or 1.0.0-beta.1, at most {MAX_VERSION_LEN} characters"
+                ),
+            ));
+        }
+        Ok(raw.to_owned())
+    }
+}
+
+fn bundle_not_found() -> ApiError {
+    ApiError::not_found("bundle_not_found", "Bundle")
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<BundleQuery>,
+) -> ApiResult<Json<Data<BundleView>>> {
+    let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
+    let bundles = state.store.bundles(&app.app_id).await?;
+    Ok(Json(Data {
+        data: bundles.into_iter().map(BundleView::from).collect(),
+    }))
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<BundleQuery>,
+    body: Body,
+) -> ApiResult<Json<OneBundle>> {
+    let app = find_app(&state, &caller, query.app_id()?, Action::Upload).await?;
+    let version = query.version()?;
+    let exists = || {
+        ApiError::conflict(
+            "bundle_exists",
+            format!("{} already has a bundle {version}", app.app_id),
+        )
+    };
+    if state.store.bundle(&app.app_id, &version).await?.is_some() {
+        return Err(exists());
+    }
+    let limit = state.max_bundle_size;
+    let blob = state.blobs.write(body, limit).await.map_err(|e| match e {
+        BlobError::TooLarge(limit) => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The bundle is larger than the limit of {limit} bytes"),
+        ),
+        BlobError::Empty => ApiError::bad_request(
+            "empty_bundle",
+            "The bundle is empty: send its bytes as the request body",
+        ),
+        BlobError::Body(error) => {
+            ApiError::invalid_body(format!("The upload was interrupted: {error}"))
+        }
+        BlobError::Io(error) => {
+            tracing::error!(%error, "blob store write failed");
+            ApiError::internal()
+        }
+    })?;
+    let new = NewBundle {
+        app_id: app.app_id.clone(),
+        version: version.clone(),
+        checksum: blob.checksum.clone(),
+        size: i64::try_from(blob.size).unwrap_or(i64::MAX),
+        blob_key: blob.key.clone(),
+    };
+    let bundle = match state.store.insert_bundle(new).await {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            state.blobs.remove(std::slice::from_ref(&blob.key)).await;
+            return Err(match error {
+                StoreError::Conflict(_) => exists(),
+                StoreError::NotFound(_) => ApiError::app_not_found(),
+                e => e.into(),
+            });
+        }
+    };
+    tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
+    Ok(Json(OneBundle {
+        bundle: bundle.into(),
+    }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<BundleQuery>,
+) -> ApiResult<Json<Success>> {
+    let app = find_app(&state, &caller, query.app_id()?, Action::Write).await?;
+    let version = query.version()?;
+    let bundle = state
+        .store
+        .delete_bundle(&app.app_id, &version)
+        .await?
+        .ok_or_else(bundle_not_found)?;
+    state.blobs.remove(&[bundle.blob_key]).await;
+    Ok(Json(SUCCESS))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<BundleQuery>,
+) -> ApiResult<Response> {
+    let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
+    let version = query.version()?;
+    let bundle = state
+        .store
+        .bundle(&app.app_id, &version)
+        .await?
+        .ok_or_else(bundle_not_found)?;
+    let file = tokio::fs::File::open(state.blobs.path(&bundle.blob_key))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob is missing");
+            ApiError::internal()
+        })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bundle.size));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", bundle.checksum)) {
+        headers.insert(header::ETAG, etag);
+    }
+    Ok(response)
+}

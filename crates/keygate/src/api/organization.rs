@@ -1,0 +1,357 @@
+//! `/organization` and `/organization/members`: the organizations a key
+//! sees, their settings, and who belongs to them.
+//!
+//! Reading needs R, changing settings and members A, deleting O, decided by
+//! [`Caller::require`]. Creating an organization needs an unscoped `all` key
+//! (only the CLI issues those): a scoped key must not reach beyond its
+//! organization. Nobody grants, changes or removes a role above their own,
+//! and an organization always keeps a `super_admin`.
+
+use axum::Json;
+use axum::extract::State;
+use keygate_core::authz::{Action, Target};
+use keygate_core::{Email, Mode, OrgName, Role};
+use keygate_store::{Member, MemberChange, OrgChanges, Organization};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Data, SUCCESS, Success, Timestamp};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, RawBody, present, require_org_id};
+
+#[derive(Debug, Serialize)]
+pub struct OrganizationView {
+    id: Uuid,
+    name: String,
+    /// The caller's role.
+    role: Role,
+    require_apikey_expiration: bool,
+    max_apikey_expiration_days: Option<i32>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl OrganizationView {
+    fn new(org: Organization, role: Role) -> Self {
+        Self {
+            id: org.id,
+            name: org.name,
+            role,
+            require_apikey_expiration: org.require_apikey_expiration,
+            max_apikey_expiration_days: org.max_apikey_expiration_days,
+            created_at: Timestamp(org.created_at),
+            updated_at: Timestamp(org.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneOrganization {
+    organization: OrganizationView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    user_id: Uuid,
+    email: String,
+    role: Role,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.user_id,
+            email: m.email,
+            role: m.role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneMember {
+    member: MemberView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgQuery {
+    org_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberQuery {
+    org_id: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrganization {
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateOrganization {
+    org_id: Option<String>,
+    name: Option<String>,
+    require_apikey_expiration: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    max_apikey_expiration_days: Option<Option<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMember {
+    org_id: Option<String>,
+    email: Option<String>,
+    role: Option<String>,
+}
+
+fn parse_org_name(raw: Option<&str>) -> ApiResult<OrgName> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
+    OrgName::parse(raw).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+fn parse_max_days(days: i64) -> ApiResult<i32> {
+    match i32::try_from(days) {
+        Ok(days @ 1..=365) => Ok(days),
+        _ => Err(ApiError::bad_request(
+            "invalid_max_apikey_expiration_days",
+            "max_apikey_expiration_days must be a whole number of days from 1 to 365, or null",
+        )),
+    }
+}
+
+/// The caller's role in an organization it has just been allowed into.
+async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<Role> {
+    caller
+        .role_in(state, org_id)
+        .await?
+        .ok_or_else(ApiError::org_not_found)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Data<OrganizationView>>> {
+    let memberships = state.store.memberships(caller.user_id()).await?;
+    let data = memberships
+        .into_iter()
+        .filter(|m| {
+            caller
+                .principal
+                .decide(Some(m.role), Target::org(m.organization.id), Action::Read)
+                .is_allowed()
+        })
+        .map(|m| OrganizationView::new(m.organization, m.role))
+        .collect();
+    Ok(Json(Data { data }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneOrganization>> {
+    let scope = &caller.principal.scope;
+    if caller.principal.mode != Mode::All || scope.org.is_some() || scope.is_app_limited() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "Creating an organization needs an unscoped API key of mode all (as `keygate bootstrap` issues)",
+        ));
+    }
+    let request = body
+        .json::<CreateOrganization>()?
+        .ok_or_else(|| ApiError::invalid_body("Send {\"name\": …}"))?;
+    let name = parse_org_name(request.name.as_deref())?;
+    let org = state
+        .store
+        .create_organization(&name, caller.user_id())
+        .await?;
+    tracing::info!(org_id = %org.id, "organization created");
+    Ok(Json(OneOrganization {
+        organization: OrganizationView::new(org, Role::SuperAdmin),
+    }))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneOrganization>> {
+    let request = body
+        .json::<UpdateOrganization>()?
+        .ok_or_else(ApiError::org_id_required)?;
+    let org_id = require_org_id(request.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::org(org_id),
+            Action::Administer,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let changes = OrgChanges {
+        name: request
+            .name
+            .as_deref()
+            .map(|n| parse_org_name(Some(n)))
+            .transpose()?,
+        require_apikey_expiration: request.require_apikey_expiration,
+        max_apikey_expiration_days: request
+            .max_apikey_expiration_days
+            .map(|d| d.map(parse_max_days).transpose())
+            .transpose()?,
+    };
+    let org = state
+        .store
+        .update_organization(org_id, changes)
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
+    let role = role_of(&state, &caller, org_id).await?;
+    Ok(Json(OneOrganization {
+        organization: OrganizationView::new(org, role),
+    }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<OrgQuery>,
+) -> ApiResult<Json<Success>> {
+    let org_id = require_org_id(query.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::org(org_id),
+            Action::Own,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let blobs = state
+        .store
+        .delete_organization(org_id)
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
+    state.blobs.remove(&blobs).await;
+    tracing::info!(%org_id, bundles = blobs.len(), "organization deleted");
+    Ok(Json(SUCCESS))
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<OrgQuery>,
+) -> ApiResult<Json<Data<MemberView>>> {
+    let org_id = require_org_id(query.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::org(org_id),
+            Action::Read,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let members = state.store.members(org_id).await?;
+    Ok(Json(Data {
+        data: members.into_iter().map(MemberView::from).collect(),
+    }))
+}
+
+pub async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneMember>> {
+    let request = body
+        .json::<SetMember>()?
+        .ok_or_else(ApiError::org_id_required)?;
+    let org_id = require_org_id(request.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::org(org_id),
+            Action::Administer,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let email = request
+        .email
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
+    let email =
+        Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let role = request
+        .role
+        .as_deref()
+        .and_then(Role::parse)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_role",
+                "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
+            )
+        })?;
+    let acting_role = role_of(&state, &caller, org_id).await?;
+    let member = state
+        .store
+        .set_member(
+            MemberChange {
+                org_id,
+                acting_role,
+            },
+            &email,
+            role,
+        )
+        .await?;
+    tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
+    Ok(Json(OneMember {
+        member: member.into(),
+    }))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<MemberQuery>,
+) -> ApiResult<Json<Success>> {
+    let org_id = require_org_id(query.org_id.as_deref())?;
+    caller
+        .require(
+            &state,
+            Target::org(org_id),
+            Action::Administer,
+            ApiError::org_not_found,
+        )
+        .await?;
+    let member_not_found = || ApiError::not_found("member_not_found", "Member");
+    let user_id = match query.user_id.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => Uuid::parse_str(id).map_err(|_| member_not_found())?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "user_id_required",
+                "user_id is required",
+            ));
+        }
+    };
+    let acting_role = role_of(&state, &caller, org_id).await?;
+    if !state
+        .store
+        .remove_member(
+            MemberChange {
+                org_id,
+                acting_role,
+            },
+            user_id,
+        )
+        .await?
+    {
+        return Err(member_not_found());
+    }
+    tracing::info!(%org_id, %user_id, "member removed");
+    Ok(Json(SUCCESS))
+}
