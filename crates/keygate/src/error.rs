@@ -10,7 +10,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keygate_store::StoreError;
-use serde_json::json;
+
+use crate::api::ErrorBody;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -186,7 +187,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.message, "status": "KO", "code": self.code });
+        let body = ErrorBody {
+            error: self.message.into_owned(),
+            status: "KO",
+            code: self.code,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -7,13 +7,17 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use std::sync::LazyLock;
+
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{apikey, app, bundle, health, organization};
+use crate::api::{ApiDoc, apikey, app, bundle, health, organization};
 use crate::error::ApiError;
 use crate::{AppState, BODY_LIMIT};
 
@@ -22,26 +26,54 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router(state))
 }
 
+/// Every route with its OpenAPI description: a handler is routed only
+/// through `routes!`, which reads its `#[utoipa::path]`, so the document and
+/// the router cannot drift apart.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(apikey::list, apikey::create))
+        .routes(routes!(apikey::get, apikey::update, apikey::delete))
+        .routes(routes!(
+            organization::list,
+            organization::create,
+            organization::update,
+            organization::delete
+        ))
+        .routes(routes!(
+            organization::members,
+            organization::set_member,
+            organization::remove_member
+        ))
+        .routes(routes!(app::list, app::create))
+        .routes(routes!(app::get, app::rename, app::delete))
+        .routes(routes!(bundle::list, bundle::upload, bundle::delete))
+        .routes(routes!(bundle::download))
+}
+
+/// The OpenAPI document of every route, as JSON.
+pub fn openapi() -> &'static str {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+        let (_, document) = routes().split_for_parts();
+        document.to_json().unwrap_or_else(|_| "{}".to_owned())
+    });
+    &DOCUMENT
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This document", body = Object))
+)]
+async fn openapi_json() -> Response {
+    ([(CONTENT_TYPE, "application/json")], openapi()).into_response()
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/apikey", get(apikey::list).post(apikey::create))
-        .route(
-            "/apikey/{id_or_key}",
-            get(apikey::get).put(apikey::update).delete(apikey::delete),
-        )
-        .route(
-            "/organization",
-            get(organization::list).post(organization::create).put(organization::update).delete(organization::delete),
-        )
-        .route(
-            "/organization/members",
-            get(organization::members).post(organization::set_member).delete(organization::remove_member),
-        )
-        .route("/app", get(app::list).post(app::create))
-        .route("/app/{app_id}", get(app::get).put(app::rename).delete(app::delete))
-        .route("/bundle", get(bundle::list).post(bundle::upload).delete(bundle::delete))
-        .route("/bundle/download", get(bundle::download))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(errors_as_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -18,9 +18,10 @@ use keygate_store::{ApiKeyRecord, KeyChanges, KeyMaterial, NewApiKey, Organizati
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, SUCCESS, Success, Timestamp};
+use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
 use crate::AppState;
 use crate::auth::{Caller, scope_of};
 use crate::error::{ApiError, ApiResult};
@@ -29,20 +30,30 @@ use crate::extract::{Params, RawBody, parse_org_id, present};
 /// At most this many apps in `limited_to_apps`.
 const MAX_APPS: usize = 100;
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ApiKeyView {
     id: i64,
     /// The masked preview, or the full secret in the one response that creates it.
+    #[schema(example = "ak_Ab3d…x9Zq")]
     key: String,
+    #[schema(value_type = String, example = "read")]
     mode: Mode,
+    #[schema(example = "New API Key")]
     name: String,
     user_id: Uuid,
+    /// `null` for an unscoped key (issued by the CLI).
     org_id: Option<Uuid>,
+    /// `[org_id]` for an org-scoped key, `[]` for an unscoped one.
     limited_to_orgs: Vec<Uuid>,
+    #[schema(value_type = Vec<String>)]
     limited_to_apps: Vec<AppId>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_used_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
 }
 
@@ -72,7 +83,7 @@ impl ApiKeyView {
     }
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct OneKey {
     apikey: ApiKeyView,
 }
@@ -163,21 +174,26 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
 }
 
 /// The fields of `POST /apikey`, from a JSON body or the query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateFields {
+    /// Required.
     org_id: Option<String>,
+    /// Required: read, write, upload or all.
+    #[schema(value_type = Option<String>, example = "read")]
     mode: Option<Value>,
     name: Option<String>,
     limited_to_apps: Option<Vec<String>>,
     expires_at: Option<String>,
     /// Capgo clients may send it; the scope comes from `org_id`.
     #[serde(rename = "limited_to_orgs")]
+    #[schema(ignore)]
     _limited_to_orgs: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
     org_id: Option<String>,
     mode: Option<String>,
@@ -246,29 +262,40 @@ impl CreateKey {
 
 /// The fields of `PUT /apikey/:id`. The read-only fields of the ApiKey
 /// object are accepted and ignored, so a client may send back what it read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateFields {
     name: Option<String>,
+    #[schema(value_type = Option<String>, example = "write")]
     mode: Option<Value>,
     limited_to_apps: Option<Vec<String>>,
+    /// RFC 3339; `null` removes the expiry.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Option<String>>,
     #[serde(rename = "id")]
+    #[schema(ignore)]
     _id: Option<IgnoredAny>,
     #[serde(rename = "key")]
+    #[schema(ignore)]
     _key: Option<IgnoredAny>,
     #[serde(rename = "user_id")]
+    #[schema(ignore)]
     _user_id: Option<IgnoredAny>,
     #[serde(rename = "org_id")]
+    #[schema(ignore)]
     _org_id: Option<IgnoredAny>,
     #[serde(rename = "limited_to_orgs")]
+    #[schema(ignore)]
     _limited_to_orgs: Option<IgnoredAny>,
     #[serde(rename = "last_used_at")]
+    #[schema(ignore)]
     _last_used_at: Option<IgnoredAny>,
     #[serde(rename = "created_at")]
+    #[schema(ignore)]
     _created_at: Option<IgnoredAny>,
     #[serde(rename = "updated_at")]
+    #[schema(ignore)]
     _updated_at: Option<IgnoredAny>,
 }
 
@@ -294,9 +321,11 @@ impl UpdateFields {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// As an admin of this organization: every key scoped to it.
     org_id: Option<String>,
 }
 
@@ -380,6 +409,21 @@ async fn require_scope_membership(state: &AppState, caller: &Caller) -> ApiResul
 
 // ---- handlers -------------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/apikey",
+    tag = "apikey",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The caller's keys, secrets masked", body = Data<ApiKeyView>),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,6 +454,21 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apikey/{id_or_key}",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    responses(
+        (status = 200, description = "The key, secret masked", body = OneKey),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -422,6 +481,23 @@ pub async fn get(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/apikey",
+    tag = "apikey",
+    params(CreateQuery),
+    request_body(content = CreateFields, description = "JSON body, or the same fields as query parameters"),
+    responses(
+        (status = 200, description = "The new key, with its full secret: shown this once", body = OneKey),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -469,6 +545,23 @@ pub async fn create(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/apikey/{id_or_key}",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    request_body = UpdateFields,
+    responses(
+        (status = 200, description = "The changed key, secret masked", body = OneKey),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -520,6 +613,21 @@ pub async fn update(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apikey/{id_or_key}",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    responses(
+        (status = 200, description = "The key no longer works", body = Success),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

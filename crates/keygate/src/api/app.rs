@@ -9,20 +9,24 @@ use keygate_core::authz::{Action, Target};
 use keygate_core::{AppId, KeyName};
 use keygate_store::{App, StoreError};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, SUCCESS, Success, Timestamp};
+use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppView {
+    #[schema(value_type = String, example = "com.example.app")]
     app_id: AppId,
     name: String,
     org_id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
 }
 
@@ -38,18 +42,19 @@ impl From<App> for AppView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OneApp {
     app: AppView,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AppQuery {
     org_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApp {
     app_id: Option<String>,
@@ -57,7 +62,7 @@ struct CreateApp {
     org_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenameApp {
     name: Option<String>,
@@ -96,6 +101,21 @@ pub async fn find_app(
     Ok(app)
 }
 
+#[utoipa::path(
+    get,
+    path = "/app",
+    tag = "app",
+    params(AppQuery),
+    responses(
+        (status = 200, description = "Apps the key sees (needs R)", body = Data<AppView>),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +150,21 @@ pub async fn list(
     Ok(Json(Data { data }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/app/{app_id}",
+    tag = "app",
+    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    responses(
+        (status = 200, description = "The app (needs R)", body = OneApp),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,6 +174,23 @@ pub async fn get(
     Ok(Json(OneApp { app: app.into() }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/app",
+    tag = "app",
+    request_body = CreateApp,
+    responses(
+        (status = 200, description = "The new app (needs W)", body = OneApp),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,6 +226,23 @@ pub async fn create(
     Ok(Json(OneApp { app: app.into() }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/app/{app_id}",
+    tag = "app",
+    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    request_body = RenameApp,
+    responses(
+        (status = 200, description = "The renamed app (needs W)", body = OneApp),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn rename(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,6 +262,21 @@ pub async fn rename(
     Ok(Json(OneApp { app: app.into() }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/app/{app_id}",
+    tag = "app",
+    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    responses(
+        (status = 200, description = "Deleted with its bundles (needs W)", body = Success),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
 use keygate_store::{Bundle, NewBundle, StoreError};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::app::find_app;
-use super::{Data, SUCCESS, Success, Timestamp};
+use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::blobs::BlobError;
@@ -24,7 +25,7 @@ use crate::extract::Params;
 
 const MAX_VERSION_LEN: usize = 128;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BundleView {
     id: i64,
     app_id: String,
@@ -32,6 +33,7 @@ pub struct BundleView {
     /// Hex SHA-256 of the bytes.
     checksum: String,
     size: i64,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
 }
 
@@ -48,13 +50,14 @@ impl From<Bundle> for BundleView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OneBundle {
     bundle: BundleView,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BundleQuery {
     app_id: Option<String>,
     version: Option<String>,
@@ -98,6 +101,21 @@ fn bundle_not_found() -> ApiError {
     ApiError::not_found("bundle_not_found", "Bundle")
 }
 
+#[utoipa::path(
+    get,
+    path = "/bundle",
+    tag = "bundle",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "The app's bundles (needs R)", body = Data<BundleView>),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,6 +128,24 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/bundle",
+    tag = "bundle",
+    params(BundleQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle's bytes"),
+    responses(
+        (status = 200, description = "Stored, with its SHA-256 checksum and size (needs U)", body = OneBundle),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +206,21 @@ pub async fn upload(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/bundle",
+    tag = "bundle",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "Deleted with its bytes (needs W)", body = Success),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -186,6 +237,20 @@ pub async fn delete(
     Ok(Json(SUCCESS))
 }
 
+#[utoipa::path(
+    get,
+    path = "/bundle/download",
+    tag = "bundle",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "The bundle's bytes (needs R)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,15 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The database answers: `{\"status\": \"ok\"}`", body = Object),
+        (status = 503, description = "The database is unreachable", body = super::ErrorBody),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),

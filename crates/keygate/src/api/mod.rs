@@ -1,4 +1,5 @@
-//! HTTP handlers, one module per resource, and the JSON views they answer with.
+//! HTTP handlers, one module per resource, the JSON views they answer with,
+//! and the OpenAPI document that describes them.
 
 pub mod apikey;
 pub mod app;
@@ -8,6 +9,8 @@ pub mod organization;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 /// An RFC 3339 UTC timestamp such as `2024-02-12T00:00:00Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +29,62 @@ impl From<DateTime<Utc>> for Timestamp {
 }
 
 /// `{"data": [...]}`, the shape of every list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Data<T> {
     pub data: Vec<T>,
 }
 
 /// `{"success": true}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Success {
     pub success: bool,
 }
 
 pub const SUCCESS: Success = Success { success: true };
+
+/// Every error: a human text that says what to fix, `status: "KO"`, and a
+/// stable snake_case code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "Invalid API key")]
+    pub error: String,
+    #[schema(example = "KO")]
+    pub status: &'static str,
+    #[schema(example = "invalid_api_key")]
+    pub code: &'static str,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate",
+        description = "A self-hostable API key service implementing the Capgo /apikey API. \
+                       Send the key as `authorization: <key>`, `authorization: Bearer <key>`, \
+                       `x-api-key: <key>` or `capgkey: <key>`. Every error is an ErrorBody."
+    ),
+    modifiers(&KeySecurity),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "apikey", description = "API keys: list, create, change, revoke"),
+        (name = "organization", description = "Organizations and their members"),
+        (name = "app", description = "Apps of an organization"),
+        (name = "bundle", description = "Uploaded bundles of an app"),
+        (name = "meta", description = "Health and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct KeySecurity;
+
+impl Modify for KeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "authorization",
+                "An API key (ak_…), bare or as `Bearer ak_…`; `x-api-key` and `capgkey` work too",
+            ))),
+        );
+    }
+}

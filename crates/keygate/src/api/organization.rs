@@ -13,23 +13,27 @@ use keygate_core::authz::{Action, Target};
 use keygate_core::{Email, Mode, OrgName, Role};
 use keygate_store::{Member, MemberChange, OrgChanges, Organization};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, SUCCESS, Success, Timestamp};
+use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, present, require_org_id};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
     id: Uuid,
     name: String,
     /// The caller's role.
+    #[schema(value_type = String, example = "super_admin")]
     role: Role,
     require_apikey_expiration: bool,
     max_apikey_expiration_days: Option<i32>,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
 }
 
@@ -47,15 +51,16 @@ impl OrganizationView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OneOrganization {
     organization: OrganizationView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberView {
     user_id: Uuid,
     email: String,
+    #[schema(value_type = String, example = "write")]
     role: Role,
 }
 
@@ -69,41 +74,45 @@ impl From<Member> for MemberView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OneMember {
     member: MemberView,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrgQuery {
     org_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     org_id: Option<String>,
     user_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrganization {
     name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateOrganization {
     org_id: Option<String>,
     name: Option<String>,
     require_apikey_expiration: Option<bool>,
+    /// 1–365, or `null` to lift the limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
     max_apikey_expiration_days: Option<Option<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetMember {
     org_id: Option<String>,
@@ -134,6 +143,17 @@ async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<R
         .ok_or_else(ApiError::org_not_found)
 }
 
+#[utoipa::path(
+    get,
+    path = "/organization",
+    tag = "organization",
+    responses(
+        (status = 200, description = "The organizations the key sees, with the caller's role", body = Data<OrganizationView>),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -152,6 +172,21 @@ pub async fn list(
     Ok(Json(Data { data }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/organization",
+    tag = "organization",
+    request_body = CreateOrganization,
+    responses(
+        (status = 200, description = "The new organization; the caller is its super_admin", body = OneOrganization),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +214,22 @@ pub async fn create(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/organization",
+    tag = "organization",
+    request_body = UpdateOrganization,
+    responses(
+        (status = 200, description = "The changed organization (needs A)", body = OneOrganization),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -219,6 +270,21 @@ pub async fn update(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/organization",
+    tag = "organization",
+    params(OrgQuery),
+    responses(
+        (status = 200, description = "Deleted with its apps, bundles, memberships and scoped keys (needs O)", body = Success),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -243,6 +309,21 @@ pub async fn delete(
     Ok(Json(SUCCESS))
 }
 
+#[utoipa::path(
+    get,
+    path = "/organization/members",
+    tag = "organization",
+    params(OrgQuery),
+    responses(
+        (status = 200, description = "The members (needs R)", body = Data<MemberView>),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn members(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,6 +344,23 @@ pub async fn members(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/organization/members",
+    tag = "organization",
+    request_body = SetMember,
+    responses(
+        (status = 200, description = "Added, or role changed (needs A; never above the caller's role)", body = OneMember),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn set_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -314,6 +412,22 @@ pub async fn set_member(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/organization/members",
+    tag = "organization",
+    params(MemberQuery),
+    responses(
+        (status = 200, description = "Removed, with their keys scoped to the organization (needs A)", body = Success),
+        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
+        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
+        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,

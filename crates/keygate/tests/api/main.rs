@@ -9,5 +9,6 @@ mod bundles;
 mod helpers;
 mod http_edges;
 mod members;
+mod openapi;
 mod organizations;
 mod permissions;
