@@ -108,6 +108,24 @@ impl ApiKeySecret {
     }
 }
 
+/// `text` with anything that looks like a key (`ak_` and the characters
+/// after it) masked: for messages that may echo what a client sent.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("ak_[redacted]");
+        let after = &rest[at + PREFIX.len()..];
+        let tail = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        rest = &after[tail..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Writes `number` (big-endian, consumed) in base62, left-padded to `width`.
 fn push_base62(number: &mut [u8], width: usize, out: &mut String) {
     let mut digits = [0u8; BODY_LEN];
@@ -200,6 +218,23 @@ mod tests {
         let shown = format!("{key:?} {:?}", key.digest());
         assert!(!shown.contains(&key.expose()[3..10]));
         assert_eq!(format!("{key:?}"), "ApiKeySecret(<redacted>)");
+    }
+
+    #[test]
+    fn redact_masks_every_key_in_a_text() {
+        let key = ApiKeySecret::generate().expect("os rng");
+        let text = format!(
+            "invalid type: string \"{}\", and {}.",
+            key.expose(),
+            key.expose()
+        );
+        let shown = redact(&text);
+        assert!(!shown.contains(&key.expose()[3..]));
+        assert_eq!(
+            shown,
+            "invalid type: string \"ak_[redacted]\", and ak_[redacted]."
+        );
+        assert_eq!(redact("no key here"), "no key here");
     }
 
     #[test]

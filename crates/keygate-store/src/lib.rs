@@ -59,9 +59,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLite's BUSY/LOCKED and PostgreSQL's connection and shutdown classes.
+/// SQLite's BUSY/LOCKED, PostgreSQL's connection and shutdown classes, and
+/// a cancelled statement.
 fn is_transient(code: Option<&str>) -> bool {
-    matches!(code, Some("5" | "6" | "517" | "261" | "262"))
+    // 57014: statement_timeout, a stalled database.
+    matches!(code, Some("5" | "6" | "517" | "261" | "262" | "57014"))
         || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }
 

@@ -119,13 +119,14 @@ pub struct Member {
     pub role: Role,
 }
 
-/// A change of membership, checked against the acting member's own role.
+/// A change of membership, checked against the acting member's role as it
+/// stands when the change is made.
 #[derive(Debug, Clone)]
 pub struct MemberChange {
     pub org_id: Uuid,
-    /// The role of whoever makes the change: nobody touches or grants a role
-    /// above their own.
-    pub acting_role: Role,
+    /// Who makes the change: they must administer the organization, and
+    /// nobody touches or grants a role above their own.
+    pub acting_user: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

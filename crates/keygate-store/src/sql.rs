@@ -341,19 +341,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Gives `user_id` the `role` in `org_id`. With an `acting` role,
-            /// neither the old nor the new role may be above it.
+            /// Gives `user_id` the `role` in `org_id`. With an `acting` member,
+            /// whose role is read under the organization's lock, that member
+            /// must administer the organization, and neither the old nor the
+            /// new role may be above theirs.
             async fn apply_role_on(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 org_id: uuid::Uuid,
                 user_id: uuid::Uuid,
                 role: keygate_core::Role,
-                acting: Option<keygate_core::Role>,
+                acting: Option<uuid::Uuid>,
             ) -> $crate::Result<()> {
                 use keygate_core::Role;
                 Self::lock_org_on(&mut *conn, org_id).await?;
                 let current = Self::role_on(&mut *conn, org_id, user_id).await?;
                 if let Some(acting) = acting {
+                    let acting = Self::acting_role_on(&mut *conn, org_id, acting).await?;
                     if !acting.covers(role) || current.is_some_and(|c| !acting.covers(c)) {
                         return Err($crate::StoreError::RoleAboveOwn);
                     }
@@ -364,25 +367,36 @@ macro_rules! impl_store {
                 Self::insert_membership_on(&mut *conn, org_id, user_id, role).await
             }
 
+            /// The role of a member about to change memberships, who must
+            /// still administer the organization.
+            async fn acting_role_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                org_id: uuid::Uuid,
+                acting: uuid::Uuid,
+            ) -> $crate::Result<keygate_core::Role> {
+                match Self::role_on(&mut *conn, org_id, acting).await? {
+                    Some(role) if role.actions().contains(keygate_core::Action::Administer) => Ok(role),
+                    Some(_) => Err($crate::StoreError::RoleAboveOwn),
+                    None => Err($crate::StoreError::NotFound("organization")),
+                }
+            }
+
             async fn user_for_email_on(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 email: &keygate_core::Email,
             ) -> $crate::Result<uuid::Uuid> {
-                let existing: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(id) = existing {
-                    return Ok(id);
-                }
-                let id = uuid::Uuid::now_v7();
-                sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
-                    .bind(id)
+                // Insert-or-nothing, then read: two enrollments of one new email
+                // at once both end with the same user, on either backend.
+                sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+                    .bind(uuid::Uuid::now_v7())
                     .bind(email.as_str())
                     .bind($crate::now())
                     .execute(&mut *conn)
                     .await?;
-                Ok(id)
+                Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                    .bind(email.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?)
             }
 
             /// A new organization owned by `owner` as its `super_admin`.
@@ -405,13 +419,6 @@ macro_rules! impl_store {
                 Ok(row.into())
             }
 
-            async fn blob_keys_on(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                sql: &'static str,
-                bind: &str,
-            ) -> $crate::Result<Vec<String>> {
-                Ok(sqlx::query_scalar(sql).bind(bind).fetch_all(&mut *conn).await?)
-            }
         }
 
         #[async_trait::async_trait]
@@ -546,7 +553,8 @@ macro_rules! impl_store {
             async fn delete_organization(&self, id: uuid::Uuid) -> $crate::Result<Option<Vec<String>>> {
                 let mut tx = self.writer().begin().await?;
                 let blobs: Vec<String> = sqlx::query_scalar(
-                    "SELECT b.blob_key FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
+                    "DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \
+                     RETURNING blob_key",
                 )
                 .bind(id)
                 .fetch_all(&mut *tx)
@@ -576,7 +584,7 @@ macro_rules! impl_store {
             ) -> $crate::Result<$crate::Member> {
                 let mut tx = self.writer().begin().await?;
                 let user_id = Self::user_for_email_on(&mut *tx, email).await?;
-                Self::apply_role_on(&mut *tx, change.org_id, user_id, role, Some(change.acting_role)).await?;
+                Self::apply_role_on(&mut *tx, change.org_id, user_id, role, Some(change.acting_user)).await?;
                 tx.commit().await?;
                 Ok($crate::Member { user_id, email: email.as_str().to_owned(), role })
             }
@@ -585,10 +593,11 @@ macro_rules! impl_store {
                 use keygate_core::Role;
                 let mut tx = self.writer().begin().await?;
                 Self::lock_org_on(&mut *tx, change.org_id).await?;
+                let acting = Self::acting_role_on(&mut *tx, change.org_id, change.acting_user).await?;
                 let Some(current) = Self::role_on(&mut *tx, change.org_id, user_id).await? else {
                     return Ok(false);
                 };
-                if !change.acting_role.covers(current) {
+                if !acting.covers(current) {
                     return Err($crate::StoreError::RoleAboveOwn);
                 }
                 if current == Role::SuperAdmin {
@@ -679,8 +688,10 @@ macro_rules! impl_store {
 
             async fn delete_app(&self, app_id: &keygate_core::AppId) -> $crate::Result<Option<Vec<String>>> {
                 let mut tx = self.writer().begin().await?;
-                let blobs =
-                    Self::blob_keys_on(&mut *tx, "SELECT blob_key FROM bundles WHERE app_id = $1", app_id.as_str())
+                let blobs: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
+                        .bind(app_id.as_str())
+                        .fetch_all(&mut *tx)
                         .await?;
                 let deleted =
                     sqlx::query("DELETE FROM apps WHERE app_id = $1").bind(app_id.as_str()).execute(&mut *tx).await?;
@@ -809,8 +820,18 @@ macro_rules! impl_store {
             }
 
             async fn insert_key(&self, key: $crate::NewApiKey) -> $crate::Result<$crate::ApiKeyRecord> {
-                let mut conn = self.writer().acquire().await?;
-                Self::insert_key_on(&mut conn, key).await
+                let mut tx = self.writer().begin().await?;
+                if let Some(org_id) = key.org_id {
+                    // Under the organization's lock, so that a member removed at
+                    // the same moment cannot be left holding a new key.
+                    Self::lock_org_on(&mut *tx, org_id).await?;
+                    if Self::role_on(&mut *tx, org_id, key.user_id).await?.is_none() {
+                        return Err($crate::StoreError::NotFound("membership"));
+                    }
+                }
+                let key = Self::insert_key_on(&mut *tx, key).await?;
+                tx.commit().await?;
+                Ok(key)
             }
 
             async fn update_key(
@@ -849,13 +870,20 @@ macro_rules! impl_store {
                 &self,
                 uses: &[(i64, chrono::DateTime<chrono::Utc>)],
             ) -> $crate::Result<()> {
+                // In id order, so that replicas writing at once never deadlock;
+                // never backwards, so that an older batch cannot undo a newer one.
+                let mut uses = uses.to_vec();
+                uses.sort_unstable_by_key(|(id, _)| *id);
                 let mut tx = self.writer().begin().await?;
                 for (id, at) in uses {
-                    sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $2 \
+                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                    )
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -368,3 +368,56 @@ async fn data_survives_reopening_and_migrations_rerun_cleanly() {
     );
     store.ping().await.expect("ping");
 }
+
+#[tokio::test]
+async fn one_new_email_enrolled_at_once_is_one_user() {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
+        .await
+        .expect("enroll");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let member = Enroll::Member {
+                org_id: owner.org_id,
+                role: Role::Read,
+            };
+            enroll(store.as_ref(), "new@example.com", member)
+                .await
+                .map(|e| e.user_id)
+        });
+    }
+    let mut users = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        users.push(done.expect("task").expect("enroll"));
+    }
+    users.dedup();
+    assert_eq!(users.len(), 1, "one email, one user");
+}
+
+#[tokio::test]
+async fn last_use_never_goes_backwards() {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
+        .await
+        .expect("enroll");
+    let later = keygate_store::now();
+    let earlier = later - Duration::seconds(10);
+    store
+        .record_key_use(&[(owner.key.id, later)])
+        .await
+        .expect("record");
+    store
+        .record_key_use(&[(owner.key.id, earlier)])
+        .await
+        .expect("record");
+    let key = store
+        .key_by_id(owner.key.id)
+        .await
+        .expect("by id")
+        .expect("exists");
+    assert_eq!(key.last_used_at, Some(later));
+}

@@ -188,7 +188,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: self.message.into_owned(),
+            // A message may echo what the client sent: never a key.
+            error: keygate_core::key::redact(&self.message),
             status: "KO",
             code: self.code,
         };

@@ -108,11 +108,16 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
     response
 }
 
-/// A path as it may be logged: a key in it (`/apikey/ak_…`) is masked.
+/// A path as it may be logged: any segment that holds a key, percent-encoded
+/// or not (`/apikey/ak_…`, `/apikey/%61k_…`), is masked.
 pub fn redact(path: &str) -> String {
     path.split('/')
         .map(|segment| {
-            if segment.starts_with(keygate_core::key::PREFIX) {
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            if decoded
+                .to_ascii_lowercase()
+                .contains(keygate_core::key::PREFIX)
+            {
                 "ak_[redacted]"
             } else {
                 segment
@@ -131,5 +136,10 @@ mod tests {
             "/apikey/ak_[redacted]/"
         );
         assert_eq!(super::redact("/apikey/12"), "/apikey/12");
+        assert_eq!(
+            super::redact("/apikey/%61k_abc/rotate"),
+            "/apikey/ak_[redacted]/rotate"
+        );
+        assert_eq!(super::redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
     }
 }

@@ -430,6 +430,12 @@ fn secrets_never_reach_the_log_or_the_database() {
     assert_eq!(status, 200);
     let (status, _) = server.call("GET", "/apikey", Some(&secrets[2]), None);
     assert_eq!(status, 401);
+    let encoded = format!("/apikey/%61k_{}", &secrets[1][3..]);
+    let (status, _) = server.call("GET", &encoded, Some(&admin), None);
+    assert_eq!(
+        status, 200,
+        "a percent-encoded key is still the key, and must still be masked in the log"
+    );
     server.signal("-TERM");
     let log = server.log_text();
     server.0.wait(Duration::from_secs(10));

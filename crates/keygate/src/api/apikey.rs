@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use keygate_core::authz::{Action, Decision, Grant, Target};
-use keygate_core::{ApiKeySecret, AppId, KeyName, Mode, Scope};
-use keygate_store::{ApiKeyRecord, KeyChanges, KeyMaterial, NewApiKey, Organization};
+use keygate_core::{ApiKeySecret, AppId, KeyName, Mode, Role, Scope};
+use keygate_store::{ApiKeyRecord, KeyChanges, KeyMaterial, NewApiKey, Organization, StoreError};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -107,22 +107,19 @@ pub fn new_key_material() -> ApiResult<(ApiKeySecret, KeyMaterial)> {
 enum KeyRef {
     Id(i64),
     Secret(ApiKeySecret),
-    /// Well-formed-looking but impossible: no key can match it.
+    /// Neither a well-formed id nor a well-formed key: no key can match it.
     Nothing,
 }
 
 impl KeyRef {
-    fn parse(raw: &str) -> ApiResult<Self> {
+    fn parse(raw: &str) -> Self {
         if raw.starts_with(keygate_core::key::PREFIX) {
-            return Ok(ApiKeySecret::parse(raw).map_or(KeyRef::Nothing, KeyRef::Secret));
+            return ApiKeySecret::parse(raw).map_or(KeyRef::Nothing, KeyRef::Secret);
         }
         if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(raw.parse().map_or(KeyRef::Nothing, KeyRef::Id));
+            return raw.parse().map_or(KeyRef::Nothing, KeyRef::Id);
         }
-        Err(ApiError::bad_request(
-            "invalid_api_key_id",
-            "Name the API key by its numeric id or by the full key (ak_…)",
-        ))
+        KeyRef::Nothing
     }
 }
 
@@ -357,18 +354,27 @@ fn check_policy(
     Ok(())
 }
 
-/// The organization a key management request concerns, if the caller is a
-/// member; 404 otherwise.
-async fn member_org(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<Organization> {
+/// The organization a key management request concerns, with the caller's
+/// role: 404 when it is unknown, outside the calling key's scope, or the
+/// caller is not a member (so a scoped key learns nothing of other orgs).
+async fn member_org(
+    state: &AppState,
+    caller: &Caller,
+    org_id: Uuid,
+) -> ApiResult<(Organization, Role)> {
+    if !caller.principal.scope.contains_org(org_id) {
+        return Err(ApiError::org_not_found());
+    }
     let org = state
         .store
         .organization(org_id)
         .await?
         .ok_or_else(ApiError::org_not_found)?;
-    match caller.role_in(state, org_id).await? {
-        Some(_) => Ok(org),
-        None => Err(ApiError::org_not_found()),
-    }
+    let role = caller
+        .role_in(state, org_id)
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
+    Ok((org, role))
 }
 
 /// A key the caller may see: its own inside its scope, or one scoped to an
@@ -387,7 +393,7 @@ async fn is_visible(state: &AppState, caller: &Caller, key: &ApiKeyRecord) -> Ap
 }
 
 async fn find_visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyRecord> {
-    let key = match KeyRef::parse(raw)? {
+    let key = match KeyRef::parse(raw) {
         KeyRef::Id(id) => state.store.key_by_id(id).await?,
         KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
         KeyRef::Nothing => None,
@@ -511,7 +517,7 @@ pub async fn create(
         .unwrap_or_default()
         .merge(query);
     let request = CreateKey::parse(fields, now)?;
-    let org = member_org(&state, &caller, request.org_id).await?;
+    let (org, _) = member_org(&state, &caller, request.org_id).await?;
     check_policy(&org, request.expires_at, now)?;
     let scope = Scope {
         org: Some(org.id),
@@ -538,7 +544,12 @@ pub async fn create(
             expires_at: request.expires_at,
             created_by_key_id: Some(caller.principal.key_id),
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The organization, or the caller's membership, went meanwhile.
+            StoreError::NotFound(_) => ApiError::org_not_found(),
+            e => e.into(),
+        })?;
     tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
     Ok(Json(OneKey {
         apikey: ApiKeyView::revealed(key, &secret),
@@ -582,9 +593,17 @@ pub async fn update(
     }
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
     if let Some(org_id) = key.org_id {
-        let org = member_org(&state, &caller, org_id).await?;
+        let (org, caller_role) = member_org(&state, &caller, org_id).await?;
         if changes.expires_at.is_some() {
             check_policy(&org, expires_at, now)?;
+        }
+        // An admin may change another member's key only if it does not
+        // outrank them: what a key can do is its mode ∩ its owner's role.
+        if key.user_id != caller.user_id() {
+            let owner_role = state.store.role(org_id, key.user_id).await?;
+            if owner_role.is_some_and(|owner| !caller_role.covers(owner)) {
+                return Err(ApiError::insufficient_permissions());
+            }
         }
     }
     let scope = Scope {

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use keygate_core::authz::{Action, Target};
 use keygate_core::{Email, Mode, OrgName, Role};
-use keygate_store::{Member, MemberChange, OrgChanges, Organization};
+use keygate_store::{Member, MemberChange, OrgChanges, Organization, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -132,6 +132,14 @@ fn parse_max_days(days: i64) -> ApiResult<i32> {
             "invalid_max_apikey_expiration_days",
             "max_apikey_expiration_days must be a whole number of days from 1 to 365, or null",
         )),
+    }
+}
+
+/// A store error for an organization deleted, or left, meanwhile.
+fn org_gone(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound(_) => ApiError::org_not_found(),
+        e => e.into(),
     }
 }
 
@@ -394,18 +402,15 @@ pub async fn set_member(
                 "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
             )
         })?;
-    let acting_role = role_of(&state, &caller, org_id).await?;
+    let change = MemberChange {
+        org_id,
+        acting_user: caller.user_id(),
+    };
     let member = state
         .store
-        .set_member(
-            MemberChange {
-                org_id,
-                acting_role,
-            },
-            &email,
-            role,
-        )
-        .await?;
+        .set_member(change, &email, role)
+        .await
+        .map_err(org_gone)?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
     Ok(Json(OneMember {
         member: member.into(),
@@ -452,17 +457,15 @@ pub async fn remove_member(
             ));
         }
     };
-    let acting_role = role_of(&state, &caller, org_id).await?;
+    let change = MemberChange {
+        org_id,
+        acting_user: caller.user_id(),
+    };
     if !state
         .store
-        .remove_member(
-            MemberChange {
-                org_id,
-                acting_role,
-            },
-            user_id,
-        )
-        .await?
+        .remove_member(change, user_id)
+        .await
+        .map_err(org_gone)?
     {
         return Err(member_not_found());
     }

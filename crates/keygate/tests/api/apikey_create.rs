@@ -203,7 +203,8 @@ async fn a_scoped_key_cannot_create_keys_for_another_organization() {
             json!({ "org_id": second.org_id, "mode": "read" }),
         )
         .await;
-    reply.error(403, "insufficient_permissions");
+    // Outside the key's scope, the organization does not exist for it.
+    reply.error(404, "org_not_found");
     // The unscoped key may.
     app.create_key(
         &app.owner.key,

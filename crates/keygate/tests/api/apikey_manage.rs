@@ -399,3 +399,33 @@ async fn a_key_can_delete_itself() {
         .await
         .error(401, "invalid_api_key");
 }
+
+#[tokio::test]
+async fn an_admin_cannot_strengthen_a_key_that_outranks_them_but_can_revoke_it() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let owners = app
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.acme.a"] }),
+        )
+        .await;
+    let path = format!("/apikey/{}", id(&owners));
+    app.get(&path, &admin.key).await.ok();
+    let widen = json!({ "mode": "all", "limited_to_apps": [] });
+    app.put(&path, &admin.key, widen.clone())
+        .await
+        .error(403, "insufficient_permissions");
+    let after = app.get(&path, &app.owner.key).await.ok();
+    assert_eq!(after["apikey"]["mode"], "read", "nothing changed");
+    // A peer's key is fair game; revoking the owner's is allowed too.
+    let peer = app.member("peer@example.com", Role::Admin).await;
+    let peers = app
+        .create_key(&peer.key, json!({ "org_id": org, "mode": "read" }))
+        .await;
+    app.put(&format!("/apikey/{}", id(&peers)), &admin.key, widen)
+        .await
+        .ok();
+    app.delete(&path, &admin.key).await.ok();
+}

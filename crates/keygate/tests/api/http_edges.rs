@@ -39,21 +39,39 @@ async fn trailing_slashes_are_optional() {
 }
 
 #[tokio::test]
-async fn ids_that_are_not_ids_are_400() {
+async fn ids_that_are_not_ids_name_no_key() {
     let app = spawn_app().await;
     for path in [
         "/apikey/abc",
         "/apikey/-1",
         "/apikey/1.5",
         "/apikey/%F0%9F%94%91",
+        "/apikey/%20ak_x",
     ] {
         app.get(path, &app.owner.key)
             .await
-            .error(400, "invalid_api_key_id");
+            .error(404, "api_key_not_found");
         app.delete(path, &app.owner.key)
             .await
-            .error(400, "invalid_api_key_id");
+            .error(404, "api_key_not_found");
     }
+}
+
+#[tokio::test]
+async fn error_bodies_never_echo_a_key() {
+    let app = spawn_app().await;
+    let body =
+        json!({ "org_id": app.owner.org_id, "mode": "read", "limited_to_apps": app.owner.key });
+    let reply = app.post("/apikey", &app.owner.key, body).await;
+    let text = reply.error(400, "invalid_body");
+    assert!(
+        !text.contains(&app.owner.key[3..]),
+        "the key came back: {text}"
+    );
+    assert!(
+        text.contains("limited_to_apps"),
+        "the field is still named: {text}"
+    );
 }
 
 #[tokio::test]
