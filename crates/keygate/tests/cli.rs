@@ -403,6 +403,43 @@ fn sigterm_finishes_cleanly_and_keeps_last_use() {
 }
 
 #[test]
+fn an_in_flight_request_finishes_after_sigterm() {
+    use std::io::Write;
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key");
+    let server = Server::start(&work, &[]);
+    let body = json!({ "app_id": "com.acme.app", "name": "App", "org_id": owner["org_id"] });
+    assert_eq!(server.call("POST", "/app", Some(admin), Some(body)).0, 200);
+
+    // Half an upload, then SIGTERM, then the rest: the upload must complete.
+    let address = server.0.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    let head = format!(
+        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
+         authorization: {admin}\r\nconnection: close\r\ncontent-length: 2000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(&[7u8; 1000]).expect("send half");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&[7u8; 1000]).expect("send the rest");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the in-flight upload failed: {response}"
+    );
+    let (status, _) = server.0.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = Server::start(&work, &[]);
+    let (_, listed) = server.call("GET", "/bundle?app_id=com.acme.app", Some(admin), None);
+    assert_eq!(listed["data"][0]["size"], 2000, "{listed}");
+}
+
+#[test]
 fn secrets_never_reach_the_log_or_the_database() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");

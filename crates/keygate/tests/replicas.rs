@@ -202,8 +202,12 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
     };
     let proxy = CuttableProxy::start(upstream).await;
     let name = db.url().rsplit('/').next().expect("name").to_owned();
+    // A password in the URL (trust authentication ignores it) must never be logged.
     let through_proxy = with_database(
-        &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        &format!(
+            "postgres://postgres:hunter2-secret@127.0.0.1:{}/postgres",
+            proxy.port
+        ),
         &name,
     );
 
@@ -226,6 +230,16 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("database_unavailable")),
+        "{body}"
+    );
+    // A mistyped key is refused from its checksum alone, without the database.
+    let mut typo = admin.clone().into_bytes();
+    typo[10] = if typo[10] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    let (status, body) = call(&client, &server.base, Method::GET, "/apikey", &typo, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_api_key")),
         "{body}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -251,6 +265,10 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
         .filter(|id| !stored.contains(id))
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        !server.log_text().contains("hunter2"),
+        "the database password was logged"
+    );
     assert!(
         outcome.acknowledged.len() > 4,
         "too few writes to mean anything: {}",
