@@ -21,7 +21,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
+use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::{Caller, scope_of};
 use crate::error::{ApiError, ApiResult};
@@ -422,11 +422,7 @@ async fn require_scope_membership(state: &AppState, caller: &Caller) -> ApiResul
     params(ListQuery),
     responses(
         (status = 200, description = "The caller's keys, secrets masked", body = Data<ApiKeyView>),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -467,11 +463,7 @@ pub async fn list(
     params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
     responses(
         (status = 200, description = "The key, secret masked", body = OneKey),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -495,12 +487,7 @@ pub async fn get(
     request_body(content = CreateFields, description = "JSON body, or the same fields as query parameters"),
     responses(
         (status = 200, description = "The new key, with its full secret: shown this once", body = OneKey),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -564,12 +551,7 @@ pub async fn create(
     request_body = UpdateFields,
     responses(
         (status = 200, description = "The changed key, secret masked", body = OneKey),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -639,11 +621,7 @@ pub async fn update(
     params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
     responses(
         (status = 200, description = "The key no longer works", body = Success),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
+use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -108,11 +108,7 @@ pub async fn find_app(
     params(AppQuery),
     responses(
         (status = 200, description = "Apps the key sees (needs R)", body = Data<AppView>),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -157,11 +153,7 @@ pub async fn list(
     params(("app_id" = String, Path, description = "Reverse-domain app id")),
     responses(
         (status = 200, description = "The app (needs R)", body = OneApp),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -181,13 +173,7 @@ pub async fn get(
     request_body = CreateApp,
     responses(
         (status = 200, description = "The new app (needs W)", body = OneApp),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -234,12 +220,7 @@ pub async fn create(
     request_body = RenameApp,
     responses(
         (status = 200, description = "The renamed app (needs W)", body = OneApp),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -269,11 +250,7 @@ pub async fn rename(
     params(("app_id" = String, Path, description = "Reverse-domain app id")),
     responses(
         (status = 200, description = "Deleted with its bundles (needs W)", body = Success),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::app::find_app;
-use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
+use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::blobs::BlobError;
@@ -108,11 +108,7 @@ fn bundle_not_found() -> ApiError {
     params(BundleQuery),
     responses(
         (status = 200, description = "The app's bundles (needs R)", body = Data<BundleView>),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -136,13 +132,7 @@ pub async fn list(
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle's bytes"),
     responses(
         (status = 200, description = "Stored, with its SHA-256 checksum and size (needs U)", body = OneBundle),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -213,11 +203,7 @@ pub async fn upload(
     params(BundleQuery),
     responses(
         (status = 200, description = "Deleted with its bytes (needs W)", body = Success),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -244,10 +230,7 @@ pub async fn delete(
     params(BundleQuery),
     responses(
         (status = 200, description = "The bundle's bytes (needs R)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Data, ErrorBody, SUCCESS, Success, Timestamp};
+use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -157,8 +157,7 @@ async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<R
     tag = "organization",
     responses(
         (status = 200, description = "The organizations the key sees, with the caller's role", body = Data<OrganizationView>),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -187,11 +186,7 @@ pub async fn list(
     request_body = CreateOrganization,
     responses(
         (status = 200, description = "The new organization; the caller is its super_admin", body = OneOrganization),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -229,12 +224,7 @@ pub async fn create(
     request_body = UpdateOrganization,
     responses(
         (status = 200, description = "The changed organization (needs A)", body = OneOrganization),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -285,11 +275,7 @@ pub async fn update(
     params(OrgQuery),
     responses(
         (status = 200, description = "Deleted with its apps, bundles, memberships and scoped keys (needs O)", body = Success),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -324,11 +310,7 @@ pub async fn delete(
     params(OrgQuery),
     responses(
         (status = 200, description = "The members (needs R)", body = Data<MemberView>),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -359,13 +341,7 @@ pub async fn members(
     request_body = SetMember,
     responses(
         (status = 200, description = "Added, or role changed (needs A; never above the caller's role)", body = OneMember),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -424,12 +400,7 @@ pub async fn set_member(
     params(MemberQuery),
     responses(
         (status = 200, description = "Removed, with their keys scoped to the organization (needs A)", body = Success),
-        (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired API key", body = ErrorBody),
-        (status = 403, description = "Visible, but the key's mode, its scope or the member's role forbids it", body = ErrorBody),
-        (status = 404, description = "Unknown, or outside the key's scope", body = ErrorBody),
-        (status = 409, description = "Already exists, or would leave no super_admin", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
