@@ -17,13 +17,7 @@ use keygate_testkit::{ServerProcess, TestDatabase};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
 
-async fn call(
-    client: &Client,
-    url: String,
-    method: Method,
-    key: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
+async fn call(client: &Client, url: String, method: Method, key: &str, body: Option<Value>) -> (u16, Value) {
     let mut request = client.request(method, url).header("authorization", key);
     if let Some(body) = body {
         request = request.json(&body);
@@ -35,33 +29,17 @@ async fn call(
 
 #[tokio::main]
 async fn main() {
-    let postgres =
-        arg("--postgres").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let postgres = arg("--postgres").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let rounds: usize = arg("--rounds").and_then(|r| r.parse().ok()).unwrap_or(200);
     let binary = PathBuf::from(arg("--keygate").unwrap_or_else(|| "target/release/keygate".into()));
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p keygate"
-    );
+    assert!(binary.exists(), "build it first: cargo build --release -p keygate");
 
     let db = TestDatabase::postgres(&postgres).await;
     let boot = std::process::Command::new(&binary)
-        .args([
-            "bootstrap",
-            "--email",
-            "bench@example.com",
-            "--org-name",
-            "Bench",
-            "--database",
-            db.url(),
-        ])
+        .args(["bootstrap", "--email", "bench@example.com", "--org-name", "Bench", "--database", db.url()])
         .output()
         .expect("bootstrap");
-    assert!(
-        boot.status.success(),
-        "{}",
-        String::from_utf8_lossy(&boot.stderr)
-    );
+    assert!(boot.status.success(), "{}", String::from_utf8_lossy(&boot.stderr));
     let owner: Value = serde_json::from_slice(&boot.stdout).expect("bootstrap JSON");
     let admin = owner["key"].as_str().expect("key").to_owned();
     let a = ServerProcess::start(&binary, db.url(), db.dir(), &[]);
@@ -73,58 +51,29 @@ async fn main() {
     let mut polls = 0usize;
     for _ in 0..rounds {
         let body = json!({ "org_id": owner["org_id"], "mode": "read" });
-        let (status, created) = call(
-            &client,
-            format!("{}/apikey", a.base),
-            Method::POST,
-            &admin,
-            Some(body),
-        )
-        .await;
+        let (status, created) =
+            call(&client, format!("{}/apikey", a.base), Method::POST, &admin, Some(body)).await;
         assert_eq!(status, 200, "{created}");
         let key = created["apikey"]["key"].as_str().expect("key").to_owned();
         let id = created["apikey"]["id"].as_i64().expect("id");
 
         let started = Instant::now();
-        let (status, _) = call(
-            &client,
-            format!("{}/apikey", b.base),
-            Method::GET,
-            &key,
-            None,
-        )
-        .await;
+        let (status, _) = call(&client, format!("{}/apikey", b.base), Method::GET, &key, None).await;
         baseline.push(started.elapsed());
         assert_eq!(status, 403, "a read key authenticates on B");
 
-        let (status, _) = call(
-            &client,
-            format!("{}/apikey/{id}", a.base),
-            Method::DELETE,
-            &admin,
-            None,
-        )
-        .await;
+        let (status, _) =
+            call(&client, format!("{}/apikey/{id}", a.base), Method::DELETE, &admin, None).await;
         assert_eq!(status, 200);
         let acknowledged = Instant::now();
         loop {
             polls += 1;
-            let (status, _) = call(
-                &client,
-                format!("{}/apikey", b.base),
-                Method::GET,
-                &key,
-                None,
-            )
-            .await;
+            let (status, _) = call(&client, format!("{}/apikey", b.base), Method::GET, &key, None).await;
             if status == 401 {
                 propagation.push(acknowledged.elapsed());
                 break;
             }
-            assert!(
-                acknowledged.elapsed() < Duration::from_secs(5),
-                "B never refused the key"
-            );
+            assert!(acknowledged.elapsed() < Duration::from_secs(5), "B never refused the key");
         }
     }
     let (b50, b99, bmax) = percentiles(&mut baseline);
@@ -132,12 +81,7 @@ async fn main() {
     println!("revocation propagation, {rounds} revocations, 2 replicas, PostgreSQL");
     println!("| measure | p50 | p99 | max |");
     println!("|---|---|---|---|");
-    println!(
-        "| baseline: one authenticated request to B | {} | {} | {} |",
-        ms(b50),
-        ms(b99),
-        ms(bmax)
-    );
+    println!("| baseline: one authenticated request to B | {} | {} | {} |", ms(b50), ms(b99), ms(bmax));
     println!(
         "| propagation: A's delete acknowledged → B's first 401 | {} | {} | {} |",
         ms(p50),
@@ -150,8 +94,5 @@ async fn main() {
         p99.as_secs_f64() / b99.as_secs_f64(),
         pmax.as_secs_f64() / bmax.as_secs_f64()
     );
-    println!(
-        "requests to B until refused: {:.2} on average",
-        polls as f64 / rounds as f64
-    );
+    println!("requests to B until refused: {:.2} on average", polls as f64 / rounds as f64);
 }

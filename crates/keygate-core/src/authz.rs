@@ -25,13 +25,8 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
-        Action::Read,
-        Action::Write,
-        Action::Upload,
-        Action::Administer,
-        Action::Own,
-    ];
+    pub const ALL: [Action; 5] =
+        [Action::Read, Action::Write, Action::Upload, Action::Administer, Action::Own];
 
     const fn bit(self) -> u8 {
         1 << self as u8
@@ -112,13 +107,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Read,
-        Role::Upload,
-        Role::Write,
-        Role::Admin,
-        Role::SuperAdmin,
-    ];
+    pub const ALL: [Role; 5] = [Role::Read, Role::Upload, Role::Write, Role::Admin, Role::SuperAdmin];
 
     pub const fn actions(self) -> Actions {
         match self {
@@ -200,10 +189,7 @@ impl<'a> Target<'a> {
     }
 
     pub fn app(org: Uuid, app: &'a AppId) -> Self {
-        Self {
-            org,
-            app: Some(app),
-        }
+        Self { org, app: Some(app) }
     }
 }
 
@@ -291,13 +277,7 @@ mod tests {
     use super::*;
 
     fn principal(mode: Mode, scope: Scope) -> Principal {
-        Principal {
-            key_id: 1,
-            user_id: Uuid::nil(),
-            mode,
-            scope,
-            expires_at: None,
-        }
+        Principal { key_id: 1, user_id: Uuid::nil(), mode, scope, expires_at: None }
     }
 
     fn app(s: &str) -> AppId {
@@ -331,34 +311,13 @@ mod tests {
     fn the_decision_intersects_mode_role_and_scope() {
         let org = Uuid::from_u128(1);
         let other = Uuid::from_u128(2);
-        let upload = principal(
-            Mode::Upload,
-            Scope {
-                org: Some(org),
-                apps: vec![],
-            },
-        );
+        let upload = principal(Mode::Upload, Scope { org: Some(org), apps: vec![] });
         let target = Target::org(org);
-        assert_eq!(
-            upload.decide(Some(Role::Admin), target, Action::Upload),
-            Decision::Allow
-        );
-        assert_eq!(
-            upload.decide(Some(Role::Read), target, Action::Upload),
-            Decision::Forbidden
-        );
-        assert_eq!(
-            upload.decide(Some(Role::Admin), target, Action::Administer),
-            Decision::Forbidden
-        );
-        assert_eq!(
-            upload.decide(None, target, Action::Read),
-            Decision::Invisible
-        );
-        assert_eq!(
-            upload.decide(Some(Role::Admin), Target::org(other), Action::Read),
-            Decision::Invisible
-        );
+        assert_eq!(upload.decide(Some(Role::Admin), target, Action::Upload), Decision::Allow);
+        assert_eq!(upload.decide(Some(Role::Read), target, Action::Upload), Decision::Forbidden);
+        assert_eq!(upload.decide(Some(Role::Admin), target, Action::Administer), Decision::Forbidden);
+        assert_eq!(upload.decide(None, target, Action::Read), Decision::Invisible);
+        assert_eq!(upload.decide(Some(Role::Admin), Target::org(other), Action::Read), Decision::Invisible);
     }
 
     #[test]
@@ -366,30 +325,12 @@ mod tests {
         let org = Uuid::from_u128(1);
         let mine = app("com.example.mine");
         let theirs = app("com.example.theirs");
-        let key = principal(
-            Mode::All,
-            Scope {
-                org: Some(org),
-                apps: vec![mine.clone()],
-            },
-        );
+        let key = principal(Mode::All, Scope { org: Some(org), apps: vec![mine.clone()] });
         let role = Some(Role::SuperAdmin);
-        assert_eq!(
-            key.decide(role, Target::app(org, &mine), Action::Write),
-            Decision::Allow
-        );
-        assert_eq!(
-            key.decide(role, Target::app(org, &theirs), Action::Read),
-            Decision::Invisible
-        );
-        assert_eq!(
-            key.decide(role, Target::org(org), Action::Read),
-            Decision::Allow
-        );
-        assert_eq!(
-            key.decide(role, Target::org(org), Action::Administer),
-            Decision::Forbidden
-        );
+        assert_eq!(key.decide(role, Target::app(org, &mine), Action::Write), Decision::Allow);
+        assert_eq!(key.decide(role, Target::app(org, &theirs), Action::Read), Decision::Invisible);
+        assert_eq!(key.decide(role, Target::org(org), Action::Read), Decision::Allow);
+        assert_eq!(key.decide(role, Target::org(org), Action::Administer), Decision::Forbidden);
     }
 
     #[test]
@@ -397,28 +338,12 @@ mod tests {
         let org = Uuid::from_u128(1);
         let a = app("com.example.a");
         let b = app("com.example.b");
-        let scoped = Scope {
-            org: Some(org),
-            apps: vec![a.clone()],
-        };
+        let scoped = Scope { org: Some(org), apps: vec![a.clone()] };
         let mut caller = principal(Mode::All, scoped.clone());
-        let narrower = Scope {
-            org: Some(org),
-            apps: vec![a.clone()],
-        };
-        let wider = Scope {
-            org: Some(org),
-            apps: vec![],
-        };
-        let elsewhere = Scope {
-            org: Some(org),
-            apps: vec![b],
-        };
-        let grant = |scope, expires_at| Grant {
-            mode: Mode::Read,
-            scope,
-            expires_at,
-        };
+        let narrower = Scope { org: Some(org), apps: vec![a.clone()] };
+        let wider = Scope { org: Some(org), apps: vec![] };
+        let elsewhere = Scope { org: Some(org), apps: vec![b] };
+        let grant = |scope, expires_at| Grant { mode: Mode::Read, scope, expires_at };
         assert!(caller.may_grant(&grant(&narrower, None)));
         assert!(!caller.may_grant(&grant(&wider, None)));
         assert!(!caller.may_grant(&grant(&elsewhere, None)));
@@ -432,10 +357,6 @@ mod tests {
         assert!(!caller.may_grant(&grant(&narrower, Some(soon + chrono::Duration::seconds(1)))));
 
         let reader = principal(Mode::Read, Scope::default());
-        assert!(!reader.may_grant(&Grant {
-            mode: Mode::All,
-            scope: &narrower,
-            expires_at: None
-        }));
+        assert!(!reader.may_grant(&Grant { mode: Mode::All, scope: &narrower, expires_at: None }));
     }
 }

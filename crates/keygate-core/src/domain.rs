@@ -42,10 +42,7 @@ impl Email {
             return Err(invalid("email must look like name@example.com"));
         }
         if email.len() > Self::MAX_LEN {
-            return Err(invalid(format!(
-                "email must be at most {} bytes",
-                Self::MAX_LEN
-            )));
+            return Err(invalid(format!("email must be at most {} bytes", Self::MAX_LEN)));
         }
         Ok(Self(email))
     }
@@ -62,14 +59,10 @@ fn parse_name(raw: &str, what: &str, max_chars: usize) -> Result<String, Invalid
         return Err(invalid(format!("{what} must not be empty")));
     }
     if name.chars().count() > max_chars {
-        return Err(invalid(format!(
-            "{what} must be at most {max_chars} characters"
-        )));
+        return Err(invalid(format!("{what} must be at most {max_chars} characters")));
     }
     if has_control(name) {
-        return Err(invalid(format!(
-            "{what} must not contain control characters"
-        )));
+        return Err(invalid(format!("{what} must not contain control characters")));
     }
     Ok(name.to_owned())
 }
@@ -138,8 +131,7 @@ impl AppId {
         let parts: Vec<&str> = raw.split('.').collect();
         let part_ok = |p: &&str| {
             p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         };
         if parts.len() < 2 || !parts.iter().all(part_ok) {
             return Err(explain());
@@ -165,19 +157,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            Email::parse("  Ada@Example.COM ").map(|e| e.0),
-            Ok("ada@example.com".into())
-        );
-        for bad in [
-            "",
-            "ada",
-            "@example.com",
-            "ada@",
-            "a b@example.com",
-            "a@b@c",
-            "ada@.com",
-        ] {
+        assert_eq!(Email::parse("  Ada@Example.COM ").map(|e| e.0), Ok("ada@example.com".into()));
+        for bad in ["", "ada", "@example.com", "ada@", "a b@example.com", "a@b@c", "ada@.com"] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
@@ -185,10 +166,7 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_bounded_and_unicode_friendly() {
-        assert_eq!(
-            KeyName::parse("  CI/CD Read Key ").map(|n| n.0),
-            Ok("CI/CD Read Key".into())
-        );
+        assert_eq!(KeyName::parse("  CI/CD Read Key ").map(|n| n.0), Ok("CI/CD Read Key".into()));
         assert!(KeyName::parse("déploiement 🚀").is_ok());
         assert!(KeyName::parse("   ").is_err());
         assert!(KeyName::parse("tab\tinside").is_err());
@@ -198,24 +176,10 @@ mod tests {
 
     #[test]
     fn app_ids_are_reverse_domain_names() {
-        for good in [
-            "com.example.app",
-            "io.capgo.demo-app",
-            "ee.forgr.capacitor_go",
-            "com.1password.x",
-        ] {
+        for good in ["com.example.app", "io.capgo.demo-app", "ee.forgr.capacitor_go", "com.1password.x"] {
             assert!(AppId::parse(good).is_ok(), "{good} refused");
         }
-        for bad in [
-            "",
-            "app",
-            "com..app",
-            ".com.app",
-            "com.app.",
-            "com.exa mple",
-            "com.-app",
-            "com.app/x",
-        ] {
+        for bad in ["", "app", "com..app", ".com.app", "com.app.", "com.exa mple", "com.-app", "com.app/x"] {
             assert!(AppId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

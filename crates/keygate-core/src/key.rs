@@ -76,11 +76,7 @@ impl ApiKeySecret {
         }
         let (head, checksum) = candidate.split_at(KEY_LEN - CHECKSUM_LEN);
         let mut expected = String::with_capacity(CHECKSUM_LEN);
-        push_base62(
-            &mut crc32fast::hash(head.as_bytes()).to_be_bytes(),
-            CHECKSUM_LEN,
-            &mut expected,
-        );
+        push_base62(&mut crc32fast::hash(head.as_bytes()).to_be_bytes(), CHECKSUM_LEN, &mut expected);
         if expected.as_bytes().ct_eq(checksum.as_bytes()).into() {
             Ok(Self(candidate.to_owned()))
         } else {
@@ -100,11 +96,7 @@ impl ApiKeySecret {
     /// A masked form such as `ak_Ab3d…x9Zq`: recognisable, never usable.
     pub fn preview(&self) -> String {
         let s = &self.0;
-        format!(
-            "{PREFIX}{}…{}",
-            &s[PREFIX.len()..PREFIX.len() + 4],
-            &s[KEY_LEN - 4..]
-        )
+        format!("{PREFIX}{}…{}", &s[PREFIX.len()..PREFIX.len() + 4], &s[KEY_LEN - 4..])
     }
 }
 
@@ -117,9 +109,7 @@ pub fn redact(text: &str) -> String {
         out.push_str(&rest[..at]);
         out.push_str("ak_[redacted]");
         let after = &rest[at + PREFIX.len()..];
-        let tail = after
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(after.len());
+        let tail = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
         rest = &after[tail..];
     }
     out.push_str(rest);
@@ -171,11 +161,7 @@ impl std::hash::Hash for KeyDigest {
 
 impl fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "KeyDigest({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
 }
 
@@ -187,10 +173,7 @@ mod tests {
 
     fn base62_oracle(bytes: &[u8], width: usize) -> String {
         let digits = BigUint::from_bytes_be(bytes).to_radix_be(62);
-        let text: String = digits
-            .iter()
-            .map(|&d| char::from(ALPHABET[d as usize]))
-            .collect();
+        let text: String = digits.iter().map(|&d| char::from(ALPHABET[d as usize])).collect();
         format!("{text:0>width$}")
     }
 
@@ -223,17 +206,10 @@ mod tests {
     #[test]
     fn redact_masks_every_key_in_a_text() {
         let key = ApiKeySecret::generate().expect("os rng");
-        let text = format!(
-            "invalid type: string \"{}\", and {}.",
-            key.expose(),
-            key.expose()
-        );
+        let text = format!("invalid type: string \"{}\", and {}.", key.expose(), key.expose());
         let shown = redact(&text);
         assert!(!shown.contains(&key.expose()[3..]));
-        assert_eq!(
-            shown,
-            "invalid type: string \"ak_[redacted]\", and ak_[redacted]."
-        );
+        assert_eq!(shown, "invalid type: string \"ak_[redacted]\", and ak_[redacted].");
         assert_eq!(redact("no key here"), "no key here");
     }
 
@@ -254,39 +230,23 @@ mod tests {
             push_base62(&mut bytes.clone(), BODY_LEN, &mut body);
             assert_eq!(&body[3..], base62_oracle(&bytes, BODY_LEN));
             let mut checksum = String::new();
-            push_base62(
-                &mut crc32fast::hash(body.as_bytes()).to_be_bytes(),
-                6,
-                &mut checksum,
-            );
+            push_base62(&mut crc32fast::hash(body.as_bytes()).to_be_bytes(), 6, &mut checksum);
             assert!(ApiKeySecret::parse(&(body + &checksum)).is_ok());
         }
     }
 
     #[test]
     fn malformed_keys_are_refused_with_a_reason() {
-        assert_eq!(
-            ApiKeySecret::parse("ak_not-a-real-key").err(),
-            Some(KeyFormatError::WrongLength)
-        );
+        assert_eq!(ApiKeySecret::parse("ak_not-a-real-key").err(), Some(KeyFormatError::WrongLength));
         let good = ApiKeySecret::generate().expect("os rng");
         let s = good.expose();
         let wrong_prefix = format!("bk_{}", &s[3..]);
-        assert_eq!(
-            ApiKeySecret::parse(&wrong_prefix).err(),
-            Some(KeyFormatError::WrongPrefix)
-        );
+        assert_eq!(ApiKeySecret::parse(&wrong_prefix).err(), Some(KeyFormatError::WrongPrefix));
         let bad_char = format!("{}-{}", &s[..10], &s[11..]);
-        assert_eq!(
-            ApiKeySecret::parse(&bad_char).err(),
-            Some(KeyFormatError::BadCharacter)
-        );
+        assert_eq!(ApiKeySecret::parse(&bad_char).err(), Some(KeyFormatError::BadCharacter));
         let mut unicode = s.to_owned();
         unicode.replace_range(10..12, "é");
-        assert_eq!(
-            ApiKeySecret::parse(&unicode).err(),
-            Some(KeyFormatError::BadCharacter)
-        );
+        assert_eq!(ApiKeySecret::parse(&unicode).err(), Some(KeyFormatError::BadCharacter));
     }
 
     proptest! {

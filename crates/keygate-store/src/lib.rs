@@ -82,11 +82,7 @@ pub trait Store: Send + Sync + 'static {
     async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment>;
 
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>>;
-    async fn update_organization(
-        &self,
-        id: Uuid,
-        changes: OrgChanges,
-    ) -> Result<Option<Organization>>;
+    async fn update_organization(&self, id: Uuid, changes: OrgChanges) -> Result<Option<Organization>>;
     /// The user's role in the organization, `None` when not a member.
     async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
 
@@ -141,9 +137,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         Some(other) => Err(StoreError::Config(format!(
             "unsupported database scheme `{other}:`; use sqlite://PATH or postgres://USER@HOST/DATABASE"
         ))),
-        None => Err(StoreError::Config(
-            "the database URL needs a scheme, such as sqlite://keygate.db".into(),
-        )),
+        None => {
+            Err(StoreError::Config("the database URL needs a scheme, such as sqlite://keygate.db".into()))
+        }
     }
 }
 
@@ -155,6 +151,5 @@ pub fn now() -> DateTime<Utc> {
 
 pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::DurationRound;
-    at.duration_trunc(chrono::Duration::milliseconds(1))
-        .unwrap_or(at)
+    at.duration_trunc(chrono::Duration::milliseconds(1)).unwrap_or(at)
 }

@@ -30,10 +30,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {}", redacted(&e))))?
             .application_name("keygate")
-            .options([(
-                "statement_timeout",
-                format!("{}ms", STATEMENT_TIMEOUT.as_millis()),
-            )]);
+            .options([("statement_timeout", format!("{}ms", STATEMENT_TIMEOUT.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
@@ -42,13 +39,8 @@ impl PostgresStore {
             .test_before_acquire(true)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                StoreError::Config(format!("cannot connect to PostgreSQL: {}", redacted(&e)))
-            })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL: {}", redacted(&e))))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
         Ok(Self { pool })
     }
 

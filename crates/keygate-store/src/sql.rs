@@ -47,8 +47,7 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
     type Error = StoreError;
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
-        let corrupt =
-            |what: &str| StoreError::Corrupt(format!("api_keys.{what} of key {}", row.id));
+        let corrupt = |what: &str| StoreError::Corrupt(format!("api_keys.{what} of key {}", row.id));
         let mode = Mode::parse(&row.mode).ok_or_else(|| corrupt("mode"))?;
         let apps: Vec<String> =
             serde_json::from_str(&row.limited_to_apps).map_err(|_| corrupt("limited_to_apps"))?;
@@ -119,10 +118,7 @@ impl TryFrom<MembershipRow> for Membership {
     type Error = StoreError;
 
     fn try_from(row: MembershipRow) -> Result<Self, StoreError> {
-        Ok(Membership {
-            role: role(&row.role)?,
-            organization: row.org.into(),
-        })
+        Ok(Membership { role: role(&row.role)?, organization: row.org.into() })
     }
 }
 
@@ -137,11 +133,7 @@ impl TryFrom<MemberRow> for Member {
     type Error = StoreError;
 
     fn try_from(row: MemberRow) -> Result<Self, StoreError> {
-        Ok(Member {
-            user_id: row.user_id,
-            email: row.email,
-            role: role(&row.role)?,
-        })
+        Ok(Member { user_id: row.user_id, email: row.email, role: role(&row.role)? })
     }
 }
 
@@ -214,9 +206,7 @@ impl TryFrom<BundleRow> for Bundle {
 }
 
 /// Converts every row, failing on the first that cannot be read.
-pub(crate) fn all<R, T: TryFrom<R, Error = StoreError>>(
-    rows: Vec<R>,
-) -> Result<Vec<T>, StoreError> {
+pub(crate) fn all<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
 }
 
@@ -226,11 +216,7 @@ pub(crate) fn role(name: &str) -> Result<Role, StoreError> {
 
 /// Maps constraint violations of a write to what they mean: a reference to
 /// a `missing` row, or a `duplicate` of an existing one.
-pub(crate) fn write_error(
-    error: sqlx::Error,
-    missing: &'static str,
-    duplicate: &'static str,
-) -> StoreError {
+pub(crate) fn write_error(error: sqlx::Error, missing: &'static str, duplicate: &'static str) -> StoreError {
     if let sqlx::Error::Database(db) = &error {
         if db.is_foreign_key_violation() {
             return StoreError::NotFound(missing);

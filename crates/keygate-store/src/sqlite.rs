@@ -31,8 +31,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?;
         if options.get_filename().as_os_str() == ":memory:" {
             return Err(StoreError::Config(
-                "keygate keeps its keys in a file; use sqlite://PATH, not an in-memory database"
-                    .into(),
+                "keygate keeps its keys in a file; use sqlite://PATH, not an in-memory database".into(),
             ));
         }
         let options = options
@@ -47,10 +46,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
+        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(10))

@@ -13,10 +13,7 @@ use uuid::Uuid;
 
 fn material() -> KeyMaterial {
     let secret = ApiKeySecret::generate().expect("rng");
-    KeyMaterial {
-        digest: secret.digest(),
-        preview: secret.preview(),
-    }
+    KeyMaterial { digest: secret.digest(), preview: secret.preview() }
 }
 
 async fn enroll(store: &dyn Store, email: &str, enroll: Enroll) -> Result<Enrollment, StoreError> {
@@ -31,9 +28,7 @@ async fn enroll(store: &dyn Store, email: &str, enroll: Enroll) -> Result<Enroll
 }
 
 fn new_org(name: &str) -> Enroll {
-    Enroll::NewOrganization {
-        name: OrgName::parse(name).expect("name"),
-    }
+    Enroll::NewOrganization { name: OrgName::parse(name).expect("name") }
 }
 
 fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
@@ -50,9 +45,7 @@ fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
 }
 
 async fn open(database: &TestDatabase) -> Arc<dyn Store> {
-    keygate_store::connect(database.url())
-        .await
-        .expect("connect")
+    keygate_store::connect(database.url()).await.expect("connect")
 }
 
 #[tokio::test]
@@ -61,57 +54,27 @@ async fn enrollment_creates_users_organizations_and_memberships() {
     let store = open(&database).await;
     assert!(!store.has_users().await.expect("has_users"));
 
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     assert!(store.has_users().await.expect("has_users"));
-    assert_eq!(
-        store.role(owner.org_id, owner.user_id).await.expect("role"),
-        Some(Role::SuperAdmin)
-    );
+    assert_eq!(store.role(owner.org_id, owner.user_id).await.expect("role"), Some(Role::SuperAdmin));
     assert_eq!(owner.key.mode, Mode::All);
     assert_eq!(owner.key.org_id, None, "CLI keys are unscoped");
-    let org = store
-        .organization(owner.org_id)
-        .await
-        .expect("org")
-        .expect("exists");
+    let org = store.organization(owner.org_id).await.expect("org").expect("exists");
     assert_eq!(org.name, "Acme");
     assert!(!org.require_apikey_expiration);
 
-    let again = enroll(store.as_ref(), "owner@example.com", new_org("Second"))
-        .await
-        .expect("enroll");
+    let again = enroll(store.as_ref(), "owner@example.com", new_org("Second")).await.expect("enroll");
     assert_eq!(again.user_id, owner.user_id);
     assert_ne!(again.org_id, owner.org_id);
 
-    let member = Enroll::Member {
-        org_id: owner.org_id,
-        role: Role::Write,
-    };
-    let dev = enroll(store.as_ref(), "dev@example.com", member)
-        .await
-        .expect("member");
-    assert_eq!(
-        store.role(owner.org_id, dev.user_id).await.expect("role"),
-        Some(Role::Write)
-    );
-    assert_eq!(
-        store.role(again.org_id, dev.user_id).await.expect("role"),
-        None
-    );
+    let member = Enroll::Member { org_id: owner.org_id, role: Role::Write };
+    let dev = enroll(store.as_ref(), "dev@example.com", member).await.expect("member");
+    assert_eq!(store.role(owner.org_id, dev.user_id).await.expect("role"), Some(Role::Write));
+    assert_eq!(store.role(again.org_id, dev.user_id).await.expect("role"), None);
 
-    let missing = Enroll::Member {
-        org_id: Uuid::new_v4(),
-        role: Role::Read,
-    };
-    let error = enroll(store.as_ref(), "x@example.com", missing)
-        .await
-        .expect_err("no such org");
-    assert!(
-        matches!(error, StoreError::NotFound("organization")),
-        "{error:?}"
-    );
+    let missing = Enroll::Member { org_id: Uuid::new_v4(), role: Role::Read };
+    let error = enroll(store.as_ref(), "x@example.com", missing).await.expect_err("no such org");
+    assert!(matches!(error, StoreError::NotFound("organization")), "{error:?}");
     store.close().await;
 }
 
@@ -119,45 +82,23 @@ async fn enrollment_creates_users_organizations_and_memberships() {
 async fn the_last_super_admin_stays() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
-    let downgrade = Enroll::Member {
-        org_id: owner.org_id,
-        role: Role::Admin,
-    };
-    let error = enroll(store.as_ref(), "owner@example.com", downgrade.clone())
-        .await
-        .expect_err("last");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    let downgrade = Enroll::Member { org_id: owner.org_id, role: Role::Admin };
+    let error = enroll(store.as_ref(), "owner@example.com", downgrade.clone()).await.expect_err("last");
     assert!(matches!(error, StoreError::LastSuperAdmin), "{error:?}");
-    assert_eq!(
-        store.role(owner.org_id, owner.user_id).await.expect("role"),
-        Some(Role::SuperAdmin)
-    );
+    assert_eq!(store.role(owner.org_id, owner.user_id).await.expect("role"), Some(Role::SuperAdmin));
 
-    let promote = Enroll::Member {
-        org_id: owner.org_id,
-        role: Role::SuperAdmin,
-    };
-    enroll(store.as_ref(), "second@example.com", promote)
-        .await
-        .expect("promote");
-    enroll(store.as_ref(), "owner@example.com", downgrade)
-        .await
-        .expect("now allowed");
-    assert_eq!(
-        store.role(owner.org_id, owner.user_id).await.expect("role"),
-        Some(Role::Admin)
-    );
+    let promote = Enroll::Member { org_id: owner.org_id, role: Role::SuperAdmin };
+    enroll(store.as_ref(), "second@example.com", promote).await.expect("promote");
+    enroll(store.as_ref(), "owner@example.com", downgrade).await.expect("now allowed");
+    assert_eq!(store.role(owner.org_id, owner.user_id).await.expect("role"), Some(Role::Admin));
 }
 
 #[tokio::test]
 async fn keys_round_trip_exactly_and_are_found_by_digest_and_id() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let new = key_for(owner.user_id, Some(owner.org_id));
     let digest = new.material.digest;
     let key = store.insert_key(new.clone()).await.expect("insert");
@@ -167,48 +108,19 @@ async fn keys_round_trip_exactly_and_are_found_by_digest_and_id() {
     assert_eq!(key.expires_at, new.expires_at);
     assert_eq!(key.created_by_key_id, Some(1));
     assert_eq!(key.created_at, key.updated_at);
-    assert_eq!(
-        store.key_by_digest(&digest).await.expect("by digest"),
-        Some(key.clone())
-    );
-    assert_eq!(
-        store.key_by_id(key.id).await.expect("by id"),
-        Some(key.clone())
-    );
+    assert_eq!(store.key_by_digest(&digest).await.expect("by digest"), Some(key.clone()));
+    assert_eq!(store.key_by_id(key.id).await.expect("by id"), Some(key.clone()));
     assert_eq!(store.key_by_id(key.id + 1000).await.expect("by id"), None);
-    assert_eq!(
-        store
-            .key_by_digest(&material().digest)
-            .await
-            .expect("by digest"),
-        None
-    );
+    assert_eq!(store.key_by_digest(&material().digest).await.expect("by digest"), None);
 
-    let of_user: Vec<i64> = store
-        .keys_of_user(owner.user_id)
-        .await
-        .expect("keys")
-        .iter()
-        .map(|k| k.id)
-        .collect();
+    let of_user: Vec<i64> =
+        store.keys_of_user(owner.user_id).await.expect("keys").iter().map(|k| k.id).collect();
     assert_eq!(of_user, vec![owner.key.id, key.id]);
-    let of_org: Vec<i64> = store
-        .keys_of_org(owner.org_id)
-        .await
-        .expect("keys")
-        .iter()
-        .map(|k| k.id)
-        .collect();
-    assert_eq!(
-        of_org,
-        vec![key.id],
-        "the unscoped key belongs to no organization"
-    );
+    let of_org: Vec<i64> =
+        store.keys_of_org(owner.org_id).await.expect("keys").iter().map(|k| k.id).collect();
+    assert_eq!(of_org, vec![key.id], "the unscoped key belongs to no organization");
 
-    let orphan = store
-        .insert_key(key_for(owner.user_id, Some(Uuid::new_v4())))
-        .await
-        .expect_err("no org");
+    let orphan = store.insert_key(key_for(owner.user_id, Some(Uuid::new_v4()))).await.expect_err("no org");
     assert!(matches!(orphan, StoreError::NotFound(_)), "{orphan:?}");
 }
 
@@ -216,23 +128,11 @@ async fn keys_round_trip_exactly_and_are_found_by_digest_and_id() {
 async fn updates_are_partial_and_never_resurrect_a_deleted_key() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
-    let key = store
-        .insert_key(key_for(owner.user_id, Some(owner.org_id)))
-        .await
-        .expect("insert");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    let key = store.insert_key(key_for(owner.user_id, Some(owner.org_id))).await.expect("insert");
 
-    let renamed = KeyChanges {
-        name: Some(KeyName::parse("renamed").expect("name")),
-        ..Default::default()
-    };
-    let after = store
-        .update_key(key.id, renamed)
-        .await
-        .expect("update")
-        .expect("exists");
+    let renamed = KeyChanges { name: Some(KeyName::parse("renamed").expect("name")), ..Default::default() };
+    let after = store.update_key(key.id, renamed).await.expect("update").expect("exists");
     assert_eq!(after.name, "renamed");
     assert_eq!(
         (after.mode, &after.limited_to_apps, after.expires_at),
@@ -246,30 +146,17 @@ async fn updates_are_partial_and_never_resurrect_a_deleted_key() {
         expires_at: Some(None),
         ..Default::default()
     };
-    let after = store
-        .update_key(key.id, changes)
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_eq!(
-        (after.mode, after.limited_to_apps.len(), after.expires_at),
-        (Mode::Upload, 0, None)
-    );
+    let after = store.update_key(key.id, changes).await.expect("update").expect("exists");
+    assert_eq!((after.mode, after.limited_to_apps.len(), after.expires_at), (Mode::Upload, 0, None));
     assert_eq!(after.name, "renamed");
 
     assert!(store.delete_key(key.id).await.expect("delete"));
     assert!(!store.delete_key(key.id).await.expect("delete again"));
-    let late = KeyChanges {
-        mode: Some(Mode::All),
-        ..Default::default()
-    };
+    let late = KeyChanges { mode: Some(Mode::All), ..Default::default() };
     assert_eq!(store.update_key(key.id, late).await.expect("update"), None);
     assert_eq!(store.key_by_id(key.id).await.expect("by id"), None);
 
-    let next = store
-        .insert_key(key_for(owner.user_id, Some(owner.org_id)))
-        .await
-        .expect("insert");
+    let next = store.insert_key(key_for(owner.user_id, Some(owner.org_id))).await.expect("insert");
     assert!(next.id > key.id, "ids are never reused");
 }
 
@@ -277,19 +164,10 @@ async fn updates_are_partial_and_never_resurrect_a_deleted_key() {
 async fn usage_and_organization_policy_are_recorded() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let at = keygate_store::now();
-    store
-        .record_key_use(&[(owner.key.id, at)])
-        .await
-        .expect("record");
-    let key = store
-        .key_by_id(owner.key.id)
-        .await
-        .expect("by id")
-        .expect("exists");
+    store.record_key_use(&[(owner.key.id, at)]).await.expect("record");
+    let key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     assert_eq!(key.last_used_at, Some(at));
 
     let changes = OrgChanges {
@@ -297,48 +175,25 @@ async fn usage_and_organization_policy_are_recorded() {
         max_apikey_expiration_days: Some(Some(30)),
         ..Default::default()
     };
-    let org = store
-        .update_organization(owner.org_id, changes)
-        .await
-        .expect("update")
-        .expect("exists");
+    let org = store.update_organization(owner.org_id, changes).await.expect("update").expect("exists");
     assert!(org.require_apikey_expiration);
     assert_eq!(org.max_apikey_expiration_days, Some(30));
-    let lift = OrgChanges {
-        max_apikey_expiration_days: Some(None),
-        ..Default::default()
-    };
-    let org = store
-        .update_organization(owner.org_id, lift)
-        .await
-        .expect("update")
-        .expect("exists");
+    let lift = OrgChanges { max_apikey_expiration_days: Some(None), ..Default::default() };
+    let org = store.update_organization(owner.org_id, lift).await.expect("update").expect("exists");
     assert_eq!(org.max_apikey_expiration_days, None);
     assert!(org.require_apikey_expiration, "untouched");
-    assert_eq!(
-        store
-            .update_organization(Uuid::new_v4(), OrgChanges::default())
-            .await
-            .expect("update"),
-        None
-    );
+    assert_eq!(store.update_organization(Uuid::new_v4(), OrgChanges::default()).await.expect("update"), None);
 }
 
 #[tokio::test]
 async fn concurrent_writes_keep_ids_and_keys_unique() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let store = store.clone();
-        tasks.spawn(async move {
-            store
-                .insert_key(key_for(owner.user_id, Some(owner.org_id)))
-                .await
-        });
+        tasks.spawn(async move { store.insert_key(key_for(owner.user_id, Some(owner.org_id))).await });
     }
     let mut ids = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -347,25 +202,17 @@ async fn concurrent_writes_keep_ids_and_keys_unique() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 40);
-    assert_eq!(
-        store.keys_of_org(owner.org_id).await.expect("keys").len(),
-        40
-    );
+    assert_eq!(store.keys_of_org(owner.org_id).await.expect("keys").len(), 40);
 }
 
 #[tokio::test]
 async fn data_survives_reopening_and_migrations_rerun_cleanly() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     store.close().await;
     let store = open(&database).await;
-    assert_eq!(
-        store.key_by_id(owner.key.id).await.expect("by id"),
-        Some(owner.key)
-    );
+    assert_eq!(store.key_by_id(owner.key.id).await.expect("by id"), Some(owner.key));
     store.ping().await.expect("ping");
 }
 
@@ -373,20 +220,13 @@ async fn data_survives_reopening_and_migrations_rerun_cleanly() {
 async fn one_new_email_enrolled_at_once_is_one_user() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let store = store.clone();
         tasks.spawn(async move {
-            let member = Enroll::Member {
-                org_id: owner.org_id,
-                role: Role::Read,
-            };
-            enroll(store.as_ref(), "new@example.com", member)
-                .await
-                .map(|e| e.user_id)
+            let member = Enroll::Member { org_id: owner.org_id, role: Role::Read };
+            enroll(store.as_ref(), "new@example.com", member).await.map(|e| e.user_id)
         });
     }
     let mut users = Vec::new();
@@ -401,23 +241,11 @@ async fn one_new_email_enrolled_at_once_is_one_user() {
 async fn last_use_never_goes_backwards() {
     let database = TestDatabase::new().await;
     let store = open(&database).await;
-    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme"))
-        .await
-        .expect("enroll");
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let later = keygate_store::now();
     let earlier = later - Duration::seconds(10);
-    store
-        .record_key_use(&[(owner.key.id, later)])
-        .await
-        .expect("record");
-    store
-        .record_key_use(&[(owner.key.id, earlier)])
-        .await
-        .expect("record");
-    let key = store
-        .key_by_id(owner.key.id)
-        .await
-        .expect("by id")
-        .expect("exists");
+    store.record_key_use(&[(owner.key.id, later)]).await.expect("record");
+    store.record_key_use(&[(owner.key.id, earlier)]).await.expect("record");
+    let key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     assert_eq!(key.last_used_at, Some(later));
 }

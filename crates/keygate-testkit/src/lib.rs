@@ -19,9 +19,7 @@ pub const ENV: &str = "KEYGATE_TEST_DATABASE";
 
 /// The PostgreSQL server the run was pointed at, if any.
 pub fn postgres_base() -> Option<String> {
-    std::env::var(ENV)
-        .ok()
-        .filter(|url| url.starts_with("postgres"))
+    std::env::var(ENV).ok().filter(|url| url.starts_with("postgres"))
 }
 
 pub struct TestDatabase {
@@ -43,11 +41,7 @@ impl TestDatabase {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
-        Self {
-            url,
-            dir,
-            postgres: None,
-        }
+        Self { url, dir, postgres: None }
     }
 
     pub async fn postgres(base: &str) -> Self {
@@ -61,11 +55,7 @@ impl TestDatabase {
             .expect("create test database");
         let _ = admin.close().await;
         let dir = tempfile::tempdir().expect("temporary directory");
-        Self {
-            url: with_database(base, &name),
-            dir,
-            postgres: Some((base.to_owned(), name)),
-        }
+        Self { url: with_database(base, &name), dir, postgres: Some((base.to_owned(), name)) }
     }
 
     pub fn url(&self) -> &str {
@@ -89,13 +79,9 @@ impl Drop for TestDatabase {
         };
         // Drop may run inside a runtime; a thread of its own can block freely.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&base)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let mut admin = sqlx::PgConnection::connect(&base).await.map_err(std::io::Error::other)?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
@@ -112,9 +98,7 @@ impl Drop for TestDatabase {
 
 /// `base` with its database name replaced by `name`.
 pub fn with_database(base: &str, name: &str) -> String {
-    let (url, query) = base
-        .split_once('?')
-        .map_or((base, None), |(u, q)| (u, Some(q)));
+    let (url, query) = base.split_once('?').map_or((base, None), |(u, q)| (u, Some(q)));
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let root = match url[authority_start..].find('/') {
         Some(slash) => &url[..authority_start + slash],
@@ -136,9 +120,6 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/t"
         );
         assert_eq!(f("postgres://u@h", "t"), "postgres://u@h/t");
-        assert_eq!(
-            f("postgres://u@h/db?sslmode=disable", "t"),
-            "postgres://u@h/t?sslmode=disable"
-        );
+        assert_eq!(f("postgres://u@h/db?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
     }
 }

@@ -23,13 +23,7 @@ impl ServerProcess {
         let log = dir.join(format!("server-{port}.log"));
         let binary = binary.canonicalize().expect("keygate binary");
         let child = Command::new(binary)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database",
-                database,
-            ])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database])
             .args(extra)
             .current_dir(dir)
             .env("KEYGATE_LOG", "debug")
@@ -38,21 +32,13 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn keygate serve");
-        let mut server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
+        let mut server = Self { child, base: format!("http://127.0.0.1:{port}"), log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("server exited with {status}: {}", server.log_text());
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen: {}",
-                server.log_text()
-            );
+            assert!(Instant::now() < deadline, "server did not listen: {}", server.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
         server
@@ -64,10 +50,7 @@ impl ServerProcess {
 
     /// Sends a signal by name, such as `-TERM`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").args([name, &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success(), "kill {name} failed");
     }
 
@@ -82,10 +65,7 @@ impl ServerProcess {
                 }
                 return (status, stdout);
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "server did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

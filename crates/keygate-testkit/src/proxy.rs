@@ -34,29 +34,17 @@ impl CuttableProxy {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                list.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(link.abort_handle());
+                list.lock().unwrap_or_else(PoisonError::into_inner).push(link.abort_handle());
             }
         })
         .abort_handle();
-        Self {
-            port,
-            cut,
-            links,
-            acceptor,
-        }
+        Self { port, cut, links, acceptor }
     }
 
     /// Drops every open connection and refuses new ones.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        for link in self
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
+        for link in self.links.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
             link.abort();
         }
     }

@@ -38,15 +38,8 @@ pub async fn bootstrap(
     email: &str,
     org_name: &str,
 ) -> Result<EnrollmentOutput, AdminError> {
-    let name =
-        OrgName::parse(org_name).map_err(|e| AdminError::Invalid(format!("--org-name: {e}")))?;
-    enroll(
-        store,
-        email,
-        Enroll::NewOrganization { name },
-        "Bootstrap Key",
-    )
-    .await
+    let name = OrgName::parse(org_name).map_err(|e| AdminError::Invalid(format!("--org-name: {e}")))?;
+    enroll(store, email, Enroll::NewOrganization { name }, "Bootstrap Key").await
 }
 
 pub async fn add_user(
@@ -55,12 +48,10 @@ pub async fn add_user(
     org_id: Uuid,
     role: Role,
 ) -> Result<EnrollmentOutput, AdminError> {
-    enroll(store, email, Enroll::Member { org_id, role }, "CLI Key")
-        .await
-        .map_err(|e| match e {
-            AdminError::Store(StoreError::NotFound(_)) => AdminError::NoSuchOrganization(org_id),
-            e => e,
-        })
+    enroll(store, email, Enroll::Member { org_id, role }, "CLI Key").await.map_err(|e| match e {
+        AdminError::Store(StoreError::NotFound(_)) => AdminError::NoSuchOrganization(org_id),
+        e => e,
+    })
 }
 
 async fn enroll(
@@ -76,10 +67,7 @@ async fn enroll(
         .enroll(Enrollee {
             email,
             enroll,
-            key: keygate_store::KeyMaterial {
-                digest: secret.digest(),
-                preview: secret.preview(),
-            },
+            key: keygate_store::KeyMaterial { digest: secret.digest(), preview: secret.preview() },
             key_name,
         })
         .await?;

@@ -51,27 +51,19 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|text| ApiKeySecret::parse(text).ok())
             .ok_or_else(ApiError::invalid_api_key)?;
-        let record = state
-            .store
-            .key_by_digest(&secret.digest())
-            .await?
-            .ok_or_else(ApiError::invalid_api_key)?;
+        let record =
+            state.store.key_by_digest(&secret.digest()).await?.ok_or_else(ApiError::invalid_api_key)?;
         let now = chrono::Utc::now();
         if record.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::api_key_expired());
         }
         state.usage.record(record.id, now);
-        Ok(Caller {
-            principal: principal(&record),
-        })
+        Ok(Caller { principal: principal(&record) })
     }
 }
 
 pub fn scope_of(key: &ApiKeyRecord) -> Scope {
-    Scope {
-        org: key.org_id,
-        apps: key.limited_to_apps.clone(),
-    }
+    Scope { org: key.org_id, apps: key.limited_to_apps.clone() }
 }
 
 fn principal(key: &ApiKeyRecord) -> Principal {
@@ -91,11 +83,7 @@ impl Caller {
 
     /// Listing, creating, changing or deleting keys needs a key of mode `all`.
     pub fn require_key_management(&self) -> ApiResult<()> {
-        if self.principal.may_manage_keys() {
-            Ok(())
-        } else {
-            Err(ApiError::insufficient_permissions())
-        }
+        if self.principal.may_manage_keys() { Ok(()) } else { Err(ApiError::insufficient_permissions()) }
     }
 
     /// The caller's role in `org_id`, `None` when not a member.
@@ -104,12 +92,7 @@ impl Caller {
     }
 
     /// Decides `action` on `target`, reading the caller's current role.
-    pub async fn decide(
-        &self,
-        state: &AppState,
-        target: Target<'_>,
-        action: Action,
-    ) -> ApiResult<Decision> {
+    pub async fn decide(&self, state: &AppState, target: Target<'_>, action: Action) -> ApiResult<Decision> {
         if !self.principal.scope.contains_org(target.org) {
             return Ok(Decision::Invisible);
         }
@@ -150,31 +133,13 @@ mod tests {
 
     #[test]
     fn every_header_form_is_read() {
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "ak_x")])),
-            Some(Ok("ak_x"))
-        );
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "Bearer ak_x")])),
-            Some(Ok("ak_x"))
-        );
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "bearer  ak_x ")])),
-            Some(Ok("ak_x"))
-        );
-        assert_eq!(
-            presented_key(&headers(&[("x-api-key", "ak_x")])),
-            Some(Ok("ak_x"))
-        );
-        assert_eq!(
-            presented_key(&headers(&[("capgkey", "ak_x")])),
-            Some(Ok("ak_x"))
-        );
+        assert_eq!(presented_key(&headers(&[("authorization", "ak_x")])), Some(Ok("ak_x")));
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer ak_x")])), Some(Ok("ak_x")));
+        assert_eq!(presented_key(&headers(&[("authorization", "bearer  ak_x ")])), Some(Ok("ak_x")));
+        assert_eq!(presented_key(&headers(&[("x-api-key", "ak_x")])), Some(Ok("ak_x")));
+        assert_eq!(presented_key(&headers(&[("capgkey", "ak_x")])), Some(Ok("ak_x")));
         assert_eq!(presented_key(&headers(&[])), None);
         assert_eq!(presented_key(&headers(&[("authorization", "  ")])), None);
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "Bearer ")])),
-            None
-        );
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer ")])), None);
     }
 }

@@ -71,19 +71,10 @@ impl BlobStore {
         tokio::fs::rename(&temporary, self.path(&key)).await?;
         // The rename itself is durable only once the directory is synced.
         tokio::fs::File::open(&self.dir).await?.sync_all().await?;
-        Ok(StoredBlob {
-            key,
-            checksum,
-            size,
-        })
+        Ok(StoredBlob { key, checksum, size })
     }
 
-    async fn write_to(
-        &self,
-        path: &Path,
-        mut body: Body,
-        limit: u64,
-    ) -> Result<(String, u64), BlobError> {
+    async fn write_to(&self, path: &Path, mut body: Body, limit: u64) -> Result<(String, u64), BlobError> {
         let mut file = tokio::fs::File::create(path).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;

@@ -35,11 +35,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct DatabaseArg {
     /// sqlite://PATH (created if missing) or postgres://USER@HOST/DATABASE.
-    #[arg(
-        long = "database",
-        env = "KEYGATE_DATABASE_URL",
-        default_value = "sqlite://keygate.db"
-    )]
+    #[arg(long = "database", env = "KEYGATE_DATABASE_URL", default_value = "sqlite://keygate.db")]
     url: String,
 }
 
@@ -60,11 +56,7 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
     max_bundle_size: u64,
     /// The organization created with --bootstrap-email.
-    #[arg(
-        long,
-        env = "KEYGATE_BOOTSTRAP_ORG_NAME",
-        default_value = "Default Organization"
-    )]
+    #[arg(long, env = "KEYGATE_BOOTSTRAP_ORG_NAME", default_value = "Default Organization")]
     bootstrap_org_name: String,
 }
 
@@ -99,8 +91,7 @@ struct UserAddArgs {
 }
 
 fn parse_role(raw: &str) -> Result<Role, String> {
-    Role::parse(raw)
-        .ok_or_else(|| "must be one of read, upload, write, admin, super_admin".to_owned())
+    Role::parse(raw).ok_or_else(|| "must be one of read, upload, write, admin, super_admin".to_owned())
 }
 
 /// Runs the command line and returns the process's exit code.
@@ -108,10 +99,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve(_));
     init_logging(quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("cannot start the async runtime: {error}")),
     };
@@ -130,10 +118,7 @@ fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info,sqlx=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn execute(command: Command) -> Result<(), String> {
@@ -155,9 +140,7 @@ async fn execute(command: Command) -> Result<(), String> {
 }
 
 async fn open(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, String> {
-    keygate_store::connect(url)
-        .await
-        .map_err(|e| format!("{} ({})", e, describe_database(url)))
+    keygate_store::connect(url).await.map_err(|e| format!("{} ({})", e, describe_database(url)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
@@ -199,16 +182,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ),
         }
     }
-    let blob_dir = args
-        .blob_dir
-        .clone()
-        .unwrap_or_else(|| default_blob_dir(&args.database.url));
+    let blob_dir = args.blob_dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
     let blobs = crate::BlobStore::open(&blob_dir)
         .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
-    let settings = crate::Settings {
-        blobs,
-        max_bundle_size: args.max_bundle_size,
-    };
+    let settings = crate::Settings { blobs, max_bundle_size: args.max_bundle_size };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -223,9 +200,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 /// `keygate-blobs` beside a SQLite database file; in the working directory otherwise.
 fn default_blob_dir(url: &str) -> PathBuf {
-    let sqlite_path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"));
+    let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
     match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
         Some(path) => path.parent().unwrap_or(Path::new("")).join("keygate-blobs"),
         None => PathBuf::from("keygate-blobs"),
@@ -248,30 +223,18 @@ mod tests {
             describe_database("postgres://admin:s3cret@db.example:5432/keygate?sslmode=require"),
             "postgres://db.example:5432/keygate"
         );
-        assert_eq!(
-            describe_database("sqlite://keygate.db"),
-            "sqlite://keygate.db"
-        );
+        assert_eq!(describe_database("sqlite://keygate.db"), "sqlite://keygate.db");
     }
 
     #[test]
     fn blobs_live_beside_a_sqlite_file() {
-        assert_eq!(
-            default_blob_dir("sqlite://data/keygate.db"),
-            PathBuf::from("data/keygate-blobs")
-        );
-        assert_eq!(
-            default_blob_dir("sqlite://keygate.db?mode=rwc"),
-            PathBuf::from("keygate-blobs")
-        );
+        assert_eq!(default_blob_dir("sqlite://data/keygate.db"), PathBuf::from("data/keygate-blobs"));
+        assert_eq!(default_blob_dir("sqlite://keygate.db?mode=rwc"), PathBuf::from("keygate-blobs"));
         assert_eq!(
             default_blob_dir("sqlite:///var/lib/keygate/k.db"),
             PathBuf::from("/var/lib/keygate/keygate-blobs")
         );
-        assert_eq!(
-            default_blob_dir("postgres://db/keygate"),
-            PathBuf::from("keygate-blobs")
-        );
+        assert_eq!(default_blob_dir("postgres://db/keygate"), PathBuf::from("keygate-blobs"));
     }
 
     #[test]

@@ -23,16 +23,8 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, code, message: message.into() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -40,27 +32,15 @@ impl ApiError {
     }
 
     pub fn missing_api_key() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_api_key",
-            "Missing API key",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "missing_api_key", "Missing API key")
     }
 
     pub fn invalid_api_key() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_api_key",
-            "Invalid API key",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "Invalid API key")
     }
 
     pub fn api_key_expired() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "api_key_expired",
-            "API key expired",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "api_key_expired", "API key expired")
     }
 
     pub fn insufficient_permissions() -> Self {
@@ -72,11 +52,7 @@ impl ApiError {
     }
 
     pub fn api_key_not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "api_key_not_found",
-            "API key not found",
-        )
+        Self::new(StatusCode::NOT_FOUND, "api_key_not_found", "API key not found")
     }
 
     /// 403 for a resource the caller sees but may not act on.
@@ -115,18 +91,11 @@ impl ApiError {
     }
 
     pub fn org_not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "org_not_found",
-            "Organization not found",
-        )
+        Self::new(StatusCode::NOT_FOUND, "org_not_found", "Organization not found")
     }
 
     pub fn invalid_mode() -> Self {
-        Self::bad_request(
-            "invalid_mode",
-            "Invalid mode specified. Must be one of: read, write, upload, all",
-        )
+        Self::bad_request("invalid_mode", "Invalid mode specified. Must be one of: read, write, upload, all")
     }
 
     pub fn invalid_body(message: impl Into<Cow<'static, str>>) -> Self {
@@ -162,11 +131,9 @@ impl ApiError {
     pub fn from_status(status: StatusCode) -> Self {
         match status {
             StatusCode::NOT_FOUND => Self::new(status, "not_found", "No such endpoint"),
-            StatusCode::METHOD_NOT_ALLOWED => Self::new(
-                status,
-                "method_not_allowed",
-                "This endpoint does not accept that HTTP method",
-            ),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Self::new(status, "method_not_allowed", "This endpoint does not accept that HTTP method")
+            }
             StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(crate::BODY_LIMIT),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 status,
@@ -177,9 +144,7 @@ impl ApiError {
             s => Self::new(
                 s,
                 "bad_request",
-                s.canonical_reason()
-                    .unwrap_or("The request could not be processed")
-                    .to_owned(),
+                s.canonical_reason().unwrap_or("The request could not be processed").to_owned(),
             ),
         }
     }
@@ -204,16 +169,12 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::unavailable()
             }
-            StoreError::NotFound(what) => Self::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
-            StoreError::Conflict(what) => Self::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("{what} already exists"),
-            ),
+            StoreError::NotFound(what) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+            }
+            StoreError::Conflict(what) => {
+                Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+            }
             StoreError::RoleAboveOwn => Self::new(
                 StatusCode::FORBIDDEN,
                 "insufficient_permissions",

@@ -37,17 +37,15 @@ impl RawBody {
             return Ok(None);
         }
         let deserializer = &mut serde_json::Deserializer::from_slice(&self.0);
-        serde_path_to_error::deserialize(deserializer)
-            .map(Some)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." || path.is_empty() {
-                    ApiError::invalid_body(format!("Invalid JSON body: {inner}"))
-                } else {
-                    ApiError::invalid_body(format!("Invalid JSON body at `{path}`: {inner}"))
-                }
-            })
+        serde_path_to_error::deserialize(deserializer).map(Some).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                ApiError::invalid_body(format!("Invalid JSON body: {inner}"))
+            } else {
+                ApiError::invalid_body(format!("Invalid JSON body at `{path}`: {inner}"))
+            }
+        })
     }
 }
 
@@ -59,9 +57,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query).map(Params).map_err(|e| {
-            ApiError::bad_request("invalid_query", format!("Invalid query parameters: {e}"))
-        })
+        serde_urlencoded::from_str(query)
+            .map(Params)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("Invalid query parameters: {e}")))
     }
 }
 
@@ -89,11 +87,9 @@ pub fn require_org_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
 /// A required app id, checked for its reverse-domain form.
 pub fn require_app_id(raw: Option<&str>) -> Result<keygate_core::AppId, ApiError> {
     match raw.map(str::trim) {
-        Some(id) if !id.is_empty() => keygate_core::AppId::parse(id)
-            .map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string())),
-        _ => Err(ApiError::bad_request(
-            "app_id_required",
-            "app_id is required",
-        )),
+        Some(id) if !id.is_empty() => {
+            keygate_core::AppId::parse(id).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))
+        }
+        _ => Err(ApiError::bad_request("app_id_required", "app_id is required")),
     }
 }

@@ -66,12 +66,10 @@ pub async fn serve(
         blobs: Arc::new(settings.blobs),
         max_bundle_size: settings.max_bundle_size,
     });
-    let served = axum::serve(
-        listener,
-        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served =
+        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+            .with_graceful_shutdown(shutdown)
+            .await;
     let _ = stop.send(true);
     if let Err(error) = flusher.await {
         tracing::error!(%error, "usage writer failed");

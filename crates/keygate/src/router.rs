@@ -35,17 +35,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
-        .routes(routes!(
-            organization::list,
-            organization::create,
-            organization::update,
-            organization::delete
-        ))
-        .routes(routes!(
-            organization::members,
-            organization::set_member,
-            organization::remove_member
-        ))
+        .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
+        .routes(routes!(organization::members, organization::set_member, organization::remove_member))
         .routes(routes!(app::list, app::create))
         .routes(routes!(app::get, app::rename, app::delete))
         .routes(routes!(bundle::list, bundle::upload, bundle::delete))
@@ -98,10 +89,8 @@ pub fn router(state: AppState) -> Router {
 async fn errors_as_json(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         return ApiError::from_status(status).into_response();
     }
@@ -114,10 +103,7 @@ pub fn redact(path: &str) -> String {
     path.split('/')
         .map(|segment| {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-            if decoded
-                .to_ascii_lowercase()
-                .contains(keygate_core::key::PREFIX)
-            {
+            if decoded.to_ascii_lowercase().contains(keygate_core::key::PREFIX) {
                 "ak_[redacted]"
             } else {
                 segment
@@ -131,15 +117,9 @@ pub fn redact(path: &str) -> String {
 mod tests {
     #[test]
     fn keys_in_paths_are_redacted() {
-        assert_eq!(
-            super::redact("/apikey/ak_abc123/"),
-            "/apikey/ak_[redacted]/"
-        );
+        assert_eq!(super::redact("/apikey/ak_abc123/"), "/apikey/ak_[redacted]/");
         assert_eq!(super::redact("/apikey/12"), "/apikey/12");
-        assert_eq!(
-            super::redact("/apikey/%61k_abc/rotate"),
-            "/apikey/ak_[redacted]/rotate"
-        );
+        assert_eq!(super::redact("/apikey/%61k_abc/rotate"), "/apikey/ak_[redacted]/rotate");
         assert_eq!(super::redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
     }
 }

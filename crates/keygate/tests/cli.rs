@@ -19,9 +19,7 @@ struct Workdir {
 
 impl Workdir {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Self { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     fn database(&self) -> String {
@@ -44,17 +42,9 @@ impl Workdir {
 
     fn json(&self, args: &[&str]) -> Value {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "keygate {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "keygate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).expect("utf-8");
-        assert_eq!(
-            stdout.lines().count(),
-            1,
-            "stdout is one JSON object: {stdout:?}"
-        );
+        assert_eq!(stdout.lines().count(), 1, "stdout is one JSON object: {stdout:?}");
         serde_json::from_str(&stdout).expect("JSON on stdout")
     }
 
@@ -81,21 +71,10 @@ struct Server(ServerProcess);
 
 impl Server {
     fn start(work: &Workdir, extra: &[&str]) -> Self {
-        Self(ServerProcess::start(
-            Path::new(BIN),
-            &work.database(),
-            work.dir.path(),
-            extra,
-        ))
+        Self(ServerProcess::start(Path::new(BIN), &work.database(), work.dir.path(), extra))
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
         http(method, &format!("{}{}", self.0.base, path), key, body)
     }
 }
@@ -112,9 +91,7 @@ impl std::ops::Deref for Server {
 fn http(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
     use std::io::Write;
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\
@@ -131,11 +108,7 @@ fn http(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("receive");
     let (head, payload) = response.split_once("\r\n\r\n").expect("http response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
     (status, serde_json::from_str(payload).unwrap_or(Value::Null))
 }
 
@@ -161,28 +134,10 @@ fn user_add_enrolls_a_member_with_a_key() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");
     let org = owner["org_id"].as_str().expect("org");
-    let member = work.json(&[
-        "user",
-        "add",
-        "--email",
-        "dev@example.com",
-        "--org",
-        org,
-        "--role",
-        "write",
-    ]);
+    let member = work.json(&["user", "add", "--email", "dev@example.com", "--org", org, "--role", "write"]);
     assert_eq!(member["org_id"], org);
     assert_ne!(member["user_id"], owner["user_id"]);
-    let again = work.json(&[
-        "user",
-        "add",
-        "--email",
-        "dev@example.com",
-        "--org",
-        org,
-        "--role",
-        "admin",
-    ]);
+    let again = work.json(&["user", "add", "--email", "dev@example.com", "--org", org, "--role", "admin"]);
     assert_eq!(again["user_id"], member["user_id"]);
     assert_ne!(again["key_id"], member["key_id"]);
 }
@@ -195,84 +150,21 @@ fn cli_errors_go_to_stderr_with_a_failing_status() {
     let unknown = "00000000-0000-4000-8000-000000000000";
     for (args, says) in [
         (
-            vec![
-                "user",
-                "add",
-                "--email",
-                "a@example.com",
-                "--org",
-                unknown,
-                "--role",
-                "read",
-            ],
+            vec!["user", "add", "--email", "a@example.com", "--org", unknown, "--role", "read"],
             "does not exist",
         ),
-        (
-            vec![
-                "user",
-                "add",
-                "--email",
-                "a@example.com",
-                "--org",
-                org,
-                "--role",
-                "owner",
-            ],
-            "super_admin",
-        ),
-        (
-            vec![
-                "user",
-                "add",
-                "--email",
-                "a@example.com",
-                "--org",
-                "acme",
-                "--role",
-                "read",
-            ],
-            "--org",
-        ),
-        (
-            vec![
-                "user",
-                "add",
-                "--email",
-                "not-an-email",
-                "--org",
-                org,
-                "--role",
-                "read",
-            ],
-            "email",
-        ),
-        (
-            vec!["bootstrap", "--email", "a@example.com", "--org-name", "  "],
-            "org-name",
-        ),
+        (vec!["user", "add", "--email", "a@example.com", "--org", org, "--role", "owner"], "super_admin"),
+        (vec!["user", "add", "--email", "a@example.com", "--org", "acme", "--role", "read"], "--org"),
+        (vec!["user", "add", "--email", "not-an-email", "--org", org, "--role", "read"], "email"),
+        (vec!["bootstrap", "--email", "a@example.com", "--org-name", "  "], "org-name"),
         // The last super_admin cannot be downgraded.
-        (
-            vec![
-                "user",
-                "add",
-                "--email",
-                "owner@example.com",
-                "--org",
-                org,
-                "--role",
-                "read",
-            ],
-            "super_admin",
-        ),
+        (vec!["user", "add", "--email", "owner@example.com", "--org", org, "--role", "read"], "super_admin"),
     ] {
         let out = work.run(&args);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(says),
-            "{args:?}: stderr {stderr:?} does not mention {says}"
-        );
+        assert!(stderr.contains(says), "{args:?}: stderr {stderr:?} does not mention {says}");
     }
 }
 
@@ -294,10 +186,7 @@ fn an_unknown_database_scheme_is_refused() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unsupported database scheme `mysql:`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unsupported database scheme `mysql:`"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "credentials leaked: {stderr}");
 }
 
@@ -305,15 +194,9 @@ fn an_unknown_database_scheme_is_refused() {
 fn serve_on_an_empty_database_explains_how_to_bootstrap_and_creates_nothing() {
     let work = Workdir::new();
     let server = Server::start(&work, &[]);
-    assert_eq!(
-        server.call("GET", "/health", None, None),
-        (200, json!({ "status": "ok" }))
-    );
+    assert_eq!(server.call("GET", "/health", None, None), (200, json!({ "status": "ok" })));
     let log = server.log_text();
-    assert!(
-        log.contains("keygate bootstrap --email"),
-        "no hint in {log}"
-    );
+    assert!(log.contains("keygate bootstrap --email"), "no hint in {log}");
     server.signal("-TERM");
     let (status, stdout) = server.0.wait(Duration::from_secs(10));
     assert!(status.success());
@@ -356,28 +239,16 @@ fn acknowledged_writes_survive_kill_9() {
         assert_eq!(status, 200, "{reply}");
         created.push(reply["apikey"]["key"].as_str().expect("key").to_owned());
     }
-    let (status, _) = server.call(
-        "DELETE",
-        &format!("/apikey/{}", created[0]),
-        Some(admin),
-        None,
-    );
+    let (status, _) = server.call("DELETE", &format!("/apikey/{}", created[0]), Some(admin), None);
     assert_eq!(status, 200);
     drop(server); // SIGKILL, no chance to clean up
 
     let server = Server::start(&work, &[]);
     let (_, listed) = server.call("GET", "/apikey", Some(admin), None);
-    assert_eq!(
-        listed["data"].as_array().map(Vec::len),
-        Some(20),
-        "bootstrap key + 19 survivors"
-    );
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(20), "bootstrap key + 19 survivors");
     for key in &created[1..] {
         let (status, _) = server.call("GET", "/apikey", Some(key), None);
-        assert_eq!(
-            status, 403,
-            "a read key authenticates, and may not manage keys"
-        );
+        assert_eq!(status, 403, "a read key authenticates, and may not manage keys");
     }
     let (status, _) = server.call("GET", "/apikey", Some(&created[0]), None);
     assert_eq!(status, 401, "the deletion survived too");
@@ -396,10 +267,7 @@ fn sigterm_finishes_cleanly_and_keeps_last_use() {
 
     let server = Server::start(&work, &[]);
     let (_, listed) = server.call("GET", "/apikey", Some(admin), None);
-    assert!(
-        listed["data"][0]["last_used_at"].is_string(),
-        "use written at shutdown: {listed}"
-    );
+    assert!(listed["data"][0]["last_used_at"].is_string(), "use written at shutdown: {listed}");
 }
 
 #[test]
@@ -427,10 +295,7 @@ fn an_in_flight_request_finishes_after_sigterm() {
     stream.write_all(&[7u8; 1000]).expect("send the rest");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "the in-flight upload failed: {response}"
-    );
+    assert!(response.starts_with("HTTP/1.1 200"), "the in-flight upload failed: {response}");
     let (status, _) = server.0.wait(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 
@@ -451,48 +316,26 @@ fn secrets_never_reach_the_log_or_the_database() {
         let (_, reply) = server.call("POST", "/apikey", Some(&admin), Some(body));
         secrets.push(reply["apikey"]["key"].as_str().expect("key").to_owned());
     }
-    let (status, _) = server.call(
-        "GET",
-        &format!("/apikey/{}", secrets[1]),
-        Some(&admin),
-        None,
-    );
+    let (status, _) = server.call("GET", &format!("/apikey/{}", secrets[1]), Some(&admin), None);
     assert_eq!(status, 200);
-    let (status, _) = server.call(
-        "DELETE",
-        &format!("/apikey/{}/", secrets[2]),
-        Some(&admin),
-        None,
-    );
+    let (status, _) = server.call("DELETE", &format!("/apikey/{}/", secrets[2]), Some(&admin), None);
     assert_eq!(status, 200);
     let (status, _) = server.call("GET", "/apikey", Some(&secrets[2]), None);
     assert_eq!(status, 401);
     let encoded = format!("/apikey/%61k_{}", &secrets[1][3..]);
     let (status, _) = server.call("GET", &encoded, Some(&admin), None);
-    assert_eq!(
-        status, 200,
-        "a percent-encoded key is still the key, and must still be masked in the log"
-    );
+    assert_eq!(status, 200, "a percent-encoded key is still the key, and must still be masked in the log");
     server.signal("-TERM");
     let log = server.log_text();
     server.0.wait(Duration::from_secs(10));
 
-    assert!(
-        log.contains("ak_[redacted]"),
-        "the access log shows requests: {log}"
-    );
+    assert!(log.contains("ak_[redacted]"), "the access log shows requests: {log}");
     let stored = work.stored_bytes();
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a secret is in the log");
-        assert!(
-            !log.contains(&secret[3..20]),
-            "part of a secret is in the log"
-        );
+        assert!(!log.contains(&secret[3..20]), "part of a secret is in the log");
         let needle = secret.as_bytes();
-        assert!(
-            !stored.windows(needle.len()).any(|w| w == needle),
-            "a secret is in the database"
-        );
+        assert!(!stored.windows(needle.len()).any(|w| w == needle), "a secret is in the database");
     }
     assert!(Path::new(&work.db_path()).exists());
 }

@@ -23,14 +23,7 @@ fn pg_ctlcluster(action: &str) {
         .next()
         .expect("a PostgreSQL cluster");
     let status = Command::new("pg_ctlcluster")
-        .args([
-            "--skip-systemctl-redirect",
-            &version,
-            "main",
-            action,
-            "-m",
-            "fast",
-        ])
+        .args(["--skip-systemctl-redirect", &version, "main", action, "-m", "fast"])
         .status()
         .expect("pg_ctlcluster");
     assert!(status.success(), "pg_ctlcluster {action} failed");
@@ -41,16 +34,12 @@ fn pg_ctlcluster(action: &str) {
 async fn a_postgres_restart_loses_no_acknowledged_write() {
     let db = database().await;
     let store = keygate_store::connect(db.url()).await.expect("connect");
-    let owner = keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
-        .await
-        .expect("bootstrap");
+    let owner =
+        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
     let admin = owner.key.expose().to_owned();
     store.close().await;
     let server = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
 
     let load = WriteLoad::start(&client, &server.base, &admin, owner.org_id, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -64,23 +53,10 @@ async fn a_postgres_restart_loses_no_acknowledged_write() {
 
     assert!(outcome.unavailable > 0, "no writer saw the outage");
     let store = keygate_store::connect(db.url()).await.expect("reconnect");
-    let stored: std::collections::HashSet<i64> = store
-        .keys_of_org(owner.org_id)
-        .await
-        .expect("keys")
-        .iter()
-        .map(|k| k.id)
-        .collect();
-    let lost: Vec<_> = outcome
-        .acknowledged
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .collect();
+    let stored: std::collections::HashSet<i64> =
+        store.keys_of_org(owner.org_id).await.expect("keys").iter().map(|k| k.id).collect();
+    let lost: Vec<_> = outcome.acknowledged.iter().filter(|id| !stored.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert!(
-        outcome.acknowledged.len() > 4,
-        "too few writes: {}",
-        outcome.acknowledged.len()
-    );
+    assert!(outcome.acknowledged.len() > 4, "too few writes: {}", outcome.acknowledged.len());
     store.close().await;
 }

@@ -76,10 +76,7 @@ impl ApiKeyView {
     }
 
     pub fn revealed(key: ApiKeyRecord, secret: &ApiKeySecret) -> Self {
-        Self {
-            key: secret.expose().to_owned(),
-            ..Self::masked(key)
-        }
+        Self { key: secret.expose().to_owned(), ..Self::masked(key) }
     }
 }
 
@@ -94,10 +91,7 @@ pub fn new_key_material() -> ApiResult<(ApiKeySecret, KeyMaterial)> {
         tracing::error!(%error, "the operating system's random generator failed");
         ApiError::internal()
     })?;
-    let material = KeyMaterial {
-        digest: secret.digest(),
-        preview: secret.preview(),
-    };
+    let material = KeyMaterial { digest: secret.digest(), preview: secret.preview() };
     Ok((secret, material))
 }
 
@@ -143,8 +137,8 @@ fn parse_apps(raw: &[String]) -> ApiResult<Vec<AppId>> {
     }
     let mut apps = Vec::with_capacity(raw.len());
     for app in raw {
-        let app = AppId::parse(app)
-            .map_err(|e| ApiError::bad_request("invalid_limited_to_apps", e.to_string()))?;
+        let app =
+            AppId::parse(app).map_err(|e| ApiError::bad_request("invalid_limited_to_apps", e.to_string()))?;
         if !apps.contains(&app) {
             apps.push(app);
         }
@@ -162,10 +156,7 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
         })?
         .with_timezone(&Utc);
     if at <= now {
-        return Err(ApiError::bad_request(
-            "invalid_expires_at",
-            "expires_at must be in the future",
-        ));
+        return Err(ApiError::bad_request("invalid_expires_at", "expires_at must be in the future"));
     }
     Ok(keygate_store::truncate(at))
 }
@@ -209,11 +200,7 @@ impl CreateFields {
             name: self.name.or(query.name),
             limited_to_apps: self.limited_to_apps.or_else(|| {
                 query.limited_to_apps.map(|list| {
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|a| !a.is_empty())
-                        .map(String::from)
-                        .collect()
+                    list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
                 })
             }),
             expires_at: self.expires_at.or(query.expires_at),
@@ -242,18 +229,9 @@ impl CreateKey {
             None => KeyName::default_name(),
         };
         let limited_to_apps = parse_apps(fields.limited_to_apps.as_deref().unwrap_or_default())?;
-        let expires_at = fields
-            .expires_at
-            .map(|raw| parse_expiry(&raw, now))
-            .transpose()?;
+        let expires_at = fields.expires_at.map(|raw| parse_expiry(&raw, now)).transpose()?;
         let org_id = parse_org_id(&org_id)?;
-        Ok(Self {
-            org_id,
-            mode,
-            name,
-            limited_to_apps,
-            expires_at,
-        })
+        Ok(Self { org_id, mode, name, limited_to_apps, expires_at })
     }
 }
 
@@ -300,16 +278,8 @@ impl UpdateFields {
     fn parse(self, now: DateTime<Utc>) -> ApiResult<KeyChanges> {
         Ok(KeyChanges {
             name: self.name.as_deref().map(parse_name).transpose()?,
-            mode: self
-                .mode
-                .as_ref()
-                .map(|m| parse_mode(Some(m)))
-                .transpose()?,
-            limited_to_apps: self
-                .limited_to_apps
-                .as_deref()
-                .map(parse_apps)
-                .transpose()?,
+            mode: self.mode.as_ref().map(|m| parse_mode(Some(m))).transpose()?,
+            limited_to_apps: self.limited_to_apps.as_deref().map(parse_apps).transpose()?,
             expires_at: self
                 .expires_at
                 .map(|at| at.map(|raw| parse_expiry(&raw, now)).transpose())
@@ -329,11 +299,7 @@ pub struct ListQuery {
 // ---- rules --------------------------------------------------------------------
 
 /// An organization's expiry policy, for a key scoped to it.
-fn check_policy(
-    org: &Organization,
-    expires_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
+fn check_policy(org: &Organization, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> ApiResult<()> {
     if org.require_apikey_expiration && expires_at.is_none() {
         return Err(ApiError::bad_request(
             "expiration_required",
@@ -357,23 +323,12 @@ fn check_policy(
 /// The organization a key management request concerns, with the caller's
 /// role: 404 when it is unknown, outside the calling key's scope, or the
 /// caller is not a member (so a scoped key learns nothing of other orgs).
-async fn member_org(
-    state: &AppState,
-    caller: &Caller,
-    org_id: Uuid,
-) -> ApiResult<(Organization, Role)> {
+async fn member_org(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<(Organization, Role)> {
     if !caller.principal.scope.contains_org(org_id) {
         return Err(ApiError::org_not_found());
     }
-    let org = state
-        .store
-        .organization(org_id)
-        .await?
-        .ok_or_else(ApiError::org_not_found)?;
-    let role = caller
-        .role_in(state, org_id)
-        .await?
-        .ok_or_else(ApiError::org_not_found)?;
+    let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
+    let role = caller.role_in(state, org_id).await?.ok_or_else(ApiError::org_not_found)?;
     Ok((org, role))
 }
 
@@ -384,10 +339,7 @@ async fn is_visible(state: &AppState, caller: &Caller, key: &ApiKeyRecord) -> Ap
         return Ok(true);
     }
     match key.org_id {
-        Some(org) => Ok(caller
-            .decide(state, Target::org(org), Action::Administer)
-            .await?
-            == Decision::Allow),
+        Some(org) => Ok(caller.decide(state, Target::org(org), Action::Administer).await? == Decision::Allow),
         None => Ok(false),
     }
 }
@@ -435,10 +387,7 @@ pub async fn list(
     let keys = match query.org_id {
         Some(raw) => {
             let org = parse_org_id(&raw)?;
-            match caller
-                .decide(&state, Target::org(org), Action::Administer)
-                .await?
-            {
+            match caller.decide(&state, Target::org(org), Action::Administer).await? {
                 Decision::Allow => state.store.keys_of_org(org).await?,
                 Decision::Forbidden => return Err(ApiError::insufficient_permissions()),
                 Decision::Invisible => return Err(ApiError::org_not_found()),
@@ -451,9 +400,7 @@ pub async fn list(
             keys
         }
     };
-    Ok(Json(Data {
-        data: keys.into_iter().map(ApiKeyView::masked).collect(),
-    }))
+    Ok(Json(Data { data: keys.into_iter().map(ApiKeyView::masked).collect() }))
 }
 
 #[utoipa::path(
@@ -474,9 +421,7 @@ pub async fn get(
 ) -> ApiResult<Json<OneKey>> {
     caller.require_key_management()?;
     let key = find_visible(&state, &caller, &id_or_key).await?;
-    Ok(Json(OneKey {
-        apikey: ApiKeyView::masked(key),
-    }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(key) }))
 }
 
 #[utoipa::path(
@@ -499,22 +444,12 @@ pub async fn create(
 ) -> ApiResult<Json<OneKey>> {
     caller.require_key_management()?;
     let now = Utc::now();
-    let fields = body
-        .json::<CreateFields>()?
-        .unwrap_or_default()
-        .merge(query);
+    let fields = body.json::<CreateFields>()?.unwrap_or_default().merge(query);
     let request = CreateKey::parse(fields, now)?;
     let (org, _) = member_org(&state, &caller, request.org_id).await?;
     check_policy(&org, request.expires_at, now)?;
-    let scope = Scope {
-        org: Some(org.id),
-        apps: request.limited_to_apps,
-    };
-    let grant = Grant {
-        mode: request.mode,
-        scope: &scope,
-        expires_at: request.expires_at,
-    };
+    let scope = Scope { org: Some(org.id), apps: request.limited_to_apps };
+    let grant = Grant { mode: request.mode, scope: &scope, expires_at: request.expires_at };
     if !caller.principal.may_grant(&grant) {
         return Err(ApiError::insufficient_permissions());
     }
@@ -538,9 +473,7 @@ pub async fn create(
             e => e.into(),
         })?;
     tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
-    Ok(Json(OneKey {
-        apikey: ApiKeyView::revealed(key, &secret),
-    }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret) }))
 }
 
 #[utoipa::path(
@@ -569,9 +502,7 @@ pub async fn update(
         None => KeyChanges::default(),
     };
     if changes.is_empty() {
-        return Ok(Json(OneKey {
-            apikey: ApiKeyView::masked(key),
-        }));
+        return Ok(Json(OneKey { apikey: ApiKeyView::masked(key) }));
     }
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
     if let Some(org_id) = key.org_id {
@@ -590,28 +521,15 @@ pub async fn update(
     }
     let scope = Scope {
         org: key.org_id,
-        apps: changes
-            .limited_to_apps
-            .clone()
-            .unwrap_or_else(|| key.limited_to_apps.clone()),
+        apps: changes.limited_to_apps.clone().unwrap_or_else(|| key.limited_to_apps.clone()),
     };
-    let grant = Grant {
-        mode: changes.mode.unwrap_or(key.mode),
-        scope: &scope,
-        expires_at,
-    };
+    let grant = Grant { mode: changes.mode.unwrap_or(key.mode), scope: &scope, expires_at };
     if !caller.principal.may_grant(&grant) {
         return Err(ApiError::insufficient_permissions());
     }
-    let updated = state
-        .store
-        .update_key(key.id, changes)
-        .await?
-        .ok_or_else(ApiError::api_key_not_found)?;
+    let updated = state.store.update_key(key.id, changes).await?.ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
-    Ok(Json(OneKey {
-        apikey: ApiKeyView::masked(updated),
-    }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated) }))
 }
 
 #[utoipa::path(

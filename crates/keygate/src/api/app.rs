@@ -77,27 +77,10 @@ fn parse_app_name(raw: Option<&str>) -> ApiResult<String> {
 }
 
 /// The app named in a path, if the caller may perform `action` on it.
-pub async fn find_app(
-    state: &AppState,
-    caller: &Caller,
-    raw: &str,
-    action: Action,
-) -> ApiResult<App> {
-    let app_id =
-        AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))?;
-    let app = state
-        .store
-        .app(&app_id)
-        .await?
-        .ok_or_else(ApiError::app_not_found)?;
-    caller
-        .require(
-            state,
-            Target::app(app.org_id, &app.app_id),
-            action,
-            ApiError::app_not_found,
-        )
-        .await?;
+pub async fn find_app(state: &AppState, caller: &Caller, raw: &str, action: Action) -> ApiResult<App> {
+    let app_id = AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))?;
+    let app = state.store.app(&app_id).await?.ok_or_else(ApiError::app_not_found)?;
+    caller.require(state, Target::app(app.org_id, &app.app_id), action, ApiError::app_not_found).await?;
     Ok(app)
 }
 
@@ -120,14 +103,7 @@ pub async fn list(
     let apps = match query.org_id.as_deref() {
         Some(raw) => {
             let org_id = parse_org_id(raw)?;
-            caller
-                .require(
-                    &state,
-                    Target::org(org_id),
-                    Action::Read,
-                    ApiError::org_not_found,
-                )
-                .await?;
+            caller.require(&state, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
             state.store.apps_of_org(org_id).await?
         }
         None => state.store.apps_of_user(caller.user_id()).await?,
@@ -135,11 +111,7 @@ pub async fn list(
     let mut data = Vec::with_capacity(apps.len());
     for app in apps {
         // Roles are read per organization; a user belongs to few.
-        if caller
-            .decide(&state, Target::app(app.org_id, &app.app_id), Action::Read)
-            .await?
-            .is_allowed()
-        {
+        if caller.decide(&state, Target::app(app.org_id, &app.app_id), Action::Read).await?.is_allowed() {
             data.push(AppView::from(app));
         }
     }
@@ -177,37 +149,21 @@ pub async fn get(
     ),
     security(("api_key" = []))
 )]
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: RawBody,
-) -> ApiResult<Json<OneApp>> {
+pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody) -> ApiResult<Json<OneApp>> {
     let request = body
         .json::<CreateApp>()?
         .ok_or_else(|| ApiError::invalid_body("Send {\"app_id\", \"name\", \"org_id\"}"))?;
     let app_id = require_app_id(request.app_id.as_deref())?;
     let name = parse_app_name(request.name.as_deref())?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::app(org_id, &app_id),
-            Action::Write,
-            ApiError::org_not_found,
-        )
-        .await?;
-    let app = state
-        .store
-        .create_app(org_id, &app_id, &name)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::conflict(
-                "app_exists",
-                format!("An app with app_id {app_id} already exists"),
-            ),
-            StoreError::NotFound(_) => ApiError::org_not_found(),
-            e => e.into(),
-        })?;
+    caller.require(&state, Target::app(org_id, &app_id), Action::Write, ApiError::org_not_found).await?;
+    let app = state.store.create_app(org_id, &app_id, &name).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            ApiError::conflict("app_exists", format!("An app with app_id {app_id} already exists"))
+        }
+        StoreError::NotFound(_) => ApiError::org_not_found(),
+        e => e.into(),
+    })?;
     tracing::info!(app_id = %app.app_id, %org_id, "app created");
     Ok(Json(OneApp { app: app.into() }))
 }
@@ -235,11 +191,7 @@ pub async fn rename(
         .json::<RenameApp>()?
         .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
     let name = parse_app_name(request.name.as_deref())?;
-    let app = state
-        .store
-        .rename_app(&app.app_id, &name)
-        .await?
-        .ok_or_else(ApiError::app_not_found)?;
+    let app = state.store.rename_app(&app.app_id, &name).await?.ok_or_else(ApiError::app_not_found)?;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -260,11 +212,7 @@ pub async fn delete(
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, &app_id, Action::Write).await?;
-    let blobs = state
-        .store
-        .delete_app(&app.app_id)
-        .await?
-        .ok_or_else(ApiError::app_not_found)?;
+    let blobs = state.store.delete_app(&app.app_id).await?.ok_or_else(ApiError::app_not_found)?;
     state.blobs.remove(&blobs).await;
     tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");
     Ok(Json(SUCCESS))

@@ -67,10 +67,7 @@ impl BundleQuery {
     fn app_id(&self) -> ApiResult<&str> {
         match self.app_id.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => Ok(id),
-            _ => Err(ApiError::bad_request(
-                "app_id_required",
-                "app_id is required",
-            )),
+            _ => Err(ApiError::bad_request("app_id_required", "app_id is required")),
         }
     }
 
@@ -79,10 +76,7 @@ impl BundleQuery {
         let raw = match self.version.as_deref().map(str::trim) {
             Some(v) if !v.is_empty() => v,
             _ => {
-                return Err(ApiError::bad_request(
-                    "version_required",
-                    "version is required",
-                ));
+                return Err(ApiError::bad_request("version_required", "version is required"));
             }
         };
         if raw.len() > MAX_VERSION_LEN || semver::Version::parse(raw).is_err() {
@@ -119,9 +113,7 @@ pub async fn list(
 ) -> ApiResult<Json<Data<BundleView>>> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
     let bundles = state.store.bundles(&app.app_id).await?;
-    Ok(Json(Data {
-        data: bundles.into_iter().map(BundleView::from).collect(),
-    }))
+    Ok(Json(Data { data: bundles.into_iter().map(BundleView::from).collect() }))
 }
 
 #[utoipa::path(
@@ -144,12 +136,8 @@ pub async fn upload(
 ) -> ApiResult<Json<OneBundle>> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Upload).await?;
     let version = query.version()?;
-    let exists = || {
-        ApiError::conflict(
-            "bundle_exists",
-            format!("{} already has a bundle {version}", app.app_id),
-        )
-    };
+    let exists =
+        || ApiError::conflict("bundle_exists", format!("{} already has a bundle {version}", app.app_id));
     if state.store.bundle(&app.app_id, &version).await?.is_some() {
         return Err(exists());
     }
@@ -160,13 +148,10 @@ pub async fn upload(
             "payload_too_large",
             format!("The bundle is larger than the limit of {limit} bytes"),
         ),
-        BlobError::Empty => ApiError::bad_request(
-            "empty_bundle",
-            "The bundle is empty: send its bytes as the request body",
-        ),
-        BlobError::Body(error) => {
-            ApiError::invalid_body(format!("The upload was interrupted: {error}"))
+        BlobError::Empty => {
+            ApiError::bad_request("empty_bundle", "The bundle is empty: send its bytes as the request body")
         }
+        BlobError::Body(error) => ApiError::invalid_body(format!("The upload was interrupted: {error}")),
         BlobError::Io(error) => {
             tracing::error!(%error, "blob store write failed");
             ApiError::internal()
@@ -191,9 +176,7 @@ pub async fn upload(
         }
     };
     tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
-    Ok(Json(OneBundle {
-        bundle: bundle.into(),
-    }))
+    Ok(Json(OneBundle { bundle: bundle.into() }))
 }
 
 #[utoipa::path(
@@ -214,11 +197,7 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Write).await?;
     let version = query.version()?;
-    let bundle = state
-        .store
-        .delete_bundle(&app.app_id, &version)
-        .await?
-        .ok_or_else(bundle_not_found)?;
+    let bundle = state.store.delete_bundle(&app.app_id, &version).await?.ok_or_else(bundle_not_found)?;
     state.blobs.remove(&[bundle.blob_key]).await;
     Ok(Json(SUCCESS))
 }
@@ -241,24 +220,15 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
     let version = query.version()?;
-    let bundle = state
-        .store
-        .bundle(&app.app_id, &version)
-        .await?
-        .ok_or_else(bundle_not_found)?;
-    let file = tokio::fs::File::open(state.blobs.path(&bundle.blob_key))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob is missing");
-            ApiError::internal()
-        })?;
+    let bundle = state.store.bundle(&app.app_id, &version).await?.ok_or_else(bundle_not_found)?;
+    let file = tokio::fs::File::open(state.blobs.path(&bundle.blob_key)).await.map_err(|error| {
+        tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob is missing");
+        ApiError::internal()
+    })?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bundle.size));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", bundle.checksum)) {
         headers.insert(header::ETAG, etag);

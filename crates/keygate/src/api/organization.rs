@@ -66,11 +66,7 @@ pub struct MemberView {
 
 impl From<Member> for MemberView {
     fn from(m: Member) -> Self {
-        Self {
-            user_id: m.user_id,
-            email: m.email,
-            role: m.role,
-        }
+        Self { user_id: m.user_id, email: m.email, role: m.role }
     }
 }
 
@@ -145,10 +141,7 @@ fn org_gone(error: StoreError) -> ApiError {
 
 /// The caller's role in an organization it has just been allowed into.
 async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<Role> {
-    caller
-        .role_in(state, org_id)
-        .await?
-        .ok_or_else(ApiError::org_not_found)
+    caller.role_in(state, org_id).await?.ok_or_else(ApiError::org_not_found)
 }
 
 #[utoipa::path(
@@ -161,18 +154,12 @@ async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<R
     ),
     security(("api_key" = []))
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Data<OrganizationView>>> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Data<OrganizationView>>> {
     let memberships = state.store.memberships(caller.user_id()).await?;
     let data = memberships
         .into_iter()
         .filter(|m| {
-            caller
-                .principal
-                .decide(Some(m.role), Target::org(m.organization.id), Action::Read)
-                .is_allowed()
+            caller.principal.decide(Some(m.role), Target::org(m.organization.id), Action::Read).is_allowed()
         })
         .map(|m| OrganizationView::new(m.organization, m.role))
         .collect();
@@ -203,18 +190,12 @@ pub async fn create(
             "Creating an organization needs an unscoped API key of mode all (as `keygate bootstrap` issues)",
         ));
     }
-    let request = body
-        .json::<CreateOrganization>()?
-        .ok_or_else(|| ApiError::invalid_body("Send {\"name\": …}"))?;
+    let request =
+        body.json::<CreateOrganization>()?.ok_or_else(|| ApiError::invalid_body("Send {\"name\": …}"))?;
     let name = parse_org_name(request.name.as_deref())?;
-    let org = state
-        .store
-        .create_organization(&name, caller.user_id())
-        .await?;
+    let org = state.store.create_organization(&name, caller.user_id()).await?;
     tracing::info!(org_id = %org.id, "organization created");
-    Ok(Json(OneOrganization {
-        organization: OrganizationView::new(org, Role::SuperAdmin),
-    }))
+    Ok(Json(OneOrganization { organization: OrganizationView::new(org, Role::SuperAdmin) }))
 }
 
 #[utoipa::path(
@@ -233,39 +214,20 @@ pub async fn update(
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneOrganization>> {
-    let request = body
-        .json::<UpdateOrganization>()?
-        .ok_or_else(ApiError::org_id_required)?;
+    let request = body.json::<UpdateOrganization>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::org(org_id),
-            Action::Administer,
-            ApiError::org_not_found,
-        )
-        .await?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let changes = OrgChanges {
-        name: request
-            .name
-            .as_deref()
-            .map(|n| parse_org_name(Some(n)))
-            .transpose()?,
+        name: request.name.as_deref().map(|n| parse_org_name(Some(n))).transpose()?,
         require_apikey_expiration: request.require_apikey_expiration,
         max_apikey_expiration_days: request
             .max_apikey_expiration_days
             .map(|d| d.map(parse_max_days).transpose())
             .transpose()?,
     };
-    let org = state
-        .store
-        .update_organization(org_id, changes)
-        .await?
-        .ok_or_else(ApiError::org_not_found)?;
+    let org = state.store.update_organization(org_id, changes).await?.ok_or_else(ApiError::org_not_found)?;
     let role = role_of(&state, &caller, org_id).await?;
-    Ok(Json(OneOrganization {
-        organization: OrganizationView::new(org, role),
-    }))
+    Ok(Json(OneOrganization { organization: OrganizationView::new(org, role) }))
 }
 
 #[utoipa::path(
@@ -285,19 +247,8 @@ pub async fn delete(
     Params(query): Params<OrgQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::org(org_id),
-            Action::Own,
-            ApiError::org_not_found,
-        )
-        .await?;
-    let blobs = state
-        .store
-        .delete_organization(org_id)
-        .await?
-        .ok_or_else(ApiError::org_not_found)?;
+    caller.require(&state, Target::org(org_id), Action::Own, ApiError::org_not_found).await?;
+    let blobs = state.store.delete_organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
     state.blobs.remove(&blobs).await;
     tracing::info!(%org_id, bundles = blobs.len(), "organization deleted");
     Ok(Json(SUCCESS))
@@ -320,18 +271,9 @@ pub async fn members(
     Params(query): Params<OrgQuery>,
 ) -> ApiResult<Json<Data<MemberView>>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::org(org_id),
-            Action::Read,
-            ApiError::org_not_found,
-        )
-        .await?;
+    caller.require(&state, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
     let members = state.store.members(org_id).await?;
-    Ok(Json(Data {
-        data: members.into_iter().map(MemberView::from).collect(),
-    }))
+    Ok(Json(Data { data: members.into_iter().map(MemberView::from).collect() }))
 }
 
 #[utoipa::path(
@@ -350,47 +292,24 @@ pub async fn set_member(
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneMember>> {
-    let request = body
-        .json::<SetMember>()?
-        .ok_or_else(ApiError::org_id_required)?;
+    let request = body.json::<SetMember>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::org(org_id),
-            Action::Administer,
-            ApiError::org_not_found,
-        )
-        .await?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let email = request
         .email
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
-    let email =
-        Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
-    let role = request
-        .role
-        .as_deref()
-        .and_then(Role::parse)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_role",
-                "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
-            )
-        })?;
-    let change = MemberChange {
-        org_id,
-        acting_user: caller.user_id(),
-    };
-    let member = state
-        .store
-        .set_member(change, &email, role)
-        .await
-        .map_err(org_gone)?;
+    let email = Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let role = request.role.as_deref().and_then(Role::parse).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_role",
+            "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
+        )
+    })?;
+    let change = MemberChange { org_id, acting_user: caller.user_id() };
+    let member = state.store.set_member(change, &email, role).await.map_err(org_gone)?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
-    Ok(Json(OneMember {
-        member: member.into(),
-    }))
+    Ok(Json(OneMember { member: member.into() }))
 }
 
 #[utoipa::path(
@@ -410,34 +329,16 @@ pub async fn remove_member(
     Params(query): Params<MemberQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller
-        .require(
-            &state,
-            Target::org(org_id),
-            Action::Administer,
-            ApiError::org_not_found,
-        )
-        .await?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let member_not_found = || ApiError::not_found("member_not_found", "Member");
     let user_id = match query.user_id.as_deref().map(str::trim) {
         Some(id) if !id.is_empty() => Uuid::parse_str(id).map_err(|_| member_not_found())?,
         _ => {
-            return Err(ApiError::bad_request(
-                "user_id_required",
-                "user_id is required",
-            ));
+            return Err(ApiError::bad_request("user_id_required", "user_id is required"));
         }
     };
-    let change = MemberChange {
-        org_id,
-        acting_user: caller.user_id(),
-    };
-    if !state
-        .store
-        .remove_member(change, user_id)
-        .await
-        .map_err(org_gone)?
-    {
+    let change = MemberChange { org_id, acting_user: caller.user_id() };
+    if !state.store.remove_member(change, user_id).await.map_err(org_gone)? {
         return Err(member_not_found());
     }
     tracing::info!(%org_id, %user_id, "member removed");

@@ -19,10 +19,7 @@ async fn a_created_key_is_returned_once_in_full_and_works() {
         )
         .await;
     let secret = key["key"].as_str().expect("key");
-    assert!(
-        ApiKeySecret::parse(secret).is_ok(),
-        "not a well-formed key: {secret}"
-    );
+    assert!(ApiKeySecret::parse(secret).is_ok(), "not a well-formed key: {secret}");
     assert_eq!(key["mode"], "read");
     assert_eq!(key["name"], "CI/CD Read Key");
     assert_eq!(key["user_id"], app.owner.user_id.as_str());
@@ -37,18 +34,12 @@ async fn a_created_key_is_returned_once_in_full_and_works() {
     }
     // Read mode authenticates but cannot manage keys.
     let reply = app.get("/apikey", secret).await;
-    assert_eq!(
-        reply.error(403, "insufficient_permissions"),
-        "Insufficient permissions to manage API keys"
-    );
+    assert_eq!(reply.error(403, "insufficient_permissions"), "Insufficient permissions to manage API keys");
     // Elsewhere the secret is masked.
     let listed = app.get("/apikey", &app.owner.key).await.ok();
     let text = listed.to_string();
     assert!(!text.contains(secret) && !text.contains(&app.owner.key));
-    let shown = app
-        .get(&format!("/apikey/{}", key["id"]), &app.owner.key)
-        .await
-        .ok();
+    let shown = app.get(&format!("/apikey/{}", key["id"]), &app.owner.key).await.ok();
     let preview = shown["apikey"]["key"].as_str().expect("preview");
     assert_eq!(preview, format!("ak_{}…{}", &secret[3..7], &secret[48..]));
 }
@@ -67,26 +58,18 @@ async fn keys_can_be_created_from_query_parameters() {
         "/apikey/?org_id={}&mode=upload&name=Deploy%20Bot&limited_to_apps=com.example.a,com.example.b",
         app.owner.org_id
     );
-    let reply = app
-        .call(reqwest::Method::POST, &path, Some(&app.owner.key), None)
-        .await;
+    let reply = app.call(reqwest::Method::POST, &path, Some(&app.owner.key), None).await;
     let key = reply.ok()["apikey"].clone();
     assert_eq!(key["mode"], "upload");
     assert_eq!(key["name"], "Deploy Bot");
-    assert_eq!(
-        key["limited_to_apps"],
-        json!(["com.example.a", "com.example.b"])
-    );
+    assert_eq!(key["limited_to_apps"], json!(["com.example.a", "com.example.b"]));
 }
 
 #[tokio::test]
 async fn the_body_wins_over_the_query() {
     let app = spawn_app().await;
     let path = format!("/apikey?org_id={}&mode=all", app.owner.org_id);
-    let key = app
-        .post(&path, &app.owner.key, json!({ "mode": "read" }))
-        .await
-        .ok();
+    let key = app.post(&path, &app.owner.key, json!({ "mode": "read" })).await.ok();
     assert_eq!(key["apikey"]["mode"], "read");
 }
 
@@ -111,10 +94,7 @@ async fn an_invalid_or_missing_mode_is_400() {
     ] {
         let reply = app.post("/apikey", &app.owner.key, body).await;
         let text = reply.error(400, "invalid_mode");
-        assert_eq!(
-            text,
-            "Invalid mode specified. Must be one of: read, write, upload, all"
-        );
+        assert_eq!(text, "Invalid mode specified. Must be one of: read, write, upload, all");
     }
     assert_eq!(app.key_count().await, 1, "a refused request created a key");
 }
@@ -122,11 +102,7 @@ async fn an_invalid_or_missing_mode_is_400() {
 #[tokio::test]
 async fn a_missing_org_id_is_400() {
     let app = spawn_app().await;
-    for body in [
-        json!({ "mode": "read" }),
-        json!({ "mode": "read", "org_id": "" }),
-        json!({}),
-    ] {
+    for body in [json!({ "mode": "read" }), json!({ "mode": "read", "org_id": "" }), json!({})] {
         let reply = app.post("/apikey", &app.owner.key, body).await;
         assert_eq!(reply.error(400, "org_id_required"), "org_id is required");
     }
@@ -136,18 +112,8 @@ async fn a_missing_org_id_is_400() {
 async fn an_unknown_or_foreign_organization_is_404() {
     let app = spawn_app().await;
     let other = app.tenant("rival@example.com").await;
-    for org in [
-        "00000000-0000-4000-8000-000000000000",
-        "org_123",
-        other.org_id.as_str(),
-    ] {
-        let reply = app
-            .post(
-                "/apikey",
-                &app.owner.key,
-                json!({ "org_id": org, "mode": "read" }),
-            )
-            .await;
+    for org in ["00000000-0000-4000-8000-000000000000", "org_123", other.org_id.as_str()] {
+        let reply = app.post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
         assert_eq!(reply.error(404, "org_not_found"), "Organization not found");
     }
     assert_eq!(app.key_count().await, 1);
@@ -173,18 +139,11 @@ async fn only_mode_all_manages_keys() {
 async fn any_member_may_create_keys_and_the_role_still_caps_them() {
     let app = spawn_app().await;
     let reader = app.member("reader@example.com", Role::Read).await;
-    let key = app
-        .create_key(
-            &reader.key,
-            json!({ "org_id": reader.org_id, "mode": "all" }),
-        )
-        .await;
+    let key = app.create_key(&reader.key, json!({ "org_id": reader.org_id, "mode": "all" })).await;
     assert_eq!(key["user_id"], reader.user_id.as_str());
     // Its mode is `all`, but a reader cannot administer: listing the org's keys is refused.
     let path = format!("/apikey?org_id={}", reader.org_id);
-    app.get(&path, key["key"].as_str().expect("key"))
-        .await
-        .error(403, "insufficient_permissions");
+    app.get(&path, key["key"].as_str().expect("key")).await.error(403, "insufficient_permissions");
 }
 
 #[tokio::test]
@@ -196,21 +155,11 @@ async fn a_scoped_key_cannot_create_keys_for_another_organization() {
     let second = keygate::admin::bootstrap(app.store.as_ref(), "owner@example.com", "Second")
         .await
         .expect("bootstrap");
-    let reply = app
-        .post(
-            "/apikey",
-            scoped,
-            json!({ "org_id": second.org_id, "mode": "read" }),
-        )
-        .await;
+    let reply = app.post("/apikey", scoped, json!({ "org_id": second.org_id, "mode": "read" })).await;
     // Outside the key's scope, the organization does not exist for it.
     reply.error(404, "org_not_found");
     // The unscoped key may.
-    app.create_key(
-        &app.owner.key,
-        json!({ "org_id": second.org_id, "mode": "read" }),
-    )
-    .await;
+    app.create_key(&app.owner.key, json!({ "org_id": second.org_id, "mode": "read" })).await;
 }
 
 #[tokio::test]
@@ -218,28 +167,20 @@ async fn an_app_limited_key_only_creates_keys_inside_its_apps() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     let limited = app
-        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.example.a", "com.example.b"] }))
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.example.a", "com.example.b"] }),
+        )
         .await;
     let limited = limited["key"].as_str().expect("key");
-    for apps in [
-        json!([]),
-        json!(["com.example.c"]),
-        json!(["com.example.a", "com.example.c"]),
-    ] {
+    for apps in [json!([]), json!(["com.example.c"]), json!(["com.example.a", "com.example.c"])] {
         let reply = app
-            .post(
-                "/apikey",
-                limited,
-                json!({ "org_id": org, "mode": "read", "limited_to_apps": apps }),
-            )
+            .post("/apikey", limited, json!({ "org_id": org, "mode": "read", "limited_to_apps": apps }))
             .await;
         reply.error(403, "insufficient_permissions");
     }
     let ok = app
-        .create_key(
-            limited,
-            json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.example.b"] }),
-        )
+        .create_key(limited, json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.example.b"] }))
         .await;
     assert_eq!(ok["limited_to_apps"], json!(["com.example.b"]));
 }
@@ -250,26 +191,17 @@ async fn an_expiring_key_only_creates_keys_that_expire_no_later() {
     let org = &app.owner.org_id;
     let soon = Utc::now() + Duration::hours(1);
     let caller = app
-        .create_key(
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "all", "expires_at": soon.to_rfc3339() }),
-        )
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "all", "expires_at": soon.to_rfc3339() }))
         .await;
     let caller = caller["key"].as_str().expect("key");
     for body in [
         json!({ "org_id": org, "mode": "read" }),
         json!({ "org_id": org, "mode": "read", "expires_at": (soon + Duration::minutes(1)).to_rfc3339() }),
     ] {
-        app.post("/apikey", caller, body)
-            .await
-            .error(403, "insufficient_permissions");
+        app.post("/apikey", caller, body).await.error(403, "insufficient_permissions");
     }
     let earlier = (soon - Duration::minutes(1)).to_rfc3339();
-    app.create_key(
-        caller,
-        json!({ "org_id": org, "mode": "read", "expires_at": earlier }),
-    )
-    .await;
+    app.create_key(caller, json!({ "org_id": org, "mode": "read", "expires_at": earlier })).await;
 }
 
 #[tokio::test]
@@ -282,26 +214,14 @@ async fn expires_at_must_be_a_future_rfc3339_time() {
         json!((Utc::now() - Duration::hours(1)).to_rfc3339()),
     ] {
         let reply = app
-            .post(
-                "/apikey",
-                &app.owner.key,
-                json!({ "org_id": org, "mode": "read", "expires_at": at }),
-            )
+            .post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": at }))
             .await;
         reply.error(400, "invalid_expires_at");
     }
-    let reply = app
-        .post(
-            "/apikey",
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "read", "expires_at": 5 }),
-        )
-        .await;
+    let reply =
+        app.post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": 5 })).await;
     let text = reply.error(400, "invalid_body");
-    assert!(
-        text.contains("expires_at"),
-        "does not name the field: {text}"
-    );
+    assert!(text.contains("expires_at"), "does not name the field: {text}");
     let key = app
         .create_key(
             &app.owner.key,
@@ -315,26 +235,13 @@ async fn expires_at_must_be_a_future_rfc3339_time() {
 async fn names_are_checked_and_unicode_is_welcome() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
-    for name in [
-        json!(""),
-        json!("   "),
-        json!("x".repeat(201)),
-        json!("line\nbreak"),
-    ] {
-        let reply = app
-            .post(
-                "/apikey",
-                &app.owner.key,
-                json!({ "org_id": org, "mode": "read", "name": name }),
-            )
-            .await;
+    for name in [json!(""), json!("   "), json!("x".repeat(201)), json!("line\nbreak")] {
+        let reply =
+            app.post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read", "name": name })).await;
         reply.error(400, "invalid_name");
     }
     let key = app
-        .create_key(
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "read", "name": "déploiement 🚀 生产" }),
-        )
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "read", "name": "déploiement 🚀 生产" }))
         .await;
     assert_eq!(key["name"], "déploiement 🚀 生产");
     assert_eq!(app.key_count().await, 2);
@@ -344,13 +251,7 @@ async fn names_are_checked_and_unicode_is_welcome() {
 async fn app_ids_must_be_reverse_domain_names() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
-    for apps in [
-        json!(["not an app"]),
-        json!(["app"]),
-        json!([""]),
-        json!("com.example.a"),
-        json!([1]),
-    ] {
+    for apps in [json!(["not an app"]), json!(["app"]), json!([""]), json!("com.example.a"), json!([1])] {
         let reply = app
             .post(
                 "/apikey",
@@ -378,23 +279,15 @@ async fn wrong_types_and_unknown_fields_are_400_and_say_which_field() {
     let org = &app.owner.org_id;
     for (body, field) in [
         (json!({ "org_id": 42, "mode": "read" }), "org_id"),
-        (
-            json!({ "org_id": org, "mode": "read", "name": ["a"] }),
-            "name",
-        ),
-        (
-            json!({ "org_id": org, "mode": "read", "expire_at": "2030-01-01T00:00:00Z" }),
-            "expire_at",
-        ),
+        (json!({ "org_id": org, "mode": "read", "name": ["a"] }), "name"),
+        (json!({ "org_id": org, "mode": "read", "expire_at": "2030-01-01T00:00:00Z" }), "expire_at"),
     ] {
         let reply = app.post("/apikey", &app.owner.key, body).await;
         let text = reply.error(400, "invalid_body");
         assert!(text.contains(field), "{text:?} does not name {field}");
     }
     for raw in ["{not json", "[1, 2]", "\"read\"", "{\"org_id\": \"x\""] {
-        let reply = app
-            .raw(reqwest::Method::POST, "/apikey", &app.owner.key, raw)
-            .await;
+        let reply = app.raw(reqwest::Method::POST, "/apikey", &app.owner.key, raw).await;
         reply.error(400, "invalid_body");
     }
     assert_eq!(app.key_count().await, 1);
@@ -404,44 +297,18 @@ async fn wrong_types_and_unknown_fields_are_400_and_say_which_field() {
 async fn organization_policy_binds_scoped_keys() {
     let app = spawn_app().await;
     let org = Uuid::parse_str(&app.owner.org_id).expect("uuid");
-    let changes = OrgChanges {
-        require_apikey_expiration: Some(true),
-        ..Default::default()
-    };
-    app.store
-        .update_organization(org, changes)
-        .await
-        .expect("update");
-    let reply = app
-        .post(
-            "/apikey",
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "read" }),
-        )
-        .await;
+    let changes = OrgChanges { require_apikey_expiration: Some(true), ..Default::default() };
+    app.store.update_organization(org, changes).await.expect("update");
+    let reply = app.post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
     reply.error(400, "expiration_required");
 
-    let changes = OrgChanges {
-        max_apikey_expiration_days: Some(Some(30)),
-        ..Default::default()
-    };
-    app.store
-        .update_organization(org, changes)
-        .await
-        .expect("update");
+    let changes = OrgChanges { max_apikey_expiration_days: Some(Some(30)), ..Default::default() };
+    app.store.update_organization(org, changes).await.expect("update");
     let late = (Utc::now() + Duration::days(31)).to_rfc3339();
     let reply = app
-        .post(
-            "/apikey",
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "read", "expires_at": late }),
-        )
+        .post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": late }))
         .await;
     reply.error(400, "expiration_exceeds_max");
     let fine = (Utc::now() + Duration::days(29)).to_rfc3339();
-    app.create_key(
-        &app.owner.key,
-        json!({ "org_id": org, "mode": "read", "expires_at": fine }),
-    )
-    .await;
+    app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": fine })).await;
 }

@@ -20,22 +20,14 @@ async fn the_list_holds_the_callers_own_keys_only() {
     let app = spawn_app().await;
     let mine = app.owner_key("read").await;
     let member = app.member("dev@example.com", Role::Write).await;
-    let theirs = app
-        .create_key(
-            &member.key,
-            json!({ "org_id": member.org_id, "mode": "read" }),
-        )
-        .await;
+    let theirs = app.create_key(&member.key, json!({ "org_id": member.org_id, "mode": "read" })).await;
     let rival = app.tenant("rival@example.com").await;
 
     let listed = app.listed_ids("/apikey", &app.owner.key).await;
     assert_eq!(listed, vec![app.owner.key_id, id(&mine)]);
     let listed = app.listed_ids("/apikey", &member.key).await;
     assert_eq!(listed, vec![member.key_id, id(&theirs)]);
-    assert_eq!(
-        app.listed_ids("/apikey", &rival.key).await,
-        vec![rival.key_id]
-    );
+    assert_eq!(app.listed_ids("/apikey", &rival.key).await, vec![rival.key_id]);
 }
 
 #[tokio::test]
@@ -50,11 +42,7 @@ async fn a_scoped_key_lists_only_keys_inside_its_scope() {
         )
         .await;
     let listed = app.listed_ids("/apikey", secret(&scoped)).await;
-    assert_eq!(
-        listed,
-        vec![id(&scoped), id(&limited)],
-        "the unscoped bootstrap key is outside the scope"
-    );
+    assert_eq!(listed, vec![id(&scoped), id(&limited)], "the unscoped bootstrap key is outside the scope");
     let listed = app.listed_ids("/apikey", secret(&limited)).await;
     assert_eq!(listed, vec![id(&limited)]);
 }
@@ -63,29 +51,16 @@ async fn a_scoped_key_lists_only_keys_inside_its_scope() {
 async fn an_admin_lists_every_key_of_the_organization() {
     let app = spawn_app().await;
     let member = app.member("dev@example.com", Role::Write).await;
-    let theirs = app
-        .create_key(
-            &member.key,
-            json!({ "org_id": member.org_id, "mode": "read" }),
-        )
-        .await;
+    let theirs = app.create_key(&member.key, json!({ "org_id": member.org_id, "mode": "read" })).await;
     let mine = app.owner_key("upload").await;
     let path = format!("/apikey?org_id={}", app.owner.org_id);
     let listed = app.listed_ids(&path, &app.owner.key).await;
-    assert_eq!(
-        listed,
-        vec![id(&theirs), id(&mine)],
-        "org-scoped keys only, every member's"
-    );
+    assert_eq!(listed, vec![id(&theirs), id(&mine)], "org-scoped keys only, every member's");
 
-    app.get(&path, &member.key)
-        .await
-        .error(403, "insufficient_permissions");
+    app.get(&path, &member.key).await.error(403, "insufficient_permissions");
     let rival = app.tenant("rival@example.com").await;
     app.get(&path, &rival.key).await.error(404, "org_not_found");
-    app.get("/apikey?org_id=nonsense", &app.owner.key)
-        .await
-        .error(404, "org_not_found");
+    app.get("/apikey?org_id=nonsense", &app.owner.key).await.error(404, "org_not_found");
 }
 
 #[tokio::test]
@@ -95,19 +70,14 @@ async fn a_role_change_applies_on_the_next_request() {
     let path = format!("/apikey?org_id={}", app.owner.org_id);
     app.get(&path, &admin.key).await.ok();
     app.member("admin@example.com", Role::Read).await;
-    app.get(&path, &admin.key)
-        .await
-        .error(403, "insufficient_permissions");
+    app.get(&path, &admin.key).await.error(403, "insufficient_permissions");
 }
 
 #[tokio::test]
 async fn one_key_is_read_by_id_or_by_full_key() {
     let app = spawn_app().await;
     let key = app.owner_key("write").await;
-    for path in [
-        format!("/apikey/{}", id(&key)),
-        format!("/apikey/{}/", secret(&key)),
-    ] {
+    for path in [format!("/apikey/{}", id(&key)), format!("/apikey/{}/", secret(&key))] {
         let shown = app.get(&path, &app.owner.key).await.ok();
         assert_eq!(shown["apikey"]["id"], key["id"]);
         assert_eq!(shown["apikey"]["mode"], "write");
@@ -121,12 +91,7 @@ async fn other_peoples_keys_are_404_never_403() {
     let member = app.member("dev@example.com", Role::Admin).await;
     let rival = app.tenant("rival@example.com").await;
     let owners = app.owner_key("read").await;
-    let rivals = app
-        .create_key(
-            &rival.key,
-            json!({ "org_id": rival.org_id, "mode": "read" }),
-        )
-        .await;
+    let rivals = app.create_key(&rival.key, json!({ "org_id": rival.org_id, "mode": "read" })).await;
     let unscoped_owner = format!("/apikey/{}", app.owner.key_id);
 
     for (caller, path) in [
@@ -137,60 +102,33 @@ async fn other_peoples_keys_are_404_never_403() {
         (&member.key, unscoped_owner.clone()),
     ] {
         app.get(&path, caller).await.error(404, "api_key_not_found");
-        app.put(&path, caller, json!({ "name": "stolen" }))
-            .await
-            .error(404, "api_key_not_found");
-        app.delete(&path, caller)
-            .await
-            .error(404, "api_key_not_found");
+        app.put(&path, caller, json!({ "name": "stolen" })).await.error(404, "api_key_not_found");
+        app.delete(&path, caller).await.error(404, "api_key_not_found");
     }
     // Nothing was changed: the keys still work under their old names.
-    app.get(&format!("/apikey/{}", id(&owners)), &app.owner.key)
-        .await
-        .ok();
+    app.get(&format!("/apikey/{}", id(&owners)), &app.owner.key).await.ok();
     app.get("/apikey", &rival.key).await.ok();
     let unknown = format!("/apikey/{}", i64::MAX);
-    app.get(&unknown, &app.owner.key)
-        .await
-        .error(404, "api_key_not_found");
-    app.get("/apikey/99999999999999999999999", &app.owner.key)
-        .await
-        .error(404, "api_key_not_found");
-    app.get("/apikey/ak_typo", &app.owner.key)
-        .await
-        .error(404, "api_key_not_found");
+    app.get(&unknown, &app.owner.key).await.error(404, "api_key_not_found");
+    app.get("/apikey/99999999999999999999999", &app.owner.key).await.error(404, "api_key_not_found");
+    app.get("/apikey/ak_typo", &app.owner.key).await.error(404, "api_key_not_found");
 }
 
 #[tokio::test]
 async fn an_admin_reads_changes_and_revokes_members_keys() {
     let app = spawn_app().await;
     let member = app.member("dev@example.com", Role::Write).await;
-    let theirs = app
-        .create_key(
-            &member.key,
-            json!({ "org_id": member.org_id, "mode": "upload" }),
-        )
-        .await;
+    let theirs = app.create_key(&member.key, json!({ "org_id": member.org_id, "mode": "upload" })).await;
     let path = format!("/apikey/{}", id(&theirs));
     app.get(&path, &app.owner.key).await.ok();
-    let changed = app
-        .put(&path, &app.owner.key, json!({ "mode": "read" }))
-        .await
-        .ok();
+    let changed = app.put(&path, &app.owner.key, json!({ "mode": "read" })).await.ok();
     assert_eq!(changed["apikey"]["mode"], "read");
-    assert_eq!(
-        app.delete(&path, &app.owner.key).await.ok(),
-        json!({ "success": true })
-    );
-    app.get("/apikey", secret(&theirs))
-        .await
-        .error(401, "invalid_api_key");
+    assert_eq!(app.delete(&path, &app.owner.key).await.ok(), json!({ "success": true }));
+    app.get("/apikey", secret(&theirs)).await.error(401, "invalid_api_key");
     // The member cannot touch the owner's keys.
     let owners = app.owner_key("read").await;
     let path = format!("/apikey/{}", id(&owners));
-    app.delete(&path, &member.key)
-        .await
-        .error(404, "api_key_not_found");
+    app.delete(&path, &member.key).await.error(404, "api_key_not_found");
 }
 
 #[tokio::test]
@@ -199,7 +137,8 @@ async fn update_changes_name_mode_apps_and_expiry() {
     let key = app.owner_key("read").await;
     let path = format!("/apikey/{}", id(&key));
     let at = (Utc::now() + Duration::days(7)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let body = json!({ "name": "renamed", "mode": "write", "limited_to_apps": ["com.example.a"], "expires_at": at });
+    let body =
+        json!({ "name": "renamed", "mode": "write", "limited_to_apps": ["com.example.a"], "expires_at": at });
     let updated = app.put(&path, &app.owner.key, body).await.ok()["apikey"].clone();
     assert_eq!(updated["name"], "renamed");
     assert_eq!(updated["mode"], "write");
@@ -211,24 +150,13 @@ async fn update_changes_name_mode_apps_and_expiry() {
     let read_back = app.get(&path, &app.owner.key).await.ok()["apikey"].clone();
     assert_eq!(read_back, updated);
     // The key itself behaves as a write key now, and still authenticates.
-    app.get("/apikey", secret(&key))
-        .await
-        .error(403, "insufficient_permissions");
+    app.get("/apikey", secret(&key)).await.error(403, "insufficient_permissions");
 
-    let cleared = app
-        .put(
-            &path,
-            &app.owner.key,
-            json!({ "expires_at": null, "limited_to_apps": [] }),
-        )
-        .await
-        .ok();
+    let cleared =
+        app.put(&path, &app.owner.key, json!({ "expires_at": null, "limited_to_apps": [] })).await.ok();
     assert_eq!(cleared["apikey"]["expires_at"], Value::Null);
     assert_eq!(cleared["apikey"]["limited_to_apps"], json!([]));
-    assert_eq!(
-        cleared["apikey"]["name"], "renamed",
-        "untouched fields keep their value"
-    );
+    assert_eq!(cleared["apikey"]["name"], "renamed", "untouched fields keep their value");
 }
 
 #[tokio::test]
@@ -248,34 +176,16 @@ async fn bad_updates_are_400_and_change_nothing() {
     let app = spawn_app().await;
     let key = app.owner_key("read").await;
     let path = format!("/apikey/{}", id(&key));
-    app.put(&path, &app.owner.key, json!({ "mode": "superuser" }))
+    app.put(&path, &app.owner.key, json!({ "mode": "superuser" })).await.error(400, "invalid_mode");
+    app.put(&path, &app.owner.key, json!({ "mode": 1 })).await.error(400, "invalid_mode");
+    app.put(&path, &app.owner.key, json!({ "name": "" })).await.error(400, "invalid_name");
+    app.put(&path, &app.owner.key, json!({ "name": 7 })).await.error(400, "invalid_body");
+    app.put(&path, &app.owner.key, json!({ "expires_at": "soon" })).await.error(400, "invalid_expires_at");
+    app.put(&path, &app.owner.key, json!({ "limited_to_apps": ["nope"] }))
         .await
-        .error(400, "invalid_mode");
-    app.put(&path, &app.owner.key, json!({ "mode": 1 }))
-        .await
-        .error(400, "invalid_mode");
-    app.put(&path, &app.owner.key, json!({ "name": "" }))
-        .await
-        .error(400, "invalid_name");
-    app.put(&path, &app.owner.key, json!({ "name": 7 }))
-        .await
-        .error(400, "invalid_body");
-    app.put(&path, &app.owner.key, json!({ "expires_at": "soon" }))
-        .await
-        .error(400, "invalid_expires_at");
-    app.put(
-        &path,
-        &app.owner.key,
-        json!({ "limited_to_apps": ["nope"] }),
-    )
-    .await
-    .error(400, "invalid_limited_to_apps");
-    app.put(&path, &app.owner.key, json!({ "colour": "red" }))
-        .await
-        .error(400, "invalid_body");
-    let reply = app
-        .raw(reqwest::Method::PUT, &path, &app.owner.key, "{\"name\":")
-        .await;
+        .error(400, "invalid_limited_to_apps");
+    app.put(&path, &app.owner.key, json!({ "colour": "red" })).await.error(400, "invalid_body");
+    let reply = app.raw(reqwest::Method::PUT, &path, &app.owner.key, "{\"name\":").await;
     reply.error(400, "invalid_body");
     let after = app.get(&path, &app.owner.key).await.ok()["apikey"].clone();
     assert_eq!(
@@ -308,24 +218,15 @@ async fn updates_never_widen_a_key_beyond_the_caller() {
         .await;
     let path = format!("/apikey/{}", id(&child));
     let caller = secret(&limited);
-    app.put(&path, caller, json!({ "limited_to_apps": [] }))
+    app.put(&path, caller, json!({ "limited_to_apps": [] })).await.error(403, "insufficient_permissions");
+    app.put(&path, caller, json!({ "limited_to_apps": ["com.example.b"] }))
         .await
         .error(403, "insufficient_permissions");
-    app.put(
-        &path,
-        caller,
-        json!({ "limited_to_apps": ["com.example.b"] }),
-    )
-    .await
-    .error(403, "insufficient_permissions");
     app.put(&path, caller, json!({ "mode": "all" })).await.ok();
 
     let soon = Utc::now() + Duration::hours(1);
     let expiring = app
-        .create_key(
-            &app.owner.key,
-            json!({ "org_id": org, "mode": "all", "expires_at": soon.to_rfc3339() }),
-        )
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "all", "expires_at": soon.to_rfc3339() }))
         .await;
     let own = app
         .create_key(
@@ -347,15 +248,9 @@ async fn only_mode_all_reads_changes_or_deletes_keys() {
     for mode in ["read", "write", "upload"] {
         let caller = app.owner_key(mode).await;
         let caller = secret(&caller);
-        app.get(&path, caller)
-            .await
-            .error(403, "insufficient_permissions");
-        app.put(&path, caller, json!({ "name": "x" }))
-            .await
-            .error(403, "insufficient_permissions");
-        app.delete(&path, caller)
-            .await
-            .error(403, "insufficient_permissions");
+        app.get(&path, caller).await.error(403, "insufficient_permissions");
+        app.put(&path, caller, json!({ "name": "x" })).await.error(403, "insufficient_permissions");
+        app.delete(&path, caller).await.error(403, "insufficient_permissions");
     }
     app.get(&path, &app.owner.key).await.ok();
 }
@@ -365,28 +260,13 @@ async fn delete_by_id_or_full_key_then_404() {
     let app = spawn_app().await;
     let by_id = app.owner_key("write").await;
     let by_key = app.owner_key("read").await;
-    for path in [
-        format!("/apikey/{}/", id(&by_id)),
-        format!("/apikey/{}", secret(&by_key)),
-    ] {
-        assert_eq!(
-            app.delete(&path, &app.owner.key).await.ok(),
-            json!({ "success": true })
-        );
-        app.delete(&path, &app.owner.key)
-            .await
-            .error(404, "api_key_not_found");
+    for path in [format!("/apikey/{}/", id(&by_id)), format!("/apikey/{}", secret(&by_key))] {
+        assert_eq!(app.delete(&path, &app.owner.key).await.ok(), json!({ "success": true }));
+        app.delete(&path, &app.owner.key).await.error(404, "api_key_not_found");
     }
-    app.get("/apikey", secret(&by_id))
-        .await
-        .error(401, "invalid_api_key");
-    app.get("/apikey", secret(&by_key))
-        .await
-        .error(401, "invalid_api_key");
-    assert_eq!(
-        app.listed_ids("/apikey", &app.owner.key).await,
-        vec![app.owner.key_id]
-    );
+    app.get("/apikey", secret(&by_id)).await.error(401, "invalid_api_key");
+    app.get("/apikey", secret(&by_key)).await.error(401, "invalid_api_key");
+    assert_eq!(app.listed_ids("/apikey", &app.owner.key).await, vec![app.owner.key_id]);
 }
 
 #[tokio::test]
@@ -395,9 +275,7 @@ async fn a_key_can_delete_itself() {
     let key = app.owner_key("all").await;
     let path = format!("/apikey/{}", id(&key));
     app.delete(&path, secret(&key)).await.ok();
-    app.get("/apikey", secret(&key))
-        .await
-        .error(401, "invalid_api_key");
+    app.get("/apikey", secret(&key)).await.error(401, "invalid_api_key");
 }
 
 #[tokio::test]
@@ -414,18 +292,12 @@ async fn an_admin_cannot_strengthen_a_key_that_outranks_them_but_can_revoke_it()
     let path = format!("/apikey/{}", id(&owners));
     app.get(&path, &admin.key).await.ok();
     let widen = json!({ "mode": "all", "limited_to_apps": [] });
-    app.put(&path, &admin.key, widen.clone())
-        .await
-        .error(403, "insufficient_permissions");
+    app.put(&path, &admin.key, widen.clone()).await.error(403, "insufficient_permissions");
     let after = app.get(&path, &app.owner.key).await.ok();
     assert_eq!(after["apikey"]["mode"], "read", "nothing changed");
     // A peer's key is fair game; revoking the owner's is allowed too.
     let peer = app.member("peer@example.com", Role::Admin).await;
-    let peers = app
-        .create_key(&peer.key, json!({ "org_id": org, "mode": "read" }))
-        .await;
-    app.put(&format!("/apikey/{}", id(&peers)), &admin.key, widen)
-        .await
-        .ok();
+    let peers = app.create_key(&peer.key, json!({ "org_id": org, "mode": "read" })).await;
+    app.put(&format!("/apikey/{}", id(&peers)), &admin.key, widen).await.ok();
     app.delete(&path, &admin.key).await.ok();
 }

@@ -21,13 +21,8 @@ async fn every_header_form_authenticates() {
         ("x-api-key", key.clone()),
         ("capgkey", key.clone()),
     ] {
-        let response = app
-            .client
-            .get(format!("{}/apikey", app.base))
-            .header(name, value)
-            .send()
-            .await
-            .expect("sent");
+        let response =
+            app.client.get(format!("{}/apikey", app.base)).header(name, value).send().await.expect("sent");
         assert_eq!(response.status(), 200, "header {name}");
     }
 }
@@ -45,9 +40,7 @@ async fn a_missing_key_is_401_on_every_route() {
         let reply = app.call(method, path, None, None).await;
         assert_eq!(reply.error(401, "missing_api_key"), "Missing API key");
     }
-    let reply = app
-        .call(Method::GET, "/apikey", Some("Bearer "), None)
-        .await;
+    let reply = app.call(Method::GET, "/apikey", Some("Bearer "), None).await;
     reply.error(401, "missing_api_key");
 }
 
@@ -75,13 +68,8 @@ async fn malformed_and_unknown_keys_are_invalid() {
 async fn a_header_that_is_not_text_is_an_invalid_key() {
     let app = spawn_app().await;
     let value = reqwest::header::HeaderValue::from_bytes(b"ak_\xff\xfe").expect("opaque header");
-    let response = app
-        .client
-        .get(format!("{}/apikey", app.base))
-        .header("x-api-key", value)
-        .send()
-        .await
-        .expect("sent");
+    let response =
+        app.client.get(format!("{}/apikey", app.base)).header("x-api-key", value).send().await.expect("sent");
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["code"], "invalid_api_key");
@@ -93,12 +81,8 @@ async fn a_deleted_key_stops_working_at_once() {
     let key = app.owner_key("all").await;
     let secret = key["key"].as_str().expect("key");
     app.get("/apikey", secret).await.ok();
-    app.delete(&format!("/apikey/{}", key["id"]), &app.owner.key)
-        .await
-        .ok();
-    app.get("/apikey", secret)
-        .await
-        .error(401, "invalid_api_key");
+    app.delete(&format!("/apikey/{}", key["id"]), &app.owner.key).await.ok();
+    app.get("/apikey", secret).await.error(401, "invalid_api_key");
 }
 
 #[tokio::test]
@@ -108,10 +92,7 @@ async fn an_expired_key_is_refused_with_its_own_code() {
     // The API refuses past expiries, so the fixture is written directly.
     app.store
         .insert_key(NewApiKey {
-            material: KeyMaterial {
-                digest: secret.digest(),
-                preview: secret.preview(),
-            },
+            material: KeyMaterial { digest: secret.digest(), preview: secret.preview() },
             mode: Mode::All,
             name: KeyName::parse("old").expect("name"),
             user_id: Uuid::parse_str(&app.owner.user_id).expect("uuid"),
@@ -131,14 +112,9 @@ async fn a_key_that_expires_later_works_until_then() {
     let app = spawn_app().await;
     let at = (Utc::now() + Duration::hours(1)).to_rfc3339();
     let key = app
-        .create_key(
-            &app.owner.key,
-            json!({ "org_id": app.owner.org_id, "mode": "all", "expires_at": at }),
-        )
+        .create_key(&app.owner.key, json!({ "org_id": app.owner.org_id, "mode": "all", "expires_at": at }))
         .await;
-    app.get("/apikey", key["key"].as_str().expect("key"))
-        .await
-        .ok();
+    app.get("/apikey", key["key"].as_str().expect("key")).await.ok();
 }
 
 #[tokio::test]
@@ -146,9 +122,7 @@ async fn last_used_at_is_recorded() {
     let app = spawn_app().await;
     let key = app.owner_key("read").await;
     assert_eq!(key["last_used_at"], serde_json::Value::Null);
-    app.get("/apikey", key["key"].as_str().expect("key"))
-        .await
-        .error(403, "insufficient_permissions");
+    app.get("/apikey", key["key"].as_str().expect("key")).await.error(403, "insufficient_permissions");
     let path = format!("/apikey/{}", key["id"]);
     let mut seen = serde_json::Value::Null;
     for _ in 0..40 {
@@ -158,9 +132,7 @@ async fn last_used_at_is_recorded() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let at = seen
-        .as_str()
-        .expect("last_used_at recorded within the flush interval");
+    let at = seen.as_str().expect("last_used_at recorded within the flush interval");
     let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
     assert!(Utc::now().signed_duration_since(at) < Duration::seconds(30));
 }

@@ -12,33 +12,19 @@ async fn a_bundle_is_uploaded_listed_downloaded_and_deleted() {
     let app = spawn_app().await;
     app.app("com.acme.app").await;
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let uploaded = app
-        .upload(
-            &app.owner.key,
-            "com.acme.app",
-            "1.2.3-beta.1",
-            bytes.clone(),
-        )
-        .await
-        .ok();
+    let uploaded = app.upload(&app.owner.key, "com.acme.app", "1.2.3-beta.1", bytes.clone()).await.ok();
     let bundle = &uploaded["bundle"];
     assert_eq!(bundle["app_id"], "com.acme.app");
     assert_eq!(bundle["version"], "1.2.3-beta.1");
     assert_eq!(bundle["size"], 100_000);
     assert_eq!(bundle["checksum"], hex::encode(Sha256::digest(&bytes)));
 
-    let listed = app
-        .get("/bundle?app_id=com.acme.app", &app.owner.key)
-        .await
-        .ok();
+    let listed = app.get("/bundle?app_id=com.acme.app", &app.owner.key).await.ok();
     assert_eq!(listed["data"], json!([bundle]));
 
     let response = app
         .client
-        .get(format!(
-            "{}/bundle/download?app_id=com.acme.app&version=1.2.3-beta.1",
-            app.base
-        ))
+        .get(format!("{}/bundle/download?app_id=com.acme.app&version=1.2.3-beta.1", app.base))
         .header("authorization", &app.owner.key)
         .send()
         .await
@@ -48,14 +34,10 @@ async fn a_bundle_is_uploaded_listed_downloaded_and_deleted() {
 
     let path = "/bundle?app_id=com.acme.app&version=1.2.3-beta.1";
     assert_eq!(
-        app.call(Method::DELETE, path, Some(&app.owner.key), None)
-            .await
-            .ok(),
+        app.call(Method::DELETE, path, Some(&app.owner.key), None).await.ok(),
         json!({ "success": true })
     );
-    app.call(Method::DELETE, path, Some(&app.owner.key), None)
-        .await
-        .error(404, "bundle_not_found");
+    app.call(Method::DELETE, path, Some(&app.owner.key), None).await.error(404, "bundle_not_found");
     assert_eq!(app.blob_files(), 0, "the bytes went with the bundle");
 }
 
@@ -63,12 +45,8 @@ async fn a_bundle_is_uploaded_listed_downloaded_and_deleted() {
 async fn a_version_is_uploaded_once() {
     let app = spawn_app().await;
     app.app("com.acme.app").await;
-    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"first".to_vec())
-        .await
-        .ok();
-    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"second".to_vec())
-        .await
-        .error(409, "bundle_exists");
+    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"first".to_vec()).await.ok();
+    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"second".to_vec()).await.error(409, "bundle_exists");
     assert_eq!(app.blob_files(), 1);
 }
 
@@ -78,33 +56,17 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     app.app("com.acme.app").await;
     let key = &app.owner.key;
     for version in ["1.0", "v1.0.0", "latest", "1.0.0.0"] {
-        app.upload(key, "com.acme.app", version, b"x".to_vec())
-            .await
-            .error(400, "invalid_version");
+        app.upload(key, "com.acme.app", version, b"x".to_vec()).await.error(400, "invalid_version");
     }
-    app.upload(key, "com.acme.app", "", b"x".to_vec())
-        .await
-        .error(400, "version_required");
-    app.upload(key, "com.acme.app", "1.0.0", Vec::new())
-        .await
-        .error(400, "empty_bundle");
+    app.upload(key, "com.acme.app", "", b"x".to_vec()).await.error(400, "version_required");
+    app.upload(key, "com.acme.app", "1.0.0", Vec::new()).await.error(400, "empty_bundle");
     let too_big = vec![1u8; MAX_BUNDLE_SIZE as usize + 1];
-    app.upload(key, "com.acme.app", "1.0.0", too_big)
-        .await
-        .error(413, "payload_too_large");
-    app.upload(key, "com.unknown.app", "1.0.0", b"x".to_vec())
-        .await
-        .error(404, "app_not_found");
-    app.upload(key, "bad id", "1.0.0", b"x".to_vec())
-        .await
-        .error(400, "invalid_app_id");
+    app.upload(key, "com.acme.app", "1.0.0", too_big).await.error(413, "payload_too_large");
+    app.upload(key, "com.unknown.app", "1.0.0", b"x".to_vec()).await.error(404, "app_not_found");
+    app.upload(key, "bad id", "1.0.0", b"x".to_vec()).await.error(400, "invalid_app_id");
     let listed = app.get("/bundle?app_id=com.acme.app", key).await.ok();
     assert_eq!(listed["data"], json!([]));
-    assert_eq!(
-        app.blob_files(),
-        0,
-        "no half-written or temporary file remains"
-    );
+    assert_eq!(app.blob_files(), 0, "no half-written or temporary file remains");
     let exactly = vec![2u8; MAX_BUNDLE_SIZE as usize];
     app.upload(key, "com.acme.app", "1.0.0", exactly).await.ok();
 }
@@ -113,28 +75,18 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
 async fn uploading_needs_u_and_reading_needs_r() {
     let app = spawn_app().await;
     app.app("com.acme.app").await;
-    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"x".to_vec())
-        .await
-        .ok();
+    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"x".to_vec()).await.ok();
     let write = app.owner_key("write").await;
     let write = write["key"].as_str().expect("key");
-    app.upload(write, "com.acme.app", "1.0.1", b"x".to_vec())
-        .await
-        .error(403, "insufficient_permissions");
+    app.upload(write, "com.acme.app", "1.0.1", b"x".to_vec()).await.error(403, "insufficient_permissions");
     app.get("/bundle?app_id=com.acme.app", write).await.ok();
     let read = app.owner_key("read").await;
     let read = read["key"].as_str().expect("key");
     let delete = "/bundle?app_id=com.acme.app&version=1.0.0";
-    app.call(Method::DELETE, delete, Some(read), None)
-        .await
-        .error(403, "insufficient_permissions");
-    app.call(Method::DELETE, delete, Some(write), None)
-        .await
-        .ok();
+    app.call(Method::DELETE, delete, Some(read), None).await.error(403, "insufficient_permissions");
+    app.call(Method::DELETE, delete, Some(write), None).await.ok();
     let rival = app.tenant("rival@example.com").await;
-    app.get("/bundle?app_id=com.acme.app", &rival.key)
-        .await
-        .error(404, "app_not_found");
+    app.get("/bundle?app_id=com.acme.app", &rival.key).await.error(404, "app_not_found");
     assert_eq!(app.blob_files(), 0);
 }
 
@@ -143,17 +95,12 @@ async fn deleting_an_app_deletes_its_bundles() {
     let app = spawn_app().await;
     app.app("com.acme.app").await;
     for version in ["1.0.0", "1.1.0"] {
-        app.upload(&app.owner.key, "com.acme.app", version, b"bytes".to_vec())
-            .await
-            .ok();
+        app.upload(&app.owner.key, "com.acme.app", version, b"bytes".to_vec()).await.ok();
     }
     assert_eq!(app.blob_files(), 2);
     app.delete("/app/com.acme.app", &app.owner.key).await.ok();
     assert_eq!(app.blob_files(), 0);
     app.app("com.acme.app").await;
-    let listed = app
-        .get("/bundle?app_id=com.acme.app", &app.owner.key)
-        .await
-        .ok();
+    let listed = app.get("/bundle?app_id=com.acme.app", &app.owner.key).await.ok();
     assert_eq!(listed["data"], json!([]));
 }

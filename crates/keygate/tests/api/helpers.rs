@@ -46,39 +46,18 @@ pub struct TestApp {
 
 pub async fn spawn_app() -> TestApp {
     let database = keygate_testkit::TestDatabase::new().await;
-    let store = keygate_store::connect(database.url())
-        .await
-        .expect("open database");
-    let owner = admin::bootstrap(store.as_ref(), "owner@example.com", "Acme")
-        .await
-        .expect("bootstrap")
-        .into();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let store = keygate_store::connect(database.url()).await.expect("open database");
+    let owner =
+        admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap").into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let blobs = keygate::BlobStore::open(database.dir().join("blobs")).expect("blob dir");
-    let settings = keygate::Settings {
-        blobs,
-        max_bundle_size: MAX_BUNDLE_SIZE,
-    };
-    tokio::spawn(keygate::serve(
-        listener,
-        store.clone(),
-        settings,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    TestApp {
-        base,
-        client: reqwest::Client::new(),
-        store,
-        owner,
-        _database: database,
-        _stop: stop,
-    }
+    let settings = keygate::Settings { blobs, max_bundle_size: MAX_BUNDLE_SIZE };
+    tokio::spawn(keygate::serve(listener, store.clone(), settings, async move {
+        let _ = stopped.await;
+    }));
+    TestApp { base, client: reqwest::Client::new(), store, owner, _database: database, _stop: stop }
 }
 
 /// What a call answered: the status and the JSON body (`Null` if none).
@@ -108,16 +87,8 @@ impl Reply {
 }
 
 impl TestApp {
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut request = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(key) = key {
             request = request.header("authorization", key);
         }
@@ -128,13 +99,7 @@ impl TestApp {
         reply(response).await
     }
 
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        key: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> Reply {
+    pub async fn raw(&self, method: Method, path: &str, key: &str, body: impl Into<reqwest::Body>) -> Reply {
         let response = self
             .client
             .request(method, format!("{}{}", self.base, path))
@@ -171,39 +136,24 @@ impl TestApp {
 
     /// A key of `mode` for the owner in its organization.
     pub async fn owner_key(&self, mode: &str) -> Value {
-        self.create_key(
-            &self.owner.key,
-            json!({ "org_id": self.owner.org_id, "mode": mode }),
-        )
-        .await
+        self.create_key(&self.owner.key, json!({ "org_id": self.owner.org_id, "mode": mode })).await
     }
 
     /// Adds (or re-roles) a member of the owner's organization, with a fresh unscoped `all` key.
     pub async fn member(&self, email: &str, role: Role) -> Account {
         let org = Uuid::parse_str(&self.owner.org_id).expect("uuid");
-        admin::add_user(self.store.as_ref(), email, org, role)
-            .await
-            .expect("add user")
-            .into()
+        admin::add_user(self.store.as_ref(), email, org, role).await.expect("add user").into()
     }
 
     /// Another tenant: a new user owning a new organization.
     pub async fn tenant(&self, email: &str) -> Account {
-        admin::bootstrap(self.store.as_ref(), email, "Other Corp")
-            .await
-            .expect("bootstrap")
-            .into()
+        admin::bootstrap(self.store.as_ref(), email, "Other Corp").await.expect("bootstrap").into()
     }
 
     /// The ids of the keys the caller lists.
     pub async fn listed_ids(&self, path: &str, caller: &str) -> Vec<i64> {
         let body = self.get(path, caller).await.ok();
-        body["data"]
-            .as_array()
-            .expect("data array")
-            .iter()
-            .map(|k| k["id"].as_i64().expect("id"))
-            .collect()
+        body["data"].as_array().expect("data array").iter().map(|k| k["id"].as_i64().expect("id")).collect()
     }
 
     /// Uploads `bytes` as a bundle.
@@ -229,9 +179,7 @@ impl TestApp {
 
     /// The files in the blob store, temporary ones included.
     pub fn blob_files(&self) -> usize {
-        std::fs::read_dir(self._database.dir().join("blobs"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(self._database.dir().join("blobs")).map(|d| d.count()).unwrap_or(0)
     }
 
     /// How many keys the database holds, all users together.
@@ -240,14 +188,8 @@ impl TestApp {
         let org = Uuid::parse_str(&self.owner.org_id).expect("uuid");
         total += self.store.keys_of_org(org).await.expect("keys").len();
         let owner = Uuid::parse_str(&self.owner.user_id).expect("uuid");
-        total += self
-            .store
-            .keys_of_user(owner)
-            .await
-            .expect("keys")
-            .iter()
-            .filter(|k| k.org_id.is_none())
-            .count();
+        total +=
+            self.store.keys_of_user(owner).await.expect("keys").iter().filter(|k| k.org_id.is_none()).count();
         total
     }
 }
@@ -258,8 +200,7 @@ async fn reply(response: reqwest::Response) -> Reply {
     let body = if text.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"))
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"))
     };
     Reply { status, body }
 }

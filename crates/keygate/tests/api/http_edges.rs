@@ -16,15 +16,9 @@ async fn health_needs_no_key() {
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_answer_in_the_error_shape() {
     let app = spawn_app().await;
-    app.call(Method::GET, "/nothing/here", None, None)
-        .await
-        .error(404, "not_found");
-    app.call(Method::PATCH, "/apikey", Some(&app.owner.key), None)
-        .await
-        .error(405, "method_not_allowed");
-    app.call(Method::POST, "/health", None, None)
-        .await
-        .error(405, "method_not_allowed");
+    app.call(Method::GET, "/nothing/here", None, None).await.error(404, "not_found");
+    app.call(Method::PATCH, "/apikey", Some(&app.owner.key), None).await.error(405, "method_not_allowed");
+    app.call(Method::POST, "/health", None, None).await.error(405, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -32,46 +26,27 @@ async fn trailing_slashes_are_optional() {
     let app = spawn_app().await;
     app.get("/apikey/", &app.owner.key).await.ok();
     app.get("/apikey", &app.owner.key).await.ok();
-    app.get(&format!("/apikey/{}/", app.owner.key_id), &app.owner.key)
-        .await
-        .ok();
+    app.get(&format!("/apikey/{}/", app.owner.key_id), &app.owner.key).await.ok();
     app.call(Method::GET, "/health/", None, None).await.ok();
 }
 
 #[tokio::test]
 async fn ids_that_are_not_ids_name_no_key() {
     let app = spawn_app().await;
-    for path in [
-        "/apikey/abc",
-        "/apikey/-1",
-        "/apikey/1.5",
-        "/apikey/%F0%9F%94%91",
-        "/apikey/%20ak_x",
-    ] {
-        app.get(path, &app.owner.key)
-            .await
-            .error(404, "api_key_not_found");
-        app.delete(path, &app.owner.key)
-            .await
-            .error(404, "api_key_not_found");
+    for path in ["/apikey/abc", "/apikey/-1", "/apikey/1.5", "/apikey/%F0%9F%94%91", "/apikey/%20ak_x"] {
+        app.get(path, &app.owner.key).await.error(404, "api_key_not_found");
+        app.delete(path, &app.owner.key).await.error(404, "api_key_not_found");
     }
 }
 
 #[tokio::test]
 async fn error_bodies_never_echo_a_key() {
     let app = spawn_app().await;
-    let body =
-        json!({ "org_id": app.owner.org_id, "mode": "read", "limited_to_apps": app.owner.key });
+    let body = json!({ "org_id": app.owner.org_id, "mode": "read", "limited_to_apps": app.owner.key });
     let reply = app.post("/apikey", &app.owner.key, body).await;
     let text = reply.error(400, "invalid_body");
-    assert!(
-        !text.contains(&app.owner.key[3..]),
-        "the key came back: {text}"
-    );
-    assert!(
-        text.contains("limited_to_apps"),
-        "the field is still named: {text}"
-    );
+    assert!(!text.contains(&app.owner.key[3..]), "the key came back: {text}");
+    assert!(text.contains("limited_to_apps"), "the field is still named: {text}");
 }
 
 #[tokio::test]
@@ -87,7 +62,5 @@ async fn bodies_over_one_mebibyte_are_413_and_change_nothing() {
 #[tokio::test]
 async fn unknown_query_parameters_are_400() {
     let app = spawn_app().await;
-    app.get("/apikey?orgid=x", &app.owner.key)
-        .await
-        .error(400, "invalid_query");
+    app.get("/apikey?orgid=x", &app.owner.key).await.error(400, "invalid_query");
 }

@@ -26,10 +26,7 @@ async fn members_are_listed_added_changed_and_removed() {
         )
         .await
         .ok();
-    let user_id = added["member"]["user_id"]
-        .as_str()
-        .expect("user id")
-        .to_owned();
+    let user_id = added["member"]["user_id"].as_str().expect("user id").to_owned();
     assert_eq!(added["member"]["email"], "new@example.com");
     assert_eq!(added["member"]["role"], "write");
     let changed = app
@@ -41,29 +38,15 @@ async fn members_are_listed_added_changed_and_removed() {
         .await
         .ok();
     assert_eq!(changed["member"]["user_id"], user_id.as_str());
-    assert_eq!(
-        app.get(&path, &app.owner.key).await.ok()["data"]
-            .as_array()
-            .map(Vec::len),
-        Some(2)
-    );
+    assert_eq!(app.get(&path, &app.owner.key).await.ok()["data"].as_array().map(Vec::len), Some(2));
 
     let remove = format!("/organization/members?org_id={org}&user_id={user_id}");
     assert_eq!(
-        app.call(Method::DELETE, &remove, Some(&app.owner.key), None)
-            .await
-            .ok(),
+        app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.ok(),
         json!({ "success": true })
     );
-    app.call(Method::DELETE, &remove, Some(&app.owner.key), None)
-        .await
-        .error(404, "member_not_found");
-    assert_eq!(
-        app.get(&path, &app.owner.key).await.ok()["data"]
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.error(404, "member_not_found");
+    assert_eq!(app.get(&path, &app.owner.key).await.ok()["data"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
@@ -74,18 +57,11 @@ async fn readers_see_members_and_only_admins_change_them() {
     let path = format!("/organization/members?org_id={org}");
     app.get(&path, &reader.key).await.ok();
     let body = json!({ "org_id": org, "email": "x@example.com", "role": "read" });
-    app.post("/organization/members", &reader.key, body)
-        .await
-        .error(403, "insufficient_permissions");
+    app.post("/organization/members", &reader.key, body).await.error(403, "insufficient_permissions");
     let rival = app.tenant("rival@example.com").await;
     app.get(&path, &rival.key).await.error(404, "org_not_found");
-    let remove = format!(
-        "/organization/members?org_id={org}&user_id={}",
-        reader.user_id
-    );
-    app.call(Method::DELETE, &remove, Some(&rival.key), None)
-        .await
-        .error(404, "org_not_found");
+    let remove = format!("/organization/members?org_id={org}&user_id={}", reader.user_id);
+    app.call(Method::DELETE, &remove, Some(&rival.key), None).await.error(404, "org_not_found");
 }
 
 #[tokio::test]
@@ -94,37 +70,18 @@ async fn nobody_grants_or_touches_a_role_above_their_own() {
     let org = &app.owner.org_id;
     let admin = app.member("admin@example.com", Role::Admin).await;
     let body = json!({ "org_id": org, "email": "boss@example.com", "role": "super_admin" });
-    app.post("/organization/members", &admin.key, body)
-        .await
-        .error(403, "insufficient_permissions");
+    app.post("/organization/members", &admin.key, body).await.error(403, "insufficient_permissions");
     let body = json!({ "org_id": org, "email": "owner@example.com", "role": "read" });
-    app.post("/organization/members", &admin.key, body)
-        .await
-        .error(403, "insufficient_permissions");
-    let remove_owner = format!(
-        "/organization/members?org_id={org}&user_id={}",
-        app.owner.user_id
-    );
+    app.post("/organization/members", &admin.key, body).await.error(403, "insufficient_permissions");
+    let remove_owner = format!("/organization/members?org_id={org}&user_id={}", app.owner.user_id);
     app.call(Method::DELETE, &remove_owner, Some(&admin.key), None)
         .await
         .error(403, "insufficient_permissions");
     let body = json!({ "org_id": org, "email": "peer@example.com", "role": "admin" });
-    app.post("/organization/members", &admin.key, body)
-        .await
-        .ok();
-    let members = app
-        .get(
-            &format!("/organization/members?org_id={org}"),
-            &app.owner.key,
-        )
-        .await
-        .ok();
-    let owner = members["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|m| m["email"] == "owner@example.com")
-        .cloned();
+    app.post("/organization/members", &admin.key, body).await.ok();
+    let members = app.get(&format!("/organization/members?org_id={org}"), &app.owner.key).await.ok();
+    let owner =
+        members["data"].as_array().expect("data").iter().find(|m| m["email"] == "owner@example.com").cloned();
     assert_eq!(owner.expect("owner")["role"], "super_admin");
 }
 
@@ -133,23 +90,12 @@ async fn the_last_super_admin_can_be_neither_removed_nor_downgraded() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     let body = json!({ "org_id": org, "email": "owner@example.com", "role": "admin" });
-    app.post("/organization/members", &app.owner.key, body.clone())
-        .await
-        .error(409, "last_super_admin");
-    let remove = format!(
-        "/organization/members?org_id={org}&user_id={}",
-        app.owner.user_id
-    );
-    app.call(Method::DELETE, &remove, Some(&app.owner.key), None)
-        .await
-        .error(409, "last_super_admin");
+    app.post("/organization/members", &app.owner.key, body.clone()).await.error(409, "last_super_admin");
+    let remove = format!("/organization/members?org_id={org}&user_id={}", app.owner.user_id);
+    app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.error(409, "last_super_admin");
     let second = json!({ "org_id": org, "email": "second@example.com", "role": "super_admin" });
-    app.post("/organization/members", &app.owner.key, second)
-        .await
-        .ok();
-    app.post("/organization/members", &app.owner.key, body)
-        .await
-        .ok();
+    app.post("/organization/members", &app.owner.key, second).await.ok();
+    app.post("/organization/members", &app.owner.key, body).await.ok();
 }
 
 #[tokio::test]
@@ -158,37 +104,22 @@ async fn removal_and_downgrade_narrow_a_members_keys_at_once() {
     let org = &app.owner.org_id;
     app.app("com.acme.app").await;
     let member = app.member("dev@example.com", Role::Write).await;
-    let key = app
-        .create_key(&member.key, json!({ "org_id": org, "mode": "upload" }))
-        .await;
+    let key = app.create_key(&member.key, json!({ "org_id": org, "mode": "upload" })).await;
     let key = key["key"].as_str().expect("key").to_owned();
-    app.put("/app/com.acme.app", &key, json!({ "name": "by dev" }))
-        .await
-        .ok();
+    app.put("/app/com.acme.app", &key, json!({ "name": "by dev" })).await.ok();
 
     let body = json!({ "org_id": org, "email": "dev@example.com", "role": "read" });
-    app.post("/organization/members", &app.owner.key, body)
-        .await
-        .ok();
+    app.post("/organization/members", &app.owner.key, body).await.ok();
     app.put("/app/com.acme.app", &key, json!({ "name": "again" }))
         .await
         .error(403, "insufficient_permissions");
     app.get("/app/com.acme.app", &key).await.ok();
 
-    let remove = format!(
-        "/organization/members?org_id={org}&user_id={}",
-        member.user_id
-    );
-    app.call(Method::DELETE, &remove, Some(&app.owner.key), None)
-        .await
-        .ok();
-    app.get("/app/com.acme.app", &key)
-        .await
-        .error(401, "invalid_api_key");
+    let remove = format!("/organization/members?org_id={org}&user_id={}", member.user_id);
+    app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.ok();
+    app.get("/app/com.acme.app", &key).await.error(401, "invalid_api_key");
     // The unscoped CLI key survives, and sees nothing of the organization.
-    app.get("/app/com.acme.app", &member.key)
-        .await
-        .error(404, "app_not_found");
+    app.get("/app/com.acme.app", &member.key).await.error(404, "app_not_found");
 }
 
 #[tokio::test]
@@ -196,46 +127,18 @@ async fn bad_member_requests_are_400_and_change_nothing() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     for (body, code) in [
-        (
-            json!({ "org_id": org, "email": "x@example.com", "role": "owner" }),
-            "invalid_role",
-        ),
-        (
-            json!({ "org_id": org, "email": "x@example.com" }),
-            "invalid_role",
-        ),
-        (
-            json!({ "org_id": org, "email": "not an email", "role": "read" }),
-            "invalid_email",
-        ),
+        (json!({ "org_id": org, "email": "x@example.com", "role": "owner" }), "invalid_role"),
+        (json!({ "org_id": org, "email": "x@example.com" }), "invalid_role"),
+        (json!({ "org_id": org, "email": "not an email", "role": "read" }), "invalid_email"),
         (json!({ "org_id": org, "role": "read" }), "email_required"),
-        (
-            json!({ "email": "x@example.com", "role": "read" }),
-            "org_id_required",
-        ),
-        (
-            json!({ "org_id": org, "email": 5, "role": "read" }),
-            "invalid_body",
-        ),
+        (json!({ "email": "x@example.com", "role": "read" }), "org_id_required"),
+        (json!({ "org_id": org, "email": 5, "role": "read" }), "invalid_body"),
     ] {
-        app.post("/organization/members", &app.owner.key, body)
-            .await
-            .error(400, code);
+        app.post("/organization/members", &app.owner.key, body).await.error(400, code);
     }
-    app.call(
-        Method::DELETE,
-        &format!("/organization/members?org_id={org}"),
-        Some(&app.owner.key),
-        None,
-    )
-    .await
-    .error(400, "user_id_required");
-    let members = app
-        .get(
-            &format!("/organization/members?org_id={org}"),
-            &app.owner.key,
-        )
+    app.call(Method::DELETE, &format!("/organization/members?org_id={org}"), Some(&app.owner.key), None)
         .await
-        .ok();
+        .error(400, "user_id_required");
+    let members = app.get(&format!("/organization/members?org_id={org}"), &app.owner.key).await.ok();
     assert_eq!(members["data"].as_array().map(Vec::len), Some(1));
 }

@@ -39,62 +39,35 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
     let app = spawn_app().await;
     let reply = app.call(Method::GET, "/openapi.json", None, None).await;
     let document = reply.ok();
-    assert!(
-        document["openapi"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("3.")),
-        "not OpenAPI 3"
-    );
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "not OpenAPI 3");
     let paths = document["paths"].as_object().expect("paths");
 
     let mut documented = BTreeSet::new();
     for (path, item) in paths {
         for (method, operation) in item.as_object().expect("path item") {
             documented.insert((method.clone(), path.clone()));
-            assert!(
-                operation["responses"]["200"].is_object(),
-                "{method} {path} documents no 200"
-            );
+            assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
             let public = matches!(path.as_str(), "/health" | "/openapi.json");
-            assert_eq!(
-                operation["security"].is_array(),
-                !public,
-                "{method} {path}: security"
-            );
+            assert_eq!(operation["security"].is_array(), !public, "{method} {path}: security");
         }
     }
-    let mut expected: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
+    let mut expected: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.insert(("get".into(), "/bundle/download".into()));
     assert_eq!(documented, expected);
 
     // Each documented operation reaches a handler: never the router's 404 or 405.
     for (method, path) in &documented {
-        let concrete = path
-            .replace("{id_or_key}", "1")
-            .replace("{app_id}", "com.example.app");
+        let concrete = path.replace("{id_or_key}", "1").replace("{app_id}", "com.example.app");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let reply = app.call(method.clone(), &concrete, None, None).await;
         assert!(
-            !matches!(
-                reply.body["code"].as_str(),
-                Some("not_found" | "method_not_allowed")
-            ),
+            !matches!(reply.body["code"].as_str(), Some("not_found" | "method_not_allowed")),
             "{method} {concrete} is documented but not routed: {reply:?}"
         );
     }
-    let schemas = document["components"]["schemas"]
-        .as_object()
-        .expect("schemas");
-    for schema in [
-        "ErrorBody",
-        "ApiKeyView",
-        "OrganizationView",
-        "AppView",
-        "BundleView",
-    ] {
+    let schemas = document["components"]["schemas"].as_object().expect("schemas");
+    for schema in ["ErrorBody", "ApiKeyView", "OrganizationView", "AppView", "BundleView"] {
         assert!(schemas.contains_key(schema), "{schema} is not described");
     }
 }

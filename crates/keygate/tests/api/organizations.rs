@@ -34,18 +34,12 @@ async fn organizations_are_listed_with_the_callers_role() {
 #[tokio::test]
 async fn a_scoped_key_sees_only_its_organization() {
     let app = spawn_app().await;
-    let created = app
-        .post("/organization", &app.owner.key, json!({ "name": "Second" }))
-        .await
-        .ok();
+    let created = app.post("/organization", &app.owner.key, json!({ "name": "Second" })).await.ok();
     assert_eq!(created["organization"]["role"], "super_admin");
     let unscoped = app.get("/organization", &app.owner.key).await.ok();
     assert_eq!(unscoped["data"].as_array().map(Vec::len), Some(2));
     let scoped = app.owner_key("read").await;
-    let listed = app
-        .get("/organization", scoped["key"].as_str().expect("key"))
-        .await
-        .ok();
+    let listed = app.get("/organization", scoped["key"].as_str().expect("key")).await.ok();
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["data"][0]["id"], app.owner.org_id.as_str());
 }
@@ -54,29 +48,15 @@ async fn a_scoped_key_sees_only_its_organization() {
 async fn only_an_unscoped_all_key_creates_organizations() {
     let app = spawn_app().await;
     let scoped = app.owner_key("all").await;
-    let reply = app
-        .post(
-            "/organization",
-            scoped["key"].as_str().expect("key"),
-            json!({ "name": "Nope" }),
-        )
-        .await;
+    let reply =
+        app.post("/organization", scoped["key"].as_str().expect("key"), json!({ "name": "Nope" })).await;
     reply.error(403, "insufficient_permissions");
-    for body in [
-        json!({}),
-        json!({ "name": "" }),
-        json!({ "name": 3 }),
-        json!({ "name": "x", "extra": 1 }),
-    ] {
+    for body in [json!({}), json!({ "name": "" }), json!({ "name": 3 }), json!({ "name": "x", "extra": 1 })] {
         let reply = app.post("/organization", &app.owner.key, body).await;
         assert_eq!(reply.status, 400, "{reply:?}");
     }
     let orgs = app.get("/organization", &app.owner.key).await.ok();
-    assert_eq!(
-        orgs["data"].as_array().map(Vec::len),
-        Some(1),
-        "nothing was created"
-    );
+    assert_eq!(orgs["data"].as_array().map(Vec::len), Some(1), "nothing was created");
 }
 
 #[tokio::test]
@@ -99,51 +79,25 @@ async fn admins_change_settings_within_bounds() {
         assert_eq!(reply.status, 400, "{days}: {reply:?}");
     }
     let lifted = app
-        .put(
-            "/organization",
-            &app.owner.key,
-            json!({ "org_id": org, "max_apikey_expiration_days": null }),
-        )
+        .put("/organization", &app.owner.key, json!({ "org_id": org, "max_apikey_expiration_days": null }))
         .await
         .ok();
-    assert_eq!(
-        lifted["organization"]["max_apikey_expiration_days"],
-        Value::Null
-    );
+    assert_eq!(lifted["organization"]["max_apikey_expiration_days"], Value::Null);
     assert_eq!(lifted["organization"]["require_apikey_expiration"], true);
 
     let writer = app.member("dev@example.com", Role::Write).await;
-    app.put(
-        "/organization",
-        &writer.key,
-        json!({ "org_id": org, "name": "Mine" }),
-    )
-    .await
-    .error(403, "insufficient_permissions");
-    let rival = app.tenant("rival@example.com").await;
-    app.put(
-        "/organization",
-        &rival.key,
-        json!({ "org_id": org, "name": "Mine" }),
-    )
-    .await
-    .error(404, "org_not_found");
-    app.put("/organization", &app.owner.key, json!({ "name": "No id" }))
+    app.put("/organization", &writer.key, json!({ "org_id": org, "name": "Mine" }))
         .await
-        .error(400, "org_id_required");
+        .error(403, "insufficient_permissions");
+    let rival = app.tenant("rival@example.com").await;
+    app.put("/organization", &rival.key, json!({ "org_id": org, "name": "Mine" }))
+        .await
+        .error(404, "org_not_found");
+    app.put("/organization", &app.owner.key, json!({ "name": "No id" })).await.error(400, "org_id_required");
     let unknown = Uuid::new_v4().to_string();
-    app.put(
-        "/organization",
-        &app.owner.key,
-        json!({ "org_id": unknown }),
-    )
-    .await
-    .error(404, "org_not_found");
+    app.put("/organization", &app.owner.key, json!({ "org_id": unknown })).await.error(404, "org_not_found");
     let current = app.get("/organization", &app.owner.key).await.ok();
-    assert_eq!(
-        current["data"][0]["name"], "Acme Inc",
-        "refused changes changed nothing"
-    );
+    assert_eq!(current["data"][0]["name"], "Acme Inc", "refused changes changed nothing");
 }
 
 #[tokio::test]
@@ -152,46 +106,28 @@ async fn deleting_an_organization_removes_everything_inside() {
     let org = app.owner.org_id.clone();
     let member = app.member("dev@example.com", Role::Upload).await;
     app.app("com.acme.one").await;
-    app.upload(&app.owner.key, "com.acme.one", "1.0.0", vec![7; 1000])
-        .await
-        .ok();
+    app.upload(&app.owner.key, "com.acme.one", "1.0.0", vec![7; 1000]).await.ok();
     let scoped = app.owner_key("all").await;
-    let members_key = app
-        .create_key(&member.key, json!({ "org_id": org, "mode": "upload" }))
-        .await;
+    let members_key = app.create_key(&member.key, json!({ "org_id": org, "mode": "upload" })).await;
     assert_eq!(app.blob_files(), 1);
 
     let path = format!("/organization?org_id={org}");
-    app.call(Method::DELETE, &path, Some(&member.key), None)
-        .await
-        .error(403, "insufficient_permissions");
+    app.call(Method::DELETE, &path, Some(&member.key), None).await.error(403, "insufficient_permissions");
     assert_eq!(
-        app.call(Method::DELETE, &path, Some(&app.owner.key), None)
-            .await
-            .ok(),
+        app.call(Method::DELETE, &path, Some(&app.owner.key), None).await.ok(),
         json!({ "success": true })
     );
 
     for key in [&scoped, &members_key] {
-        app.get("/apikey", key["key"].as_str().expect("key"))
-            .await
-            .error(401, "invalid_api_key");
+        app.get("/apikey", key["key"].as_str().expect("key")).await.error(401, "invalid_api_key");
     }
-    app.get("/app/com.acme.one", &app.owner.key)
-        .await
-        .error(404, "app_not_found");
+    app.get("/app/com.acme.one", &app.owner.key).await.error(404, "app_not_found");
     assert_eq!(app.blob_files(), 0, "the bundle's bytes are gone");
     let orgs = app.get("/organization", &member.key).await.ok();
     assert_eq!(orgs["data"], json!([]), "the membership is gone");
-    app.call(Method::DELETE, &path, Some(&app.owner.key), None)
-        .await
-        .error(404, "org_not_found");
+    app.call(Method::DELETE, &path, Some(&app.owner.key), None).await.error(404, "org_not_found");
     // The name is free again for a new app elsewhere.
-    let other = app
-        .post("/organization", &app.owner.key, json!({ "name": "Again" }))
-        .await
-        .ok();
-    let body =
-        json!({ "app_id": "com.acme.one", "name": "One", "org_id": other["organization"]["id"] });
+    let other = app.post("/organization", &app.owner.key, json!({ "name": "Again" })).await.ok();
+    let body = json!({ "app_id": "com.acme.one", "name": "One", "org_id": other["organization"]["id"] });
     app.post("/app", &app.owner.key, body).await.ok();
 }

@@ -27,9 +27,7 @@ pub async fn call(
     key: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = client
-        .request(method, format!("{base}{path}"))
-        .header("authorization", key);
+    let mut request = client.request(method, format!("{base}{path}")).header("authorization", key);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -57,10 +55,7 @@ pub async fn until_status(
         if status == want {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < limit,
-            "replica still answers {status}, not {want}, after {limit:?}"
-        );
+        assert!(start.elapsed() < limit, "replica still answers {status}, not {want}, after {limit:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -72,18 +67,11 @@ pub async fn until_health(client: &Client, base: &str, want: u16, limit: Duratio
         if let Ok(response) = client.get(format!("{base}/health")).send().await {
             if response.status().as_u16() == want {
                 let body: Value = response.json().await.expect("health JSON");
-                assert_eq!(
-                    body["status"],
-                    if want == 200 { "ok" } else { "KO" },
-                    "{body}"
-                );
+                assert_eq!(body["status"], if want == 200 { "ok" } else { "KO" }, "{body}");
                 return;
             }
         }
-        assert!(
-            start.elapsed() < limit,
-            "/health did not answer {want} within {limit:?}"
-        );
+        assert!(start.elapsed() < limit, "/health did not answer {want} within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -105,12 +93,8 @@ impl WriteLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..writers {
-            let (client, base, admin, stop) = (
-                client.clone(),
-                base.to_owned(),
-                admin.to_owned(),
-                stop.clone(),
-            );
+            let (client, base, admin, stop) =
+                (client.clone(), base.to_owned(), admin.to_owned(), stop.clone());
             set.spawn(async move {
                 let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
                 while !stop.load(Ordering::SeqCst) {
@@ -144,10 +128,7 @@ impl WriteLoad {
 
     pub async fn finish(mut self) -> LoadOutcome {
         self.stop.store(true, Ordering::SeqCst);
-        let mut outcome = LoadOutcome {
-            acknowledged: Vec::new(),
-            unavailable: 0,
-        };
+        let mut outcome = LoadOutcome { acknowledged: Vec::new(), unavailable: 0 };
         while let Some(done) = self.writers.join_next().await {
             let (ids, failures) = done.expect("writer");
             outcome.acknowledged.extend(ids);
