@@ -5,12 +5,18 @@
 //! SHA-256 digest is looked up. A missing, malformed, unknown or deleted key
 //! is a 401; so is an expired one, with its own code.
 //!
+//! Failed authentications count against the client's address
+//! ([`crate::limits`]); a blocked address gets 429 before its key is looked at.
+//!
 //! What the caller may then do is not decided here: handlers declare the
 //! action they need and [`Caller`] asks [`keygate_core::authz`].
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 use keygate_core::authz::{Action, Decision, Principal, Target};
 use keygate_core::{ApiKeySecret, Role, Scope};
 use keygate_store::ApiKeyRecord;
@@ -46,20 +52,45 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
-        let secret = presented
-            .ok()
-            .and_then(|text| ApiKeySecret::parse(text).ok())
-            .ok_or_else(ApiError::invalid_api_key)?;
-        let record =
-            state.store.key_by_digest(&secret.digest()).await?.ok_or_else(ApiError::invalid_api_key)?;
-        let now = chrono::Utc::now();
-        if record.expires_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::api_key_expired());
+        let address = client_address(parts, state.client_ip_header.as_ref());
+        if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
+            return Err(ApiError::rate_limited(wait));
         }
-        state.usage.record(record.id, now);
-        Ok(Caller { principal: principal(&record) })
+        let result = authenticate(parts, state).await;
+        if let (Err(error), Some(address)) = (&result, address) {
+            if matches!(error.code, "invalid_api_key" | "api_key_expired") {
+                state.failed_auth.record_failure(address, Instant::now());
+            }
+        }
+        result
     }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Caller> {
+    let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
+    let secret = presented
+        .ok()
+        .and_then(|text| ApiKeySecret::parse(text).ok())
+        .ok_or_else(ApiError::invalid_api_key)?;
+    let record = state.store.key_by_digest(&secret.digest()).await?.ok_or_else(ApiError::invalid_api_key)?;
+    let now = chrono::Utc::now();
+    if record.expires_at.is_some_and(|at| at <= now) {
+        return Err(ApiError::api_key_expired());
+    }
+    state.usage.record(record.id, now);
+    Ok(Caller { principal: principal(&record) })
+}
+
+/// The client's address: the peer's, or, behind a trusted proxy, the last
+/// entry the proxy wrote into `header` (such as `x-forwarded-for`).
+fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Option<IpAddr> {
+    if let Some(header) = header {
+        let forwarded = parts.headers.get_all(header).iter().rev().find_map(|v| v.to_str().ok());
+        if let Some(ip) = forwarded.and_then(|v| v.rsplit(',').next()).and_then(|ip| ip.trim().parse().ok()) {
+            return Some(ip);
+        }
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
 }
 
 pub fn scope_of(key: &ApiKeyRecord) -> Scope {

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// The largest bundle accepted, in bytes.
     #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
     max_bundle_size: u64,
+    /// Behind a trusted proxy or load balancer: the header that carries the client's address
+    /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.
+    #[arg(long, env = "KEYGATE_CLIENT_IP_HEADER")]
+    client_ip_header: Option<axum::http::HeaderName>,
     /// The organization created with --bootstrap-email.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_ORG_NAME", default_value = "Default Organization")]
     bootstrap_org_name: String,
@@ -185,7 +189,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let blob_dir = args.blob_dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
     let blobs = crate::BlobStore::open(&blob_dir)
         .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
-    let settings = crate::Settings { blobs, max_bundle_size: args.max_bundle_size };
+    let settings = crate::Settings {
+        blobs,
+        max_bundle_size: args.max_bundle_size,
+        client_ip_header: args.client_ip_header.clone(),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod router;
 pub mod usage;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub usage: UsageRecorder,
     pub blobs: Arc<BlobStore>,
     pub max_bundle_size: u64,
+    pub failed_auth: Arc<limits::FailedAuthLimiter>,
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 /// How a server is set up, beyond its database.
@@ -47,6 +50,15 @@ pub struct AppState {
 pub struct Settings {
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
+    /// Behind a trusted proxy: the header holding the client's address
+    /// (its last entry), such as `x-forwarded-for`. `None`: the peer address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
+}
+
+impl Settings {
+    pub fn new(blobs: BlobStore) -> Self {
+        Self { blobs, max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE, client_ip_header: None }
+    }
 }
 
 /// Serves keygate on `listener` until `shutdown` resolves, then lets
@@ -65,6 +77,8 @@ pub async fn serve(
         usage,
         blobs: Arc::new(settings.blobs),
         max_bundle_size: settings.max_bundle_size,
+        failed_auth: Arc::default(),
+        client_ip_header: settings.client_ip_header,
     });
     let served =
         axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))

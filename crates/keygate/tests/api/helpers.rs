@@ -45,6 +45,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the server's settings adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut keygate::Settings)) -> TestApp {
     let database = keygate_testkit::TestDatabase::new().await;
     let store = keygate_store::connect(database.url()).await.expect("open database");
     let owner =
@@ -53,7 +58,9 @@ pub async fn spawn_app() -> TestApp {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let blobs = keygate::BlobStore::open(database.dir().join("blobs")).expect("blob dir");
-    let settings = keygate::Settings { blobs, max_bundle_size: MAX_BUNDLE_SIZE };
+    let mut settings =
+        keygate::Settings { max_bundle_size: MAX_BUNDLE_SIZE, ..keygate::Settings::new(blobs) };
+    adjust(&mut settings);
     tokio::spawn(keygate::serve(listener, store.clone(), settings, async move {
         let _ = stopped.await;
     }));

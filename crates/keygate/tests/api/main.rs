@@ -8,6 +8,7 @@ mod auth;
 mod bundles;
 mod helpers;
 mod http_edges;
+mod limits;
 mod members;
 mod openapi;
 mod organizations;
