@@ -125,6 +125,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64) -> Result<bool>;
+    /// Deletes the key with this digest; `false` when there was none.
+    async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<bool>;
     /// Records when keys were last used, many at once.
     async fn record_key_use(&self, uses: &[(i64, DateTime<Utc>)]) -> Result<()>;
 }

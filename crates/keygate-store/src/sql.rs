@@ -852,6 +852,14 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn delete_key_by_digest(&self, digest: &keygate_core::KeyDigest) -> $crate::Result<bool> {
+                let done = sqlx::query("DELETE FROM api_keys WHERE digest = $1")
+                    .bind(&digest.as_bytes()[..])
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn record_key_use(
                 &self,
                 uses: &[(i64, chrono::DateTime<chrono::Utc>)],

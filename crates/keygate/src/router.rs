@@ -34,6 +34,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(openapi_json))
         .routes(routes!(apikey::list, apikey::create))
+        .routes(routes!(apikey::revoke))
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
         .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
         .routes(routes!(organization::members, organization::set_member, organization::remove_member))

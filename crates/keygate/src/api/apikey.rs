@@ -556,3 +556,36 @@ pub async fn delete(
     tracing::info!(key_id = key.id, "api key deleted");
     Ok(Json(SUCCESS))
 }
+
+/// The body of `POST /apikey/revoke`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevokeKey {
+    /// The full key, as found.
+    key: Option<String>,
+}
+
+/// Anyone who finds a leaked key can kill it: no authentication, and the
+/// answer is the same whether or not the key existed, so it tells nothing.
+#[utoipa::path(
+    post,
+    path = "/apikey/revoke",
+    tag = "apikey",
+    request_body = RevokeKey,
+    responses(
+        (status = 200, description = "The key, if it was one, no longer works", body = Success),
+        (status = 400, description = "The body is not {\"key\": \"ak_…\"}", body = super::ErrorBody),
+    )
+)]
+pub async fn revoke(State(state): State<AppState>, body: RawBody) -> ApiResult<Json<Success>> {
+    let request = body.json::<RevokeKey>()?;
+    let Some(raw) = request.and_then(|r| r.key) else {
+        return Err(ApiError::bad_request("key_required", "Send {\"key\": \"ak_…\"}"));
+    };
+    if let Ok(secret) = ApiKeySecret::parse(raw.trim()) {
+        if state.store.delete_key_by_digest(&secret.digest()).await? {
+            tracing::warn!("an api key was revoked as leaked");
+        }
+    }
+    Ok(Json(SUCCESS))
+}

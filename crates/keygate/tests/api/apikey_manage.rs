@@ -301,3 +301,22 @@ async fn an_admin_cannot_strengthen_a_key_that_outranks_them_but_can_revoke_it()
     app.put(&format!("/apikey/{}", id(&peers)), &admin.key, widen).await.ok();
     app.delete(&path, &admin.key).await.ok();
 }
+
+#[tokio::test]
+async fn anyone_can_revoke_a_leaked_key_and_learn_nothing() {
+    let app = spawn_app().await;
+    let leaked = app.owner_key("all").await;
+    let leaked = secret(&leaked).to_owned();
+    let unknown = keygate_core::ApiKeySecret::generate().expect("rng");
+    for key in [leaked.as_str(), unknown.expose(), "ak_typo", leaked.as_str()] {
+        let reply =
+            app.call(reqwest::Method::POST, "/apikey/revoke", None, Some(json!({ "key": key }))).await;
+        assert_eq!(reply.ok(), json!({ "success": true }), "same answer for {key:.8}");
+    }
+    app.get("/apikey", &leaked).await.error(401, "invalid_api_key");
+    app.get("/apikey", &app.owner.key).await.ok();
+    let reply =
+        app.call(reqwest::Method::POST, "/apikey/revoke", None, Some(json!({ "secret": leaked }))).await;
+    reply.error(400, "invalid_body");
+    app.call(reqwest::Method::POST, "/apikey/revoke", None, Some(json!({}))).await.error(400, "key_required");
+}
