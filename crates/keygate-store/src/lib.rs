@@ -116,6 +116,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the deleted bundle, whose blob the caller removes.
     async fn delete_bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
 
+    /// The key whose current secret has this digest, or whose previous
+    /// secret has it and is still inside its rotation grace period.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
     async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
@@ -125,8 +127,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64) -> Result<bool>;
-    /// Deletes the key with this digest; `false` when there was none.
+    /// Deletes the key that [`Store::key_by_digest`] would find; `false`
+    /// when there was none.
     async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<bool>;
+    /// Gives the key a new secret. With `grace_until`, the current secret
+    /// keeps working until then; without, it stops at once.
+    async fn rotate_key(
+        &self,
+        id: i64,
+        material: KeyMaterial,
+        grace_until: Option<DateTime<Utc>>,
+    ) -> Result<Option<ApiKeyRecord>>;
     /// Records when keys were last used, many at once.
     async fn record_key_use(&self, uses: &[(i64, DateTime<Utc>)]) -> Result<()>;
 }

@@ -755,9 +755,10 @@ macro_rules! impl_store {
                 let row: Option<$crate::sql::KeyRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::sql::key_columns!(),
-                    " FROM api_keys WHERE digest = $1"
+                    " FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)"
                 ))
                 .bind(&digest.as_bytes()[..])
+                .bind($crate::now())
                 .fetch_optional(self.reader())
                 .await?;
                 row.map(TryInto::try_into).transpose()
@@ -853,11 +854,40 @@ macro_rules! impl_store {
             }
 
             async fn delete_key_by_digest(&self, digest: &keygate_core::KeyDigest) -> $crate::Result<bool> {
-                let done = sqlx::query("DELETE FROM api_keys WHERE digest = $1")
-                    .bind(&digest.as_bytes()[..])
-                    .execute(self.writer())
-                    .await?;
+                let done = sqlx::query(
+                    "DELETE FROM api_keys \
+                     WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)",
+                )
+                .bind(&digest.as_bytes()[..])
+                .bind($crate::now())
+                .execute(self.writer())
+                .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn rotate_key(
+                &self,
+                id: i64,
+                material: $crate::KeyMaterial,
+                grace_until: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> $crate::Result<Option<$crate::ApiKeyRecord>> {
+                let row: Option<$crate::sql::KeyRow> = sqlx::query_as(concat!(
+                    "UPDATE api_keys SET \
+                     previous_digest = CASE WHEN $4 THEN digest ELSE NULL END, \
+                     previous_expires_at = $5, digest = $2, preview = $3, updated_at = $6 \
+                     WHERE id = $1 RETURNING ",
+                    $crate::sql::key_columns!()
+                ))
+                .bind(id)
+                .bind(&material.digest.as_bytes()[..])
+                .bind(&material.preview)
+                .bind(grace_until.is_some())
+                .bind(grace_until)
+                .bind($crate::now())
+                .fetch_optional(self.writer())
+                .await
+                .map_err(|e| $crate::sql::write_error(e, "api key", "api key"))?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn record_key_use(

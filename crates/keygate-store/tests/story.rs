@@ -249,3 +249,33 @@ async fn last_use_never_goes_backwards() {
     let key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     assert_eq!(key.last_used_at, Some(later));
 }
+
+#[tokio::test]
+async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    let first = key_for(owner.user_id, Some(owner.org_id));
+    let first_digest = first.material.digest;
+    let key = store.insert_key(first).await.expect("insert");
+
+    let second = material();
+    let second_digest = second.digest;
+    let grace = keygate_store::now() + Duration::hours(1);
+    let rotated = store.rotate_key(key.id, second, Some(grace)).await.expect("rotate").expect("exists");
+    assert_eq!((rotated.id, rotated.mode, rotated.org_id), (key.id, key.mode, key.org_id));
+    for digest in [&first_digest, &second_digest] {
+        assert_eq!(store.key_by_digest(digest).await.expect("lookup").map(|k| k.id), Some(key.id));
+    }
+
+    // A grace period that has ended: only the newest secret works.
+    let third = material();
+    let third_digest = third.digest;
+    let ended = keygate_store::now() - Duration::seconds(1);
+    store.rotate_key(key.id, third, Some(ended)).await.expect("rotate").expect("exists");
+    assert_eq!(store.key_by_digest(&second_digest).await.expect("lookup"), None);
+    assert_eq!(store.key_by_digest(&first_digest).await.expect("lookup"), None);
+    assert!(!store.delete_key_by_digest(&second_digest).await.expect("delete"), "a dead secret deletes nothing");
+    assert!(store.delete_key_by_digest(&third_digest).await.expect("delete"));
+    assert_eq!(store.rotate_key(key.id, material(), None).await.expect("rotate"), None);
+}

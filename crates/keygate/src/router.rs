@@ -35,6 +35,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))
+        .routes(routes!(apikey::rotate))
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
         .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
         .routes(routes!(organization::members, organization::set_member, organization::remove_member))

@@ -589,3 +589,62 @@ pub async fn revoke(State(state): State<AppState>, body: RawBody) -> ApiResult<J
     }
     Ok(Json(SUCCESS))
 }
+
+/// The longest rotation grace period: a week.
+const MAX_GRACE_SECONDS: i64 = 604_800;
+
+/// The body of `POST /apikey/:id/rotate`; it may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    /// How long the old secret keeps working, 0–604800 seconds (default 0).
+    grace_period_seconds: Option<i64>,
+}
+
+/// A new secret for the same key: same id, mode, scope and expiry. Only the
+/// key's own user rotates it; during the grace period either secret works,
+/// and deleting or reporting either one removes the key.
+#[utoipa::path(
+    post,
+    path = "/apikey/{id_or_key}/rotate",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    request_body = RotateKey,
+    responses(
+        (status = 200, description = "The key with its new full secret: shown this once", body = OneKey),
+        WriteErrors,
+    ),
+    security(("api_key" = []))
+)]
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+    body: RawBody,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    if key.user_id != caller.user_id() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "Only the key's own user can rotate it; an admin can revoke it instead",
+        ));
+    }
+    let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(ApiError::bad_request(
+            "invalid_grace_period",
+            format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (a week)"),
+        ));
+    }
+    let grace_until = (grace > 0).then(|| keygate_store::now() + chrono::Duration::seconds(grace));
+    let (secret, material) = new_key_material()?;
+    let rotated = state
+        .store
+        .rotate_key(key.id, material, grace_until)
+        .await?
+        .ok_or_else(ApiError::api_key_not_found)?;
+    tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret) }))
+}

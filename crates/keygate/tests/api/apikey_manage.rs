@@ -320,3 +320,76 @@ async fn anyone_can_revoke_a_leaked_key_and_learn_nothing() {
     reply.error(400, "invalid_body");
     app.call(reqwest::Method::POST, "/apikey/revoke", None, Some(json!({}))).await.error(400, "key_required");
 }
+
+#[tokio::test]
+async fn rotation_gives_a_new_secret_and_kills_the_old_one_at_once_by_default() {
+    let app = spawn_app().await;
+    let key = app
+        .create_key(&app.owner.key, json!({ "org_id": app.owner.org_id, "mode": "all", "name": "CI" }))
+        .await;
+    let old = secret(&key).to_owned();
+    let path = format!("/apikey/{}/rotate", id(&key));
+    let rotated = app.call(reqwest::Method::POST, &path, Some(&old), None).await.ok()["apikey"].clone();
+    let new = secret(&rotated).to_owned();
+    assert_ne!(new, old);
+    assert!(keygate_core::ApiKeySecret::parse(&new).is_ok());
+    assert_eq!(
+        (rotated["id"].clone(), rotated["name"].clone(), rotated["mode"].clone()),
+        (key["id"].clone(), json!("CI"), json!("all"))
+    );
+    app.get("/apikey", &old).await.error(401, "invalid_api_key");
+    app.get("/apikey", &new).await.ok();
+    let listed = app.get(&format!("/apikey/{}", id(&key)), &new).await.ok();
+    assert_eq!(listed["apikey"]["key"], format!("ak_{}…{}", &new[3..7], &new[48..]));
+}
+
+#[tokio::test]
+async fn during_the_grace_period_either_secret_works_and_either_one_revokes() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    for revoke_with_old in [true, false] {
+        let key = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
+        let old = secret(&key).to_owned();
+        let path = format!("/apikey/{}/rotate", id(&key));
+        let rotated = app.post(&path, &app.owner.key, json!({ "grace_period_seconds": 3600 })).await.ok();
+        let new = secret(&rotated["apikey"]).to_owned();
+        for s in [&old, &new] {
+            app.get("/apikey", s).await.error(403, "insufficient_permissions");
+        }
+        let reported = if revoke_with_old { &old } else { &new };
+        app.call(reqwest::Method::POST, "/apikey/revoke", None, Some(json!({ "key": reported }))).await.ok();
+        for s in [&old, &new] {
+            app.get("/apikey", s).await.error(401, "invalid_api_key");
+        }
+    }
+    // Deleting by the old secret removes the key too.
+    let key = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
+    let old = secret(&key).to_owned();
+    let path = format!("/apikey/{}/rotate", id(&key));
+    let rotated = app.post(&path, &app.owner.key, json!({ "grace_period_seconds": 60 })).await.ok();
+    app.delete(&format!("/apikey/{old}"), &app.owner.key).await.ok();
+    app.get("/apikey", secret(&rotated["apikey"])).await.error(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn only_the_keys_own_user_rotates_it_within_bounds() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let member = app.member("dev@example.com", Role::Write).await;
+    let theirs = app.create_key(&member.key, json!({ "org_id": org, "mode": "read" })).await;
+    let path = format!("/apikey/{}/rotate", id(&theirs));
+    app.post(&path, &app.owner.key, json!({})).await.error(403, "insufficient_permissions");
+    let rival = app.tenant("rival@example.com").await;
+    app.post(&path, &rival.key, json!({})).await.error(404, "api_key_not_found");
+    for grace in [json!(-1), json!(604_801)] {
+        app.post(&path, &member.key, json!({ "grace_period_seconds": grace }))
+            .await
+            .error(400, "invalid_grace_period");
+    }
+    app.post(&path, &member.key, json!({ "grace_period_seconds": "1h" })).await.error(400, "invalid_body");
+    app.get("/apikey", secret(&theirs)).await.error(403, "insufficient_permissions");
+    let read = app.owner_key("read").await;
+    let own = format!("/apikey/{}/rotate", id(&read));
+    app.post(&own, secret(&read), json!({})).await.error(403, "insufficient_permissions");
+    app.post(&path, &member.key, json!({ "grace_period_seconds": 604_800 })).await.ok();
+}
