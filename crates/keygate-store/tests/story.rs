@@ -275,7 +275,10 @@ async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() 
     store.rotate_key(key.id, third, Some(ended)).await.expect("rotate").expect("exists");
     assert_eq!(store.key_by_digest(&second_digest).await.expect("lookup"), None);
     assert_eq!(store.key_by_digest(&first_digest).await.expect("lookup"), None);
-    assert!(!store.delete_key_by_digest(&second_digest).await.expect("delete"), "a dead secret deletes nothing");
+    assert!(
+        !store.delete_key_by_digest(&second_digest).await.expect("delete"),
+        "a dead secret deletes nothing"
+    );
     assert!(store.delete_key_by_digest(&third_digest).await.expect("delete"));
     assert_eq!(store.rotate_key(key.id, material(), None).await.expect("rotate"), None);
 }

@@ -97,7 +97,7 @@ pub fn scope_of(key: &ApiKeyRecord) -> Scope {
     Scope { org: key.org_id, apps: key.limited_to_apps.clone() }
 }
 
-fn principal(key: &ApiKeyRecord) -> Principal {
+pub fn principal(key: &ApiKeyRecord) -> Principal {
     Principal {
         key_id: key.id,
         user_id: key.user_id,

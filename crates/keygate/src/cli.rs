@@ -55,6 +55,15 @@ struct ServeArgs {
     /// The largest bundle accepted, in bytes.
     #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
     max_bundle_size: u64,
+    /// Enables POST /verify for services presenting this token (repeat the flag, or separate with commas).
+    #[arg(
+        long = "verifier-token",
+        env = "KEYGATE_VERIFIER_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = parse_verifier_token
+    )]
+    verifier_tokens: Vec<crate::VerifierToken>,
     /// Behind a trusted proxy or load balancer: the header that carries the client's address
     /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.
     #[arg(long, env = "KEYGATE_CLIENT_IP_HEADER")]
@@ -92,6 +101,10 @@ struct UserAddArgs {
     role: Role,
     #[command(flatten)]
     database: DatabaseArg,
+}
+
+fn parse_verifier_token(raw: &str) -> Result<crate::VerifierToken, String> {
+    crate::VerifierToken::new(raw).ok_or_else(|| "a verifier token must not be empty".to_owned())
 }
 
 fn parse_role(raw: &str) -> Result<Role, String> {
@@ -193,6 +206,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         blobs,
         max_bundle_size: args.max_bundle_size,
         client_ip_header: args.client_ip_header.clone(),
+        verifier_tokens: args.verifier_tokens.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -43,6 +43,31 @@ pub struct AppState {
     pub max_bundle_size: u64,
     pub failed_auth: Arc<limits::FailedAuthLimiter>,
     pub client_ip_header: Option<axum::http::HeaderName>,
+    pub verifier_tokens: Arc<[VerifierToken]>,
+}
+
+/// A token that lets a service call `POST /verify`. Never printed.
+#[derive(Clone)]
+pub struct VerifierToken(String);
+
+impl VerifierToken {
+    /// `None` for an empty token.
+    pub fn new(token: &str) -> Option<Self> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| Self(token.to_owned()))
+    }
+
+    /// Constant-time comparison with what a caller presented.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for VerifierToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifierToken(<redacted>)")
+    }
 }
 
 /// How a server is set up, beyond its database.
@@ -53,11 +78,18 @@ pub struct Settings {
     /// Behind a trusted proxy: the header holding the client's address
     /// (its last entry), such as `x-forwarded-for`. `None`: the peer address.
     pub client_ip_header: Option<axum::http::HeaderName>,
+    /// Tokens that enable `POST /verify`; none disables it.
+    pub verifier_tokens: Vec<VerifierToken>,
 }
 
 impl Settings {
     pub fn new(blobs: BlobStore) -> Self {
-        Self { blobs, max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE, client_ip_header: None }
+        Self {
+            blobs,
+            max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
+            client_ip_header: None,
+            verifier_tokens: Vec::new(),
+        }
     }
 }
 
@@ -79,6 +111,7 @@ pub async fn serve(
         max_bundle_size: settings.max_bundle_size,
         failed_auth: Arc::default(),
         client_ip_header: settings.client_ip_header,
+        verifier_tokens: settings.verifier_tokens.into(),
     });
     let served =
         axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))

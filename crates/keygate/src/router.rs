@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiDoc, apikey, app, bundle, health, organization};
+use crate::api::{ApiDoc, apikey, app, bundle, health, organization, verify};
 use crate::error::ApiError;
 use crate::{AppState, BODY_LIMIT};
 
@@ -36,6 +36,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))
         .routes(routes!(apikey::rotate))
+        .routes(routes!(verify::verify))
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
         .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
         .routes(routes!(organization::members, organization::set_member, organization::remove_member))

@@ -13,3 +13,4 @@ mod members;
 mod openapi;
 mod organizations;
 mod permissions;
+mod verify;
