@@ -138,8 +138,13 @@ pub trait Store: Send + Sync + 'static {
         material: KeyMaterial,
         grace_until: Option<DateTime<Utc>>,
     ) -> Result<Option<ApiKeyRecord>>;
-    /// Records when keys were last used, many at once.
-    async fn record_key_use(&self, uses: &[(i64, DateTime<Utc>)]) -> Result<()>;
+    /// Records what keys did, many at once: when last used (never moving
+    /// backwards) and requests per day, added to what is there. Keys deleted
+    /// meanwhile are skipped.
+    async fn record_usage(&self, uses: &[KeyUse]) -> Result<()>;
+    /// A key's requests per day from `since` on, oldest first; days without
+    /// requests are absent.
+    async fn key_usage(&self, key_id: i64, since: chrono::NaiveDate) -> Result<Vec<DailyUse>>;
 }
 
 /// Opens the database named by `url`, running its migrations.

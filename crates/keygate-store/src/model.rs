@@ -1,6 +1,6 @@
 //! What the store keeps, as typed values.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::{AppId, Email, KeyDigest, KeyName, Mode, OrgName, Role};
 use uuid::Uuid;
 
@@ -158,4 +158,21 @@ pub struct NewBundle {
     pub checksum: String,
     pub size: i64,
     pub blob_key: String,
+}
+
+/// What one key did since the last write of usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key_id: i64,
+    pub last_used_at: DateTime<Utc>,
+    pub days: Vec<DailyUse>,
+}
+
+/// Requests made with a key on one UTC day, and how many were denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct DailyUse {
+    #[sqlx(rename = "day")]
+    pub date: NaiveDate,
+    pub requests: i64,
+    pub denied: i64,
 }

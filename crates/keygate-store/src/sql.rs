@@ -890,27 +890,53 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
-            async fn record_key_use(
-                &self,
-                uses: &[(i64, chrono::DateTime<chrono::Utc>)],
-            ) -> $crate::Result<()> {
+            async fn record_usage(&self, uses: &[$crate::KeyUse]) -> $crate::Result<()> {
                 // In id order, so that replicas writing at once never deadlock;
                 // never backwards, so that an older batch cannot undo a newer one.
-                let mut uses = uses.to_vec();
-                uses.sort_unstable_by_key(|(id, _)| *id);
+                let mut uses: Vec<&$crate::KeyUse> = uses.iter().collect();
+                uses.sort_unstable_by_key(|u| u.key_id);
                 let mut tx = self.writer().begin().await?;
-                for (id, at) in uses {
+                for key in uses {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $2 \
                          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
                     )
-                    .bind(id)
-                    .bind(at)
+                    .bind(key.key_id)
+                    .bind(key.last_used_at)
                     .execute(&mut *tx)
                     .await?;
+                    for day in &key.days {
+                        sqlx::query(
+                            "INSERT INTO key_usage (key_id, day, requests, denied) \
+                             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = $1) \
+                             ON CONFLICT (key_id, day) DO UPDATE SET \
+                             requests = key_usage.requests + excluded.requests, \
+                             denied = key_usage.denied + excluded.denied",
+                        )
+                        .bind(key.key_id)
+                        .bind(day.date)
+                        .bind(day.requests)
+                        .bind(day.denied)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn key_usage(
+                &self,
+                key_id: i64,
+                since: chrono::NaiveDate,
+            ) -> $crate::Result<Vec<$crate::DailyUse>> {
+                Ok(sqlx::query_as(
+                    "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day",
+                )
+                .bind(key_id)
+                .bind(since)
+                .fetch_all(self.reader())
+                .await?)
             }
         }
     };

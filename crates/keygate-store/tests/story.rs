@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use keygate_core::{ApiKeySecret, AppId, Email, KeyName, Mode, OrgName, Role};
 use keygate_store::{
-    Enroll, Enrollee, Enrollment, KeyChanges, KeyMaterial, NewApiKey, OrgChanges, Store, StoreError,
+    DailyUse, Enroll, Enrollee, Enrollment, KeyChanges, KeyMaterial, KeyUse, NewApiKey, OrgChanges, Store,
+    StoreError,
 };
 use keygate_testkit::TestDatabase;
 use uuid::Uuid;
@@ -42,6 +43,12 @@ fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
         expires_at: Some(keygate_store::truncate(Utc::now() + Duration::days(1))),
         created_by_key_id: Some(1),
     }
+}
+
+fn uses(key_id: i64, at: chrono::DateTime<Utc>, requests: i64) -> KeyUse {
+    let days =
+        if requests > 0 { vec![DailyUse { date: at.date_naive(), requests, denied: 1 }] } else { vec![] };
+    KeyUse { key_id, last_used_at: at, days }
 }
 
 async fn open(database: &TestDatabase) -> Arc<dyn Store> {
@@ -166,7 +173,7 @@ async fn usage_and_organization_policy_are_recorded() {
     let store = open(&database).await;
     let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let at = keygate_store::now();
-    store.record_key_use(&[(owner.key.id, at)]).await.expect("record");
+    store.record_usage(&[uses(owner.key.id, at, 0)]).await.expect("record");
     let key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     assert_eq!(key.last_used_at, Some(at));
 
@@ -244,8 +251,8 @@ async fn last_use_never_goes_backwards() {
     let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
     let later = keygate_store::now();
     let earlier = later - Duration::seconds(10);
-    store.record_key_use(&[(owner.key.id, later)]).await.expect("record");
-    store.record_key_use(&[(owner.key.id, earlier)]).await.expect("record");
+    store.record_usage(&[uses(owner.key.id, later, 0)]).await.expect("record");
+    store.record_usage(&[uses(owner.key.id, earlier, 0)]).await.expect("record");
     let key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     assert_eq!(key.last_used_at, Some(later));
 }
@@ -281,4 +288,30 @@ async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() 
     );
     assert!(store.delete_key_by_digest(&third_digest).await.expect("delete"));
     assert_eq!(store.rotate_key(key.id, material(), None).await.expect("rotate"), None);
+}
+
+#[tokio::test]
+async fn daily_usage_adds_up_and_skips_deleted_keys() {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    let now = keygate_store::now();
+    let yesterday = now - Duration::days(1);
+    store
+        .record_usage(&[uses(owner.key.id, yesterday, 2), uses(owner.key.id, now, 3)])
+        .await
+        .expect("record");
+    store.record_usage(&[uses(owner.key.id, now, 4)]).await.expect("record");
+    let days = store.key_usage(owner.key.id, yesterday.date_naive()).await.expect("usage");
+    assert_eq!(
+        days,
+        vec![
+            DailyUse { date: yesterday.date_naive(), requests: 2, denied: 1 },
+            DailyUse { date: now.date_naive(), requests: 7, denied: 2 },
+        ]
+    );
+    assert_eq!(store.key_usage(owner.key.id, now.date_naive()).await.expect("usage").len(), 1);
+    assert!(store.delete_key(owner.key.id).await.expect("delete"));
+    store.record_usage(&[uses(owner.key.id, now, 1)]).await.expect("a deleted key is skipped, not an error");
+    assert!(store.key_usage(owner.key.id, yesterday.date_naive()).await.expect("usage").is_empty());
 }

@@ -78,6 +78,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Caller> {
         return Err(ApiError::api_key_expired());
     }
     state.usage.record(record.id, now);
+    if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
+        slot.set(record.id);
+    }
     Ok(Caller { principal: principal(&record) })
 }
 

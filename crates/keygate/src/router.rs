@@ -36,6 +36,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))
         .routes(routes!(apikey::rotate))
+        .routes(routes!(apikey::usage))
         .routes(routes!(verify::verify))
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
         .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
@@ -68,6 +69,7 @@ async fn openapi_json() -> Response {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .layer(middleware::from_fn_with_state(state.clone(), crate::usage::count_denials))
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(errors_as_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,50 +1,98 @@
-//! When each key was last used.
+//! What each key does: when it was last used, and its requests (and how
+//! many were denied) per UTC day.
 //!
 //! Authentication must not write to the database on every request, so uses
 //! are gathered in memory and written in one transaction every
-//! [`FLUSH_EVERY`], and once more at shutdown. `last_used_at` may therefore
-//! lag by up to that interval.
+//! [`FLUSH_EVERY`], and once more at shutdown: `last_used_at` and the day's
+//! counts may lag by up to that interval. If the database is unavailable the
+//! batch is kept for the next attempt.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use keygate_store::Store;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DateTime, NaiveDate, Utc};
+use keygate_store::{DailyUse, KeyUse, Store, StoreError};
+
+use crate::AppState;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+#[derive(Debug, Default)]
+struct Pending {
+    last_used_at: Option<DateTime<Utc>>,
+    /// (requests, denied) per day.
+    days: BTreeMap<NaiveDate, (i64, i64)>,
+}
+
 #[derive(Clone, Default)]
 pub struct UsageRecorder {
-    pending: Arc<Mutex<HashMap<i64, DateTime<Utc>>>>,
+    pending: Arc<Mutex<HashMap<i64, Pending>>>,
 }
 
 impl UsageRecorder {
+    /// A request authenticated with the key.
     pub fn record(&self, key_id: i64, at: DateTime<Utc>) {
-        let at = keygate_store::truncate(at);
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let last = pending.entry(key_id).or_insert(at);
-        *last = (*last).max(at);
+        self.add(key_id, at, 1, 0, true);
     }
 
-    /// Writes what was gathered; on failure keeps it for the next attempt.
+    /// A request authenticated with the key, then refused by authorization.
+    pub fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
+        self.add(key_id, at, 0, 1, false);
+    }
+
+    fn add(&self, key_id: i64, at: DateTime<Utc>, requests: i64, denied: i64, used: bool) {
+        let at = keygate_store::truncate(at);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = pending.entry(key_id).or_default();
+        if used {
+            entry.last_used_at = entry.last_used_at.max(Some(at));
+        }
+        let day = entry.days.entry(at.date_naive()).or_default();
+        day.0 += requests;
+        day.1 += denied;
+    }
+
+    /// Writes what was gathered.
     pub async fn flush(&self, store: &dyn Store) {
-        let batch: Vec<(i64, DateTime<Utc>)> = {
+        let batch: Vec<KeyUse> = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            pending.drain().collect()
+            pending
+                .drain()
+                .filter_map(|(key_id, p)| {
+                    let days = p
+                        .days
+                        .into_iter()
+                        .map(|(date, (requests, denied))| DailyUse { date, requests, denied })
+                        .collect();
+                    Some(KeyUse { key_id, last_used_at: p.last_used_at?, days })
+                })
+                .collect()
         };
         if batch.is_empty() {
             return;
         }
-        if let Err(error) = store.record_key_use(&batch).await {
-            tracing::warn!(%error, keys = batch.len(), "could not record key use; will retry");
-            for (id, at) in batch {
-                self.record(id, at);
+        match store.record_usage(&batch).await {
+            Ok(()) => {}
+            Err(error @ StoreError::Unavailable(_)) => {
+                tracing::warn!(%error, keys = batch.len(), "could not record key usage; will retry");
+                for key in batch {
+                    for day in key.days {
+                        let at = day.date.and_hms_opt(0, 0, 0).map_or(key.last_used_at, |d| d.and_utc());
+                        self.add(key.key_id, at, day.requests, day.denied, false);
+                    }
+                    self.add(key.key_id, key.last_used_at, 0, 0, true);
+                }
             }
+            Err(error) => tracing::error!(%error, keys = batch.len(), "key usage lost"),
         }
     }
 
-    /// Flushes every [`FLUSH_EVERY`] until the store is dropped by the server.
+    /// Flushes every [`FLUSH_EVERY`] until told to stop, then once more.
     pub async fn run(self, store: Arc<dyn Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -56,4 +104,28 @@ impl UsageRecorder {
         }
         self.flush(store.as_ref()).await;
     }
+}
+
+/// Set by authentication to the key behind a request, so that the response
+/// can be counted against it.
+#[derive(Clone, Default)]
+pub struct RequestKey(Arc<OnceLock<i64>>);
+
+impl RequestKey {
+    pub fn set(&self, key_id: i64) {
+        let _ = self.0.set(key_id);
+    }
+}
+
+/// Counts a 403 against the key that made the request.
+pub async fn count_denials(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let slot = RequestKey::default();
+    req.extensions_mut().insert(slot.clone());
+    let response = next.run(req).await;
+    if response.status() == StatusCode::FORBIDDEN {
+        if let Some(&key_id) = slot.0.get() {
+            state.usage.record_denied(key_id, Utc::now());
+        }
+    }
+    response
 }

@@ -151,12 +151,16 @@ pub async fn verify(
     let app = match &app_id {
         Some(app_id) => match state.store.app(app_id).await? {
             Some(app) => Some(app),
-            None => return Ok(Json(verdict(false, "FORBIDDEN", Some(&key)))),
+            None => {
+                state.usage.record_denied(key.id, now);
+                return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
+            }
         },
         None => None,
     };
     // An organization id that is not a UUID names none: nothing to act on.
     let Ok(named_org) = org_id else {
+        state.usage.record_denied(key.id, now);
         return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
     };
     let target_org = named_org.or(app.as_ref().map(|a| a.org_id)).or(key.org_id);

@@ -393,3 +393,39 @@ async fn only_the_keys_own_user_rotates_it_within_bounds() {
     app.post(&own, secret(&read), json!({})).await.error(403, "insufficient_permissions");
     app.post(&path, &member.key, json!({ "grace_period_seconds": 604_800 })).await.ok();
 }
+
+#[tokio::test]
+async fn usage_counts_requests_and_denials_per_day() {
+    let app = spawn_app().await;
+    let key = app.owner_key("read").await;
+    for _ in 0..3 {
+        app.get("/apikey", secret(&key)).await.error(403, "insufficient_permissions");
+    }
+    app.get("/organization", secret(&key)).await.ok();
+    let path = format!("/apikey/{}/usage?days=7", id(&key));
+    let mut usage = Value::Null;
+    for _ in 0..50 {
+        usage = app.get(&path, &app.owner.key).await.ok();
+        if usage["data"][6]["requests"] == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let days = usage["data"].as_array().expect("data");
+    assert_eq!(days.len(), 7, "one entry per day: {usage}");
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(days[6], json!({ "date": today, "requests": 4, "denied": 3 }), "{usage}");
+    assert!(days[..6].iter().all(|d| d["requests"] == 0 && d["denied"] == 0));
+    assert!(days.windows(2).all(|w| w[0]["date"].as_str() < w[1]["date"].as_str()), "oldest first");
+    assert!(usage["last_used_at"].is_string());
+
+    let default = app.get(&format!("/apikey/{}/usage", id(&key)), &app.owner.key).await.ok();
+    assert_eq!(default["data"].as_array().map(Vec::len), Some(30));
+    for days in ["0", "91", "week"] {
+        let path = format!("/apikey/{}/usage?days={days}", id(&key));
+        app.get(&path, &app.owner.key).await.error(400, "invalid_days");
+    }
+    let rival = app.tenant("rival@example.com").await;
+    app.get(&path, &rival.key).await.error(404, "api_key_not_found");
+    app.get(&path, secret(&key)).await.error(403, "insufficient_permissions");
+}

@@ -9,12 +9,13 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 25] = [
+const ROUTES: [(&str, &str); 26] = [
     ("get", "/health"),
     ("get", "/openapi.json"),
     ("get", "/apikey"),
     ("post", "/apikey"),
     ("post", "/apikey/revoke"),
+    ("get", "/apikey/{id_or_key}/usage"),
     ("post", "/verify"),
     ("post", "/apikey/{id_or_key}/rotate"),
     ("get", "/apikey/{id_or_key}"),
