@@ -138,6 +138,13 @@ pub trait Store: Send + Sync + 'static {
         material: KeyMaterial,
         grace_until: Option<DateTime<Utc>>,
     ) -> Result<Option<ApiKeyRecord>>;
+    /// Appends to an organization's audit log; an organization deleted
+    /// meanwhile takes the event with it.
+    async fn record_audit(&self, event: NewAuditEvent) -> Result<()>;
+    /// An organization's audit log, newest first: at most `limit` events,
+    /// older than the event `before` when given.
+    async fn audit_events(&self, org_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>>;
+
     /// Records what keys did, many at once: when last used (never moving
     /// backwards) and requests per day, added to what is there. Keys deleted
     /// meanwhile are skipped.

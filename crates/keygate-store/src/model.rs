@@ -176,3 +176,29 @@ pub struct DailyUse {
     pub requests: i64,
     pub denied: i64,
 }
+
+/// Something that happened in an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub org_id: Uuid,
+    /// Such as `apikey.create` or `member.remove`.
+    pub action: &'static str,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_key_id: Option<i64>,
+    /// Such as `apikey`, `member`, `app`.
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_key_id: Option<i64>,
+    pub target_type: String,
+    pub target_id: String,
+    pub ip: Option<String>,
+}

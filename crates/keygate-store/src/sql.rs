@@ -890,6 +890,42 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn record_audit(&self, event: $crate::NewAuditEvent) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_events \
+                     (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM organizations WHERE id = $1)",
+                )
+                .bind(event.org_id)
+                .bind($crate::now())
+                .bind(event.action)
+                .bind(event.actor_user_id)
+                .bind(event.actor_key_id)
+                .bind(event.target_type)
+                .bind(&event.target_id)
+                .bind(&event.ip)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_events(
+                &self,
+                org_id: uuid::Uuid,
+                before: Option<i64>,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::AuditEvent>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip \
+                     FROM audit_events WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+                )
+                .bind(org_id)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
             async fn record_usage(&self, uses: &[$crate::KeyUse]) -> $crate::Result<()> {
                 // In id order, so that replicas writing at once never deadlock;
                 // never backwards, so that an older batch cannot undo a newer one.

@@ -46,6 +46,19 @@ fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
+    /// Where the request came from, as rate limiting and the audit log see it.
+    pub address: Option<IpAddr>,
+}
+
+/// The client's address of a request, for handlers without a [`Caller`].
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_address(parts, state.client_ip_header.as_ref())))
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -56,7 +69,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
             return Err(ApiError::rate_limited(wait));
         }
-        let result = authenticate(parts, state).await;
+        let result = authenticate(parts, state, address).await;
         if let (Err(error), Some(address)) = (&result, address) {
             if matches!(error.code, "invalid_api_key" | "api_key_expired") {
                 state.failed_auth.record_failure(address, Instant::now());
@@ -66,7 +79,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Caller> {
+async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) -> ApiResult<Caller> {
     let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
     let secret = presented
         .ok()
@@ -81,7 +94,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Caller> {
     if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
         slot.set(record.id);
     }
-    Ok(Caller { principal: principal(&record) })
+    Ok(Caller { principal: principal(&record), address })
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the last

@@ -41,6 +41,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apikey::get, apikey::update, apikey::delete))
         .routes(routes!(organization::list, organization::create, organization::update, organization::delete))
         .routes(routes!(organization::members, organization::set_member, organization::remove_member))
+        .routes(routes!(organization::audit_log))
         .routes(routes!(app::list, app::create))
         .routes(routes!(app::get, app::rename, app::delete))
         .routes(routes!(bundle::list, bundle::upload, bundle::delete))

@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
-use crate::auth::{Caller, scope_of};
+use crate::audit;
+use crate::auth::{Caller, ClientAddress, scope_of};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, parse_org_id, present};
 
@@ -473,6 +474,7 @@ pub async fn create(
             e => e.into(),
         })?;
     tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
+    audit::record(&state, org.id, &caller, "apikey.create", "apikey", key.id).await;
     Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret) }))
 }
 
@@ -529,6 +531,9 @@ pub async fn update(
     }
     let updated = state.store.update_key(key.id, changes).await?.ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
+    if let Some(org_id) = updated.org_id {
+        audit::record(&state, org_id, &caller, "apikey.update", "apikey", updated.id).await;
+    }
     Ok(Json(OneKey { apikey: ApiKeyView::masked(updated) }))
 }
 
@@ -554,6 +559,9 @@ pub async fn delete(
         return Err(ApiError::api_key_not_found());
     }
     tracing::info!(key_id = key.id, "api key deleted");
+    if let Some(org_id) = key.org_id {
+        audit::record(&state, org_id, &caller, "apikey.delete", "apikey", key.id).await;
+    }
     Ok(Json(SUCCESS))
 }
 
@@ -577,14 +585,23 @@ struct RevokeKey {
         (status = 400, description = "The body is not {\"key\": \"ak_…\"}", body = super::ErrorBody),
     )
 )]
-pub async fn revoke(State(state): State<AppState>, body: RawBody) -> ApiResult<Json<Success>> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    body: RawBody,
+) -> ApiResult<Json<Success>> {
     let request = body.json::<RevokeKey>()?;
     let Some(raw) = request.and_then(|r| r.key) else {
         return Err(ApiError::bad_request("key_required", "Send {\"key\": \"ak_…\"}"));
     };
     if let Ok(secret) = ApiKeySecret::parse(raw.trim()) {
+        let found = state.store.key_by_digest(&secret.digest()).await?;
         if state.store.delete_key_by_digest(&secret.digest()).await? {
             tracing::warn!("an api key was revoked as leaked");
+            if let Some((key_id, org_id)) = found.and_then(|k| Some((k.id, k.org_id?))) {
+                let reporter = audit::Actor { user_id: None, key_id: None, ip: address };
+                audit::record(&state, org_id, reporter, "apikey.revoke", "apikey", key_id).await;
+            }
         }
     }
     Ok(Json(SUCCESS))
@@ -646,6 +663,9 @@ pub async fn rotate(
         .await?
         .ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
+    if let Some(org_id) = rotated.org_id {
+        audit::record(&state, org_id, &caller, "apikey.rotate", "apikey", rotated.id).await;
+    }
     Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret) }))
 }
 

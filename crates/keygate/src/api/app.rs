@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
+use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
@@ -165,6 +166,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
         e => e.into(),
     })?;
     tracing::info!(app_id = %app.app_id, %org_id, "app created");
+    audit::record(&state, org_id, &caller, "app.create", "app", &app.app_id).await;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -192,6 +194,7 @@ pub async fn rename(
         .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
     let name = parse_app_name(request.name.as_deref())?;
     let app = state.store.rename_app(&app.app_id, &name).await?.ok_or_else(ApiError::app_not_found)?;
+    audit::record(&state, app.org_id, &caller, "app.update", "app", &app.app_id).await;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -215,5 +218,6 @@ pub async fn delete(
     let blobs = state.store.delete_app(&app.app_id).await?.ok_or_else(ApiError::app_not_found)?;
     state.blobs.remove(&blobs).await;
     tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");
+    audit::record(&state, app.org_id, &caller, "app.delete", "app", &app.app_id).await;
     Ok(Json(SUCCESS))
 }

@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::app::find_app;
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
+use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::BlobError;
 use crate::error::{ApiError, ApiResult};
@@ -176,6 +177,8 @@ pub async fn upload(
         }
     };
     tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
+    let target = format!("{}@{}", bundle.app_id, bundle.version);
+    audit::record(&state, app.org_id, &caller, "bundle.upload", "bundle", target).await;
     Ok(Json(OneBundle { bundle: bundle.into() }))
 }
 
@@ -198,7 +201,9 @@ pub async fn delete(
     let app = find_app(&state, &caller, query.app_id()?, Action::Write).await?;
     let version = query.version()?;
     let bundle = state.store.delete_bundle(&app.app_id, &version).await?.ok_or_else(bundle_not_found)?;
-    state.blobs.remove(&[bundle.blob_key]).await;
+    state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+    let target = format!("{}@{}", bundle.app_id, bundle.version);
+    audit::record(&state, app.org_id, &caller, "bundle.delete", "bundle", target).await;
     Ok(Json(SUCCESS))
 }
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
+use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, present, require_org_id};
@@ -195,6 +196,7 @@ pub async fn create(
     let name = parse_org_name(request.name.as_deref())?;
     let org = state.store.create_organization(&name, caller.user_id()).await?;
     tracing::info!(org_id = %org.id, "organization created");
+    audit::record(&state, org.id, &caller, "organization.create", "organization", org.id).await;
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, Role::SuperAdmin) }))
 }
 
@@ -226,6 +228,7 @@ pub async fn update(
             .transpose()?,
     };
     let org = state.store.update_organization(org_id, changes).await?.ok_or_else(ApiError::org_not_found)?;
+    audit::record(&state, org_id, &caller, "organization.update", "organization", org_id).await;
     let role = role_of(&state, &caller, org_id).await?;
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, role) }))
 }
@@ -309,6 +312,7 @@ pub async fn set_member(
     let change = MemberChange { org_id, acting_user: caller.user_id() };
     let member = state.store.set_member(change, &email, role).await.map_err(org_gone)?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
+    audit::record(&state, org_id, &caller, "member.set", "member", member.user_id).await;
     Ok(Json(OneMember { member: member.into() }))
 }
 
@@ -342,5 +346,85 @@ pub async fn remove_member(
         return Err(member_not_found());
     }
     tracing::info!(%org_id, %user_id, "member removed");
+    audit::record(&state, org_id, &caller, "member.remove", "member", user_id).await;
     Ok(Json(SUCCESS))
+}
+
+/// The most events one page of the audit log holds.
+const MAX_AUDIT_PAGE: i64 = 200;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    org_id: Option<String>,
+    /// Events per page: 1–200, default 50.
+    limit: Option<String>,
+    /// Only events older than this event id: the last `id` of the previous page.
+    before: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventView {
+    id: i64,
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    #[schema(example = "apikey.create")]
+    action: String,
+    actor_user_id: Option<Uuid>,
+    actor_key_id: Option<i64>,
+    #[schema(example = "apikey")]
+    target_type: String,
+    target_id: String,
+    ip: Option<String>,
+}
+
+impl From<keygate_store::AuditEvent> for AuditEventView {
+    fn from(e: keygate_store::AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            at: Timestamp(e.at),
+            action: e.action,
+            actor_user_id: e.actor_user_id,
+            actor_key_id: e.actor_key_id,
+            target_type: e.target_type,
+            target_id: e.target_id,
+            ip: e.ip,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/organization/audit",
+    tag = "organization",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The organization's audit log, newest first (needs A)", body = Data<AuditEventView>),
+        ReadErrors,
+    ),
+    security(("api_key" = []))
+)]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<AuditQuery>,
+) -> ApiResult<Json<Data<AuditEventView>>> {
+    let org_id = require_org_id(query.org_id.as_deref())?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let number = |raw: Option<&str>, name: &'static str, range: std::ops::RangeInclusive<i64>| {
+        raw.map(|r| {
+            r.trim().parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be a whole number from {} to {}", range.start(), range.end()),
+                )
+            })
+        })
+        .transpose()
+    };
+    let limit = number(query.limit.as_deref(), "limit", 1..=MAX_AUDIT_PAGE)?.unwrap_or(50);
+    let before = number(query.before.as_deref(), "before", 1..=i64::MAX)?;
+    let events = state.store.audit_events(org_id, before, limit).await?;
+    Ok(Json(Data { data: events.into_iter().map(AuditEventView::from).collect() }))
 }

@@ -4,6 +4,7 @@
 mod apikey_create;
 mod apikey_manage;
 mod apps;
+mod audit;
 mod auth;
 mod bundles;
 mod helpers;
