@@ -62,8 +62,9 @@ impl From<sqlx::Error> for StoreError {
 /// SQLite's BUSY/LOCKED, PostgreSQL's connection and shutdown classes, and
 /// a cancelled statement.
 fn is_transient(code: Option<&str>) -> bool {
-    // 57014: statement_timeout, a stalled database.
-    matches!(code, Some("5" | "6" | "517" | "261" | "262" | "57014"))
+    // 57014: statement_timeout, a stalled database; 40001 and 40P01: a
+    // serialization failure or deadlock, which a retry resolves.
+    matches!(code, Some("5" | "6" | "517" | "261" | "262" | "57014" | "40001" | "40P01"))
         || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }
 
@@ -127,14 +128,16 @@ pub trait Store: Send + Sync + 'static {
     async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64) -> Result<bool>;
-    /// Deletes the key that [`Store::key_by_digest`] would find; `false`
-    /// when there was none.
-    async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<bool>;
-    /// Gives the key a new secret. With `grace_until`, the current secret
-    /// keeps working until then; without, it stops at once.
+    /// Deletes the key that [`Store::key_by_digest`] would find, returning it.
+    async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
+    /// Gives the key a new secret, if its current secret is still `current`:
+    /// of two rotations at once, one wins and the other finds `None`. With
+    /// `grace_until`, the current secret keeps working until then; without,
+    /// it stops at once. `None` when the key is gone or changed meanwhile.
     async fn rotate_key(
         &self,
         id: i64,
+        current: &KeyDigest,
         material: KeyMaterial,
         grace_until: Option<DateTime<Utc>>,
     ) -> Result<Option<ApiKeyRecord>>;

@@ -18,6 +18,8 @@ pub struct Organization {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: i64,
+    /// The SHA-256 of the current secret (not a secret itself).
+    pub digest: KeyDigest,
     pub preview: String,
     pub mode: Mode,
     pub name: String,
@@ -164,7 +166,8 @@ pub struct NewBundle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUse {
     pub key_id: i64,
-    pub last_used_at: DateTime<Utc>,
+    /// `None` when only denials were counted since the last write.
+    pub last_used_at: Option<DateTime<Utc>>,
     pub days: Vec<DailyUse>,
 }
 

@@ -7,14 +7,14 @@
 //! backend instead; a backend only supplies its pools and migrations.
 
 use chrono::{DateTime, Utc};
-use keygate_core::{AppId, Mode, Role};
+use keygate_core::{AppId, KeyDigest, Mode, Role};
 use uuid::Uuid;
 
 use crate::{ApiKeyRecord, App, Bundle, Member, Membership, Organization, StoreError};
 
 macro_rules! key_columns {
     () => {
-        "id, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, last_used_at, \
+        "id, digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, last_used_at, \
          created_by_key_id, created_at, updated_at"
     };
 }
@@ -30,6 +30,7 @@ pub(crate) use org_columns;
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
     id: i64,
+    digest: Vec<u8>,
     preview: String,
     mode: String,
     name: String,
@@ -56,8 +57,10 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
             .map(|a| AppId::parse(a))
             .collect::<Result<_, _>>()
             .map_err(|_| corrupt("limited_to_apps"))?;
+        let digest = KeyDigest::from_slice(&row.digest).ok_or_else(|| corrupt("digest"))?;
         Ok(ApiKeyRecord {
             id: row.id,
+            digest,
             preview: row.preview,
             mode,
             name: row.name,
@@ -853,21 +856,26 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn delete_key_by_digest(&self, digest: &keygate_core::KeyDigest) -> $crate::Result<bool> {
-                let done = sqlx::query(
+            async fn delete_key_by_digest(
+                &self,
+                digest: &keygate_core::KeyDigest,
+            ) -> $crate::Result<Option<$crate::ApiKeyRecord>> {
+                let row: Option<$crate::sql::KeyRow> = sqlx::query_as(concat!(
                     "DELETE FROM api_keys \
-                     WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)",
-                )
+                     WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) RETURNING ",
+                    $crate::sql::key_columns!()
+                ))
                 .bind(&digest.as_bytes()[..])
                 .bind($crate::now())
-                .execute(self.writer())
+                .fetch_optional(self.writer())
                 .await?;
-                Ok(done.rows_affected() > 0)
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn rotate_key(
                 &self,
                 id: i64,
+                current: &keygate_core::KeyDigest,
                 material: $crate::KeyMaterial,
                 grace_until: Option<chrono::DateTime<chrono::Utc>>,
             ) -> $crate::Result<Option<$crate::ApiKeyRecord>> {
@@ -875,7 +883,7 @@ macro_rules! impl_store {
                     "UPDATE api_keys SET \
                      previous_digest = CASE WHEN $4 THEN digest ELSE NULL END, \
                      previous_expires_at = $5, digest = $2, preview = $3, updated_at = $6 \
-                     WHERE id = $1 RETURNING ",
+                     WHERE id = $1 AND digest = $7 RETURNING ",
                     $crate::sql::key_columns!()
                 ))
                 .bind(id)
@@ -884,6 +892,7 @@ macro_rules! impl_store {
                 .bind(grace_until.is_some())
                 .bind(grace_until)
                 .bind($crate::now())
+                .bind(&current.as_bytes()[..])
                 .fetch_optional(self.writer())
                 .await
                 .map_err(|e| $crate::sql::write_error(e, "api key", "api key"))?;
@@ -933,18 +942,23 @@ macro_rules! impl_store {
                 uses.sort_unstable_by_key(|u| u.key_id);
                 let mut tx = self.writer().begin().await?;
                 for key in uses {
-                    sqlx::query(
-                        "UPDATE api_keys SET last_used_at = $2 \
-                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                    // Always touches the key's row, which locks it until commit:
+                    // a key deleted meanwhile is skipped, never a foreign-key error.
+                    let found = sqlx::query(
+                        "UPDATE api_keys SET last_used_at = CASE \
+                         WHEN $2 IS NOT NULL AND (last_used_at IS NULL OR last_used_at < $2) THEN $2 \
+                         ELSE last_used_at END WHERE id = $1",
                     )
                     .bind(key.key_id)
                     .bind(key.last_used_at)
                     .execute(&mut *tx)
                     .await?;
+                    if found.rows_affected() == 0 {
+                        continue;
+                    }
                     for day in &key.days {
                         sqlx::query(
-                            "INSERT INTO key_usage (key_id, day, requests, denied) \
-                             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = $1) \
+                            "INSERT INTO key_usage (key_id, day, requests, denied) VALUES ($1, $2, $3, $4) \
                              ON CONFLICT (key_id, day) DO UPDATE SET \
                              requests = key_usage.requests + excluded.requests, \
                              denied = key_usage.denied + excluded.denied",

@@ -48,7 +48,7 @@ fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
 fn uses(key_id: i64, at: chrono::DateTime<Utc>, requests: i64) -> KeyUse {
     let days =
         if requests > 0 { vec![DailyUse { date: at.date_naive(), requests, denied: 1 }] } else { vec![] };
-    KeyUse { key_id, last_used_at: at, days }
+    KeyUse { key_id, last_used_at: Some(at), days }
 }
 
 async fn open(database: &TestDatabase) -> Arc<dyn Store> {
@@ -269,7 +269,13 @@ async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() 
     let second = material();
     let second_digest = second.digest;
     let grace = keygate_store::now() + Duration::hours(1);
-    let rotated = store.rotate_key(key.id, second, Some(grace)).await.expect("rotate").expect("exists");
+    let rotated =
+        store.rotate_key(key.id, &key.digest, second, Some(grace)).await.expect("rotate").expect("exists");
+    assert_eq!(
+        store.rotate_key(key.id, &key.digest, material(), None).await.expect("rotate"),
+        None,
+        "a second rotation from the same view loses"
+    );
     assert_eq!((rotated.id, rotated.mode, rotated.org_id), (key.id, key.mode, key.org_id));
     for digest in [&first_digest, &second_digest] {
         assert_eq!(store.key_by_digest(digest).await.expect("lookup").map(|k| k.id), Some(key.id));
@@ -279,15 +285,17 @@ async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() 
     let third = material();
     let third_digest = third.digest;
     let ended = keygate_store::now() - Duration::seconds(1);
-    store.rotate_key(key.id, third, Some(ended)).await.expect("rotate").expect("exists");
+    let last =
+        store.rotate_key(key.id, &rotated.digest, third, Some(ended)).await.expect("rotate").expect("exists");
     assert_eq!(store.key_by_digest(&second_digest).await.expect("lookup"), None);
     assert_eq!(store.key_by_digest(&first_digest).await.expect("lookup"), None);
-    assert!(
-        !store.delete_key_by_digest(&second_digest).await.expect("delete"),
+    assert_eq!(
+        store.delete_key_by_digest(&second_digest).await.expect("delete"),
+        None,
         "a dead secret deletes nothing"
     );
-    assert!(store.delete_key_by_digest(&third_digest).await.expect("delete"));
-    assert_eq!(store.rotate_key(key.id, material(), None).await.expect("rotate"), None);
+    assert_eq!(store.delete_key_by_digest(&third_digest).await.expect("delete").map(|k| k.id), Some(key.id));
+    assert_eq!(store.rotate_key(key.id, &last.digest, material(), None).await.expect("rotate"), None);
 }
 
 #[tokio::test]

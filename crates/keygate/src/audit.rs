@@ -50,3 +50,27 @@ pub async fn record(
         tracing::error!(%error, %org_id, action, "audit event lost");
     }
 }
+
+/// Records a change to `key`: in its organization, or, for an unscoped
+/// key, in every organization its owner belongs to (where it has power).
+pub async fn record_key(
+    state: &AppState,
+    key: &keygate_store::ApiKeyRecord,
+    actor: impl Into<Actor>,
+    action: &'static str,
+) {
+    let actor = actor.into();
+    let orgs = match key.org_id {
+        Some(org_id) => vec![org_id],
+        None => match state.store.memberships(key.user_id).await {
+            Ok(memberships) => memberships.into_iter().map(|m| m.organization.id).collect(),
+            Err(error) => {
+                tracing::error!(%error, key_id = key.id, action, "audit event lost");
+                return;
+            }
+        },
+    };
+    for org_id in orgs {
+        record(state, org_id, actor, action, "apikey", key.id).await;
+    }
+}

@@ -98,15 +98,21 @@ async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) 
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the last
-/// entry the proxy wrote into `header` (such as `x-forwarded-for`).
+/// entry the proxy wrote into `header` (such as `x-forwarded-for`). With a
+/// header configured but unusable, `None`: counting such a request against
+/// the peer would let one client get the proxy itself blocked.
 fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Option<IpAddr> {
-    if let Some(header) = header {
-        let forwarded = parts.headers.get_all(header).iter().rev().find_map(|v| v.to_str().ok());
-        if let Some(ip) = forwarded.and_then(|v| v.rsplit(',').next()).and_then(|ip| ip.trim().parse().ok()) {
-            return Some(ip);
-        }
-    }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+    let Some(header) = header else {
+        return parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    };
+    let last_value = parts.headers.get_all(header).iter().next_back()?;
+    let last_entry = last_value.as_bytes().rsplit(|&b| b == b',').next()?;
+    parse_address(std::str::from_utf8(last_entry).ok()?.trim())
+}
+
+/// `203.0.113.5`, `2001:db8::1`, `203.0.113.5:4711` or `[2001:db8::1]:4711`.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 pub fn scope_of(key: &ApiKeyRecord) -> Scope {
@@ -168,7 +174,7 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -176,6 +182,23 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).expect("header"));
         }
         map
+    }
+
+    #[test]
+    fn forwarded_addresses_are_read_from_the_last_entry_only() {
+        let parts = |value: &'static [u8]| {
+            let mut request = axum::http::Request::new(());
+            request.headers_mut().insert("x-forwarded-for", HeaderValue::from_bytes(value).expect("header"));
+            request.into_parts().0
+        };
+        let header = HeaderName::from_static("x-forwarded-for");
+        let address = |value| client_address(&parts(value), Some(&header));
+        assert_eq!(address(b"198.51.100.1, 203.0.113.5"), "203.0.113.5".parse().ok());
+        assert_eq!(address(b"203.0.113.5:4711"), "203.0.113.5".parse().ok());
+        assert_eq!(address(b"[2001:db8::1]:4711"), "2001:db8::1".parse().ok());
+        assert_eq!(address(b"1.2.3.4, \x80garbage"), None);
+        assert_eq!(address(b"\x80, 203.0.113.9"), "203.0.113.9".parse().ok());
+        assert_eq!(address(b"unknown"), None);
     }
 
     #[test]

@@ -114,7 +114,8 @@ impl ApiError {
 
     /// 429: too many failed authentications from this address.
     pub fn rate_limited(wait: std::time::Duration) -> Self {
-        let seconds = wait.as_secs().max(1);
+        // Rounded up: retrying at the advertised time must find the block lifted.
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         Self {
             retry_after: Some(seconds),
             ..Self::new(

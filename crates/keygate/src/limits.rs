@@ -6,7 +6,10 @@
 //! [`THRESHOLD`] failures within [`WINDOW`], and only until enough of them
 //! age out of the window; a block on one address never touches another.
 //! The exact sliding window is what the contract states, so it is counted
-//! directly rather than approximated by a token bucket.
+//! directly rather than approximated by a token bucket. IPv6 addresses count
+//! by their /64, the block one client usually holds. Checking and counting
+//! are separate steps, so a burst of parallel failures may pass a few more
+//! than the threshold before the block starts; never fewer.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 
 pub const THRESHOLD: usize = 20;
 pub const WINDOW: Duration = Duration::from_secs(5 * 60);
-/// Addresses tracked at most; beyond it the quietest are forgotten first.
+/// Addresses tracked at most; when full, expired entries are dropped, then
+/// the entry whose latest failure is oldest.
 const MAX_ADDRESSES: usize = 100_000;
 
 #[derive(Debug, Default)]
@@ -23,11 +27,22 @@ pub struct FailedAuthLimiter {
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
+/// The unit an address is counted in: itself for IPv4, its /64 for IPv6.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 impl FailedAuthLimiter {
     /// How long `address` must wait, if it is blocked now.
     pub fn blocked_for(&self, address: IpAddr, now: Instant) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let times = failures.get_mut(&address)?;
+        let times = failures.get_mut(&client_of(address))?;
         forget_older(times, now);
         if times.len() < THRESHOLD {
             return None;
@@ -38,22 +53,32 @@ impl FailedAuthLimiter {
     }
 
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
+        let client = client_of(address);
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&address) {
-            failures.retain(|_, times| {
-                forget_older(times, now);
-                !times.is_empty()
-            });
-            if failures.len() >= MAX_ADDRESSES {
-                return;
-            }
+        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&client) {
+            make_room(&mut failures, now);
         }
-        let times = failures.entry(address).or_default();
+        let times = failures.entry(client).or_default();
         forget_older(times, now);
         times.push_back(now);
         // Only the most recent THRESHOLD failures decide a block.
         while times.len() > THRESHOLD {
             times.pop_front();
+        }
+    }
+}
+
+/// Drops expired entries; if none were, the one whose latest failure is oldest.
+fn make_room(failures: &mut HashMap<IpAddr, VecDeque<Instant>>, now: Instant) {
+    failures.retain(|_, times| {
+        forget_older(times, now);
+        !times.is_empty()
+    });
+    if failures.len() >= MAX_ADDRESSES {
+        let quietest =
+            failures.iter().min_by_key(|(_, times)| times.back().copied()).map(|(client, _)| *client);
+        if let Some(client) = quietest {
+            failures.remove(&client);
         }
     }
 }
@@ -83,6 +108,20 @@ mod tests {
         assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(1));
         assert_eq!(limiter.blocked_for(B, start), None, "another address is untouched");
         assert_eq!(limiter.blocked_for(A, start + WINDOW), None, "the window passed");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let limiter = FailedAuthLimiter::default();
+        let start = Instant::now();
+        for i in 0..THRESHOLD as u16 {
+            let address = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
+            limiter.record_failure(address, start);
+        }
+        let sibling = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 7));
+        assert!(limiter.blocked_for(sibling, start).is_some());
+        let elsewhere = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert_eq!(limiter.blocked_for(elsewhere, start), None);
     }
 
     #[test]

@@ -63,13 +63,13 @@ impl UsageRecorder {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending
                 .drain()
-                .filter_map(|(key_id, p)| {
+                .map(|(key_id, p)| {
                     let days = p
                         .days
                         .into_iter()
                         .map(|(date, (requests, denied))| DailyUse { date, requests, denied })
                         .collect();
-                    Some(KeyUse { key_id, last_used_at: p.last_used_at?, days })
+                    KeyUse { key_id, last_used_at: p.last_used_at, days }
                 })
                 .collect()
         };
@@ -82,10 +82,13 @@ impl UsageRecorder {
                 tracing::warn!(%error, keys = batch.len(), "could not record key usage; will retry");
                 for key in batch {
                     for day in key.days {
-                        let at = day.date.and_hms_opt(0, 0, 0).map_or(key.last_used_at, |d| d.and_utc());
-                        self.add(key.key_id, at, day.requests, day.denied, false);
+                        if let Some(midnight) = day.date.and_hms_opt(0, 0, 0) {
+                            self.add(key.key_id, midnight.and_utc(), day.requests, day.denied, false);
+                        }
                     }
-                    self.add(key.key_id, key.last_used_at, 0, 0, true);
+                    if let Some(at) = key.last_used_at {
+                        self.add(key.key_id, at, 0, 0, true);
+                    }
                 }
             }
             Err(error) => tracing::error!(%error, keys = batch.len(), "key usage lost"),

@@ -531,9 +531,7 @@ pub async fn update(
     }
     let updated = state.store.update_key(key.id, changes).await?.ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
-    if let Some(org_id) = updated.org_id {
-        audit::record(&state, org_id, &caller, "apikey.update", "apikey", updated.id).await;
-    }
+    audit::record_key(&state, &updated, &caller, "apikey.update").await;
     Ok(Json(OneKey { apikey: ApiKeyView::masked(updated) }))
 }
 
@@ -559,9 +557,7 @@ pub async fn delete(
         return Err(ApiError::api_key_not_found());
     }
     tracing::info!(key_id = key.id, "api key deleted");
-    if let Some(org_id) = key.org_id {
-        audit::record(&state, org_id, &caller, "apikey.delete", "apikey", key.id).await;
-    }
+    audit::record_key(&state, &key, &caller, "apikey.delete").await;
     Ok(Json(SUCCESS))
 }
 
@@ -574,7 +570,9 @@ struct RevokeKey {
 }
 
 /// Anyone who finds a leaked key can kill it: no authentication, and the
-/// answer is the same whether or not the key existed, so it tells nothing.
+/// answer is the same whatever was sent and whether or not the key existed,
+/// so it tells nothing. Only an unreachable database answers otherwise (503),
+/// so that the reporter knows to try again.
 #[utoipa::path(
     post,
     path = "/apikey/revoke",
@@ -582,7 +580,7 @@ struct RevokeKey {
     request_body = RevokeKey,
     responses(
         (status = 200, description = "The key, if it was one, no longer works", body = Success),
-        (status = 400, description = "The body is not {\"key\": \"ak_…\"}", body = super::ErrorBody),
+        (status = 503, description = "The database is unavailable: report again", body = super::ErrorBody),
     )
 )]
 pub async fn revoke(
@@ -590,19 +588,15 @@ pub async fn revoke(
     ClientAddress(address): ClientAddress,
     body: RawBody,
 ) -> ApiResult<Json<Success>> {
-    let request = body.json::<RevokeKey>()?;
-    let Some(raw) = request.and_then(|r| r.key) else {
-        return Err(ApiError::bad_request("key_required", "Send {\"key\": \"ak_…\"}"));
+    // Whatever was sent, the answer is the same; only a key can change anything.
+    let presented = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
+    let Some(secret) = presented.and_then(|raw| ApiKeySecret::parse(raw.trim()).ok()) else {
+        return Ok(Json(SUCCESS));
     };
-    if let Ok(secret) = ApiKeySecret::parse(raw.trim()) {
-        let found = state.store.key_by_digest(&secret.digest()).await?;
-        if state.store.delete_key_by_digest(&secret.digest()).await? {
-            tracing::warn!("an api key was revoked as leaked");
-            if let Some((key_id, org_id)) = found.and_then(|k| Some((k.id, k.org_id?))) {
-                let reporter = audit::Actor { user_id: None, key_id: None, ip: address };
-                audit::record(&state, org_id, reporter, "apikey.revoke", "apikey", key_id).await;
-            }
-        }
+    if let Some(key) = state.store.delete_key_by_digest(&secret.digest()).await? {
+        tracing::warn!(key_id = key.id, "an api key was revoked as leaked");
+        let reporter = audit::Actor { user_id: None, key_id: None, ip: address };
+        audit::record_key(&state, &key, reporter, "apikey.revoke").await;
     }
     Ok(Json(SUCCESS))
 }
@@ -648,6 +642,11 @@ pub async fn rotate(
             "Only the key's own user can rotate it; an admin can revoke it instead",
         ));
     }
+    // A new secret is a new credential: never one outliving the caller's own.
+    let scope = scope_of(&key);
+    if !caller.principal.may_grant(&Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at }) {
+        return Err(ApiError::insufficient_permissions());
+    }
     let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::bad_request(
@@ -657,15 +656,17 @@ pub async fn rotate(
     }
     let grace_until = (grace > 0).then(|| keygate_store::now() + chrono::Duration::seconds(grace));
     let (secret, material) = new_key_material()?;
-    let rotated = state
-        .store
-        .rotate_key(key.id, material, grace_until)
-        .await?
-        .ok_or_else(ApiError::api_key_not_found)?;
+    let Some(rotated) = state.store.rotate_key(key.id, &key.digest, material, grace_until).await? else {
+        return Err(match state.store.key_by_id(key.id).await? {
+            Some(_) => ApiError::conflict(
+                "rotation_conflict",
+                "The key changed while rotating it; read it again and retry",
+            ),
+            None => ApiError::api_key_not_found(),
+        });
+    };
     tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
-    if let Some(org_id) = rotated.org_id {
-        audit::record(&state, org_id, &caller, "apikey.rotate", "apikey", rotated.id).await;
-    }
+    audit::record_key(&state, &rotated, &caller, "apikey.rotate").await;
     Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret) }))
 }
 

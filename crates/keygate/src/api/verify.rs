@@ -5,6 +5,9 @@
 //! time. The answer is the same decision every keygate endpoint makes:
 //! mode ∩ the owner's current role ∩ the key's scope.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +19,7 @@ use uuid::Uuid;
 
 use super::ErrorBody;
 use crate::AppState;
-use crate::auth::principal;
+use crate::auth::{ClientAddress, principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawBody, parse_org_id};
 
@@ -69,8 +72,9 @@ fn parse_action(raw: Option<&str>) -> ApiResult<Action> {
 }
 
 /// The token the calling service presents, checked against every
-/// configured one without an early exit.
-fn check_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+/// configured one without an early exit. Wrong tokens count as failed
+/// authentications of the caller's address, like wrong keys.
+fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -> ApiResult<()> {
     if state.verifier_tokens.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -78,20 +82,26 @@ fn check_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
             "POST /verify is not enabled on this server: start `keygate serve` with --verifier-token",
         ));
     }
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().strip_prefix("Bearer ").unwrap_or(v.trim()).trim())
-        .unwrap_or_default();
-    if state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented)) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_verifier_token",
-            "POST /verify needs `authorization: Bearer <verifier token>`, as given to `keygate serve`",
-        ))
+    if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
+        return Err(ApiError::rate_limited(wait));
     }
+    let presented =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    let presented = match presented.split_once(char::is_whitespace) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => presented,
+    };
+    if state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented)) {
+        return Ok(());
+    }
+    if let Some(address) = address {
+        state.failed_auth.record_failure(address, Instant::now());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_verifier_token",
+        "POST /verify needs `authorization: Bearer <verifier token>`, as given to `keygate serve`",
+    ))
 }
 
 #[utoipa::path(
@@ -104,15 +114,17 @@ fn check_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         (status = 400, description = "Bad input: the text says which field", body = ErrorBody),
         (status = 401, description = "Missing or wrong verifier token", body = ErrorBody),
         (status = 404, description = "No verifier token was configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("verifier_token" = []))
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: RawBody,
 ) -> ApiResult<Json<Verdict>> {
-    check_token(&state, &headers)?;
+    check_token(&state, &headers, address)?;
     let request = body
         .json::<VerifyRequest>()?
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;

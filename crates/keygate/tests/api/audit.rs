@@ -107,3 +107,17 @@ async fn only_admins_read_the_audit_log() {
         app.get(&format!("{path}&{bad}"), &app.owner.key).await.error(400, "invalid_query");
     }
 }
+
+#[tokio::test]
+async fn changes_to_unscoped_keys_are_recorded_in_the_owners_organizations() {
+    let app = spawn_app().await;
+    let member = app.member("dev@example.com", Role::Write).await;
+    let path = format!("/apikey/{}/rotate", member.key_id);
+    let rotated = app.post(&path, &member.key, json!({})).await.ok();
+    assert!(rotated["apikey"]["key"].is_string());
+    let log = app.get(&format!("/organization/audit?org_id={}", app.owner.org_id), &app.owner.key).await.ok();
+    let event = &log["data"][0];
+    assert_eq!(event["action"], "apikey.rotate");
+    assert_eq!(event["target_id"], member.key_id.to_string());
+    assert_eq!(event["actor_user_id"], member.user_id.as_str());
+}

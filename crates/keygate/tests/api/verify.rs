@@ -99,6 +99,27 @@ async fn only_holders_of_a_verifier_token_may_ask() {
     verify(&app, Some(TOKEN), json!({ "action": "read" })).await.error(400, "key_required");
     verify(&app, Some(TOKEN), json!({ "key": 5 })).await.error(400, "invalid_body");
 
+    let lower = app
+        .call(
+            reqwest::Method::POST,
+            "/verify",
+            Some(&format!("bearer {TOKEN}")),
+            Some(json!({ "key": "ak_x" })),
+        )
+        .await;
+    assert_eq!(lower.ok()["code"], "NOT_FOUND", "the scheme is case-insensitive");
+
     let disabled = spawn_app().await;
     verify(&disabled, Some(TOKEN), body).await.error(404, "verify_disabled");
+}
+
+#[tokio::test]
+async fn guessing_verifier_tokens_gets_an_address_blocked() {
+    let app = app_with_verifier().await;
+    let body = json!({ "key": app.owner.key });
+    for i in 0..20 {
+        let reply = verify(&app, Some(&format!("guess-{i}")), body.clone()).await;
+        reply.error(401, "invalid_verifier_token");
+    }
+    verify(&app, Some(TOKEN), body).await.error(429, "rate_limited");
 }
