@@ -19,3 +19,14 @@ pub fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
+
+/// Runs `keygate bootstrap` on `database` and returns its JSON:
+/// `{"user_id", "org_id", "key_id", "key"}`.
+pub fn bootstrap(binary: &std::path::Path, database: &str) -> serde_json::Value {
+    let out = std::process::Command::new(binary)
+        .args(["bootstrap", "--email", "bench@example.com", "--org-name", "Bench", "--database", database])
+        .output()
+        .expect("run keygate bootstrap");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("bootstrap JSON")
+}

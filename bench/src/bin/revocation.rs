@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keygate_bench::{arg, ms, percentiles};
+use keygate_bench::{arg, bootstrap, ms, percentiles};
 use keygate_testkit::{ServerProcess, TestDatabase};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
@@ -35,12 +35,7 @@ async fn main() {
     assert!(binary.exists(), "build it first: cargo build --release -p keygate");
 
     let db = TestDatabase::postgres(&postgres).await;
-    let boot = std::process::Command::new(&binary)
-        .args(["bootstrap", "--email", "bench@example.com", "--org-name", "Bench", "--database", db.url()])
-        .output()
-        .expect("bootstrap");
-    assert!(boot.status.success(), "{}", String::from_utf8_lossy(&boot.stderr));
-    let owner: Value = serde_json::from_slice(&boot.stdout).expect("bootstrap JSON");
+    let owner = bootstrap(&binary, db.url());
     let admin = owner["key"].as_str().expect("key").to_owned();
     let a = ServerProcess::start(&binary, db.url(), db.dir(), &[]);
     let b = ServerProcess::start(&binary, db.url(), db.dir(), &[]);

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate_bench::{arg, ms, percentiles};
+use keygate_bench::{arg, bootstrap, ms, percentiles};
 use keygate_testkit::{ServerProcess, TestDatabase};
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -77,12 +77,7 @@ async fn main() {
         Some(url) => TestDatabase::postgres(&url).await,
         None => TestDatabase::sqlite(),
     };
-    let boot = std::process::Command::new(&binary)
-        .args(["bootstrap", "--email", "bench@example.com", "--org-name", "Bench", "--database", db.url()])
-        .output()
-        .expect("bootstrap");
-    assert!(boot.status.success(), "{}", String::from_utf8_lossy(&boot.stderr));
-    let owner: Value = serde_json::from_slice(&boot.stdout).expect("bootstrap JSON");
+    let owner = bootstrap(&binary, db.url());
     let admin = owner["key"].as_str().expect("key").to_owned();
     let server = ServerProcess::start(&binary, db.url(), db.dir(), &[]);
     let client = Client::builder().pool_max_idle_per_host(clients).build().expect("client");
