@@ -501,14 +501,8 @@ macro_rules! impl_store {
                 org_id: uuid::Uuid,
                 user_id: uuid::Uuid,
             ) -> $crate::Result<Option<keygate_core::Role>> {
-                let role: Option<String> = sqlx::query_scalar(
-                    "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
-                )
-                .bind(org_id)
-                .bind(user_id)
-                .fetch_optional(self.reader())
-                .await?;
-                role.as_deref().map($crate::sql::role).transpose()
+                let mut conn = self.reader().acquire().await?;
+                Self::role_on(&mut conn, org_id, user_id).await
             }
 
             async fn create_organization(

@@ -33,13 +33,18 @@ fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let Ok(text) = value.to_str() else {
         return Some(Err(()));
     };
-    let text = text.trim();
-    let text = match text.split_once(char::is_whitespace) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        None if text.eq_ignore_ascii_case("bearer") => "",
-        _ => text,
-    };
+    let text = strip_bearer(text);
     (!text.is_empty()).then_some(Ok(text))
+}
+
+/// A credential as sent: bare, or after a case-insensitive `Bearer`.
+pub fn strip_bearer(value: &str) -> &str {
+    let value = value.trim();
+    match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        None if value.eq_ignore_ascii_case("bearer") => "",
+        _ => value,
+    }
 }
 
 /// The authenticated caller of a request.
@@ -79,22 +84,43 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// What a presented key turned out to be.
+pub enum KeyLookup {
+    /// Malformed, unknown or deleted.
+    Unknown,
+    Expired(ApiKeyRecord),
+    /// Valid now; its use has been recorded.
+    Live(ApiKeyRecord),
+}
+
+/// Checks a presented key: format and checksum first (no I/O), then the
+/// digest in the store, then expiry. The one path every key takes.
+pub async fn look_up(state: &AppState, presented: &str) -> ApiResult<KeyLookup> {
+    let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
+        return Ok(KeyLookup::Unknown);
+    };
+    let Some(key) = state.store.key_by_digest(&secret.digest()).await? else {
+        return Ok(KeyLookup::Unknown);
+    };
+    let now = chrono::Utc::now();
+    if key.expires_at.is_some_and(|at| at <= now) {
+        return Ok(KeyLookup::Expired(key));
+    }
+    state.usage.record(key.id, now);
+    Ok(KeyLookup::Live(key))
+}
+
 async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) -> ApiResult<Caller> {
     let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
-    let secret = presented
-        .ok()
-        .and_then(|text| ApiKeySecret::parse(text).ok())
-        .ok_or_else(ApiError::invalid_api_key)?;
-    let record = state.store.key_by_digest(&secret.digest()).await?.ok_or_else(ApiError::invalid_api_key)?;
-    let now = chrono::Utc::now();
-    if record.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::api_key_expired());
-    }
-    state.usage.record(record.id, now);
+    let key = match look_up(state, presented.unwrap_or_default()).await? {
+        KeyLookup::Live(key) => key,
+        KeyLookup::Expired(_) => return Err(ApiError::api_key_expired()),
+        KeyLookup::Unknown => return Err(ApiError::invalid_api_key()),
+    };
     if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
-        slot.set(record.id);
+        slot.set(key.id);
     }
-    Ok(Caller { principal: principal(&record), address })
+    Ok(Caller { principal: principal(key), address })
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the last
@@ -119,12 +145,12 @@ pub fn scope_of(key: &ApiKeyRecord) -> Scope {
     Scope { org: key.org_id, apps: key.limited_to_apps.clone() }
 }
 
-pub fn principal(key: &ApiKeyRecord) -> Principal {
+pub fn principal(key: ApiKeyRecord) -> Principal {
     Principal {
         key_id: key.id,
         user_id: key.user_id,
         mode: key.mode,
-        scope: scope_of(key),
+        scope: Scope { org: key.org_id, apps: key.limited_to_apps },
         expires_at: key.expires_at,
     }
 }
@@ -153,20 +179,25 @@ impl Caller {
         Ok(self.principal.decide(role, target, action))
     }
 
-    /// What a handler calls before acting: `Ok` when [`Caller::decide`]
-    /// allows `action` on `target`, else 403, or `invisible()` (a 404) when
-    /// the target is outside the caller's view.
+    /// What a handler calls before acting: the caller's role in the target's
+    /// organization when [`Principal::decide`] allows `action` on `target`,
+    /// else 403, or `invisible()` (a 404) when the target is outside the
+    /// caller's view.
     pub async fn require(
         &self,
         state: &AppState,
         target: Target<'_>,
         action: Action,
         invisible: fn() -> ApiError,
-    ) -> ApiResult<()> {
-        match self.decide(state, target, action).await? {
-            Decision::Allow => Ok(()),
-            Decision::Forbidden => Err(ApiError::forbidden(action)),
-            Decision::Invisible => Err(invisible()),
+    ) -> ApiResult<Role> {
+        if !self.principal.scope.contains_org(target.org) {
+            return Err(invisible());
+        }
+        let role = self.role_in(state, target.org).await?;
+        match (self.principal.decide(role, target, action), role) {
+            (Decision::Allow, Some(role)) => Ok(role),
+            (Decision::Forbidden, _) => Err(ApiError::forbidden(action)),
+            _ => Err(invisible()),
         }
     }
 }

@@ -47,10 +47,6 @@ impl BlobStore {
         Ok(Self { dir })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where the blob `key` lives. Keys are generated here, never taken from a request.
     pub fn path(&self, key: &str) -> PathBuf {
         self.dir.join(key)

@@ -195,7 +195,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 "keygate: the database has no users yet. Create the first user, an organization \
                  and a key with:\n\n    keygate bootstrap --email you@example.com --org-name \"My Org\" \
                  --database {}\n\nor start the server with --bootstrap-email you@example.com.",
-                args.database.url_for_hint()
+                database
             ),
         }
     }
@@ -226,12 +226,6 @@ fn default_blob_dir(url: &str) -> PathBuf {
     match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
         Some(path) => path.parent().unwrap_or(Path::new("")).join("keygate-blobs"),
         None => PathBuf::from("keygate-blobs"),
-    }
-}
-
-impl DatabaseArg {
-    fn url_for_hint(&self) -> String {
-        describe_database(&self.url)
     }
 }
 

@@ -3,7 +3,7 @@
 //! acknowledged write lost.
 //!
 //! Run with `KEYGATE_TEST_DATABASE=postgres://postgres@127.0.0.1:5432/postgres
-//! cargo test --workspace -- --include-ignored`.
+//! cargo test --workspace -- --include-ignored --skip a_postgres_restart`.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,8 +1,10 @@
-//! `/apikey`: list, read, create, change and delete API keys.
+//! `/apikey`: list, read, create, change, rotate and delete API keys, read
+//! their usage, and revoke a leaked one.
 //!
-//! Every request needs a key of mode `all`. A caller sees its own keys inside
-//! its scope and, as an admin of an organization, every key scoped to it;
-//! any other key answers 404, never 403, so that ids cannot be probed.
+//! Every request but `POST /apikey/revoke` (which needs no key at all) needs
+//! a key of mode `all`. A caller sees its own keys inside its scope and, as
+//! an admin of an organization, every key scoped to it; any other key
+//! answers 404, never 403, so that ids cannot be probed.
 //! Nobody creates or changes a key into more than the caller has
 //! ([`Principal::may_grant`]), and an organization's expiry policy binds
 //! every key scoped to it.
@@ -357,15 +359,6 @@ async fn find_visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult
     }
 }
 
-/// A scoped caller whose membership of its organization was removed can no
-/// longer manage anything there.
-async fn require_scope_membership(state: &AppState, caller: &Caller) -> ApiResult<()> {
-    match caller.principal.scope.org {
-        Some(org) if caller.role_in(state, org).await?.is_none() => Err(ApiError::org_not_found()),
-        _ => Ok(()),
-    }
-}
-
 // ---- handlers -------------------------------------------------------------------
 
 #[utoipa::path(
@@ -395,7 +388,6 @@ pub async fn list(
             }
         }
         None => {
-            require_scope_membership(&state, &caller).await?;
             let mut keys = state.store.keys_of_user(caller.user_id()).await?;
             keys.retain(|key| caller.principal.scope.covers(&scope_of(key)));
             keys

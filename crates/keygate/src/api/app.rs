@@ -109,10 +109,14 @@ pub async fn list(
         }
         None => state.store.apps_of_user(caller.user_id()).await?,
     };
+    let mut roles = std::collections::HashMap::new();
     let mut data = Vec::with_capacity(apps.len());
     for app in apps {
-        // Roles are read per organization; a user belongs to few.
-        if caller.decide(&state, Target::app(app.org_id, &app.app_id), Action::Read).await?.is_allowed() {
+        let role = match roles.get(&app.org_id) {
+            Some(role) => *role,
+            None => *roles.entry(app.org_id).or_insert(caller.role_in(&state, app.org_id).await?),
+        };
+        if caller.principal.decide(role, Target::app(app.org_id, &app.app_id), Action::Read).is_allowed() {
             data.push(AppView::from(app));
         }
     }

@@ -1,8 +1,8 @@
 //! `/organization` and `/organization/members`: the organizations a key
 //! sees, their settings, and who belongs to them.
 //!
-//! Reading needs R, changing settings and members A, deleting O, decided by
-//! [`Caller::require`]. Creating an organization needs an unscoped `all` key
+//! Reading needs R, changing settings and members and reading the audit
+//! log A, deleting O, decided by [`Caller::require`]. Creating an organization needs an unscoped `all` key
 //! (only the CLI issues those): a scoped key must not reach beyond its
 //! organization. Nobody grants, changes or removes a role above their own,
 //! and an organization always keeps a `super_admin`.
@@ -140,11 +140,6 @@ fn org_gone(error: StoreError) -> ApiError {
     }
 }
 
-/// The caller's role in an organization it has just been allowed into.
-async fn role_of(state: &AppState, caller: &Caller, org_id: Uuid) -> ApiResult<Role> {
-    caller.role_in(state, org_id).await?.ok_or_else(ApiError::org_not_found)
-}
-
 #[utoipa::path(
     get,
     path = "/organization",
@@ -218,7 +213,8 @@ pub async fn update(
 ) -> ApiResult<Json<OneOrganization>> {
     let request = body.json::<UpdateOrganization>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let role =
+        caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let changes = OrgChanges {
         name: request.name.as_deref().map(|n| parse_org_name(Some(n))).transpose()?,
         require_apikey_expiration: request.require_apikey_expiration,
@@ -229,7 +225,6 @@ pub async fn update(
     };
     let org = state.store.update_organization(org_id, changes).await?.ok_or_else(ApiError::org_not_found)?;
     audit::record(&state, org_id, &caller, "organization.update", "organization", org_id).await;
-    let role = role_of(&state, &caller, org_id).await?;
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, role) }))
 }
 

@@ -12,14 +12,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use keygate_core::authz::{Action, Target};
-use keygate_core::{ApiKeySecret, AppId, Mode};
+use keygate_core::{AppId, Mode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::ErrorBody;
 use crate::AppState;
-use crate::auth::{ClientAddress, principal};
+use crate::auth::{ClientAddress, KeyLookup, look_up, principal, strip_bearer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawBody, parse_org_id};
 
@@ -86,11 +86,7 @@ fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -
         return Err(ApiError::rate_limited(wait));
     }
     let presented =
-        headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
-    let presented = match presented.split_once(char::is_whitespace) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => presented,
-    };
+        headers.get("authorization").and_then(|v| v.to_str().ok()).map(strip_bearer).unwrap_or_default();
     if state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented)) {
         return Ok(());
     }
@@ -147,18 +143,13 @@ pub async fn verify(
             limited_to_apps: k.limited_to_apps.clone(),
         }),
     };
-    let Ok(secret) = ApiKeySecret::parse(raw.trim()) else {
-        return Ok(Json(verdict(false, "NOT_FOUND", None)));
-    };
-    let Some(key) = state.store.key_by_digest(&secret.digest()).await? else {
-        return Ok(Json(verdict(false, "NOT_FOUND", None)));
+    let key = match look_up(&state, &raw).await? {
+        KeyLookup::Live(key) => key,
+        KeyLookup::Expired(key) => return Ok(Json(verdict(false, "EXPIRED", Some(&key)))),
+        KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None))),
     };
     let now = chrono::Utc::now();
-    if key.expires_at.is_some_and(|at| at <= now) {
-        return Ok(Json(verdict(false, "EXPIRED", Some(&key))));
-    }
-    state.usage.record(key.id, now);
-    let principal = principal(&key);
+    let principal = principal(key.clone());
 
     let app = match &app_id {
         Some(app_id) => match state.store.app(app_id).await? {
@@ -186,9 +177,9 @@ pub async fn verify(
         // An unscoped key, and nothing named: only its mode can be judged.
         None => principal.mode.actions().contains(action),
     };
-    Ok(Json(if allowed {
-        verdict(true, "VALID", Some(&key))
-    } else {
-        verdict(false, "FORBIDDEN", Some(&key))
-    }))
+    if !allowed {
+        state.usage.record_denied(key.id, now);
+        return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
+    }
+    Ok(Json(verdict(true, "VALID", Some(&key))))
 }
