@@ -16,14 +16,12 @@ impl ServerProcess {
     /// Starts `binary serve` on `database`, logging to a file in `dir`, and
     /// waits until it listens.
     pub fn start(binary: &Path, database: &str, dir: &Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.join(format!("server-{port}.log"));
+        let log = dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let binary = binary.canonicalize().expect("keygate binary");
+        // Port 0: the kernel picks a free port, which the server then logs;
+        // nothing can take it between choosing and binding.
         let child = Command::new(binary)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database])
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .args(extra)
             .current_dir(dir)
             .env("KEYGATE_LOG", "debug")
@@ -32,16 +30,33 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn keygate serve");
-        let mut server = Self { child, base: format!("http://127.0.0.1:{port}"), log };
+        let mut server = Self { child, base: String::new(), log };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Some(address) = listening_address(&server.log_text()) {
+                server.base = format!("http://{address}");
+                return server;
+            }
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("server exited with {status}: {}", server.log_text());
             }
             assert!(Instant::now() < deadline, "server did not listen: {}", server.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// Waits until the log holds `text` (such as "shutting down").
+    pub fn wait_for_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "no `{text}` in the log: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Where the server's stderr goes; it outlives the process.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn log_text(&self) -> String {
@@ -69,6 +84,13 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The address in the server's `listening address=…` log line.
+fn listening_address(log: &str) -> Option<&str> {
+    let line = log.lines().find(|l| l.contains("listening"))?;
+    let start = line.find("address=")? + "address=".len();
+    line[start..].split_whitespace().next()
 }
 
 impl Drop for ServerProcess {

@@ -288,10 +288,14 @@ fn an_in_flight_request_finishes_after_sigterm() {
          authorization: {admin}\r\nconnection: close\r\ncontent-length: 2000\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).expect("send head");
+    let started = |log: &str| log.matches("started processing request").count();
+    let before = started(&server.log_text());
     stream.write_all(&[7u8; 1000]).expect("send half");
-    std::thread::sleep(Duration::from_millis(300));
+    while started(&server.log_text()) == before {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     server.signal("-TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for_log("shutting down", Duration::from_secs(10));
     stream.write_all(&[7u8; 1000]).expect("send the rest");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
@@ -326,8 +330,10 @@ fn secrets_never_reach_the_log_or_the_database() {
     let (status, _) = server.call("GET", &encoded, Some(&admin), None);
     assert_eq!(status, 200, "a percent-encoded key is still the key, and must still be masked in the log");
     server.signal("-TERM");
-    let log = server.log_text();
+    let log_path = server.log_path().to_owned();
     server.0.wait(Duration::from_secs(10));
+    // Read once the process is gone, so that shutdown's lines are checked too.
+    let log = std::fs::read_to_string(log_path).expect("server log");
 
     assert!(log.contains("ak_[redacted]"), "the access log shows requests: {log}");
     let stored = work.stored_bytes();

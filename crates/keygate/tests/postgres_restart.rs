@@ -16,12 +16,14 @@ use support::{BIN, WriteLoad, database, until_health};
 mod support;
 
 fn pg_ctlcluster(action: &str) {
+    // The newest installed version, as .ci/run picks it.
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("/etc/postgresql")
         .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .next()
-        .expect("a PostgreSQL cluster");
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL cluster")
+        .to_string();
     let status = Command::new("pg_ctlcluster")
         .args(["--skip-systemctl-redirect", &version, "main", action, "-m", "fast"])
         .status()

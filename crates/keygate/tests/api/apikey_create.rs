@@ -117,6 +117,11 @@ async fn an_unknown_or_foreign_organization_is_404() {
         assert_eq!(reply.error(404, "org_not_found"), "Organization not found");
     }
     assert_eq!(app.key_count().await, 1);
+    let rivals_org = other.org_id.parse().expect("uuid");
+    assert!(
+        app.store.keys_of_org(rivals_org).await.expect("keys").is_empty(),
+        "a key landed in the rival's org"
+    );
 }
 
 #[tokio::test]

@@ -40,26 +40,6 @@ pub async fn call(
     }
 }
 
-/// Polls `replica` with `key` until it answers `want`, returning how long that took.
-pub async fn until_status(
-    client: &Client,
-    replica: &str,
-    key: &str,
-    path: &str,
-    want: u16,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let (status, _) = call(client, replica, Method::GET, path, key, None).await;
-        if status == want {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "replica still answers {status}, not {want}, after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Waits until `/health` answers `want`.
 pub async fn until_health(client: &Client, base: &str, want: u16, limit: Duration) {
     let start = Instant::now();
