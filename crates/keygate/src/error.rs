@@ -104,11 +104,12 @@ impl ApiError {
         Self::bad_request("invalid_body", message)
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    /// 413: `what` (the request body, a bundle) is over `limit` bytes.
+    pub fn payload_too_large(what: &str, limit: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("The request body is larger than the limit of {limit} bytes"),
+            format!("{what} is larger than the limit of {limit} bytes"),
         )
     }
 
@@ -150,7 +151,9 @@ impl ApiError {
             StatusCode::METHOD_NOT_ALLOWED => {
                 Self::new(status, "method_not_allowed", "This endpoint does not accept that HTTP method")
             }
-            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(crate::BODY_LIMIT),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::payload_too_large("The request body", crate::BODY_LIMIT as u64)
+            }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 status,
                 "unsupported_media_type",

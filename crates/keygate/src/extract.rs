@@ -20,7 +20,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Self(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::payload_too_large(crate::BODY_LIMIT))
+                Err(ApiError::payload_too_large("The request body", crate::BODY_LIMIT as u64))
             }
             Err(rejection) => Err(ApiError::invalid_body(format!(
                 "Could not read the request body: {}",
@@ -78,18 +78,34 @@ pub fn parse_org_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// A required organization id: 400 when missing or empty.
 pub fn require_org_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
-    match raw.map(str::trim) {
-        Some(id) if !id.is_empty() => parse_org_id(id),
-        _ => Err(ApiError::org_id_required()),
-    }
+    required(raw).map_or_else(|| Err(ApiError::org_id_required()), parse_org_id)
 }
 
 /// A required app id, checked for its reverse-domain form.
 pub fn require_app_id(raw: Option<&str>) -> Result<keygate_core::AppId, ApiError> {
-    match raw.map(str::trim) {
-        Some(id) if !id.is_empty() => {
-            keygate_core::AppId::parse(id).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))
-        }
-        _ => Err(ApiError::bad_request("app_id_required", "app_id is required")),
+    let id = required(raw).ok_or_else(|| ApiError::bad_request("app_id_required", "app_id is required"))?;
+    keygate_core::AppId::parse(id).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))
+}
+
+/// A query parameter that must be a whole number in `range`; `code` names
+/// the error when it is not.
+pub fn int_in_range(
+    raw: Option<&str>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+    code: &'static str,
+) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::bad_request(
+            code,
+            format!("{name} must be a whole number from {} to {}", range.start(), range.end()),
+        )),
     }
+}
+
+/// A parameter that must be present and not blank, trimmed.
+pub fn required(raw: Option<&str>) -> Option<&str> {
+    raw.map(str::trim).filter(|s| !s.is_empty())
 }

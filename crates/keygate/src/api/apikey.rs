@@ -28,7 +28,7 @@ use crate::AppState;
 use crate::audit;
 use crate::auth::{Caller, ClientAddress, scope_of};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, parse_org_id, present};
+use crate::extract::{Params, RawBody, int_in_range, parse_org_id, present, required};
 
 /// At most this many apps in `limited_to_apps`.
 const MAX_APPS: usize = 100;
@@ -222,10 +222,7 @@ struct CreateKey {
 
 impl CreateKey {
     fn parse(fields: CreateFields, now: DateTime<Utc>) -> ApiResult<Self> {
-        let org_id = match fields.org_id.as_deref().map(str::trim) {
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => return Err(ApiError::org_id_required()),
-        };
+        let org_id = required(fields.org_id.as_deref()).ok_or_else(ApiError::org_id_required)?.to_owned();
         let mode = parse_mode(fields.mode.as_ref())?;
         let name = match fields.name {
             Some(name) => parse_name(&name)?,
@@ -708,15 +705,7 @@ pub async fn usage(
     Params(query): Params<UsageQuery>,
 ) -> ApiResult<Json<UsageView>> {
     caller.require_key_management()?;
-    let days = match query.days.as_deref().map(str::trim) {
-        None => 30,
-        Some(raw) => raw.parse().ok().filter(|d| (1..=MAX_USAGE_DAYS).contains(d)).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_days",
-                format!("days must be a whole number from 1 to {MAX_USAGE_DAYS}"),
-            )
-        })?,
-    };
+    let days = int_in_range(query.days.as_deref(), "days", 1..=MAX_USAGE_DAYS, "invalid_days")?.unwrap_or(30);
     let key = find_visible(&state, &caller, &id_or_key).await?;
     let today = Utc::now().date_naive();
     let first = today - chrono::Duration::days(days - 1);

@@ -22,7 +22,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::BlobError;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Params;
+use crate::extract::{Params, required};
 
 const MAX_VERSION_LEN: usize = 128;
 
@@ -66,20 +66,14 @@ pub struct BundleQuery {
 
 impl BundleQuery {
     fn app_id(&self) -> ApiResult<&str> {
-        match self.app_id.as_deref().map(str::trim) {
-            Some(id) if !id.is_empty() => Ok(id),
-            _ => Err(ApiError::bad_request("app_id_required", "app_id is required")),
-        }
+        required(self.app_id.as_deref())
+            .ok_or_else(|| ApiError::bad_request("app_id_required", "app_id is required"))
     }
 
     /// The version, which must be semantic (`1.2.3`, `1.0.0-beta.1`).
     fn version(&self) -> ApiResult<String> {
-        let raw = match self.version.as_deref().map(str::trim) {
-            Some(v) if !v.is_empty() => v,
-            _ => {
-                return Err(ApiError::bad_request("version_required", "version is required"));
-            }
-        };
+        let raw = required(self.version.as_deref())
+            .ok_or_else(|| ApiError::bad_request("version_required", "version is required"))?;
         if raw.len() > MAX_VERSION_LEN || semver::Version::parse(raw).is_err() {
             return Err(ApiError::bad_request(
                 "invalid_version",
@@ -144,11 +138,7 @@ pub async fn upload(
     }
     let limit = state.max_bundle_size;
     let blob = state.blobs.write(body, limit).await.map_err(|e| match e {
-        BlobError::TooLarge(limit) => ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("The bundle is larger than the limit of {limit} bytes"),
-        ),
+        BlobError::TooLarge(limit) => ApiError::payload_too_large("The bundle", limit),
         BlobError::Empty => {
             ApiError::bad_request("empty_bundle", "The bundle is empty: send its bytes as the request body")
         }

@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, present, require_org_id};
+use crate::extract::{Params, RawBody, int_in_range, present, require_org_id, required};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
@@ -330,12 +330,9 @@ pub async fn remove_member(
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let member_not_found = || ApiError::not_found("member_not_found", "Member");
-    let user_id = match query.user_id.as_deref().map(str::trim) {
-        Some(id) if !id.is_empty() => Uuid::parse_str(id).map_err(|_| member_not_found())?,
-        _ => {
-            return Err(ApiError::bad_request("user_id_required", "user_id is required"));
-        }
-    };
+    let user_id = required(query.user_id.as_deref())
+        .ok_or_else(|| ApiError::bad_request("user_id_required", "user_id is required"))?;
+    let user_id = Uuid::parse_str(user_id).map_err(|_| member_not_found())?;
     let change = MemberChange { org_id, acting_user: caller.user_id() };
     if !state.store.remove_member(change, user_id).await.map_err(org_gone)? {
         return Err(member_not_found());
@@ -407,19 +404,9 @@ pub async fn audit_log(
 ) -> ApiResult<Json<Data<AuditEventView>>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let number = |raw: Option<&str>, name: &'static str, range: std::ops::RangeInclusive<i64>| {
-        raw.map(|r| {
-            r.trim().parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("{name} must be a whole number from {} to {}", range.start(), range.end()),
-                )
-            })
-        })
-        .transpose()
-    };
-    let limit = number(query.limit.as_deref(), "limit", 1..=MAX_AUDIT_PAGE)?.unwrap_or(50);
-    let before = number(query.before.as_deref(), "before", 1..=i64::MAX)?;
+    let limit =
+        int_in_range(query.limit.as_deref(), "limit", 1..=MAX_AUDIT_PAGE, "invalid_query")?.unwrap_or(50);
+    let before = int_in_range(query.before.as_deref(), "before", 1..=i64::MAX, "invalid_query")?;
     let events = state.store.audit_events(org_id, before, limit).await?;
     Ok(Json(Data { data: events.into_iter().map(AuditEventView::from).collect() }))
 }
