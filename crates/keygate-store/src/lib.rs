@@ -128,6 +128,10 @@ pub trait Store: Send + Sync + 'static {
     async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64) -> Result<bool>;
+    /// Like [`Store::key_by_digest`], with the owner's current role in the
+    /// key's organization (`None` for an unscoped key or a non-member), read
+    /// in the same query: what authenticating a request needs.
+    async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>>;
     /// Deletes the key that [`Store::key_by_digest`] would find, returning it.
     async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
     /// Gives the key a new secret, if its current secret is still `current`:

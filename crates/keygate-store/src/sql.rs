@@ -76,6 +76,21 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRoleRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    owner_role: Option<String>,
+}
+
+impl TryFrom<KeyRoleRow> for (ApiKeyRecord, Option<Role>) {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRoleRow) -> Result<Self, StoreError> {
+        Ok((row.key.try_into()?, row.owner_role.as_deref().map(role).transpose()?))
+    }
+}
+
 pub(crate) fn apps_json(apps: &[AppId]) -> String {
     let names: Vec<&str> = apps.iter().map(AppId::as_str).collect();
     serde_json::Value::from(names).to_string()
@@ -848,6 +863,24 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn key_and_owner_role(
+                &self,
+                digest: &keygate_core::KeyDigest,
+            ) -> $crate::Result<Option<($crate::ApiKeyRecord, Option<keygate_core::Role>)>> {
+                let row: Option<$crate::sql::KeyRoleRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::key_columns!(),
+                    ", (SELECT role FROM memberships m \
+                     WHERE m.org_id = api_keys.org_id AND m.user_id = api_keys.user_id) AS owner_role \
+                     FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)"
+                ))
+                .bind(&digest.as_bytes()[..])
+                .bind($crate::now())
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn delete_key_by_digest(

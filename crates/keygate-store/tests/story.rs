@@ -323,3 +323,25 @@ async fn daily_usage_adds_up_and_skips_deleted_keys() {
     store.record_usage(&[uses(owner.key.id, now, 1)]).await.expect("a deleted key is skipped, not an error");
     assert!(store.key_usage(owner.key.id, yesterday.date_naive()).await.expect("usage").is_empty());
 }
+
+#[tokio::test]
+async fn a_key_comes_with_its_owners_current_role() {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    let new = key_for(owner.user_id, Some(owner.org_id));
+    let digest = new.material.digest;
+    let key = store.insert_key(new).await.expect("insert");
+    let (found, role) = store.key_and_owner_role(&digest).await.expect("lookup").expect("found");
+    assert_eq!((found.id, role), (key.id, Some(Role::SuperAdmin)));
+    let member = Enroll::Member { org_id: owner.org_id, role: Role::SuperAdmin };
+    enroll(store.as_ref(), "second@example.com", member).await.expect("second owner");
+    let downgrade = Enroll::Member { org_id: owner.org_id, role: Role::Upload };
+    enroll(store.as_ref(), "owner@example.com", downgrade).await.expect("downgrade");
+    let (_, role) = store.key_and_owner_role(&digest).await.expect("lookup").expect("found");
+    assert_eq!(role, Some(Role::Upload), "the role as it is now");
+    let unscoped = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
+    let (_, role) = store.key_and_owner_role(&unscoped.digest).await.expect("lookup").expect("found");
+    assert_eq!(role, None, "an unscoped key has no organization of its own");
+    assert!(store.key_and_owner_role(&material().digest).await.expect("lookup").is_none());
+}

@@ -53,6 +53,8 @@ pub struct Caller {
     pub principal: Principal,
     /// Where the request came from, as rate limiting and the audit log see it.
     pub address: Option<IpAddr>,
+    /// The owner's role in the key's own organization, read with the key.
+    own_role: Option<Role>,
 }
 
 /// The client's address of a request, for handlers without a [`Caller`].
@@ -89,8 +91,9 @@ pub enum KeyLookup {
     /// Malformed, unknown or deleted.
     Unknown,
     Expired(ApiKeyRecord),
-    /// Valid now; its use has been recorded.
-    Live(ApiKeyRecord),
+    /// Valid now; its use has been recorded. With the owner's current role
+    /// in the key's organization.
+    Live(ApiKeyRecord, Option<Role>),
 }
 
 /// Checks a presented key: format and checksum first (no I/O), then the
@@ -99,7 +102,7 @@ pub async fn look_up(state: &AppState, presented: &str) -> ApiResult<KeyLookup> 
     let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
         return Ok(KeyLookup::Unknown);
     };
-    let Some(key) = state.store.key_by_digest(&secret.digest()).await? else {
+    let Some((key, owner_role)) = state.store.key_and_owner_role(&secret.digest()).await? else {
         return Ok(KeyLookup::Unknown);
     };
     let now = chrono::Utc::now();
@@ -107,20 +110,20 @@ pub async fn look_up(state: &AppState, presented: &str) -> ApiResult<KeyLookup> 
         return Ok(KeyLookup::Expired(key));
     }
     state.usage.record(key.id, now);
-    Ok(KeyLookup::Live(key))
+    Ok(KeyLookup::Live(key, owner_role))
 }
 
 async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) -> ApiResult<Caller> {
     let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
-    let key = match look_up(state, presented.unwrap_or_default()).await? {
-        KeyLookup::Live(key) => key,
+    let (key, own_role) = match look_up(state, presented.unwrap_or_default()).await? {
+        KeyLookup::Live(key, role) => (key, role),
         KeyLookup::Expired(_) => return Err(ApiError::api_key_expired()),
         KeyLookup::Unknown => return Err(ApiError::invalid_api_key()),
     };
     if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
         slot.set(key.id);
     }
-    Ok(Caller { principal: principal(key), address })
+    Ok(Caller { principal: principal(key), address, own_role })
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the last
@@ -165,8 +168,12 @@ impl Caller {
         if self.principal.may_manage_keys() { Ok(()) } else { Err(ApiError::insufficient_permissions()) }
     }
 
-    /// The caller's role in `org_id`, `None` when not a member.
+    /// The caller's role in `org_id`, `None` when not a member. For the
+    /// key's own organization it was read with the key, in the same query.
     pub async fn role_in(&self, state: &AppState, org_id: Uuid) -> ApiResult<Option<Role>> {
+        if self.principal.scope.org == Some(org_id) {
+            return Ok(self.own_role);
+        }
         Ok(state.store.role(org_id, self.user_id()).await?)
     }
 

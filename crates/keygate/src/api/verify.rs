@@ -144,7 +144,7 @@ pub async fn verify(
         }),
     };
     let key = match look_up(&state, &raw).await? {
-        KeyLookup::Live(key) => key,
+        KeyLookup::Live(key, _) => key,
         KeyLookup::Expired(key) => return Ok(Json(verdict(false, "EXPIRED", Some(&key)))),
         KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None))),
     };
