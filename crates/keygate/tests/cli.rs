@@ -287,11 +287,15 @@ fn an_in_flight_request_finishes_after_sigterm() {
         "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
          authorization: {admin}\r\nconnection: close\r\ncontent-length: 2000\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).expect("send head");
+    // Counted before anything is sent: the server logs the request as soon
+    // as it has read the head.
     let started = |log: &str| log.matches("started processing request").count();
     let before = started(&server.log_text());
+    stream.write_all(head.as_bytes()).expect("send head");
     stream.write_all(&[7u8; 1000]).expect("send half");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while started(&server.log_text()) == before {
+        assert!(std::time::Instant::now() < deadline, "the upload never started: {}", server.log_text());
         std::thread::sleep(Duration::from_millis(10));
     }
     server.signal("-TERM");
