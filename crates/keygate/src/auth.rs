@@ -76,13 +76,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
             return Err(ApiError::rate_limited(wait));
         }
-        let result = authenticate(parts, state, address).await;
-        if let (Err(error), Some(address)) = (&result, address) {
-            if matches!(error.code, "invalid_api_key" | "api_key_expired") {
-                state.failed_auth.record_failure(address, Instant::now());
-            }
-        }
-        result
+        authenticate(parts, state, address).await
     }
 }
 
@@ -115,10 +109,17 @@ pub async fn look_up(state: &AppState, presented: &str) -> ApiResult<KeyLookup> 
 
 async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) -> ApiResult<Caller> {
     let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
+    let refused = |error: ApiError| {
+        // A failed authentication of the client's address.
+        if let Some(address) = address {
+            state.failed_auth.record_failure(address, Instant::now());
+        }
+        Err(error)
+    };
     let (key, own_role) = match look_up(state, presented.unwrap_or_default()).await? {
         KeyLookup::Live(key, role) => (key, role),
-        KeyLookup::Expired(_) => return Err(ApiError::api_key_expired()),
-        KeyLookup::Unknown => return Err(ApiError::invalid_api_key()),
+        KeyLookup::Expired(_) => return refused(ApiError::api_key_expired()),
+        KeyLookup::Unknown => return refused(ApiError::invalid_api_key()),
     };
     if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
         slot.set(key.id);

@@ -422,6 +422,7 @@ pub async fn get(
     request_body(content = CreateFields, description = "JSON body, or the same fields as query parameters"),
     responses(
         (status = 200, description = "The new key, with its full secret: shown this once", body = OneKey),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -475,6 +476,7 @@ pub async fn create(
     request_body = UpdateFields,
     responses(
         (status = 200, description = "The changed key, secret masked", body = OneKey),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -612,6 +614,7 @@ struct RotateKey {
     request_body = RotateKey,
     responses(
         (status = 200, description = "The key with its new full secret: shown this once", body = OneKey),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))

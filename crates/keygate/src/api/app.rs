@@ -150,6 +150,7 @@ pub async fn get(
     request_body = CreateApp,
     responses(
         (status = 200, description = "The new app (needs W)", body = OneApp),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -182,6 +183,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     request_body = RenameApp,
     responses(
         (status = 200, description = "The renamed app (needs W)", body = OneApp),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))

@@ -119,6 +119,7 @@ pub async fn list(
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle's bytes"),
     responses(
         (status = 200, description = "Stored, with its SHA-256 checksum and size (needs U)", body = OneBundle),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))

@@ -76,31 +76,17 @@ pub enum ReadErrors {
     Unavailable(ErrorBody),
 }
 
-/// The errors of a request that writes: those of [`ReadErrors`], and more.
+/// What a request that writes may answer besides [`ReadErrors`]; such a
+/// path lists both.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code, reason = "describes responses; never constructed")]
 pub enum WriteErrors {
-    /// Bad input: the text says which field
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Missing, invalid or expired API key
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// Visible, but the key's mode, its app scope or the member's role forbids it
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// Unknown, or outside the key's scope
-    #[response(status = 404)]
-    NotFound(ErrorBody),
     /// Already exists, or would leave the organization without a super_admin
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// The body is over the size limit
     #[response(status = 413)]
     TooLarge(ErrorBody),
-    /// The database is unavailable; retry
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
 }
 
 #[derive(OpenApi)]

@@ -169,6 +169,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     request_body = CreateOrganization,
     responses(
         (status = 200, description = "The new organization; the caller is its super_admin", body = OneOrganization),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -202,6 +203,7 @@ pub async fn create(
     request_body = UpdateOrganization,
     responses(
         (status = 200, description = "The changed organization (needs A)", body = OneOrganization),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -281,6 +283,7 @@ pub async fn members(
     request_body = SetMember,
     responses(
         (status = 200, description = "Added, or role changed (needs A; never above the caller's role)", body = OneMember),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
@@ -318,6 +321,7 @@ pub async fn set_member(
     params(MemberQuery),
     responses(
         (status = 200, description = "Removed, with their keys scoped to the organization (needs A)", body = Success),
+        ReadErrors,
         WriteErrors,
     ),
     security(("api_key" = []))
