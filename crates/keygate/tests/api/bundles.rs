@@ -104,3 +104,29 @@ async fn deleting_an_app_deletes_its_bundles() {
     let listed = app.get("/bundle?app_id=com.acme.app", &app.owner.key).await.ok();
     assert_eq!(listed["data"], json!([]));
 }
+
+#[tokio::test]
+async fn listing_downloading_and_deleting_check_their_input_and_the_caller() {
+    let app = spawn_app().await;
+    app.app("com.acme.app").await;
+    app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"bytes".to_vec()).await.ok();
+    let key = &app.owner.key;
+    app.get("/bundle", key).await.error(400, "app_id_required");
+    app.get("/bundle?app_id=not-an-app", key).await.error(400, "invalid_app_id");
+    for (query, code) in
+        [("app_id=com.acme.app", "version_required"), ("app_id=com.acme.app&version=one", "invalid_version")]
+    {
+        app.get(&format!("/bundle/download?{query}"), key).await.error(400, code);
+        app.call(Method::DELETE, &format!("/bundle?{query}"), Some(key), None).await.error(400, code);
+    }
+    app.get("/bundle/download?app_id=com.acme.app&version=2.0.0", key).await.error(404, "bundle_not_found");
+    let rival = app.tenant("rival@example.com").await;
+    let download = "/bundle/download?app_id=com.acme.app&version=1.0.0";
+    app.get(download, &rival.key).await.error(404, "app_not_found");
+    app.call(Method::DELETE, "/bundle?app_id=com.acme.app&version=1.0.0", Some(&rival.key), None)
+        .await
+        .error(404, "app_not_found");
+    app.get(download, "ak_typo").await.error(401, "invalid_api_key");
+    let listed = app.get("/bundle?app_id=com.acme.app", key).await.ok();
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "nothing was deleted");
+}

@@ -131,3 +131,17 @@ async fn deleting_an_organization_removes_everything_inside() {
     let body = json!({ "app_id": "com.acme.one", "name": "One", "org_id": other["organization"]["id"] });
     app.post("/app", &app.owner.key, body).await.ok();
 }
+
+#[tokio::test]
+async fn organization_and_member_requests_need_an_org_id() {
+    let app = spawn_app().await;
+    app.call(Method::DELETE, "/organization", Some(&app.owner.key), None).await.error(400, "org_id_required");
+    app.get("/organization/members", &app.owner.key).await.error(400, "org_id_required");
+    app.get("/organization/members?org_id=nonsense", &app.owner.key).await.error(404, "org_not_found");
+    app.call(Method::DELETE, "/organization?org_id=nonsense", Some(&app.owner.key), None)
+        .await
+        .error(404, "org_not_found");
+    app.get("/organization", "ak_typo").await.error(401, "invalid_api_key");
+    let orgs = app.get("/organization", &app.owner.key).await.ok();
+    assert_eq!(orgs["data"].as_array().map(Vec::len), Some(1), "nothing was deleted");
+}
