@@ -6,7 +6,9 @@
 pub mod authz;
 pub mod domain;
 pub mod key;
+pub mod rules;
 
 pub use authz::{Action, Decision, Mode, Role, Scope};
 pub use domain::{AppId, Email, KeyName, OrgName};
 pub use key::{ApiKeySecret, KeyDigest, KeyFormatError};
+pub use rules::Refusal;
