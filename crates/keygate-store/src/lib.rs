@@ -1,13 +1,25 @@
-//! keygate's storage: one [`Store`] trait and a backend per database.
+//! keygate's storage: one trait per area, gathered in [`Store`], and a
+//! backend per database, each with its own SQL and `migrations/`.
 //!
 //! The URL's scheme picks the backend (`sqlite://` or `postgres://`); any
-//! other scheme is refused. Every backend runs its own embedded migrations
-//! on connect, and a write returns only once it is durable.
+//! other scheme is refused. Every backend runs its migrations on connect.
+//! A write returns only once it is durable, and every change commits in one
+//! transaction with its audit event: a change that cannot be audited does
+//! not happen ([`StoreError::AuditUnavailable`]). Rules that must hold
+//! against the rows as they stand (who may change a membership, the last
+//! `super_admin`) are [`keygate_core::rules`] functions, called by the
+//! backends under the organization's lock.
 
+// A build without any backend still type-checks everything above the SQL.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code, unused_macros))]
+
+mod error;
 mod model;
-mod postgres;
-mod sql;
-mod sqlite;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod rows;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::sync::Arc;
 
@@ -16,124 +28,38 @@ use chrono::{DateTime, Utc};
 use keygate_core::{AppId, Email, KeyDigest, OrgName, Role};
 use uuid::Uuid;
 
+pub use error::{Entity, Result, StoreError};
 pub use model::*;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A storage failure. Its `Display` never holds a secret or a bound value.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot be reached or is too busy: retry later (503).
-    #[error("the database is unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0} already exists")]
-    Conflict(&'static str),
-    #[error("an organization keeps at least one super_admin")]
-    LastSuperAdmin,
-    /// The change would touch or grant a role above the acting member's.
-    #[error("that role is above the acting member's own")]
-    RoleAboveOwn,
-    /// A row that the code cannot read back: a bug or a hand-edited database.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("cannot open the database: {0}")]
-    Config(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        use sqlx::Error as E;
-        match &error {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) => {
-                StoreError::Unavailable(error)
-            }
-            E::Database(db) if is_transient(db.code().as_deref()) => StoreError::Unavailable(error),
-            _ => StoreError::Database(error),
-        }
-    }
-}
-
-/// SQLite's BUSY/LOCKED, PostgreSQL's connection and shutdown classes, and
-/// a cancelled statement.
-fn is_transient(code: Option<&str>) -> bool {
-    // 57014: statement_timeout, a stalled database; 40001 and 40P01: a
-    // serialization failure or deadlock, which a retry resolves.
-    matches!(code, Some("5" | "6" | "517" | "261" | "262" | "57014" | "40001" | "40P01"))
-        || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
-}
-
-/// Everything keygate keeps. One implementation per database; the HTTP layer
-/// and the CLI see only this trait.
+/// API keys: what authentication reads, and the writes of `/apikey`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Succeeds when the database answers a trivial query.
-    async fn ping(&self) -> Result<()>;
-    /// Waits for in-flight queries and closes every connection.
-    async fn close(&self);
-
-    async fn has_users(&self) -> Result<bool>;
-    /// Creates the user if the email is new, then the organization or the
-    /// membership, then an unscoped `all` key: all or nothing.
-    async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment>;
-
-    async fn organization(&self, id: Uuid) -> Result<Option<Organization>>;
-    async fn update_organization(&self, id: Uuid, changes: OrgChanges) -> Result<Option<Organization>>;
-    /// The user's role in the organization, `None` when not a member.
-    async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
-
-    /// A new organization with `owner` as its `super_admin`.
-    async fn create_organization(&self, name: &OrgName, owner: Uuid) -> Result<Organization>;
-    /// Every organization the user belongs to, with their role, oldest first.
-    async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>>;
-    /// Deletes the organization with its memberships, scoped keys, apps and
-    /// bundles; returns the blob keys of the deleted bundles.
-    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>>;
-
-    async fn members(&self, org_id: Uuid) -> Result<Vec<Member>>;
-    /// Adds the user (created if the email is new) or changes their role.
-    async fn set_member(&self, change: MemberChange, email: &Email, role: Role) -> Result<Member>;
-    /// Removes a member and the keys they hold scoped to the organization.
-    /// `false` when they were not a member.
-    async fn remove_member(&self, change: MemberChange, user_id: Uuid) -> Result<bool>;
-
-    async fn create_app(&self, org_id: Uuid, app_id: &AppId, name: &str) -> Result<App>;
-    async fn app(&self, app_id: &AppId) -> Result<Option<App>>;
-    async fn apps_of_org(&self, org_id: Uuid) -> Result<Vec<App>>;
-    /// Apps of every organization the user belongs to.
-    async fn apps_of_user(&self, user_id: Uuid) -> Result<Vec<App>>;
-    async fn rename_app(&self, app_id: &AppId, name: &str) -> Result<Option<App>>;
-    /// Returns the blob keys of the app's bundles, `None` if there was no app.
-    async fn delete_app(&self, app_id: &AppId) -> Result<Option<Vec<String>>>;
-
-    async fn insert_bundle(&self, bundle: NewBundle) -> Result<Bundle>;
-    async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>>;
-    async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
-    /// Returns the deleted bundle, whose blob the caller removes.
-    async fn delete_bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
-
+pub trait KeyStore: Send + Sync {
     /// The key whose current secret has this digest, or whose previous
     /// secret has it and is still inside its rotation grace period.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
-    async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
-    async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
-    async fn keys_of_org(&self, org_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
-    async fn insert_key(&self, key: NewApiKey) -> Result<ApiKeyRecord>;
-    /// `None` when the key no longer exists: an update never resurrects it.
-    async fn update_key(&self, id: i64, changes: KeyChanges) -> Result<Option<ApiKeyRecord>>;
-    /// `false` when there was no such key.
-    async fn delete_key(&self, id: i64) -> Result<bool>;
-    /// Like [`Store::key_by_digest`], with the owner's current role in the
-    /// key's organization (`None` for an unscoped key or a non-member), read
-    /// in the same query: what authenticating a request needs.
+    /// Like [`KeyStore::key_by_digest`], with the owner's current role in
+    /// the key's organization (`None` for an unscoped key or a non-member),
+    /// read in the same query: what authenticating a request needs.
     async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>>;
-    /// Deletes the key that [`Store::key_by_digest`] would find, returning it.
-    async fn delete_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
+    async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
+    /// Oldest first.
+    async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+    /// Keys scoped to the organization, oldest first.
+    async fn keys_of_org(&self, org_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+    /// A scoped key is created under its organization's lock, and only while
+    /// its user is a member ([`Entity::Membership`] otherwise).
+    async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord>;
+    /// `None` when the key no longer exists: an update never resurrects it.
+    async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>>;
+    /// `false` when there was no such key.
+    async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool>;
+    /// Deletes the key that [`KeyStore::key_by_digest`] would find, returning
+    /// it: a leaked key reported through `POST /apikey/revoke`.
+    async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>>;
     /// Gives the key a new secret, if its current secret is still `current`:
     /// of two rotations at once, one wins and the other finds `None`. With
     /// `grace_until`, the current secret keeps working until then; without,
@@ -144,14 +70,69 @@ pub trait Store: Send + Sync + 'static {
         current: &KeyDigest,
         material: KeyMaterial,
         grace_until: Option<DateTime<Utc>>,
+        actor: &Actor,
     ) -> Result<Option<ApiKeyRecord>>;
-    /// Appends to an organization's audit log; an organization deleted
-    /// meanwhile takes the event with it.
-    async fn record_audit(&self, event: NewAuditEvent) -> Result<()>;
-    /// An organization's audit log, newest first: at most `limit` events,
-    /// older than the event `before` when given.
-    async fn audit_events(&self, org_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>>;
+}
 
+/// Users, organizations and memberships.
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    async fn has_users(&self) -> Result<bool>;
+    /// Creates the user if the email is new, then the organization or the
+    /// membership, then an unscoped `all` key: all or nothing, audited as
+    /// the operator's.
+    async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment>;
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>>;
+    /// A new organization with `owner` as its `super_admin`.
+    async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization>;
+    async fn update_organization(
+        &self,
+        id: Uuid,
+        changes: OrgChanges,
+        actor: &Actor,
+    ) -> Result<Option<Organization>>;
+    /// Deletes the organization with its memberships, scoped keys, apps,
+    /// bundles and audit log; returns the blob keys of the deleted bundles.
+    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>>;
+    /// The user's role in the organization, `None` when not a member.
+    async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
+    /// Every organization the user belongs to, with their role, oldest first.
+    async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>>;
+    async fn members(&self, org_id: Uuid) -> Result<Vec<Member>>;
+    /// Adds the user (created if the email is new) or changes their role.
+    /// With an acting member (`actor.user_id`), their role is read under the
+    /// organization's lock and [`keygate_core::rules::may_change_membership`]
+    /// decides; [`keygate_core::rules::keeps_a_super_admin`] always binds.
+    async fn set_member(&self, org_id: Uuid, email: &Email, role: Role, actor: &Actor) -> Result<Member>;
+    /// Removes a member and the keys they hold scoped to the organization,
+    /// under the same rules as [`OrgStore::set_member`]. `false` when they
+    /// were not a member.
+    async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool>;
+}
+
+/// Apps and their bundles.
+#[async_trait]
+pub trait AppStore: Send + Sync {
+    async fn create_app(&self, org_id: Uuid, app_id: &AppId, name: &str, actor: &Actor) -> Result<App>;
+    async fn app(&self, app_id: &AppId) -> Result<Option<App>>;
+    /// By app id.
+    async fn apps_of_org(&self, org_id: Uuid) -> Result<Vec<App>>;
+    /// Apps of every organization the user belongs to, by app id.
+    async fn apps_of_user(&self, user_id: Uuid) -> Result<Vec<App>>;
+    async fn rename_app(&self, app_id: &AppId, name: &str, actor: &Actor) -> Result<Option<App>>;
+    /// Returns the blob keys of the app's bundles, `None` if there was no app.
+    async fn delete_app(&self, app_id: &AppId, actor: &Actor) -> Result<Option<Vec<String>>>;
+    async fn insert_bundle(&self, bundle: NewBundle, actor: &Actor) -> Result<Bundle>;
+    /// Oldest first.
+    async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>>;
+    async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
+    /// Returns the deleted bundle, whose blob the caller removes.
+    async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>>;
+}
+
+/// What keys did, per day.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
     /// Records what keys did, many at once: when last used (never moving
     /// backwards) and requests per day, added to what is there. Keys deleted
     /// meanwhile are skipped.
@@ -161,17 +142,113 @@ pub trait Store: Send + Sync + 'static {
     async fn key_usage(&self, key_id: i64, since: chrono::NaiveDate) -> Result<Vec<DailyUse>>;
 }
 
+/// The audit log, written by every change inside its own transaction.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// An organization's audit log, newest first: at most `limit` events,
+    /// older than the event `before` when given.
+    async fn audit_events(&self, org_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>>;
+}
+
+/// Everything keygate keeps. The HTTP layer and the CLI see only this; a
+/// decorator (a cache) wraps just the area traits it needs.
+#[async_trait]
+pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<()>;
+    /// Waits for in-flight queries and closes every connection.
+    async fn close(&self);
+    /// The changes that alter what authentication returns, announced after
+    /// each commit on this process (see [`AuthChange`]).
+    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange>;
+}
+
 /// Opens the database named by `url`, running its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
+        #[cfg(feature = "sqlite")]
         Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        #[cfg(feature = "postgres")]
         Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
         Some(other) => Err(StoreError::Config(format!(
-            "unsupported database scheme `{other}:`; use sqlite://PATH or postgres://USER@HOST/DATABASE"
+            "unsupported database scheme `{other}:` (or a backend left out of this build); \
+             use sqlite://PATH or postgres://USER@HOST/DATABASE"
         ))),
         None => {
             Err(StoreError::Config("the database URL needs a scheme, such as sqlite://keygate.db".into()))
         }
+    }
+}
+
+/// The database URL as it may be logged: no credentials, no parameters.
+pub fn describe_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split('?').next().unwrap_or_default();
+            format!("{scheme}://{rest}")
+        }
+        None => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// A text (such as a driver's error) as it may be logged: the credentials
+/// of any URL in it are cut out.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (head, tail) = rest.split_at(start + 3);
+        out.push_str(head);
+        let authority_end =
+            tail.find(|c: char| c == '/' || c == '?' || c.is_whitespace()).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push('…');
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_never_appear_in_what_is_logged() {
+        let url = "postgres://admin:s3cret@db.example:5432/keygate?sslmode=require";
+        assert_eq!(super::describe_url(url), "postgres://db.example:5432/keygate");
+        assert_eq!(super::describe_url("sqlite://keygate.db"), "sqlite://keygate.db");
+        let error = format!("cannot connect to {url}: refused");
+        let redacted = super::redact_credentials(&error);
+        assert!(!redacted.contains("s3cret") && !redacted.contains("admin"), "{redacted}");
+        assert!(redacted.contains("db.example:5432/keygate"), "{redacted}");
+        assert_eq!(super::redact_credentials("no url here"), "no url here");
+    }
+}
+
+/// Where a backend announces [`AuthChange`]s after its commits.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangeFeed(tokio::sync::broadcast::Sender<AuthChange>);
+
+impl Default for ChangeFeed {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl ChangeFeed {
+    /// Called after the commit that made the changes; nobody listening is fine.
+    pub(crate) fn announce(&self, changes: impl IntoIterator<Item = AuthChange>) {
+        for change in changes {
+            let _ = self.0.send(change);
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
+        self.0.subscribe()
     }
 }
 

@@ -1,5 +1,7 @@
 //! What the store keeps, as typed values.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::{AppId, Email, KeyDigest, KeyName, Mode, OrgName, Role};
 use uuid::Uuid;
@@ -12,6 +14,15 @@ pub struct Organization {
     pub max_apikey_expiration_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Organization {
+    pub fn expiry_policy(&self) -> keygate_core::rules::ExpiryPolicy {
+        keygate_core::rules::ExpiryPolicy {
+            require_expiration: self.require_apikey_expiration,
+            max_days: self.max_apikey_expiration_days,
+        }
+    }
 }
 
 /// A stored API key. Holds no secret: only its masked preview.
@@ -32,6 +43,20 @@ pub struct ApiKeyRecord {
     pub created_by_key_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ApiKeyRecord {
+    /// The key as the authorization rules see it: whose it is, its mode,
+    /// scope and expiry.
+    pub fn principal(&self) -> keygate_core::authz::Principal {
+        keygate_core::authz::Principal {
+            key_id: self.id,
+            user_id: self.user_id,
+            mode: self.mode,
+            scope: keygate_core::Scope { org: self.org_id, apps: self.limited_to_apps.clone() },
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// The stored half of a freshly generated key.
@@ -121,16 +146,6 @@ pub struct Member {
     pub role: Role,
 }
 
-/// A change of membership, checked against the acting member's role as it
-/// stands when the change is made.
-#[derive(Debug, Clone)]
-pub struct MemberChange {
-    pub org_id: Uuid,
-    /// Who makes the change: they must administer the organization, and
-    /// nobody touches or grants a role above their own.
-    pub acting_user: Uuid,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
     pub app_id: AppId,
@@ -180,21 +195,95 @@ pub struct DailyUse {
     pub denied: i64,
 }
 
-/// Something that happened in an organization.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAuditEvent {
-    pub org_id: Uuid,
-    /// Such as `apikey.create` or `member.remove`.
-    pub action: &'static str,
-    pub actor_user_id: Option<Uuid>,
-    pub actor_key_id: Option<i64>,
-    /// Such as `apikey`, `member`, `app`.
-    pub target_type: &'static str,
-    pub target_id: String,
-    pub ip: Option<String>,
+/// Who makes a change, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Actor {
+    /// The acting member; a change of memberships is checked against their
+    /// role. `None` for the operator at the command line or an anonymous
+    /// leak report, which no membership rule binds.
+    pub user_id: Option<Uuid>,
+    pub key_id: Option<i64>,
+    pub ip: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+impl Actor {
+    /// The operator running `keygate bootstrap` or `keygate user add`.
+    pub const OPERATOR: Actor = Actor { user_id: None, key_id: None, ip: None };
+}
+
+/// Every kind of change the audit log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    ApiKeyCreate,
+    ApiKeyUpdate,
+    ApiKeyDelete,
+    ApiKeyRotate,
+    /// Deleted through `POST /apikey/revoke` by whoever held it.
+    ApiKeyRevoke,
+    OrganizationCreate,
+    OrganizationUpdate,
+    MemberSet,
+    MemberRemove,
+    AppCreate,
+    AppUpdate,
+    AppDelete,
+    BundleUpload,
+    BundleDelete,
+}
+
+impl AuditAction {
+    /// The action as the log shows it, such as `apikey.create`.
+    pub const fn as_str(self) -> &'static str {
+        use AuditAction::*;
+        match self {
+            ApiKeyCreate => "apikey.create",
+            ApiKeyUpdate => "apikey.update",
+            ApiKeyDelete => "apikey.delete",
+            ApiKeyRotate => "apikey.rotate",
+            ApiKeyRevoke => "apikey.revoke",
+            OrganizationCreate => "organization.create",
+            OrganizationUpdate => "organization.update",
+            MemberSet => "member.set",
+            MemberRemove => "member.remove",
+            AppCreate => "app.create",
+            AppUpdate => "app.update",
+            AppDelete => "app.delete",
+            BundleUpload => "bundle.upload",
+            BundleDelete => "bundle.delete",
+        }
+    }
+
+    /// What kind of thing the event's `target_id` names.
+    pub const fn target_type(self) -> &'static str {
+        use AuditAction::*;
+        match self {
+            ApiKeyCreate | ApiKeyUpdate | ApiKeyDelete | ApiKeyRotate | ApiKeyRevoke => "apikey",
+            OrganizationCreate | OrganizationUpdate => "organization",
+            MemberSet | MemberRemove => "member",
+            AppCreate | AppUpdate | AppDelete => "app",
+            BundleUpload | BundleDelete => "bundle",
+        }
+    }
+}
+
+/// A change that may alter what authenticating a key returns. Every write
+/// that makes one announces it after its commit through
+/// [`crate::Store::auth_changes`]; this list is the one place that names
+/// them, so that a cache of authentication can be kept honest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthChange {
+    /// The key was updated, rotated, deleted or revoked.
+    Key { id: i64 },
+    /// The user's role in the organization was set, changed or removed
+    /// (removal also deletes their keys scoped to it).
+    Member { org_id: Uuid, user_id: Uuid },
+    /// The organization was deleted with its memberships and scoped keys.
+    Organization { org_id: Uuid },
+    /// The app was deleted: keys limited to it reach nothing there now.
+    App { app_id: AppId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: DateTime<Utc>,

@@ -2,7 +2,7 @@
 //! user into a new or existing organization with an unscoped `all` key.
 
 use keygate_core::{ApiKeySecret, Email, KeyName, OrgName, Role};
-use keygate_store::{Enroll, Enrollee, Store, StoreError};
+use keygate_store::{Enroll, Enrollee, Entity, Store, StoreError};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -49,7 +49,9 @@ pub async fn add_user(
     role: Role,
 ) -> Result<EnrollmentOutput, AdminError> {
     enroll(store, email, Enroll::Member { org_id, role }, "CLI Key").await.map_err(|e| match e {
-        AdminError::Store(StoreError::NotFound(_)) => AdminError::NoSuchOrganization(org_id),
+        AdminError::Store(StoreError::NotFound(Entity::Organization)) => {
+            AdminError::NoSuchOrganization(org_id)
+        }
         e => e,
     })
 }

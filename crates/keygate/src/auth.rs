@@ -1,28 +1,33 @@
-//! Authentication: who is calling, and with which key.
+//! Who is calling: the [`Caller`] extractor and the failed-authentication
+//! guard.
 //!
 //! The key may come in `authorization` (bare or `Bearer`), `x-api-key` or
-//! `capgkey`. Its format and checksum are checked before any I/O, then its
-//! SHA-256 digest is looked up. A missing, malformed, unknown or deleted key
-//! is a 401; so is an expired one, with its own code.
+//! `capgkey`; the [`Authenticator`](crate::authenticator::Authenticator)
+//! checks it. A missing, malformed, unknown or deleted key is a 401; so is an
+//! expired one, with its own code.
 //!
-//! Failed authentications count against the client's address
-//! ([`crate::limits`]); a blocked address gets 429 before its key is looked at.
+//! Every credential check — API keys here, verifier tokens in
+//! [`crate::api::verify`] — runs inside [`guarded`]: a blocked address gets
+//! 429 before its credential is looked at, and a refused credential counts
+//! against it ([`crate::limits`]).
 //!
 //! What the caller may then do is not decided here: handlers declare the
 //! action they need and [`Caller`] asks [`keygate_core::authz`].
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
+use keygate_core::Role;
 use keygate_core::authz::{Action, Decision, Principal, Target};
-use keygate_core::{ApiKeySecret, Role, Scope};
-use keygate_store::ApiKeyRecord;
+use keygate_store::Actor;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::authenticator::KeyLookup;
 use crate::error::{ApiError, ApiResult};
 
 const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
@@ -64,7 +69,37 @@ impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_address(parts, state.client_ip_header.as_ref())))
+        Ok(Self(state.client_address(parts)))
+    }
+}
+
+/// What checking a credential found.
+pub enum Credential<T> {
+    Accepted(T),
+    /// Wrong, unknown or expired: counts as a failed authentication.
+    Refused(ApiError),
+}
+
+/// The one failed-authentication guard around every credential check: a
+/// blocked address is refused (429) before anything is looked at, and a
+/// refused credential counts against the address. Errors of the check
+/// itself (a missing header, an unavailable database) count for nothing.
+pub async fn guarded<T>(
+    state: &AppState,
+    address: Option<IpAddr>,
+    check: impl Future<Output = ApiResult<Credential<T>>>,
+) -> ApiResult<T> {
+    if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
+        return Err(ApiError::rate_limited(wait));
+    }
+    match check.await? {
+        Credential::Accepted(value) => Ok(value),
+        Credential::Refused(error) => {
+            if let Some(address) = address {
+                state.failed_auth.record_failure(address, Instant::now());
+            }
+            Err(error)
+        }
     }
 }
 
@@ -72,66 +107,28 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let address = client_address(parts, state.client_ip_header.as_ref());
-        if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
-            return Err(ApiError::rate_limited(wait));
+        let address = state.client_address(parts);
+        let authenticated = guarded(state, address, async {
+            let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
+            Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
+                KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),
+                KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
+                KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
+            })
+        })
+        .await?;
+        if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
+            slot.set(authenticated.key.id);
         }
-        authenticate(parts, state, address).await
+        Ok(Caller { principal: authenticated.principal, address, own_role: authenticated.own_role })
     }
-}
-
-/// What a presented key turned out to be.
-pub enum KeyLookup {
-    /// Malformed, unknown or deleted.
-    Unknown,
-    Expired(ApiKeyRecord),
-    /// Valid now; its use has been recorded. With the owner's current role
-    /// in the key's organization.
-    Live(ApiKeyRecord, Option<Role>),
-}
-
-/// Checks a presented key: format and checksum first (no I/O), then the
-/// digest in the store, then expiry. The one path every key takes.
-pub async fn look_up(state: &AppState, presented: &str) -> ApiResult<KeyLookup> {
-    let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
-        return Ok(KeyLookup::Unknown);
-    };
-    let Some((key, owner_role)) = state.store.key_and_owner_role(&secret.digest()).await? else {
-        return Ok(KeyLookup::Unknown);
-    };
-    let now = chrono::Utc::now();
-    if key.expires_at.is_some_and(|at| at <= now) {
-        return Ok(KeyLookup::Expired(key));
-    }
-    state.usage.record(key.id, now);
-    Ok(KeyLookup::Live(key, owner_role))
-}
-
-async fn authenticate(parts: &Parts, state: &AppState, address: Option<IpAddr>) -> ApiResult<Caller> {
-    let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
-    let refused = |error: ApiError| {
-        // A failed authentication of the client's address.
-        if let Some(address) = address {
-            state.failed_auth.record_failure(address, Instant::now());
-        }
-        Err(error)
-    };
-    let (key, own_role) = match look_up(state, presented.unwrap_or_default()).await? {
-        KeyLookup::Live(key, role) => (key, role),
-        KeyLookup::Expired(_) => return refused(ApiError::api_key_expired()),
-        KeyLookup::Unknown => return refused(ApiError::invalid_api_key()),
-    };
-    if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
-        slot.set(key.id);
-    }
-    Ok(Caller { principal: principal(key), address, own_role })
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the last
 /// entry the proxy wrote into `header` (such as `x-forwarded-for`). With a
 /// header configured but unusable, `None`: counting such a request against
 /// the peer would let one client get the proxy itself blocked.
-fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Option<IpAddr> {
+pub(crate) fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Option<IpAddr> {
     let Some(header) = header else {
         return parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     };
@@ -145,23 +142,14 @@ fn parse_address(text: &str) -> Option<IpAddr> {
     text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
-pub fn scope_of(key: &ApiKeyRecord) -> Scope {
-    Scope { org: key.org_id, apps: key.limited_to_apps.clone() }
-}
-
-pub fn principal(key: ApiKeyRecord) -> Principal {
-    Principal {
-        key_id: key.id,
-        user_id: key.user_id,
-        mode: key.mode,
-        scope: Scope { org: key.org_id, apps: key.limited_to_apps },
-        expires_at: key.expires_at,
-    }
-}
-
 impl Caller {
     pub fn user_id(&self) -> Uuid {
         self.principal.user_id
+    }
+
+    /// The caller as the audit log records it.
+    pub fn actor(&self) -> Actor {
+        Actor { user_id: Some(self.user_id()), key_id: Some(self.principal.key_id), ip: self.address }
     }
 
     /// Listing, creating, changing or deleting keys needs a key of mode `all`.

@@ -158,7 +158,7 @@ async fn execute(command: Command) -> Result<(), String> {
 }
 
 async fn open(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, String> {
-    keygate_store::connect(url).await.map_err(|e| format!("{} ({})", e, describe_database(url)))
+    keygate_store::connect(url).await.map_err(|e| format!("{} ({})", e, keygate_store::describe_url(url)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
@@ -167,20 +167,8 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     Ok(())
 }
 
-/// The database URL as it may be logged: no credentials.
-pub fn describe_database(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            let rest = rest.split('?').next().unwrap_or_default();
-            format!("{scheme}://{rest}")
-        }
-        None => "<unparsable URL>".to_owned(),
-    }
-}
-
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let database = describe_database(&args.database.url);
+    let database = keygate_store::describe_url(&args.database.url);
     let store = open(&args.database.url).await?;
     tracing::info!(%database, "database ready");
     if !store.has_users().await.map_err(|e| e.to_string())? {
@@ -233,15 +221,6 @@ fn default_blob_dir(url: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_never_appear_in_a_described_url() {
-        assert_eq!(
-            describe_database("postgres://admin:s3cret@db.example:5432/keygate?sslmode=require"),
-            "postgres://db.example:5432/keygate"
-        );
-        assert_eq!(describe_database("sqlite://keygate.db"), "sqlite://keygate.db");
-    }
 
     #[test]
     fn blobs_live_beside_a_sqlite_file() {

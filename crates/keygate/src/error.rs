@@ -9,9 +9,23 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keygate_store::StoreError;
+use keygate_core::Refusal;
+use keygate_core::rules::PolicyViolation;
+use keygate_store::{Entity, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::api::ErrorBody;
+/// Every error: a human text that says what to fix, `status: "KO"`, and a
+/// stable snake_case code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "Invalid API key")]
+    pub error: String,
+    #[schema(example = "KO")]
+    pub status: &'static str,
+    #[schema(example = "invalid_api_key")]
+    pub code: &'static str,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -84,6 +98,14 @@ impl ApiError {
         Self::not_found("app_not_found", "App")
     }
 
+    pub fn bundle_not_found() -> Self {
+        Self::not_found("bundle_not_found", "Bundle")
+    }
+
+    pub fn member_not_found() -> Self {
+        Self::not_found("member_not_found", "Member")
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
@@ -125,6 +147,16 @@ impl ApiError {
                 format!("Too many failed authentications from this address; retry in {seconds} seconds"),
             )
         }
+    }
+
+    /// 503: the change's audit event could not be written, so the change
+    /// was rolled back.
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "The audit log cannot be written, so the change was not made; retry shortly",
+        )
     }
 
     pub fn unavailable() -> Self {
@@ -185,6 +217,67 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one mapping of a missing row to its contract error.
+fn not_found(entity: Entity) -> ApiError {
+    match entity {
+        // A membership that is not there hides the organization (404, not 403).
+        Entity::Organization | Entity::Membership => ApiError::org_not_found(),
+        Entity::App => ApiError::app_not_found(),
+        Entity::Bundle => ApiError::bundle_not_found(),
+        Entity::ApiKey => ApiError::api_key_not_found(),
+        Entity::User => ApiError::member_not_found(),
+    }
+}
+
+fn conflict(entity: Entity) -> ApiError {
+    match entity {
+        Entity::App => ApiError::conflict("app_exists", "An app with that app_id already exists"),
+        Entity::Bundle => ApiError::conflict("bundle_exists", "The app already has a bundle of that version"),
+        other => ApiError::conflict("conflict", format!("That {other} already exists")),
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let forbidden =
+            |message: &'static str| Self::new(StatusCode::FORBIDDEN, "insufficient_permissions", message);
+        match refusal {
+            Refusal::Invisible => Self::org_not_found(),
+            Refusal::Forbidden => Self::insufficient_permissions(),
+            Refusal::NotAnAdministrator => forbidden(
+                "Insufficient permissions: changing members needs the `admin` right in the organization",
+            ),
+            Refusal::RoleAboveOwn => forbidden(
+                "Insufficient permissions: nobody grants, changes or removes a role above their own",
+            ),
+            Refusal::NotTheOwner => {
+                forbidden("Only the key's own user can rotate it; an admin can revoke it instead")
+            }
+            Refusal::LastSuperAdmin => Self::conflict(
+                "last_super_admin",
+                "An organization keeps at least one super_admin; promote another member first",
+            ),
+        }
+    }
+}
+
+impl From<PolicyViolation> for ApiError {
+    fn from(violation: PolicyViolation) -> Self {
+        match violation {
+            PolicyViolation::ExpirationRequired => Self::bad_request(
+                "expiration_required",
+                "This organization requires API keys to expire: set expires_at",
+            ),
+            PolicyViolation::ExceedsMaxDays(days) => Self::bad_request(
+                "expiration_exceeds_max",
+                format!(
+                    "This organization's API keys must expire within {days} days: set an earlier expires_at"
+                ),
+            ),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -192,22 +285,13 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::unavailable()
             }
-            StoreError::NotFound(what) => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+            StoreError::AuditUnavailable(_) => {
+                tracing::error!(error = %error, "a change was refused: its audit event cannot be written");
+                Self::audit_unavailable()
             }
-            StoreError::Conflict(what) => {
-                Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
-            }
-            StoreError::RoleAboveOwn => Self::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_permissions",
-                "Insufficient permissions: nobody grants, changes or removes a role above their own",
-            ),
-            StoreError::LastSuperAdmin => Self::new(
-                StatusCode::CONFLICT,
-                "last_super_admin",
-                "An organization keeps at least one super_admin; promote another member first",
-            ),
+            StoreError::NotFound(entity) => not_found(entity),
+            StoreError::Conflict(entity) => conflict(entity),
+            StoreError::Refused(refusal) => refusal.into(),
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Config(_) => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()

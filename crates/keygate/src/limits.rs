@@ -9,22 +9,46 @@
 //! directly rather than approximated by a token bucket. IPv6 addresses count
 //! by their /64, the block one client usually holds. Checking and counting
 //! are separate steps, so a burst of parallel failures may pass a few more
-//! than the threshold before the block starts; never fewer.
+//! than the threshold before the block starts; never fewer. The table is a
+//! bounded moka cache, so a flood of distinct addresses (cheap with IPv6)
+//! costs O(1) per failure, never a scan.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 
 pub const THRESHOLD: usize = 20;
 pub const WINDOW: Duration = Duration::from_secs(5 * 60);
-/// Addresses tracked at most; when full, expired entries are dropped, then
-/// the entry whose latest failure is oldest.
-const MAX_ADDRESSES: usize = 100_000;
+/// Addresses tracked at most. An address idle for a whole window holds no
+/// failure that counts and is dropped; when full, the least recently seen
+/// goes. Both in O(1), whatever the number of addresses.
+const MAX_ADDRESSES: u64 = 100_000;
 
-#[derive(Debug, Default)]
+type Failures = Arc<Mutex<VecDeque<Instant>>>;
+
 pub struct FailedAuthLimiter {
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: Cache<IpAddr, Failures>,
+}
+
+impl Default for FailedAuthLimiter {
+    fn default() -> Self {
+        let failures = Cache::builder()
+            .max_capacity(MAX_ADDRESSES)
+            .time_to_idle(WINDOW)
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        Self { failures }
+    }
+}
+
+impl std::fmt::Debug for FailedAuthLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailedAuthLimiter").field("addresses", &self.failures.entry_count()).finish()
+    }
 }
 
 /// The unit an address is counted in: itself for IPv4, its /64 for IPv6.
@@ -41,9 +65,9 @@ fn client_of(address: IpAddr) -> IpAddr {
 impl FailedAuthLimiter {
     /// How long `address` must wait, if it is blocked now.
     pub fn blocked_for(&self, address: IpAddr, now: Instant) -> Option<Duration> {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let times = failures.get_mut(&client_of(address))?;
-        forget_older(times, now);
+        let failures = self.failures.get(&client_of(address))?;
+        let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
+        forget_older(&mut times, now);
         if times.len() < THRESHOLD {
             return None;
         }
@@ -53,32 +77,13 @@ impl FailedAuthLimiter {
     }
 
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
-        let client = client_of(address);
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&client) {
-            make_room(&mut failures, now);
-        }
-        let times = failures.entry(client).or_default();
-        forget_older(times, now);
+        let failures = self.failures.get_with(client_of(address), Failures::default);
+        let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
+        forget_older(&mut times, now);
         times.push_back(now);
         // Only the most recent THRESHOLD failures decide a block.
         while times.len() > THRESHOLD {
             times.pop_front();
-        }
-    }
-}
-
-/// Drops expired entries; if none were, the one whose latest failure is oldest.
-fn make_room(failures: &mut HashMap<IpAddr, VecDeque<Instant>>, now: Instant) {
-    failures.retain(|_, times| {
-        forget_older(times, now);
-        !times.is_empty()
-    });
-    if failures.len() >= MAX_ADDRESSES {
-        let quietest =
-            failures.iter().min_by_key(|(_, times)| times.back().copied()).map(|(client, _)| *client);
-        if let Some(client) = quietest {
-            failures.remove(&client);
         }
     }
 }
@@ -122,6 +127,24 @@ mod tests {
         assert!(limiter.blocked_for(sibling, start).is_some());
         let elsewhere = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
         assert_eq!(limiter.blocked_for(elsewhere, start), None);
+    }
+
+    #[test]
+    fn a_flood_of_addresses_stays_bounded_and_keeps_recent_offenders() {
+        let limiter = FailedAuthLimiter::default();
+        let start = Instant::now();
+        for _ in 0..THRESHOLD {
+            limiter.record_failure(A, start);
+        }
+        for i in 0..(MAX_ADDRESSES as u32 + 5_000) {
+            limiter.record_failure(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), start);
+            if i % 10_000 == 0 {
+                assert!(limiter.blocked_for(A, start).is_some(), "a recent offender stays blocked");
+            }
+        }
+        limiter.failures.run_pending_tasks();
+        assert!(limiter.failures.entry_count() <= MAX_ADDRESSES);
+        assert!(limiter.blocked_for(A, start).is_some(), "the offender seen recently is kept");
     }
 
     #[test]

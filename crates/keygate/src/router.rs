@@ -61,7 +61,8 @@ pub fn openapi() -> &'static str {
     get,
     path = "/openapi.json",
     tag = "meta",
-    responses((status = 200, description = "This document", body = Object))
+    responses((status = 200, description = "This document", body = Object)),
+    security(())
 )]
 async fn openapi_json() -> Response {
     ([(CONTENT_TYPE, "application/json")], openapi()).into_response()

@@ -40,8 +40,9 @@ impl UsageRecorder {
         self.add(key_id, at, 1, 0, true);
     }
 
-    /// A request authenticated with the key, then refused by authorization.
-    pub fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
+    /// A request authenticated with the key, then refused by authorization;
+    /// called only by [`count_denials`].
+    fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
         self.add(key_id, at, 0, 1, false);
     }
 
@@ -120,15 +121,25 @@ impl RequestKey {
     }
 }
 
-/// Counts a 403 against the key that made the request.
+/// Put on a response that refuses a key it did not authenticate with (such
+/// as `/verify` answering `FORBIDDEN` with a 200), so that [`count_denials`]
+/// counts the denial against that key.
+#[derive(Clone, Copy, Debug)]
+pub struct DeniedKey(pub i64);
+
+/// The one place denials are counted: a 403 against the key that made the
+/// request, or a [`DeniedKey`] against the key it names.
 pub async fn count_denials(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let slot = RequestKey::default();
     req.extensions_mut().insert(slot.clone());
     let response = next.run(req).await;
-    if response.status() == StatusCode::FORBIDDEN {
-        if let Some(&key_id) = slot.0.get() {
-            state.usage.record_denied(key_id, Utc::now());
-        }
+    let denied = match response.extensions().get::<DeniedKey>() {
+        Some(&DeniedKey(key_id)) => Some(key_id),
+        None if response.status() == StatusCode::FORBIDDEN => slot.0.get().copied(),
+        None => None,
+    };
+    if let Some(key_id) = denied {
+        state.usage.record_denied(key_id, Utc::now());
     }
     response
 }

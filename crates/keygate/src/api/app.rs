@@ -7,14 +7,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use keygate_core::authz::{Action, Target};
 use keygate_core::{AppId, KeyName};
-use keygate_store::{App, StoreError};
+use keygate_store::App;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
@@ -94,7 +93,6 @@ pub async fn find_app(state: &AppState, caller: &Caller, raw: &str, action: Acti
         (status = 200, description = "Apps the key sees (needs R)", body = Data<AppView>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -132,7 +130,6 @@ pub async fn list(
         (status = 200, description = "The app (needs R)", body = OneApp),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -153,7 +150,6 @@ pub async fn get(
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody) -> ApiResult<Json<OneApp>> {
     let request = body
@@ -163,15 +159,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     let name = parse_app_name(request.name.as_deref())?;
     let org_id = require_org_id(request.org_id.as_deref())?;
     caller.require(&state, Target::app(org_id, &app_id), Action::Write, ApiError::org_not_found).await?;
-    let app = state.store.create_app(org_id, &app_id, &name).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict("app_exists", format!("An app with app_id {app_id} already exists"))
-        }
-        StoreError::NotFound(_) => ApiError::org_not_found(),
-        e => e.into(),
-    })?;
+    let app = state.store.create_app(org_id, &app_id, &name, &caller.actor()).await?;
     tracing::info!(app_id = %app.app_id, %org_id, "app created");
-    audit::record(&state, org_id, &caller, "app.create", "app", &app.app_id).await;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -186,7 +175,6 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn rename(
     State(state): State<AppState>,
@@ -199,8 +187,11 @@ pub async fn rename(
         .json::<RenameApp>()?
         .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
     let name = parse_app_name(request.name.as_deref())?;
-    let app = state.store.rename_app(&app.app_id, &name).await?.ok_or_else(ApiError::app_not_found)?;
-    audit::record(&state, app.org_id, &caller, "app.update", "app", &app.app_id).await;
+    let app = state
+        .store
+        .rename_app(&app.app_id, &name, &caller.actor())
+        .await?
+        .ok_or_else(ApiError::app_not_found)?;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -213,7 +204,6 @@ pub async fn rename(
         (status = 200, description = "Deleted with its bundles (needs W)", body = Success),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -221,9 +211,9 @@ pub async fn delete(
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, &app_id, Action::Write).await?;
-    let blobs = state.store.delete_app(&app.app_id).await?.ok_or_else(ApiError::app_not_found)?;
+    let blobs =
+        state.store.delete_app(&app.app_id, &caller.actor()).await?.ok_or_else(ApiError::app_not_found)?;
     state.blobs.remove(&blobs).await;
     tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");
-    audit::record(&state, app.org_id, &caller, "app.delete", "app", &app.app_id).await;
     Ok(Json(SUCCESS))
 }

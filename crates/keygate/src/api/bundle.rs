@@ -18,7 +18,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::app::find_app;
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::BlobError;
 use crate::error::{ApiError, ApiResult};
@@ -86,10 +85,6 @@ impl BundleQuery {
     }
 }
 
-fn bundle_not_found() -> ApiError {
-    ApiError::not_found("bundle_not_found", "Bundle")
-}
-
 #[utoipa::path(
     get,
     path = "/bundle",
@@ -99,7 +94,6 @@ fn bundle_not_found() -> ApiError {
         (status = 200, description = "The app's bundles (needs R)", body = Data<BundleView>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -122,7 +116,6 @@ pub async fn list(
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn upload(
     State(state): State<AppState>,
@@ -156,20 +149,17 @@ pub async fn upload(
         size: i64::try_from(blob.size).unwrap_or(i64::MAX),
         blob_key: blob.key.clone(),
     };
-    let bundle = match state.store.insert_bundle(new).await {
+    let bundle = match state.store.insert_bundle(new, &caller.actor()).await {
         Ok(bundle) => bundle,
         Err(error) => {
             state.blobs.remove(std::slice::from_ref(&blob.key)).await;
             return Err(match error {
                 StoreError::Conflict(_) => exists(),
-                StoreError::NotFound(_) => ApiError::app_not_found(),
                 e => e.into(),
             });
         }
     };
     tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
-    let target = format!("{}@{}", bundle.app_id, bundle.version);
-    audit::record(&state, app.org_id, &caller, "bundle.upload", "bundle", target).await;
     Ok(Json(OneBundle { bundle: bundle.into() }))
 }
 
@@ -182,7 +172,6 @@ pub async fn upload(
         (status = 200, description = "Deleted with its bytes (needs W)", body = Success),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -191,10 +180,12 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Write).await?;
     let version = query.version()?;
-    let bundle = state.store.delete_bundle(&app.app_id, &version).await?.ok_or_else(bundle_not_found)?;
+    let bundle = state
+        .store
+        .delete_bundle(&app.app_id, &version, &caller.actor())
+        .await?
+        .ok_or_else(ApiError::bundle_not_found)?;
     state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
-    let target = format!("{}@{}", bundle.app_id, bundle.version);
-    audit::record(&state, app.org_id, &caller, "bundle.delete", "bundle", target).await;
     Ok(Json(SUCCESS))
 }
 
@@ -207,7 +198,6 @@ pub async fn delete(
         (status = 200, description = "The bundle's bytes (needs R)", content_type = "application/octet-stream", body = Vec<u8>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn download(
     State(state): State<AppState>,
@@ -216,7 +206,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
     let version = query.version()?;
-    let bundle = state.store.bundle(&app.app_id, &version).await?.ok_or_else(bundle_not_found)?;
+    let bundle = state.store.bundle(&app.app_id, &version).await?.ok_or_else(ApiError::bundle_not_found)?;
     let file = tokio::fs::File::open(state.blobs.path(&bundle.blob_key)).await.map_err(|error| {
         tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob is missing");
         ApiError::internal()

@@ -14,7 +14,8 @@ use crate::AppState;
     responses(
         (status = 200, description = "The database answers: `{\"status\": \"ok\"}`", body = Object),
         (status = 503, description = "The database is unreachable", body = super::ErrorBody),
-    )
+    ),
+    security(())
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {

@@ -13,6 +13,8 @@ use serde::{Serialize, Serializer};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+pub use crate::error::ErrorBody;
+
 /// An RFC 3339 UTC timestamp such as `2024-02-12T00:00:00Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub DateTime<Utc>);
@@ -42,18 +44,6 @@ pub struct Success {
 }
 
 pub const SUCCESS: Success = Success { success: true };
-
-/// Every error: a human text that says what to fix, `status: "KO"`, and a
-/// stable snake_case code.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    #[schema(example = "Invalid API key")]
-    pub error: String,
-    #[schema(example = "KO")]
-    pub status: &'static str,
-    #[schema(example = "invalid_api_key")]
-    pub code: &'static str,
-}
 
 /// The errors of a request that reads: each an [`ErrorBody`].
 #[derive(utoipa::IntoResponses)]
@@ -98,6 +88,8 @@ pub enum WriteErrors {
                        `x-api-key: <key>` or `capgkey: <key>`. Every error is an ErrorBody."
     ),
     modifiers(&KeySecurity),
+    // Every route needs an API key unless its own path says otherwise.
+    security(("api_key" = [])),
     components(schemas(ErrorBody)),
     tags(
         (name = "apikey", description = "API keys: list, create, change, revoke"),

@@ -2,23 +2,23 @@
 //! sees, their settings, and who belongs to them.
 //!
 //! Reading needs R, changing settings and members and reading the audit
-//! log A, deleting O, decided by [`Caller::require`]. Creating an organization needs an unscoped `all` key
-//! (only the CLI issues those): a scoped key must not reach beyond its
-//! organization. Nobody grants, changes or removes a role above their own,
-//! and an organization always keeps a `super_admin`.
+//! log A, deleting O, decided by [`Caller::require`]. Creating an
+//! organization is [`rules::may_create_organization`]; membership changes
+//! are checked by the store, under the organization's lock, with
+//! [`rules::may_change_membership`] and [`rules::keeps_a_super_admin`].
 
 use axum::Json;
 use axum::extract::State;
 use keygate_core::authz::{Action, Target};
-use keygate_core::{Email, Mode, OrgName, Role};
-use keygate_store::{Member, MemberChange, OrgChanges, Organization, StoreError};
+use keygate_core::rules;
+use keygate_core::{Email, OrgName, Role};
+use keygate_store::{Member, OrgChanges, Organization};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, int_in_range, present, require_org_id, required};
@@ -132,14 +132,6 @@ fn parse_max_days(days: i64) -> ApiResult<i32> {
     }
 }
 
-/// A store error for an organization deleted, or left, meanwhile.
-fn org_gone(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound(_) => ApiError::org_not_found(),
-        e => e.into(),
-    }
-}
-
 #[utoipa::path(
     get,
     path = "/organization",
@@ -148,7 +140,6 @@ fn org_gone(error: StoreError) -> ApiError {
         (status = 200, description = "The organizations the key sees, with the caller's role", body = Data<OrganizationView>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Data<OrganizationView>>> {
     let memberships = state.store.memberships(caller.user_id()).await?;
@@ -172,15 +163,13 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneOrganization>> {
-    let scope = &caller.principal.scope;
-    if caller.principal.mode != Mode::All || scope.org.is_some() || scope.is_app_limited() {
+    if !rules::may_create_organization(&caller.principal) {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "insufficient_permissions",
@@ -190,9 +179,8 @@ pub async fn create(
     let request =
         body.json::<CreateOrganization>()?.ok_or_else(|| ApiError::invalid_body("Send {\"name\": …}"))?;
     let name = parse_org_name(request.name.as_deref())?;
-    let org = state.store.create_organization(&name, caller.user_id()).await?;
+    let org = state.store.create_organization(&name, caller.user_id(), &caller.actor()).await?;
     tracing::info!(org_id = %org.id, "organization created");
-    audit::record(&state, org.id, &caller, "organization.create", "organization", org.id).await;
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, Role::SuperAdmin) }))
 }
 
@@ -206,7 +194,6 @@ pub async fn create(
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -225,8 +212,11 @@ pub async fn update(
             .map(|d| d.map(parse_max_days).transpose())
             .transpose()?,
     };
-    let org = state.store.update_organization(org_id, changes).await?.ok_or_else(ApiError::org_not_found)?;
-    audit::record(&state, org_id, &caller, "organization.update", "organization", org_id).await;
+    let org = state
+        .store
+        .update_organization(org_id, changes, &caller.actor())
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, role) }))
 }
 
@@ -239,7 +229,6 @@ pub async fn update(
         (status = 200, description = "Deleted with its apps, bundles, memberships and scoped keys (needs O)", body = Success),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -263,7 +252,6 @@ pub async fn delete(
         (status = 200, description = "The members (needs R)", body = Data<MemberView>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn members(
     State(state): State<AppState>,
@@ -286,7 +274,6 @@ pub async fn members(
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn set_member(
     State(state): State<AppState>,
@@ -307,10 +294,8 @@ pub async fn set_member(
             "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
         )
     })?;
-    let change = MemberChange { org_id, acting_user: caller.user_id() };
-    let member = state.store.set_member(change, &email, role).await.map_err(org_gone)?;
+    let member = state.store.set_member(org_id, &email, role, &caller.actor()).await?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
-    audit::record(&state, org_id, &caller, "member.set", "member", member.user_id).await;
     Ok(Json(OneMember { member: member.into() }))
 }
 
@@ -324,7 +309,6 @@ pub async fn set_member(
         ReadErrors,
         WriteErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -333,16 +317,13 @@ pub async fn remove_member(
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let member_not_found = || ApiError::not_found("member_not_found", "Member");
     let user_id = required(query.user_id.as_deref())
         .ok_or_else(|| ApiError::bad_request("user_id_required", "user_id is required"))?;
-    let user_id = Uuid::parse_str(user_id).map_err(|_| member_not_found())?;
-    let change = MemberChange { org_id, acting_user: caller.user_id() };
-    if !state.store.remove_member(change, user_id).await.map_err(org_gone)? {
-        return Err(member_not_found());
+    let user_id = Uuid::parse_str(user_id).map_err(|_| ApiError::member_not_found())?;
+    if !state.store.remove_member(org_id, user_id, &caller.actor()).await? {
+        return Err(ApiError::member_not_found());
     }
     tracing::info!(%org_id, %user_id, "member removed");
-    audit::record(&state, org_id, &caller, "member.remove", "member", user_id).await;
     Ok(Json(SUCCESS))
 }
 
@@ -399,7 +380,6 @@ impl From<keygate_store::AuditEvent> for AuditEventView {
         (status = 200, description = "The organization's audit log, newest first (needs A)", body = Data<AuditEventView>),
         ReadErrors,
     ),
-    security(("api_key" = []))
 )]
 pub async fn audit_log(
     State(state): State<AppState>,

@@ -6,22 +6,25 @@
 //! mode ∩ the owner's current role ∩ the key's scope.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use keygate_core::authz::{Action, Target};
+use axum::response::{IntoResponse, Response};
+use keygate_core::authz::Action;
+use keygate_core::rules::{self, VerifyTarget};
 use keygate_core::{AppId, Mode};
+use keygate_store::ApiKeyRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::ErrorBody;
 use crate::AppState;
-use crate::auth::{ClientAddress, KeyLookup, look_up, principal, strip_bearer};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::{ClientAddress, Credential, guarded, strip_bearer};
+use crate::authenticator::KeyLookup;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{RawBody, parse_org_id};
+use crate::usage::DeniedKey;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,9 +75,9 @@ fn parse_action(raw: Option<&str>) -> ApiResult<Action> {
 }
 
 /// The token the calling service presents, checked against every
-/// configured one without an early exit. Wrong tokens count as failed
-/// authentications of the caller's address, like wrong keys.
-fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -> ApiResult<()> {
+/// configured one without an early exit, inside the failed-authentication
+/// guard like every credential.
+async fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -> ApiResult<()> {
     if state.verifier_tokens.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -82,22 +85,42 @@ fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -
             "POST /verify is not enabled on this server: start `keygate serve` with --verifier-token",
         ));
     }
-    if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
-        return Err(ApiError::rate_limited(wait));
-    }
     let presented =
         headers.get("authorization").and_then(|v| v.to_str().ok()).map(strip_bearer).unwrap_or_default();
-    if state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented)) {
-        return Ok(());
+    let matched = state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented));
+    guarded(state, address, async {
+        Ok(if matched {
+            Credential::Accepted(())
+        } else {
+            Credential::Refused(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_verifier_token",
+                "POST /verify needs `authorization: Bearer <verifier token>`, as given to `keygate serve`",
+            ))
+        })
+    })
+    .await
+}
+
+fn verdict(valid: bool, code: &'static str, key: Option<&ApiKeyRecord>) -> Verdict {
+    Verdict {
+        valid,
+        code,
+        key: key.map(|k| VerifiedKey {
+            id: k.id,
+            user_id: k.user_id,
+            org_id: k.org_id,
+            mode: k.mode,
+            limited_to_apps: k.limited_to_apps.clone(),
+        }),
     }
-    if let Some(address) = address {
-        state.failed_auth.record_failure(address, Instant::now());
-    }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_verifier_token",
-        "POST /verify needs `authorization: Bearer <verifier token>`, as given to `keygate serve`",
-    ))
+}
+
+/// `FORBIDDEN` for a live key, counted as a denial of that key.
+fn forbidden(key: &ApiKeyRecord) -> Response {
+    let mut response = Json(verdict(false, "FORBIDDEN", Some(key))).into_response();
+    response.extensions_mut().insert(DeniedKey(key.id));
+    response
 }
 
 #[utoipa::path(
@@ -119,8 +142,8 @@ pub async fn verify(
     ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: RawBody,
-) -> ApiResult<Json<Verdict>> {
-    check_token(&state, &headers, address)?;
+) -> ApiResult<Response> {
+    check_token(&state, &headers, address).await?;
     let request = body
         .json::<VerifyRequest>()?
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;
@@ -132,54 +155,32 @@ pub async fn verify(
         .as_deref()
         .map(|a| AppId::parse(a).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string())))
         .transpose()?;
-    let verdict = |valid, code, key: Option<&keygate_store::ApiKeyRecord>| Verdict {
-        valid,
-        code,
-        key: key.map(|k| VerifiedKey {
-            id: k.id,
-            user_id: k.user_id,
-            org_id: k.org_id,
-            mode: k.mode,
-            limited_to_apps: k.limited_to_apps.clone(),
-        }),
+    let live = match state.authenticator.look_up(&raw).await? {
+        KeyLookup::Live(live) => live,
+        KeyLookup::Expired(key) => return Ok(Json(verdict(false, "EXPIRED", Some(&key))).into_response()),
+        KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None)).into_response()),
     };
-    let key = match look_up(&state, &raw).await? {
-        KeyLookup::Live(key, _) => key,
-        KeyLookup::Expired(key) => return Ok(Json(verdict(false, "EXPIRED", Some(&key)))),
-        KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None))),
+    let key = &live.key;
+    // An organization id that is not a UUID, or an app that does not exist,
+    // names nothing the key could act on.
+    let Ok(org) = org_id else {
+        return Ok(forbidden(key));
     };
-    let now = chrono::Utc::now();
-    let principal = principal(key.clone());
-
     let app = match &app_id {
         Some(app_id) => match state.store.app(app_id).await? {
             Some(app) => Some(app),
-            None => {
-                state.usage.record_denied(key.id, now);
-                return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
-            }
+            None => return Ok(forbidden(key)),
         },
         None => None,
     };
-    // An organization id that is not a UUID names none: nothing to act on.
-    let Ok(named_org) = org_id else {
-        state.usage.record_denied(key.id, now);
-        return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
+    let target = VerifyTarget { org, app: app.as_ref().map(|a| (a.org_id, &a.app_id)) };
+    let role = match target.org(&live.principal) {
+        Ok(Some(org)) if live.principal.scope.org == Some(org) => live.own_role,
+        Ok(Some(org)) => state.store.role(org, key.user_id).await?,
+        _ => None,
     };
-    let target_org = named_org.or(app.as_ref().map(|a| a.org_id)).or(key.org_id);
-    let allowed = match target_org {
-        Some(org) if app.as_ref().is_some_and(|a| a.org_id != org) => false,
-        Some(org) => {
-            let role = state.store.role(org, key.user_id).await?;
-            let target = Target { org, app: app.as_ref().map(|a| &a.app_id) };
-            principal.decide(role, target, action).is_allowed()
-        }
-        // An unscoped key, and nothing named: only its mode can be judged.
-        None => principal.mode.actions().contains(action),
-    };
-    if !allowed {
-        state.usage.record_denied(key.id, now);
-        return Ok(Json(verdict(false, "FORBIDDEN", Some(&key))));
+    if !rules::verify(&live.principal, target, role, action) {
+        return Ok(forbidden(key));
     }
-    Ok(Json(verdict(true, "VALID", Some(&key))))
+    Ok(Json(verdict(true, "VALID", Some(key))).into_response())
 }

@@ -303,12 +303,12 @@ async fn organization_policy_binds_scoped_keys() {
     let app = spawn_app().await;
     let org = Uuid::parse_str(&app.owner.org_id).expect("uuid");
     let changes = OrgChanges { require_apikey_expiration: Some(true), ..Default::default() };
-    app.store.update_organization(org, changes).await.expect("update");
+    app.store.update_organization(org, changes, &keygate_store::Actor::OPERATOR).await.expect("update");
     let reply = app.post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
     reply.error(400, "expiration_required");
 
     let changes = OrgChanges { max_apikey_expiration_days: Some(Some(30)), ..Default::default() };
-    app.store.update_organization(org, changes).await.expect("update");
+    app.store.update_organization(org, changes, &keygate_store::Actor::OPERATOR).await.expect("update");
     let late = (Utc::now() + Duration::days(31)).to_rfc3339();
     let reply = app
         .post("/apikey", &app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": late }))

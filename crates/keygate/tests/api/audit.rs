@@ -65,10 +65,20 @@ async fn every_change_is_in_the_audit_log_newest_first() {
             "apikey.rotate",
             "apikey.update",
             "apikey.create",
+            // `keygate bootstrap`, by the operator: no user, key or address.
+            "apikey.create",
+            "organization.create",
         ]
     );
     let events = log["data"].as_array().expect("data");
-    let created = events.last().expect("first event");
+    let bootstrap = &events[events.len() - 2..];
+    for event in bootstrap {
+        let actor = (&event["actor_user_id"], &event["actor_key_id"], &event["ip"]);
+        assert_eq!(actor, (&Value::Null, &Value::Null, &Value::Null), "the operator: {event}");
+    }
+    assert_eq!(bootstrap[0]["target_id"], app.owner.key_id.to_string());
+    assert_eq!(bootstrap[1]["target_id"], app.owner.org_id.as_str());
+    let created = &events[events.len() - 3];
     assert_eq!(created["actor_user_id"], app.owner.user_id.as_str());
     assert_eq!(created["actor_key_id"], app.owner.key_id);
     assert_eq!(created["target_type"], "apikey");
@@ -120,4 +130,43 @@ async fn changes_to_unscoped_keys_are_recorded_in_the_owners_organizations() {
     assert_eq!(event["action"], "apikey.rotate");
     assert_eq!(event["target_id"], member.key_id.to_string());
     assert_eq!(event["actor_user_id"], member.user_id.as_str());
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_audited_does_not_happen() {
+    let app = spawn_app().await;
+    let org = app.owner.org_id.clone();
+    let owner = &app.owner.key;
+    let key = app.owner_key("read").await;
+    let keys_before = app.key_count().await;
+    app.break_audit_log().await;
+
+    let body = json!({ "app_id": "com.acme.app", "name": "An app", "org_id": org });
+    let text = app.post("/app", owner, body).await.error(503, "audit_unavailable").to_owned();
+    assert!(text.contains("not made"), "{text}");
+    app.get("/app/com.acme.app", owner).await.error(404, "app_not_found");
+
+    app.post("/apikey", owner, json!({ "org_id": org, "mode": "read" }))
+        .await
+        .error(503, "audit_unavailable");
+    let key_path = format!("/apikey/{}", key["id"]);
+    app.put(&key_path, owner, json!({ "name": "renamed" })).await.error(503, "audit_unavailable");
+    app.post(&format!("{key_path}/rotate"), owner, json!({})).await.error(503, "audit_unavailable");
+    app.delete(&key_path, owner).await.error(503, "audit_unavailable");
+    assert_eq!(app.key_count().await, keys_before, "no key created or deleted");
+    let unchanged = app.get(&key_path, owner).await.ok();
+    assert_eq!(unchanged["apikey"]["name"], key["name"]);
+    assert_eq!(unchanged["apikey"]["updated_at"], key["updated_at"]);
+    // The old secret still works: the rotation did not happen.
+    app.get("/apikey", key["key"].as_str().expect("key")).await.error(403, "insufficient_permissions");
+
+    let member = json!({ "org_id": org, "email": "dev@example.com", "role": "write" });
+    app.post("/organization/members", owner, member).await.error(503, "audit_unavailable");
+    app.put("/organization", owner, json!({ "org_id": org, "name": "Renamed" }))
+        .await
+        .error(503, "audit_unavailable");
+    let members = app.get(&format!("/organization/members?org_id={org}"), owner).await.ok();
+    assert_eq!(members["data"].as_array().map(Vec::len), Some(1));
+    let orgs = app.get("/organization", owner).await.ok();
+    assert_eq!(orgs["data"][0]["name"], "Acme");
 }

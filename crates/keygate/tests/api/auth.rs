@@ -91,16 +91,19 @@ async fn an_expired_key_is_refused_with_its_own_code() {
     let secret = ApiKeySecret::generate().expect("rng");
     // The API refuses past expiries, so the fixture is written directly.
     app.store
-        .insert_key(NewApiKey {
-            material: KeyMaterial { digest: secret.digest(), preview: secret.preview() },
-            mode: Mode::All,
-            name: KeyName::parse("old").expect("name"),
-            user_id: Uuid::parse_str(&app.owner.user_id).expect("uuid"),
-            org_id: Some(Uuid::parse_str(&app.owner.org_id).expect("uuid")),
-            limited_to_apps: vec![],
-            expires_at: Some(Utc::now() - Duration::seconds(1)),
-            created_by_key_id: None,
-        })
+        .insert_key(
+            NewApiKey {
+                material: KeyMaterial { digest: secret.digest(), preview: secret.preview() },
+                mode: Mode::All,
+                name: KeyName::parse("old").expect("name"),
+                user_id: Uuid::parse_str(&app.owner.user_id).expect("uuid"),
+                org_id: Some(Uuid::parse_str(&app.owner.org_id).expect("uuid")),
+                limited_to_apps: vec![],
+                expires_at: Some(Utc::now() - Duration::seconds(1)),
+                created_by_key_id: None,
+            },
+            &keygate_store::Actor::OPERATOR,
+        )
         .await
         .expect("insert");
     let reply = app.get("/apikey", secret.expose()).await;

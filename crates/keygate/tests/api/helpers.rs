@@ -189,6 +189,36 @@ impl TestApp {
         std::fs::read_dir(self._database.dir().join("blobs")).map(|d| d.count()).unwrap_or(0)
     }
 
+    /// Makes every write to the audit log fail, as a full disk would, by a
+    /// trigger installed through a connection of its own.
+    pub async fn break_audit_log(&self) {
+        use sqlx::Connection;
+        let url = self._database.url();
+        if self._database.is_postgres() {
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(
+                "CREATE FUNCTION audit_off() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'the audit log is unavailable'; END $$; \
+                 CREATE TRIGGER audit_off BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION audit_off();",
+            )
+            .execute(&mut connection)
+            .await
+            .expect("install the trigger");
+            let _ = connection.close().await;
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(
+                "CREATE TRIGGER audit_off BEFORE INSERT ON audit_events \
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is unavailable'); END;",
+            )
+            .execute(&mut connection)
+            .await
+            .expect("install the trigger");
+            let _ = connection.close().await;
+        }
+    }
+
     /// How many keys the database holds, all users together.
     pub async fn key_count(&self) -> usize {
         let mut total = 0;

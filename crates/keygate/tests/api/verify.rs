@@ -69,16 +69,19 @@ async fn unknown_malformed_and_expired_keys_are_reported_as_such() {
 
     let secret = ApiKeySecret::generate().expect("rng");
     app.store
-        .insert_key(keygate_store::NewApiKey {
-            material: keygate_store::KeyMaterial { digest: secret.digest(), preview: secret.preview() },
-            mode: keygate_core::Mode::Read,
-            name: keygate_core::KeyName::parse("old").expect("name"),
-            user_id: app.owner.user_id.parse().expect("uuid"),
-            org_id: Some(app.owner.org_id.parse().expect("uuid")),
-            limited_to_apps: vec![],
-            expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
-            created_by_key_id: None,
-        })
+        .insert_key(
+            keygate_store::NewApiKey {
+                material: keygate_store::KeyMaterial { digest: secret.digest(), preview: secret.preview() },
+                mode: keygate_core::Mode::Read,
+                name: keygate_core::KeyName::parse("old").expect("name"),
+                user_id: app.owner.user_id.parse().expect("uuid"),
+                org_id: Some(app.owner.org_id.parse().expect("uuid")),
+                limited_to_apps: vec![],
+                expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+                created_by_key_id: None,
+            },
+            &keygate_store::Actor::OPERATOR,
+        )
         .await
         .expect("insert");
     let verdict = verify(&app, Some(TOKEN), json!({ "key": secret.expose() })).await.ok();

@@ -1,0 +1,487 @@
+//! The PostgreSQL backend: several stateless replicas on one database.
+//!
+//! One pool with bounded waits: acquiring a connection gives up after
+//! [`ACQUIRE_TIMEOUT`] and a statement after [`STATEMENT_TIMEOUT`], so an
+//! unreachable database turns into a prompt 503 rather than a hang; broken
+//! connections are tested and replaced before use, so keygate recovers on
+//! its own when the database comes back. Migrations take PostgreSQL's
+//! advisory lock, so replicas may start together.
+//!
+//! Replicas may write at once: every change of memberships first locks its
+//! organization's row ([`lock_org`]), and creating a scoped key or an app
+//! takes a shared lock on it ([`share_org`]); the helpers here are what
+//! those transactions share.
+
+mod apps;
+mod audit;
+mod keys;
+mod orgs;
+mod usage;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_core::rules::{self, Refusal};
+use keygate_core::{Email, OrgName, Role};
+use sqlx::PgConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::error::write_error;
+use crate::rows::{AppList, KeyRow, OrgRow, key_columns, org_columns};
+use crate::{
+    Actor, ApiKeyRecord, AuthChange, ChangeFeed, Entity, NewApiKey, Organization, Result, Store, StoreError,
+    redact_credentials,
+};
+
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a request waits for a free connection before the store reports
+/// itself unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one statement may run before PostgreSQL cancels it.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: u32 = 16;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct PostgresStore {
+    pool: PgPool,
+    changes: ChangeFeed,
+}
+
+impl PostgresStore {
+    /// Connects and runs the migrations (under sqlx's advisory lock).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| config("invalid PostgreSQL URL", &e))?
+            .application_name("keygate")
+            .options([("statement_timeout", format!("{}ms", STATEMENT_TIMEOUT.as_millis()))]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(|e| config("cannot connect to PostgreSQL", &e))?;
+        MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
+        Ok(Self { pool, changes: ChangeFeed::default() })
+    }
+}
+
+fn config(what: &str, error: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Config(format!("{what}: {}", redact_credentials(&error.to_string())))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// Locks the organization's row until the transaction ends, so that
+/// concurrent changes of its memberships (and [`share_org`] holders) wait
+/// for each other. [`Entity::Organization`] when there is no such
+/// organization.
+///
+/// `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other
+/// explicit lock just the same, but not the `KEY SHARE` lock of a foreign-key
+/// check. A transaction that holds a key's row and then writes its audit
+/// event (a key check on the organization) must not wait for us while we
+/// wait for that key's row (`remove_member` deleting it): that is a deadlock.
+async fn lock_org(conn: &mut PgConnection, org_id: Uuid) -> Result<()> {
+    let locked: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(org_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
+}
+
+/// A shared lock on the organization's row until the transaction ends: it
+/// waits for (and holds off) [`lock_org`], but not other shared holders, so
+/// keys and apps are created side by side. [`Entity::Organization`] when
+/// there is no such organization.
+async fn share_org(conn: &mut PgConnection, org_id: Uuid) -> Result<()> {
+    let locked: Option<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 FOR SHARE")
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
+}
+
+async fn role_of(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id)
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    role.as_deref().map(crate::rows::role).transpose()
+}
+
+/// Checks a move of a member from `current` to `new` (`None`: not a member)
+/// against [`keygate_core::rules`], under the organization's lock, which the
+/// caller holds.
+async fn check_membership_change(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    current: Option<Role>,
+    new: Option<Role>,
+    actor: &Actor,
+) -> Result<()> {
+    if let Some(acting_user) = actor.user_id {
+        let acting = role_of(&mut *conn, org_id, acting_user).await?;
+        rules::may_change_membership(acting, current, new).map_err(|refusal| match refusal {
+            Refusal::Invisible => StoreError::NotFound(Entity::Organization),
+            refusal => StoreError::Refused(refusal),
+        })?;
+    }
+    let demotes = current == Some(Role::SuperAdmin) && new != Some(Role::SuperAdmin);
+    let super_admins = if demotes {
+        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
+            .bind(org_id)
+            .bind(Role::SuperAdmin.as_str())
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
+    rules::keeps_a_super_admin(current, new, super_admins)
+        .map_err(|_| StoreError::Refused(Refusal::LastSuperAdmin))
+}
+
+/// The user with this email, created if new. Insert-or-nothing, then read:
+/// two changes naming one new email at once both end with the same user.
+async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> {
+    sqlx::query(
+        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email.as_str())
+    .bind(crate::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(email.as_str())
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Gives the user the role, adding the membership if needed.
+async fn upsert_membership(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid, role: Role) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(crate::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A new organization with `owner` as its `super_admin`; constraint errors
+/// are left to the caller to interpret.
+async fn insert_org(
+    conn: &mut PgConnection,
+    name: &OrgName,
+    owner: Uuid,
+) -> Result<Organization, sqlx::Error> {
+    let row: OrgRow = sqlx::query_as(concat!(
+        "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING ",
+        org_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(name.as_str())
+    .bind(crate::now())
+    .fetch_one(&mut *conn)
+    .await?;
+    let org = Organization::from(row);
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(org.id)
+        .bind(owner)
+        .bind(Role::SuperAdmin.as_str())
+        .bind(org.created_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(org)
+}
+
+/// Inserts the key's row and its `apikey.create` event(s).
+async fn insert_key(conn: &mut PgConnection, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
+    let row: KeyRow = sqlx::query_as(concat!(
+        "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
+         created_by_key_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING ",
+        key_columns!()
+    ))
+    .bind(&key.material.digest.as_bytes()[..])
+    .bind(&key.material.preview)
+    .bind(key.mode.as_str())
+    .bind(key.name.as_str())
+    .bind(key.user_id)
+    .bind(key.org_id)
+    .bind(AppList::from(&key.limited_to_apps[..]))
+    .bind(key.expires_at)
+    .bind(key.created_by_key_id)
+    .bind(crate::now())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| write_error(e, Entity::Organization, Entity::ApiKey))?;
+    let key = ApiKeyRecord::try_from(row)?;
+    audit::record_for_key(&mut *conn, &key, crate::AuditAction::ApiKeyCreate, actor).await?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use keygate_core::{ApiKeySecret, AppId, Email, KeyName, Mode, OrgName, Role};
+    use keygate_testkit::TestDatabase;
+    use sqlx::Connection;
+    use sqlx::error::BoxDynError;
+    use sqlx::migrate::{Migration, MigrationSource, Migrator};
+    use uuid::Uuid;
+
+    use super::{MIGRATOR, PostgresStore};
+    use crate::{
+        Actor, Enroll, Enrollee, KeyChanges, KeyMaterial, KeyStore, NewApiKey, OrgStore, Store, StoreError,
+    };
+
+    /// The migrations of the previous release, 0001–0005, exactly as shipped.
+    #[derive(Debug)]
+    struct PreviousRelease;
+
+    impl MigrationSource<'static> for PreviousRelease {
+        fn resolve(
+            self,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+            Box::pin(async { Ok(MIGRATOR.iter().filter(|m| m.version <= 5).cloned().collect()) })
+        }
+    }
+
+    fn postgres_only(test: &str) -> bool {
+        let run = keygate_testkit::postgres_base().is_some();
+        if !run {
+            eprintln!("note: {test} needs PostgreSQL (set {}); skipped", keygate_testkit::ENV);
+        }
+        run
+    }
+
+    fn app(name: &str) -> AppId {
+        AppId::parse(name).expect("app id")
+    }
+
+    fn material() -> KeyMaterial {
+        let secret = ApiKeySecret::generate().expect("rng");
+        KeyMaterial { digest: secret.digest(), preview: secret.preview() }
+    }
+
+    #[tokio::test]
+    async fn upgrading_from_the_previous_release_moves_app_lists_into_arrays() {
+        if !postgres_only("the upgrade test") {
+            return;
+        }
+        let database = TestDatabase::new().await;
+        let previous = Migrator::new(PreviousRelease).await.expect("previous migrations");
+        assert_eq!(previous.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let mut conn = sqlx::PgConnection::connect(database.url()).await.expect("connect");
+        previous.run(&mut conn).await.expect("previous release's schema");
+
+        let (user, org) = (Uuid::now_v7(), Uuid::now_v7());
+        let at = crate::now();
+        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, 'old@example.com', $2)")
+            .bind(user)
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .expect("user");
+        sqlx::query(
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, 'Old', $2, $2)",
+        )
+        .bind(org)
+        .bind(at)
+        .execute(&mut conn)
+        .await
+        .expect("org");
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'super_admin', $3)",
+        )
+        .bind(org)
+        .bind(user)
+        .bind(at)
+        .execute(&mut conn)
+        .await
+        .expect("membership");
+        let old_keys = [(material(), r#"["com.example.a","com.example.b"]"#), (material(), "[]")];
+        let mut ids = Vec::new();
+        for (key, apps) in &old_keys {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, \
+                 created_at, updated_at) VALUES ($1, $2, 'read', 'old', $3, $4, $5, $6, $6) RETURNING id",
+            )
+            .bind(&key.digest.as_bytes()[..])
+            .bind(&key.preview)
+            .bind(user)
+            .bind(org)
+            .bind(*apps)
+            .bind(at)
+            .fetch_one(&mut conn)
+            .await
+            .expect("old key");
+            ids.push(id);
+        }
+        conn.close().await.expect("close");
+
+        let store = PostgresStore::connect(database.url()).await.expect("upgrade");
+        let column: String = sqlx::query_scalar(
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_name = 'api_keys' AND column_name = 'limited_to_apps'",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .expect("column");
+        assert_eq!(column, "ARRAY");
+
+        let limited = store.key_by_id(ids[0]).await.expect("read").expect("kept");
+        assert_eq!(limited.limited_to_apps, [app("com.example.a"), app("com.example.b")]);
+        assert_eq!((limited.digest, limited.created_at), (old_keys[0].0.digest, at));
+        let open = store.key_by_digest(&old_keys[1].0.digest).await.expect("read").expect("kept");
+        assert_eq!((open.id, open.limited_to_apps.len()), (ids[1], 0));
+
+        let new = NewApiKey {
+            material: material(),
+            mode: Mode::Write,
+            name: KeyName::parse("new").expect("name"),
+            user_id: user,
+            org_id: Some(org),
+            limited_to_apps: vec![app("com.example.b"), app("com.example.a")],
+            expires_at: None,
+            created_by_key_id: Some(ids[0]),
+        };
+        let actor = Actor { user_id: Some(user), key_id: Some(ids[0]), ip: "192.0.2.7".parse().ok() };
+        let created = store.insert_key(new.clone(), &actor).await.expect("insert");
+        assert_eq!(created.limited_to_apps, new.limited_to_apps, "in the order given");
+        assert_eq!(store.key_by_digest(&new.material.digest).await.expect("read"), Some(created.clone()));
+        let changes = KeyChanges { limited_to_apps: Some(vec![app("com.example.c")]), ..Default::default() };
+        let changed = store.update_key(created.id, changes, &actor).await.expect("update").expect("exists");
+        assert_eq!(changed.limited_to_apps, [app("com.example.c")]);
+        let cleared = KeyChanges { limited_to_apps: Some(vec![]), ..Default::default() };
+        let cleared = store.update_key(created.id, cleared, &actor).await.expect("update").expect("exists");
+        assert!(cleared.limited_to_apps.is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn removing_a_member_while_their_key_changes_never_deadlocks() {
+        if !postgres_only("the member removal test") {
+            return;
+        }
+        let database = TestDatabase::new().await;
+        let store = Arc::new(PostgresStore::connect(database.url()).await.expect("connect"));
+        let enrollee = |email: &str, enroll: Enroll| Enrollee {
+            email: Email::parse(email).expect("email"),
+            enroll,
+            key: material(),
+            key_name: KeyName::parse("CLI Key").expect("name"),
+        };
+        let new_org = Enroll::NewOrganization { name: OrgName::parse("Acme").expect("name") };
+        let owner = store.enroll(enrollee("a@example.com", new_org)).await.expect("enroll");
+        let admin = Actor { user_id: Some(owner.user_id), ..Actor::OPERATOR };
+        let email = Email::parse("b@example.com").expect("email");
+        for round in 0..20 {
+            let member = store.set_member(owner.org_id, &email, Role::Write, &admin).await.expect("add");
+            let key = NewApiKey {
+                material: material(),
+                mode: Mode::Read,
+                name: KeyName::parse("doomed").expect("name"),
+                user_id: member.user_id,
+                org_id: Some(owner.org_id),
+                limited_to_apps: vec![],
+                expires_at: None,
+                created_by_key_id: None,
+            };
+            let digest = key.material.digest;
+            let own = Actor { user_id: Some(member.user_id), ..Actor::OPERATOR };
+            let key = store.insert_key(key, &own).await.expect("key");
+            let rotating = {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.rotate_key(key.id, &digest, material(), None, &own).await })
+            };
+            let removed = store.remove_member(owner.org_id, member.user_id, &admin).await;
+            let rotated = rotating.await.expect("join");
+            assert!(matches!(removed, Ok(true)), "round {round}: {removed:?}");
+            assert!(rotated.is_ok(), "round {round}: {rotated:?}");
+            assert_eq!(store.key_by_id(key.id).await.expect("read"), None, "round {round}");
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn two_super_admins_demoting_each_other_at_once_leave_one() {
+        if !postgres_only("the concurrent demotion test") {
+            return;
+        }
+        let database = TestDatabase::new().await;
+        let store = Arc::new(PostgresStore::connect(database.url()).await.expect("connect"));
+        let enroll = |email: &str, enroll: Enroll| Enrollee {
+            email: Email::parse(email).expect("email"),
+            enroll,
+            key: material(),
+            key_name: KeyName::parse("CLI Key").expect("name"),
+        };
+        let new_org = Enroll::NewOrganization { name: OrgName::parse("Acme").expect("name") };
+        let first = store.enroll(enroll("a@example.com", new_org)).await.expect("enroll");
+        let org_id = first.org_id;
+        let second = Enroll::Member { org_id, role: Role::SuperAdmin };
+        let second = store.enroll(enroll("b@example.com", second)).await.expect("enroll");
+
+        for round in 0..10 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (me, other) in [(first.user_id, second.user_id), (second.user_id, first.user_id)] {
+                let store = Arc::clone(&store);
+                tasks.spawn(async move {
+                    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+                        .bind(other)
+                        .fetch_one(&store.pool)
+                        .await
+                        .expect("email");
+                    let actor = Actor { user_id: Some(me), ..Actor::OPERATOR };
+                    let email = Email::parse(&email).expect("email");
+                    store.set_member(org_id, &email, Role::Admin, &actor).await
+                });
+            }
+            let results = tasks.join_all().await;
+            let done = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(done, 1, "round {round}: {results:?}");
+            assert!(results.iter().any(|r| matches!(r, Err(StoreError::Refused(_)))), "{results:?}");
+            let members = store.members(org_id).await.expect("members");
+            assert_eq!(members.iter().filter(|m| m.role == Role::SuperAdmin).count(), 1);
+            // Promote both again for the next round.
+            for user in [first.user_id, second.user_id] {
+                let email = members.iter().find(|m| m.user_id == user).expect("member").email.clone();
+                let email = Email::parse(&email).expect("email");
+                store.set_member(org_id, &email, Role::SuperAdmin, &Actor::OPERATOR).await.expect("promote");
+            }
+        }
+        store.close().await;
+    }
+}

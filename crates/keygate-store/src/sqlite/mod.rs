@@ -1,0 +1,330 @@
+//! The SQLite backend: one file, zero set-up.
+//!
+//! WAL with `synchronous = FULL`, so an acknowledged write survives a crash
+//! or a power cut; foreign keys on; a busy timeout instead of instant
+//! `SQLITE_BUSY`. Every write is one `BEGIN IMMEDIATE` transaction on the
+//! single writer connection, so writes never contend for the write lock
+//! inside one process and take it up front against other processes; reads
+//! use a small read-only pool and run alongside. `:memory:` is refused:
+//! keys are kept in a file.
+
+mod apps;
+mod audit;
+mod keys;
+mod orgs;
+mod usage;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_core::rules::{self, Refusal};
+use keygate_core::{Email, Role};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::error::Entity;
+use crate::{Actor, AuthChange, ChangeFeed, Result, Store, StoreError};
+
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const READERS: u32 = 4;
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+    changes: ChangeFeed,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file named by `url` and runs
+    /// its migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if not_a_file(url) {
+            return Err(StoreError::Config(
+                "keygate keeps its keys in a file; use sqlite://PATH, not an in-memory database".into(),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?;
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
+        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
+        Ok(Self { reader, writer, changes: ChangeFeed::default() })
+    }
+
+    /// A write transaction holding the database's write lock from the start.
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Commits `tx`, then announces what it changed for authentication.
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        changes: impl IntoIterator<Item = AuthChange>,
+    ) -> Result<()> {
+        tx.commit().await?;
+        self.changes.announce(changes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// Whether `url` names an in-memory (or nameless, temporary) database
+/// rather than a file, read the way sqlx parses it: `sqlite::memory:`,
+/// `sqlite://:memory:`, `sqlite://` or `mode=memory`.
+fn not_a_file(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let memory_mode = params
+        .split('&')
+        .any(|param| param.split_once('=').is_some_and(|(k, v)| k == "mode" && v == "memory"));
+    database == ":memory:" || database.is_empty() || memory_mode
+}
+
+/// The organization's "lock": checks, inside the write transaction, that
+/// it exists. No row lock is needed: the single writer connection
+/// serialises this process's writes, and `BEGIN IMMEDIATE` holds the
+/// database's write lock against other processes until the commit.
+async fn lock_org(conn: &mut SqliteConnection, org_id: Uuid) -> Result<()> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM organizations WHERE id = $1")
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    found.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
+}
+
+async fn role_of(conn: &mut SqliteConnection, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id)
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    role.as_deref().map(crate::rows::role).transpose()
+}
+
+async fn super_admins(conn: &mut SqliteConnection, org_id: Uuid) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
+        .bind(org_id)
+        .bind(Role::SuperAdmin.as_str())
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+fn refused(refusal: Refusal) -> StoreError {
+    match refusal {
+        Refusal::Invisible => StoreError::NotFound(Entity::Organization),
+        other => StoreError::Refused(other),
+    }
+}
+
+/// Locks the organization and decides whether `actor` may move `user_id`
+/// from their current role to `new` (`None`: removal), by the rules of
+/// [`keygate_core::rules`]. Returns the current role.
+async fn check_membership_change(
+    conn: &mut SqliteConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    new: Option<Role>,
+    actor: &Actor,
+) -> Result<Option<Role>> {
+    lock_org(&mut *conn, org_id).await?;
+    let current = role_of(&mut *conn, org_id, user_id).await?;
+    if let Some(acting) = actor.user_id {
+        let acting = role_of(&mut *conn, org_id, acting).await?;
+        rules::may_change_membership(acting, current, new).map_err(refused)?;
+    }
+    let demotes = current == Some(Role::SuperAdmin) && new != Some(Role::SuperAdmin);
+    let count = if demotes { super_admins(&mut *conn, org_id).await? } else { 0 };
+    rules::keeps_a_super_admin(current, new, count).map_err(refused)?;
+    Ok(current)
+}
+
+/// Gives `user_id` the `role` in `org_id`, if the membership rules allow it.
+async fn apply_role(
+    conn: &mut SqliteConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    actor: &Actor,
+) -> Result<()> {
+    check_membership_change(&mut *conn, org_id, user_id, Some(role), actor).await?;
+    insert_membership(&mut *conn, org_id, user_id, role).await
+}
+
+async fn insert_membership(
+    conn: &mut SqliteConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(crate::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The user with this email, created if new.
+async fn user_for_email(conn: &mut SqliteConnection, email: &Email) -> Result<Uuid> {
+    // Insert-or-nothing, then read: one email is always one user.
+    sqlx::query(
+        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email.as_str())
+    .bind(crate::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(email.as_str())
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sqlx::Connection;
+
+    use super::*;
+    use keygate_core::Mode;
+
+    use crate::KeyStore;
+
+    /// Copies the migrations up to `last` into `dir`: the schema as an
+    /// earlier release left it.
+    fn migrations_up_to(last: i64, dir: &Path) {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(source).expect("migrations") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let version: i64 = name.split('_').next().expect("version").parse().expect("number");
+            if version <= last {
+                std::fs::copy(&path, dir.join(&name)).expect("copy");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_previous_release_opens_and_reads_back_intact() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).expect("mkdir");
+        migrations_up_to(5, &old);
+        let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+        {
+            let options = SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true);
+            let mut conn = SqliteConnection::connect_with(&options).await.expect("connect");
+            let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.expect("migrator");
+            assert_eq!(migrator.iter().count(), 5);
+            migrator.run(&mut conn).await.expect("old migrations");
+            let (user, org) = (Uuid::from_u128(1), Uuid::from_u128(2));
+            // As the previous release wrote times: RFC 3339 text.
+            let at = "2024-05-01T10:00:00.123+00:00";
+            sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, 'old@example.com', $2)")
+                .bind(user)
+                .bind(at)
+                .execute(&mut conn)
+                .await
+                .expect("user");
+            sqlx::query(
+                "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, 'Old', $2, $2)",
+            )
+            .bind(org)
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .expect("org");
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'admin', $3)",
+            )
+            .bind(org)
+            .bind(user)
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .expect("membership");
+            sqlx::query(
+                "INSERT INTO api_keys (id, digest, preview, mode, name, user_id, org_id, limited_to_apps, \
+                 created_at, updated_at) VALUES (7, $1, 'kg_…abcd', 'write', 'old key', $2, $3, \
+                 '[\"com.example.a\"]', $4, $4)",
+            )
+            .bind(&[9u8; 32][..])
+            .bind(user)
+            .bind(org)
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .expect("key");
+            conn.close().await.expect("close");
+        }
+
+        let store = SqliteStore::connect(&url).await.expect("the new release opens it");
+        let key = store.key_by_id(7).await.expect("read").expect("the key is there");
+        assert_eq!(key.digest.as_bytes(), &[9u8; 32]);
+        assert_eq!((key.mode, key.name.as_str(), key.preview.as_str()), (Mode::Write, "old key", "kg_…abcd"));
+        assert_eq!((key.user_id, key.org_id), (Uuid::from_u128(1), Some(Uuid::from_u128(2))));
+        let apps: Vec<&str> = key.limited_to_apps.iter().map(|a| a.as_str()).collect();
+        assert_eq!(apps, ["com.example.a"]);
+        assert_eq!(key.created_at.to_rfc3339(), "2024-05-01T10:00:00.123+00:00");
+        let (_, role) = store.key_and_owner_role(&key.digest).await.expect("read").expect("found");
+        assert_eq!(role, Some(Role::Admin));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://", "sqlite://keygate.db?mode=memory"] {
+            let refused = SqliteStore::connect(url).await.err().expect("refused");
+            assert!(matches!(refused, StoreError::Config(_)), "{url}: {refused:?}");
+        }
+        assert!(!not_a_file("sqlite://keygate.db?mode=rwc"));
+        assert!(!not_a_file("sqlite:///var/lib/keygate/keygate.db"));
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /apikey`: a new key, its secret shown this once.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use keygate_core::authz::Grant;
+use keygate_core::rules;
+use keygate_core::{AppId, KeyName, Mode, Scope};
+use keygate_store::NewApiKey;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ApiKeyView, OneKey, new_key_material, parse_apps, parse_expiry, parse_mode, parse_name};
+use crate::AppState;
+use crate::api::{ReadErrors, WriteErrors};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, RawBody, parse_org_id, required};
+
+/// The fields of `POST /apikey`, from a JSON body or the query string.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateFields {
+    /// Required.
+    org_id: Option<String>,
+    /// Required: read, write, upload or all.
+    #[schema(value_type = Option<String>, example = "read")]
+    mode: Option<Value>,
+    name: Option<String>,
+    limited_to_apps: Option<Vec<String>>,
+    expires_at: Option<String>,
+    /// Capgo clients may send it; the scope comes from `org_id`.
+    #[serde(rename = "limited_to_orgs")]
+    #[schema(ignore)]
+    _limited_to_orgs: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    org_id: Option<String>,
+    mode: Option<String>,
+    name: Option<String>,
+    /// Comma-separated.
+    limited_to_apps: Option<String>,
+    expires_at: Option<String>,
+}
+
+impl CreateFields {
+    /// The body's fields, completed by the query's.
+    fn merge(self, query: CreateQuery) -> Self {
+        Self {
+            org_id: self.org_id.or(query.org_id),
+            mode: self.mode.or(query.mode.map(Value::String)),
+            name: self.name.or(query.name),
+            limited_to_apps: self.limited_to_apps.or_else(|| {
+                query.limited_to_apps.map(|list| {
+                    list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
+                })
+            }),
+            expires_at: self.expires_at.or(query.expires_at),
+            _limited_to_orgs: None,
+        }
+    }
+}
+
+struct CreateKey {
+    org_id: Uuid,
+    mode: Mode,
+    name: KeyName,
+    limited_to_apps: Vec<AppId>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateKey {
+    fn parse(fields: CreateFields, now: DateTime<Utc>) -> ApiResult<Self> {
+        let org_id = required(fields.org_id.as_deref()).ok_or_else(ApiError::org_id_required)?.to_owned();
+        let mode = parse_mode(fields.mode.as_ref())?;
+        let name = match fields.name {
+            Some(name) => parse_name(&name)?,
+            None => KeyName::default_name(),
+        };
+        let limited_to_apps = parse_apps(fields.limited_to_apps.as_deref().unwrap_or_default())?;
+        let expires_at = fields.expires_at.map(|raw| parse_expiry(&raw, now)).transpose()?;
+        let org_id = parse_org_id(&org_id)?;
+        Ok(Self { org_id, mode, name, limited_to_apps, expires_at })
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/apikey",
+    tag = "apikey",
+    params(CreateQuery),
+    request_body(content = CreateFields, description = "JSON body, or the same fields as query parameters"),
+    responses(
+        (status = 200, description = "The new key, with its full secret: shown this once", body = OneKey),
+        ReadErrors,
+        WriteErrors,
+    ),
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<CreateQuery>,
+    body: RawBody,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let now = Utc::now();
+    let fields = body.json::<CreateFields>()?.unwrap_or_default().merge(query);
+    let request = CreateKey::parse(fields, now)?;
+    let role = caller.role_in(&state, request.org_id).await?;
+    rules::key_management_role(&caller.principal, request.org_id, role)?;
+    let org = state.store.organization(request.org_id).await?.ok_or_else(ApiError::org_not_found)?;
+    org.expiry_policy().check(request.expires_at, now)?;
+    let scope = Scope { org: Some(org.id), apps: request.limited_to_apps };
+    let grant = Grant { mode: request.mode, scope: &scope, expires_at: request.expires_at };
+    if !caller.principal.may_grant(&grant) {
+        return Err(ApiError::insufficient_permissions());
+    }
+    let (secret, material) = new_key_material()?;
+    let new = NewApiKey {
+        material,
+        mode: request.mode,
+        name: request.name,
+        user_id: caller.user_id(),
+        org_id: scope.org,
+        limited_to_apps: scope.apps,
+        expires_at: request.expires_at,
+        created_by_key_id: Some(caller.principal.key_id),
+    };
+    // The organization, or the caller's membership, may go meanwhile: 404.
+    let key = state.store.insert_key(new, &caller.actor()).await?;
+    tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret) }))
+}

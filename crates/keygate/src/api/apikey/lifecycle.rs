@@ -1,0 +1,121 @@
+//! A key's lifecycle beyond plain changes: rotation with a grace period,
+//! and revocation of a leaked key by whoever holds it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use keygate_core::ApiKeySecret;
+use keygate_core::authz::Grant;
+use keygate_core::rules;
+use keygate_store::Actor;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{ApiKeyView, OneKey, find_visible, new_key_material};
+use crate::AppState;
+use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
+use crate::auth::{Caller, ClientAddress};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::RawBody;
+
+/// The body of `POST /apikey/revoke`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevokeKey {
+    /// The full key, as found.
+    key: Option<String>,
+}
+
+/// Anyone who finds a leaked key can kill it: no authentication, and the
+/// answer is the same whatever was sent and whether or not the key existed,
+/// so it tells nothing. Only an unreachable database answers otherwise (503),
+/// so that the reporter knows to try again.
+#[utoipa::path(
+    post,
+    path = "/apikey/revoke",
+    tag = "apikey",
+    request_body = RevokeKey,
+    responses(
+        (status = 200, description = "The key, if it was one, no longer works", body = Success),
+        (status = 503, description = "The database is unavailable: report again", body = crate::error::ErrorBody),
+    ),
+    security(())
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    body: RawBody,
+) -> ApiResult<Json<Success>> {
+    // Whatever was sent, the answer is the same; only a key can change anything.
+    let presented = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
+    let Some(secret) = presented.and_then(|raw| ApiKeySecret::parse(raw.trim()).ok()) else {
+        return Ok(Json(SUCCESS));
+    };
+    let reporter = Actor { user_id: None, key_id: None, ip: address };
+    if let Some(key) = state.store.delete_key_by_digest(&secret.digest(), &reporter).await? {
+        tracing::warn!(key_id = key.id, "an api key was revoked as leaked");
+    }
+    Ok(Json(SUCCESS))
+}
+
+/// The longest rotation grace period: a week.
+const MAX_GRACE_SECONDS: i64 = 604_800;
+
+/// The body of `POST /apikey/:id/rotate`; it may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    /// How long the old secret keeps working, 0–604800 seconds (default 0).
+    grace_period_seconds: Option<i64>,
+}
+
+/// A new secret for the same key: same id, mode, scope and expiry. Only the
+/// key's own user rotates it; during the grace period either secret works,
+/// and deleting or reporting either one removes the key.
+#[utoipa::path(
+    post,
+    path = "/apikey/{id_or_key}/rotate",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    request_body = RotateKey,
+    responses(
+        (status = 200, description = "The key with its new full secret: shown this once", body = OneKey),
+        ReadErrors,
+        WriteErrors,
+    ),
+)]
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+    body: RawBody,
+) -> ApiResult<Json<OneKey>> {
+    caller.require_key_management()?;
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    rules::may_rotate_key(&caller.principal, &key.principal())?;
+    // A new secret is a new credential: never one outliving the caller's own.
+    let scope = key.principal().scope;
+    if !caller.principal.may_grant(&Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at }) {
+        return Err(ApiError::insufficient_permissions());
+    }
+    let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(ApiError::bad_request(
+            "invalid_grace_period",
+            format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (a week)"),
+        ));
+    }
+    let grace_until = (grace > 0).then(|| keygate_store::now() + chrono::Duration::seconds(grace));
+    let (secret, material) = new_key_material()?;
+    let rotated = state.store.rotate_key(key.id, &key.digest, material, grace_until, &caller.actor()).await?;
+    let Some(rotated) = rotated else {
+        return Err(match state.store.key_by_id(key.id).await? {
+            Some(_) => ApiError::conflict(
+                "rotation_conflict",
+                "The key changed while rotating it; read it again and retry",
+            ),
+            None => ApiError::api_key_not_found(),
+        });
+    };
+    tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret) }))
+}

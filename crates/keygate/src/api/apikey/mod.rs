@@ -1,0 +1,189 @@
+//! `/apikey`: list, read, create, change, rotate and delete API keys, read
+//! their usage, and revoke a leaked one; one module per concern.
+//!
+//! Every request but `POST /apikey/revoke` (which needs no key at all) needs
+//! a key of mode `all`. Which keys a caller sees is
+//! [`rules::may_see_key`]; any other key answers 404, never 403, so that ids
+//! cannot be probed. Nobody creates or changes a key into more than the
+//! caller has ([`Principal::may_grant`]), and an organization's expiry
+//! policy binds every key scoped to it.
+//!
+//! [`Principal::may_grant`]: keygate_core::authz::Principal::may_grant
+
+mod create;
+mod lifecycle;
+mod manage;
+mod usage;
+
+pub use create::*;
+pub use lifecycle::*;
+pub use manage::*;
+pub use usage::*;
+
+use chrono::{DateTime, Utc};
+use keygate_core::authz::{Action, Target};
+use keygate_core::rules;
+use keygate_core::{ApiKeySecret, AppId, KeyName, Mode};
+use keygate_store::{ApiKeyRecord, KeyMaterial};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Timestamp;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+
+/// At most this many apps in `limited_to_apps`.
+const MAX_APPS: usize = 100;
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ApiKeyView {
+    id: i64,
+    /// The masked preview, or the full secret in the one response that creates it.
+    #[schema(example = "ak_Ab3d…x9Zq")]
+    key: String,
+    #[schema(value_type = String, example = "read")]
+    mode: Mode,
+    #[schema(example = "New API Key")]
+    name: String,
+    user_id: Uuid,
+    /// `null` for an unscoped key (issued by the CLI).
+    org_id: Option<Uuid>,
+    /// `[org_id]` for an org-scoped key, `[]` for an unscoped one.
+    limited_to_orgs: Vec<Uuid>,
+    #[schema(value_type = Vec<String>)]
+    limited_to_apps: Vec<AppId>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: Timestamp,
+}
+
+impl ApiKeyView {
+    pub fn masked(key: ApiKeyRecord) -> Self {
+        Self {
+            id: key.id,
+            key: key.preview,
+            mode: key.mode,
+            name: key.name,
+            user_id: key.user_id,
+            org_id: key.org_id,
+            limited_to_orgs: key.org_id.into_iter().collect(),
+            limited_to_apps: key.limited_to_apps,
+            expires_at: key.expires_at.map(Timestamp),
+            last_used_at: key.last_used_at.map(Timestamp),
+            created_at: Timestamp(key.created_at),
+            updated_at: Timestamp(key.updated_at),
+        }
+    }
+
+    pub fn revealed(key: ApiKeyRecord, secret: &ApiKeySecret) -> Self {
+        Self { key: secret.expose().to_owned(), ..Self::masked(key) }
+    }
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct OneKey {
+    apikey: ApiKeyView,
+}
+
+/// Generates a key and the half of it the store keeps.
+pub fn new_key_material() -> ApiResult<(ApiKeySecret, KeyMaterial)> {
+    let secret = ApiKeySecret::generate().map_err(|error| {
+        tracing::error!(%error, "the operating system's random generator failed");
+        ApiError::internal()
+    })?;
+    let material = KeyMaterial { digest: secret.digest(), preview: secret.preview() };
+    Ok((secret, material))
+}
+
+/// A key named in a path: by numeric id or by its full text.
+enum KeyRef {
+    Id(i64),
+    Secret(ApiKeySecret),
+    /// Neither a well-formed id nor a well-formed key: no key can match it.
+    Nothing,
+}
+
+impl KeyRef {
+    fn parse(raw: &str) -> Self {
+        if raw.starts_with(keygate_core::key::PREFIX) {
+            return ApiKeySecret::parse(raw).map_or(KeyRef::Nothing, KeyRef::Secret);
+        }
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            return raw.parse().map_or(KeyRef::Nothing, KeyRef::Id);
+        }
+        KeyRef::Nothing
+    }
+}
+
+fn parse_mode(value: Option<&Value>) -> ApiResult<Mode> {
+    match value {
+        Some(Value::String(s)) => Mode::parse(s).ok_or_else(ApiError::invalid_mode),
+        _ => Err(ApiError::invalid_mode()),
+    }
+}
+
+fn parse_name(raw: &str) -> ApiResult<KeyName> {
+    KeyName::parse(raw).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+fn parse_apps(raw: &[String]) -> ApiResult<Vec<AppId>> {
+    if raw.len() > MAX_APPS {
+        return Err(ApiError::bad_request(
+            "invalid_limited_to_apps",
+            format!("limited_to_apps holds at most {MAX_APPS} apps"),
+        ));
+    }
+    let mut apps = Vec::with_capacity(raw.len());
+    for app in raw {
+        let app =
+            AppId::parse(app).map_err(|e| ApiError::bad_request("invalid_limited_to_apps", e.to_string()))?;
+        if !apps.contains(&app) {
+            apps.push(app);
+        }
+    }
+    Ok(apps)
+}
+
+fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_expires_at",
+                "expires_at must be an RFC 3339 timestamp such as 2030-01-01T00:00:00Z",
+            )
+        })?
+        .with_timezone(&Utc);
+    if at <= now {
+        return Err(ApiError::bad_request("invalid_expires_at", "expires_at must be in the future"));
+    }
+    Ok(keygate_store::truncate(at))
+}
+
+/// A key the caller may see ([`rules::may_see_key`]), named by id or by its
+/// full text; 404 otherwise.
+async fn find_visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyRecord> {
+    let key = match KeyRef::parse(raw) {
+        KeyRef::Id(id) => state.store.key_by_id(id).await?,
+        KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
+        KeyRef::Nothing => None,
+    };
+    let Some(key) = key else {
+        return Err(ApiError::api_key_not_found());
+    };
+    let admin = match key.org_id {
+        Some(org) => caller.decide(state, Target::org(org), Action::Administer).await?,
+        None => keygate_core::Decision::Invisible,
+    };
+    if rules::may_see_key(&caller.principal, &key.principal(), admin) {
+        Ok(key)
+    } else {
+        Err(ApiError::api_key_not_found())
+    }
+}

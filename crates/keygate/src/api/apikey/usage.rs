@@ -1,0 +1,75 @@
+//! `GET /apikey/:id/usage`: requests per day.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::find_visible;
+use crate::AppState;
+use crate::api::{ReadErrors, Timestamp};
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract::{Params, int_in_range};
+
+/// The longest usage history one request returns.
+const MAX_USAGE_DAYS: i64 = 90;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// How many days, today included: 1–90, default 30.
+    days: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct DayView {
+    #[schema(value_type = String, format = Date, example = "2024-02-12")]
+    date: chrono::NaiveDate,
+    requests: i64,
+    /// Requests authenticated with the key but refused (403).
+    denied: i64,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct UsageView {
+    /// One entry per day, oldest first, days without requests included.
+    data: Vec<DayView>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<Timestamp>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/apikey/{id_or_key}/usage",
+    tag = "apikey",
+    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key"), UsageQuery),
+    responses(
+        (status = 200, description = "Requests per UTC day (may lag by a second)", body = UsageView),
+        ReadErrors,
+    ),
+)]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_key): Path<String>,
+    Params(query): Params<UsageQuery>,
+) -> ApiResult<Json<UsageView>> {
+    caller.require_key_management()?;
+    let days = int_in_range(query.days.as_deref(), "days", 1..=MAX_USAGE_DAYS, "invalid_days")?.unwrap_or(30);
+    let key = find_visible(&state, &caller, &id_or_key).await?;
+    let today = Utc::now().date_naive();
+    let first = today - chrono::Duration::days(days - 1);
+    let recorded = state.store.key_usage(key.id, first).await?;
+    let data = first
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|date| {
+            let found = recorded.iter().find(|u| u.date == date);
+            DayView { date, requests: found.map_or(0, |u| u.requests), denied: found.map_or(0, |u| u.denied) }
+        })
+        .collect();
+    Ok(Json(UsageView { data, last_used_at: key.last_used_at.map(Timestamp) }))
+}

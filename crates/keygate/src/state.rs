@@ -1,0 +1,104 @@
+//! What every handler can reach, and how a server is set up.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::HeaderName;
+use keygate_store::Store;
+
+use crate::authenticator::Authenticator;
+use crate::blobs::BlobStore;
+use crate::limits::FailedAuthLimiter;
+use crate::usage::UsageRecorder;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Uploaded bundles larger than this are refused with 413, unless configured.
+pub const DEFAULT_MAX_BUNDLE_SIZE: u64 = 50 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub authenticator: Authenticator,
+    pub usage: UsageRecorder,
+    pub blobs: Arc<BlobStore>,
+    pub max_bundle_size: u64,
+    pub failed_auth: Arc<FailedAuthLimiter>,
+    pub client_ip_header: Option<HeaderName>,
+    pub verifier_tokens: Arc<[VerifierToken]>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, usage: UsageRecorder, settings: Settings) -> Self {
+        Self {
+            authenticator: Authenticator::new(store.clone(), usage.clone()),
+            store,
+            usage,
+            blobs: Arc::new(settings.blobs),
+            max_bundle_size: settings.max_bundle_size,
+            failed_auth: Arc::default(),
+            client_ip_header: settings.client_ip_header,
+            verifier_tokens: settings.verifier_tokens.into(),
+        }
+    }
+
+    /// The client's address as rate limiting and the audit log see it.
+    pub fn client_address(&self, parts: &axum::http::request::Parts) -> Option<IpAddr> {
+        crate::auth::client_address(parts, self.client_ip_header.as_ref())
+    }
+}
+
+/// A token that lets a service call `POST /verify`. Never printed; kept as
+/// its SHA-256 so that comparisons take the same time whatever the length.
+#[derive(Clone)]
+pub struct VerifierToken([u8; 32]);
+
+impl VerifierToken {
+    /// `None` for an empty token.
+    pub fn new(token: &str) -> Option<Self> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| Self(Self::digest(token)))
+    }
+
+    fn digest(text: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes()).into()
+    }
+
+    /// Constant-time comparison with what a caller presented.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&Self::digest(presented)).into()
+    }
+}
+
+impl std::fmt::Debug for VerifierToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifierToken(<redacted>)")
+    }
+}
+
+/// How a server is set up, beyond its database.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub blobs: BlobStore,
+    pub max_bundle_size: u64,
+    /// Behind a trusted proxy: the header holding the client's address
+    /// (its last entry), such as `x-forwarded-for`. `None`: the peer address.
+    pub client_ip_header: Option<HeaderName>,
+    /// Tokens that enable `POST /verify`; none disables it.
+    pub verifier_tokens: Vec<VerifierToken>,
+}
+
+impl Settings {
+    pub fn new(blobs: BlobStore) -> Self {
+        Self {
+            blobs,
+            max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
+            client_ip_header: None,
+            verifier_tokens: Vec::new(),
+        }
+    }
+}
