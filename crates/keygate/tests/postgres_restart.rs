@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keygate_testkit::ServerProcess;
 use reqwest::Client;
-use support::{BIN, WriteLoad, database, until_health};
+use support::{BIN, WriteLoad, bootstrapped, database, until_health};
 
 mod support;
 
@@ -35,9 +35,7 @@ fn pg_ctlcluster(action: &str) {
 #[ignore = "restarts the shared PostgreSQL server: run alone, see the module docs"]
 async fn a_postgres_restart_loses_no_acknowledged_write() {
     let db = database().await;
-    let store = keygate_store::connect(db.url()).await.expect("connect");
-    let owner =
-        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
     store.close().await;
     let server = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);

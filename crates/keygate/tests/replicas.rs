@@ -13,7 +13,7 @@ use keygate_testkit::proxy::CuttableProxy;
 use keygate_testkit::{ServerProcess, postgres_base, with_database};
 use reqwest::{Client, Method};
 use serde_json::json;
-use support::{BIN, WriteLoad, call, database, until_health};
+use support::{BIN, WriteLoad, bootstrapped, call, database, until_health};
 use uuid::Uuid;
 
 mod support;
@@ -26,9 +26,7 @@ const BOUND: Duration = Duration::from_secs(1);
 #[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
 async fn replicas_agree_on_keys_and_memberships_within_a_second() {
     let db = database().await;
-    let store = keygate_store::connect(db.url()).await.expect("connect");
-    let owner =
-        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
     let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
     let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
@@ -87,9 +85,7 @@ async fn replicas_agree_on_keys_and_memberships_within_a_second() {
 #[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
 async fn concurrent_writes_across_replicas_stay_consistent() {
     let db = database().await;
-    let store = keygate_store::connect(db.url()).await.expect("connect");
-    let owner =
-        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
     let replicas = [
         ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]),
@@ -157,9 +153,7 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
         &name,
     );
 
-    let store = keygate_store::connect(db.url()).await.expect("connect");
-    let owner =
-        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
     let server = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), &[]);
     let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");

@@ -61,7 +61,7 @@ pub enum ReadErrors {
     /// Unknown, or outside the key's scope
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// The database is unavailable; retry
+    /// The database, or the audit log a change must be written to, is unavailable: nothing changed; retry
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

@@ -19,6 +19,17 @@ pub async fn database() -> TestDatabase {
     TestDatabase::postgres(&base).await
 }
 
+/// The store of `db`, bootstrapped with `owner@example.com` owning `Acme`,
+/// and the owner's enrollment (its key printed as the CLI would).
+pub async fn bootstrapped(
+    db: &TestDatabase,
+) -> (Arc<dyn keygate_store::Store>, keygate::admin::EnrollmentOutput) {
+    let store = keygate_store::connect(db.url()).await.expect("connect");
+    let owner =
+        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    (store, owner)
+}
+
 pub async fn call(
     client: &Client,
     base: &str,

@@ -2,7 +2,7 @@
 //! and revocation of a leaked key by whoever holds it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use keygate_core::ApiKeySecret;
 use keygate_core::authz::Grant;
 use keygate_core::rules;
@@ -10,10 +10,10 @@ use keygate_store::Actor;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ApiKeyView, OneKey, find_visible, new_key_material};
+use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, new_key_material};
 use crate::AppState;
 use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
-use crate::auth::{Caller, ClientAddress};
+use crate::auth::ClientAddress;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::RawBody;
 
@@ -75,7 +75,7 @@ struct RotateKey {
     post,
     path = "/apikey/{id_or_key}/rotate",
     tag = "apikey",
-    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    params(KeyPath),
     request_body = RotateKey,
     responses(
         (status = 200, description = "The key with its new full secret: shown this once", body = OneKey),
@@ -85,12 +85,9 @@ struct RotateKey {
 )]
 pub async fn rotate(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id_or_key): Path<String>,
+    ManagedKey { caller, key }: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
-    caller.require_key_management()?;
-    let key = find_visible(&state, &caller, &id_or_key).await?;
     rules::may_rotate_key(&caller.principal, &key.principal())?;
     // A new secret is a new credential: never one outliving the caller's own.
     let scope = key.principal().scope;

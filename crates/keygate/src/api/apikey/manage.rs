@@ -1,7 +1,7 @@
 //! Listing, reading, changing and deleting keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keygate_core::Decision;
 use keygate_core::Scope;
@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiKeyView, OneKey, find_visible, parse_apps, parse_expiry, parse_mode, parse_name};
+use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
 use crate::AppState;
 use crate::api::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::auth::Caller;
@@ -119,19 +119,13 @@ pub async fn list(
     get,
     path = "/apikey/{id_or_key}",
     tag = "apikey",
-    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    params(KeyPath),
     responses(
         (status = 200, description = "The key, secret masked", body = OneKey),
         ReadErrors,
     ),
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id_or_key): Path<String>,
-) -> ApiResult<Json<OneKey>> {
-    caller.require_key_management()?;
-    let key = find_visible(&state, &caller, &id_or_key).await?;
+pub async fn get(ManagedKey { key, .. }: ManagedKey) -> ApiResult<Json<OneKey>> {
     Ok(Json(OneKey { apikey: ApiKeyView::masked(key) }))
 }
 
@@ -139,7 +133,7 @@ pub async fn get(
     put,
     path = "/apikey/{id_or_key}",
     tag = "apikey",
-    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    params(KeyPath),
     request_body = UpdateFields,
     responses(
         (status = 200, description = "The changed key, secret masked", body = OneKey),
@@ -149,12 +143,9 @@ pub async fn get(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id_or_key): Path<String>,
+    ManagedKey { caller, key }: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
-    caller.require_key_management()?;
-    let key = find_visible(&state, &caller, &id_or_key).await?;
     let now = Utc::now();
     let changes = match body.json::<UpdateFields>()? {
         Some(fields) => fields.parse(now)?,
@@ -198,7 +189,7 @@ pub async fn update(
     delete,
     path = "/apikey/{id_or_key}",
     tag = "apikey",
-    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key")),
+    params(KeyPath),
     responses(
         (status = 200, description = "The key no longer works", body = Success),
         ReadErrors,
@@ -206,11 +197,8 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id_or_key): Path<String>,
+    ManagedKey { caller, key }: ManagedKey,
 ) -> ApiResult<Json<Success>> {
-    caller.require_key_management()?;
-    let key = find_visible(&state, &caller, &id_or_key).await?;
     if !state.store.delete_key(key.id, &caller.actor()).await? {
         return Err(ApiError::api_key_not_found());
     }

@@ -20,13 +20,15 @@ pub use lifecycle::*;
 pub use manage::*;
 pub use usage::*;
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use keygate_core::authz::{Action, Target};
 use keygate_core::rules;
 use keygate_core::{ApiKeySecret, AppId, KeyName, Mode};
 use keygate_store::{ApiKeyRecord, KeyMaterial};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::Timestamp;
@@ -166,24 +168,44 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
     Ok(keygate_store::truncate(at))
 }
 
-/// A key the caller may see ([`rules::may_see_key`]), named by id or by its
-/// full text; 404 otherwise.
-async fn find_visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyRecord> {
-    let key = match KeyRef::parse(raw) {
-        KeyRef::Id(id) => state.store.key_by_id(id).await?,
-        KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
-        KeyRef::Nothing => None,
-    };
-    let Some(key) = key else {
-        return Err(ApiError::api_key_not_found());
-    };
-    let admin = match key.org_id {
-        Some(org) => caller.decide(state, Target::org(org), Action::Administer).await?,
-        None => keygate_core::Decision::Invisible,
-    };
-    if rules::may_see_key(&caller.principal, &key.principal(), admin) {
-        Ok(key)
-    } else {
-        Err(ApiError::api_key_not_found())
+/// The key named in a `/apikey/{id_or_key}` path, with its caller: the
+/// calling key is of mode `all` (else 403) and may see the named key
+/// ([`rules::may_see_key`]; else 404, so that ids cannot be probed).
+pub struct ManagedKey {
+    pub caller: Caller,
+    pub key: ApiKeyRecord,
+}
+
+/// The path parameter of every `/apikey/{id_or_key}` route.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyPath {
+    /// The key's numeric id, or the full key.
+    id_or_key: String,
+}
+
+impl FromRequestParts<AppState> for ManagedKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_key_management()?;
+        let Path(KeyPath { id_or_key }) = Path::<KeyPath>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::from_status(rejection.status()))?;
+        let key = match KeyRef::parse(&id_or_key) {
+            KeyRef::Id(id) => state.store.key_by_id(id).await?,
+            KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
+            KeyRef::Nothing => None,
+        };
+        let key = key.ok_or_else(ApiError::api_key_not_found)?;
+        let admin = match key.org_id {
+            Some(org) => caller.decide(state, Target::org(org), Action::Administer).await?,
+            None => keygate_core::Decision::Invisible,
+        };
+        if !rules::may_see_key(&caller.principal, &key.principal(), admin) {
+            return Err(ApiError::api_key_not_found());
+        }
+        Ok(Self { caller, key })
     }
 }

@@ -1,15 +1,14 @@
 //! `GET /apikey/:id/usage`: requests per day.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::Utc;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::find_visible;
+use super::{KeyPath, ManagedKey};
 use crate::AppState;
 use crate::api::{ReadErrors, Timestamp};
-use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::extract::{Params, int_in_range};
 
@@ -45,7 +44,7 @@ pub struct UsageView {
     get,
     path = "/apikey/{id_or_key}/usage",
     tag = "apikey",
-    params(("id_or_key" = String, Path, description = "The key's numeric id, or the full key"), UsageQuery),
+    params(KeyPath, UsageQuery),
     responses(
         (status = 200, description = "Requests per UTC day (may lag by a second)", body = UsageView),
         ReadErrors,
@@ -53,13 +52,10 @@ pub struct UsageView {
 )]
 pub async fn usage(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id_or_key): Path<String>,
     Params(query): Params<UsageQuery>,
+    ManagedKey { key, .. }: ManagedKey,
 ) -> ApiResult<Json<UsageView>> {
-    caller.require_key_management()?;
     let days = int_in_range(query.days.as_deref(), "days", 1..=MAX_USAGE_DAYS, "invalid_days")?.unwrap_or(30);
-    let key = find_visible(&state, &caller, &id_or_key).await?;
     let today = Utc::now().date_naive();
     let first = today - chrono::Duration::days(days - 1);
     let recorded = state.store.key_usage(key.id, first).await?;
