@@ -11,15 +11,20 @@
 //! backends under the organization's lock.
 
 // A build without any backend still type-checks everything above the SQL.
-#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code, unused_macros))]
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+mod change;
 mod error;
+mod event;
+mod membership;
 mod model;
+mod params;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod usage;
 
 use std::sync::Arc;
 
@@ -214,6 +219,17 @@ pub fn redact_credentials(text: &str) -> String {
     out
 }
 
+/// Times are kept to the millisecond, so that every backend hands back
+/// exactly what it was given.
+pub fn now() -> DateTime<Utc> {
+    truncate(Utc::now())
+}
+
+pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(chrono::Duration::milliseconds(1)).unwrap_or(at)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -227,38 +243,4 @@ mod tests {
         assert!(redacted.contains("db.example:5432/keygate"), "{redacted}");
         assert_eq!(super::redact_credentials("no url here"), "no url here");
     }
-}
-
-/// Where a backend announces [`AuthChange`]s after its commits.
-#[derive(Debug, Clone)]
-pub(crate) struct ChangeFeed(tokio::sync::broadcast::Sender<AuthChange>);
-
-impl Default for ChangeFeed {
-    fn default() -> Self {
-        Self(tokio::sync::broadcast::channel(1024).0)
-    }
-}
-
-impl ChangeFeed {
-    /// Called after the commit that made the changes; nobody listening is fine.
-    pub(crate) fn announce(&self, changes: impl IntoIterator<Item = AuthChange>) {
-        for change in changes {
-            let _ = self.0.send(change);
-        }
-    }
-
-    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
-        self.0.subscribe()
-    }
-}
-
-/// Times are kept to the millisecond, so that every backend hands back
-/// exactly what it was given.
-pub fn now() -> DateTime<Utc> {
-    truncate(Utc::now())
-}
-
-pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::DurationRound;
-    at.duration_trunc(chrono::Duration::milliseconds(1)).unwrap_or(at)
 }

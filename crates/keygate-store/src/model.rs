@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::{AppId, Email, KeyDigest, KeyName, Mode, OrgName, Role};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Organization {
     pub id: Uuid,
     pub name: String,
@@ -130,6 +130,22 @@ pub struct Enrollee {
     pub enroll: Enroll,
     pub key: KeyMaterial,
     pub key_name: KeyName,
+}
+
+impl Enrollee {
+    /// The unscoped `all` key the enrollee gets, as `user_id`'s.
+    pub(crate) fn cli_key(&self, user_id: Uuid) -> NewApiKey {
+        NewApiKey {
+            material: self.key.clone(),
+            mode: Mode::All,
+            name: self.key_name.clone(),
+            user_id,
+            org_id: None,
+            limited_to_apps: Vec::new(),
+            expires_at: None,
+            created_by_key_id: None,
+        }
+    }
 }
 
 /// An organization as one member sees it.
@@ -283,7 +299,7 @@ pub enum AuthChange {
     App { app_id: AppId },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: DateTime<Utc>,

@@ -1,49 +1,30 @@
 //! Rows as both backends read them, and their conversion into the model.
 //!
 //! The SQL differs per backend; the columns a query returns do not, so each
-//! entity has one row type here. The one column whose type differs, a key's
-//! apps, is [`AppList`]: a JSON array in SQLite's `TEXT`, a native `TEXT[]`
-//! in PostgreSQL.
+//! entity has one row type here (or none, where the model is read as is:
+//! organizations, audit events, daily usage). The one column whose type
+//! differs, a key's apps, is [`AppList`]: a JSON array in SQLite's `TEXT`, a
+//! native `TEXT[]` in PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use keygate_core::{AppId, KeyDigest, Mode, Role};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
-use crate::{ApiKeyRecord, App, AuditEvent, Bundle, Member, Membership, Organization, StoreError};
+use crate::{ApiKeyRecord, App, Bundle, Member, Membership, Organization, StoreError};
 
-// The columns each row type reads, as macros so that queries can be built
-// with `concat!` at compile time: `concat!("SELECT ", key_columns!(), " FROM api_keys …")`.
-macro_rules! key_columns {
-    () => {
-        "id, digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, last_used_at, \
-         created_by_key_id, created_at, updated_at"
-    };
-}
-macro_rules! org_columns {
-    () => {
-        "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at"
-    };
-}
-macro_rules! app_columns {
-    () => {
-        "app_id, org_id, name, created_at, updated_at"
-    };
-}
-macro_rules! bundle_columns {
-    () => {
-        "id, app_id, version, checksum, size, blob_key, created_at"
-    };
-}
-macro_rules! audit_columns {
-    () => {
-        "id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip"
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use {app_columns, audit_columns, bundle_columns, key_columns, org_columns};
+// The columns each kind of row is read from, as the statements of either
+// backend list them: `format!("SELECT {KEY_COLUMNS} FROM api_keys …")`.
+pub(crate) const KEY_COLUMNS: &str = "id, digest, preview, mode, name, user_id, org_id, limited_to_apps, \
+    expires_at, last_used_at, created_by_key_id, created_at, updated_at";
+pub(crate) const ORG_COLUMNS: &str =
+    "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at";
+pub(crate) const APP_COLUMNS: &str = "app_id, org_id, name, created_at, updated_at";
+pub(crate) const BUNDLE_COLUMNS: &str = "id, app_id, version, checksum, size, blob_key, created_at";
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip";
 
 /// The apps a key is limited to, as each backend stores them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,32 +146,9 @@ impl TryFrom<KeyRoleRow> for (ApiKeyRecord, Option<Role>) {
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct OrgRow {
-    id: Uuid,
-    name: String,
-    require_apikey_expiration: bool,
-    max_apikey_expiration_days: Option<i32>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<OrgRow> for Organization {
-    fn from(row: OrgRow) -> Self {
-        Organization {
-            id: row.id,
-            name: row.name,
-            require_apikey_expiration: row.require_apikey_expiration,
-            max_apikey_expiration_days: row.max_apikey_expiration_days,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
 pub(crate) struct MembershipRow {
     #[sqlx(flatten)]
-    org: OrgRow,
+    org: Organization,
     role: String,
 }
 
@@ -198,7 +156,7 @@ impl TryFrom<MembershipRow> for Membership {
     type Error = StoreError;
 
     fn try_from(row: MembershipRow) -> Result<Self, StoreError> {
-        Ok(Membership { role: role(&row.role)?, organization: row.org.into() })
+        Ok(Membership { role: role(&row.role)?, organization: row.org })
     }
 }
 
@@ -230,15 +188,9 @@ impl TryFrom<AppRow> for App {
     type Error = StoreError;
 
     fn try_from(row: AppRow) -> Result<Self, StoreError> {
-        let app_id = AppId::parse(&row.app_id)
-            .map_err(|_| StoreError::Corrupt(format!("apps.app_id `{}`", row.app_id)))?;
-        Ok(App {
-            app_id,
-            org_id: row.org_id,
-            name: row.name,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
+        let AppRow { app_id, org_id, name, created_at, updated_at } = row;
+        let app_id = stored_app_id(&app_id, || format!("apps.app_id `{app_id}`"))?;
+        Ok(App { app_id, org_id, name, created_at, updated_at })
     }
 }
 
@@ -257,45 +209,27 @@ impl TryFrom<BundleRow> for Bundle {
     type Error = StoreError;
 
     fn try_from(row: BundleRow) -> Result<Self, StoreError> {
-        let app_id = AppId::parse(&row.app_id)
-            .map_err(|_| StoreError::Corrupt(format!("bundles.app_id of bundle {}", row.id)))?;
-        Ok(Bundle {
-            id: row.id,
-            app_id,
-            version: row.version,
-            checksum: row.checksum,
-            size: row.size,
-            blob_key: row.blob_key,
-            created_at: row.created_at,
-        })
+        let BundleRow { id, app_id, version, checksum, size, blob_key, created_at } = row;
+        let app_id = stored_app_id(&app_id, || format!("bundles.app_id of bundle {id}"))?;
+        Ok(Bundle { id, app_id, version, checksum, size, blob_key, created_at })
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AuditRow {
-    id: i64,
-    at: DateTime<Utc>,
-    action: String,
-    actor_user_id: Option<Uuid>,
-    actor_key_id: Option<i64>,
-    target_type: String,
-    target_id: String,
-    ip: Option<String>,
-}
-
-impl From<AuditRow> for AuditEvent {
-    fn from(row: AuditRow) -> Self {
-        AuditEvent {
-            id: row.id,
-            at: row.at,
-            action: row.action,
-            actor_user_id: row.actor_user_id,
-            actor_key_id: row.actor_key_id,
-            target_type: row.target_type,
-            target_id: row.target_id,
-            ip: row.ip,
-        }
-    }
+/// Reads every row `sql` selects with `$1` bound to `value`, converted to
+/// the model: the shape of most reads, on either backend's pool.
+pub(crate) async fn select<'q, R, T, DB>(
+    pool: &Pool<DB>,
+    sql: &'q str,
+    value: impl Encode<'q, DB> + Type<DB> + Send + 'q,
+) -> Result<Vec<T>, StoreError>
+where
+    DB: Database,
+    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    T: TryFrom<R, Error = StoreError>,
+    DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    all(sqlx::query_as::<DB, R>(sql).bind(value).fetch_all(pool).await?)
 }
 
 /// Converts every row, failing on the first that cannot be read.
@@ -306,6 +240,12 @@ pub(crate) fn all<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<
 /// Converts a row that may be absent.
 pub(crate) fn one<R, T: TryFrom<R, Error = StoreError>>(row: Option<R>) -> Result<Option<T>, StoreError> {
     row.map(T::try_from).transpose()
+}
+
+/// An app id as stored, [`StoreError::Corrupt`] (saying where, from
+/// `place`) if it no longer parses.
+fn stored_app_id(raw: &str, place: impl FnOnce() -> String) -> Result<AppId, StoreError> {
+    AppId::parse(raw).map_err(|_| StoreError::Corrupt(place()))
 }
 
 pub(crate) fn role(name: &str) -> Result<Role, StoreError> {

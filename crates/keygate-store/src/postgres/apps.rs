@@ -6,105 +6,124 @@
 
 use async_trait::async_trait;
 use keygate_core::AppId;
-use sqlx::PgConnection;
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use uuid::Uuid;
 
-use super::{PostgresStore, audit};
+use super::{OrgLock, PostgresStore};
 use crate::error::write_error;
-use crate::rows::{AppRow, BundleRow, all, app_columns, bundle_columns, one};
+use crate::event::{AuditLog, Event};
+use crate::params::BindModel;
+use crate::rows::{APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, one, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, Entity, NewBundle, Result, StoreError};
 
-/// The organization that owns the app, whose log records its bundles.
-async fn owner_of(conn: &mut PgConnection, app_id: &AppId) -> Result<Uuid> {
-    let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
-        .bind(app_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    org_id.ok_or(StoreError::NotFound(Entity::App))
+/// A bundle with the organization that owns its app, whose log records it.
+#[derive(sqlx::FromRow)]
+struct OwnedBundle {
+    #[sqlx(flatten)]
+    bundle: BundleRow,
+    org_id: Uuid,
 }
 
-fn bundle_target(bundle: &Bundle) -> String {
-    format!("{}@{}", bundle.app_id.as_str(), bundle.version)
+/// `statement`, an insert or delete of bundles, as one statement that
+/// returns them with their organizations.
+fn with_owners(statement: &str) -> String {
+    format!(
+        "WITH bundle AS ({statement} RETURNING {BUNDLE_COLUMNS}) \
+         SELECT bundle.*, apps.org_id FROM bundle JOIN apps USING (app_id)"
+    )
+}
+
+/// The apps `filter` selects, by app id.
+fn apps_where(filter: &str) -> String {
+    format!("SELECT {APP_COLUMNS} FROM apps WHERE {filter} ORDER BY app_id")
+}
+
+impl PostgresStore {
+    /// Runs `statement` (see [`with_owners`]), a change of one bundle, and
+    /// writes its event, naming the bundle `app_id@version`, to the log of
+    /// the app's organization; commits.
+    async fn change_bundle(
+        &self,
+        statement: QueryAs<'_, Postgres, OwnedBundle, PgArguments>,
+        action: AuditAction,
+        actor: &Actor,
+    ) -> Result<Option<Bundle>> {
+        let mut tx = self.pool.begin().await?;
+        let changed = statement.fetch_optional(&mut *tx).await;
+        let Some(OwnedBundle { bundle, org_id }) =
+            changed.map_err(|e| write_error(e, Entity::App, Entity::Bundle))?
+        else {
+            return Ok(None);
+        };
+        let bundle = Bundle::try_from(bundle)?;
+        Postgres::log(&mut tx, org_id, Event::of_bundle(action, &bundle, actor)).await?;
+        tx.commit().await?;
+        Ok(Some(bundle))
+    }
 }
 
 #[async_trait]
 impl AppStore for PostgresStore {
     async fn create_app(&self, org_id: Uuid, app_id: &AppId, name: &str, actor: &Actor) -> Result<App> {
+        let sql = format!(
+            "INSERT INTO apps (app_id, org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             RETURNING {APP_COLUMNS}"
+        );
         let mut tx = self.pool.begin().await?;
         // Not while the organization is being deleted: its deletion must see
         // every app, to return the blob keys of all their bundles.
-        super::share_org(&mut tx, org_id).await?;
-        let row: AppRow = sqlx::query_as(concat!(
-            "INSERT INTO apps (app_id, org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-             RETURNING ",
-            app_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(org_id)
-        .bind(name)
-        .bind(crate::now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
+        super::lock_org(&mut tx, org_id, OrgLock::Shared).await?;
+        let row: AppRow = sqlx::query_as(&sql)
+            .bind(app_id.as_str())
+            .bind(org_id)
+            .bind(name)
+            .bind(crate::now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
         let app = App::try_from(row)?;
-        audit::record(&mut tx, app.org_id, AuditAction::AppCreate, app.app_id.as_str(), actor).await?;
+        Postgres::log(&mut tx, org_id, Event::new(AuditAction::AppCreate, app_id.as_str(), actor)).await?;
         tx.commit().await?;
         Ok(app)
     }
 
     async fn app(&self, app_id: &AppId) -> Result<Option<App>> {
-        let row: Option<AppRow> =
-            sqlx::query_as(concat!("SELECT ", app_columns!(), " FROM apps WHERE app_id = $1"))
-                .bind(app_id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        one(row)
+        Ok(select::<AppRow, _, _>(&self.pool, &apps_where("app_id = $1"), app_id.as_str()).await?.pop())
     }
 
     async fn apps_of_org(&self, org_id: Uuid) -> Result<Vec<App>> {
-        let rows: Vec<AppRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            app_columns!(),
-            " FROM apps WHERE org_id = $1 ORDER BY app_id"
-        ))
-        .bind(org_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        select::<AppRow, _, _>(&self.pool, &apps_where("org_id = $1"), org_id).await
     }
 
     async fn apps_of_user(&self, user_id: Uuid) -> Result<Vec<App>> {
-        let rows: Vec<AppRow> = sqlx::query_as(
-            "SELECT a.app_id, a.org_id, a.name, a.created_at, a.updated_at FROM apps a \
-             JOIN memberships m ON m.org_id = a.org_id WHERE m.user_id = $1 ORDER BY a.app_id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        let sql = apps_where("org_id IN (SELECT org_id FROM memberships WHERE user_id = $1)");
+        select::<AppRow, _, _>(&self.pool, &sql, user_id).await
     }
 
     async fn rename_app(&self, app_id: &AppId, name: &str, actor: &Actor) -> Result<Option<App>> {
+        let sql =
+            format!("UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING {APP_COLUMNS}");
         let mut tx = self.pool.begin().await?;
-        let row: Option<AppRow> = sqlx::query_as(concat!(
-            "UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING ",
-            app_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(name)
-        .bind(crate::now())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row: Option<AppRow> = sqlx::query_as(&sql)
+            .bind(app_id.as_str())
+            .bind(name)
+            .bind(crate::now())
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(app) = one::<_, App>(row)? else {
             return Ok(None);
         };
-        audit::record(&mut tx, app.org_id, AuditAction::AppUpdate, app.app_id.as_str(), actor).await?;
+        Postgres::log(&mut tx, app.org_id, Event::new(AuditAction::AppUpdate, app_id.as_str(), actor))
+            .await?;
         tx.commit().await?;
         Ok(Some(app))
     }
 
     async fn delete_app(&self, app_id: &AppId, actor: &Actor) -> Result<Option<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
+        // The app's row first: no bundle is added to it from here on.
         let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1 FOR UPDATE")
             .bind(app_id.as_str())
             .fetch_optional(&mut *tx)
@@ -112,83 +131,45 @@ impl AppStore for PostgresStore {
         let Some(org_id) = org_id else {
             return Ok(None);
         };
-        let blobs: Vec<String> =
-            sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
-                .bind(app_id.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        sqlx::query("DELETE FROM apps WHERE app_id = $1").bind(app_id.as_str()).execute(&mut *tx).await?;
-        audit::record(&mut tx, org_id, AuditAction::AppDelete, app_id.as_str(), actor).await?;
-        tx.commit().await?;
-        self.changes.announce([AuthChange::App { app_id: app_id.clone() }]);
+        let blobs: Vec<String> = sqlx::query_scalar(
+            "WITH blobs AS (DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key), \
+             app AS (DELETE FROM apps WHERE app_id = $1) \
+             SELECT blob_key FROM blobs",
+        )
+        .bind(app_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        Postgres::log(&mut tx, org_id, Event::new(AuditAction::AppDelete, app_id.as_str(), actor)).await?;
+        self.changes.commit(tx, [AuthChange::App { app_id: app_id.clone() }]).await?;
         Ok(Some(blobs))
     }
 
     async fn insert_bundle(&self, bundle: NewBundle, actor: &Actor) -> Result<Bundle> {
-        let mut tx = self.pool.begin().await?;
-        let row: BundleRow = sqlx::query_as(concat!(
+        let sql = with_owners(
             "INSERT INTO bundles (app_id, version, checksum, size, blob_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
-            bundle_columns!()
-        ))
-        .bind(bundle.app_id.as_str())
-        .bind(&bundle.version)
-        .bind(&bundle.checksum)
-        .bind(bundle.size)
-        .bind(&bundle.blob_key)
-        .bind(crate::now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
-        let bundle = Bundle::try_from(row)?;
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        );
+        let insert = sqlx::query_as(&sql).bind_new_bundle(&bundle);
         // The insert holds a share lock on the app's row: it is still there.
-        let org_id = owner_of(&mut tx, &bundle.app_id).await?;
-        audit::record(&mut tx, org_id, AuditAction::BundleUpload, &bundle_target(&bundle), actor).await?;
-        tx.commit().await?;
-        Ok(bundle)
+        let inserted = self.change_bundle(insert, AuditAction::BundleUpload, actor).await?;
+        inserted.ok_or(StoreError::NotFound(Entity::App))
     }
 
     async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>> {
-        let rows: Vec<BundleRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            bundle_columns!(),
-            " FROM bundles WHERE app_id = $1 ORDER BY id"
-        ))
-        .bind(app_id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 ORDER BY id");
+        select::<BundleRow, _, _>(&self.pool, &sql, app_id.as_str()).await
     }
 
     async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>> {
-        let row: Option<BundleRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            bundle_columns!(),
-            " FROM bundles WHERE app_id = $1 AND version = $2"
-        ))
-        .bind(app_id.as_str())
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 AND version = $2");
+        let row: Option<BundleRow> =
+            sqlx::query_as(&sql).bind(app_id.as_str()).bind(version).fetch_optional(&self.pool).await?;
         one(row)
     }
 
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<BundleRow> = sqlx::query_as(concat!(
-            "DELETE FROM bundles WHERE app_id = $1 AND version = $2 RETURNING ",
-            bundle_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(bundle) = one::<_, Bundle>(row)? else {
-            return Ok(None);
-        };
-        let org_id = owner_of(&mut tx, &bundle.app_id).await?;
-        audit::record(&mut tx, org_id, AuditAction::BundleDelete, &bundle_target(&bundle), actor).await?;
-        tx.commit().await?;
-        Ok(Some(bundle))
+        let sql = with_owners("DELETE FROM bundles WHERE app_id = $1 AND version = $2");
+        let delete = sqlx::query_as(&sql).bind(app_id.as_str()).bind(version);
+        self.change_bundle(delete, AuditAction::BundleDelete, actor).await
     }
 }

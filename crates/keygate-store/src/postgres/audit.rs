@@ -1,88 +1,55 @@
-//! The audit log: read newest first, and written only inside the
-//! transaction of the change it records, so that a change that cannot be
-//! audited rolls back ([`crate::StoreError::AuditUnavailable`]).
+//! The audit log: read newest first, written as [`AuditLog`] says, each
+//! event in one statement whatever its organizations.
 
 use async_trait::async_trait;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::error::audit_error;
-use crate::rows::{AuditRow, audit_columns};
-use crate::{Actor, ApiKeyRecord, AuditAction, AuditEvent, AuditStore, Result};
+use crate::event::{AuditLog, Event};
+use crate::rows::AUDIT_COLUMNS;
+use crate::{ApiKeyRecord, AuditEvent, AuditStore, Result};
 
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn audit_events(&self, org_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_events WHERE org_id = $1 AND ($2::BIGINT IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(org_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(AuditEvent::from).collect())
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE org_id = $1 AND ($2::BIGINT IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let page = sqlx::query_as::<_, AuditEvent>(&sql).bind(org_id).bind(before).bind(limit);
+        Ok(page.fetch_all(&self.pool).await?)
     }
 }
 
-/// Writes one event to the organization's log.
-pub(super) async fn record(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    action: AuditAction,
-    target_id: &str,
-    actor: &Actor,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_events \
-         (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(org_id)
-    .bind(crate::now())
-    .bind(action.as_str())
-    .bind(actor.user_id)
-    .bind(actor.key_id)
-    .bind(action.target_type())
-    .bind(target_id)
-    .bind(actor.ip.map(|ip| ip.to_string()))
-    .execute(&mut *conn)
-    .await
-    .map_err(audit_error)?;
-    Ok(())
+#[async_trait]
+impl AuditLog for Postgres {
+    async fn log(conn: &mut PgConnection, org_id: Uuid, event: Event) -> Result<()> {
+        write(conn, Some(org_id), None, event).await
+    }
+
+    async fn log_key(conn: &mut PgConnection, key: &ApiKeyRecord, event: Event) -> Result<()> {
+        write(conn, key.org_id, Some(key.user_id), event).await
+    }
 }
 
-/// Writes the event of a change to a key: to the key's organization, or, for
-/// an unscoped key, to every organization its owner belongs to (read in this
-/// transaction, so call it before anything removes those memberships).
-pub(super) async fn record_for_key(
+/// Writes the event to the log of `org_id`, or, without one, of every
+/// organization `owner` belongs to, in the order of their ids.
+async fn write(
     conn: &mut PgConnection,
-    key: &ApiKeyRecord,
-    action: AuditAction,
-    actor: &Actor,
+    org_id: Option<Uuid>,
+    owner: Option<Uuid>,
+    event: Event,
 ) -> Result<()> {
-    let target_id = key.id.to_string();
-    if let Some(org_id) = key.org_id {
-        return record(conn, org_id, action, &target_id, actor).await;
-    }
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO audit_events \
-         (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
-         SELECT org_id, $2, $3, $4, $5, $6, $7, $8 FROM memberships WHERE user_id = $1 ORDER BY org_id",
-    )
-    .bind(key.user_id)
-    .bind(crate::now())
-    .bind(action.as_str())
-    .bind(actor.user_id)
-    .bind(actor.key_id)
-    .bind(action.target_type())
-    .bind(&target_id)
-    .bind(actor.ip.map(|ip| ip.to_string()))
-    .execute(&mut *conn)
-    .await
-    .map_err(audit_error)?;
+             (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
+         SELECT log.org_id, $3, $4, $5, $6, $7, $8, $9 FROM ( \
+             SELECT $1::UUID WHERE $1 IS NOT NULL \
+             UNION ALL SELECT org_id FROM memberships WHERE $1 IS NULL AND user_id = $2 \
+         ) AS log (org_id) ORDER BY log.org_id",
+    );
+    event.bind(insert.bind(org_id).bind(owner)).execute(conn).await.map_err(audit_error)?;
     Ok(())
 }

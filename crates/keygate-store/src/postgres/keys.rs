@@ -1,166 +1,106 @@
 //! API keys. A key is found by its current digest, or by its previous one
 //! inside the rotation grace period; a scoped key is created only while its
-//! user is a member, under the organization's lock; every write is audited
-//! in its transaction, and every change of an existing key is announced
-//! after the commit.
+//! user is a member, under the organization's shared lock; every write is
+//! audited in its transaction, and every change of an existing key is
+//! announced after the commit.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::{KeyDigest, Role};
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::{PostgresStore, audit};
+use super::{OrgLock, PostgresStore};
 use crate::error::write_error;
-use crate::rows::{AppList, KeyRoleRow, KeyRow, all, key_columns, one};
+use crate::event::{AuditLog, Event};
+use crate::params::{BindModel, Rotation};
+use crate::rows::{KEY_COLUMNS, KeyRoleRow, KeyRow, one, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, AuthChange, Entity, KeyChanges, KeyMaterial, KeyStore, NewApiKey,
-    Result, StoreError,
+    Actor, ApiKeyRecord, AuditAction, Entity, KeyChanges, KeyMaterial, KeyStore, NewApiKey, Result,
+    StoreError,
 };
 
-impl PostgresStore {
-    /// Commits a change to an existing key with its event, then announces it.
-    async fn commit_key_change(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        key: Option<ApiKeyRecord>,
-        action: AuditAction,
-        actor: &Actor,
-    ) -> Result<Option<ApiKeyRecord>> {
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        audit::record_for_key(&mut tx, &key, action, actor).await?;
-        tx.commit().await?;
-        self.changes.announce([AuthChange::Key { id: key.id }]);
-        Ok(Some(key))
-    }
+/// The keys that answer to the digest `$1` at the time `$2`: by their
+/// current digest, or by their previous one inside its grace period.
+const ANSWERS_TO: &str = "digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)";
+
+/// `statement`, returning the columns of the keys it touches.
+fn returning_keys(statement: &str) -> String {
+    format!("{statement} RETURNING {KEY_COLUMNS}")
+}
+
+/// The keys `filter` selects, oldest first.
+fn keys_where(filter: &str) -> String {
+    format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE {filter} ORDER BY id")
 }
 
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>> {
-        let row: Option<KeyRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)"
-        ))
-        .bind(&digest.as_bytes()[..])
-        .bind(crate::now())
-        .fetch_optional(&self.pool)
-        .await?;
-        one(row)
+        Ok(self.key_and_owner_role(digest).await?.map(|(key, _)| key))
     }
 
     async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
-        let row: Option<KeyRoleRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            ", (SELECT role FROM memberships m \
-             WHERE m.org_id = api_keys.org_id AND m.user_id = api_keys.user_id) AS owner_role \
-             FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)"
-        ))
-        .bind(&digest.as_bytes()[..])
-        .bind(crate::now())
-        .fetch_optional(&self.pool)
-        .await?;
-        one(row)
+        let sql = format!(
+            "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
+             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role \
+             FROM api_keys k WHERE {ANSWERS_TO}"
+        );
+        let lookup = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
+        one::<KeyRoleRow, _>(lookup.fetch_optional(&self.pool).await?)
     }
 
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>> {
-        let row: Option<KeyRow> =
-            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        one(row)
+        Ok(select::<KeyRow, _, _>(&self.pool, &keys_where("id = $1"), id).await?.pop())
     }
 
     async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE user_id = $1 ORDER BY id"
-        ))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        select::<KeyRow, _, _>(&self.pool, &keys_where("user_id = $1"), user_id).await
     }
 
     async fn keys_of_org(&self, org_id: Uuid) -> Result<Vec<ApiKeyRecord>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE org_id = $1 ORDER BY id"
-        ))
-        .bind(org_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        select::<KeyRow, _, _>(&self.pool, &keys_where("org_id = $1"), org_id).await
     }
 
     async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
         let mut tx = self.pool.begin().await?;
         if let Some(org_id) = key.org_id {
-            // A shared lock: keys are created side by side, but never while
-            // a membership change (which takes `lock_org`) is under way, so a
-            // member removed meanwhile cannot keep a new key.
-            super::share_org(&mut tx, org_id).await?;
+            // Keys are created side by side, but never while a membership
+            // changes, so a member removed meanwhile cannot keep a new key.
+            super::lock_org(&mut tx, org_id, OrgLock::Shared).await?;
             if super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
                 return Err(StoreError::NotFound(Entity::Membership));
             }
         }
-        let key = super::insert_key(&mut tx, key, actor).await?;
+        let key = insert(&mut tx, &key, actor).await?;
         tx.commit().await?;
         Ok(key)
     }
 
     async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<KeyRow> = sqlx::query_as(concat!(
+        let sql = returning_keys(
             "UPDATE api_keys SET name = COALESCE($2, name), mode = COALESCE($3, mode), \
              limited_to_apps = COALESCE($4, limited_to_apps), \
-             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7 \
-             WHERE id = $1 RETURNING ",
-            key_columns!()
-        ))
-        .bind(id)
-        .bind(changes.name.as_ref().map(|n| n.as_str()))
-        .bind(changes.mode.map(|m| m.as_str()))
-        .bind(changes.limited_to_apps.as_deref().map(AppList::from))
-        .bind(changes.expires_at.is_some())
-        .bind(changes.expires_at.flatten())
-        .bind(crate::now())
-        .fetch_optional(&mut *tx)
-        .await?;
-        self.commit_key_change(tx, one(row)?, AuditAction::ApiKeyUpdate, actor).await
+             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7 WHERE id = $1",
+        );
+        let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
+        self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyUpdate, actor).await
     }
 
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        // The owner's memberships stay readable in this transaction, so the
-        // events of an unscoped key still find their organizations.
-        let row: Option<KeyRow> =
-            sqlx::query_as(concat!("DELETE FROM api_keys WHERE id = $1 RETURNING ", key_columns!()))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let deleted = self.commit_key_change(tx, one(row)?, AuditAction::ApiKeyDelete, actor).await?;
+        let sql = returning_keys("DELETE FROM api_keys WHERE id = $1");
+        let delete = sqlx::query_as(&sql).bind(id);
+        let deleted = self
+            .changes
+            .change_key(self.pool.begin().await?, delete, AuditAction::ApiKeyDelete, actor)
+            .await?;
         Ok(deleted.is_some())
     }
 
     async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<KeyRow> = sqlx::query_as(concat!(
-            "DELETE FROM api_keys \
-             WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) RETURNING ",
-            key_columns!()
-        ))
-        .bind(&digest.as_bytes()[..])
-        .bind(crate::now())
-        .fetch_optional(&mut *tx)
-        .await?;
-        self.commit_key_change(tx, one(row)?, AuditAction::ApiKeyRevoke, actor).await
+        let sql = returning_keys(&format!("DELETE FROM api_keys WHERE {ANSWERS_TO}"));
+        let delete = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
+        self.changes.change_key(self.pool.begin().await?, delete, AuditAction::ApiKeyRevoke, actor).await
     }
 
     async fn rotate_key(
@@ -171,24 +111,30 @@ impl KeyStore for PostgresStore {
         grace_until: Option<DateTime<Utc>>,
         actor: &Actor,
     ) -> Result<Option<ApiKeyRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<KeyRow> = sqlx::query_as(concat!(
-            "UPDATE api_keys SET \
-             previous_digest = CASE WHEN $4 THEN digest ELSE NULL END, \
+        let sql = returning_keys(
+            "UPDATE api_keys SET previous_digest = CASE WHEN $4 THEN digest ELSE NULL END, \
              previous_expires_at = $5, digest = $2, preview = $3, updated_at = $6 \
-             WHERE id = $1 AND digest = $7 RETURNING ",
-            key_columns!()
-        ))
-        .bind(id)
-        .bind(&material.digest.as_bytes()[..])
-        .bind(&material.preview)
-        .bind(grace_until.is_some())
-        .bind(grace_until)
-        .bind(crate::now())
-        .bind(&current.as_bytes()[..])
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| write_error(e, Entity::ApiKey, Entity::ApiKey))?;
-        self.commit_key_change(tx, one(row)?, AuditAction::ApiKeyRotate, actor).await
+             WHERE id = $1 AND digest = $7",
+        );
+        let rotation = Rotation { material: &material, current, grace_until };
+        let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
+        self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyRotate, actor).await
     }
+}
+
+/// Inserts the key's row and its `apikey.create` event(s); the caller has
+/// checked its organization and membership.
+pub(super) async fn insert(conn: &mut PgConnection, key: &NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
+    let sql = returning_keys(
+        "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
+         created_by_key_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+    );
+    let row = sqlx::query_as::<_, KeyRow>(&sql)
+        .bind_new_key(key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| write_error(e, Entity::Organization, Entity::ApiKey))?;
+    let key = ApiKeyRecord::try_from(row)?;
+    Postgres::log_key(conn, &key, Event::new(AuditAction::ApiKeyCreate, key.id, actor)).await?;
+    Ok(key)
 }

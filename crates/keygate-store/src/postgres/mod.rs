@@ -8,9 +8,9 @@
 //! advisory lock, so replicas may start together.
 //!
 //! Replicas may write at once: every change of memberships first locks its
-//! organization's row ([`lock_org`]), and creating a scoped key or an app
-//! takes a shared lock on it ([`share_org`]); the helpers here are what
-//! those transactions share.
+//! organization's row ([`OrgLock::Exclusive`]), and creating a scoped key
+//! or an app takes a shared lock on it ([`OrgLock::Shared`]); the helpers
+//! here are what those transactions share.
 
 mod apps;
 mod audit;
@@ -22,18 +22,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::rules::{self, Refusal};
-use keygate_core::{Email, OrgName, Role};
+use keygate_core::{Email, Role};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::error::write_error;
-use crate::rows::{AppList, KeyRow, OrgRow, key_columns, org_columns};
-use crate::{
-    Actor, ApiKeyRecord, AuthChange, ChangeFeed, Entity, NewApiKey, Organization, Result, Store, StoreError,
-    redact_credentials,
-};
+use crate::change::ChangeFeed;
+use crate::membership::Stakes;
+use crate::{AuthChange, Entity, Result, Store, StoreError, redact_credentials};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -91,34 +87,32 @@ impl Store for PostgresStore {
     }
 }
 
-/// Locks the organization's row until the transaction ends, so that
-/// concurrent changes of its memberships (and [`share_org`] holders) wait
-/// for each other. [`Entity::Organization`] when there is no such
-/// organization.
-///
-/// `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other
-/// explicit lock just the same, but not the `KEY SHARE` lock of a foreign-key
-/// check. A transaction that holds a key's row and then writes its audit
-/// event (a key check on the organization) must not wait for us while we
-/// wait for that key's row (`remove_member` deleting it): that is a deadlock.
-async fn lock_org(conn: &mut PgConnection, org_id: Uuid) -> Result<()> {
-    let locked: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(org_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
+/// How a transaction holds an organization's row until it ends.
+#[derive(Debug, Clone, Copy)]
+enum OrgLock {
+    /// For a change of memberships or the organization's deletion: such
+    /// changes, and [`OrgLock::Shared`] holders, wait for each other.
+    ///
+    /// `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other
+    /// explicit lock just the same, but not the `KEY SHARE` lock of a
+    /// foreign-key check. A transaction that holds a key's row and then
+    /// writes its audit event (a key check on the organization) must not
+    /// wait for us while we wait for that key's row (`remove_member`
+    /// deleting it): that is a deadlock.
+    Exclusive,
+    /// For creating a scoped key or an app: side by side with other shared
+    /// holders, but never while an [`OrgLock::Exclusive`] holder is at work.
+    Shared,
 }
 
-/// A shared lock on the organization's row until the transaction ends: it
-/// waits for (and holds off) [`lock_org`], but not other shared holders, so
-/// keys and apps are created side by side. [`Entity::Organization`] when
-/// there is no such organization.
-async fn share_org(conn: &mut PgConnection, org_id: Uuid) -> Result<()> {
-    let locked: Option<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 FOR SHARE")
-        .bind(org_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// Locks the organization's row as `lock` says; [`Entity::Organization`]
+/// when there is no such organization.
+async fn lock_org(conn: &mut PgConnection, org_id: Uuid, lock: OrgLock) -> Result<()> {
+    let statement = match lock {
+        OrgLock::Exclusive => "SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
+        OrgLock::Shared => "SELECT id FROM organizations WHERE id = $1 FOR SHARE",
+    };
+    let locked: Option<Uuid> = sqlx::query_scalar(statement).bind(org_id).fetch_optional(&mut *conn).await?;
     locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
 }
 
@@ -132,39 +126,32 @@ async fn role_of(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> Result
     role.as_deref().map(crate::rows::role).transpose()
 }
 
-/// Checks a move of a member from `current` to `new` (`None`: not a member)
-/// against [`keygate_core::rules`], under the organization's lock, which the
-/// caller holds.
-async fn check_membership_change(
+/// What a change of `user_id`'s membership by `acting` is decided on, in
+/// one pass over the organization's memberships. Read after the caller took
+/// [`OrgLock::Exclusive`], so that it sees every change committed before.
+async fn stakes(
     conn: &mut PgConnection,
     org_id: Uuid,
-    current: Option<Role>,
-    new: Option<Role>,
-    actor: &Actor,
-) -> Result<()> {
-    if let Some(acting_user) = actor.user_id {
-        let acting = role_of(&mut *conn, org_id, acting_user).await?;
-        rules::may_change_membership(acting, current, new).map_err(|refusal| match refusal {
-            Refusal::Invisible => StoreError::NotFound(Entity::Organization),
-            refusal => StoreError::Refused(refusal),
-        })?;
-    }
-    let demotes = current == Some(Role::SuperAdmin) && new != Some(Role::SuperAdmin);
-    let super_admins = if demotes {
-        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
-            .bind(org_id)
-            .bind(Role::SuperAdmin.as_str())
-            .fetch_one(&mut *conn)
-            .await?
-    } else {
-        0
-    };
-    rules::keeps_a_super_admin(current, new, super_admins)
-        .map_err(|_| StoreError::Refused(Refusal::LastSuperAdmin))
+    user_id: Uuid,
+    acting: Option<Uuid>,
+) -> Result<Stakes> {
+    Ok(sqlx::query_as(
+        "SELECT max(role) FILTER (WHERE user_id = $2) AS current, \
+         max(role) FILTER (WHERE user_id = $3) AS acting, \
+         count(*) FILTER (WHERE role = $4) AS super_admins \
+         FROM memberships WHERE org_id = $1",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .bind(acting)
+    .bind(Role::SuperAdmin.as_str())
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
-/// The user with this email, created if new. Insert-or-nothing, then read:
-/// two changes naming one new email at once both end with the same user.
+/// The user with this email, created if new. Insert-or-nothing, then read
+/// in a statement of its own: of two changes naming one new email at once,
+/// the second waits for the first's insert and then reads its user.
 async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> {
     sqlx::query(
         "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
@@ -178,74 +165,6 @@ async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> 
         .bind(email.as_str())
         .fetch_one(&mut *conn)
         .await?)
-}
-
-/// Gives the user the role, adding the membership if needed.
-async fn upsert_membership(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid, role: Role) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
-    )
-    .bind(org_id)
-    .bind(user_id)
-    .bind(role.as_str())
-    .bind(crate::now())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// A new organization with `owner` as its `super_admin`; constraint errors
-/// are left to the caller to interpret.
-async fn insert_org(
-    conn: &mut PgConnection,
-    name: &OrgName,
-    owner: Uuid,
-) -> Result<Organization, sqlx::Error> {
-    let row: OrgRow = sqlx::query_as(concat!(
-        "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING ",
-        org_columns!()
-    ))
-    .bind(Uuid::now_v7())
-    .bind(name.as_str())
-    .bind(crate::now())
-    .fetch_one(&mut *conn)
-    .await?;
-    let org = Organization::from(row);
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(org.id)
-        .bind(owner)
-        .bind(Role::SuperAdmin.as_str())
-        .bind(org.created_at)
-        .execute(&mut *conn)
-        .await?;
-    Ok(org)
-}
-
-/// Inserts the key's row and its `apikey.create` event(s).
-async fn insert_key(conn: &mut PgConnection, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
-    let row: KeyRow = sqlx::query_as(concat!(
-        "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
-         created_by_key_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING ",
-        key_columns!()
-    ))
-    .bind(&key.material.digest.as_bytes()[..])
-    .bind(&key.material.preview)
-    .bind(key.mode.as_str())
-    .bind(key.name.as_str())
-    .bind(key.user_id)
-    .bind(key.org_id)
-    .bind(AppList::from(&key.limited_to_apps[..]))
-    .bind(key.expires_at)
-    .bind(key.created_by_key_id)
-    .bind(crate::now())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| write_error(e, Entity::Organization, Entity::ApiKey))?;
-    let key = ApiKeyRecord::try_from(row)?;
-    audit::record_for_key(&mut *conn, &key, crate::AuditAction::ApiKeyCreate, actor).await?;
-    Ok(key)
 }
 
 #[cfg(test)]
@@ -263,7 +182,8 @@ mod tests {
 
     use super::{MIGRATOR, PostgresStore};
     use crate::{
-        Actor, Enroll, Enrollee, KeyChanges, KeyMaterial, KeyStore, NewApiKey, OrgStore, Store, StoreError,
+        Actor, Enroll, Enrollee, Enrollment, KeyChanges, KeyMaterial, KeyStore, NewApiKey, OrgStore, Store,
+        StoreError,
     };
 
     /// The migrations of the previous release, 0001–0005, exactly as shipped.
@@ -284,6 +204,28 @@ mod tests {
             eprintln!("note: {test} needs PostgreSQL (set {}); skipped", keygate_testkit::ENV);
         }
         run
+    }
+
+    fn enrollee(email: &str, enroll: Enroll) -> Enrollee {
+        Enrollee {
+            email: Email::parse(email).expect("email"),
+            enroll,
+            key: material(),
+            key_name: KeyName::parse("CLI Key").expect("name"),
+        }
+    }
+
+    /// A new database with one organization, whose `super_admin` is
+    /// a@example.com; `None` when `test` cannot run without PostgreSQL.
+    async fn one_organization(test: &str) -> Option<(TestDatabase, Arc<PostgresStore>, Enrollment)> {
+        if !postgres_only(test) {
+            return None;
+        }
+        let database = TestDatabase::new().await;
+        let store = Arc::new(PostgresStore::connect(database.url()).await.expect("connect"));
+        let new_org = Enroll::NewOrganization { name: OrgName::parse("Acme").expect("name") };
+        let owner = store.enroll(enrollee("a@example.com", new_org)).await.expect("enroll");
+        Some((database, store, owner))
     }
 
     fn app(name: &str) -> AppId {
@@ -392,19 +334,9 @@ mod tests {
 
     #[tokio::test]
     async fn removing_a_member_while_their_key_changes_never_deadlocks() {
-        if !postgres_only("the member removal test") {
+        let Some((_database, store, owner)) = one_organization("the member removal test").await else {
             return;
-        }
-        let database = TestDatabase::new().await;
-        let store = Arc::new(PostgresStore::connect(database.url()).await.expect("connect"));
-        let enrollee = |email: &str, enroll: Enroll| Enrollee {
-            email: Email::parse(email).expect("email"),
-            enroll,
-            key: material(),
-            key_name: KeyName::parse("CLI Key").expect("name"),
         };
-        let new_org = Enroll::NewOrganization { name: OrgName::parse("Acme").expect("name") };
-        let owner = store.enroll(enrollee("a@example.com", new_org)).await.expect("enroll");
         let admin = Actor { user_id: Some(owner.user_id), ..Actor::OPERATOR };
         let email = Email::parse("b@example.com").expect("email");
         for round in 0..20 {
@@ -437,22 +369,12 @@ mod tests {
 
     #[tokio::test]
     async fn two_super_admins_demoting_each_other_at_once_leave_one() {
-        if !postgres_only("the concurrent demotion test") {
+        let Some((_database, store, first)) = one_organization("the concurrent demotion test").await else {
             return;
-        }
-        let database = TestDatabase::new().await;
-        let store = Arc::new(PostgresStore::connect(database.url()).await.expect("connect"));
-        let enroll = |email: &str, enroll: Enroll| Enrollee {
-            email: Email::parse(email).expect("email"),
-            enroll,
-            key: material(),
-            key_name: KeyName::parse("CLI Key").expect("name"),
         };
-        let new_org = Enroll::NewOrganization { name: OrgName::parse("Acme").expect("name") };
-        let first = store.enroll(enroll("a@example.com", new_org)).await.expect("enroll");
         let org_id = first.org_id;
         let second = Enroll::Member { org_id, role: Role::SuperAdmin };
-        let second = store.enroll(enroll("b@example.com", second)).await.expect("enroll");
+        let second = store.enroll(enrollee("b@example.com", second)).await.expect("enroll");
 
         for round in 0..10 {
             let mut tasks = tokio::task::JoinSet::new();

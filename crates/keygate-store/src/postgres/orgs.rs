@@ -4,15 +4,18 @@
 //! each other; an organization always keeps a `super_admin`.
 
 use async_trait::async_trait;
-use keygate_core::{Email, Mode, OrgName, Role};
+use keygate_core::{Email, OrgName, Role};
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::{PostgresStore, audit};
+use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
 use crate::error::write_error;
-use crate::rows::{MemberRow, MembershipRow, OrgRow, all, org_columns};
+use crate::event::{AuditLog, Event};
+use crate::params::BindModel;
+use crate::rows::{MemberRow, MembershipRow, ORG_COLUMNS, select};
 use crate::{
-    Actor, AuditAction, AuthChange, Enroll, Enrollee, Enrollment, Entity, Member, Membership, NewApiKey,
-    OrgChanges, OrgStore, Organization, Result, StoreError,
+    Actor, AuditAction, AuthChange, Enroll, Enrollee, Enrollment, Entity, Member, Membership, OrgChanges,
+    OrgStore, Organization, Result, StoreError,
 };
 
 #[async_trait]
@@ -22,60 +25,33 @@ impl OrgStore for PostgresStore {
     }
 
     async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment> {
-        let actor = &Actor::OPERATOR;
+        let operator = &Actor::OPERATOR;
         let mut tx = self.pool.begin().await?;
         let (org_id, user_id, changes) = match enrollee.enroll {
-            Enroll::NewOrganization { name } => {
-                let user_id = super::user_for_email(&mut tx, &enrollee.email).await?;
-                let org = super::insert_org(&mut tx, &name, user_id).await?;
-                let target = org.id.to_string();
-                audit::record(&mut tx, org.id, AuditAction::OrganizationCreate, &target, actor).await?;
-                (org.id, user_id, vec![])
+            Enroll::NewOrganization { ref name } => {
+                let user_id = user_for_email(&mut tx, &enrollee.email).await?;
+                (insert_org(&mut tx, name, user_id, operator).await?.id, user_id, None)
             }
             Enroll::Member { org_id, role } => {
-                super::lock_org(&mut tx, org_id).await?;
-                let user_id = super::user_for_email(&mut tx, &enrollee.email).await?;
-                let current = super::role_of(&mut tx, org_id, user_id).await?;
-                super::check_membership_change(&mut tx, org_id, current, Some(role), actor).await?;
-                super::upsert_membership(&mut tx, org_id, user_id, role).await?;
-                let target = user_id.to_string();
-                audit::record(&mut tx, org_id, AuditAction::MemberSet, &target, actor).await?;
-                (org_id, user_id, vec![AuthChange::Member { org_id, user_id }])
+                let user_id = set_role(&mut tx, org_id, &enrollee.email, role, operator).await?;
+                (org_id, user_id, Some(AuthChange::Member { org_id, user_id }))
             }
         };
         // Unscoped, so audited in every organization of its owner, which by
         // now includes this one.
-        let key = NewApiKey {
-            material: enrollee.key,
-            mode: Mode::All,
-            name: enrollee.key_name,
-            user_id,
-            org_id: None,
-            limited_to_apps: Vec::new(),
-            expires_at: None,
-            created_by_key_id: None,
-        };
-        let key = super::insert_key(&mut tx, key, actor).await?;
-        tx.commit().await?;
-        self.changes.announce(changes);
+        let key = keys::insert(&mut tx, &enrollee.cli_key(user_id), operator).await?;
+        self.changes.commit(tx, changes).await?;
         Ok(Enrollment { user_id, org_id, key })
     }
 
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>> {
-        let row: Option<OrgRow> =
-            sqlx::query_as(concat!("SELECT ", org_columns!(), " FROM organizations WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(Organization::from))
+        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
     }
 
     async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization> {
         let mut tx = self.pool.begin().await?;
-        let org = super::insert_org(&mut tx, name, owner)
-            .await
-            .map_err(|e| write_error(e, Entity::User, Entity::Organization))?;
-        audit::record(&mut tx, org.id, AuditAction::OrganizationCreate, &org.id.to_string(), actor).await?;
+        let org = insert_org(&mut tx, name, owner, actor).await?;
         tx.commit().await?;
         Ok(org)
     }
@@ -86,26 +62,19 @@ impl OrgStore for PostgresStore {
         changes: OrgChanges,
         actor: &Actor,
     ) -> Result<Option<Organization>> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
+        let sql = format!(
             "UPDATE organizations SET name = COALESCE($2, name), \
              require_apikey_expiration = COALESCE($3, require_apikey_expiration), \
              max_apikey_expiration_days = CASE WHEN $4 THEN $5 ELSE max_apikey_expiration_days END, \
-             updated_at = $6 WHERE id = $1 RETURNING ",
-            org_columns!()
-        ))
-        .bind(id)
-        .bind(changes.name.as_ref().map(|n| n.as_str()))
-        .bind(changes.require_apikey_expiration)
-        .bind(changes.max_apikey_expiration_days.is_some())
-        .bind(changes.max_apikey_expiration_days.flatten())
-        .bind(crate::now())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(org) = row.map(Organization::from) else {
+             updated_at = $6 WHERE id = $1 RETURNING {ORG_COLUMNS}"
+        );
+        let mut tx = self.pool.begin().await?;
+        let org: Option<Organization> =
+            sqlx::query_as(&sql).bind(id).bind_org_changes(&changes).fetch_optional(&mut *tx).await?;
+        let Some(org) = org else {
             return Ok(None);
         };
-        audit::record(&mut tx, org.id, AuditAction::OrganizationUpdate, &org.id.to_string(), actor).await?;
+        Postgres::log(&mut tx, id, Event::new(AuditAction::OrganizationUpdate, id, actor)).await?;
         tx.commit().await?;
         Ok(Some(org))
     }
@@ -115,7 +84,7 @@ impl OrgStore for PostgresStore {
         // The organization's row (which keeps out new apps, see create_app),
         // then its apps' rows (which keeps out new bundles), so that every
         // blob key is returned.
-        match super::lock_org(&mut tx, id).await {
+        match lock_org(&mut tx, id, OrgLock::Exclusive).await {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
@@ -123,82 +92,121 @@ impl OrgStore for PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // Apps, memberships, scoped keys and the audit log go by ON DELETE
+        // CASCADE; so no event is written.
         let blobs: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) RETURNING blob_key",
+            "WITH blobs AS ( \
+                 DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \
+                 RETURNING blob_key \
+             ), organization AS (DELETE FROM organizations WHERE id = $1) \
+             SELECT blob_key FROM blobs",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        // Apps, memberships, scoped keys and the audit log go by ON DELETE
-        // CASCADE; so no event is written.
-        sqlx::query("DELETE FROM organizations WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        self.changes.announce([AuthChange::Organization { org_id: id }]);
+        self.changes.commit(tx, [AuthChange::Organization { org_id: id }]).await?;
         Ok(Some(blobs))
     }
 
     async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
-        let mut conn = self.pool.acquire().await?;
-        super::role_of(&mut conn, org_id, user_id).await
+        super::role_of(&mut *self.pool.acquire().await?, org_id, user_id).await
     }
 
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>> {
-        let rows: Vec<MembershipRow> = sqlx::query_as(
-            "SELECT o.id, o.name, o.require_apikey_expiration, o.max_apikey_expiration_days, \
-             o.created_at, o.updated_at, m.role FROM memberships m \
-             JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.created_at, o.id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        let sql = "SELECT o.id, o.name, o.require_apikey_expiration, o.max_apikey_expiration_days, \
+                   o.created_at, o.updated_at, m.role FROM memberships m \
+                   JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.created_at, o.id";
+        select::<MembershipRow, _, _>(&self.pool, sql, user_id).await
     }
 
     async fn members(&self, org_id: Uuid) -> Result<Vec<Member>> {
-        let rows: Vec<MemberRow> = sqlx::query_as(
-            "SELECT u.id AS user_id, u.email, m.role FROM memberships m \
-             JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.created_at, u.email",
-        )
-        .bind(org_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(rows)
+        let sql = "SELECT u.id AS user_id, u.email, m.role FROM memberships m \
+                   JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.created_at, u.email";
+        select::<MemberRow, _, _>(&self.pool, sql, org_id).await
     }
 
     async fn set_member(&self, org_id: Uuid, email: &Email, role: Role, actor: &Actor) -> Result<Member> {
         let mut tx = self.pool.begin().await?;
-        super::lock_org(&mut tx, org_id).await?;
-        let user_id = super::user_for_email(&mut tx, email).await?;
-        let current = super::role_of(&mut tx, org_id, user_id).await?;
-        super::check_membership_change(&mut tx, org_id, current, Some(role), actor).await?;
-        super::upsert_membership(&mut tx, org_id, user_id, role).await?;
-        audit::record(&mut tx, org_id, AuditAction::MemberSet, &user_id.to_string(), actor).await?;
-        tx.commit().await?;
-        self.changes.announce([AuthChange::Member { org_id, user_id }]);
+        let user_id = set_role(&mut tx, org_id, email, role, actor).await?;
+        self.changes.commit(tx, [AuthChange::Member { org_id, user_id }]).await?;
         Ok(Member { user_id, email: email.as_str().to_owned(), role })
     }
 
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        super::lock_org(&mut tx, org_id).await?;
-        let current = super::role_of(&mut tx, org_id, user_id).await?;
-        super::check_membership_change(&mut tx, org_id, current, None, actor).await?;
-        if current.is_none() {
+        lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
+        if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(None, actor)?.is_none() {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM api_keys WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        audit::record(&mut tx, org_id, AuditAction::MemberRemove, &user_id.to_string(), actor).await?;
-        tx.commit().await?;
-        self.changes.announce([AuthChange::Member { org_id, user_id }]);
+        // The membership and the keys the member holds scoped to it, at once.
+        sqlx::query(
+            "WITH scoped_keys AS (DELETE FROM api_keys WHERE org_id = $1 AND user_id = $2) \
+             DELETE FROM memberships WHERE org_id = $1 AND user_id = $2",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        Postgres::log(&mut tx, org_id, Event::new(AuditAction::MemberRemove, user_id, actor)).await?;
+        self.changes.commit(tx, [AuthChange::Member { org_id, user_id }]).await?;
         Ok(true)
     }
+}
+
+/// A new organization with `owner` as its `super_admin`, in one statement,
+/// and its `organization.create` event.
+async fn insert_org(
+    conn: &mut PgConnection,
+    name: &OrgName,
+    owner: Uuid,
+    actor: &Actor,
+) -> Result<Organization> {
+    let sql = format!(
+        "WITH organization AS ( \
+             INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             RETURNING * \
+         ), owner AS ( \
+             INSERT INTO memberships (org_id, user_id, role, created_at) \
+             SELECT id, $4, $5, created_at FROM organization \
+         ) SELECT {ORG_COLUMNS} FROM organization"
+    );
+    let org: Organization = sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(name.as_str())
+        .bind(crate::now())
+        .bind(owner)
+        .bind(Role::SuperAdmin.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| write_error(e, Entity::User, Entity::Organization))?;
+    Postgres::log(conn, org.id, Event::new(AuditAction::OrganizationCreate, org.id, actor)).await?;
+    Ok(org)
+}
+
+/// Gives the user with `email` (created if new) the `role` in `org_id`, if
+/// the membership rules allow `actor` to, with its `member.set` event;
+/// returns the user. The organization is locked before the user is written,
+/// as in every change of memberships, so that no two wait for each other.
+async fn set_role(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    email: &Email,
+    role: Role,
+    actor: &Actor,
+) -> Result<Uuid> {
+    lock_org(&mut *conn, org_id, OrgLock::Exclusive).await?;
+    let user_id = user_for_email(&mut *conn, email).await?;
+    stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(Some(role), actor)?;
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(crate::now())
+    .execute(&mut *conn)
+    .await?;
+    Postgres::log(conn, org_id, Event::new(AuditAction::MemberSet, user_id, actor)).await?;
+    Ok(user_id)
 }

@@ -1,62 +1,71 @@
-//! Usage per key and day. A batch is written in key-id order, so that
-//! replicas writing at once take their row locks in the same order and never
-//! deadlock; `last_used_at` never moves backwards, so an older batch cannot
-//! undo a newer one; keys deleted meanwhile are skipped. Usage is telemetry,
-//! not a change, so it writes no audit event.
+//! Usage per key and day, a batch in two statements: one touching the keys,
+//! one adding up their days. Both go in key-id order
+//! ([`crate::usage::per_key`]), so that replicas writing at once take their
+//! row locks in the same order and never deadlock; `last_used_at` never
+//! moves backwards, so an older batch cannot undo a newer one; keys deleted
+//! meanwhile are skipped. Usage is telemetry, not a change, so it writes no
+//! audit event.
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::PostgresStore;
+use crate::usage::per_key;
 use crate::{DailyUse, KeyUse, Result, UsageStore};
 
 #[async_trait]
 impl UsageStore for PostgresStore {
     async fn record_usage(&self, uses: &[KeyUse]) -> Result<()> {
-        let mut uses: Vec<&KeyUse> = uses.iter().collect();
-        uses.sort_unstable_by_key(|u| u.key_id);
-        let mut tx = self.pool.begin().await?;
-        for key in uses {
-            // Always touches the key's row, which locks it until commit: a
-            // key deleted meanwhile is skipped, never a foreign-key error.
-            let found = sqlx::query(
-                "UPDATE api_keys SET last_used_at = CASE \
-                 WHEN $2::TIMESTAMPTZ IS NOT NULL AND (last_used_at IS NULL OR last_used_at < $2) THEN $2 \
-                 ELSE last_used_at END WHERE id = $1",
-            )
-            .bind(key.key_id)
-            .bind(key.last_used_at)
-            .execute(&mut *tx)
-            .await?;
-            if found.rows_affected() == 0 {
-                continue;
-            }
-            for day in &key.days {
-                sqlx::query(
-                    "INSERT INTO key_usage (key_id, day, requests, denied) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (key_id, day) DO UPDATE SET \
-                     requests = key_usage.requests + excluded.requests, \
-                     denied = key_usage.denied + excluded.denied",
-                )
-                .bind(key.key_id)
-                .bind(day.date)
-                .bind(day.requests)
-                .bind(day.denied)
-                .execute(&mut *tx)
-                .await?;
-            }
+        let keys = per_key(uses);
+        let ids: Vec<i64> = keys.iter().map(|key| key.key_id).collect();
+        let last_used: Vec<Option<DateTime<Utc>>> = keys.iter().map(|key| key.last_used_at).collect();
+        let days = keys.iter().flat_map(|key| key.days.iter().map(|day| (key.key_id, day)));
+        let (mut day_ids, mut dates, mut requests, mut denied) = (vec![], vec![], vec![], vec![]);
+        for (key_id, day) in days {
+            day_ids.push(key_id);
+            dates.push(day.date);
+            requests.push(day.requests);
+            denied.push(day.denied);
         }
+        let mut tx = self.pool.begin().await?;
+        // Locks the keys that still exist, in id order, and moves their last
+        // use forward (GREATEST passes over NULL).
+        let touched: Vec<i64> = sqlx::query_scalar(
+            "WITH batch AS MATERIALIZED ( \
+                 SELECT k.id, b.last_used_at FROM api_keys k \
+                 JOIN UNNEST($1::BIGINT[], $2::TIMESTAMPTZ[]) AS b (id, last_used_at) ON b.id = k.id \
+                 ORDER BY k.id FOR NO KEY UPDATE OF k \
+             ) \
+             UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, batch.last_used_at) \
+             FROM batch WHERE k.id = batch.id RETURNING k.id",
+        )
+        .bind(&ids)
+        .bind(&last_used)
+        .fetch_all(&mut *tx)
+        .await?;
+        // The days of those keys; their rows are locked, so none is deleted
+        // before the commit.
+        sqlx::query(
+            "INSERT INTO key_usage (key_id, day, requests, denied) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::DATE[], $3::BIGINT[], $4::BIGINT[]) \
+                 AS b (key_id, day, requests, denied) \
+             WHERE b.key_id = ANY($5) ORDER BY b.key_id, b.day \
+             ON CONFLICT (key_id, day) DO UPDATE SET \
+             requests = key_usage.requests + excluded.requests, denied = key_usage.denied + excluded.denied",
+        )
+        .bind(&day_ids)
+        .bind(&dates)
+        .bind(&requests)
+        .bind(&denied)
+        .bind(&touched)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
-        Ok(sqlx::query_as(
-            "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day",
-        )
-        .bind(key_id)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
+        Ok(sqlx::query_as(sql).bind(key_id).bind(since).fetch_all(&self.pool).await?)
     }
 }

@@ -5,84 +5,72 @@
 
 use async_trait::async_trait;
 use keygate_core::AppId;
+use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, audit};
+use super::SqliteStore;
 use crate::error::{Entity, write_error};
-use crate::rows::{self, AppRow, BundleRow, app_columns, bundle_columns};
+use crate::event::{AuditLog, Event};
+use crate::params::BindModel;
+use crate::rows::{self, APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, NewBundle, Result};
+
+/// The apps `filter` selects, by app id.
+fn apps_where(filter: &str) -> String {
+    format!("SELECT {APP_COLUMNS} FROM apps WHERE {filter} ORDER BY app_id")
+}
 
 #[async_trait]
 impl AppStore for SqliteStore {
     async fn create_app(&self, org_id: Uuid, app_id: &AppId, name: &str, actor: &Actor) -> Result<App> {
-        let mut tx = self.begin().await?;
-        let row: AppRow = sqlx::query_as(concat!(
+        let sql = format!(
             "INSERT INTO apps (app_id, org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-             RETURNING ",
-            app_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(org_id)
-        .bind(name)
-        .bind(crate::now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
+             RETURNING {APP_COLUMNS}"
+        );
+        let mut tx = self.begin().await?;
+        let row: AppRow = sqlx::query_as(&sql)
+            .bind(app_id.as_str())
+            .bind(org_id)
+            .bind(name)
+            .bind(crate::now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
         let app = App::try_from(row)?;
-        audit::record(&mut tx, org_id, AuditAction::AppCreate, actor, app_id.as_str()).await?;
-        self.commit(tx, []).await?;
+        Sqlite::log(&mut tx, org_id, Event::new(AuditAction::AppCreate, app_id.as_str(), actor)).await?;
+        self.changes.commit(tx, []).await?;
         Ok(app)
     }
 
     async fn app(&self, app_id: &AppId) -> Result<Option<App>> {
-        let row: Option<AppRow> =
-            sqlx::query_as(concat!("SELECT ", app_columns!(), " FROM apps WHERE app_id = $1"))
-                .bind(app_id.as_str())
-                .fetch_optional(&self.reader)
-                .await?;
-        rows::one(row)
+        Ok(select::<AppRow, _, _>(&self.reader, &apps_where("app_id = $1"), app_id.as_str()).await?.pop())
     }
 
     async fn apps_of_org(&self, org_id: Uuid) -> Result<Vec<App>> {
-        let rows: Vec<AppRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            app_columns!(),
-            " FROM apps WHERE org_id = $1 ORDER BY app_id"
-        ))
-        .bind(org_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows::all(rows)
+        select::<AppRow, _, _>(&self.reader, &apps_where("org_id = $1"), org_id).await
     }
 
     async fn apps_of_user(&self, user_id: Uuid) -> Result<Vec<App>> {
-        let rows: Vec<AppRow> = sqlx::query_as(
-            "SELECT a.app_id, a.org_id, a.name, a.created_at, a.updated_at FROM apps a \
-             JOIN memberships m ON m.org_id = a.org_id WHERE m.user_id = $1 ORDER BY a.app_id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows::all(rows)
+        let sql = apps_where("org_id IN (SELECT org_id FROM memberships WHERE user_id = $1)");
+        select::<AppRow, _, _>(&self.reader, &sql, user_id).await
     }
 
     async fn rename_app(&self, app_id: &AppId, name: &str, actor: &Actor) -> Result<Option<App>> {
+        let sql =
+            format!("UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING {APP_COLUMNS}");
         let mut tx = self.begin().await?;
-        let row: Option<AppRow> = sqlx::query_as(concat!(
-            "UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING ",
-            app_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(name)
-        .bind(crate::now())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row: Option<AppRow> = sqlx::query_as(&sql)
+            .bind(app_id.as_str())
+            .bind(name)
+            .bind(crate::now())
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(app) = rows::one::<_, App>(row)? else {
             return Ok(None);
         };
-        audit::record(&mut tx, app.org_id, AuditAction::AppUpdate, actor, app_id.as_str()).await?;
-        self.commit(tx, []).await?;
+        Sqlite::log(&mut tx, app.org_id, Event::new(AuditAction::AppUpdate, app_id.as_str(), actor)).await?;
+        self.changes.commit(tx, []).await?;
         Ok(Some(app))
     }
 
@@ -100,87 +88,66 @@ impl AppStore for SqliteStore {
         let Some(org_id) = org_id else {
             return Ok(None);
         };
-        audit::record(&mut tx, org_id, AuditAction::AppDelete, actor, app_id.as_str()).await?;
-        self.commit(tx, [AuthChange::App { app_id: app_id.clone() }]).await?;
+        Sqlite::log(&mut tx, org_id, Event::new(AuditAction::AppDelete, app_id.as_str(), actor)).await?;
+        self.changes.commit(tx, [AuthChange::App { app_id: app_id.clone() }]).await?;
         Ok(Some(blobs))
     }
 
     async fn insert_bundle(&self, bundle: NewBundle, actor: &Actor) -> Result<Bundle> {
-        let mut tx = self.begin().await?;
-        let row: BundleRow = sqlx::query_as(concat!(
+        let sql = format!(
             "INSERT INTO bundles (app_id, version, checksum, size, blob_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
-            bundle_columns!()
-        ))
-        .bind(bundle.app_id.as_str())
-        .bind(&bundle.version)
-        .bind(&bundle.checksum)
-        .bind(bundle.size)
-        .bind(&bundle.blob_key)
-        .bind(crate::now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
-        let bundle = Bundle::try_from(row)?;
-        let org_id = org_of_app(&mut tx, &bundle.app_id).await?;
-        audit::record(&mut tx, org_id, AuditAction::BundleUpload, actor, &bundle_target(&bundle)).await?;
-        self.commit(tx, []).await?;
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {BUNDLE_COLUMNS}"
+        );
+        let mut tx = self.begin().await?;
+        let row = sqlx::query_as::<_, BundleRow>(&sql)
+            .bind_new_bundle(&bundle)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
+        let bundle = log_bundle(&mut tx, row.try_into()?, AuditAction::BundleUpload, actor).await?;
+        self.changes.commit(tx, []).await?;
         Ok(bundle)
     }
 
     async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>> {
-        let rows: Vec<BundleRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            bundle_columns!(),
-            " FROM bundles WHERE app_id = $1 ORDER BY id"
-        ))
-        .bind(app_id.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows::all(rows)
+        let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 ORDER BY id");
+        select::<BundleRow, _, _>(&self.reader, &sql, app_id.as_str()).await
     }
 
     async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>> {
-        let row: Option<BundleRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            bundle_columns!(),
-            " FROM bundles WHERE app_id = $1 AND version = $2"
-        ))
-        .bind(app_id.as_str())
-        .bind(version)
-        .fetch_optional(&self.reader)
-        .await?;
+        let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 AND version = $2");
+        let row: Option<BundleRow> =
+            sqlx::query_as(&sql).bind(app_id.as_str()).bind(version).fetch_optional(&self.reader).await?;
         rows::one(row)
     }
 
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>> {
+        let sql =
+            format!("DELETE FROM bundles WHERE app_id = $1 AND version = $2 RETURNING {BUNDLE_COLUMNS}");
         let mut tx = self.begin().await?;
-        let row: Option<BundleRow> = sqlx::query_as(concat!(
-            "DELETE FROM bundles WHERE app_id = $1 AND version = $2 RETURNING ",
-            bundle_columns!()
-        ))
-        .bind(app_id.as_str())
-        .bind(version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(bundle) = rows::one::<_, Bundle>(row)? else {
+        let row: Option<BundleRow> =
+            sqlx::query_as(&sql).bind(app_id.as_str()).bind(version).fetch_optional(&mut *tx).await?;
+        let Some(bundle) = rows::one(row)? else {
             return Ok(None);
         };
-        let org_id = org_of_app(&mut tx, app_id).await?;
-        audit::record(&mut tx, org_id, AuditAction::BundleDelete, actor, &bundle_target(&bundle)).await?;
-        self.commit(tx, []).await?;
+        let bundle = log_bundle(&mut tx, bundle, AuditAction::BundleDelete, actor).await?;
+        self.changes.commit(tx, []).await?;
         Ok(Some(bundle))
     }
 }
 
-async fn org_of_app(conn: &mut SqliteConnection, app_id: &AppId) -> Result<Uuid> {
-    Ok(sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
-        .bind(app_id.as_str())
+/// Writes the event of `action` on `bundle` to the log of its app's
+/// organization; hands the bundle back.
+async fn log_bundle(
+    conn: &mut SqliteConnection,
+    bundle: Bundle,
+    action: AuditAction,
+    actor: &Actor,
+) -> Result<Bundle> {
+    let org_id: Uuid = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
+        .bind(bundle.app_id.as_str())
         .fetch_one(&mut *conn)
-        .await?)
-}
-
-/// A bundle as the audit log names it: `app_id@version`.
-fn bundle_target(bundle: &Bundle) -> String {
-    format!("{}@{}", bundle.app_id.as_str(), bundle.version)
+        .await?;
+    Sqlite::log(conn, org_id, Event::of_bundle(action, &bundle, actor)).await?;
+    Ok(bundle)
 }

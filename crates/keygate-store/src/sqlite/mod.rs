@@ -18,7 +18,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::rules::{self, Refusal};
 use keygate_core::{Email, Role};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -27,8 +26,10 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::change::ChangeFeed;
 use crate::error::Entity;
-use crate::{Actor, AuthChange, ChangeFeed, Result, Store, StoreError};
+use crate::membership::Stakes;
+use crate::{AuthChange, Result, Store, StoreError};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -77,17 +78,6 @@ impl SqliteStore {
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
-
-    /// Commits `tx`, then announces what it changed for authentication.
-    async fn commit(
-        &self,
-        tx: Transaction<'static, Sqlite>,
-        changes: impl IntoIterator<Item = AuthChange>,
-    ) -> Result<()> {
-        tx.commit().await?;
-        self.changes.announce(changes);
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -119,111 +109,44 @@ fn not_a_file(url: &str) -> bool {
     database == ":memory:" || database.is_empty() || memory_mode
 }
 
-/// The organization's "lock": checks, inside the write transaction, that
-/// it exists. No row lock is needed: the single writer connection
+/// What a change of `user_id`'s membership of `org_id` by `acting` is
+/// decided on, read in one statement that also finds the organization.
+/// The organization needs no row lock: the single writer connection
 /// serialises this process's writes, and `BEGIN IMMEDIATE` holds the
 /// database's write lock against other processes until the commit.
-async fn lock_org(conn: &mut SqliteConnection, org_id: Uuid) -> Result<()> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM organizations WHERE id = $1")
-        .bind(org_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    found.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
-}
-
-async fn role_of(conn: &mut SqliteConnection, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id)
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    role.as_deref().map(crate::rows::role).transpose()
-}
-
-async fn super_admins(conn: &mut SqliteConnection, org_id: Uuid) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
-        .bind(org_id)
-        .bind(Role::SuperAdmin.as_str())
-        .fetch_one(&mut *conn)
-        .await?)
-}
-
-fn refused(refusal: Refusal) -> StoreError {
-    match refusal {
-        Refusal::Invisible => StoreError::NotFound(Entity::Organization),
-        other => StoreError::Refused(other),
-    }
-}
-
-/// Locks the organization and decides whether `actor` may move `user_id`
-/// from their current role to `new` (`None`: removal), by the rules of
-/// [`keygate_core::rules`]. Returns the current role.
-async fn check_membership_change(
+async fn stakes(
     conn: &mut SqliteConnection,
     org_id: Uuid,
     user_id: Uuid,
-    new: Option<Role>,
-    actor: &Actor,
-) -> Result<Option<Role>> {
-    lock_org(&mut *conn, org_id).await?;
-    let current = role_of(&mut *conn, org_id, user_id).await?;
-    if let Some(acting) = actor.user_id {
-        let acting = role_of(&mut *conn, org_id, acting).await?;
-        rules::may_change_membership(acting, current, new).map_err(refused)?;
-    }
-    let demotes = current == Some(Role::SuperAdmin) && new != Some(Role::SuperAdmin);
-    let count = if demotes { super_admins(&mut *conn, org_id).await? } else { 0 };
-    rules::keeps_a_super_admin(current, new, count).map_err(refused)?;
-    Ok(current)
-}
-
-/// Gives `user_id` the `role` in `org_id`, if the membership rules allow it.
-async fn apply_role(
-    conn: &mut SqliteConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    role: Role,
-    actor: &Actor,
-) -> Result<()> {
-    check_membership_change(&mut *conn, org_id, user_id, Some(role), actor).await?;
-    insert_membership(&mut *conn, org_id, user_id, role).await
-}
-
-async fn insert_membership(
-    conn: &mut SqliteConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    role: Role,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+    acting: Option<Uuid>,
+) -> Result<Stakes> {
+    let stakes: Option<Stakes> = sqlx::query_as(
+        "SELECT (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $2) AS current, \
+         (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $3) AS acting, \
+         (SELECT COUNT(*) FROM memberships WHERE org_id = o.id AND role = $4) AS super_admins \
+         FROM organizations o WHERE o.id = $1",
     )
     .bind(org_id)
     .bind(user_id)
-    .bind(role.as_str())
-    .bind(crate::now())
-    .execute(&mut *conn)
+    .bind(acting)
+    .bind(Role::SuperAdmin.as_str())
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    stakes.ok_or(StoreError::NotFound(Entity::Organization))
 }
 
-/// The user with this email, created if new.
+/// The user with this email, created if new: one statement, as the
+/// single writer cannot race another insert of the same email.
 async fn user_for_email(conn: &mut SqliteConnection, email: &Email) -> Result<Uuid> {
-    // Insert-or-nothing, then read: one email is always one user.
-    sqlx::query(
-        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+    Ok(sqlx::query_scalar(
+        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
     )
     .bind(Uuid::now_v7())
     .bind(email.as_str())
     .bind(crate::now())
-    .execute(&mut *conn)
-    .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(email.as_str())
-        .fetch_one(&mut *conn)
-        .await?)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 #[cfg(test)]
@@ -236,6 +159,25 @@ mod tests {
     use keygate_core::Mode;
 
     use crate::KeyStore;
+
+    /// A user (id 1), an organization (id 2) where they are an admin, and
+    /// their key 7, as the previous release wrote them: UUIDs as 16-byte
+    /// blobs, times as RFC 3339 text, apps as a JSON array.
+    const PREVIOUS_RELEASE_ROWS: &str = "
+        INSERT INTO users (id, email, created_at)
+        VALUES (x'00000000000000000000000000000001', 'old@example.com', '2024-05-01T10:00:00.123+00:00');
+        INSERT INTO organizations (id, name, created_at, updated_at)
+        VALUES (x'00000000000000000000000000000002', 'Old', '2024-05-01T10:00:00.123+00:00',
+                '2024-05-01T10:00:00.123+00:00');
+        INSERT INTO memberships (org_id, user_id, role, created_at)
+        VALUES (x'00000000000000000000000000000002', x'00000000000000000000000000000001', 'admin',
+                '2024-05-01T10:00:00.123+00:00');
+        INSERT INTO api_keys
+            (id, digest, preview, mode, name, user_id, org_id, limited_to_apps, created_at, updated_at)
+        VALUES (7, x'0909090909090909090909090909090909090909090909090909090909090909', 'kg_…abcd', 'write',
+                'old key', x'00000000000000000000000000000001', x'00000000000000000000000000000002',
+                '[\"com.example.a\"]', '2024-05-01T10:00:00.123+00:00', '2024-05-01T10:00:00.123+00:00');
+    ";
 
     /// Copies the migrations up to `last` into `dir`: the schema as an
     /// earlier release left it.
@@ -264,44 +206,7 @@ mod tests {
             let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.expect("migrator");
             assert_eq!(migrator.iter().count(), 5);
             migrator.run(&mut conn).await.expect("old migrations");
-            let (user, org) = (Uuid::from_u128(1), Uuid::from_u128(2));
-            // As the previous release wrote times: RFC 3339 text.
-            let at = "2024-05-01T10:00:00.123+00:00";
-            sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, 'old@example.com', $2)")
-                .bind(user)
-                .bind(at)
-                .execute(&mut conn)
-                .await
-                .expect("user");
-            sqlx::query(
-                "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, 'Old', $2, $2)",
-            )
-            .bind(org)
-            .bind(at)
-            .execute(&mut conn)
-            .await
-            .expect("org");
-            sqlx::query(
-                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'admin', $3)",
-            )
-            .bind(org)
-            .bind(user)
-            .bind(at)
-            .execute(&mut conn)
-            .await
-            .expect("membership");
-            sqlx::query(
-                "INSERT INTO api_keys (id, digest, preview, mode, name, user_id, org_id, limited_to_apps, \
-                 created_at, updated_at) VALUES (7, $1, 'kg_…abcd', 'write', 'old key', $2, $3, \
-                 '[\"com.example.a\"]', $4, $4)",
-            )
-            .bind(&[9u8; 32][..])
-            .bind(user)
-            .bind(org)
-            .bind(at)
-            .execute(&mut conn)
-            .await
-            .expect("key");
+            sqlx::raw_sql(PREVIOUS_RELEASE_ROWS).execute(&mut conn).await.expect("old rows");
             conn.close().await.expect("close");
         }
 

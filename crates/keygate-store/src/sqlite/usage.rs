@@ -1,26 +1,24 @@
-//! What keys did, per day. A batch is written in one transaction, in key-id
-//! order; a key's last use never moves backwards, daily counts add up, and
-//! a key deleted meanwhile is skipped rather than an error. Usage is not a
-//! change of anything an administrator did, so it is not audited.
+//! What keys did, per day. A batch is written in one transaction, merged
+//! per key and in key-id order ([`crate::usage::per_key`]); a key's last use
+//! never moves backwards, daily counts add up, and a key deleted meanwhile
+//! is skipped rather than an error. Usage is not a change of anything an
+//! administrator did, so it is not audited.
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
 
 use super::SqliteStore;
+use crate::usage::per_key;
 use crate::{DailyUse, KeyUse, Result, UsageStore};
 
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn record_usage(&self, uses: &[KeyUse]) -> Result<()> {
-        // In id order, as on every backend; never backwards, so that an
-        // older batch cannot undo a newer one.
-        let mut uses: Vec<&KeyUse> = uses.iter().collect();
-        uses.sort_unstable_by_key(|u| u.key_id);
         let mut tx = self.begin().await?;
-        for key in uses {
-            // Touches the key's row first: a key deleted meanwhile is skipped,
-            // never a foreign-key error.
-            let found = sqlx::query(
+        for key in per_key(uses) {
+            // The key's row first: a key deleted meanwhile is skipped, never
+            // a foreign-key error.
+            let touched = sqlx::query(
                 "UPDATE api_keys SET last_used_at = CASE \
                  WHEN $2 IS NOT NULL AND (last_used_at IS NULL OR last_used_at < $2) THEN $2 \
                  ELSE last_used_at END WHERE id = $1",
@@ -29,10 +27,10 @@ impl UsageStore for SqliteStore {
             .bind(key.last_used_at)
             .execute(&mut *tx)
             .await?;
-            if found.rows_affected() == 0 {
+            if touched.rows_affected() == 0 {
                 continue;
             }
-            for day in &key.days {
+            for day in key.days {
                 sqlx::query(
                     "INSERT INTO key_usage (key_id, day, requests, denied) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (key_id, day) DO UPDATE SET \
@@ -47,16 +45,11 @@ impl UsageStore for SqliteStore {
                 .await?;
             }
         }
-        self.commit(tx, []).await
+        self.changes.commit(tx, []).await
     }
 
     async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
-        Ok(sqlx::query_as(
-            "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day",
-        )
-        .bind(key_id)
-        .bind(since)
-        .fetch_all(&self.reader)
-        .await?)
+        let sql = "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
+        Ok(sqlx::query_as(sql).bind(key_id).bind(since).fetch_all(&self.reader).await?)
     }
 }

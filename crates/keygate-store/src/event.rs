@@ -1,0 +1,85 @@
+//! An audit event as every backend writes it: the values of one row of
+//! `audit_events`, all but the organization whose log it goes to; and the
+//! log itself, which each backend writes with its own SQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Database;
+use sqlx::query::Query;
+use uuid::Uuid;
+
+use crate::params::Param;
+use crate::{Actor, ApiKeyRecord, AuditAction, Bundle, Result};
+
+/// A database's audit log, written only inside the transaction of the change
+/// it records, so that a change and its event commit together or not at
+/// all. An event that cannot be written is
+/// [`StoreError::AuditUnavailable`](crate::StoreError::AuditUnavailable).
+#[async_trait]
+pub(crate) trait AuditLog: Database {
+    /// Writes the event to the organization's log.
+    async fn log(conn: &mut Self::Connection, org_id: Uuid, event: Event) -> Result<()>;
+
+    /// Writes the event of a change to a key: to the key's organization, or,
+    /// for an unscoped key, to every organization its owner belongs to (read
+    /// in this transaction, so call it before anything removes those
+    /// memberships).
+    async fn log_key(conn: &mut Self::Connection, key: &ApiKeyRecord, event: Event) -> Result<()>;
+}
+
+/// What the log records of one change: when, what, on what, by whom.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    at: DateTime<Utc>,
+    action: &'static str,
+    actor_user_id: Option<Uuid>,
+    actor_key_id: Option<i64>,
+    target_type: &'static str,
+    target_id: String,
+    ip: Option<String>,
+}
+
+impl Event {
+    /// `action` on `target` by `actor`, now.
+    pub(crate) fn new(action: AuditAction, target: impl ToString, actor: &Actor) -> Self {
+        Event {
+            at: crate::now(),
+            action: action.as_str(),
+            actor_user_id: actor.user_id,
+            actor_key_id: actor.key_id,
+            target_type: action.target_type(),
+            target_id: target.to_string(),
+            ip: actor.ip.map(|ip| ip.to_string()),
+        }
+    }
+
+    /// `action` on a bundle, which the log names `app_id@version`.
+    pub(crate) fn of_bundle(action: AuditAction, bundle: &Bundle, actor: &Actor) -> Self {
+        Self::new(action, format!("{}@{}", bundle.app_id.as_str(), bundle.version), actor)
+    }
+
+    /// Binds the event after what `query` binds already, in the order of the
+    /// columns `at, action, actor_user_id, actor_key_id, target_type,
+    /// target_id, ip`.
+    pub(crate) fn bind<'q, DB: Database>(
+        self,
+        query: Query<'q, DB, DB::Arguments<'q>>,
+    ) -> Query<'q, DB, DB::Arguments<'q>>
+    where
+        DateTime<Utc>: Param<'q, DB>,
+        &'q str: Param<'q, DB>,
+        Option<Uuid>: Param<'q, DB>,
+        Option<i64>: Param<'q, DB>,
+        String: Param<'q, DB>,
+        Option<String>: Param<'q, DB>,
+    {
+        query
+            .bind(self.at)
+            .bind(self.action)
+            .bind(self.actor_user_id)
+            .bind(self.actor_key_id)
+            .bind(self.target_type)
+            .bind(self.target_id)
+            .bind(self.ip)
+    }
+}

@@ -1,0 +1,172 @@
+//! Keys: stored exactly, found by digest and id, changed partially, rotated
+//! with a grace period, and read with their owner's current role.
+
+use chrono::Duration;
+use keygate_core::{KeyName, Mode, Role};
+use keygate_store::{Entity, KeyChanges};
+use uuid::Uuid;
+
+use super::{OP, acme, as_member, assert_not_found, at_once, enroll, key_for, material, open};
+
+#[tokio::test]
+async fn keys_round_trip_exactly_and_are_found_by_digest_and_id() {
+    let (_database, store, owner) = acme().await;
+    let new = key_for(owner.user_id, Some(owner.org_id));
+    let digest = new.material.digest;
+    let key = store.insert_key(new.clone(), OP).await.expect("insert");
+    assert_eq!(key.mode, Mode::Read);
+    assert_eq!(key.preview, new.material.preview);
+    assert_eq!(key.limited_to_apps, new.limited_to_apps);
+    assert_eq!(key.expires_at, new.expires_at);
+    assert_eq!(key.created_by_key_id, Some(1));
+    assert_eq!(key.created_at, key.updated_at);
+    assert_eq!(store.key_by_digest(&digest).await.expect("by digest"), Some(key.clone()));
+    assert_eq!(store.key_by_id(key.id).await.expect("by id"), Some(key.clone()));
+    assert_eq!(store.key_by_id(key.id + 1000).await.expect("by id"), None);
+    assert_eq!(store.key_by_digest(&material().digest).await.expect("by digest"), None);
+
+    let of_user: Vec<i64> =
+        store.keys_of_user(owner.user_id).await.expect("keys").iter().map(|k| k.id).collect();
+    assert_eq!(of_user, vec![owner.key.id, key.id]);
+    let of_org: Vec<i64> =
+        store.keys_of_org(owner.org_id).await.expect("keys").iter().map(|k| k.id).collect();
+    assert_eq!(of_org, vec![key.id], "the unscoped key belongs to no organization");
+
+    let orphan = store.insert_key(key_for(owner.user_id, Some(Uuid::new_v4())), OP).await;
+    assert!(matches!(orphan, Err(keygate_store::StoreError::NotFound(_))), "{orphan:?}");
+}
+
+#[tokio::test]
+async fn updates_are_partial_and_never_resurrect_a_deleted_key() {
+    let (_database, store, owner) = acme().await;
+    let key = store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert");
+
+    let renamed = KeyChanges { name: Some(KeyName::parse("renamed").expect("name")), ..Default::default() };
+    let after = store.update_key(key.id, renamed, OP).await.expect("update").expect("exists");
+    assert_eq!(after.name, "renamed");
+    assert_eq!(
+        (after.mode, &after.limited_to_apps, after.expires_at),
+        (key.mode, &key.limited_to_apps, key.expires_at)
+    );
+    assert!(after.updated_at >= key.updated_at);
+
+    let changes = KeyChanges {
+        mode: Some(Mode::Upload),
+        limited_to_apps: Some(vec![]),
+        expires_at: Some(None),
+        ..Default::default()
+    };
+    let after = store.update_key(key.id, changes, OP).await.expect("update").expect("exists");
+    assert_eq!((after.mode, after.limited_to_apps.len(), after.expires_at), (Mode::Upload, 0, None));
+    assert_eq!(after.name, "renamed");
+
+    assert!(store.delete_key(key.id, OP).await.expect("delete"));
+    assert!(!store.delete_key(key.id, OP).await.expect("delete again"));
+    let late = KeyChanges { mode: Some(Mode::All), ..Default::default() };
+    assert_eq!(store.update_key(key.id, late, OP).await.expect("update"), None);
+    assert_eq!(store.key_by_id(key.id).await.expect("by id"), None);
+
+    let next = store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert");
+    assert!(next.id > key.id, "ids are never reused");
+}
+
+#[tokio::test]
+async fn a_scoped_key_needs_its_user_to_be_a_member() {
+    let (_database, store, owner) = acme().await;
+    let outsider =
+        enroll(store.as_ref(), "out@example.com", super::new_org("Elsewhere")).await.expect("enroll");
+    let refused = store.insert_key(key_for(outsider.user_id, Some(owner.org_id)), OP).await;
+    assert_not_found(refused, Entity::Membership);
+    let member = enroll(store.as_ref(), "in@example.com", as_member(owner.org_id, Role::Read)).await;
+    let member = member.expect("enroll").user_id;
+    store.insert_key(key_for(member, Some(owner.org_id)), OP).await.expect("a member's key");
+}
+
+#[tokio::test]
+async fn concurrent_writes_keep_ids_and_keys_unique() {
+    let (_database, store, owner) = acme().await;
+    let inserted = at_once(40, || {
+        let store = store.clone();
+        async move { store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await }
+    })
+    .await;
+    let mut ids: Vec<i64> = inserted.into_iter().map(|key| key.expect("insert").id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(store.keys_of_org(owner.org_id).await.expect("keys").len(), 40);
+}
+
+#[tokio::test]
+async fn data_survives_reopening_and_migrations_rerun_cleanly() {
+    let (database, store, owner) = acme().await;
+    store.close().await;
+    let store = open(&database).await;
+    assert_eq!(store.key_by_id(owner.key.id).await.expect("by id"), Some(owner.key));
+    store.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() {
+    let (_database, store, owner) = acme().await;
+    let key = store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert");
+    let first_digest = key.digest;
+
+    let second = material();
+    let second_digest = second.digest;
+    let grace = keygate_store::now() + Duration::hours(1);
+    let rotated = store
+        .rotate_key(key.id, &key.digest, second, Some(grace), OP)
+        .await
+        .expect("rotate")
+        .expect("exists");
+    assert_eq!(
+        store.rotate_key(key.id, &key.digest, material(), None, OP).await.expect("rotate"),
+        None,
+        "a second rotation from the same view loses"
+    );
+    assert_eq!((rotated.id, rotated.mode, rotated.org_id), (key.id, key.mode, key.org_id));
+    for digest in [&first_digest, &second_digest] {
+        assert_eq!(store.key_by_digest(digest).await.expect("lookup").map(|k| k.id), Some(key.id));
+    }
+
+    // A grace period that has ended: only the newest secret works.
+    let third = material();
+    let third_digest = third.digest;
+    let ended = keygate_store::now() - Duration::seconds(1);
+    let last = store
+        .rotate_key(key.id, &rotated.digest, third, Some(ended), OP)
+        .await
+        .expect("rotate")
+        .expect("exists");
+    assert_eq!(store.key_by_digest(&second_digest).await.expect("lookup"), None);
+    assert_eq!(store.key_by_digest(&first_digest).await.expect("lookup"), None);
+    assert_eq!(
+        store.delete_key_by_digest(&second_digest, OP).await.expect("delete"),
+        None,
+        "a dead secret deletes nothing"
+    );
+    assert_eq!(
+        store.delete_key_by_digest(&third_digest, OP).await.expect("delete").map(|k| k.id),
+        Some(key.id)
+    );
+    assert_eq!(store.rotate_key(key.id, &last.digest, material(), None, OP).await.expect("rotate"), None);
+}
+
+#[tokio::test]
+async fn a_key_comes_with_its_owners_current_role() {
+    let (_database, store, owner) = acme().await;
+    let key = store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert");
+    let (found, role) = store.key_and_owner_role(&key.digest).await.expect("lookup").expect("found");
+    assert_eq!((found.id, role), (key.id, Some(Role::SuperAdmin)));
+    let second_owner = as_member(owner.org_id, Role::SuperAdmin);
+    enroll(store.as_ref(), "second@example.com", second_owner).await.expect("second owner");
+    let downgrade = as_member(owner.org_id, Role::Upload);
+    enroll(store.as_ref(), "owner@example.com", downgrade).await.expect("downgrade");
+    let (_, role) = store.key_and_owner_role(&key.digest).await.expect("lookup").expect("found");
+    assert_eq!(role, Some(Role::Upload), "the role as it is now");
+    let unscoped = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
+    let (_, role) = store.key_and_owner_role(&unscoped.digest).await.expect("lookup").expect("found");
+    assert_eq!(role, None, "an unscoped key has no organization of its own");
+    assert!(store.key_and_owner_role(&material().digest).await.expect("lookup").is_none());
+}

@@ -1,0 +1,133 @@
+//! One behaviour story, run on whichever backend `KEYGATE_TEST_DATABASE`
+//! names (SQLite by default): every backend must tell it the same way. By
+//! area: keys, organizations and memberships, the audit log with the
+//! announced changes of authentication, and usage.
+
+mod audit;
+mod keys;
+mod organizations;
+mod usage;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use keygate_core::rules::Refusal;
+use keygate_core::{ApiKeySecret, AppId, Email, KeyName, Mode, OrgName, Role};
+use keygate_store::{
+    Actor, DailyUse, Enroll, Enrollee, Enrollment, Entity, KeyChanges, KeyMaterial, KeyUse, NewApiKey,
+    NewBundle, Store, StoreError,
+};
+use keygate_testkit::TestDatabase;
+use uuid::Uuid;
+
+/// The operator at the command line: bound by no membership rule.
+const OP: &Actor = &Actor::OPERATOR;
+
+fn material() -> KeyMaterial {
+    let secret = ApiKeySecret::generate().expect("rng");
+    KeyMaterial { digest: secret.digest(), preview: secret.preview() }
+}
+
+async fn enroll(store: &dyn Store, email: &str, enroll: Enroll) -> Result<Enrollment, StoreError> {
+    store
+        .enroll(Enrollee {
+            email: Email::parse(email).expect("email"),
+            enroll,
+            key: material(),
+            key_name: KeyName::parse("CLI Key").expect("name"),
+        })
+        .await
+}
+
+fn new_org(name: &str) -> Enroll {
+    Enroll::NewOrganization { name: OrgName::parse(name).expect("name") }
+}
+
+fn as_member(org_id: Uuid, role: Role) -> Enroll {
+    Enroll::Member { org_id, role }
+}
+
+fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
+    NewApiKey {
+        material: material(),
+        mode: Mode::Read,
+        name: KeyName::parse("story").expect("name"),
+        user_id,
+        org_id,
+        limited_to_apps: vec![app_id("com.example.a")],
+        expires_at: Some(keygate_store::truncate(Utc::now() + Duration::days(1))),
+        created_by_key_id: Some(1),
+    }
+}
+
+fn uses(key_id: i64, at: chrono::DateTime<Utc>, requests: i64) -> KeyUse {
+    let days =
+        if requests > 0 { vec![DailyUse { date: at.date_naive(), requests, denied: 1 }] } else { vec![] };
+    KeyUse { key_id, last_used_at: Some(at), days }
+}
+
+async fn open(database: &TestDatabase) -> Arc<dyn Store> {
+    keygate_store::connect(database.url()).await.expect("connect")
+}
+
+/// A new store where the operator has enrolled owner@example.com as the
+/// `super_admin` of a new organization, Acme.
+async fn acme() -> (TestDatabase, Arc<dyn Store>, Enrollment) {
+    let database = TestDatabase::new().await;
+    let store = open(&database).await;
+    let owner = enroll(store.as_ref(), "owner@example.com", new_org("Acme")).await.expect("enroll");
+    (database, store, owner)
+}
+
+/// Runs `n` copies of `task` at once; their results, as they end.
+async fn at_once<T, F>(n: usize, task: impl Fn() -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        tasks.spawn(task());
+    }
+    tasks.join_all().await
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).expect("email")
+}
+
+fn app_id(raw: &str) -> AppId {
+    AppId::parse(raw).expect("app id")
+}
+
+fn member(user_id: Uuid) -> Actor {
+    Actor { user_id: Some(user_id), key_id: None, ip: None }
+}
+
+fn renamed(name: &str) -> KeyChanges {
+    KeyChanges { name: Some(KeyName::parse(name).expect("name")), ..Default::default() }
+}
+
+fn bundle(app: &AppId, version: &str) -> NewBundle {
+    NewBundle {
+        app_id: app.clone(),
+        version: version.to_owned(),
+        checksum: "00".repeat(32),
+        size: 3,
+        blob_key: format!("blobs/{}/{version}", app.as_str()),
+    }
+}
+
+/// Asserts that a rule of the store refused the write.
+#[track_caller]
+fn assert_refused<T: Debug>(result: Result<T, StoreError>, rule: Refusal) {
+    assert!(matches!(result, Err(StoreError::Refused(refusal)) if refusal == rule), "{rule:?}: {result:?}");
+}
+
+/// Asserts that the write found no such `entity`.
+#[track_caller]
+fn assert_not_found<T: Debug>(result: Result<T, StoreError>, entity: Entity) {
+    assert!(matches!(result, Err(StoreError::NotFound(found)) if found == entity), "{entity:?}: {result:?}");
+}
