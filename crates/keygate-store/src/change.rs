@@ -2,41 +2,66 @@
 //! what it changed for authentication; and the one change made alike to
 //! any key, whatever the statement.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use sqlx::query::QueryAs;
-use sqlx::{Database, Executor, FromRow, IntoArguments, Transaction};
+use sqlx::{Executor, FromRow, IntoArguments, Transaction};
 
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::rows::{KeyRow, one};
-use crate::{Actor, ApiKeyRecord, AuditAction, AuthChange, Result};
+use crate::{Actor, ApiKeyRecord, AuditAction, AuthCache, AuthChange, Result};
 
-/// Where a backend announces [`AuthChange`]s after its commits.
-#[derive(Debug, Clone)]
-pub(crate) struct ChangeFeed(tokio::sync::broadcast::Sender<AuthChange>);
+/// Where a backend announces [`AuthChange`]s after its commits: to the
+/// caches attached to the store, synchronously, then to subscribers.
+#[derive(Clone)]
+pub(crate) struct ChangeFeed {
+    sender: tokio::sync::broadcast::Sender<AuthChange>,
+    caches: Arc<RwLock<Vec<Arc<dyn AuthCache>>>>,
+}
 
 impl Default for ChangeFeed {
     fn default() -> Self {
-        Self(tokio::sync::broadcast::channel(1024).0)
+        Self { sender: tokio::sync::broadcast::channel(1024).0, caches: Arc::default() }
     }
 }
 
 impl ChangeFeed {
-    /// Commits `tx`, then announces what it changed; nobody listening is
-    /// fine. A transaction that fails to commit announces nothing.
-    pub(crate) async fn commit<DB: Database>(
+    /// Announces every change of the transaction inside it (where the
+    /// database can tell other processes, delivered only on commit), commits
+    /// `tx`, then invalidates the attached caches before returning, and
+    /// announces the changes to subscribers; nobody listening is fine. A
+    /// transaction that fails to commit announces nothing.
+    pub(crate) async fn commit<DB: AuditLog>(
         &self,
-        tx: Transaction<'_, DB>,
+        mut tx: Transaction<'_, DB>,
         changes: impl IntoIterator<Item = AuthChange>,
     ) -> Result<()> {
+        let changes: Vec<AuthChange> = changes.into_iter().collect();
+        if !changes.is_empty() {
+            DB::announce(&mut tx, &changes).await?;
+        }
         tx.commit().await?;
+        if !changes.is_empty() {
+            let caches = self.caches.read().unwrap_or_else(PoisonError::into_inner);
+            for change in &changes {
+                caches.iter().for_each(|cache| cache.changed(change));
+            }
+        }
         for change in changes {
-            let _ = self.0.send(change);
+            let _ = self.sender.send(change);
         }
         Ok(())
     }
 
+    /// From now on, every change committed through this feed invalidates
+    /// `cache` before the write returns.
+    pub(crate) fn attach(&self, cache: Arc<dyn AuthCache>) {
+        self.caches.write().unwrap_or_else(PoisonError::into_inner).push(cache);
+    }
+
     pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
-        self.0.subscribe()
+        self.sender.subscribe()
     }
 
     /// Runs `statement`, a change of one existing key that returns it, in

@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use uuid::Uuid;
 
 use crate::params::Param;
-use crate::{Actor, ApiKeyRecord, AuditAction, Bundle, Result};
+use crate::{Actor, ApiKeyRecord, AuditAction, AuthChange, Bundle, Result};
 
 /// A database's audit log, written only inside the transaction of the change
 /// it records, so that a change and its event commit together or not at
@@ -25,6 +25,13 @@ pub(crate) trait AuditLog: Database {
     /// in this transaction, so call it before anything removes those
     /// memberships).
     async fn log_key(conn: &mut Self::Connection, key: &ApiKeyRecord, event: Event) -> Result<()>;
+
+    /// Tells other processes, inside the transaction, of the changes it
+    /// makes to what authentication returns, where the database can (sent
+    /// only if it commits); by default nothing is sent.
+    async fn announce(_conn: &mut Self::Connection, _changes: &[AuthChange]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What the log records of one change: when, what, on what, by whom.

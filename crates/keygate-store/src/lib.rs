@@ -49,7 +49,13 @@ pub trait KeyStore: Send + Sync {
     /// Like [`KeyStore::key_by_digest`], with the owner's current role in
     /// the key's organization (`None` for an unscoped key or a non-member),
     /// read in the same query: what authenticating a request needs.
-    async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>>;
+    async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
+        Ok(self.key_for_authentication(digest).await?.map(|found| (found.key, found.owner_role)))
+    }
+    /// Like [`KeyStore::key_and_owner_role`], telling also until when the
+    /// digest answers (the end of a rotation's grace period when it is the
+    /// key's previous secret): what a cache of verified keys needs.
+    async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>>;
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
     /// Oldest first.
     async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
@@ -166,6 +172,31 @@ pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'sta
     /// The changes that alter what authentication returns, announced after
     /// each commit on this process (see [`AuthChange`]).
     fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange>;
+    /// Keeps `cache` coherent with the database: every change committed by
+    /// this store invalidates it before the write returns, and a backend
+    /// that can see other processes' writes starts a watcher (it needs a
+    /// Tokio runtime; [`Store::close`] stops it) that invalidates on theirs
+    /// and tells the cache how long it may be trusted. By default nothing
+    /// is watched, so the cache is never trusted.
+    fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
+        let _ = cache;
+    }
+}
+
+/// A cache of what authentication reads, kept honest by the store it is
+/// attached to ([`Store::attach_cache`]). Every method is called
+/// synchronously, never across an `.await`.
+pub trait AuthCache: Send + Sync + 'static {
+    /// `change` was committed: drop what it may have made stale.
+    fn changed(&self, change: &AuthChange);
+    /// Anything may have changed: drop everything.
+    fn flush(&self);
+    /// Every change committed before `checked` has been applied: the cache
+    /// may be trusted until `checked` plus the lease the cache chooses.
+    fn confirmed(&self, checked: std::time::Instant);
+    /// Changes may be missed from now on: do not trust the cache until the
+    /// next [`AuthCache::confirmed`] (which a [`AuthCache::flush`] precedes).
+    fn distrust(&self);
 }
 
 /// Opens the database named by `url`, running its migrations.

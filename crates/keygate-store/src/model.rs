@@ -299,6 +299,46 @@ pub enum AuthChange {
     App { app_id: AppId },
 }
 
+impl AuthChange {
+    /// The change as other processes receive it (PostgreSQL `NOTIFY`).
+    pub fn to_payload(&self) -> String {
+        match self {
+            AuthChange::Key { id } => format!("key:{id}"),
+            AuthChange::Member { org_id, user_id } => format!("member:{org_id}:{user_id}"),
+            AuthChange::Organization { org_id } => format!("org:{org_id}"),
+            AuthChange::App { app_id } => format!("app:{}", app_id.as_str()),
+        }
+    }
+
+    /// Reads what [`AuthChange::to_payload`] wrote; `None` for anything else.
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        let (kind, rest) = payload.split_once(':')?;
+        match kind {
+            "key" => Some(AuthChange::Key { id: rest.parse().ok()? }),
+            "member" => {
+                let (org_id, user_id) = rest.split_once(':')?;
+                Some(AuthChange::Member { org_id: org_id.parse().ok()?, user_id: user_id.parse().ok()? })
+            }
+            "org" => Some(AuthChange::Organization { org_id: rest.parse().ok()? }),
+            "app" => Some(AuthChange::App { app_id: AppId::parse(rest).ok()? }),
+            _ => None,
+        }
+    }
+}
+
+/// What authenticating a digest finds: the key, its owner's current role in
+/// the key's organization, and, when the digest is the key's previous
+/// secret (inside a rotation's grace period), when that secret stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestMatch {
+    pub key: ApiKeyRecord,
+    /// `None` for an unscoped key or an owner who is no longer a member.
+    pub owner_role: Option<Role>,
+    /// The end of the grace period when the digest matched the previous
+    /// secret; `None` when it matched the current one.
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
     pub id: i64,

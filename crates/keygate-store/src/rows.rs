@@ -131,17 +131,22 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
 
 /// A key with its owner's role in the key's organization.
 #[derive(sqlx::FromRow)]
-pub(crate) struct KeyRoleRow {
+pub(crate) struct DigestMatchRow {
     #[sqlx(flatten)]
     key: KeyRow,
     owner_role: Option<String>,
+    valid_until: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<KeyRoleRow> for (ApiKeyRecord, Option<Role>) {
+impl TryFrom<DigestMatchRow> for crate::DigestMatch {
     type Error = StoreError;
 
-    fn try_from(row: KeyRoleRow) -> Result<Self, StoreError> {
-        Ok((row.key.try_into()?, row.owner_role.as_deref().map(role).transpose()?))
+    fn try_from(row: DigestMatchRow) -> Result<Self, StoreError> {
+        Ok(crate::DigestMatch {
+            key: row.key.try_into()?,
+            owner_role: row.owner_role.as_deref().map(role).transpose()?,
+            valid_until: row.valid_until,
+        })
     }
 }
 

@@ -120,7 +120,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
             slot.set(authenticated.key.id);
         }
-        Ok(Caller { principal: authenticated.principal, address, own_role: authenticated.own_role })
+        Ok(Caller { principal: authenticated.principal.clone(), address, own_role: authenticated.own_role })
     }
 }
 

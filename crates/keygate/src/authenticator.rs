@@ -3,10 +3,11 @@
 //! query) → expiry → a [`Principal`]. Each authenticated use is recorded for
 //! the usage counters, off the request path.
 //!
-//! This is the seam for a cache of verified keys: it reads only through
-//! [`KeyStore`], and every write that changes what it returns is announced
-//! by the store as an [`AuthChange`](keygate_store::AuthChange) after its
-//! commit (see [`Store::auth_changes`](keygate_store::Store::auth_changes)).
+//! With a [`KeyCache`] (on by default), the store's answer for a digest is
+//! kept, and a hit costs no database access, no write and no lock held
+//! across `.await`; expiry and a rotated secret's grace end are checked on
+//! every hit. The store keeps the cache coherent (see [`crate::key_cache`]);
+//! checksum failures never reach it.
 
 use std::sync::Arc;
 
@@ -14,12 +15,14 @@ use keygate_core::authz::Principal;
 use keygate_core::{ApiKeySecret, Role};
 use keygate_store::{ApiKeyRecord, KeyStore, Store, StoreError};
 
+use crate::key_cache::{Cached, KeyCache};
 use crate::usage::UsageRecorder;
 
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<dyn KeyStore>,
     usage: UsageRecorder,
+    cache: Option<Arc<KeyCache>>,
 }
 
 /// A live key behind a request.
@@ -37,28 +40,80 @@ pub struct Authenticated {
 pub enum KeyLookup {
     /// Malformed, mistyped, unknown, deleted, or past its rotation grace.
     Unknown,
-    Expired(ApiKeyRecord),
+    Expired(Arc<Authenticated>),
     /// Valid now; its use has been recorded.
-    Live(Authenticated),
+    Live(Arc<Authenticated>),
 }
 
 impl Authenticator {
+    /// Every lookup reads the store.
     pub fn new(store: Arc<dyn Store>, usage: UsageRecorder) -> Self {
-        Self { keys: store, usage }
+        Self { keys: store, usage, cache: None }
+    }
+
+    /// Lookups go through a cache of verified keys, attached to `store`,
+    /// which keeps it coherent.
+    pub fn cached(store: Arc<dyn Store>, usage: UsageRecorder, cache: Arc<KeyCache>) -> Self {
+        store.attach_cache(cache.clone());
+        Self { keys: store, usage, cache: Some(cache) }
     }
 
     pub async fn look_up(&self, presented: &str) -> Result<KeyLookup, StoreError> {
         let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
             return Ok(KeyLookup::Unknown);
         };
-        let Some((key, own_role)) = self.keys.key_and_owner_role(&secret.digest()).await? else {
-            return Ok(KeyLookup::Unknown);
-        };
+        let digest = secret.digest();
         let now = chrono::Utc::now();
-        if key.expires_at.is_some_and(|at| at <= now) {
-            return Ok(KeyLookup::Expired(key));
+        let Some(cache) = &self.cache else {
+            let found = self.keys.key_for_authentication(&digest).await?;
+            return Ok(match found {
+                Some(found) if found.valid_until.is_none_or(|until| until > now) => {
+                    let authenticated = Authenticated {
+                        principal: found.key.principal(),
+                        key: found.key,
+                        own_role: found.owner_role,
+                    };
+                    self.live(Arc::new(authenticated), now)
+                }
+                _ => KeyLookup::Unknown,
+            });
+        };
+        let bytes = *digest.as_bytes();
+        let (authenticated, valid_until) = match cache.get(&bytes) {
+            Some(Cached::Verified(hit)) => (hit.authenticated.clone(), hit.valid_until),
+            Some(Cached::Unknown) => return Ok(KeyLookup::Unknown),
+            None => {
+                let ticket = cache.ticket();
+                let found = self.keys.key_for_authentication(&digest).await?;
+                let found = found.map(|found| {
+                    let authenticated = Authenticated {
+                        principal: found.key.principal(),
+                        key: found.key,
+                        own_role: found.owner_role,
+                    };
+                    (Arc::new(authenticated), found.valid_until)
+                });
+                cache.insert(ticket, bytes, found.clone());
+                let Some(found) = found else {
+                    return Ok(KeyLookup::Unknown);
+                };
+                found
+            }
+        };
+        if valid_until.is_some_and(|until| until <= now) {
+            // A rotated key's previous secret, past its grace period.
+            cache.forget(&bytes);
+            return Ok(KeyLookup::Unknown);
         }
-        self.usage.record(key.id, now);
-        Ok(KeyLookup::Live(Authenticated { principal: key.principal(), key, own_role }))
+        Ok(self.live(authenticated, now))
+    }
+
+    /// Expiry, then the use recorded.
+    fn live(&self, authenticated: Arc<Authenticated>, now: chrono::DateTime<chrono::Utc>) -> KeyLookup {
+        if authenticated.key.expires_at.is_some_and(|at| at <= now) {
+            return KeyLookup::Expired(authenticated);
+        }
+        self.usage.record(authenticated.key.id, now);
+        KeyLookup::Live(authenticated)
     }
 }

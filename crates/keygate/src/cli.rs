@@ -64,6 +64,10 @@ struct ServeArgs {
         value_parser = parse_verifier_token
     )]
     verifier_tokens: Vec<crate::VerifierToken>,
+    /// Cache verified keys (kept coherent through LISTEN/NOTIFY or
+    /// `PRAGMA data_version`); off by default.
+    #[arg(long = "key-cache")]
+    key_cache: bool,
     /// Behind a trusted proxy or load balancer: the header that carries the client's address
     /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.
     #[arg(long, env = "KEYGATE_CLIENT_IP_HEADER")]
@@ -196,6 +200,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_bundle_size: args.max_bundle_size,
         client_ip_header: args.client_ip_header.clone(),
         verifier_tokens: args.verifier_tokens.clone(),
+        key_cache: args.key_cache,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -17,6 +17,7 @@ pub mod blobs;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod key_cache;
 pub mod limits;
 pub mod router;
 pub mod server;

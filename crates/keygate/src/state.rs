@@ -33,7 +33,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, usage: UsageRecorder, settings: Settings) -> Self {
         Self {
-            authenticator: Authenticator::new(store.clone(), usage.clone()),
+            authenticator: if settings.key_cache {
+                Authenticator::cached(store.clone(), usage.clone(), Arc::default())
+            } else {
+                Authenticator::new(store.clone(), usage.clone())
+            },
             store,
             usage,
             blobs: Arc::new(settings.blobs),
@@ -90,6 +94,9 @@ pub struct Settings {
     pub client_ip_header: Option<HeaderName>,
     /// Tokens that enable `POST /verify`; none disables it.
     pub verifier_tokens: Vec<VerifierToken>,
+    /// Whether verified keys are cached (coherently: see
+    /// [`crate::key_cache`]); off by default until its cross-replica tests land.
+    pub key_cache: bool,
 }
 
 impl Settings {
@@ -99,6 +106,7 @@ impl Settings {
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             client_ip_header: None,
             verifier_tokens: Vec::new(),
+            key_cache: false,
         }
     }
 }

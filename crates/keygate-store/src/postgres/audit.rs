@@ -9,7 +9,7 @@ use super::PostgresStore;
 use crate::error::audit_error;
 use crate::event::{AuditLog, Event};
 use crate::rows::AUDIT_COLUMNS;
-use crate::{ApiKeyRecord, AuditEvent, AuditStore, Result};
+use crate::{ApiKeyRecord, AuditEvent, AuditStore, AuthChange, Result};
 
 #[async_trait]
 impl AuditStore for PostgresStore {
@@ -25,6 +25,17 @@ impl AuditStore for PostgresStore {
 
 #[async_trait]
 impl AuditLog for Postgres {
+    async fn announce(conn: &mut PgConnection, changes: &[AuthChange]) -> Result<()> {
+        for change in changes {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::AUTH_CHANNEL)
+                .bind(change.to_payload())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn log(conn: &mut PgConnection, org_id: Uuid, event: Event) -> Result<()> {
         write(conn, Some(org_id), None, event).await
     }

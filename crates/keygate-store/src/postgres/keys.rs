@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::{KeyDigest, Role};
+use keygate_core::KeyDigest;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
@@ -14,10 +14,10 @@ use super::{OrgLock, PostgresStore};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::params::{BindModel, Rotation};
-use crate::rows::{KEY_COLUMNS, KeyRoleRow, KeyRow, one, select};
+use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, Entity, KeyChanges, KeyMaterial, KeyStore, NewApiKey, Result,
-    StoreError,
+    Actor, ApiKeyRecord, AuditAction, DigestMatch, Entity, KeyChanges, KeyMaterial, KeyStore, NewApiKey,
+    Result, StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -40,14 +40,15 @@ impl KeyStore for PostgresStore {
         Ok(self.key_and_owner_role(digest).await?.map(|(key, _)| key))
     }
 
-    async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
+    async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>> {
         let sql = format!(
             "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
-             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role \
+             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
+             CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
              FROM api_keys k WHERE {ANSWERS_TO}"
         );
         let lookup = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
-        one::<KeyRoleRow, _>(lookup.fetch_optional(&self.pool).await?)
+        one::<DigestMatchRow, _>(lookup.fetch_optional(&self.pool).await?)
     }
 
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>> {

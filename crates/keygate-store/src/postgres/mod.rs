@@ -19,17 +19,18 @@ mod orgs;
 mod usage;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use keygate_core::{Email, Role};
 use sqlx::PgConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::change::ChangeFeed;
 use crate::membership::Stakes;
-use crate::{AuthChange, Entity, Result, Store, StoreError, redact_credentials};
+use crate::{AuthCache, AuthChange, Entity, Result, Store, StoreError, redact_credentials};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -41,9 +42,19 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 16;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The channel on which every write announces its [`AuthChange`]s.
+pub(crate) const AUTH_CHANNEL: &str = "keygate_auth";
+/// How often a replica checks that its subscription still delivers.
+const HEARTBEAT: Duration = Duration::from_millis(150);
+/// A subscription that delivered nothing for this long is replaced.
+const SILENCE: Duration = Duration::from_secs(2);
+
 pub struct PostgresStore {
     pool: PgPool,
+    /// One connection, apart from the pool, for `LISTEN`.
+    listen_pool: PgPool,
     changes: ChangeFeed,
+    watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl PostgresStore {
@@ -53,6 +64,11 @@ impl PostgresStore {
             .map_err(|e| config("invalid PostgreSQL URL", &e))?
             .application_name("keygate")
             .options([("statement_timeout", format!("{}ms", STATEMENT_TIMEOUT.as_millis()))]);
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
@@ -63,7 +79,7 @@ impl PostgresStore {
             .await
             .map_err(|e| config("cannot connect to PostgreSQL", &e))?;
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
-        Ok(Self { pool, changes: ChangeFeed::default() })
+        Ok(Self { pool, listen_pool, changes: ChangeFeed::default(), watchers: Default::default() })
     }
 }
 
@@ -79,11 +95,90 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        for watcher in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            watcher.abort();
+        }
+        self.listen_pool.close().await;
         self.pool.close().await;
     }
 
     fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
         self.changes.subscribe()
+    }
+
+    fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
+        self.changes.attach(cache.clone());
+        let replica = Uuid::new_v4();
+        let base = Instant::now();
+        let listener = tokio::spawn(listen(self.listen_pool.clone(), cache, replica, base));
+        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), replica, base));
+        self.watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend([listener.abort_handle(), heartbeat.abort_handle()]);
+    }
+}
+
+/// Keeps `cache` coherent with every replica's writes: `LISTEN`s on its own
+/// connection; once subscribed, flushes the cache, then trusts it for as
+/// long as this replica's own heartbeats come back through the channel
+/// (each proves that every change committed before it was delivered). A
+/// lost or silent subscription distrusts the cache until the next one.
+async fn listen(pool: PgPool, cache: Arc<dyn AuthCache>, replica: Uuid, base: Instant) {
+    let own_ping = format!("ping:{replica}:");
+    loop {
+        cache.distrust();
+        let subscribed = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.eager_reconnect(false);
+            listener.listen(AUTH_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match tokio::time::timeout(SILENCE, subscribed).await {
+            Ok(Ok(listener)) => listener,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %redact_credentials(&error.to_string()), "cannot listen for key changes; not trusting the cache");
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let subscribed_at = Instant::now();
+        cache.flush();
+        cache.confirmed(subscribed_at);
+        tracing::info!("listening for key changes");
+        // Dropped, not reused, after a timeout: a cancelled receive may
+        // have lost part of a message.
+        while let Ok(Ok(Some(notification))) = tokio::time::timeout(SILENCE, listener.try_recv()).await {
+            let payload = notification.payload();
+            if let Some(sent) = payload.strip_prefix(&own_ping) {
+                if let Ok(nanos) = sent.parse::<u64>() {
+                    cache.confirmed(base + Duration::from_nanos(nanos));
+                }
+            } else if payload.starts_with("ping:") {
+                // Another replica's heartbeat.
+            } else if let Some(change) = AuthChange::from_payload(payload) {
+                cache.changed(&change);
+            } else {
+                cache.flush();
+            }
+        }
+        tracing::warn!("lost the subscription to key changes; not trusting the cache until it is back");
+    }
+}
+
+/// Sends this replica's heartbeat through the channel every [`HEARTBEAT`].
+async fn heartbeat(pool: PgPool, replica: Uuid, base: Instant) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = base.elapsed().as_nanos();
+        let _ = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(AUTH_CHANNEL)
+            .bind(format!("ping:{replica}:{sent}"))
+            .execute(&pool)
+            .await;
     }
 }
 

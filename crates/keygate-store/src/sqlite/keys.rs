@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::{KeyDigest, Role};
+use keygate_core::KeyDigest;
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
@@ -14,9 +14,10 @@ use super::SqliteStore;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::params::{BindModel, Rotation};
-use crate::rows::{self, KEY_COLUMNS, KeyRoleRow, KeyRow, select};
+use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, KeyChanges, KeyMaterial, KeyStore, NewApiKey, Result, StoreError,
+    Actor, ApiKeyRecord, AuditAction, DigestMatch, KeyChanges, KeyMaterial, KeyStore, NewApiKey, Result,
+    StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -39,14 +40,15 @@ impl KeyStore for SqliteStore {
         Ok(self.key_and_owner_role(digest).await?.map(|(key, _)| key))
     }
 
-    async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
+    async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>> {
         let sql = format!(
             "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
-             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role \
+             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
+             CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
              FROM api_keys k WHERE {ANSWERS_TO}"
         );
         let lookup = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
-        rows::one::<KeyRoleRow, _>(lookup.fetch_optional(&self.reader).await?)
+        rows::one::<DigestMatchRow, _>(lookup.fetch_optional(&self.reader).await?)
     }
 
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>> {

@@ -15,6 +15,7 @@ mod orgs;
 mod usage;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,16 +30,22 @@ use uuid::Uuid;
 use crate::change::ChangeFeed;
 use crate::error::Entity;
 use crate::membership::Stakes;
-use crate::{AuthChange, Result, Store, StoreError};
+use crate::{AuthCache, AuthChange, Result, Store, StoreError};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const READERS: u32 = 4;
 
+/// How often the watcher reads `PRAGMA data_version`.
+const POLL: Duration = Duration::from_millis(100);
+
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// How the watcher opens its own read connection.
+    watch_options: SqliteConnectOptions,
     changes: ChangeFeed,
+    watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl SqliteStore {
@@ -68,10 +75,16 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
-        Ok(Self { reader, writer, changes: ChangeFeed::default() })
+        Ok(Self {
+            reader,
+            writer,
+            watch_options: options.read_only(true),
+            changes: ChangeFeed::default(),
+            watchers: Default::default(),
+        })
     }
 
     /// A write transaction holding the database's write lock from the start.
@@ -88,12 +101,61 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        for watcher in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            watcher.abort();
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
 
     fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
         self.changes.subscribe()
+    }
+
+    fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
+        self.changes.attach(cache.clone());
+        let watcher = tokio::spawn(watch(self.watch_options.clone(), cache));
+        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(watcher.abort_handle());
+    }
+}
+
+/// Keeps `cache` coherent with other processes writing the file (`keygate
+/// user add` while `serve` runs): reads `PRAGMA data_version` on its own
+/// connection every [`POLL`] and flushes the cache whenever it moved (any
+/// other connection's commit moves it, this process's writer's included).
+/// Each read confirms the cache; until the first, and after an error, the
+/// cache is not trusted.
+async fn watch(options: SqliteConnectOptions, cache: Arc<dyn AuthCache>) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        cache.distrust();
+        let mut conn: SqliteConnection = match sqlx::Connection::connect_with(&options).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the database for changes; not trusting the cache");
+                tick.tick().await;
+                continue;
+            }
+        };
+        let mut seen: Option<i64> = None;
+        loop {
+            let checked = std::time::Instant::now();
+            let version = match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut conn).await
+            {
+                Ok(version) => version,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the database for changes; not trusting the cache");
+                    break;
+                }
+            };
+            if seen != Some(version) {
+                cache.flush();
+                seen = Some(version);
+            }
+            cache.confirmed(checked);
+            tick.tick().await;
+        }
     }
 }
 

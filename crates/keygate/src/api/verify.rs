@@ -157,7 +157,9 @@ pub async fn verify(
         .transpose()?;
     let live = match state.authenticator.look_up(&raw).await? {
         KeyLookup::Live(live) => live,
-        KeyLookup::Expired(key) => return Ok(Json(verdict(false, "EXPIRED", Some(&key))).into_response()),
+        KeyLookup::Expired(expired) => {
+            return Ok(Json(verdict(false, "EXPIRED", Some(&expired.key))).into_response());
+        }
         KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None)).into_response()),
     };
     let key = &live.key;

@@ -7,6 +7,7 @@ mod apps;
 mod audit;
 mod auth;
 mod bundles;
+mod cache;
 mod helpers;
 mod http_edges;
 mod limits;
