@@ -16,6 +16,18 @@ impl ServerProcess {
     /// Starts `binary serve` on `database`, logging to a file in `dir`, and
     /// waits until it listens.
     pub fn start(binary: &Path, database: &str, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(binary, database, dir, extra, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with environment variables set last
+    /// (so `("KEYGATE_LOG", "info")` replaces the default `debug`).
+    pub fn start_with_env(
+        binary: &Path,
+        database: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let binary = binary.canonicalize().expect("keygate binary");
         // Port 0: the kernel picks a free port, which the server then logs;
@@ -26,6 +38,7 @@ impl ServerProcess {
             .current_dir(dir)
             .env("KEYGATE_LOG", "debug")
             .env_remove("KEYGATE_DATABASE_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -52,6 +65,11 @@ impl ServerProcess {
             assert!(Instant::now() < deadline, "no `{text}` in the log: {}", self.log_text());
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The server's process id, for reading `/proc/<pid>/…`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Where the server's stderr goes; it outlives the process.

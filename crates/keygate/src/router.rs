@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
+        .routes(routes!(health::livez))
         .routes(routes!(openapi_json))
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))

@@ -1,4 +1,6 @@
-//! `GET /health`: 200 when the database answers, 503 when it does not. No key needed.
+//! `GET /health`: 200 when the database answers, 503 when it does not.
+//! `GET /livez`: 200 as long as the process serves HTTP, without any I/O.
+//! Neither needs a key.
 
 use axum::Json;
 use axum::extract::State;
@@ -32,4 +34,17 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             )
         }
     }
+}
+
+/// Liveness only: answers from memory, never touching the database, so it
+/// says the process is up (and is the floor the benchmark measures against).
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "meta",
+    responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = Object)),
+    security(())
+)]
+pub async fn livez() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }

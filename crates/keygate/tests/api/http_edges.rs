@@ -1,5 +1,5 @@
 //! What surrounds the handlers: unknown routes, wrong methods, oversized
-//! bodies, trailing slashes, ids that are not ids, and `/health`.
+//! bodies, trailing slashes, ids that are not ids, `/health` and `/livez`.
 
 use reqwest::Method;
 use serde_json::json;
@@ -11,6 +11,20 @@ async fn health_needs_no_key() {
     let app = spawn_app().await;
     let reply = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(reply.ok(), json!({ "status": "ok" }));
+}
+
+#[tokio::test]
+async fn livez_needs_no_key_and_no_database() {
+    let app = spawn_app().await;
+    let reply = app.call(Method::GET, "/livez", None, None).await;
+    assert_eq!(reply.ok(), json!({ "status": "ok" }));
+    app.call(Method::GET, "/livez/", None, None).await.ok();
+    app.call(Method::POST, "/livez", None, None).await.error(405, "method_not_allowed");
+    // With the database gone, the process is still alive, and only
+    // `/health` says that it cannot serve.
+    app.store.close().await;
+    app.call(Method::GET, "/health", None, None).await.error(503, "database_unavailable");
+    assert_eq!(app.call(Method::GET, "/livez", None, None).await.ok(), json!({ "status": "ok" }));
 }
 
 #[tokio::test]

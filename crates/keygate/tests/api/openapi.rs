@@ -9,8 +9,9 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 27] = [
+const ROUTES: [(&str, &str); 28] = [
     ("get", "/health"),
+    ("get", "/livez"),
     ("get", "/openapi.json"),
     ("get", "/apikey"),
     ("post", "/apikey"),
@@ -52,7 +53,7 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
         for (method, operation) in item.as_object().expect("path item") {
             documented.insert((method.clone(), path.clone()));
             assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
-            let public = matches!(path.as_str(), "/health" | "/openapi.json" | "/apikey/revoke");
+            let public = matches!(path.as_str(), "/health" | "/livez" | "/openapi.json" | "/apikey/revoke");
             // An operation's own requirements, else the document's: each
             // alternative must name a scheme for a credential to be needed.
             let effective = operation.get("security").unwrap_or(&document["security"]);
