@@ -3,7 +3,7 @@
 //! query) → expiry → a [`Principal`]. Each authenticated use is recorded for
 //! the usage counters, off the request path.
 //!
-//! With a [`KeyCache`] (on by default), the store's answer for a digest is
+//! With a [`KeyCache`] (`serve --key-cache`; off by default), the store's answer for a digest is
 //! kept, and a hit costs no database access, no write and no lock held
 //! across `.await`; expiry and a rotated secret's grace end are checked on
 //! every hit. The store keeps the cache coherent (see [`crate::key_cache`]);
@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
 use keygate_core::{ApiKeySecret, Role};
-use keygate_store::{ApiKeyRecord, KeyStore, Store, StoreError};
+use keygate_store::{ApiKeyRecord, DigestMatch, KeyStore, Store, StoreError};
 
 use crate::key_cache::{Cached, KeyCache};
 use crate::usage::UsageRecorder;
@@ -63,17 +64,11 @@ impl Authenticator {
             return Ok(KeyLookup::Unknown);
         };
         let digest = secret.digest();
-        let now = chrono::Utc::now();
+        let now = Utc::now();
         let Some(cache) = &self.cache else {
-            let found = self.keys.key_for_authentication(&digest).await?;
-            return Ok(match found {
-                Some(found) if found.valid_until.is_none_or(|until| until > now) => {
-                    let authenticated = Authenticated {
-                        principal: found.key.principal(),
-                        key: found.key,
-                        own_role: found.owner_role,
-                    };
-                    self.live(Arc::new(authenticated), now)
+            return Ok(match self.keys.key_for_authentication(&digest).await?.map(authenticated) {
+                Some((found, valid_until)) if valid_until.is_none_or(|until| until > now) => {
+                    self.live(found, now)
                 }
                 _ => KeyLookup::Unknown,
             });
@@ -84,15 +79,7 @@ impl Authenticator {
             Some(Cached::Unknown) => return Ok(KeyLookup::Unknown),
             None => {
                 let ticket = cache.ticket();
-                let found = self.keys.key_for_authentication(&digest).await?;
-                let found = found.map(|found| {
-                    let authenticated = Authenticated {
-                        principal: found.key.principal(),
-                        key: found.key,
-                        own_role: found.owner_role,
-                    };
-                    (Arc::new(authenticated), found.valid_until)
-                });
+                let found = self.keys.key_for_authentication(&digest).await?.map(authenticated);
                 cache.insert(ticket, bytes, found.clone());
                 let Some(found) = found else {
                     return Ok(KeyLookup::Unknown);
@@ -109,11 +96,19 @@ impl Authenticator {
     }
 
     /// Expiry, then the use recorded.
-    fn live(&self, authenticated: Arc<Authenticated>, now: chrono::DateTime<chrono::Utc>) -> KeyLookup {
+    fn live(&self, authenticated: Arc<Authenticated>, now: DateTime<Utc>) -> KeyLookup {
         if authenticated.key.expires_at.is_some_and(|at| at <= now) {
             return KeyLookup::Expired(authenticated);
         }
         self.usage.record(authenticated.key.id, now);
         KeyLookup::Live(authenticated)
     }
+}
+
+/// What the store found for a digest, as the rules see it, with the end of
+/// a rotated secret's grace period.
+fn authenticated(found: DigestMatch) -> (Arc<Authenticated>, Option<DateTime<Utc>>) {
+    let principal = found.key.principal();
+    let authenticated = Authenticated { principal, key: found.key, own_role: found.owner_role };
+    (Arc::new(authenticated), found.valid_until)
 }
