@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keygate_testkit::ServerProcess;
 
@@ -348,4 +348,40 @@ fn secrets_never_reach_the_log_or_the_database() {
         assert!(!stored.windows(needle.len()).any(|w| w == needle), "a secret is in the database");
     }
     assert!(Path::new(&work.db_path()).exists());
+}
+
+#[test]
+fn with_the_key_cache_a_role_lowered_by_another_process_binds_within_a_second() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let org = owner["org_id"].as_str().expect("org").to_owned();
+    let admin = work.json(&["user", "add", "--email", "dev@example.com", "--org", &org, "--role", "admin"]);
+    let server = Server::start(&work, &["--key-cache"]);
+    // A key scoped to the organization: its owner's role there is read with
+    // the key, and so cached with it.
+    let body = json!({ "org_id": org, "mode": "all" });
+    let (status, created) = server.call("POST", "/apikey", admin["key"].as_str(), Some(body));
+    assert_eq!(status, 200, "{created}");
+    let key = created["apikey"]["key"].as_str().expect("key").to_owned();
+    let audit = format!("/organization/audit?org_id={org}");
+    // Warm the cache: the admin's key reads the audit log (it needs A).
+    for _ in 0..3 {
+        let (status, body) = server.call("GET", &audit, Some(&key), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    // Another process lowers the role in the same file.
+    work.json(&["user", "add", "--email", "dev@example.com", "--org", &org, "--role", "read"]);
+    let lowered = Instant::now();
+    loop {
+        let (status, body) = server.call("GET", &audit, Some(&key), None);
+        if status == 403 {
+            assert_eq!(body["code"], "insufficient_permissions");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(lowered.elapsed() < Duration::from_secs(1), "the lowered role did not bind within a second");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = server.call("GET", &format!("/organization/members?org_id={org}"), Some(&key), None);
+    assert_eq!(status, 200, "the key itself still works: only its role changed");
 }
