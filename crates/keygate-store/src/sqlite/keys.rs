@@ -3,6 +3,8 @@
 //! while its user is a member of its organization; every change is audited
 //! in the same transaction and announced as [`AuthChange::Key`] after it.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::KeyDigest;
@@ -24,6 +26,18 @@ use crate::{
 /// current digest, or by their previous one inside its grace period.
 const ANSWERS_TO: &str = "digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)";
 
+/// What authenticating a digest reads, in one query: the key, its owner's
+/// role in the key's organization, and until when a previous secret
+/// answers. Built once: it runs on every request.
+static AUTHENTICATION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
+         WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
+         CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
+         FROM api_keys k WHERE {ANSWERS_TO}"
+    )
+});
+
 /// `statement`, returning the columns of the keys it touches.
 fn returning_keys(statement: &str) -> String {
     format!("{statement} RETURNING {KEY_COLUMNS}")
@@ -41,13 +55,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
-             WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
-             CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
-             FROM api_keys k WHERE {ANSWERS_TO}"
-        );
-        let lookup = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
+        let lookup = sqlx::query_as(AUTHENTICATION.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
         rows::one::<DigestMatchRow, _>(lookup.fetch_optional(&self.reader).await?)
     }
 
