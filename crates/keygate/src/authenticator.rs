@@ -3,11 +3,12 @@
 //! query) → expiry → a [`Principal`]. Each authenticated use is recorded for
 //! the usage counters, off the request path.
 //!
-//! With a [`KeyCache`] (`serve --key-cache`; off by default), the store's answer for a digest is
-//! kept, and a hit costs no database access, no write and no lock held
-//! across `.await`; expiry and a rotated secret's grace end are checked on
-//! every hit. The store keeps the cache coherent (see [`crate::key_cache`]);
-//! checksum failures never reach it.
+//! With a [`KeyCache`] (on by default; `serve --key-cache false` turns it
+//! off), the store's answer for a digest is kept, and a hit costs no
+//! database access, no write and no lock held across `.await`; expiry and a
+//! rotated secret's grace end are checked on every hit. The store keeps the
+//! cache coherent (see [`crate::key_cache`]); checksum failures never reach
+//! it.
 
 use std::sync::Arc;
 

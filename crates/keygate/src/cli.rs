@@ -64,9 +64,9 @@ struct ServeArgs {
         value_parser = parse_verifier_token
     )]
     verifier_tokens: Vec<crate::VerifierToken>,
-    /// Cache verified keys (kept coherent through LISTEN/NOTIFY or
-    /// `PRAGMA data_version`); off by default.
-    #[arg(long = "key-cache")]
+    /// Cache verified keys, kept coherent through LISTEN/NOTIFY (PostgreSQL) or
+    /// `PRAGMA data_version` (SQLite); `--key-cache false` reads every key from the database.
+    #[arg(long = "key-cache", env = "KEYGATE_KEY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     key_cache: bool,
     /// Behind a trusted proxy or load balancer: the header that carries the client's address
     /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.

@@ -127,8 +127,13 @@ impl KeyCache {
             Some((authenticated, valid_until)) => {
                 let entry = Verified { authenticated, valid_until, generation: ticket.generation };
                 self.verified.insert(digest, Arc::new(entry));
+                self.unknown.invalidate(&digest);
             }
-            None => self.unknown.insert(digest, ticket.generation),
+            None => {
+                // What the store says now replaces whatever was kept before.
+                self.unknown.insert(digest, ticket.generation);
+                self.verified.invalidate(&digest);
+            }
         }
         if self.invalidations.load(Ordering::SeqCst) != ticket.invalidations {
             self.forget(&digest);

@@ -95,7 +95,7 @@ pub struct Settings {
     /// Tokens that enable `POST /verify`; none disables it.
     pub verifier_tokens: Vec<VerifierToken>,
     /// Whether verified keys are cached (coherently: see
-    /// [`crate::key_cache`]); off by default until its cross-replica tests land.
+    /// [`crate::key_cache`]); on by default.
     pub key_cache: bool,
 }
 
@@ -106,7 +106,7 @@ impl Settings {
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             client_ip_header: None,
             verifier_tokens: Vec::new(),
-            key_cache: false,
+            key_cache: true,
         }
     }
 }

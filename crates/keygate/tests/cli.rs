@@ -351,12 +351,12 @@ fn secrets_never_reach_the_log_or_the_database() {
 }
 
 #[test]
-fn with_the_key_cache_a_role_lowered_by_another_process_binds_within_a_second() {
+fn with_the_key_cache_on_a_role_lowered_by_another_process_binds_within_a_second() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");
     let org = owner["org_id"].as_str().expect("org").to_owned();
     let admin = work.json(&["user", "add", "--email", "dev@example.com", "--org", &org, "--role", "admin"]);
-    let server = Server::start(&work, &["--key-cache"]);
+    let server = Server::start(&work, &[]);
     // A key scoped to the organization: its owner's role there is read with
     // the key, and so cached with it.
     let body = json!({ "org_id": org, "mode": "all" });

@@ -1,6 +1,7 @@
-//! The cache of verified keys on the replica that makes a change: every
-//! change that alters authentication is refused on the very next request
-//! after the write's response, with the cache warmed first.
+//! The cache of verified keys (on by default) on the replica that makes a
+//! change: every change that alters authentication is refused on the very
+//! next request after the write's response, with the cache warmed first;
+//! and the same without the cache.
 
 use keygate_core::Role;
 use reqwest::Method;
@@ -14,7 +15,15 @@ async fn spawn_app() -> TestApp {
 
 #[tokio::test]
 async fn a_deleted_or_narrowed_key_is_refused_on_the_very_next_request() {
-    let app = spawn_app().await;
+    deleted_or_narrowed_keys_are_refused(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn without_the_cache_a_deleted_or_narrowed_key_is_refused_too() {
+    deleted_or_narrowed_keys_are_refused(spawn_app_with(|settings| settings.key_cache = false).await).await;
+}
+
+async fn deleted_or_narrowed_keys_are_refused(app: TestApp) {
     for _ in 0..3 {
         let key = app.owner_key("all").await;
         let (id, secret) = (key["id"].as_i64().expect("id"), key["key"].as_str().expect("key").to_owned());
