@@ -65,7 +65,7 @@ struct ServeArgs {
     )]
     verifier_tokens: Vec<crate::VerifierToken>,
     /// Cache verified keys, kept coherent through LISTEN/NOTIFY (PostgreSQL) or
-    /// `PRAGMA data_version` (SQLite); `--key-cache false` reads every key from the database.
+    /// an epoch counter polled every 100 ms (SQLite); `--key-cache false` reads every key from the database.
     #[arg(long = "key-cache", env = "KEYGATE_KEY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     key_cache: bool,
     /// Behind a trusted proxy or load balancer: the header that carries the client's address

@@ -5,7 +5,7 @@
 //!
 //! Coherence: the store it is attached to ([`keygate_store::Store::attach_cache`])
 //! invalidates it synchronously on every change this process commits, and
-//! its watcher (PostgreSQL `LISTEN`, SQLite `PRAGMA data_version`) on other
+//! its watcher (PostgreSQL `LISTEN`, SQLite's `auth_epoch` counter) on other
 //! processes' changes. The cache is trusted only within a lease of the
 //! watcher's last confirmation; outside it every lookup reads the database.
 //! A lookup that raced an invalidation does not keep what it read.

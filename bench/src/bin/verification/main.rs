@@ -34,7 +34,7 @@
 //! ./target/release/verification --backend sqlite,postgres --keys 1000,1000000 \
 //!     [--postgres postgres://postgres@127.0.0.1:5432/postgres] [--clients 16] [--write-clients 64] \
 //!     [--seconds 3] [--rounds 3] [--present 1000] [--keygate target/release/keygate] \
-//!     [--server-log info,sqlx=warn]
+//!     [--server-log info,sqlx=warn] [--workloads verify,read,health,create,delete]
 //! ```
 //!
 //! Defaults: `--backend sqlite --keys 1000`.
@@ -101,6 +101,8 @@ struct Options {
     present: usize,
     binary: PathBuf,
     server_log: String,
+    /// The workloads run; both floors always are.
+    workloads: Vec<Kind>,
 }
 
 impl Options {
@@ -133,6 +135,7 @@ impl Options {
             present: number("--present", 1_000.0).clamp(1.0, 100_000.0) as usize,
             binary: PathBuf::from(arg("--keygate").unwrap_or_else(|| "target/release/keygate".into())),
             server_log: arg("--server-log").unwrap_or_else(|| SERVER_LOG.into()),
+            workloads: workloads(&arg_list("--workloads")),
         }
     }
 }
@@ -294,13 +297,16 @@ async fn run_configuration(
     });
     let clients = |kind: Kind| if kind.is_write() { options.write_clients } else { options.clients };
 
-    for kind in Kind::ALL {
+    for &kind in &options.workloads {
         drive(&fixture, kind, clients(kind), WARM_UP).await;
     }
     let mut samples: Vec<Vec<Sample>> = Kind::ALL.iter().map(|_| Vec::new()).collect();
     let (mut created, mut deleted) = (0, 0);
     for round in 1..=options.rounds {
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            if !options.workloads.contains(&kind) {
+                continue;
+            }
             let sample = drive(&fixture, kind, clients(kind), options.seconds).await;
             eprintln!(
                 "  round {round} | {:<36} | {:>3} conns | {:>8.0} req/s | p50 {} | p99 {}",
@@ -332,6 +338,26 @@ async fn run_configuration(
         created,
         deleted,
     }
+}
+
+/// The workloads named (`health`, `verify`, `read`, `create`, `delete`),
+/// with both floors; all of them when none is named.
+fn workloads(names: &[String]) -> Vec<Kind> {
+    if names.is_empty() {
+        return Kind::ALL.to_vec();
+    }
+    let named: Vec<Kind> = names
+        .iter()
+        .map(|name| match name.as_str() {
+            "health" => Kind::Health,
+            "verify" => Kind::Verify,
+            "read" => Kind::Read,
+            "create" => Kind::Create,
+            "delete" => Kind::Delete,
+            other => panic!("--workloads {other}: health, verify, read, create or delete"),
+        })
+        .collect();
+    Kind::ALL.into_iter().filter(|k| matches!(k, Kind::Floor | Kind::Livez) || named.contains(k)).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -388,7 +414,7 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
     println!("| backend | keys | workload | conns | req/s | p50 | p99 | × bare axum | × /livez |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for c in configurations {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| !c.rounds(*k).is_empty()) {
             let conns = if kind.is_write() { options.write_clients } else { options.clients };
             let versus_livez = if kind == Kind::Floor {
                 "".to_owned()
@@ -449,6 +475,9 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
             compared = true;
         }
         for kind in [Kind::Verify, Kind::Read, Kind::Create, Kind::Delete] {
+            if few.rounds(kind).is_empty() || many.rounds(kind).is_empty() {
+                continue;
+            }
             let raw = many.median(kind, |s| s.rate) / few.median(kind, |s| s.rate);
             let normalised = many.ratio(kind, Kind::Floor) / few.ratio(kind, Kind::Floor);
             println!(

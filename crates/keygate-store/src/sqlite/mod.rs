@@ -36,7 +36,7 @@ pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 const READERS: u32 = 4;
 
-/// How often the watcher reads `PRAGMA data_version`.
+/// How often the watcher reads the `auth_epoch` counter.
 const POLL: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
@@ -120,11 +120,13 @@ impl Store for SqliteStore {
 }
 
 /// Keeps `cache` coherent with other processes writing the file (`keygate
-/// user add` while `serve` runs): reads `PRAGMA data_version` on its own
-/// connection every [`POLL`] and flushes the cache whenever it moved (any
-/// other connection's commit moves it, this process's writer's included).
-/// Each read confirms the cache; until the first, and after an error, the
-/// cache is not trusted.
+/// user add` while `serve` runs): reads the `auth_epoch` counter, which
+/// every change to what authentication returns moves in its transaction,
+/// on its own connection every [`POLL`], and flushes the cache whenever it
+/// moved (this process's own changes included, already invalidated
+/// precisely; usage and audit writes leave it alone). Each read confirms
+/// the cache; until the first, and after an error, the cache is not
+/// trusted.
 async fn watch(options: SqliteConnectOptions, cache: Arc<dyn AuthCache>) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,8 +143,8 @@ async fn watch(options: SqliteConnectOptions, cache: Arc<dyn AuthCache>) {
         let mut seen: Option<i64> = None;
         loop {
             let checked = std::time::Instant::now();
-            let version = match sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut conn).await
-            {
+            let epoch = sqlx::query_scalar::<_, i64>("SELECT value FROM auth_epoch WHERE id = 1");
+            let version = match epoch.fetch_one(&mut conn).await {
                 Ok(version) => version,
                 Err(error) => {
                     tracing::warn!(%error, "cannot watch the database for changes; not trusting the cache");
