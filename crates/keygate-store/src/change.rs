@@ -42,6 +42,13 @@ impl ChangeFeed {
             DB::announce(&mut tx, &changes).await?;
         }
         tx.commit().await?;
+        self.published(changes);
+        Ok(())
+    }
+
+    /// Announces `changes`, just committed: invalidates the attached caches,
+    /// then tells subscribers.
+    pub(crate) fn published(&self, changes: Vec<AuthChange>) {
         if !changes.is_empty() {
             let caches = self.caches.read().unwrap_or_else(PoisonError::into_inner);
             for change in &changes {
@@ -51,7 +58,6 @@ impl ChangeFeed {
         for change in changes {
             let _ = self.sender.send(change);
         }
-        Ok(())
     }
 
     /// From now on, every change committed through this feed invalidates
@@ -81,17 +87,39 @@ impl ChangeFeed {
         DB::Arguments<'q>: IntoArguments<'q, DB>,
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     {
-        let row = statement
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| write_error(e, Entity::ApiKey, Entity::ApiKey))?;
-        let Some(key) = one::<_, ApiKeyRecord>(row)? else {
+        let Some(key) = change_key(&mut *tx, statement, action, actor).await? else {
             return Ok(None);
         };
-        // The owner's memberships are untouched, even by a delete: an
-        // unscoped key's event still finds its organizations.
-        DB::log_key(&mut tx, &key, Event::new(action, key.id, actor)).await?;
         self.commit(tx, [AuthChange::Key { id: key.id }]).await?;
         Ok(Some(key))
     }
+}
+
+/// Runs `statement`, a change of one existing key that returns it, on
+/// `conn`; if it found the key, writes the change's event. A new secret
+/// already in use is a conflict. The caller commits and announces
+/// [`AuthChange::Key`].
+pub(crate) async fn change_key<'q, DB>(
+    conn: &mut DB::Connection,
+    statement: QueryAs<'q, DB, KeyRow, DB::Arguments<'q>>,
+    action: AuditAction,
+    actor: &Actor,
+) -> Result<Option<ApiKeyRecord>>
+where
+    DB: AuditLog,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let row = statement
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| write_error(e, Entity::ApiKey, Entity::ApiKey))?;
+    let Some(key) = one::<_, ApiKeyRecord>(row)? else {
+        return Ok(None);
+    };
+    // The owner's memberships are untouched, even by a delete: an unscoped
+    // key's event still finds its organizations.
+    DB::log_key(conn, &key, Event::new(action, key.id, actor)).await?;
+    Ok(Some(key))
 }

@@ -28,19 +28,24 @@ impl AppStore for SqliteStore {
             "INSERT INTO apps (app_id, org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              RETURNING {APP_COLUMNS}"
         );
-        let mut tx = self.begin().await?;
-        let row: AppRow = sqlx::query_as(&sql)
-            .bind(app_id.as_str())
-            .bind(org_id)
-            .bind(name)
-            .bind(crate::now())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
-        let app = App::try_from(row)?;
-        Sqlite::log(&mut tx, org_id, Event::new(AuditAction::AppCreate, app_id.as_str(), actor)).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(app)
+        let (app_id, name, actor) = (app_id.clone(), name.to_owned(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row: AppRow = sqlx::query_as(&sql)
+                    .bind(app_id.as_str())
+                    .bind(org_id)
+                    .bind(name)
+                    .bind(crate::now())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| write_error(e, Entity::Organization, Entity::App))?;
+                let app = App::try_from(row)?;
+                Sqlite::log(conn, org_id, Event::new(AuditAction::AppCreate, app_id.as_str(), &actor))
+                    .await?;
+                Ok((app, vec![]))
+            })
+        })
+        .await
     }
 
     async fn app(&self, app_id: &AppId) -> Result<Option<App>> {
@@ -59,38 +64,49 @@ impl AppStore for SqliteStore {
     async fn rename_app(&self, app_id: &AppId, name: &str, actor: &Actor) -> Result<Option<App>> {
         let sql =
             format!("UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING {APP_COLUMNS}");
-        let mut tx = self.begin().await?;
-        let row: Option<AppRow> = sqlx::query_as(&sql)
-            .bind(app_id.as_str())
-            .bind(name)
-            .bind(crate::now())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(app) = rows::one::<_, App>(row)? else {
-            return Ok(None);
-        };
-        Sqlite::log(&mut tx, app.org_id, Event::new(AuditAction::AppUpdate, app_id.as_str(), actor)).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(Some(app))
+        let (app_id, name, actor) = (app_id.clone(), name.to_owned(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row: Option<AppRow> = sqlx::query_as(&sql)
+                    .bind(app_id.as_str())
+                    .bind(name)
+                    .bind(crate::now())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let app = rows::one::<_, App>(row)?;
+                if let Some(app) = &app {
+                    let event = Event::new(AuditAction::AppUpdate, app_id.as_str(), &actor);
+                    Sqlite::log(conn, app.org_id, event).await?;
+                }
+                Ok((app, vec![]))
+            })
+        })
+        .await
     }
 
     async fn delete_app(&self, app_id: &AppId, actor: &Actor) -> Result<Option<Vec<String>>> {
-        let mut tx = self.begin().await?;
-        let blobs: Vec<String> =
-            sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
-                .bind(app_id.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        let org_id: Option<Uuid> = sqlx::query_scalar("DELETE FROM apps WHERE app_id = $1 RETURNING org_id")
-            .bind(app_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(org_id) = org_id else {
-            return Ok(None);
-        };
-        Sqlite::log(&mut tx, org_id, Event::new(AuditAction::AppDelete, app_id.as_str(), actor)).await?;
-        self.changes.commit(tx, [AuthChange::App { app_id: app_id.clone() }]).await?;
-        Ok(Some(blobs))
+        let (app_id, actor) = (app_id.clone(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let blobs: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
+                        .bind(app_id.as_str())
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let org_id: Option<Uuid> =
+                    sqlx::query_scalar("DELETE FROM apps WHERE app_id = $1 RETURNING org_id")
+                        .bind(app_id.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let Some(org_id) = org_id else {
+                    return Ok((None, vec![]));
+                };
+                Sqlite::log(conn, org_id, Event::new(AuditAction::AppDelete, app_id.as_str(), &actor))
+                    .await?;
+                Ok((Some(blobs), vec![AuthChange::App { app_id }]))
+            })
+        })
+        .await
     }
 
     async fn insert_bundle(&self, bundle: NewBundle, actor: &Actor) -> Result<Bundle> {
@@ -98,15 +114,18 @@ impl AppStore for SqliteStore {
             "INSERT INTO bundles (app_id, version, checksum, size, blob_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING {BUNDLE_COLUMNS}"
         );
-        let mut tx = self.begin().await?;
-        let row = sqlx::query_as::<_, BundleRow>(&sql)
-            .bind_new_bundle(&bundle)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
-        let bundle = log_bundle(&mut tx, row.try_into()?, AuditAction::BundleUpload, actor).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(bundle)
+        let actor = *actor;
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query_as::<_, BundleRow>(&sql)
+                    .bind_new_bundle(&bundle)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
+                Ok((log_bundle(conn, row.try_into()?, AuditAction::BundleUpload, &actor).await?, vec![]))
+            })
+        })
+        .await
     }
 
     async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>> {
@@ -124,15 +143,21 @@ impl AppStore for SqliteStore {
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>> {
         let sql =
             format!("DELETE FROM bundles WHERE app_id = $1 AND version = $2 RETURNING {BUNDLE_COLUMNS}");
-        let mut tx = self.begin().await?;
-        let row: Option<BundleRow> =
-            sqlx::query_as(&sql).bind(app_id.as_str()).bind(version).fetch_optional(&mut *tx).await?;
-        let Some(bundle) = rows::one(row)? else {
-            return Ok(None);
-        };
-        let bundle = log_bundle(&mut tx, bundle, AuditAction::BundleDelete, actor).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(Some(bundle))
+        let (app_id, version, actor) = (app_id.clone(), version.to_owned(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row: Option<BundleRow> = sqlx::query_as(&sql)
+                    .bind(app_id.as_str())
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(bundle) = rows::one(row)? else {
+                    return Ok((None, vec![]));
+                };
+                Ok((Some(log_bundle(conn, bundle, AuditAction::BundleDelete, &actor).await?), vec![]))
+            })
+        })
+        .await
     }
 }
 

@@ -12,7 +12,8 @@ use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
-use super::SqliteStore;
+use super::{SqliteStore, key_changed};
+use crate::change::change_key;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::params::{BindModel, Rotation};
@@ -72,17 +73,20 @@ impl KeyStore for SqliteStore {
     }
 
     async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
-        let mut tx = self.begin().await?;
-        if let Some(org_id) = key.org_id {
-            // In the write transaction, so that a member removed at the same
-            // moment cannot be left holding a new key.
-            if super::stakes(&mut tx, org_id, key.user_id, None).await?.current()?.is_none() {
-                return Err(StoreError::NotFound(Entity::Membership));
-            }
-        }
-        let key = insert(&mut tx, &key, actor).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(key)
+        let actor = *actor;
+        self.write(move |conn| {
+            Box::pin(async move {
+                if let Some(org_id) = key.org_id {
+                    // Under the write lock, so that a member removed at the
+                    // same moment cannot be left holding a new key.
+                    if super::stakes(conn, org_id, key.user_id, None).await?.current()?.is_none() {
+                        return Err(StoreError::NotFound(Entity::Membership));
+                    }
+                }
+                Ok((insert(conn, &key, &actor).await?, vec![]))
+            })
+        })
+        .await
     }
 
     async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
@@ -91,22 +95,42 @@ impl KeyStore for SqliteStore {
              limited_to_apps = COALESCE($4, limited_to_apps), \
              expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7 WHERE id = $1",
         );
-        let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
-        self.changes.change_key(self.begin().await?, update, AuditAction::ApiKeyUpdate, actor).await
+        let actor = *actor;
+        self.write(move |conn| {
+            Box::pin(async move {
+                let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
+                Ok(key_changed(change_key::<Sqlite>(conn, update, AuditAction::ApiKeyUpdate, &actor).await?))
+            })
+        })
+        .await
     }
 
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool> {
         let sql = returning_keys("DELETE FROM api_keys WHERE id = $1");
-        let delete = sqlx::query_as(&sql).bind(id);
-        let deleted =
-            self.changes.change_key(self.begin().await?, delete, AuditAction::ApiKeyDelete, actor).await?;
+        let actor = *actor;
+        let deleted = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    let delete = sqlx::query_as(&sql).bind(id);
+                    Ok(key_changed(
+                        change_key::<Sqlite>(conn, delete, AuditAction::ApiKeyDelete, &actor).await?,
+                    ))
+                })
+            })
+            .await?;
         Ok(deleted.is_some())
     }
 
     async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
         let sql = returning_keys(&format!("DELETE FROM api_keys WHERE {ANSWERS_TO}"));
-        let delete = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
-        self.changes.change_key(self.begin().await?, delete, AuditAction::ApiKeyRevoke, actor).await
+        let (digest, actor) = (*digest, *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let delete = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
+                Ok(key_changed(change_key::<Sqlite>(conn, delete, AuditAction::ApiKeyRevoke, &actor).await?))
+            })
+        })
+        .await
     }
 
     async fn rotate_key(
@@ -122,9 +146,15 @@ impl KeyStore for SqliteStore {
              previous_expires_at = $5, digest = $2, preview = $3, updated_at = $6 \
              WHERE id = $1 AND digest = $7",
         );
-        let rotation = Rotation { material: &material, current, grace_until };
-        let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
-        self.changes.change_key(self.begin().await?, update, AuditAction::ApiKeyRotate, actor).await
+        let (current, actor) = (*current, *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let rotation = Rotation { material: &material, current: &current, grace_until };
+                let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
+                Ok(key_changed(change_key::<Sqlite>(conn, update, AuditAction::ApiKeyRotate, &actor).await?))
+            })
+        })
+        .await
     }
 }
 

@@ -2,17 +2,21 @@
 //!
 //! WAL with `synchronous = FULL`, so an acknowledged write survives a crash
 //! or a power cut; foreign keys on; a busy timeout instead of instant
-//! `SQLITE_BUSY`. Every write is one `BEGIN IMMEDIATE` transaction on the
-//! single writer connection, so writes never contend for the write lock
-//! inside one process and take it up front against other processes; reads
-//! use a small read-only pool and run alongside. `:memory:` is refused:
-//! keys are kept in a file.
+//! `SQLITE_BUSY`. Every write is a job for the one task that owns the
+//! single writer connection, which group-commits them: the jobs waiting
+//! share one `BEGIN IMMEDIATE` transaction and one fsync, each in its own
+//! savepoint, and each is answered once that commit is durable
+//! ([`writer`]). So writes never contend for the write lock inside one
+//! process and take it up front against other processes; reads use a small
+//! read-only pool and run alongside. `:memory:` is refused: keys are kept
+//! in a file.
 
 mod apps;
 mod audit;
 mod keys;
 mod orgs;
 mod usage;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,17 +24,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::{Email, Role};
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::change::ChangeFeed;
 use crate::error::Entity;
 use crate::membership::Stakes;
-use crate::{AuthCache, AuthChange, Result, Store, StoreError};
+use crate::{ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
+use writer::{BoxFuture, Writer, Written};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -41,7 +46,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
     reader: SqlitePool,
-    writer: SqlitePool,
+    writer: Writer,
     /// How the watcher opens its own read connection.
     watch_options: SqliteConnectOptions,
     changes: ChangeFeed,
@@ -65,32 +70,42 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
+        let mut writer = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
-        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
+        MIGRATOR.run(&mut writer).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone().read_only(true))
             .await
             .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
+        let changes = ChangeFeed::default();
         Ok(Self {
             reader,
-            writer,
+            writer: Writer::start(writer, changes.clone()),
             watch_options: options.read_only(true),
-            changes: ChangeFeed::default(),
+            changes,
             watchers: Default::default(),
         })
     }
 
-    /// A write transaction holding the database's write lock from the start.
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    /// Runs `work` in the writer's next batch, under the database's write
+    /// lock and in its own savepoint; returns its value once the batch is
+    /// durable and its changes announced.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Written<T>>> + Send + 'static,
+    {
+        self.writer.write(work).await
     }
+}
+
+/// A change of one key, announced as [`AuthChange::Key`] if it found it.
+fn key_changed(key: Option<ApiKeyRecord>) -> Written<Option<ApiKeyRecord>> {
+    let changes = key.iter().map(|key| AuthChange::Key { id: key.id }).collect();
+    (key, changes)
 }
 
 #[async_trait]

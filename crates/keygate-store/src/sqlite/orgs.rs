@@ -30,22 +30,25 @@ impl OrgStore for SqliteStore {
 
     async fn enroll(&self, enrollee: Enrollee) -> Result<Enrollment> {
         let operator = &Actor::OPERATOR;
-        let mut tx = self.begin().await?;
-        let user_id = user_for_email(&mut tx, &enrollee.email).await?;
-        let (org_id, changes) = match enrollee.enroll {
-            Enroll::NewOrganization { ref name } => {
-                (insert_org(&mut tx, name, user_id, operator).await?.id, None)
-            }
-            Enroll::Member { org_id, role } => {
-                set_role(&mut tx, org_id, user_id, role, operator).await?;
-                (org_id, Some(AuthChange::Member { org_id, user_id }))
-            }
-        };
-        // After the membership exists: the unscoped key is audited in every
-        // organization of its owner, this one included.
-        let key = keys::insert(&mut tx, &enrollee.cli_key(user_id), operator).await?;
-        self.changes.commit(tx, changes).await?;
-        Ok(Enrollment { user_id, org_id, key })
+        self.write(move |conn| {
+            Box::pin(async move {
+                let user_id = user_for_email(conn, &enrollee.email).await?;
+                let (org_id, changes) = match enrollee.enroll {
+                    Enroll::NewOrganization { ref name } => {
+                        (insert_org(conn, name, user_id, operator).await?.id, vec![])
+                    }
+                    Enroll::Member { org_id, role } => {
+                        set_role(conn, org_id, user_id, role, operator).await?;
+                        (org_id, vec![AuthChange::Member { org_id, user_id }])
+                    }
+                };
+                // After the membership exists: the unscoped key is audited in
+                // every organization of its owner, this one included.
+                let key = keys::insert(conn, &enrollee.cli_key(user_id), operator).await?;
+                Ok((Enrollment { user_id, org_id, key }, changes))
+            })
+        })
+        .await
     }
 
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>> {
@@ -54,10 +57,11 @@ impl OrgStore for SqliteStore {
     }
 
     async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization> {
-        let mut tx = self.begin().await?;
-        let org = insert_org(&mut tx, name, owner, actor).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(org)
+        let (name, actor) = (name.clone(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move { Ok((insert_org(conn, &name, owner, &actor).await?, vec![])) })
+        })
+        .await
     }
 
     async fn update_organization(
@@ -72,35 +76,46 @@ impl OrgStore for SqliteStore {
              max_apikey_expiration_days = CASE WHEN $4 THEN $5 ELSE max_apikey_expiration_days END, \
              updated_at = $6 WHERE id = $1 RETURNING {ORG_COLUMNS}"
         );
-        let mut tx = self.begin().await?;
-        let org: Option<Organization> =
-            sqlx::query_as(&sql).bind(id).bind_org_changes(&changes).fetch_optional(&mut *tx).await?;
-        let Some(org) = org else {
-            return Ok(None);
-        };
-        Sqlite::log(&mut tx, id, Event::new(AuditAction::OrganizationUpdate, id, actor)).await?;
-        self.changes.commit(tx, []).await?;
-        Ok(Some(org))
+        let actor = *actor;
+        self.write(move |conn| {
+            Box::pin(async move {
+                let org: Option<Organization> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind_org_changes(&changes)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if org.is_some() {
+                    Sqlite::log(conn, id, Event::new(AuditAction::OrganizationUpdate, id, &actor)).await?;
+                }
+                Ok((org, vec![]))
+            })
+        })
+        .await
     }
 
     async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>> {
-        let mut tx = self.begin().await?;
-        let blobs: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \
-             RETURNING blob_key",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        // Apps, memberships, scoped keys and the audit log go by ON DELETE
-        // CASCADE; so no event is written.
-        let deleted =
-            sqlx::query("DELETE FROM organizations WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        if deleted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.changes.commit(tx, [AuthChange::Organization { org_id: id }]).await?;
-        Ok(Some(blobs))
+        self.write(move |conn| {
+            Box::pin(async move {
+                let blobs: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \
+                     RETURNING blob_key",
+                )
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+                // Apps, memberships, scoped keys and the audit log go by ON
+                // DELETE CASCADE; so no event is written.
+                let deleted = sqlx::query("DELETE FROM organizations WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                if deleted.rows_affected() == 0 {
+                    return Ok((None, vec![]));
+                }
+                Ok((Some(blobs), vec![AuthChange::Organization { org_id: id }]))
+            })
+        })
+        .await
     }
 
     async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
@@ -127,27 +142,36 @@ impl OrgStore for SqliteStore {
     }
 
     async fn set_member(&self, org_id: Uuid, email: &Email, role: Role, actor: &Actor) -> Result<Member> {
-        let mut tx = self.begin().await?;
-        let user_id = user_for_email(&mut tx, email).await?;
-        set_role(&mut tx, org_id, user_id, role, actor).await?;
-        self.changes.commit(tx, [AuthChange::Member { org_id, user_id }]).await?;
-        Ok(Member { user_id, email: email.as_str().to_owned(), role })
+        let (email, actor) = (email.clone(), *actor);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let user_id = user_for_email(conn, &email).await?;
+                set_role(conn, org_id, user_id, role, &actor).await?;
+                let member = Member { user_id, email: email.as_str().to_owned(), role };
+                Ok((member, vec![AuthChange::Member { org_id, user_id }]))
+            })
+        })
+        .await
     }
 
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(None, actor)?.is_none() {
-            return Ok(false);
-        }
-        for statement in [
-            "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2",
-            "DELETE FROM api_keys WHERE org_id = $1 AND user_id = $2",
-        ] {
-            sqlx::query(statement).bind(org_id).bind(user_id).execute(&mut *tx).await?;
-        }
-        Sqlite::log(&mut tx, org_id, Event::new(AuditAction::MemberRemove, user_id, actor)).await?;
-        self.changes.commit(tx, [AuthChange::Member { org_id, user_id }]).await?;
-        Ok(true)
+        let actor = *actor;
+        self.write(move |conn| {
+            Box::pin(async move {
+                if stakes(conn, org_id, user_id, actor.user_id).await?.allow(None, &actor)?.is_none() {
+                    return Ok((false, vec![]));
+                }
+                for statement in [
+                    "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2",
+                    "DELETE FROM api_keys WHERE org_id = $1 AND user_id = $2",
+                ] {
+                    sqlx::query(statement).bind(org_id).bind(user_id).execute(&mut *conn).await?;
+                }
+                Sqlite::log(conn, org_id, Event::new(AuditAction::MemberRemove, user_id, &actor)).await?;
+                Ok((true, vec![AuthChange::Member { org_id, user_id }]))
+            })
+        })
+        .await
     }
 }
 

@@ -97,6 +97,60 @@ async fn concurrent_writes_keep_ids_and_keys_unique() {
     assert_eq!(store.keys_of_org(owner.org_id).await.expect("keys").len(), 40);
 }
 
+/// Writes that fail at the same moment as others (on SQLite, in the same
+/// group commit) fail alone: every other write is made and acknowledged.
+#[tokio::test]
+async fn concurrent_writes_that_fail_leave_the_others_untouched() {
+    let (_database, store, owner) = acme().await;
+    let existing = store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert");
+    let doomed: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(
+                store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("insert").id,
+            );
+        }
+        ids
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        let doomed = doomed.clone();
+        let mut new = key_for(owner.user_id, Some(owner.org_id));
+        tasks.spawn(async move {
+            let outcome = match i % 5 {
+                0 => format!("{:?}", store.insert_key(new, OP).await.map(|_| "created")),
+                1 => {
+                    new.material.digest = existing.digest;
+                    format!("{:?}", store.insert_key(new, OP).await.map(|_| "created"))
+                }
+                2 => {
+                    new.org_id = Some(Uuid::new_v4());
+                    format!("{:?}", store.insert_key(new, OP).await.map(|_| "created"))
+                }
+                3 => format!("{:?}", store.delete_key(existing.id + 10_000 + i, OP).await),
+                _ => format!("{:?}", store.delete_key(doomed[(i / 5) as usize], OP).await),
+            };
+            (i % 5, outcome)
+        });
+    }
+    let mut outcomes = tasks.join_all().await;
+    outcomes.sort();
+    let expected = |kind| match kind {
+        0 => "Ok(\"created\")",
+        1 => "Err(Conflict(ApiKey))",
+        2 => "Err(NotFound(Organization))",
+        3 => "Ok(false)",
+        _ => "Ok(true)",
+    };
+    for (kind, outcome) in &outcomes {
+        assert_eq!(outcome, expected(*kind), "write kind {kind}");
+    }
+    let keys = store.keys_of_org(owner.org_id).await.expect("keys");
+    assert_eq!(keys.len(), 1 + 10, "the existing key and the ten created");
+    assert!(keys.iter().all(|key| !doomed.contains(&key.id)), "a deleted key is still there");
+}
+
 #[tokio::test]
 async fn data_survives_reopening_and_migrations_rerun_cleanly() {
     let (database, store, owner) = acme().await;
