@@ -9,7 +9,7 @@ use super::SqliteStore;
 use crate::error::audit_error;
 use crate::event::{AuditLog, Event};
 use crate::rows::AUDIT_COLUMNS;
-use crate::{ApiKeyRecord, AuditEvent, AuditStore, AuthChange, Result};
+use crate::{ApiKeyRecord, AuditEvent, AuditStore, Result};
 
 #[async_trait]
 impl AuditStore for SqliteStore {
@@ -24,14 +24,6 @@ impl AuditStore for SqliteStore {
 
 #[async_trait]
 impl AuditLog for Sqlite {
-    /// Moves the epoch other processes' caches watch.
-    async fn announce(conn: &mut SqliteConnection, changes: &[AuthChange]) -> Result<()> {
-        if !changes.is_empty() {
-            sqlx::query("UPDATE auth_epoch SET value = value + 1 WHERE id = 1").execute(conn).await?;
-        }
-        Ok(())
-    }
-
     async fn log(conn: &mut SqliteConnection, org_id: Uuid, event: Event) -> Result<()> {
         let insert = sqlx::query(
             "INSERT INTO audit_events \

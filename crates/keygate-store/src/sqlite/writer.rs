@@ -9,7 +9,9 @@
 //! runs inside its own `SAVEPOINT`: one that fails (a conflict, a refusal, a
 //! row not found, any error, even a panic) is rolled back to its savepoint
 //! alone and answered with its own error, and the others go on. The batch
-//! ends with one `COMMIT`, one fsync with `synchronous = FULL`.
+//! ends with one `COMMIT`, one fsync with `synchronous = FULL`; if any job
+//! changed what authentication returns, the batch also moves the
+//! `auth_epoch` counter that other processes' key caches watch.
 //!
 //! A write is acknowledged only once the commit of its batch has returned:
 //! then the caches attached to the store are invalidated for every change of
@@ -223,6 +225,12 @@ async fn batch(
             jobs.extend(queued(queue));
         }
     }
+    // Other processes' caches learn of the batch's changes from the epoch.
+    if !announced.is_empty() {
+        if let Err(error) = execute(conn, "UPDATE auth_epoch SET value = value + 1 WHERE id = 1").await {
+            return fail(conn, jobs, &error).await;
+        }
+    }
     if let Err(error) = execute(conn, "COMMIT").await {
         return fail(conn, jobs, &error).await;
     }
@@ -297,7 +305,7 @@ mod tests {
     }
 
     /// A writer on a new file with one table, `names (name TEXT UNIQUE)`,
-    /// and a short busy timeout.
+    /// the `auth_epoch` counter, and a short busy timeout.
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("writer.db").display());
@@ -309,6 +317,10 @@ mod tests {
             .busy_timeout(Duration::from_millis(100));
         let mut conn = SqliteConnection::connect_with(&options).await.expect("connect");
         execute(&mut conn, "CREATE TABLE names (name TEXT NOT NULL UNIQUE)").await.expect("table");
+        execute(&mut conn, "CREATE TABLE auth_epoch (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+            .await
+            .expect("epoch");
+        execute(&mut conn, "INSERT INTO auth_epoch VALUES (1, 0)").await.expect("epoch");
         Fixture { _dir: dir, writer: Writer::start(conn, ChangeFeed::default()), options }
     }
 
@@ -454,6 +466,10 @@ mod tests {
         let options = SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true);
         let mut conn = SqliteConnection::connect_with(&options).await.expect("connect");
         execute(&mut conn, "CREATE TABLE names (name TEXT NOT NULL UNIQUE)").await.expect("table");
+        execute(&mut conn, "CREATE TABLE auth_epoch (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+            .await
+            .expect("epoch");
+        execute(&mut conn, "INSERT INTO auth_epoch VALUES (1, 0)").await.expect("epoch");
         let feed = ChangeFeed::default();
         let mut announced = feed.subscribe();
         let writer = Writer::start(conn, feed);
