@@ -159,7 +159,7 @@ pub fn format_line(buffer: &mut Vec<u8>, entry: &Entry, behind_proxy: bool) {
     let path = crate::router::redact(entry.uri.path());
     let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
     let client = if behind_proxy {
-        entry.forwarded.as_ref().and_then(|value| crate::auth::address_from_header_value(value))
+        entry.forwarded.as_ref().and_then(crate::auth::address_from_header_value)
     } else {
         entry.peer.map(|peer| peer.ip())
     };
