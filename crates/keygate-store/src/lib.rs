@@ -181,6 +181,24 @@ pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'sta
     fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
         let _ = cache;
     }
+    /// How the connection pools are used right now, for monitoring; read
+    /// without waiting. By default nothing is reported.
+    fn pool_use(&self) -> Vec<PoolUse> {
+        Vec::new()
+    }
+}
+
+/// One connection pool's use at an instant (see [`Store::pool_use`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUse {
+    /// A fixed name, such as `main` or `listen`: never a URL or a secret.
+    pub pool: &'static str,
+    /// Connections open, idle or in use.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections the pool may open.
+    pub max: u32,
 }
 
 /// A cache of what authentication reads, kept honest by the store it is

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_core::Role;
 use keygate_core::authz::{Action, Decision, Principal, Target};
 use keygate_store::Actor;
@@ -132,8 +132,12 @@ pub(crate) fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Opti
     let Some(header) = header else {
         return parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     };
-    let last_value = parts.headers.get_all(header).iter().next_back()?;
-    let last_entry = last_value.as_bytes().rsplit(|&b| b == b',').next()?;
+    address_from_header_value(parts.headers.get_all(header).iter().next_back()?)
+}
+
+/// The last entry of a client address header's value.
+pub(crate) fn address_from_header_value(value: &HeaderValue) -> Option<IpAddr> {
+    let last_entry = value.as_bytes().rsplit(|&b| b == b',').next()?;
     parse_address(std::str::from_utf8(last_entry).ok()?.trim())
 }
 

@@ -60,6 +60,11 @@ impl Authenticator {
         Self { keys: store, usage, cache: Some(cache) }
     }
 
+    /// The cache of verified keys, if lookups go through one.
+    pub fn cache(&self) -> Option<&Arc<KeyCache>> {
+        self.cache.as_ref()
+    }
+
     pub async fn look_up(&self, presented: &str) -> Result<KeyLookup, StoreError> {
         let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
             return Ok(KeyLookup::Unknown);
@@ -75,10 +80,24 @@ impl Authenticator {
             });
         };
         let bytes = *digest.as_bytes();
+        let metrics = crate::metrics::get();
         let (authenticated, valid_until) = match cache.get(&bytes) {
-            Some(Cached::Verified(hit)) => (hit.authenticated.clone(), hit.valid_until),
-            Some(Cached::Unknown) => return Ok(KeyLookup::Unknown),
+            Some(Cached::Verified(hit)) => {
+                if let Some(metrics) = metrics {
+                    metrics.cache_hit.increment(1);
+                }
+                (hit.authenticated.clone(), hit.valid_until)
+            }
+            Some(Cached::Unknown) => {
+                if let Some(metrics) = metrics {
+                    metrics.cache_unknown.increment(1);
+                }
+                return Ok(KeyLookup::Unknown);
+            }
             None => {
+                if let Some(metrics) = metrics {
+                    metrics.cache_miss.increment(1);
+                }
                 let ticket = cache.ticket();
                 let found = self.keys.key_for_authentication(&digest).await?.map(authenticated);
                 cache.insert(ticket, bytes, found.clone());

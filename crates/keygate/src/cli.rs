@@ -72,6 +72,13 @@ struct ServeArgs {
     /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.
     #[arg(long, env = "KEYGATE_CLIENT_IP_HEADER")]
     client_ip_header: Option<axum::http::HeaderName>,
+    /// Log each request (one line on stderr, written off the request path). Also off when
+    /// KEYGATE_LOG filters out `keygate::access` at info (e.g. `KEYGATE_LOG=info,keygate::access=off`).
+    #[arg(long, env = "KEYGATE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    access_log: bool,
+    /// Serve GET /metrics (Prometheus) on this address instead of on --listen.
+    #[arg(long, env = "KEYGATE_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// The organization created with --bootstrap-email.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_ORG_NAME", default_value = "Default Organization")]
     bootstrap_org_name: String,
@@ -195,16 +202,28 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let blob_dir = args.blob_dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
     let blobs = crate::BlobStore::open(&blob_dir)
         .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(
+            crate::MetricsListener::bind(address)
+                .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?,
+        ),
+        None => None,
+    };
     let settings = crate::Settings {
         blobs,
         max_bundle_size: args.max_bundle_size,
         client_ip_header: args.client_ip_header.clone(),
         verifier_tokens: args.verifier_tokens.clone(),
         key_cache: args.key_cache,
+        access_log: args.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO),
+        metrics_listener: metrics_listener.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    if let Some(address) = metrics_listener.as_ref().and_then(crate::MetricsListener::local_addr) {
+        tracing::info!(%address, "metrics on their own listener");
+    }
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, "listening");
     crate::serve(listener, store, settings, crate::shutdown_signal())

@@ -163,6 +163,14 @@ pub struct Ticket {
 
 impl AuthCache for KeyCache {
     fn changed(&self, change: &AuthChange) {
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.invalidation(match change {
+                AuthChange::Key { .. } => "key",
+                AuthChange::Member { .. } => "member",
+                AuthChange::Organization { .. } => "organization",
+                AuthChange::App { .. } => "app",
+            });
+        }
         match *change {
             AuthChange::Key { id } => self.invalidate_if(move |e| e.authenticated.key.id == id),
             AuthChange::Member { user_id, .. } => {
@@ -176,6 +184,9 @@ impl AuthCache for KeyCache {
     }
 
     fn flush(&self) {
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.invalidation("flush");
+        }
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.verified.invalidate_all();

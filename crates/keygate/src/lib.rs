@@ -9,6 +9,7 @@
 //! [`keygate_core::rules`] → the store, which commits each change with its
 //! audit event → one [`error::ApiError`] shape.
 
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod auth;
@@ -19,6 +20,8 @@ pub mod error;
 pub mod extract;
 pub mod key_cache;
 pub mod limits;
+pub mod metrics;
+pub mod observe;
 pub mod router;
 pub mod server;
 pub mod state;
@@ -26,5 +29,5 @@ pub mod usage;
 
 pub use blobs::BlobStore;
 pub use server::{serve, shutdown_signal};
-pub use state::{AppState, BODY_LIMIT, DEFAULT_MAX_BUNDLE_SIZE, Settings, VerifierToken};
+pub use state::{AppState, BODY_LIMIT, DEFAULT_MAX_BUNDLE_SIZE, MetricsListener, Settings, VerifierToken};
 pub use usage::UsageRecorder;

@@ -1,9 +1,7 @@
 //! Every route keygate serves, in one place, and the layers around them.
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,13 +10,13 @@ use std::sync::LazyLock;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{ApiDoc, apikey, app, bundle, health, organization, verify};
 use crate::error::ApiError;
+use crate::observe::ObserveLayer;
 use crate::{AppState, BODY_LIMIT};
 
 /// The application: the routes, with a trailing slash accepted on every path.
@@ -28,12 +26,15 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
 
 /// Every route with its OpenAPI description: a handler is routed only
 /// through `routes!`, which reads its `#[utoipa::path]`, so the document and
-/// the router cannot drift apart.
-fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// the router cannot drift apart. `metrics`: whether `GET /metrics` is on
+/// this listener (not when it has one of its own).
+fn routes(metrics: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(health::livez))
-        .routes(routes!(openapi_json))
+        .routes(routes!(openapi_json));
+    let routes = if metrics { routes.routes(routes!(crate::metrics::metrics)) } else { routes };
+    routes
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))
         .routes(routes!(apikey::rotate))
@@ -49,13 +50,16 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(bundle::download))
 }
 
-/// The OpenAPI document of every route, as JSON.
-pub fn openapi() -> &'static str {
-    static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-        let (_, document) = routes().split_for_parts();
+/// The OpenAPI document of every route, as JSON; `metrics`: whether
+/// `GET /metrics` is served on the main listener.
+pub fn openapi(metrics: bool) -> &'static str {
+    fn document(metrics: bool) -> String {
+        let (_, document) = routes(metrics).split_for_parts();
         document.to_json().unwrap_or_else(|_| "{}".to_owned())
-    });
-    &DOCUMENT
+    }
+    static WITH_METRICS: LazyLock<String> = LazyLock::new(|| document(true));
+    static WITHOUT_METRICS: LazyLock<String> = LazyLock::new(|| document(false));
+    if metrics { &WITH_METRICS } else { &WITHOUT_METRICS }
 }
 
 #[utoipa::path(
@@ -65,12 +69,12 @@ pub fn openapi() -> &'static str {
     responses((status = 200, description = "This document", body = Object)),
     security(())
 )]
-async fn openapi_json() -> Response {
-    ([(CONTENT_TYPE, "application/json")], openapi()).into_response()
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], openapi(state.metrics_on_main)).into_response()
 }
 
 pub fn router(state: AppState) -> Router {
-    let (router, _) = routes().split_for_parts();
+    let (router, _) = routes(state.metrics_on_main).split_for_parts();
     router
         .layer(middleware::from_fn_with_state(state.clone(), crate::usage::count_denials))
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
@@ -80,15 +84,7 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a handler panicked");
             ApiError::internal().into_response()
         }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), path = %redact(req.uri().path()))
-                })
-                .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
-                    tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "served");
-                }),
-        )
+        .layer(ObserveLayer::new(state.access_log.clone()))
         .with_state(state)
 }
 

@@ -1,7 +1,7 @@
 //! Start-up and shutdown: serve until told to stop, then let in-flight
 //! requests finish, write pending usage and close the database.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,28 +10,72 @@ use axum::extract::Request;
 use keygate_store::Store;
 use tokio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::router;
-use crate::state::{AppState, Settings};
+use crate::state::{AppState, MetricsListener, Settings};
 use crate::usage::UsageRecorder;
 
-/// Serves keygate on `listener` until `shutdown` resolves.
+/// Serves keygate on `listener` until `shutdown` resolves (and `GET
+/// /metrics` on the settings' metrics listener, if any).
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    crate::metrics::install();
     let usage = UsageRecorder::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(usage.clone().run(store.clone(), stopped));
-    let app = router::app(AppState::new(store.clone(), usage, settings));
+    let metrics_listener = match settings.metrics_listener.as_ref().map(MetricsListener::take) {
+        Some(Some(listener)) => Some(TcpListener::from_std(listener)?),
+        Some(None) => return Err(std::io::Error::other("the metrics listener was already taken")),
+        None => None,
+    };
+    let access_log = settings.access_log;
+    let mut state = AppState::new(store.clone(), usage, settings);
+    let writer = if access_log {
+        let (log, writer) = AccessLog::start(state.client_ip_header.clone())?;
+        state.access_log = Some(log);
+        Some(writer)
+    } else {
+        None
+    };
+    // Both listeners stop together.
+    let (quit, quitting) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = quit.send(true);
+    });
+    let until = |mut quitting: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = quitting.wait_for(|quit| *quit).await;
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = crate::metrics::router(state.clone());
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until(quitting.clone())).into_future())
+    });
+    let app = router::app(state);
     let served =
         axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(until(quitting))
             .await;
+    if let Some(server) = metrics_server {
+        if served.is_err() {
+            server.abort();
+        }
+        match server.await {
+            Ok(Err(error)) => tracing::error!(%error, "metrics listener failed"),
+            Err(error) if !error.is_cancelled() => tracing::error!(%error, "metrics listener failed"),
+            Err(_) => {}
+            Ok(Ok(())) => {}
+        }
+    }
     let _ = stop.send(true);
     if let Err(error) = flusher.await {
         tracing::error!(%error, "usage writer failed");
+    }
+    if let Some(writer) = writer {
+        writer.finish().await;
     }
     store.close().await;
     served

@@ -1,11 +1,12 @@
 //! What every handler can reach, and how a server is set up.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::HeaderName;
 use keygate_store::Store;
 
+use crate::access_log::AccessLog;
 use crate::authenticator::Authenticator;
 use crate::blobs::BlobStore;
 use crate::limits::FailedAuthLimiter;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub client_ip_header: Option<HeaderName>,
     pub verifier_tokens: Arc<[VerifierToken]>,
+    /// Where access log lines go; `None`: not logged.
+    pub access_log: Option<AccessLog>,
+    /// Whether `GET /metrics` is served (and described) on the main listener.
+    pub metrics_on_main: bool,
 }
 
 impl AppState {
@@ -45,6 +50,8 @@ impl AppState {
             failed_auth: Arc::default(),
             client_ip_header: settings.client_ip_header,
             verifier_tokens: settings.verifier_tokens.into(),
+            access_log: None,
+            metrics_on_main: settings.metrics_listener.is_none(),
         }
     }
 
@@ -97,6 +104,12 @@ pub struct Settings {
     /// Whether verified keys are cached (coherently: see
     /// [`crate::key_cache`]); on by default.
     pub key_cache: bool,
+    /// Whether each request is logged (to stderr, off the request path: see
+    /// [`crate::access_log`]). The CLI turns it on unless told not to.
+    pub access_log: bool,
+    /// A listener of its own for `GET /metrics`, which is then not served
+    /// on the main one. `None`: `/metrics` is on the main listener.
+    pub metrics_listener: Option<MetricsListener>,
 }
 
 impl Settings {
@@ -107,6 +120,31 @@ impl Settings {
             client_ip_header: None,
             verifier_tokens: Vec::new(),
             key_cache: true,
+            access_log: false,
+            metrics_listener: None,
         }
+    }
+}
+
+/// A bound listener for `GET /metrics` (`serve --metrics-listen`), handed
+/// to [`crate::serve`] through [`Settings`]; taken by the first server
+/// that runs with it.
+#[derive(Debug, Clone)]
+pub struct MetricsListener(Arc<Mutex<Option<std::net::TcpListener>>>);
+
+impl MetricsListener {
+    pub fn bind(address: impl std::net::ToSocketAddrs) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self(Arc::new(Mutex::new(Some(listener)))))
+    }
+
+    /// The address it listens on; `None` once taken.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub(crate) fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }

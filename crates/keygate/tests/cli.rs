@@ -351,6 +351,74 @@ fn secrets_never_reach_the_log_or_the_database() {
 }
 
 #[test]
+fn the_access_log_names_route_and_status_masks_keys_and_can_be_turned_off() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key").to_owned();
+    let start = |extra: &[&str], log: &str| {
+        Server(ServerProcess::start_with_env(
+            Path::new(BIN),
+            &work.database(),
+            work.dir.path(),
+            extra,
+            &[("KEYGATE_LOG", log)],
+        ))
+    };
+    // The default level: the access log is on.
+    let server = start(&[], "info,sqlx=warn");
+    let (status, _) = server.call("GET", &format!("/apikey/{admin}"), Some(&admin), None);
+    assert_eq!(status, 200);
+    let (status, _) = server.call("GET", "/livez", None, None);
+    assert_eq!(status, 200);
+    server.wait_for_log("path=/livez", Duration::from_secs(5));
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("INFO keygate::access: served") && l.contains("route=/apikey/{id_or_key}"))
+        .unwrap_or_else(|| panic!("no access log line for the key's path: {log}"));
+    for field in ["method=GET", "path=/apikey/ak_[redacted]", "status=200", " ms=", "client=127.0.0.1"] {
+        assert!(line.contains(field), "{field} is not in {line:?}");
+    }
+    assert!(!log.contains(&admin) && !log.contains(&admin[3..20]), "a key is in the log: {log}");
+    assert!(!log.contains("started processing request"), "debug lines at the default level: {log}");
+    drop(server);
+
+    for (extra, level) in [(&["--access-log=false"][..], "info"), (&[][..], "info,keygate::access=off")] {
+        let server = start(extra, level);
+        let (status, _) = server.call("GET", "/livez", None, None);
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = server.log_text();
+        assert!(!log.contains("keygate::access"), "{extra:?} {level}: the access log is still on: {log}");
+        assert!(log.contains("listening"), "{log}");
+    }
+}
+
+#[test]
+fn metrics_listen_moves_metrics_to_their_own_listener() {
+    let work = Workdir::new();
+    work.bootstrap("owner@example.com", "Acme");
+    let server = Server::start(&work, &["--metrics-listen", "127.0.0.1:0"]);
+    server.wait_for_log("metrics on their own listener", Duration::from_secs(5));
+    let log = server.log_text();
+    let line = log.lines().find(|l| l.contains("metrics on their own listener")).expect("the line");
+    let address =
+        line.split("address=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("address");
+    let url = format!("http://{address}/metrics");
+    let rest = url.strip_prefix("http://").expect("url");
+    let (host, _) = rest.split_once('/').expect("path");
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(stream, "GET /metrics HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("receive");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("text/plain; version=0.0.4"), "{response}");
+    let (status, _) = server.call("GET", "/metrics", None, None);
+    assert_eq!(status, 404, "/metrics is still on the main listener");
+}
+
+#[test]
 fn with_the_key_cache_on_a_role_lowered_by_another_process_binds_within_a_second() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");

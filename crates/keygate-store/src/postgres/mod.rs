@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::change::ChangeFeed;
 use crate::membership::Stakes;
-use crate::{AuthCache, AuthChange, Entity, Result, Store, StoreError, redact_credentials};
+use crate::{AuthCache, AuthChange, Entity, PoolUse, Result, Store, StoreError, redact_credentials};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -116,6 +116,18 @@ impl Store for PostgresStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend([listener.abort_handle(), heartbeat.abort_handle()]);
+    }
+
+    fn pool_use(&self) -> Vec<PoolUse> {
+        [("main", &self.pool), ("listen", &self.listen_pool)]
+            .into_iter()
+            .map(|(name, pool)| PoolUse {
+                pool: name,
+                size: pool.size(),
+                idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                max: pool.options().get_max_connections(),
+            })
+            .collect()
     }
 }
 

@@ -132,6 +132,16 @@ impl Store for SqliteStore {
         let watcher = tokio::spawn(watch(self.watch_options.clone(), cache));
         self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(watcher.abort_handle());
     }
+
+    /// The read pool; the writer is one connection, always open.
+    fn pool_use(&self) -> Vec<crate::PoolUse> {
+        vec![crate::PoolUse {
+            pool: "read",
+            size: self.reader.size(),
+            idle: u32::try_from(self.reader.num_idle()).unwrap_or(u32::MAX),
+            max: self.reader.options().get_max_connections(),
+        }]
+    }
 }
 
 /// Keeps `cache` coherent with other processes writing the file (`keygate

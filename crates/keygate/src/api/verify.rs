@@ -102,7 +102,11 @@ async fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAd
     .await
 }
 
+/// A verdict, counted in `keygate_verifications_total`.
 fn verdict(valid: bool, code: &'static str, key: Option<&ApiKeyRecord>) -> Verdict {
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.verification(code);
+    }
     Verdict {
         valid,
         code,
@@ -140,6 +144,20 @@ fn forbidden(key: &ApiKeyRecord) -> Response {
 pub async fn verify(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: RawBody,
+) -> ApiResult<Response> {
+    let result = decide(state, address, headers, body).await;
+    if let (Err(error), Some(metrics)) = (&result, crate::metrics::get()) {
+        metrics.verification(error.code);
+    }
+    result
+}
+
+/// The verdict (each counted by [`verdict`]), or why the call was refused.
+async fn decide(
+    state: AppState,
+    address: Option<IpAddr>,
     headers: HeaderMap,
     body: RawBody,
 ) -> ApiResult<Response> {

@@ -12,6 +12,7 @@ mod helpers;
 mod http_edges;
 mod limits;
 mod members;
+mod metrics;
 mod openapi;
 mod organizations;
 mod permissions;

@@ -9,10 +9,11 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 28] = [
+const ROUTES: [(&str, &str); 29] = [
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/openapi.json"),
+    ("get", "/metrics"),
     ("get", "/apikey"),
     ("post", "/apikey"),
     ("post", "/apikey/revoke"),
@@ -53,7 +54,10 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
         for (method, operation) in item.as_object().expect("path item") {
             documented.insert((method.clone(), path.clone()));
             assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
-            let public = matches!(path.as_str(), "/health" | "/livez" | "/openapi.json" | "/apikey/revoke");
+            let public = matches!(
+                path.as_str(),
+                "/health" | "/livez" | "/openapi.json" | "/metrics" | "/apikey/revoke"
+            );
             // An operation's own requirements, else the document's: each
             // alternative must name a scheme for a credential to be needed.
             let effective = operation.get("security").unwrap_or(&document["security"]);
@@ -70,6 +74,14 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
 
     // Each documented operation reaches a handler: never the router's 404 or 405.
     for (method, path) in &documented {
+        if path == "/metrics" {
+            // Prometheus text, not JSON.
+            let response = app.client.get(format!("{}/metrics", app.base)).send().await.expect("scrape");
+            assert_eq!(response.status(), 200);
+            let described = &paths["/metrics"]["get"]["responses"]["200"]["content"];
+            assert!(described["text/plain"].is_object(), "/metrics is described as text/plain: {described}");
+            continue;
+        }
         let concrete = path.replace("{id_or_key}", "1").replace("{app_id}", "com.example.app");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let reply = app.call(method.clone(), &concrete, None, None).await;

@@ -1,0 +1,231 @@
+//! The access log, off the request path: a request hands a few plain values
+//! ([`Entry`]) to a bounded queue without waiting, and a thread of its own
+//! formats them and writes them to stderr, in batches, at most
+//! [`FLUSH_EVERY`] after they were answered. When the queue is full the line
+//! is dropped and counted (`keygate_access_log_dropped_total`, and a line
+//! saying how many were dropped).
+//!
+//! A line: `2025-01-01T12:00:00.000001Z  INFO keygate::access: served
+//! method=GET path=/apikey/ak_[redacted] route=/apikey/{id_or_key}
+//! status=200 ms=0.412 client=127.0.0.1`. The path is masked by
+//! [`crate::router::redact`] (on the writer's thread) and never has its
+//! query; `route` is the matched route template, or `unmatched`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::MatchedPath;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+/// Lines waiting at most; beyond, lines are dropped.
+pub const CAPACITY: usize = 16 * 1024;
+/// How often the writer wakes to write what came in.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// What a request leaves for its line; formatted later, on the writer's thread.
+pub struct Entry {
+    pub at: SystemTime,
+    pub method: Method,
+    /// The whole URI, as received: only its path, masked, is written.
+    pub uri: Uri,
+    pub route: Option<MatchedPath>,
+    pub status: StatusCode,
+    pub latency: Duration,
+    pub peer: Option<SocketAddr>,
+    /// The last value of the configured client address header, if any.
+    pub forwarded: Option<HeaderValue>,
+}
+
+/// The request side: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct AccessLog {
+    sender: SyncSender<Entry>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dropped: AtomicU64,
+    stop: AtomicBool,
+    client_ip_header: Option<HeaderName>,
+}
+
+/// The writer thread; [`Writer::finish`] writes what is left and stops it.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread. `client_ip_header`: as in [`crate::Settings`].
+    pub fn start(client_ip_header: Option<HeaderName>) -> std::io::Result<(Self, Writer)> {
+        let (sender, receiver) = sync_channel(CAPACITY);
+        let shared =
+            Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), client_ip_header });
+        let thread = std::thread::Builder::new().name("keygate-access-log".into()).spawn({
+            let shared = shared.clone();
+            move || write_lines(receiver, &shared, &mut std::io::stderr())
+        })?;
+        Ok((Self { sender, shared: shared.clone() }, Writer { shared, thread: Some(thread) }))
+    }
+
+    /// The header whose last value names the client, if configured.
+    pub fn client_ip_header(&self) -> Option<&HeaderName> {
+        self.shared.client_ip_header.as_ref()
+    }
+
+    /// Queues a line, or drops it if the writer is behind.
+    pub fn send(&self, entry: Entry) {
+        match self.sender.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = crate::metrics::get() {
+                    metrics.access_log_dropped.increment(1);
+                }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Writes every line queued so far, then stops the thread.
+    pub async fn finish(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write) {
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    let mut reported = 0;
+    loop {
+        // Read the flag first: whatever was queued before it was set is
+        // drained below.
+        let stopping = shared.stop.load(Ordering::SeqCst);
+        let mut disconnected = false;
+        loop {
+            match receiver.try_recv() {
+                Ok(entry) => {
+                    format_line(&mut buffer, &entry, shared.client_ip_header.is_some());
+                    if buffer.len() >= 60 * 1024 {
+                        let _ = out.write_all(&buffer);
+                        buffer.clear();
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped != reported {
+            let _ = writeln!(
+                buffer,
+                "{}  WARN keygate::access: {} access log lines dropped: the writer fell behind",
+                timestamp(SystemTime::now()),
+                dropped - reported
+            );
+            reported = dropped;
+        }
+        if !buffer.is_empty() {
+            let _ = out.write_all(&buffer);
+            let _ = out.flush();
+            buffer.clear();
+        }
+        if stopping || disconnected {
+            return;
+        }
+        std::thread::sleep(FLUSH_EVERY);
+    }
+}
+
+/// One line, in the shape of the rest of the log.
+pub fn format_line(buffer: &mut Vec<u8>, entry: &Entry, behind_proxy: bool) {
+    let path = crate::router::redact(entry.uri.path());
+    let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    let client = if behind_proxy {
+        entry.forwarded.as_ref().and_then(crate::auth::address_from_header_value)
+    } else {
+        entry.peer.map(|peer| peer.ip())
+    };
+    let _ = write!(
+        buffer,
+        "{}  INFO keygate::access: served method={} path={} route={} status={} ms={:.3}",
+        timestamp(entry.at),
+        entry.method,
+        path,
+        route,
+        entry.status.as_u16(),
+        entry.latency.as_secs_f64() * 1000.0,
+    );
+    match client {
+        Some(ip) => {
+            let _ = write!(buffer, " client={ip}");
+        }
+        None => buffer.extend_from_slice(b" client=-"),
+    }
+    buffer.push(b'\n');
+}
+
+fn timestamp(at: SystemTime) -> impl std::fmt::Display {
+    chrono::DateTime::<chrono::Utc>::from(at).format("%Y-%m-%dT%H:%M:%S%.6fZ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            at: SystemTime::UNIX_EPOCH,
+            method: Method::GET,
+            uri: path.parse().expect("uri"),
+            route: None,
+            status: StatusCode::OK,
+            latency: Duration::from_micros(412),
+            peer: Some("127.0.0.1:4711".parse().expect("address")),
+            forwarded: None,
+        }
+    }
+
+    #[test]
+    fn a_line_masks_keys_and_drops_the_query() {
+        let mut buffer = Vec::new();
+        format_line(&mut buffer, &entry("/apikey/ak_secret123/rotate?token=abc"), false);
+        let line = String::from_utf8(buffer).expect("utf-8");
+        assert_eq!(
+            line,
+            "1970-01-01T00:00:00.000000Z  INFO keygate::access: served method=GET \
+             path=/apikey/ak_[redacted]/rotate route=unmatched status=200 ms=0.412 client=127.0.0.1\n"
+        );
+    }
+
+    #[test]
+    fn the_writer_drains_what_was_queued_before_it_stops() {
+        let (sender, receiver) = sync_channel(4);
+        let shared =
+            Shared { dropped: AtomicU64::new(2), stop: AtomicBool::new(true), client_ip_header: None };
+        sender.try_send(entry("/livez")).expect("queued");
+        let mut out = Vec::new();
+        write_lines(receiver, &shared, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("path=/livez"), "{text}");
+        assert!(text.contains("2 access log lines dropped"), "{text}");
+    }
+}

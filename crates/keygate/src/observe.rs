@@ -1,0 +1,141 @@
+//! The one layer that watches every request: it counts it and times it
+//! ([`crate::metrics`]) and leaves its access log line ([`crate::access_log`]).
+//! On the request path it only copies a few values and does atomic adds:
+//! no formatting, no allocation once each series is registered, no span.
+//!
+//! It is applied through `Router::layer`, so it runs once a route matched
+//! and sees the route's template ([`MatchedPath`]): labels and log lines
+//! name `/apikey/{id_or_key}`, never the raw path.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::response::Response;
+use tower::{Layer, Service};
+
+use crate::access_log::{AccessLog, Entry};
+
+/// See the module's documentation.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    access_log: Option<AccessLog>,
+}
+
+impl ObserveLayer {
+    pub fn new(access_log: Option<AccessLog>) -> Self {
+        Self { access_log }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner, access_log: self.access_log.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    access_log: Option<AccessLog>,
+}
+
+/// What is kept of the request until its response is ready.
+struct Seen {
+    start: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+    /// Only with the access log on.
+    logged: Option<Logged>,
+}
+
+struct Logged {
+    access_log: AccessLog,
+    uri: Uri,
+    peer: Option<SocketAddr>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let start = Instant::now();
+        tracing::debug!(method = %req.method(), path = %crate::router::redact(req.uri().path()), "started processing request");
+        let logged = self.access_log.as_ref().map(|access_log| Logged {
+            access_log: access_log.clone(),
+            uri: req.uri().clone(),
+            peer: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0),
+            forwarded: access_log
+                .client_ip_header()
+                .and_then(|header| req.headers().get_all(header).iter().next_back().cloned()),
+        });
+        let seen = Seen {
+            start,
+            method: req.method().clone(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            logged,
+        };
+        ObserveFuture { inner: self.inner.call(req), seen: Some(seen) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, E> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(seen)) = (&result, this.seen.take()) {
+            let latency = seen.start.elapsed();
+            let status = response.status();
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.http.record(
+                    &seen.method,
+                    seen.route.as_ref().map(MatchedPath::as_str),
+                    status,
+                    latency,
+                );
+            }
+            if let Some(logged) = seen.logged {
+                logged.access_log.send(Entry {
+                    at: SystemTime::now(),
+                    method: seen.method,
+                    uri: logged.uri,
+                    route: seen.route,
+                    status,
+                    latency,
+                    peer: logged.peer,
+                    forwarded: logged.forwarded,
+                });
+            }
+        }
+        Poll::Ready(result)
+    }
+}
