@@ -182,8 +182,10 @@ pub fn format_line(buffer: &mut Vec<u8>, entry: &Entry, behind_proxy: bool) {
     buffer.push(b'\n');
 }
 
-fn timestamp(at: SystemTime) -> impl std::fmt::Display {
-    chrono::DateTime::<chrono::Utc>::from(at).format("%Y-%m-%dT%H:%M:%S%.6fZ")
+/// RFC 3339 in UTC with microseconds, without parsing a format string for
+/// every line.
+fn timestamp(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[cfg(test)]

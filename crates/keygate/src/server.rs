@@ -32,15 +32,13 @@ pub async fn serve(
         Some(None) => return Err(std::io::Error::other("the metrics listener was already taken")),
         None => None,
     };
-    let access_log = settings.access_log;
-    let mut state = AppState::new(store.clone(), usage, settings);
-    let writer = if access_log {
-        let (log, writer) = AccessLog::start(state.client_ip_header.clone())?;
-        state.access_log = Some(log);
-        Some(writer)
+    let (access_log, writer) = if settings.access_log {
+        let (log, writer) = AccessLog::start(settings.client_ip_header.clone())?;
+        (Some(log), Some(writer))
     } else {
-        None
+        (None, None)
     };
+    let state = AppState::new(store.clone(), usage, settings, access_log);
     // Both listeners stop together.
     let (quit, quitting) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

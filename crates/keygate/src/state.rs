@@ -18,26 +18,42 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Uploaded bundles larger than this are refused with 413, unless configured.
 pub const DEFAULT_MAX_BUNDLE_SIZE: u64 = 50 * 1024 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: cloned for every request and layer, so
+/// one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub authenticator: Authenticator,
     pub usage: UsageRecorder,
-    pub blobs: Arc<BlobStore>,
+    pub blobs: BlobStore,
     pub max_bundle_size: u64,
-    pub failed_auth: Arc<FailedAuthLimiter>,
+    pub failed_auth: FailedAuthLimiter,
     pub client_ip_header: Option<HeaderName>,
-    pub verifier_tokens: Arc<[VerifierToken]>,
+    pub verifier_tokens: Box<[VerifierToken]>,
     /// Where access log lines go; `None`: not logged.
     pub access_log: Option<AccessLog>,
     /// Whether `GET /metrics` is served (and described) on the main listener.
     pub metrics_on_main: bool,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, usage: UsageRecorder, settings: Settings) -> Self {
-        Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        usage: UsageRecorder,
+        settings: Settings,
+        access_log: Option<AccessLog>,
+    ) -> Self {
+        Self(Arc::new(Shared {
             authenticator: if settings.key_cache {
                 Authenticator::cached(store.clone(), usage.clone(), Arc::default())
             } else {
@@ -45,14 +61,14 @@ impl AppState {
             },
             store,
             usage,
-            blobs: Arc::new(settings.blobs),
+            blobs: settings.blobs,
             max_bundle_size: settings.max_bundle_size,
-            failed_auth: Arc::default(),
+            failed_auth: FailedAuthLimiter::default(),
             client_ip_header: settings.client_ip_header,
             verifier_tokens: settings.verifier_tokens.into(),
-            access_log: None,
+            access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
-        }
+        }))
     }
 
     /// The client's address as rate limiting and the audit log see it.
