@@ -80,24 +80,19 @@ impl Authenticator {
             });
         };
         let bytes = *digest.as_bytes();
-        let metrics = crate::metrics::get();
-        let (authenticated, valid_until) = match cache.get(&bytes) {
-            Some(Cached::Verified(hit)) => {
-                if let Some(metrics) = metrics {
-                    metrics.cache_hit.increment(1);
-                }
-                (hit.authenticated.clone(), hit.valid_until)
-            }
-            Some(Cached::Unknown) => {
-                if let Some(metrics) = metrics {
-                    metrics.cache_unknown.increment(1);
-                }
-                return Ok(KeyLookup::Unknown);
-            }
+        let cached = cache.get(&bytes);
+        if let Some(metrics) = crate::metrics::get() {
+            let counter = match cached {
+                Some(Cached::Verified(_)) => &metrics.cache_hit,
+                Some(Cached::Unknown) => &metrics.cache_unknown,
+                None => &metrics.cache_miss,
+            };
+            counter.increment(1);
+        }
+        let (authenticated, valid_until) = match cached {
+            Some(Cached::Verified(hit)) => (hit.authenticated.clone(), hit.valid_until),
+            Some(Cached::Unknown) => return Ok(KeyLookup::Unknown),
             None => {
-                if let Some(metrics) = metrics {
-                    metrics.cache_miss.increment(1);
-                }
                 let ticket = cache.ticket();
                 let found = self.keys.key_for_authentication(&digest).await?.map(authenticated);
                 cache.insert(ticket, bytes, found.clone());
