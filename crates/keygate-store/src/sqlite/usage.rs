@@ -6,46 +6,58 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::SqliteStore;
 use crate::usage::per_key;
 use crate::{DailyUse, KeyUse, Result, UsageStore};
 
+/// Keys per statement: far below SQLite's 32,766 bound parameters.
+const CHUNK: usize = 1_000;
+
 #[async_trait]
 impl UsageStore for SqliteStore {
+    /// Two statements per [`CHUNK`] keys, not two per key: each statement
+    /// is a hand-off to SQLite's thread, and a flush may carry every key
+    /// in use.
     async fn record_usage(&self, uses: &[KeyUse]) -> Result<()> {
         let keys = per_key(uses);
         self.write(move |conn| {
             Box::pin(async move {
-                for key in keys {
-                    // The key's row first: a key deleted meanwhile is
-                    // skipped, never a foreign-key error.
-                    let touched = sqlx::query(
+                for chunk in keys.chunks(CHUNK) {
+                    // The keys' rows first; a key deleted meanwhile matches
+                    // nothing here and is skipped below, never a
+                    // foreign-key error.
+                    let mut update = QueryBuilder::<Sqlite>::new(
                         "UPDATE api_keys SET last_used_at = CASE \
-                         WHEN $2 IS NOT NULL AND (last_used_at IS NULL OR last_used_at < $2) THEN $2 \
-                         ELSE last_used_at END WHERE id = $1",
-                    )
-                    .bind(key.key_id)
-                    .bind(key.last_used_at)
-                    .execute(&mut *conn)
-                    .await?;
-                    if touched.rows_affected() == 0 {
+                         WHEN b.column2 IS NOT NULL AND (api_keys.last_used_at IS NULL \
+                         OR api_keys.last_used_at < b.column2) THEN b.column2 \
+                         ELSE api_keys.last_used_at END FROM (",
+                    );
+                    update.push_values(chunk, |mut row, key| {
+                        row.push_bind(key.key_id).push_bind(key.last_used_at);
+                    });
+                    update.push(") AS b WHERE api_keys.id = b.column1");
+                    update.build().execute(&mut *conn).await?;
+                    let days: Vec<(i64, DailyUse)> =
+                        chunk.iter().flat_map(|key| key.days.iter().map(|day| (key.key_id, *day))).collect();
+                    if days.is_empty() {
                         continue;
                     }
-                    for day in key.days {
-                        sqlx::query(
-                            "INSERT INTO key_usage (key_id, day, requests, denied) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (key_id, day) DO UPDATE SET \
-                             requests = key_usage.requests + excluded.requests, \
-                             denied = key_usage.denied + excluded.denied",
-                        )
-                        .bind(key.key_id)
-                        .bind(day.date)
-                        .bind(day.requests)
-                        .bind(day.denied)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                    let mut insert = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO key_usage (key_id, day, requests, denied) \
+                         SELECT column1, column2, column3, column4 FROM (",
+                    );
+                    insert.push_values(&days, |mut row, (key_id, day)| {
+                        row.push_bind(*key_id).push_bind(day.date).push_bind(day.requests).push_bind(day.denied);
+                    });
+                    insert.push(
+                        ") WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = column1) \
+                         ON CONFLICT (key_id, day) DO UPDATE SET \
+                         requests = key_usage.requests + excluded.requests, \
+                         denied = key_usage.denied + excluded.denied",
+                    );
+                    insert.build().execute(&mut *conn).await?;
                 }
                 Ok(((), vec![]))
             })

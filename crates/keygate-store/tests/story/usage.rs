@@ -85,3 +85,28 @@ async fn batches_written_at_once_add_up() {
         assert_eq!(days, [DailyUse { date: now.date_naive(), requests, denied: 10 }]);
     }
 }
+
+/// A flush carries every key in use: thousands in one batch, some deleted
+/// meanwhile, and the live ones sorted after them.
+#[tokio::test]
+async fn a_batch_of_thousands_of_keys_skips_the_missing_and_records_the_rest() {
+    let (_database, store, owner) = acme().await;
+    let second = enroll(store.as_ref(), "owner@example.com", new_org("Second")).await.expect("enroll");
+    let now = keygate_store::now();
+    let mut batch: Vec<_> = (1..=2_500).map(|missing| uses(-missing, now, 1)).collect();
+    batch.push(uses(owner.key.id, now, 2));
+    batch.push(uses(second.key.id, now - Duration::days(1), 3));
+    store.record_usage(&batch).await.expect("missing keys are skipped, not an error");
+    let owner_key = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
+    assert_eq!(owner_key.last_used_at, Some(now));
+    assert_eq!(
+        store.key_usage(owner.key.id, now.date_naive()).await.expect("usage"),
+        [DailyUse { date: now.date_naive(), requests: 2, denied: 1 }]
+    );
+    let yesterday = (now - Duration::days(1)).date_naive();
+    assert_eq!(
+        store.key_usage(second.key.id, yesterday).await.expect("usage"),
+        [DailyUse { date: yesterday, requests: 3, denied: 1 }]
+    );
+    assert!(store.key_usage(-1, yesterday).await.expect("usage").is_empty());
+}
