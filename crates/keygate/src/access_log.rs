@@ -110,6 +110,7 @@ impl Drop for Writer {
 
 fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write) {
     let mut buffer = Vec::with_capacity(64 * 1024);
+    let mut clock = Clock::default();
     let mut reported = 0;
     loop {
         // Read the flag first: whatever was queued before it was set is
@@ -119,7 +120,7 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
-                    format_line(&mut buffer, &entry, shared.client_ip_header.is_some());
+                    format_line(&mut buffer, &mut clock, &entry, shared.client_ip_header.is_some());
                     if buffer.len() >= 60 * 1024 {
                         let _ = out.write_all(&buffer);
                         buffer.clear();
@@ -134,10 +135,10 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
         }
         let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped != reported {
+            clock.write(&mut buffer, SystemTime::now());
             let _ = writeln!(
                 buffer,
-                "{}  WARN keygate::access: {} access log lines dropped: the writer fell behind",
-                timestamp(SystemTime::now()),
+                "  WARN keygate::access: {} access log lines dropped: the writer fell behind",
                 dropped - reported
             );
             reported = dropped;
@@ -155,24 +156,22 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
 }
 
 /// One line, in the shape of the rest of the log.
-pub fn format_line(buffer: &mut Vec<u8>, entry: &Entry, behind_proxy: bool) {
-    let path = crate::router::redact(entry.uri.path());
-    let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry, behind_proxy: bool) {
     let client = if behind_proxy {
         entry.forwarded.as_ref().and_then(crate::auth::address_from_header_value)
     } else {
         entry.peer.map(|peer| peer.ip())
     };
-    let _ = write!(
-        buffer,
-        "{}  INFO keygate::access: served method={} path={} route={} status={} ms={:.3}",
-        timestamp(entry.at),
-        entry.method,
-        path,
-        route,
-        entry.status.as_u16(),
-        entry.latency.as_secs_f64() * 1000.0,
-    );
+    let micros = entry.latency.as_micros();
+    clock.write(buffer, entry.at);
+    buffer.extend_from_slice(b"  INFO keygate::access: served method=");
+    buffer.extend_from_slice(entry.method.as_str().as_bytes());
+    buffer.extend_from_slice(b" path=");
+    buffer.extend_from_slice(crate::router::redact(entry.uri.path()).as_bytes());
+    buffer.extend_from_slice(b" route=");
+    let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    buffer.extend_from_slice(route.as_bytes());
+    let _ = write!(buffer, " status={} ms={}.{:03}", entry.status.as_u16(), micros / 1000, micros % 1000);
     match client {
         Some(ip) => {
             let _ = write!(buffer, " client={ip}");
@@ -182,10 +181,27 @@ pub fn format_line(buffer: &mut Vec<u8>, entry: &Entry, behind_proxy: bool) {
     buffer.push(b'\n');
 }
 
-/// RFC 3339 in UTC with microseconds, without parsing a format string for
-/// every line.
-fn timestamp(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// RFC 3339 timestamps in UTC with microseconds; the date and time up to
+/// the second are formatted once per second, not once per line.
+#[derive(Default)]
+pub struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    fn write(&mut self, buffer: &mut Vec<u8>, at: SystemTime) {
+        let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if self.second != Some(second) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            self.prefix =
+                chrono::DateTime::<chrono::Utc>::from(whole).format("%Y-%m-%dT%H:%M:%S").to_string();
+            self.second = Some(second);
+        }
+        buffer.extend_from_slice(self.prefix.as_bytes());
+        let _ = write!(buffer, ".{:06}Z", since_epoch.subsec_micros());
+    }
 }
 
 #[cfg(test)]
@@ -208,13 +224,34 @@ mod tests {
     #[test]
     fn a_line_masks_keys_and_drops_the_query() {
         let mut buffer = Vec::new();
-        format_line(&mut buffer, &entry("/apikey/ak_secret123/rotate?token=abc"), false);
+        format_line(
+            &mut buffer,
+            &mut Clock::default(),
+            &entry("/apikey/ak_secret123/rotate?token=abc"),
+            false,
+        );
         let line = String::from_utf8(buffer).expect("utf-8");
         assert_eq!(
             line,
             "1970-01-01T00:00:00.000000Z  INFO keygate::access: served method=GET \
              path=/apikey/ak_[redacted]/rotate route=unmatched status=200 ms=0.412 client=127.0.0.1\n"
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_with_microseconds_across_seconds() {
+        let mut clock = Clock::default();
+        for at in [
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_999_999),
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_001_000_001),
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_001_250_000),
+        ] {
+            let mut buffer = Vec::new();
+            clock.write(&mut buffer, at);
+            let expected = chrono::DateTime::<chrono::Utc>::from(at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(String::from_utf8(buffer).expect("utf-8"), expected);
+        }
     }
 
     #[test]

@@ -1,7 +1,15 @@
-//! The one layer that watches every request: it counts it and times it
-//! ([`crate::metrics`]) and leaves its access log line ([`crate::access_log`]).
-//! On the request path it only copies a few values and does atomic adds:
-//! no formatting, no allocation once each series is registered, no span.
+//! The one layer that watches every request, and the last word on every
+//! response:
+//!
+//! - every error leaves in the contract's JSON shape, including those the
+//!   framework produces itself (wrong method, unreadable path);
+//! - a denial is counted against the key it denied ([`crate::usage`]);
+//! - the request is counted and timed ([`crate::metrics`]) and leaves its
+//!   access log line ([`crate::access_log`]).
+//!
+//! One hand-written future rather than a middleware per duty: no boxing,
+//! no service clone per request. On the request path it only copies a few
+//! values and does atomic adds: no formatting, no span.
 //!
 //! It is applied through `Router::layer`, so it runs once a route matched
 //! and sees the route's template ([`MatchedPath`]): labels and log lines
@@ -14,21 +22,26 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::{HeaderValue, Method, Uri};
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::error::ApiError;
+use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 
 /// See the module's documentation.
 #[derive(Clone)]
 pub struct ObserveLayer {
     access_log: Option<AccessLog>,
+    usage: UsageRecorder,
 }
 
 impl ObserveLayer {
-    pub fn new(access_log: Option<AccessLog>) -> Self {
-        Self { access_log }
+    pub fn new(access_log: Option<AccessLog>, usage: UsageRecorder) -> Self {
+        Self { access_log, usage }
     }
 }
 
@@ -36,7 +49,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner, access_log: self.access_log.clone() }
+        Observe { inner, access_log: self.access_log.clone(), usage: self.usage.clone() }
     }
 }
 
@@ -44,6 +57,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     access_log: Option<AccessLog>,
+    usage: UsageRecorder,
 }
 
 /// What is kept of the request until its response is ready.
@@ -51,6 +65,9 @@ struct Seen {
     start: Instant,
     method: Method,
     route: Option<MatchedPath>,
+    /// Filled by authentication with the key behind the request.
+    key: RequestKey,
+    usage: UsageRecorder,
     /// Only with the access log on.
     logged: Option<Logged>,
 }
@@ -74,8 +91,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let start = Instant::now();
+        let key = RequestKey::default();
+        req.extensions_mut().insert(key.clone());
         tracing::debug!(method = %req.method(), path = %crate::router::redact(req.uri().path()), "started processing request");
         let logged = self.access_log.as_ref().map(|access_log| Logged {
             access_log: access_log.clone(),
@@ -89,6 +108,8 @@ where
             start,
             method: req.method().clone(),
             route: req.extensions().get::<MatchedPath>().cloned(),
+            key,
+            usage: self.usage.clone(),
             logged,
         };
         ObserveFuture { inner: self.inner.call(req), seen: Some(seen) }
@@ -111,10 +132,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(seen)) = (&result, this.seen.take()) {
-            let latency = seen.start.elapsed();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(seen)) = (&mut result, this.seen.take()) {
             let status = response.status();
+            if (status.is_client_error() || status.is_server_error()) && !is_json(response) {
+                *response = ApiError::from_status(status).into_response();
+            }
+            let denied = match response.extensions().get::<DeniedKey>() {
+                Some(&DeniedKey(key_id)) => Some(key_id),
+                None if status == StatusCode::FORBIDDEN => seen.key.get(),
+                None => None,
+            };
+            if let Some(key_id) = denied {
+                seen.usage.record_denied(key_id, Utc::now());
+            }
+            let latency = seen.start.elapsed();
             if let Some(metrics) = crate::metrics::get() {
                 metrics.http.record(
                     &seen.method,
@@ -138,4 +170,8 @@ where
         }
         Poll::Ready(result)
     }
+}
+
+fn is_json(response: &Response) -> bool {
+    response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }

@@ -1,10 +1,10 @@
 //! Every route keygate serves, in one place, and the layers around them.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use tower::Layer;
@@ -76,35 +76,25 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes(state.metrics_on_main).split_for_parts();
     router
-        .layer(middleware::from_fn_with_state(state.clone(), crate::usage::count_denials))
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
-        .layer(middleware::from_fn(errors_as_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");
             ApiError::internal().into_response()
         }))
-        .layer(ObserveLayer::new(state.access_log.clone()))
+        .layer(ObserveLayer::new(state.access_log.clone(), state.usage.clone()))
         .with_state(state)
 }
 
-/// Gives every error the contract's JSON shape, including those produced by
-/// the framework itself (wrong method, unreadable path).
-async fn errors_as_json(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    let status = response.status();
-    let is_json =
-        response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        return ApiError::from_status(status).into_response();
-    }
-    response
-}
-
 /// A path as it may be logged: any segment that holds a key, percent-encoded
-/// or not (`/apikey/ak_…`, `/apikey/%61k_…`), is masked.
-pub fn redact(path: &str) -> String {
-    path.split('/')
+/// or not (`/apikey/ak_…`, `/apikey/%61k_…`), is masked. A path with neither
+/// `_` nor `%` cannot hold one and is returned as it is.
+pub fn redact(path: &str) -> Cow<'_, str> {
+    if !path.bytes().any(|b| b == b'_' || b == b'%') {
+        return Cow::Borrowed(path);
+    }
+    let masked = path
+        .split('/')
         .map(|segment| {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
             if decoded.to_ascii_lowercase().contains(keygate_core::key::PREFIX) {
@@ -114,7 +104,8 @@ pub fn redact(path: &str) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join("/")
+        .join("/");
+    Cow::Owned(masked)
 }
 
 #[cfg(test)]
@@ -125,5 +116,7 @@ mod tests {
         assert_eq!(super::redact("/apikey/12"), "/apikey/12");
         assert_eq!(super::redact("/apikey/%61k_abc/rotate"), "/apikey/ak_[redacted]/rotate");
         assert_eq!(super::redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
+        assert_eq!(super::redact("/app/com.example_app"), "/app/com.example_app");
+        assert_eq!(super::redact("/livez"), "/livez");
     }
 }

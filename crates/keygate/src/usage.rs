@@ -11,14 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use keygate_store::{DailyUse, KeyUse, Store, StoreError};
-
-use crate::AppState;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -41,8 +35,10 @@ impl UsageRecorder {
     }
 
     /// A request authenticated with the key, then refused by authorization;
-    /// called only by [`count_denials`].
-    fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
+    /// called only by [`crate::observe`], the one place denials are counted:
+    /// a 403 against the key that made the request, or a [`DeniedKey`]
+    /// against the key it names.
+    pub(crate) fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
         self.add(key_id, at, 0, 1, false);
     }
 
@@ -110,8 +106,8 @@ impl UsageRecorder {
     }
 }
 
-/// Set by authentication to the key behind a request, so that the response
-/// can be counted against it.
+/// Set by authentication to the key behind a request, so that a 403 can be
+/// counted against it ([`crate::observe`]).
 #[derive(Clone, Default)]
 pub struct RequestKey(Arc<OnceLock<i64>>);
 
@@ -119,27 +115,14 @@ impl RequestKey {
     pub fn set(&self, key_id: i64) {
         let _ = self.0.set(key_id);
     }
+
+    pub fn get(&self) -> Option<i64> {
+        self.0.get().copied()
+    }
 }
 
 /// Put on a response that refuses a key it did not authenticate with (such
-/// as `/verify` answering `FORBIDDEN` with a 200), so that [`count_denials`]
-/// counts the denial against that key.
+/// as `/verify` answering `FORBIDDEN` with a 200), so that the denial is
+/// counted against that key.
 #[derive(Clone, Copy, Debug)]
 pub struct DeniedKey(pub i64);
-
-/// The one place denials are counted: a 403 against the key that made the
-/// request, or a [`DeniedKey`] against the key it names.
-pub async fn count_denials(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let slot = RequestKey::default();
-    req.extensions_mut().insert(slot.clone());
-    let response = next.run(req).await;
-    let denied = match response.extensions().get::<DeniedKey>() {
-        Some(&DeniedKey(key_id)) => Some(key_id),
-        None if response.status() == StatusCode::FORBIDDEN => slot.0.get().copied(),
-        None => None,
-    };
-    if let Some(key_id) = denied {
-        state.usage.record_denied(key_id, Utc::now());
-    }
-    response
-}

@@ -49,7 +49,10 @@ impl UsageStore for SqliteStore {
                          SELECT column1, column2, column3, column4 FROM (",
                     );
                     insert.push_values(&days, |mut row, (key_id, day)| {
-                        row.push_bind(*key_id).push_bind(day.date).push_bind(day.requests).push_bind(day.denied);
+                        row.push_bind(*key_id)
+                            .push_bind(day.date)
+                            .push_bind(day.requests)
+                            .push_bind(day.denied);
                     });
                     insert.push(
                         ") WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = column1) \
