@@ -2,8 +2,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -31,10 +32,15 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 impl RawBody {
-    /// The body as JSON, `None` when it is empty or only white space.
+    /// The body as JSON, `None` when it is empty or only white space. A body
+    /// that does not parse is read a second time, tracking the path, so
+    /// that the error names the field; a good one is read once, untracked.
     pub fn json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
         if self.0.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
+        }
+        if let Ok(parsed) = serde_json::from_slice(&self.0) {
+            return Ok(Some(parsed));
         }
         let deserializer = &mut serde_json::Deserializer::from_slice(&self.0);
         serde_path_to_error::deserialize(deserializer).map(Some).map_err(|e| {
@@ -108,4 +114,16 @@ pub fn int_in_range(
 /// A parameter that must be present and not blank, trimmed.
 pub fn required(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The `authorization` header alone: the one header some handlers read,
+/// without copying the whole map.
+pub struct Authorization(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(AUTHORIZATION).cloned()))
+    }
 }

@@ -38,6 +38,7 @@ impl Kind {
 pub(super) struct Fixture {
     pub(super) floor: SocketAddr,
     pub(super) server: SocketAddr,
+    pub(super) server_pid: u32,
     /// `authorization` for `/verify`: `Bearer <verifier token>`.
     pub(super) verifier: HeaderValue,
     /// The presented read keys, as `authorization` values.
@@ -128,6 +129,9 @@ impl Fixture {
 
 pub(super) struct Sample {
     pub(super) rate: f64,
+    /// CPU time the server spent (all its threads; for the floor, its
+    /// runtime's threads) per request answered.
+    pub(super) cpu_per_request: Duration,
     pub(super) p50: Duration,
     pub(super) p99: Duration,
     pub(super) requests: usize,
@@ -147,6 +151,7 @@ pub(super) async fn drive(fixture: &Arc<Fixture>, kind: Kind, clients: usize, du
         tokio::spawn(connection);
         senders.push(sender);
     }
+    let cpu_before = server_cpu(fixture, kind);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -174,8 +179,33 @@ pub(super) async fn drive(fixture: &Arc<Fixture>, kind: Kind, clients: usize, du
         latencies.extend(done.expect("client task"));
     }
     let elapsed = started.elapsed();
+    let cpu = server_cpu(fixture, kind).saturating_sub(cpu_before);
     assert!(!latencies.is_empty(), "{kind:?}: no request completed");
     let requests = latencies.len();
     let (p50, p99, _) = percentiles(&mut latencies);
-    Sample { rate: requests as f64 / elapsed.as_secs_f64(), p50, p99, requests }
+    let cpu_per_request = cpu / u32::try_from(requests).unwrap_or(u32::MAX);
+    Sample { rate: requests as f64 / elapsed.as_secs_f64(), cpu_per_request, p50, p99, requests }
+}
+
+/// CPU time so far of whatever answers `kind`: the keygate process, or this
+/// process's floor threads. From each thread's `schedstat` (nanoseconds on
+/// a CPU), so that it does not depend on how busy the machine is otherwise.
+fn server_cpu(fixture: &Fixture, kind: Kind) -> Duration {
+    let (tasks, only) = if kind == Kind::Floor {
+        ("/proc/self/task".to_owned(), Some(FLOOR_THREAD))
+    } else {
+        (format!("/proc/{}/task", fixture.server_pid), None)
+    };
+    let Ok(entries) = std::fs::read_dir(&tasks) else { return Duration::ZERO };
+    let nanos: u64 = entries
+        .flatten()
+        .filter(|task| {
+            only.is_none_or(|name| {
+                std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+            })
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }

@@ -21,7 +21,11 @@
 //! - delete: `DELETE /apikey/:id` of the keys the create phase made.
 //!
 //! It prints requests/s, p50 and p99 (medians over the rounds), each rate's
-//! ratio to the bare-axum floor and to `/livez` of the same round, the
+//! ratio to the bare-axum floor and to `/livez` of the same round, the CPU
+//! time the server spent per request (every thread of the keygate process,
+//! or the floor's runtime threads, from `/proc/…/task/*/schedstat`: unlike
+//! a rate, it barely moves when other work on the machine steals cycles),
+//! the
 //! server's resident memory at listening and its peak (VmHWM), and the time
 //! from spawning the process to its `listening` log line; then Markdown
 //! tables for the README. The load generator (hyper, one task per
@@ -72,6 +76,8 @@ const SERVER_LOG: &str = "info,sqlx=warn";
 const INSERT_BATCH: usize = 1_000;
 /// Filler keys per INSERT … SELECT statement.
 const FILLER_BATCH: u64 = 200_000;
+/// The floor runtime's threads, whose CPU time is the floor's.
+const FLOOR_THREAD: &str = "floor";
 /// How long each workload runs once, unmeasured, before the first round.
 const WARM_UP: Duration = Duration::from_millis(500);
 
@@ -150,7 +156,7 @@ fn start_floor() -> SocketAddr {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .thread_name("floor")
+            .thread_name(FLOOR_THREAD)
             .build()
             .expect("floor runtime");
         runtime.block_on(async move {
@@ -282,6 +288,7 @@ async fn run_configuration(
     let fixture = Arc::new(Fixture {
         floor,
         server: server_address,
+        server_pid: server.pid(),
         verifier: HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
         keys: presented.iter().map(|k| HeaderValue::from_str(k.expose()).expect("key header")).collect(),
         verify_bodies: presented
@@ -309,12 +316,13 @@ async fn run_configuration(
             }
             let sample = drive(&fixture, kind, clients(kind), options.seconds).await;
             eprintln!(
-                "  round {round} | {:<36} | {:>3} conns | {:>8.0} req/s | p50 {} | p99 {}",
+                "  round {round} | {:<36} | {:>3} conns | {:>8.0} req/s | p50 {} | p99 {} | {:.1} µs CPU/req",
                 kind.label(),
                 clients(kind),
                 sample.rate,
                 ms(sample.p50),
-                ms(sample.p99)
+                ms(sample.p99),
+                micros(sample.cpu_per_request)
             );
             match kind {
                 Kind::Create => created += sample.requests,
@@ -367,6 +375,10 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
 fn ms_f(seconds: f64) -> String {
     format!("{:.2} ms", seconds * 1000.0)
 }
@@ -411,8 +423,10 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
         options.seconds.as_secs_f64()
     );
     println!();
-    println!("| backend | keys | workload | conns | req/s | p50 | p99 | × bare axum | × /livez |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| backend | keys | workload | conns | req/s | p50 | p99 | × bare axum | × /livez | server CPU per request | × bare axum's CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for c in configurations {
         for kind in Kind::ALL.into_iter().filter(|k| !c.rounds(*k).is_empty()) {
             let conns = if kind.is_write() { options.write_clients } else { options.clients };
@@ -421,8 +435,10 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
             } else {
                 format!("{:.2}", c.ratio(kind, Kind::Livez))
             };
+            let cpu = c.median(kind, |s| s.cpu_per_request.as_secs_f64());
+            let cpu_versus_floor = cpu / c.median(Kind::Floor, |s| s.cpu_per_request.as_secs_f64());
             println!(
-                "| {} | {} | {} | {conns} | {} | {} | {} | {:.2} | {versus_livez} |",
+                "| {} | {} | {} | {conns} | {} | {} | {} | {:.2} | {versus_livez} | {:.1} µs | {cpu_versus_floor:.2} |",
                 c.backend.name(),
                 keys_label(c.keys),
                 kind.label(),
@@ -430,6 +446,7 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
                 ms_f(c.median(kind, |s| s.p50.as_secs_f64())),
                 ms_f(c.median(kind, |s| s.p99.as_secs_f64())),
                 c.ratio(kind, Kind::Floor),
+                cpu * 1e6,
             );
         }
     }

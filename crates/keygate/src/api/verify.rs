@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
 use keygate_core::rules::{self, VerifyTarget};
@@ -23,7 +23,7 @@ use crate::AppState;
 use crate::auth::{ClientAddress, Credential, guarded, strip_bearer};
 use crate::authenticator::KeyLookup;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{RawBody, parse_org_id};
+use crate::extract::{Authorization, RawBody, parse_org_id};
 use crate::usage::DeniedKey;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,7 +77,11 @@ fn parse_action(raw: Option<&str>) -> ApiResult<Action> {
 /// The token the calling service presents, checked against every
 /// configured one without an early exit, inside the failed-authentication
 /// guard like every credential.
-async fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAddr>) -> ApiResult<()> {
+async fn check_token(
+    state: &AppState,
+    authorization: Option<&HeaderValue>,
+    address: Option<IpAddr>,
+) -> ApiResult<()> {
     if state.verifier_tokens.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -85,8 +89,7 @@ async fn check_token(state: &AppState, headers: &HeaderMap, address: Option<IpAd
             "POST /verify is not enabled on this server: start `keygate serve` with --verifier-token",
         ));
     }
-    let presented =
-        headers.get("authorization").and_then(|v| v.to_str().ok()).map(strip_bearer).unwrap_or_default();
+    let presented = authorization.and_then(|v| v.to_str().ok()).map(strip_bearer).unwrap_or_default();
     let matched = state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented));
     guarded(state, address, async {
         Ok(if matched {
@@ -144,10 +147,10 @@ fn forbidden(key: &ApiKeyRecord) -> Response {
 pub async fn verify(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
-    headers: HeaderMap,
+    Authorization(authorization): Authorization,
     body: RawBody,
 ) -> ApiResult<Response> {
-    let result = decide(state, address, headers, body).await;
+    let result = decide(state, address, authorization, body).await;
     if let (Err(error), Some(metrics)) = (&result, crate::metrics::get()) {
         metrics.verification(error.code);
     }
@@ -158,10 +161,10 @@ pub async fn verify(
 async fn decide(
     state: AppState,
     address: Option<IpAddr>,
-    headers: HeaderMap,
+    authorization: Option<HeaderValue>,
     body: RawBody,
 ) -> ApiResult<Response> {
-    check_token(&state, &headers, address).await?;
+    check_token(&state, authorization.as_ref(), address).await?;
     let request = body
         .json::<VerifyRequest>()?
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;
