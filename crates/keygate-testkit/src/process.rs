@@ -28,11 +28,37 @@ impl ServerProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let log = dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let binary = binary.canonicalize().expect("keygate binary");
+        Self::spawn(Command::new(binary), database, dir, extra, env)
+    }
+
+    /// Like [`ServerProcess::start_with_env`], on a disk that is full for
+    /// this process: no file it writes (database, WAL, blobs, its log) can
+    /// grow beyond `max_file_kib` KiB. The limit is the shell's `ulimit
+    /// -f`; SIGXFSZ is ignored, so a write past it fails with `EFBIG` as
+    /// one on a full disk fails with `ENOSPC`.
+    pub fn start_with_file_size_limit(
+        binary: &Path,
+        database: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        max_file_kib: u64,
+    ) -> Self {
+        let binary = binary.canonicalize().expect("keygate binary");
+        let mut shell = Command::new("bash");
+        shell
+            .arg("-c")
+            .arg(format!("trap '' XFSZ; ulimit -f {max_file_kib}; exec \"$0\" \"$@\""))
+            .arg(binary);
+        Self::spawn(shell, database, dir, extra, env)
+    }
+
+    fn spawn(mut command: Command, database: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         // Port 0: the kernel picks a free port, which the server then logs;
         // nothing can take it between choosing and binding.
-        let child = Command::new(binary)
+        let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .args(extra)
             .current_dir(dir)

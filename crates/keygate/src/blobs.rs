@@ -89,6 +89,10 @@ impl BlobStore {
         if size == 0 {
             return Err(BlobError::Empty);
         }
+        // tokio's `File` writes in the background: a failed write surfaces
+        // on the next write or flush, and `sync_all` alone would not report
+        // it (a full disk would leave a truncated blob acknowledged).
+        file.flush().await?;
         file.sync_all().await?;
         Ok((hex::encode(hasher.finalize()), size))
     }

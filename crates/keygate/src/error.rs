@@ -167,6 +167,26 @@ impl ApiError {
         )
     }
 
+    /// A bundle could not be stored: 507 when the disk is full, 503 for
+    /// any other storage failure. Nothing of the upload is kept.
+    pub fn blob_storage(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        if matches!(error.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded)
+        {
+            Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "The server's storage for bundles is full; nothing was stored",
+            )
+        } else {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "The server cannot write bundles right now; nothing was stored, retry shortly",
+            )
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

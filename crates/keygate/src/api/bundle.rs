@@ -139,7 +139,7 @@ pub async fn upload(
         BlobError::Body(error) => ApiError::invalid_body(format!("The upload was interrupted: {error}")),
         BlobError::Io(error) => {
             tracing::error!(%error, "blob store write failed");
-            ApiError::internal()
+            ApiError::blob_storage(&error)
         }
     })?;
     let new = NewBundle {
