@@ -3,6 +3,10 @@
 //!
 //! - every error leaves in the contract's JSON shape, including those the
 //!   framework produces itself (wrong method, unreadable path);
+//! - no response may be kept by a cache (`Cache-Control: no-store`): a
+//!   new or rotated key travels in a response body, and a shared cache or a
+//!   browser's disk must never hold one; marking every response is simpler
+//!   and safer than remembering which carry secrets;
 //! - a denial is counted against the key it denied ([`crate::usage`]);
 //! - the request is counted and timed ([`crate::metrics`]) and leaves its
 //!   access log line ([`crate::access_log`]).
@@ -22,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -138,6 +142,7 @@ where
             if (status.is_client_error() || status.is_server_error()) && !is_json(response) {
                 *response = ApiError::from_status(status).into_response();
             }
+            response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             let denied = match response.extensions().get::<DeniedKey>() {
                 Some(&DeniedKey(key_id)) => Some(key_id),
                 None if status == StatusCode::FORBIDDEN => seen.key.get(),

@@ -1,8 +1,8 @@
 //! What surrounds the handlers: unknown routes, wrong methods, oversized
-//! bodies, trailing slashes, ids that are not ids, `/health` and `/livez`.
+//! bodies, trailing slashes, ids that are not ids, `/health` and `/livez`, caching.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -77,4 +77,34 @@ async fn bodies_over_one_mebibyte_are_413_and_change_nothing() {
 async fn unknown_query_parameters_are_400() {
     let app = spawn_app().await;
     app.get("/apikey?orgid=x", &app.owner.key).await.error(400, "invalid_query");
+}
+
+/// A response carrying a new or rotated key must never be kept by a cache;
+/// every response says so, errors included.
+#[tokio::test]
+async fn no_response_may_be_cached() {
+    let app = spawn_app().await;
+    let owner = app.owner.key.clone();
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut request =
+            app.client.request(method, format!("{}{path}", app.base)).header("authorization", &owner);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let created = send(Method::POST, "/apikey", Some(json!({ "org_id": app.owner.org_id, "mode": "read" })))
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 200);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    let id = created.json::<Value>().await.expect("created")["apikey"]["id"].as_i64().expect("id");
+    let rotated = send(Method::POST, &format!("/apikey/{id}/rotate"), Some(json!({}))).await.expect("rotate");
+    assert_eq!(rotated.status(), 200);
+    assert_eq!(rotated.headers()["cache-control"], "no-store");
+    for (method, path) in [(Method::GET, "/apikey"), (Method::GET, "/no/such/route"), (Method::GET, "/livez")]
+    {
+        let response = send(method, path, None).await.expect("send");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+    }
 }
