@@ -79,6 +79,16 @@ struct ServeArgs {
     /// Serve GET /metrics (Prometheus) on this address instead of on --listen.
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's head; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT", default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Seconds a whole request may take, body included, before it is answered 408.
+    #[arg(long, env = "KEYGATE_REQUEST_TIMEOUT", default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    request_timeout: u64,
+    /// Connections served at once; beyond, new ones wait to be accepted.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
     /// The organization created with --bootstrap-email.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_ORG_NAME", default_value = "Default Organization")]
     bootstrap_org_name: String,
@@ -217,6 +227,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         key_cache: args.key_cache,
         access_log: args.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO),
         metrics_listener: metrics_listener.clone(),
+        edge: crate::edge::EdgeLimits {
+            header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
+            request_timeout: std::time::Duration::from_secs(args.request_timeout),
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

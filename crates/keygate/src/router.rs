@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a handler panicked");
             ApiError::internal().into_response()
         }))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, state.request_timeout))
         .layer(ObserveLayer::new(state.access_log.clone(), state.usage.clone()))
         .with_state(state)
 }

@@ -2,11 +2,8 @@
 //! requests finish, write pending usage and close the database.
 
 use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use keygate_store::Store;
 use tokio::net::TcpListener;
 
@@ -38,6 +35,7 @@ pub async fn serve(
     } else {
         (None, None)
     };
+    let edge = settings.edge;
     let state = AppState::new(store.clone(), usage, settings, access_log);
     // Both listeners stop together.
     let (quit, quitting) = tokio::sync::watch::channel(false);
@@ -53,14 +51,8 @@ pub async fn serve(
         tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until(quitting.clone())).into_future())
     });
     let app = router::app(state);
-    let served =
-        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-            .with_graceful_shutdown(until(quitting))
-            .await;
+    crate::edge::serve(listener, app, edge, quitting).await;
     if let Some(server) = metrics_server {
-        if served.is_err() {
-            server.abort();
-        }
         match server.await {
             Ok(Err(error)) => tracing::error!(%error, "metrics listener failed"),
             Err(error) if !error.is_cancelled() => tracing::error!(%error, "metrics listener failed"),
@@ -76,7 +68,7 @@ pub async fn serve(
         writer.finish().await;
     }
     store.close().await;
-    served
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

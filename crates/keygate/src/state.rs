@@ -36,6 +36,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Whether `GET /metrics` is served (and described) on the main listener.
     pub metrics_on_main: bool,
+    /// How long a request may take, body included, before it is answered 408.
+    pub request_timeout: std::time::Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -68,6 +70,7 @@ impl AppState {
             verifier_tokens: settings.verifier_tokens.into(),
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
+            request_timeout: settings.edge.request_timeout,
         }))
     }
 
@@ -126,6 +129,8 @@ pub struct Settings {
     /// A listener of its own for `GET /metrics`, which is then not served
     /// on the main one. `None`: `/metrics` is on the main listener.
     pub metrics_listener: Option<MetricsListener>,
+    /// Timeouts and the connection cap of the main listener.
+    pub edge: crate::edge::EdgeLimits,
 }
 
 impl Settings {
@@ -138,6 +143,7 @@ impl Settings {
             key_cache: true,
             access_log: false,
             metrics_listener: None,
+            edge: crate::edge::EdgeLimits::default(),
         }
     }
 }

@@ -108,3 +108,112 @@ async fn no_response_may_be_cached() {
         assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
     }
 }
+
+mod edge {
+    //! Slow and idle clients, and too many of them: `keygate::edge`.
+
+    use std::time::{Duration, Instant};
+
+    use keygate::edge::EdgeLimits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::helpers::{TestApp, spawn_app_with};
+
+    async fn app_with(limits: EdgeLimits) -> TestApp {
+        spawn_app_with(|settings| settings.edge = limits).await
+    }
+
+    async fn connect(app: &TestApp) -> TcpStream {
+        TcpStream::connect(app.base.trim_start_matches("http://")).await.expect("connect")
+    }
+
+    /// Everything the server sends until it closes the connection, and when
+    /// it closed it; `None` if it was still open after `limit`.
+    async fn until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(String, Duration)> {
+        let start = Instant::now();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let left = limit.checked_sub(start.elapsed())?;
+            match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+                Err(_) => return None,
+                Ok(Ok(0) | Err(_)) => {
+                    return Some((String::from_utf8_lossy(&received).into_owned(), start.elapsed()));
+                }
+                Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+
+    const GET_LIVEZ: &[u8] = b"GET /livez HTTP/1.1\r\nhost: keygate\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+        let limits = EdgeLimits { header_read_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
+        let app = app_with(limits).await;
+        let mut slow = connect(&app).await;
+        slow.write_all(b"GET /livez HTTP/1.1\r\nhost: keygate\r\nx-slow: ").await.expect("half a head");
+        let (_, after) = until_closed(&mut slow, Duration::from_secs(5)).await.expect("still open after 5 s");
+        assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the timeout");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_same_time() {
+        let limits = EdgeLimits { header_read_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
+        let app = app_with(limits).await;
+        let mut idle = connect(&app).await;
+        idle.write_all(GET_LIVEZ).await.expect("request");
+        let (received, _) =
+            until_closed(&mut idle, Duration::from_secs(5)).await.expect("still open after 5 s");
+        assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    }
+
+    #[tokio::test]
+    async fn beyond_the_connection_cap_a_client_waits_until_one_closes() {
+        let limits = EdgeLimits { max_connections: 2, ..EdgeLimits::default() };
+        let app = app_with(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = connect(&app).await;
+            stream.write_all(GET_LIVEZ).await.expect("request");
+            let mut buffer = [0u8; 512];
+            let n = stream.read(&mut buffer).await.expect("answer");
+            assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+            held.push(stream);
+        }
+        let mut third = connect(&app).await;
+        third.write_all(GET_LIVEZ).await.expect("request");
+        let mut buffer = [0u8; 512];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
+        assert!(early.is_err(), "a third connection was served beyond the cap of two");
+        drop(held.pop());
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buffer))
+            .await
+            .expect("served once a connection closed")
+            .expect("answer");
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_arrives_is_answered_408_in_the_contract_shape() {
+        let limits = EdgeLimits { request_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
+        let app = app_with(limits).await;
+        let mut stream = connect(&app).await;
+        let head = format!(
+            "POST /apikey HTTP/1.1\r\nhost: keygate\r\nauthorization: {}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"mode\":",
+            app.owner.key
+        );
+        stream.write_all(head.as_bytes()).await.expect("half a request");
+        let mut buffer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("answered within 5 s")
+            .expect("answer");
+        let answer = String::from_utf8_lossy(&buffer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"status\":\"KO\""), "{answer}");
+        assert_eq!(app.key_count().await, 1, "a timed-out create made a key");
+    }
+}
