@@ -74,7 +74,8 @@ where
             },
             _ = stopping(&mut quit) => break,
         };
-        let _ = stream.set_nodelay(true);
+        // Like axum::serve, Nagle stays on: every response is one write, and
+        // turning it off measured no gain.
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
