@@ -206,6 +206,11 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::payload_too_large("The request body", crate::BODY_LIMIT as u64)
             }
+            StatusCode::REQUEST_TIMEOUT => Self::new(
+                status,
+                "request_timeout",
+                "The request took longer than the server allows (serve --request-timeout); nothing of it was done",
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 status,
                 "unsupported_media_type",

@@ -214,6 +214,7 @@ mod edge {
         let answer = String::from_utf8_lossy(&buffer[..n]);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("\"status\":\"KO\""), "{answer}");
+        assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
         assert_eq!(app.key_count().await, 1, "a timed-out create made a key");
     }
 }
