@@ -217,11 +217,30 @@ pub trait AuthCache: Send + Sync + 'static {
     fn distrust(&self);
 }
 
-/// Opens the database named by `url`, running its migrations.
+/// What a process opens the database for; it matters for a SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `keygate serve`: a missing file is created (with a warning), and the
+    /// file is held for this process alone while it runs.
+    Serve,
+    /// A missing file is created (`keygate bootstrap`).
+    Create,
+    /// The database must exist already (`keygate user add`): a mistyped
+    /// path must not leave a stray empty database behind.
+    Existing,
+}
+
+/// Opens the database named by `url`, creating a missing SQLite file, and
+/// runs its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_for(url, Access::Create).await
+}
+
+/// Opens the database named by `url` for `access`, running its migrations.
+pub async fn connect_for(url: &str, access: Access) -> Result<Arc<dyn Store>> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
         #[cfg(feature = "sqlite")]
-        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url, access).await?)),
         #[cfg(feature = "postgres")]
         Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
         Some(other) => Err(StoreError::Config(format!(

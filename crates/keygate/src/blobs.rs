@@ -47,6 +47,20 @@ impl BlobStore {
         Ok(Self { dir })
     }
 
+    /// `Ok` when a file can be created and written in the directory (and
+    /// is removed again): what `GET /readyz` asks.
+    pub async fn check_writable(&self) -> io::Result<()> {
+        let probe = self.dir.join(format!(".readyz-{}", uuid::Uuid::new_v4().simple()));
+        let written = async {
+            let mut file = tokio::fs::File::create(&probe).await?;
+            file.write_all(b"ok").await?;
+            file.flush().await
+        }
+        .await;
+        let removed = tokio::fs::remove_file(&probe).await;
+        written.and(removed)
+    }
+
     /// Where the blob `key` lives. Keys are generated here, never taken from a request.
     pub fn path(&self, key: &str) -> PathBuf {
         self.dir.join(key)

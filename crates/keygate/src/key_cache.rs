@@ -96,10 +96,10 @@ impl KeyCache {
             return None;
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some(verified) = self.verified.get(digest) {
-            if verified.generation == generation {
-                return Some(Cached::Verified(verified));
-            }
+        if let Some(verified) = self.verified.get(digest)
+            && verified.generation == generation
+        {
+            return Some(Cached::Verified(verified));
         }
         match self.unknown.get(digest) {
             Some(read_in) if read_in == generation => Some(Cached::Unknown),

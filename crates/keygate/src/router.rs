@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
 fn routes(metrics: bool) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
+        .routes(routes!(health::readyz))
         .routes(routes!(health::livez))
         .routes(routes!(openapi_json));
     let routes = if metrics { routes.routes(routes!(crate::metrics::metrics)) } else { routes };

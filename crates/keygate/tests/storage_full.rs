@@ -107,17 +107,17 @@ async fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
                 seen.refusals += 1;
             }
         }
-        if n % 3 == 2 {
-            if let Some((&id, _)) = seen.keys.iter().next_back() {
-                let (status, answer) =
-                    call(&client, &base, Method::DELETE, &format!("/apikey/{id}"), &admin, None).await;
-                if status == 200 {
-                    seen.keys.remove(&id);
-                    seen.deleted.push(id);
-                } else {
-                    assert_refused("delete a key", status, &answer);
-                    seen.refusals += 1;
-                }
+        if n % 3 == 2
+            && let Some((&id, _)) = seen.keys.iter().next_back()
+        {
+            let (status, answer) =
+                call(&client, &base, Method::DELETE, &format!("/apikey/{id}"), &admin, None).await;
+            if status == 200 {
+                seen.keys.remove(&id);
+                seen.deleted.push(id);
+            } else {
+                assert_refused("delete a key", status, &answer);
+                seen.refusals += 1;
             }
         }
 

@@ -21,7 +21,7 @@ impl Kind {
         match self {
             Kind::Floor => "floor: bare axum handler",
             Kind::Livez => "floor: `GET /livez`",
-            Kind::Health => "`GET /health` (one trivial query)",
+            Kind::Health => "`GET /health` (a query, a probe file)",
             Kind::Verify => "`POST /verify`",
             Kind::Read => "`GET /app/:app_id`, read key",
             Kind::Create => "`POST /apikey` (create)",

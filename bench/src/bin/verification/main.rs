@@ -14,7 +14,7 @@
 //!   this program on its own port with its own tokio runtime: no I/O, no
 //!   middleware;
 //! - floor (b): keygate's `GET /livez` (no I/O; keygate's layers and log);
-//! - `GET /health` (one trivial database query);
+//! - `GET /health` (= `/readyz`: one trivial query, and a probe file written and removed);
 //! - `POST /verify` over `--present` distinct read keys, cycled;
 //! - authenticated read: `GET /app/:app_id` with those same read keys;
 //! - create: `POST /apikey` with the owner's `all` key (a durable write);

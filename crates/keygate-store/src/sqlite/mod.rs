@@ -13,6 +13,7 @@
 
 mod apps;
 mod audit;
+mod file;
 mod keys;
 mod orgs;
 mod usage;
@@ -34,7 +35,8 @@ use uuid::Uuid;
 use crate::change::ChangeFeed;
 use crate::error::Entity;
 use crate::membership::Stakes;
-use crate::{ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
+use crate::{Access, ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
+use file::{DatabaseFile, ServeLock};
 use writer::{BoxFuture, Writer, Written};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -51,12 +53,16 @@ pub struct SqliteStore {
     watch_options: SqliteConnectOptions,
     changes: ChangeFeed,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The file opened, checked before each batch of writes and by `ping`.
+    file: DatabaseFile,
+    /// Held by `serve` until the store is dropped.
+    _lock: Option<ServeLock>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file named by `url` and runs
-    /// its migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Opens the database file named by `url` for `access` (creating it
+    /// only if that allows) and runs its migrations.
+    pub async fn connect(url: &str, access: Access) -> Result<Self> {
         if not_a_file(url) {
             return Err(StoreError::Config(
                 "keygate keeps its keys in a file; use sqlite://PATH, not an in-memory database".into(),
@@ -64,8 +70,24 @@ impl SqliteStore {
         }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?;
+        let path = options.get_filename().to_owned();
+        let exists = path.try_exists().unwrap_or(true);
+        if !exists && access == Access::Existing {
+            return Err(StoreError::Config(format!(
+                "there is no database at {}: point --database at the server's file, or create one \
+                 with `keygate bootstrap`",
+                path.display()
+            )));
+        }
+        let lock = match access {
+            Access::Serve => Some(ServeLock::acquire(&path)?),
+            Access::Create | Access::Existing => None,
+        };
+        if !exists {
+            tracing::warn!(path = %path.display(), "there is no database at this path: creating a new, empty one");
+        }
         let options = options
-            .create_if_missing(true)
+            .create_if_missing(access != Access::Existing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
@@ -81,12 +103,15 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
         let changes = ChangeFeed::default();
+        let file = DatabaseFile::at(&path)?;
         Ok(Self {
             reader,
-            writer: Writer::start(writer, changes.clone()),
+            writer: Writer::start(writer, changes.clone(), Some(file.clone())),
             watch_options: options.read_only(true),
             changes,
             watchers: Default::default(),
+            file,
+            _lock: lock,
         })
     }
 
@@ -111,6 +136,7 @@ fn key_changed(key: Option<ApiKeyRecord>) -> Written<Option<ApiKeyRecord>> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
+        self.file.check().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
@@ -299,7 +325,7 @@ mod tests {
             conn.close().await.expect("close");
         }
 
-        let store = SqliteStore::connect(&url).await.expect("the new release opens it");
+        let store = SqliteStore::connect(&url, Access::Create).await.expect("the new release opens it");
         let key = store.key_by_id(7).await.expect("read").expect("the key is there");
         assert_eq!(key.digest.as_bytes(), &[9u8; 32]);
         assert_eq!((key.mode, key.name.as_str(), key.preview.as_str()), (Mode::Write, "old key", "kg_…abcd"));
@@ -315,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn an_in_memory_database_is_refused() {
         for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://", "sqlite://keygate.db?mode=memory"] {
-            let refused = SqliteStore::connect(url).await.err().expect("refused");
+            let refused = SqliteStore::connect(url, Access::Create).await.err().expect("refused");
             assert!(matches!(refused, StoreError::Config(_)), "{url}: {refused:?}");
         }
         assert!(!not_a_file("sqlite://keygate.db?mode=rwc"));

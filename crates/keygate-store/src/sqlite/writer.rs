@@ -31,6 +31,7 @@ use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::file::DatabaseFile;
 use crate::change::ChangeFeed;
 use crate::{AuthChange, Result, StoreError};
 
@@ -63,11 +64,12 @@ enum Message {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn` (it needs a Tokio runtime).
-    pub(super) fn start(conn: SqliteConnection, changes: ChangeFeed) -> Self {
+    /// Starts the writer task on `conn` (it needs a Tokio runtime); with
+    /// `file`, a batch begins only while the path still names that file.
+    pub(super) fn start(conn: SqliteConnection, changes: ChangeFeed, file: Option<DatabaseFile>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(conn, jobs, changes, commits.clone()));
+        let task = tokio::spawn(run(conn, jobs, changes, commits.clone(), file));
         Self { queue, task: Mutex::new(Some(task)), commits }
     }
 
@@ -100,10 +102,10 @@ impl Writer {
     pub(super) async fn close(&self) {
         let _ = self.queue.send(Message::Close).await;
         let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task {
-            if let Err(error) = task.await {
-                tracing::error!(%error, "the SQLite writer failed");
-            }
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the SQLite writer failed");
         }
     }
 
@@ -172,10 +174,23 @@ async fn run(
     mut queue: mpsc::Receiver<Message>,
     changes: ChangeFeed,
     commits: Arc<AtomicU64>,
+    file: Option<DatabaseFile>,
 ) {
     while let Some(message) = queue.recv().await {
         match message {
-            Message::Job(first) => batch(&mut conn, first, &mut queue, &changes, &commits).await,
+            Message::Job(first) => {
+                if let Some(Err(error)) = file.as_ref().map(DatabaseFile::check) {
+                    let mut jobs = vec![first];
+                    jobs.extend(std::iter::from_fn(|| queued(&mut queue)).take(MAX_BATCH - 1));
+                    tracing::error!(%error, "writes refused");
+                    let reason = error.to_string();
+                    for job in jobs {
+                        job.answer(Err(&reason));
+                    }
+                    continue;
+                }
+                batch(&mut conn, first, &mut queue, &changes, &commits).await
+            }
             Message::Close => queue.close(),
         }
     }
@@ -215,10 +230,10 @@ async fn batch(
     let mut announced = Vec::new();
     let mut next = 0;
     while next < jobs.len() {
-        if next > 0 {
-            if let Err(error) = execute(conn, "RELEASE job; SAVEPOINT job").await {
-                return fail(conn, jobs, &error).await;
-            }
+        if next > 0
+            && let Err(error) = execute(conn, "RELEASE job; SAVEPOINT job").await
+        {
+            return fail(conn, jobs, &error).await;
         }
         match run_one(conn, jobs[next].as_mut()).await {
             Ok(Some(made)) => announced.extend(made),
@@ -329,7 +344,7 @@ mod tests {
             .await
             .expect("epoch");
         execute(&mut conn, "INSERT INTO auth_epoch VALUES (1, 0)").await.expect("epoch");
-        Fixture { _dir: dir, writer: Writer::start(conn, ChangeFeed::default()), options }
+        Fixture { _dir: dir, writer: Writer::start(conn, ChangeFeed::default(), None), options }
     }
 
     impl Fixture {
@@ -480,7 +495,7 @@ mod tests {
         execute(&mut conn, "INSERT INTO auth_epoch VALUES (1, 0)").await.expect("epoch");
         let feed = ChangeFeed::default();
         let mut announced = feed.subscribe();
-        let writer = Writer::start(conn, feed);
+        let writer = Writer::start(conn, feed, None);
         writer.write(|conn| Box::pin(insert(conn, "abc".into()))).await.expect("write");
         assert!(matches!(announced.try_recv(), Ok(AuthChange::Key { id: 3 })));
         let failed = writer.write(|conn| Box::pin(insert(conn, "abc".into()))).await;

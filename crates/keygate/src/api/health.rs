@@ -1,6 +1,8 @@
-//! `GET /health`: 200 when the database answers, 503 when it does not.
+//! `GET /readyz` (and its alias `GET /health`): 200 when the database
+//! answers (on SQLite: and the path still names the file the server opened)
+//! and bundles can be written; 503 saying which is not, otherwise.
 //! `GET /livez`: 200 as long as the process serves HTTP, without any I/O.
-//! Neither needs a key.
+//! None needs a key.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,29 +13,47 @@ use crate::AppState;
 
 #[utoipa::path(
     get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready: the database answers and bundles can be written: `{\"status\": \"ok\"}`", body = Object),
+        (status = 503, description = "`database_unavailable` or `storage_unavailable`, with `\"status\": \"KO\"`", body = super::ErrorBody),
+    ),
+    security(())
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    ready(&state).await
+}
+
+/// The same as `GET /readyz`, under the name the Capgo contract gives it.
+#[utoipa::path(
+    get,
     path = "/health",
     tag = "meta",
     responses(
-        (status = 200, description = "The database answers: `{\"status\": \"ok\"}`", body = Object),
-        (status = 503, description = "The database is unreachable", body = super::ErrorBody),
+        (status = 200, description = "As `GET /readyz`: `{\"status\": \"ok\"}`", body = Object),
+        (status = 503, description = "As `GET /readyz`", body = super::ErrorBody),
     ),
     security(())
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
-        Err(error) => {
-            tracing::warn!(error = %error, "health check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "KO",
-                    "error": "The database is unavailable",
-                    "code": "database_unavailable",
-                })),
-            )
-        }
+    ready(&state).await
+}
+
+async fn ready(state: &AppState) -> (StatusCode, Json<Value>) {
+    if let Err(error) = state.store.ping().await {
+        tracing::warn!(error = %error, "readiness: the database is unavailable");
+        return not_ready("database_unavailable", "The database is unavailable");
     }
+    if let Err(error) = state.blobs.check_writable().await {
+        tracing::warn!(error = %error, "readiness: bundles cannot be written");
+        return not_ready("storage_unavailable", "Bundle storage cannot be written");
+    }
+    (StatusCode::OK, Json(json!({ "status": "ok" })))
+}
+
+fn not_ready(code: &str, error: &str) -> (StatusCode, Json<Value>) {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "KO", "error": error, "code": code })))
 }
 
 /// Liveness only: answers from memory, never touching the database, so it

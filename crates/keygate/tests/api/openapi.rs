@@ -9,9 +9,10 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 29] = [
+const ROUTES: [(&str, &str); 30] = [
     ("get", "/health"),
     ("get", "/livez"),
+    ("get", "/readyz"),
     ("get", "/openapi.json"),
     ("get", "/metrics"),
     ("get", "/apikey"),
@@ -56,7 +57,7 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
             assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
             let public = matches!(
                 path.as_str(),
-                "/health" | "/livez" | "/openapi.json" | "/metrics" | "/apikey/revoke"
+                "/health" | "/readyz" | "/livez" | "/openapi.json" | "/metrics" | "/apikey/revoke"
             );
             // An operation's own requirements, else the document's: each
             // alternative must name a scheme for a credential to be needed.

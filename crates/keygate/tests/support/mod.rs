@@ -55,12 +55,12 @@ pub async fn call(
 pub async fn until_health(client: &Client, base: &str, want: u16, limit: Duration) {
     let start = Instant::now();
     loop {
-        if let Ok(response) = client.get(format!("{base}/health")).send().await {
-            if response.status().as_u16() == want {
-                let body: Value = response.json().await.expect("health JSON");
-                assert_eq!(body["status"], if want == 200 { "ok" } else { "KO" }, "{body}");
-                return;
-            }
+        if let Ok(response) = client.get(format!("{base}/health")).send().await
+            && response.status().as_u16() == want
+        {
+            let body: Value = response.json().await.expect("health JSON");
+            assert_eq!(body["status"], if want == 200 { "ok" } else { "KO" }, "{body}");
+            return;
         }
         assert!(start.elapsed() < limit, "/health did not answer {want} within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;

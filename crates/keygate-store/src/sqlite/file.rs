@@ -1,0 +1,138 @@
+//! The database file itself: which file the server has open, and that only
+//! one server has it.
+//!
+//! A file removed or replaced under a running server (`rm keygate.db*`, a
+//! restore copied over it) must not go on taking writes into an unlinked
+//! inode that the next start will not find: the server remembers the
+//! identity (device and inode) of the file it opened, and every batch of
+//! writes and every readiness check first makes sure the path still names
+//! that file; if not, writes answer 503 until the server is restarted.
+//!
+//! One file serves one `keygate serve`: `serve` holds an exclusive lock on
+//! `<file>-serve.lock` (which also names its process) for as long as it
+//! runs, and a second `serve` on the same file stops with an error naming
+//! the first. The lock is the operating system's, released when the
+//! process ends however it ends. Other commands (`keygate user add`) take
+//! no lock: they are meant to run beside the server.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Result, StoreError};
+
+/// The file a store opened, to tell whether its path still names it.
+#[derive(Debug, Clone)]
+pub(crate) struct DatabaseFile {
+    path: PathBuf,
+    /// Device and inode at open.
+    identity: (u64, u64),
+}
+
+impl DatabaseFile {
+    /// The file at `path` now (it must exist).
+    pub(crate) fn at(path: &Path) -> Result<Self> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| StoreError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Ok(Self { path: path.to_owned(), identity: (metadata.dev(), metadata.ino()) })
+    }
+
+    /// `Ok` while the path still names the file that was opened.
+    pub(crate) fn check(&self) -> std::io::Result<()> {
+        let gone = |what: &str| {
+            std::io::Error::other(format!(
+                "the database file {} was {what} while the server ran; writes are refused until \
+                 keygate is restarted on the right file",
+                self.path.display()
+            ))
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(now) if (now.dev(), now.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(gone("replaced")),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(gone("removed")),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// `serve`'s hold on a database file; released when dropped or when the
+/// process ends.
+#[derive(Debug)]
+pub(crate) struct ServeLock {
+    _file: File,
+}
+
+impl ServeLock {
+    /// Takes the lock beside `database`, or says which process holds it.
+    pub(crate) fn acquire(database: &Path) -> Result<Self> {
+        let mut name = database.as_os_str().to_owned();
+        name.push("-serve.lock");
+        let path = PathBuf::from(name);
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(
+                |e| StoreError::Config(format!("cannot open the lock file {}: {e}", path.display())),
+            )?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_owned(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(StoreError::Config(format!(
+                    "{} is already served by {holder} (it holds {}); one SQLite file serves one \
+                     `keygate serve` — stop the other one, or use PostgreSQL to run several replicas",
+                    database.display(),
+                    path.display()
+                )));
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(StoreError::Config(format!("cannot lock {}: {error}", path.display())));
+            }
+        }
+        // Whoever finds it locked reads who holds it.
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        if let Err(error) = written {
+            tracing::warn!(%error, path = %path.display(), "cannot write this process's id into the lock file");
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_file_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database = dir.path().join("keygate.db");
+        let first = ServeLock::acquire(&database).expect("the first lock");
+        let error = ServeLock::acquire(&database).expect_err("a second lock").to_string();
+        assert!(error.contains(&format!("process {}", std::process::id())), "{error}");
+        assert!(error.contains("keygate.db"), "{error}");
+        drop(first);
+        ServeLock::acquire(&database).expect("free again once the first is gone");
+    }
+
+    #[test]
+    fn a_removed_or_replaced_file_is_noticed() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("keygate.db");
+        std::fs::write(&path, b"one").expect("write");
+        let file = DatabaseFile::at(&path).expect("identity");
+        file.check().expect("the same file");
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"two").expect("write");
+        std::fs::rename(&other, &path).expect("replace");
+        assert!(file.check().expect_err("replaced").to_string().contains("replaced"));
+        std::fs::remove_file(&path).expect("remove");
+        assert!(file.check().expect_err("removed").to_string().contains("removed"));
+    }
+}

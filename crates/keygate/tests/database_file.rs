@@ -1,0 +1,185 @@
+//! The SQLite file under a running server: removed, replaced, served twice,
+//! or named wrongly on the command line; and readiness when bundles cannot
+//! be written.
+//!
+//! The promises checked, each over HTTP against a real `keygate serve`:
+//! - a file removed or replaced under the server turns every write and
+//!   `/readyz` (and `/health`) into a 503 in the contract's shape, while
+//!   `/livez` stays 200; a restart that has to create a new file says so;
+//! - a second `serve` on the same file stops at once, naming the first;
+//! - `keygate user add` on a path with no database fails without creating one;
+//! - a blob directory that cannot be written makes `/readyz` answer 503.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keygate_testkit::{ServerProcess, TestDatabase};
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+use support::{BIN, bootstrapped, call};
+
+mod support;
+
+async fn get(client: &Client, base: &str, path: &str) -> (u16, Value) {
+    let response = client.get(format!("{base}{path}")).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A bootstrapped SQLite database, closed again, and its owner's key and org.
+async fn prepared() -> (TestDatabase, String, String) {
+    let db = TestDatabase::sqlite();
+    let (store, owner) = bootstrapped(&db).await;
+    store.close().await;
+    (db, owner.key.expose().to_owned(), owner.org_id.to_string())
+}
+
+fn files_of(database: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut name = database.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// Every write and readiness refuse with 503, liveness does not.
+async fn assert_writes_refused(client: &Client, base: &str, admin: &str, org: &str) {
+    let (status, body) =
+        call(client, base, Method::POST, "/apikey", admin, Some(json!({ "org_id": org, "mode": "read" })))
+            .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    assert!(!body["error"].as_str().unwrap_or_default().is_empty(), "{body}");
+    let (status, body) = call(
+        client,
+        base,
+        Method::POST,
+        "/app",
+        admin,
+        Some(json!({ "org_id": org, "app_id": "com.after.rm", "name": "After" })),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    for path in ["/readyz", "/health"] {
+        let (status, body) = get(client, base, path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["status"], "KO", "{path}: {body}");
+        assert_eq!(body["code"], "database_unavailable", "{path}: {body}");
+    }
+    assert_eq!(get(client, base, "/livez").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_database_file_removed_under_the_server_refuses_writes_and_a_restart_says_it_starts_empty() {
+    let (db, admin, org) = prepared().await;
+    let server = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let client = Client::new();
+    let (status, body) = get(&client, &server.base, "/readyz").await;
+    assert_eq!((status, &body["status"]), (200, &json!("ok")), "{body}");
+    let (status, body) = call(
+        &client,
+        &server.base,
+        Method::POST,
+        "/apikey",
+        &admin,
+        Some(json!({ "org_id": org, "mode": "read" })),
+    )
+    .await;
+    assert_eq!(status, 200, "a write before: {body}");
+
+    let database = db.dir().join("keygate.db");
+    for file in files_of(&database) {
+        let _ = std::fs::remove_file(file);
+    }
+    assert_writes_refused(&client, &server.base, &admin, &org).await;
+    assert!(!database.exists(), "nothing recreated the file");
+    drop(server);
+
+    let restarted = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let log = restarted.log_text();
+    assert!(log.contains("WARN") && log.contains("creating a new, empty one"), "{log}");
+    assert!(log.contains("no users yet"), "{log}");
+}
+
+#[tokio::test]
+async fn a_database_file_replaced_under_the_server_refuses_writes() {
+    let (db, admin, org) = prepared().await;
+    let server = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let client = Client::new();
+    let database = db.dir().join("keygate.db");
+    // A copy put in place of the file, as a restore would.
+    let copy = db.dir().join("copy.db");
+    std::fs::copy(&database, &copy).expect("copy");
+    std::fs::rename(&copy, &database).expect("replace");
+    assert_writes_refused(&client, &server.base, &admin, &org).await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_file_stops_naming_the_first() {
+    let (db, _, _) = prepared().await;
+    let first = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let started = Instant::now();
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", db.url()])
+        .current_dir(db.dir())
+        .env_remove("KEYGATE_DATABASE_URL")
+        .output()
+        .expect("run a second serve");
+    assert!(!second.status.success(), "the second server must not start");
+    assert!(started.elapsed() < Duration::from_secs(10), "it stopped at once");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("already served by process {}", first.pid())), "{stderr}");
+    assert!(stderr.contains("keygate.db"), "{stderr}");
+    let client = Client::new();
+    assert_eq!(get(&client, &first.base, "/readyz").await.0, 200, "the first one goes on");
+    drop(first);
+    // Once the first is gone, the file can be served again.
+    let again = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    assert_eq!(get(&client, &again.base, "/readyz").await.0, 200);
+}
+
+#[test]
+fn user_add_on_a_path_with_no_database_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("typo.db");
+    let output = Command::new(BIN)
+        .args(["user", "add", "--email", "dev@example.com", "--role", "read"])
+        .args(["--org", "0192f3a0-0000-7000-8000-000000000000"])
+        .args(["--database", &format!("sqlite://{}", missing.display())])
+        .current_dir(dir.path())
+        .env_remove("KEYGATE_DATABASE_URL")
+        .output()
+        .expect("run user add");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("there is no database at") && stderr.contains("typo.db"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "nothing created: {left:?}");
+}
+
+#[tokio::test]
+async fn readiness_fails_while_bundles_cannot_be_written() {
+    let (db, _, _) = prepared().await;
+    let blobs = db.dir().join("blobs");
+    let server = ServerProcess::start(
+        Path::new(BIN),
+        db.url(),
+        db.dir(),
+        &["--blob-dir", blobs.to_str().expect("utf-8")],
+    );
+    let client = Client::new();
+    assert_eq!(get(&client, &server.base, "/readyz").await.0, 200);
+    std::fs::remove_dir_all(&blobs).expect("remove the blob directory");
+    for path in ["/readyz", "/health"] {
+        let (status, body) = get(&client, &server.base, path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["code"], "storage_unavailable", "{path}: {body}");
+    }
+    assert_eq!(get(&client, &server.base, "/livez").await.0, 200);
+    std::fs::create_dir(&blobs).expect("put it back");
+    assert_eq!(get(&client, &server.base, "/readyz").await.0, 200, "ready again");
+}
