@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use keygate_core::Role;
+use keygate_store::Access;
 use uuid::Uuid;
 
 use crate::admin;
@@ -34,7 +35,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DatabaseArg {
-    /// sqlite://PATH (created if missing) or postgres://USER@HOST/DATABASE.
+    /// sqlite://PATH or postgres://USER@HOST/DATABASE. `serve` and `bootstrap` create a missing SQLite file; other commands refuse to.
     #[arg(long = "database", env = "KEYGATE_DATABASE_URL", default_value = "sqlite://keygate.db")]
     url: String,
 }
@@ -89,6 +90,10 @@ struct ServeArgs {
     /// Connections served at once; beyond, new ones wait to be accepted.
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Failed authentications from one address within 5 minutes before it is answered 429
+    /// until they age out; 0 turns the throttle off.
+    #[arg(long, env = "KEYGATE_FAILED_AUTH_LIMIT", default_value_t = 20, value_name = "N")]
+    failed_auth_limit: u64,
     /// The organization created with --bootstrap-email.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_ORG_NAME", default_value = "Default Organization")]
     bootstrap_org_name: String,
@@ -164,13 +169,13 @@ async fn execute(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(args) => serve(args).await,
         Command::Bootstrap(args) => {
-            let store = open(&args.database.url).await?;
+            let store = open(&args.database.url, Access::Create).await?;
             let result = admin::bootstrap(store.as_ref(), &args.email, &args.org_name).await;
             store.close().await;
             print_json(&result.map_err(|e| e.to_string())?)
         }
         Command::User(UserCommand::Add(args)) => {
-            let store = open(&args.database.url).await?;
+            let store = open(&args.database.url, Access::Existing).await?;
             let result = admin::add_user(store.as_ref(), &args.email, args.org_id, args.role).await;
             store.close().await;
             print_json(&result.map_err(|e| e.to_string())?)
@@ -178,8 +183,10 @@ async fn execute(command: Command) -> Result<(), String> {
     }
 }
 
-async fn open(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, String> {
-    keygate_store::connect(url).await.map_err(|e| format!("{} ({})", e, keygate_store::describe_url(url)))
+async fn open(url: &str, access: Access) -> Result<std::sync::Arc<dyn keygate_store::Store>, String> {
+    keygate_store::connect_for(url, access)
+        .await
+        .map_err(|e| format!("{} ({})", e, keygate_store::describe_url(url)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
@@ -190,7 +197,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let database = keygate_store::describe_url(&args.database.url);
-    let store = open(&args.database.url).await?;
+    let store = open(&args.database.url, Access::Serve).await?;
     tracing::info!(%database, "database ready");
     if !store.has_users().await.map_err(|e| e.to_string())? {
         match &args.bootstrap_email {
@@ -232,6 +239,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         },
+        failed_auth_limit: usize::try_from(args.failed_auth_limit).unwrap_or(usize::MAX),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

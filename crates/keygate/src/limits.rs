@@ -3,7 +3,8 @@
 //! Every 401 `invalid_api_key` or `api_key_expired` counts against the
 //! address that sent it (checksum failures included). An address is blocked
 //! — 429 `rate_limited` with `Retry-After` — only once it has at least
-//! [`THRESHOLD`] failures within [`WINDOW`], and only until enough of them
+//! the threshold's failures (`serve --failed-auth-limit`, [`THRESHOLD`] by
+//! default, 0 turns the throttle off) within [`WINDOW`], and only until enough of them
 //! age out of the window; a block on one address never touches another.
 //! The exact sliding window is what the contract states, so it is counted
 //! directly rather than approximated by a token bucket. IPv6 addresses count
@@ -32,6 +33,8 @@ const MAX_ADDRESSES: u64 = 100_000;
 type Failures = Arc<Mutex<VecDeque<Instant>>>;
 
 pub struct FailedAuthLimiter {
+    /// Failures within a window that block an address; 0: never blocked.
+    threshold: usize,
     failures: Cache<IpAddr, Failures>,
     /// Nanoseconds after `base` of the latest failure from any address, plus
     /// one; 0: none yet. No address can be blocked a whole window after it,
@@ -43,12 +46,20 @@ pub struct FailedAuthLimiter {
 
 impl Default for FailedAuthLimiter {
     fn default() -> Self {
+        Self::new(THRESHOLD)
+    }
+}
+
+impl FailedAuthLimiter {
+    /// Blocks an address once it has `threshold` failures within the
+    /// window; `0` never blocks and keeps no table.
+    pub fn new(threshold: usize) -> Self {
         let failures = Cache::builder()
             .max_capacity(MAX_ADDRESSES)
             .time_to_idle(WINDOW)
             .eviction_policy(EvictionPolicy::lru())
             .build();
-        Self { failures, latest_failure: AtomicU64::new(0), base: Instant::now() }
+        Self { threshold, failures, latest_failure: AtomicU64::new(0), base: Instant::now() }
     }
 }
 
@@ -72,6 +83,9 @@ fn client_of(address: IpAddr) -> IpAddr {
 impl FailedAuthLimiter {
     /// How long `address` must wait, if it is blocked now.
     pub fn blocked_for(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        if self.threshold == 0 {
+            return None;
+        }
         let latest = self.latest_failure.load(Ordering::Relaxed);
         let window_end = Duration::from_nanos(latest.checked_sub(1)?) + WINDOW;
         if now.saturating_duration_since(self.base) >= window_end {
@@ -80,15 +94,18 @@ impl FailedAuthLimiter {
         let failures = self.failures.get(&client_of(address))?;
         let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
         forget_older(&mut times, now);
-        if times.len() < THRESHOLD {
+        if times.len() < self.threshold {
             return None;
         }
-        // Unblocked once all but THRESHOLD - 1 of the failures have aged out.
-        let pivot = times[times.len() - THRESHOLD];
+        // Unblocked once all but threshold - 1 of the failures have aged out.
+        let pivot = times[times.len() - self.threshold];
         Some((pivot + WINDOW).saturating_duration_since(now).max(Duration::from_secs(1)))
     }
 
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
+        if self.threshold == 0 {
+            return;
+        }
         let since_base =
             u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1);
         self.latest_failure.fetch_max(since_base + 1, Ordering::Relaxed);
@@ -96,8 +113,8 @@ impl FailedAuthLimiter {
         let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
         forget_older(&mut times, now);
         times.push_back(now);
-        // Only the most recent THRESHOLD failures decide a block.
-        while times.len() > THRESHOLD {
+        // Only the most recent `threshold` failures decide a block.
+        while times.len() > self.threshold {
             times.pop_front();
         }
     }

@@ -65,7 +65,7 @@ impl AppState {
             usage,
             blobs: settings.blobs,
             max_bundle_size: settings.max_bundle_size,
-            failed_auth: FailedAuthLimiter::default(),
+            failed_auth: FailedAuthLimiter::new(settings.failed_auth_limit),
             client_ip_header: settings.client_ip_header,
             verifier_tokens: settings.verifier_tokens.into(),
             access_log,
@@ -131,6 +131,9 @@ pub struct Settings {
     pub metrics_listener: Option<MetricsListener>,
     /// Timeouts and the connection cap of the main listener.
     pub edge: crate::edge::EdgeLimits,
+    /// Failed authentications per address within 5 minutes before it is
+    /// answered 429; 0: no throttle (see [`crate::limits`]).
+    pub failed_auth_limit: usize,
 }
 
 impl Settings {
@@ -144,6 +147,7 @@ impl Settings {
             access_log: false,
             metrics_listener: None,
             edge: crate::edge::EdgeLimits::default(),
+            failed_auth_limit: crate::limits::THRESHOLD,
         }
     }
 }

@@ -76,3 +76,21 @@ async fn behind_a_proxy_the_forwarded_address_counts() {
     assert_eq!(status(&proxy, &app.base, &app.owner.key, Some("203.0.113.5")).await.status(), 429);
     assert_eq!(status(&proxy, &app.base, &app.owner.key, Some("203.0.113.6")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_limit_is_set_by_the_server_and_zero_turns_the_throttle_off() {
+    let wrong = ApiKeySecret::generate().expect("rng");
+    let strict = spawn_app_with(|s| s.failed_auth_limit = 3).await;
+    let client = client_from([127, 0, 0, 5]);
+    for _ in 0..3 {
+        assert_eq!(status(&client, &strict.base, wrong.expose(), None).await.status(), 401);
+    }
+    let blocked = status(&client, &strict.base, &strict.owner.key, None).await;
+    assert_eq!(blocked.status(), 429, "blocked after the third failure");
+
+    let off = spawn_app_with(|s| s.failed_auth_limit = 0).await;
+    for i in 0..THRESHOLD * 3 {
+        assert_eq!(status(&client, &off.base, wrong.expose(), None).await.status(), 401, "failure {i}");
+    }
+    assert_eq!(status(&client, &off.base, &off.owner.key, None).await.status(), 200, "never throttled");
+}
