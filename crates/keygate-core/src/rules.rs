@@ -42,6 +42,9 @@ pub enum Refusal {
     /// Only a key's own user gives it a new secret (403).
     #[error("only the key's own user can rotate it")]
     NotTheOwner,
+    /// The key's expiry breaks its organization's policy (400).
+    #[error("the key's expiry breaks its organization's policy")]
+    ExpiryPolicy(PolicyViolation),
 }
 
 /// Whether `caller` sees `key`: its own keys inside its scope, and, where it

@@ -61,8 +61,11 @@ pub trait KeyStore: Send + Sync {
     async fn keys_of_user(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
     /// Keys scoped to the organization, oldest first.
     async fn keys_of_org(&self, org_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
-    /// A scoped key is created under its organization's lock, and only while
-    /// its user is a member ([`Entity::Membership`] otherwise).
+    /// A scoped key is created under its organization's lock, only while
+    /// its organization exists and its user is a member
+    /// ([`Entity::Organization`], [`Entity::Membership`] otherwise), and
+    /// only if its expiry meets the organization's policy as it stands then
+    /// ([`Refusal::ExpiryPolicy`](keygate_core::rules::Refusal::ExpiryPolicy)).
     async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord>;
     /// `None` when the key no longer exists: an update never resurrects it.
     async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>>;

@@ -18,11 +18,26 @@ pub struct Organization {
 
 impl Organization {
     pub fn expiry_policy(&self) -> keygate_core::rules::ExpiryPolicy {
-        keygate_core::rules::ExpiryPolicy {
-            require_expiration: self.require_apikey_expiration,
-            max_days: self.max_apikey_expiration_days,
-        }
+        expiry_policy(self.require_apikey_expiration, self.max_apikey_expiration_days)
     }
+}
+
+/// The policy of an organization's two columns, as stored.
+pub(crate) fn expiry_policy(
+    require_expiration: bool,
+    max_days: Option<i32>,
+) -> keygate_core::rules::ExpiryPolicy {
+    keygate_core::rules::ExpiryPolicy { require_expiration, max_days }
+}
+
+/// `Ok` when `key`, created at its `created_at`, meets the expiry policy.
+pub(crate) fn check_expiry(
+    policy: keygate_core::rules::ExpiryPolicy,
+    key: &ApiKeyRecord,
+) -> crate::Result<()> {
+    policy
+        .check(key.expires_at, key.created_at)
+        .map_err(|v| crate::StoreError::Refused(keygate_core::rules::Refusal::ExpiryPolicy(v)))
 }
 
 /// A stored API key. Holds no secret: only its masked preview.

@@ -278,6 +278,7 @@ impl From<Refusal> for ApiError {
             Refusal::NotTheOwner => {
                 forbidden("Only the key's own user can rotate it; an admin can revoke it instead")
             }
+            Refusal::ExpiryPolicy(violation) => violation.into(),
             Refusal::LastSuperAdmin => Self::conflict(
                 "last_super_admin",
                 "An organization keeps at least one super_admin; promote another member first",

@@ -12,9 +12,10 @@ use keygate_core::KeyDigest;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::{OrgLock, PostgresStore};
+use super::PostgresStore;
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
+use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
 use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
 use crate::{
@@ -73,15 +74,20 @@ impl KeyStore for PostgresStore {
 
     async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
         let mut tx = self.pool.begin().await?;
+        let mut policy = None;
         if let Some(org_id) = key.org_id {
             // Keys are created side by side, but never while a membership
-            // changes, so a member removed meanwhile cannot keep a new key.
-            super::lock_org(&mut tx, org_id, OrgLock::Shared).await?;
+            // or the policy changes, so a member removed meanwhile cannot
+            // keep a new key, nor a key escape a policy just tightened.
+            policy = Some(super::lock_org_policy(&mut tx, org_id).await?);
             if super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
                 return Err(StoreError::NotFound(Entity::Membership));
             }
         }
         let key = insert(&mut tx, &key, actor).await?;
+        if let Some(policy) = policy {
+            check_expiry(policy, &key)?;
+        }
         tx.commit().await?;
         Ok(key)
     }

@@ -223,6 +223,19 @@ async fn lock_org(conn: &mut PgConnection, org_id: Uuid, lock: OrgLock) -> Resul
     locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
 }
 
+/// Locks the organization as [`OrgLock::Shared`] does, reading its expiry
+/// policy as it stands under that lock.
+async fn lock_org_policy(conn: &mut PgConnection, org_id: Uuid) -> Result<keygate_core::rules::ExpiryPolicy> {
+    let policy: Option<(bool, Option<i32>)> = sqlx::query_as(
+        "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1 FOR SHARE",
+    )
+    .bind(org_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (require_expiration, max_days) = policy.ok_or(StoreError::NotFound(Entity::Organization))?;
+    Ok(crate::model::expiry_policy(require_expiration, max_days))
+}
+
 async fn role_of(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
     let role: Option<String> =
         sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")

@@ -16,6 +16,7 @@ use super::{SqliteStore, key_changed};
 use crate::change::change_key;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
+use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
 use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
 use crate::{
@@ -76,14 +77,23 @@ impl KeyStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                if let Some(org_id) = key.org_id {
-                    // Under the write lock, so that a member removed at the
-                    // same moment cannot be left holding a new key.
-                    if super::stakes(conn, org_id, key.user_id, None).await?.current()?.is_none() {
-                        return Err(StoreError::NotFound(Entity::Membership));
-                    }
-                }
-                Ok((insert(conn, &key, &actor).await?, vec![]))
+                // Under the write lock, so that a member removed or a policy
+                // tightened at the same moment cannot be left behind.
+                let Some(inserted) = insert_if_member(conn, &key).await? else {
+                    // Only to tell which is missing: the organization or the membership.
+                    let org_id = key.org_id.ok_or(StoreError::NotFound(Entity::Membership))?;
+                    super::stakes(conn, org_id, key.user_id, None).await?.current()?;
+                    return Err(StoreError::NotFound(Entity::Membership));
+                };
+                let key = ApiKeyRecord::try_from(inserted.key)?;
+                // Refused after the insert, in the same savepoint: the
+                // writer rolls it back with the job.
+                check_expiry(
+                    expiry_policy(inserted.require_expiration.unwrap_or(false), inserted.max_days),
+                    &key,
+                )?;
+                Sqlite::log_key(conn, &key, Event::new(AuditAction::ApiKeyCreate, key.id, &actor)).await?;
+                Ok((key, vec![]))
             })
         })
         .await
@@ -156,6 +166,42 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A key just inserted, with its organization's expiry policy.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    require_expiration: Option<bool>,
+    max_days: Option<i32>,
+}
+
+/// What [`insert_if_member`] runs: the happy path of a new key in one
+/// statement, which is what makes creating keys fast (each statement is a
+/// round trip to SQLite's thread).
+static INSERT_IF_MEMBER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
+         created_by_key_id, created_at, updated_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10 \
+         WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM memberships WHERE org_id = $6 AND user_id = $5) \
+         RETURNING {KEY_COLUMNS}, \
+         (SELECT require_apikey_expiration FROM organizations o WHERE o.id = api_keys.org_id) \
+         AS require_expiration, \
+         (SELECT max_apikey_expiration_days FROM organizations o WHERE o.id = api_keys.org_id) AS max_days"
+    )
+});
+
+/// Inserts `key` if it is unscoped or its user is a member of its
+/// organization (`None` otherwise), returning it with that organization's
+/// expiry policy, for the caller to check.
+async fn insert_if_member(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<Option<Inserted>> {
+    sqlx::query_as::<_, Inserted>(&INSERT_IF_MEMBER)
+        .bind_new_key(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| write_error(e, Entity::Organization, Entity::ApiKey))
 }
 
 /// Inserts a key and its `apikey.create` event; the caller has checked its

@@ -2,11 +2,14 @@
 //! with a grace period, and read with their owner's current role.
 
 use chrono::Duration;
+use keygate_core::rules::{PolicyViolation, Refusal};
 use keygate_core::{KeyName, Mode, Role};
-use keygate_store::{Entity, KeyChanges};
+use keygate_store::{Entity, KeyChanges, OrgChanges, StoreError};
 use uuid::Uuid;
 
-use super::{OP, acme, as_member, assert_not_found, at_once, enroll, key_for, material, open};
+use super::{
+    OP, acme, as_member, assert_not_found, assert_refused, at_once, enroll, key_for, material, open,
+};
 
 #[tokio::test]
 async fn keys_round_trip_exactly_and_are_found_by_digest_and_id() {
@@ -80,6 +83,40 @@ async fn a_scoped_key_needs_its_user_to_be_a_member() {
     let member = enroll(store.as_ref(), "in@example.com", as_member(owner.org_id, Role::Read)).await;
     let member = member.expect("enroll").user_id;
     store.insert_key(key_for(member, Some(owner.org_id)), OP).await.expect("a member's key");
+}
+
+#[tokio::test]
+async fn a_scoped_key_meets_its_organizations_expiry_policy_as_it_stands_at_the_write() {
+    let (_database, store, owner) = acme().await;
+    let refused = store.insert_key(key_for(owner.user_id, Some(Uuid::now_v7())), OP).await;
+    assert_not_found(refused, Entity::Organization);
+    let tighten = OrgChanges { max_apikey_expiration_days: Some(Some(7)), ..OrgChanges::default() };
+    store.update_organization(owner.org_id, tighten, OP).await.expect("update").expect("found");
+    let before = store.keys_of_org(owner.org_id).await.expect("keys").len();
+
+    let mut forever = key_for(owner.user_id, Some(owner.org_id));
+    forever.expires_at = None;
+    let refused = store.insert_key(forever, OP).await;
+    assert_refused(refused, Refusal::ExpiryPolicy(PolicyViolation::ExceedsMaxDays(7)));
+    let mut late = key_for(owner.user_id, Some(owner.org_id));
+    late.expires_at = Some(keygate_store::truncate(chrono::Utc::now() + Duration::days(8)));
+    let refused = store.insert_key(late, OP).await;
+    assert_refused(refused, Refusal::ExpiryPolicy(PolicyViolation::ExceedsMaxDays(7)));
+    assert_eq!(store.keys_of_org(owner.org_id).await.expect("keys").len(), before, "nothing stored");
+
+    // Within the policy (key_for's keys expire in a day).
+    store.insert_key(key_for(owner.user_id, Some(owner.org_id)), OP).await.expect("a day is fine");
+    let require = OrgChanges { require_apikey_expiration: Some(true), ..OrgChanges::default() };
+    store.update_organization(owner.org_id, require, OP).await.expect("update").expect("found");
+    let mut forever = key_for(owner.user_id, Some(owner.org_id));
+    forever.expires_at = None;
+    let refused = store.insert_key(forever, OP).await;
+    assert!(matches!(refused, Err(StoreError::Refused(Refusal::ExpiryPolicy(_)))), "{refused:?}");
+    assert_eq!(store.keys_of_org(owner.org_id).await.expect("keys").len(), before + 1);
+    // An unscoped key answers to no organization's policy.
+    let mut unscoped = key_for(owner.user_id, None);
+    unscoped.expires_at = None;
+    store.insert_key(unscoped, OP).await.expect("an unscoped key");
 }
 
 #[tokio::test]

@@ -115,11 +115,12 @@ pub async fn create(
     let request = CreateKey::parse(fields, now)?;
     let role = caller.role_in(&state, request.org_id).await?;
     rules::key_management_role(&caller.principal, request.org_id, role)?;
-    let org = state.store.organization(request.org_id).await?.ok_or_else(ApiError::org_not_found)?;
-    org.expiry_policy().check(request.expires_at, now)?;
-    let scope = Scope { org: Some(org.id), apps: request.limited_to_apps };
+    let scope = Scope { org: Some(request.org_id), apps: request.limited_to_apps };
     let grant = Grant { mode: request.mode, scope: &scope, expires_at: request.expires_at };
     if !caller.principal.may_grant(&grant) {
+        // The organization's own rules are reported first.
+        let org = state.store.organization(request.org_id).await?.ok_or_else(ApiError::org_not_found)?;
+        org.expiry_policy().check(request.expires_at, now)?;
         return Err(ApiError::insufficient_permissions());
     }
     let (secret, material) = new_key_material()?;
@@ -133,8 +134,10 @@ pub async fn create(
         expires_at: request.expires_at,
         created_by_key_id: Some(caller.principal.key_id),
     };
-    // The organization, or the caller's membership, may go meanwhile: 404.
+    // The store checks, under the write lock, that the organization and the
+    // caller's membership are still there (else 404) and that the expiry
+    // meets the organization's policy as it stands (else 400).
     let key = state.store.insert_key(new, &caller.actor()).await?;
-    tracing::info!(key_id = key.id, org_id = %org.id, mode = key.mode.as_str(), "api key created");
+    tracing::info!(key_id = key.id, org_id = %request.org_id, mode = key.mode.as_str(), "api key created");
     Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret) }))
 }
