@@ -18,6 +18,44 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Characters that show nothing yet change how a text reads or compares:
+/// zero-width spaces and joiners between words, byte-order marks, and the
+/// bidirectional controls that can make `txt.exe` display as `exe.txt`.
+/// (The zero-width joiner and non-joiner are left alone: emoji sequences and
+/// several scripts need them. They do not count as visible.)
+fn is_hidden_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+fn has_hidden_control(s: &str) -> bool {
+    s.chars().any(is_hidden_control)
+}
+
+/// Whether `c` puts ink on the screen: not a space, a control, a joiner or
+/// one of the blank fillers that pass for a letter.
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !c.is_control()
+        && !is_hidden_control(c)
+        && !matches!(
+            c,
+            '\u{200C}' | '\u{200D}' | '\u{115F}' | '\u{1160}' | '\u{2800}' | '\u{3164}' | '\u{FFA0}'
+        )
+}
+
+const HIDDEN_CONTROLS: &str = "zero-width or bidirectional control characters (such as U+200B or U+202E)";
+
 /// An email address, trimmed and lower-cased so that one person is one user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -41,6 +79,9 @@ impl Email {
         if !well_formed || email.chars().any(char::is_whitespace) || has_control(&email) {
             return Err(invalid("email must look like name@example.com"));
         }
+        if has_hidden_control(&email) {
+            return Err(invalid(format!("email must not contain {HIDDEN_CONTROLS}")));
+        }
         if email.len() > Self::MAX_LEN {
             return Err(invalid(format!("email must be at most {} bytes", Self::MAX_LEN)));
         }
@@ -52,7 +93,9 @@ impl Email {
     }
 }
 
-/// A human-chosen name: non-empty once trimmed, bounded, no control characters.
+/// A human-chosen name: trimmed, bounded, with at least one visible
+/// character, and without control, zero-width or bidirectional control
+/// characters.
 fn parse_name(raw: &str, what: &str, max_chars: usize) -> Result<String, InvalidValue> {
     let name = raw.trim();
     if name.is_empty() {
@@ -63,6 +106,12 @@ fn parse_name(raw: &str, what: &str, max_chars: usize) -> Result<String, Invalid
     }
     if has_control(name) {
         return Err(invalid(format!("{what} must not contain control characters")));
+    }
+    if has_hidden_control(name) {
+        return Err(invalid(format!("{what} must not contain {HIDDEN_CONTROLS}")));
+    }
+    if !name.chars().any(is_visible) {
+        return Err(invalid(format!("{what} must contain a visible character")));
     }
     Ok(name.to_owned())
 }
@@ -107,7 +156,9 @@ impl KeyName {
     }
 }
 
-/// An app's reverse-domain identifier, such as `com.example.app`.
+/// An app's reverse-domain identifier, such as `com.example.app`: trimmed
+/// and lower-cased, so that `COM.Example.App` and `com.example.app` are one
+/// app wherever an id is read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct AppId(String);
@@ -116,6 +167,7 @@ impl AppId {
     pub const MAX_LEN: usize = 128;
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let raw = raw.trim();
         let explain = || {
             invalid(format!(
                 "app_id `{}` must be a reverse-domain name such as com.example.app: \
@@ -136,7 +188,7 @@ impl AppId {
         if parts.len() < 2 || !parts.iter().all(part_ok) {
             return Err(explain());
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(raw.to_ascii_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,6 +224,37 @@ mod tests {
         assert!(KeyName::parse("tab\tinside").is_err());
         assert!(KeyName::parse(&"é".repeat(200)).is_ok());
         assert!(KeyName::parse(&"é".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn names_and_emails_refuse_what_hides_or_reorders_text() {
+        for bad in [
+            "\u{200b}",
+            "\u{200b}\u{200b}",
+            "\u{202e}gpj.exe",
+            "a\u{2066}b",
+            "\u{feff}Key",
+            "\u{200d}",
+            "\u{3164}",
+        ] {
+            assert!(KeyName::parse(bad).is_err(), "{bad:?} accepted");
+            assert!(OrgName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let hidden = KeyName::parse("\u{202e}txt").expect_err("bidi");
+        assert!(hidden.0.contains("U+202E"), "{hidden}");
+        assert!(KeyName::parse("\u{200b}").expect_err("zero-width").0.contains("zero-width"));
+        // Joiners inside visible text are fine: emoji sequences and scripts need them.
+        assert!(KeyName::parse("family 👨\u{200d}👩\u{200d}👧").is_ok());
+        assert!(KeyName::parse("می\u{200c}خواهم").is_ok());
+        for bad in ["ada\u{200b}@example.com", "ada@exa\u{202e}mple.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn app_ids_are_trimmed_and_lower_cased() {
+        assert_eq!(AppId::parse(" COM.Other.X ").map(|a| a.0), Ok("com.other.x".into()));
+        assert_eq!(AppId::parse("com.other.x"), AppId::parse("COM.OTHER.X"));
     }
 
     #[test]

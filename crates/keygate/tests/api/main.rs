@@ -10,6 +10,7 @@ mod bundles;
 mod cache;
 mod helpers;
 mod http_edges;
+mod input;
 mod limits;
 mod members;
 mod metrics;

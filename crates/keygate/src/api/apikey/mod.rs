@@ -162,6 +162,14 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
             )
         })?
         .with_timezone(&Utc);
+    // chrono reads second 60 (a leap second) as a nanosecond count past one
+    // second; many clients cannot read it back.
+    if chrono::Timelike::nanosecond(&at) >= 1_000_000_000 {
+        return Err(ApiError::bad_request(
+            "invalid_expires_at",
+            "expires_at must have seconds from 00 to 59: leap seconds are not accepted",
+        ));
+    }
     if at <= now {
         return Err(ApiError::bad_request("invalid_expires_at", "expires_at must be in the future"));
     }
