@@ -100,20 +100,37 @@ impl ApiKeySecret {
     }
 }
 
-/// `text` with anything that looks like a key (`ak_` and the characters
-/// after it) masked: for messages that may echo what a client sent.
-pub fn redact(text: &str) -> String {
+/// `text` with anything that looks like a key masked: `ak_` in any case
+/// followed by the letters and digits of a key body. The one function every
+/// logged line and every echoed message passes through. Text with nothing
+/// to mask (the common case) is returned as it is, without a copy.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    // Where a key starts: `ak_` in any case, then a letter or digit. Found
+    // from the underscores (SIMD-fast), as every logged line is scanned.
+    let mut starts = memchr::memchr_iter(b'_', bytes).filter_map(|underscore| {
+        let start = underscore.checked_sub(2)?;
+        let prefix_matches = bytes[start..underscore].eq_ignore_ascii_case(b"ak");
+        let body_follows = bytes.get(underscore + 1).is_some_and(u8::is_ascii_alphanumeric);
+        (prefix_matches && body_follows).then_some(start)
+    });
+    let Some(first) = starts.next() else {
+        return std::borrow::Cow::Borrowed(text);
+    };
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(PREFIX) {
-        out.push_str(&rest[..at]);
+    let mut copied = 0;
+    for start in std::iter::once(first).chain(starts) {
+        if start < copied {
+            continue;
+        }
+        out.push_str(&text[copied..start]);
         out.push_str("ak_[redacted]");
-        let after = &rest[at + PREFIX.len()..];
-        let tail = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
-        rest = &after[tail..];
+        let body = start + PREFIX.len();
+        copied =
+            bytes[body..].iter().position(|b| !b.is_ascii_alphanumeric()).map_or(bytes.len(), |n| body + n);
     }
-    out.push_str(rest);
-    out
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Writes `number` (big-endian, consumed) in base62, left-padded to `width`.
@@ -211,6 +228,11 @@ mod tests {
         assert!(!shown.contains(&key.expose()[3..]));
         assert_eq!(shown, "invalid type: string \"ak_[redacted]\", and ak_[redacted].");
         assert_eq!(redact("no key here"), "no key here");
+        assert!(matches!(redact("no key here"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(redact("AK_abc9 and Ak_Z"), "ak_[redacted] and ak_[redacted]");
+        // Already masked, or a bare prefix: nothing to hide, left as it is.
+        assert_eq!(redact("path=/apikey/ak_[redacted] ak_ ak_"), "path=/apikey/ak_[redacted] ak_ ak_");
+        assert_eq!(redact("é ak_x é"), "é ak_[redacted] é");
     }
 
     #[test]

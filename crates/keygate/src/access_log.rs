@@ -68,7 +68,7 @@ impl AccessLog {
             Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), client_ip_header });
         let thread = std::thread::Builder::new().name("keygate-access-log".into()).spawn({
             let shared = shared.clone();
-            move || write_lines(receiver, &shared, &mut std::io::stderr())
+            move || write_lines(receiver, &shared, &mut crate::log_writer::stderr())
         })?;
         Ok((Self { sender, shared: shared.clone() }, Writer { shared, thread: Some(thread) }))
     }

@@ -162,7 +162,11 @@ fn init_logging(quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(crate::log_writer::stderr)
+        .with_ansi(ansi)
+        .init();
 }
 
 async fn execute(command: Command) -> Result<(), String> {

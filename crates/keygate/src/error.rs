@@ -230,7 +230,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             // A message may echo what the client sent: never a key.
-            error: keygate_core::key::redact(&self.message),
+            error: keygate_core::key::redact(&self.message).into_owned(),
             status: "KO",
             code: self.code,
         };

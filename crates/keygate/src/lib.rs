@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod key_cache;
 pub mod limits;
+pub mod log_writer;
 pub mod metrics;
 pub mod observe;
 pub mod router;

@@ -333,6 +333,35 @@ fn secrets_never_reach_the_log_or_the_database() {
     let encoded = format!("/apikey/%61k_{}", &secrets[1][3..]);
     let (status, _) = server.call("GET", &encoded, Some(&admin), None);
     assert_eq!(status, 200, "a percent-encoded key is still the key, and must still be masked in the log");
+    // A live key pasted where a value goes (stored as that value when it is
+    // a valid one, which is the user's choice) never reaches the log.
+    let pasted = {
+        let body = json!({ "org_id": owner["org_id"], "mode": "read" });
+        let (_, reply) = server.call("POST", "/apikey", Some(&admin), Some(body));
+        reply["apikey"]["key"].as_str().expect("key").to_owned()
+    };
+    let org = owner["org_id"].as_str().expect("org");
+    for (path, body) in [
+        ("/app", json!({ "org_id": org, "app_id": pasted, "name": "x" })),
+        ("/app", json!({ "org_id": org, "app_id": format!("com.{pasted}"), "name": pasted })),
+        ("/app", json!({ "org_id": org, "app_id": "com.acme.x", "name": pasted, "extra": pasted })),
+        ("/apikey", json!({ "org_id": org, "mode": "read", "name": pasted })),
+        ("/apikey", json!({ "org_id": org, "mode": pasted })),
+        ("/apikey", json!({ "org_id": pasted, "mode": "read" })),
+        ("/organization", json!({ "name": pasted })),
+        ("/organization/members", json!({ "org_id": org, "email": pasted, "role": "read" })),
+        ("/organization/members", json!({ "org_id": org, "email": "a@example.com", "role": pasted })),
+        ("/verify", json!({ "key": pasted })),
+    ] {
+        let (status, reply) = server.call("POST", path, Some(&admin), Some(body));
+        assert!(status < 500, "{path}: {status} {reply}");
+        if status >= 400 {
+            assert!(!reply.to_string().contains(&pasted[3..20]), "{path}: an error echoes the key: {reply}");
+        }
+    }
+    let (status, _) = server.call("GET", &format!("/app/com.{pasted}?org_id={pasted}"), Some(&admin), None);
+    assert!(status < 500);
+    secrets.push(pasted);
     server.signal("-TERM");
     let log_path = server.log_path().to_owned();
     server.0.wait(Duration::from_secs(10));
@@ -340,6 +369,11 @@ fn secrets_never_reach_the_log_or_the_database() {
     let log = std::fs::read_to_string(log_path).expect("server log");
 
     assert!(log.contains("ak_[redacted]"), "the access log shows requests: {log}");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+        assert!(!log.contains(&secret[3..20]), "part of a secret is in the log: {log}");
+    }
+    secrets.pop();
     let stored = work.stored_bytes();
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a secret is in the log");
