@@ -26,6 +26,7 @@ mod rows;
 pub mod sqlite;
 mod usage;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -189,6 +190,32 @@ pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'sta
     fn pool_use(&self) -> Vec<PoolUse> {
         Vec::new()
     }
+    /// Records a failed authentication from `client` where every other
+    /// process serving the database sees it (and tells its
+    /// [`FailureFeed`]). By default, a backend served by one process
+    /// (SQLite), there is nobody to tell.
+    async fn record_auth_failure(&self, client: IpAddr) -> Result<()> {
+        let _ = client;
+        Ok(())
+    }
+    /// Tells `feed` of the failed authentications other processes record,
+    /// from those of the last `window` on (it needs a Tokio runtime;
+    /// [`Store::close`] stops it). By default nothing is told.
+    fn attach_failure_feed(&self, feed: Arc<dyn FailureFeed>, window: std::time::Duration) {
+        let _ = (feed, window);
+    }
+}
+
+/// What the failed-authentication throttle learns from other replicas
+/// ([`Store::attach_failure_feed`]); called synchronously.
+pub trait FailureFeed: Send + Sync + 'static {
+    /// Another replica recorded a failure from `client` at `at`; `id` tells
+    /// it from every other failure (the same one may come twice).
+    fn failed(&self, id: i64, client: IpAddr, at: std::time::SystemTime);
+    /// Every failure other replicas recorded within the window, read after
+    /// (re)subscribing: replaces all that was known of theirs, so that
+    /// nothing missed meanwhile is lost and nothing is counted twice.
+    fn reload(&self, failures: Vec<(i64, IpAddr, std::time::SystemTime)>);
 }
 
 /// One connection pool's use at an instant (see [`Store::pool_use`]).

@@ -95,8 +95,17 @@ pub async fn guarded<T>(
     match check.await? {
         Credential::Accepted(value) => Ok(value),
         Credential::Refused(error) => {
-            if let Some(address) = address {
+            if let Some(address) = address
+                && state.failed_auth.is_on()
+            {
                 state.failed_auth.record_failure(address, Instant::now());
+                // Other replicas count it too; the 401 does not wait for that.
+                let store = state.store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.record_auth_failure(address).await {
+                        tracing::debug!(%error, "cannot share a failed authentication with other replicas");
+                    }
+                });
             }
             Err(error)
         }

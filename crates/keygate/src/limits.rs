@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
@@ -30,7 +30,16 @@ pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 /// goes. Both in O(1), whatever the number of addresses.
 const MAX_ADDRESSES: u64 = 100_000;
 
-type Failures = Arc<Mutex<VecDeque<Instant>>>;
+/// One client's failures within the window: this process's own, and those
+/// other replicas announced, with their id (to recognise one announced
+/// again by a reload).
+#[derive(Debug, Default)]
+struct Window {
+    own: VecDeque<Instant>,
+    others: VecDeque<(Instant, i64)>,
+}
+
+type Failures = Arc<Mutex<Window>>;
 
 pub struct FailedAuthLimiter {
     /// Failures within a window that block an address; 0: never blocked.
@@ -92,37 +101,100 @@ impl FailedAuthLimiter {
             return None;
         }
         let failures = self.failures.get(&client_of(address))?;
-        let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
-        forget_older(&mut times, now);
-        if times.len() < self.threshold {
+        let mut window = failures.lock().unwrap_or_else(PoisonError::into_inner);
+        window.forget_older(now);
+        if window.own.len() + window.others.len() < self.threshold {
             return None;
         }
         // Unblocked once all but threshold - 1 of the failures have aged out.
+        let mut times: Vec<Instant> =
+            window.own.iter().copied().chain(window.others.iter().map(|o| o.0)).collect();
+        times.sort_unstable();
         let pivot = times[times.len() - self.threshold];
         Some((pivot + WINDOW).saturating_duration_since(now).max(Duration::from_secs(1)))
     }
 
+    /// Whether failures are counted at all (`--failed-auth-limit` is not 0).
+    pub fn is_on(&self) -> bool {
+        self.threshold > 0
+    }
+
+    /// A failure of this process's own (other replicas learn of it through
+    /// the store: see [`crate::auth::guarded`]).
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
         if self.threshold == 0 {
             return;
         }
-        let since_base =
-            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1);
-        self.latest_failure.fetch_max(since_base + 1, Ordering::Relaxed);
+        self.saw_failure_at(now);
         let failures = self.failures.get_with(client_of(address), Failures::default);
-        let mut times = failures.lock().unwrap_or_else(PoisonError::into_inner);
-        forget_older(&mut times, now);
-        times.push_back(now);
+        let mut window = failures.lock().unwrap_or_else(PoisonError::into_inner);
+        window.forget_older(now);
+        window.own.push_back(now);
         // Only the most recent `threshold` failures decide a block.
-        while times.len() > self.threshold {
-            times.pop_front();
+        while window.own.len() > self.threshold {
+            window.own.pop_front();
+        }
+    }
+
+    /// A failure another replica recorded at `at` (wall-clock time).
+    fn record_other(&self, id: i64, address: IpAddr, at: SystemTime) {
+        let (now, wall_now) = (Instant::now(), SystemTime::now());
+        let age = wall_now.duration_since(at).unwrap_or_default();
+        if age >= WINDOW {
+            return;
+        }
+        let instant = now.checked_sub(age).unwrap_or(now);
+        self.saw_failure_at(instant);
+        let failures = self.failures.get_with(client_of(address), Failures::default);
+        let mut window = failures.lock().unwrap_or_else(PoisonError::into_inner);
+        window.forget_older(now);
+        if window.others.iter().any(|&(_, seen)| seen == id) {
+            return;
+        }
+        let position = window.others.iter().rposition(|&(t, _)| t <= instant).map_or(0, |p| p + 1);
+        window.others.insert(position, (instant, id));
+        while window.others.len() > self.threshold {
+            window.others.pop_front();
+        }
+    }
+
+    fn saw_failure_at(&self, at: Instant) {
+        let since_base =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1);
+        self.latest_failure.fetch_max(since_base + 1, Ordering::Relaxed);
+    }
+}
+
+/// Other replicas' failures, from the store (PostgreSQL; see
+/// [`keygate_store::Store::attach_failure_feed`]).
+impl keygate_store::FailureFeed for FailedAuthLimiter {
+    fn failed(&self, id: i64, client: IpAddr, at: SystemTime) {
+        if self.threshold > 0 {
+            self.record_other(id, client, at);
+        }
+    }
+
+    fn reload(&self, failures: Vec<(i64, IpAddr, SystemTime)>) {
+        if self.threshold == 0 {
+            return;
+        }
+        for (_, window) in self.failures.iter() {
+            window.lock().unwrap_or_else(PoisonError::into_inner).others.clear();
+        }
+        for (id, client, at) in failures {
+            self.record_other(id, client, at);
         }
     }
 }
 
-fn forget_older(times: &mut VecDeque<Instant>, now: Instant) {
-    while times.front().is_some_and(|&t| now.saturating_duration_since(t) >= WINDOW) {
-        times.pop_front();
+impl Window {
+    fn forget_older(&mut self, now: Instant) {
+        while self.own.front().is_some_and(|&t| now.saturating_duration_since(t) >= WINDOW) {
+            self.own.pop_front();
+        }
+        while self.others.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) >= WINDOW) {
+            self.others.pop_front();
+        }
     }
 }
 
@@ -177,6 +249,32 @@ mod tests {
         limiter.failures.run_pending_tasks();
         assert!(limiter.failures.entry_count() <= MAX_ADDRESSES);
         assert!(limiter.blocked_for(A, start).is_some(), "the offender seen recently is kept");
+    }
+
+    #[test]
+    fn other_replicas_failures_count_once_each_and_a_reload_replaces_them() {
+        use keygate_store::FailureFeed;
+        let limiter = FailedAuthLimiter::new(4);
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        limiter.record_failure(A, now);
+        limiter.record_failure(A, now);
+        // Two failures in the same millisecond are still two.
+        let theirs = [(1, wall - Duration::from_secs(1)), (2, wall - Duration::from_secs(1))];
+        for (id, at) in theirs {
+            limiter.failed(id, A, at);
+            limiter.failed(id, A, at); // announced, then read again by a reload
+        }
+        assert!(limiter.blocked_for(A, Instant::now()).is_some(), "2 here + 2 there");
+        limiter.reload(vec![(1, A, theirs[0].1)]);
+        assert_eq!(
+            limiter.blocked_for(A, Instant::now()),
+            None,
+            "the reload says only one of theirs is left"
+        );
+        limiter.failed(3, B, wall - WINDOW - Duration::from_secs(1));
+        assert_eq!(limiter.blocked_for(B, Instant::now()), None, "older than the window");
+        FailedAuthLimiter::new(0).failed(4, A, wall);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct Shared {
     pub usage: UsageRecorder,
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
-    pub failed_auth: FailedAuthLimiter,
+    pub failed_auth: Arc<FailedAuthLimiter>,
     pub client_ip_header: Option<HeaderName>,
     pub verifier_tokens: Box<[VerifierToken]>,
     /// Where access log lines go; `None`: not logged.
@@ -55,6 +55,10 @@ impl AppState {
         settings: Settings,
         access_log: Option<AccessLog>,
     ) -> Self {
+        let failed_auth = Arc::new(FailedAuthLimiter::new(settings.failed_auth_limit));
+        if settings.failed_auth_limit > 0 {
+            store.attach_failure_feed(failed_auth.clone(), crate::limits::WINDOW);
+        }
         Self(Arc::new(Shared {
             authenticator: if settings.key_cache {
                 Authenticator::cached(store.clone(), usage.clone(), Arc::default())
@@ -65,7 +69,7 @@ impl AppState {
             usage,
             blobs: settings.blobs,
             max_bundle_size: settings.max_bundle_size,
-            failed_auth: FailedAuthLimiter::new(settings.failed_auth_limit),
+            failed_auth,
             client_ip_header: settings.client_ip_header,
             verifier_tokens: settings.verifier_tokens.into(),
             access_log,

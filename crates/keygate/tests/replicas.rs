@@ -22,6 +22,10 @@ mod support;
 /// other replica within it, whatever each has cached.
 const BOUND: Duration = Duration::from_secs(1);
 
+/// These tests make many refused requests from one address on purpose:
+/// with the throttle shared by the replicas, they would add up to a block.
+const UNTHROTTLED: &[&str] = &["--failed-auth-limit", "0"];
+
 /// Asks `base` with `key` until it answers `want`, and returns how long
 /// that took; fails if it takes longer than [`BOUND`]. Meanwhile a cache
 /// not yet told may still let the key through to the handler (a 200, or a
@@ -53,8 +57,8 @@ async fn every_change_on_one_replica_binds_the_other_within_a_second() {
     let db = database().await;
     let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
-    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
-    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), UNTHROTTLED);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), UNTHROTTLED);
     let client = Client::new();
     let org: Uuid = owner.org_id;
 
@@ -149,8 +153,8 @@ async fn a_replica_that_lost_its_database_never_serves_what_changed_meanwhile() 
     let name = db.url().rsplit('/').next().expect("name").to_owned();
     let through_proxy =
         with_database(&format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port), &name);
-    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
-    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), &[]);
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), UNTHROTTLED);
+    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), UNTHROTTLED);
     let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let org = owner.org_id;
 
@@ -314,5 +318,74 @@ async fn losing_the_database_gives_prompt_503s_then_recovery_without_loss() {
         "too few writes to mean anything: {}",
         outcome.acknowledged.len()
     );
+    store.close().await;
+}
+
+/// `GET /apikey` from `client` (an address given by `x-forwarded-for`).
+async fn as_client(client: &Client, base: &str, address: &str, key: &str) -> u16 {
+    let response = client
+        .get(format!("{base}/apikey"))
+        .header("authorization", key)
+        .header("x-forwarded-for", address)
+        .send()
+        .await
+        .expect("request");
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn failed_authentications_count_across_replicas_and_a_late_replica_knows_them() {
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let flags = ["--failed-auth-limit", "6", "--client-ip-header", "x-forwarded-for"];
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &flags);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &flags);
+    let client = Client::new();
+    let wrong = keygate_core::ApiKeySecret::generate().expect("rng");
+    let (attacker, bystander) = ("198.51.100.7", "198.51.100.8");
+
+    // Three failures on each replica: neither alone reaches six.
+    for base in [&a.base, &b.base] {
+        for _ in 0..3 {
+            assert_eq!(as_client(&client, base, attacker, wrong.expose()).await, 401);
+        }
+    }
+    // Each replica hears of the other's within moments, and blocks.
+    for base in [&a.base, &b.base] {
+        let started = Instant::now();
+        loop {
+            let status = as_client(&client, base, attacker, &admin).await;
+            if status == 429 {
+                break;
+            }
+            assert_eq!(status, 200, "before the block, the good key works");
+            assert!(
+                started.elapsed() < BOUND,
+                "{base} did not count the other replica's failures: {}\n{}",
+                a.log_text(),
+                b.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(as_client(&client, base, bystander, &admin).await, 200, "another address is untouched");
+    }
+    // A replica started afterwards reads the window's failures at start.
+    let c = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &flags);
+    let started = Instant::now();
+    while as_client(&client, &c.base, attacker, &admin).await != 429 {
+        assert!(started.elapsed() < BOUND, "a late replica did not learn of earlier failures");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = client
+        .get(format!("{}/apikey", c.base))
+        .header("authorization", &admin)
+        .header("x-forwarded-for", attacker)
+        .send()
+        .await
+        .expect("request");
+    let wait: u64 = response.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=300).contains(&wait), "Retry-After {wait}");
     store.close().await;
 }

@@ -14,6 +14,7 @@
 
 mod apps;
 mod audit;
+mod failures;
 mod keys;
 mod orgs;
 mod usage;
@@ -51,8 +52,11 @@ const SILENCE: Duration = Duration::from_secs(2);
 
 pub struct PostgresStore {
     pool: PgPool,
-    /// One connection, apart from the pool, for `LISTEN`.
+    /// Connections apart from the pool, one for each `LISTEN`.
     listen_pool: PgPool,
+    /// This process among the replicas: its heartbeats and the failed
+    /// authentications it records carry it.
+    replica: Uuid,
     changes: ChangeFeed,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -65,7 +69,7 @@ impl PostgresStore {
             .application_name("keygate")
             .options([("statement_timeout", format!("{}ms", STATEMENT_TIMEOUT.as_millis()))]);
         let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
@@ -79,7 +83,13 @@ impl PostgresStore {
             .await
             .map_err(|e| config("cannot connect to PostgreSQL", &e))?;
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
-        Ok(Self { pool, listen_pool, changes: ChangeFeed::default(), watchers: Default::default() })
+        Ok(Self {
+            pool,
+            listen_pool,
+            replica: Uuid::new_v4(),
+            changes: ChangeFeed::default(),
+            watchers: Default::default(),
+        })
     }
 }
 
@@ -108,7 +118,7 @@ impl Store for PostgresStore {
 
     fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
         self.changes.attach(cache.clone());
-        let replica = Uuid::new_v4();
+        let replica = self.replica;
         let base = Instant::now();
         let listener = tokio::spawn(listen(self.listen_pool.clone(), cache, replica, base));
         let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), replica, base));
@@ -116,6 +126,21 @@ impl Store for PostgresStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend([listener.abort_handle(), heartbeat.abort_handle()]);
+    }
+
+    async fn record_auth_failure(&self, client: std::net::IpAddr) -> Result<()> {
+        failures::record(&self.pool, self.replica, client).await
+    }
+
+    fn attach_failure_feed(&self, feed: Arc<dyn crate::FailureFeed>, window: Duration) {
+        let listener = tokio::spawn(failures::listen(
+            self.listen_pool.clone(),
+            self.pool.clone(),
+            feed,
+            self.replica,
+            window,
+        ));
+        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(listener.abort_handle());
     }
 
     fn pool_use(&self) -> Vec<PoolUse> {

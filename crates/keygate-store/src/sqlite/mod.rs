@@ -83,8 +83,13 @@ impl SqliteStore {
             Access::Serve => Some(ServeLock::acquire(&path)?),
             Access::Create | Access::Existing => None,
         };
-        if !exists {
-            tracing::warn!(path = %path.display(), "there is no database at this path: creating a new, empty one");
+        match access {
+            // A server that silently started over would hide every key it lost.
+            Access::Serve if !exists => {
+                tracing::warn!(path = %path.display(), "there is no database at this path: creating a new, empty one");
+            }
+            _ if !exists => tracing::info!(path = %path.display(), "creating a new database"),
+            _ => {}
         }
         let options = options
             .create_if_missing(access != Access::Existing)
