@@ -143,6 +143,8 @@ pub trait AppStore: Send + Sync {
     async fn bundle(&self, app_id: &AppId, version: &str) -> Result<Option<Bundle>>;
     /// Returns the deleted bundle, whose blob the caller removes.
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>>;
+    /// The blob key of every bundle: what the blob directory must keep.
+    async fn blob_keys(&self) -> Result<Vec<String>>;
 }
 
 /// What keys did, per day.

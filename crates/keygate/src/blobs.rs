@@ -111,6 +111,41 @@ impl BlobStore {
         Ok((hex::encode(hasher.finalize()), size))
     }
 
+    /// Removes what a crash can leave behind: files of uploads that never
+    /// finished (`.upload-…`) and blobs no bundle refers to (written, then
+    /// the process died before their row was inserted), once they are older
+    /// than `grace` (replicas sharing the directory may be between the two
+    /// steps of an upload right now). Files that keygate does not name are
+    /// left alone. Returns how many files were removed.
+    pub async fn remove_orphans(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> io::Result<usize> {
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = name.starts_with(".upload-")
+                || name.starts_with(".readyz-")
+                || (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ours || referenced.contains(name) {
+                continue;
+            }
+            let age = entry.metadata().await?.modified()?.elapsed().unwrap_or_default();
+            if age < grace {
+                continue;
+            }
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes blobs whose rows are gone; a failure only leaves a stray file.
     pub async fn remove(&self, keys: &[String]) {
         for key in keys {

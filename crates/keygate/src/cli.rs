@@ -223,6 +223,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let blob_dir = args.blob_dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
     let blobs = crate::BlobStore::open(&blob_dir)
         .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
+    remove_orphan_blobs(store.as_ref(), &blobs, &args.database.url).await;
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
             crate::MetricsListener::bind(address)
@@ -258,6 +259,30 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How old a blob no bundle refers to must be before `serve` removes it,
+/// when other replicas may be uploading into the same directory.
+const SHARED_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the blob files a crash left behind (see
+/// [`crate::BlobStore::remove_orphans`]). On SQLite this server is the only
+/// one (it holds the file's lock), so nothing is mid-upload; replicas on
+/// PostgreSQL may be, so only files older than an hour go.
+async fn remove_orphan_blobs(store: &dyn keygate_store::Store, blobs: &crate::BlobStore, url: &str) {
+    let grace = if url.starts_with("sqlite:") { std::time::Duration::ZERO } else { SHARED_ORPHAN_GRACE };
+    let referenced = match store.blob_keys().await {
+        Ok(keys) => keys.into_iter().collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the bundles; leaving the blob directory as it is");
+            return;
+        }
+    };
+    match blobs.remove_orphans(&referenced, grace).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed blob files that no bundle refers to"),
+        Err(error) => tracing::warn!(%error, "cannot clean the blob directory"),
+    }
 }
 
 /// `keygate-blobs` beside a SQLite database file; in the working directory otherwise.

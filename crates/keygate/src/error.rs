@@ -187,6 +187,17 @@ impl ApiError {
         }
     }
 
+    /// A listed bundle whose bytes cannot be read: the storage is missing or
+    /// broken (a directory removed, a volume not mounted), which an
+    /// operator fixes; the client may retry later.
+    pub fn blob_unreadable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "The server cannot read this bundle's bytes right now; retry later",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -255,6 +255,51 @@ fn acknowledged_writes_survive_kill_9() {
 }
 
 #[test]
+fn files_a_crash_left_in_the_blob_directory_are_removed_at_start() {
+    use std::io::Write;
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key");
+    let server = Server::start(&work, &[]);
+    let body = json!({ "app_id": "com.acme.app", "name": "App", "org_id": owner["org_id"] });
+    assert_eq!(server.call("POST", "/app", Some(admin), Some(body)).0, 200);
+    let address = server.0.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    let upload = format!(
+        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
+         authorization: {admin}\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"
+    );
+    stream.write_all(upload.as_bytes()).expect("upload");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.signal("-KILL");
+    drop(server);
+
+    // What a crash between the steps of an upload leaves, and a file of the operator's.
+    let blobs = work.dir.path().join("keygate-blobs");
+    let kept: Vec<_> =
+        std::fs::read_dir(&blobs).expect("blobs").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(kept.len(), 1, "one blob: {kept:?}");
+    let orphans = [".upload-0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"];
+    for name in orphans {
+        std::fs::write(blobs.join(name), b"left behind").expect("write");
+    }
+    std::fs::write(blobs.join("README.txt"), b"not keygate's").expect("write");
+
+    let server = Server::start(&work, &[]);
+    for name in orphans {
+        assert!(!blobs.join(name).exists(), "{name} was left");
+    }
+    assert!(blobs.join("README.txt").exists(), "a file keygate does not name stays");
+    assert!(blobs.join(&kept[0]).exists(), "the bundle's blob stays");
+    let (status, _) =
+        server.call("GET", "/bundle/download?app_id=com.acme.app&version=1.0.0", Some(admin), None);
+    assert_eq!(status, 200);
+    assert!(server.log_text().contains("removed blob files that no bundle refers to"));
+}
+
+#[test]
 fn sigterm_finishes_cleanly_and_keeps_last_use() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");

@@ -163,7 +163,7 @@ fn user_add_on_a_path_with_no_database_creates_nothing() {
 
 #[tokio::test]
 async fn readiness_fails_while_bundles_cannot_be_written() {
-    let (db, _, _) = prepared().await;
+    let (db, admin, org) = prepared().await;
     let blobs = db.dir().join("blobs");
     let server = ServerProcess::start(
         Path::new(BIN),
@@ -173,7 +173,24 @@ async fn readiness_fails_while_bundles_cannot_be_written() {
     );
     let client = Client::new();
     assert_eq!(get(&client, &server.base, "/readyz").await.0, 200);
+    let app = json!({ "org_id": org, "app_id": "com.acme.blobs", "name": "Blobs" });
+    assert_eq!(call(&client, &server.base, Method::POST, "/app", &admin, Some(app)).await.0, 200);
+    let download = format!("{}/bundle/download?app_id=com.acme.blobs&version=1.0.0", server.base);
+    let uploaded = client
+        .post(format!("{}/bundle?app_id=com.acme.blobs&version=1.0.0", server.base))
+        .header("authorization", &admin)
+        .body("bundle bytes")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 200);
     std::fs::remove_dir_all(&blobs).expect("remove the blob directory");
+    // A listed bundle whose bytes are gone with the directory: the storage
+    // is at fault, not the server's code.
+    let response = client.get(&download).header("authorization", &admin).send().await.expect("download");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "storage_unavailable", "{body}");
     for path in ["/readyz", "/health"] {
         let (status, body) = get(&client, &server.base, path).await;
         assert_eq!(status, 503, "{path}: {body}");

@@ -155,6 +155,10 @@ impl AppStore for PostgresStore {
         inserted.ok_or(StoreError::NotFound(Entity::App))
     }
 
+    async fn blob_keys(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT blob_key FROM bundles").fetch_all(&self.pool).await?)
+    }
+
     async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>> {
         let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 ORDER BY id");
         select::<BundleRow, _, _>(&self.pool, &sql, app_id.as_str()).await

@@ -128,6 +128,10 @@ impl AppStore for SqliteStore {
         .await
     }
 
+    async fn blob_keys(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT blob_key FROM bundles").fetch_all(&self.reader).await?)
+    }
+
     async fn bundles(&self, app_id: &AppId) -> Result<Vec<Bundle>> {
         let sql = format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 ORDER BY id");
         select::<BundleRow, _, _>(&self.reader, &sql, app_id.as_str()).await
