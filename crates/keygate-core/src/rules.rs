@@ -45,6 +45,9 @@ pub enum Refusal {
     /// The key's expiry breaks its organization's policy (400).
     #[error("the key's expiry breaks its organization's policy")]
     ExpiryPolicy(PolicyViolation),
+    /// The organization's bundles would take more than this many bytes (413).
+    #[error("the organization's bundles would take more than {0} bytes")]
+    StorageQuota(u64),
 }
 
 /// Whether `caller` sees `key`: its own keys inside its scope, and, where it

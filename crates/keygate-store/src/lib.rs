@@ -145,6 +145,8 @@ pub trait AppStore: Send + Sync {
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>>;
     /// The blob key of every bundle: what the blob directory must keep.
     async fn blob_keys(&self) -> Result<Vec<String>>;
+    /// The bytes the bundles of the organization's apps take.
+    async fn org_storage(&self, org_id: Uuid) -> Result<u64>;
 }
 
 /// What keys did, per day.

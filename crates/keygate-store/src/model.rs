@@ -206,6 +206,21 @@ pub struct NewBundle {
     pub checksum: String,
     pub size: i64,
     pub blob_key: String,
+    /// The most bytes the bundles of the app's organization may take,
+    /// this one included; checked under the write lock
+    /// ([`Refusal::StorageQuota`](keygate_core::rules::Refusal::StorageQuota)).
+    pub max_org_storage: Option<u64>,
+}
+
+/// `Ok` when an organization whose bundles take `used` bytes, this one
+/// included, stays within `quota`.
+pub(crate) fn check_quota(used: i64, quota: Option<u64>) -> crate::Result<()> {
+    match quota {
+        Some(limit) if u64::try_from(used).unwrap_or(0) > limit => {
+            Err(crate::StoreError::Refused(keygate_core::rules::Refusal::StorageQuota(limit)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What one key did since the last write of usage.

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a user, an organization they own, and a first unscoped `all` key.
     Bootstrap(BootstrapArgs),
     /// Manage users.
@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Where uploaded bundles are kept [default: a `keygate-blobs` directory beside a SQLite database, or in the working directory].
     #[arg(long, env = "KEYGATE_BLOB_DIR")]
     blob_dir: Option<PathBuf>,
+    /// The most bytes the bundles of one organization may take in all [default: no limit].
+    #[arg(long, env = "KEYGATE_MAX_ORG_STORAGE", value_name = "BYTES")]
+    max_org_storage: Option<u64>,
     /// The largest bundle accepted, in bytes.
     #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
     max_bundle_size: u64,
@@ -171,7 +174,7 @@ fn init_logging(quiet: bool) {
 
 async fn execute(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Bootstrap(args) => {
             let store = open(&args.database.url, Access::Create).await?;
             let result = admin::bootstrap(store.as_ref(), &args.email, &args.org_name).await;
@@ -245,6 +248,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         },
         failed_auth_limit: usize::try_from(args.failed_auth_limit).unwrap_or(usize::MAX),
+        max_org_storage: args.max_org_storage,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

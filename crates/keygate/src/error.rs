@@ -187,6 +187,18 @@ impl ApiError {
         }
     }
 
+    /// An upload that would take its organization past `--max-org-storage`.
+    pub fn storage_quota_exceeded(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "storage_quota_exceeded",
+            format!(
+                "This organization's bundles may take at most {limit} bytes in all; \
+                 delete old bundles before uploading more. Nothing was stored"
+            ),
+        )
+    }
+
     /// A listed bundle whose bytes cannot be read: the storage is missing or
     /// broken (a directory removed, a volume not mounted), which an
     /// operator fixes; the client may retry later.
@@ -290,6 +302,7 @@ impl From<Refusal> for ApiError {
                 forbidden("Only the key's own user can rotate it; an admin can revoke it instead")
             }
             Refusal::ExpiryPolicy(violation) => violation.into(),
+            Refusal::StorageQuota(limit) => Self::storage_quota_exceeded(limit),
             Refusal::LastSuperAdmin => Self::conflict(
                 "last_super_admin",
                 "An organization keeps at least one super_admin; promote another member first",

@@ -29,6 +29,7 @@ pub struct Shared {
     pub usage: UsageRecorder,
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
+    pub max_org_storage: Option<u64>,
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub client_ip_header: Option<HeaderName>,
     pub verifier_tokens: Box<[VerifierToken]>,
@@ -69,6 +70,7 @@ impl AppState {
             usage,
             blobs: settings.blobs,
             max_bundle_size: settings.max_bundle_size,
+            max_org_storage: settings.max_org_storage,
             failed_auth,
             client_ip_header: settings.client_ip_header,
             verifier_tokens: settings.verifier_tokens.into(),
@@ -138,6 +140,8 @@ pub struct Settings {
     /// Failed authentications per address within 5 minutes before it is
     /// answered 429; 0: no throttle (see [`crate::limits`]).
     pub failed_auth_limit: usize,
+    /// The most bytes an organization's bundles may take; `None`: no limit.
+    pub max_org_storage: Option<u64>,
 }
 
 impl Settings {
@@ -152,6 +156,7 @@ impl Settings {
             metrics_listener: None,
             edge: crate::edge::EdgeLimits::default(),
             failed_auth_limit: crate::limits::THRESHOLD,
+            max_org_storage: None,
         }
     }
 }

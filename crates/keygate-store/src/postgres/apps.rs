@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{OrgLock, PostgresStore};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
+use crate::model::check_quota;
 use crate::params::BindModel;
 use crate::rows::{APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, one, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, Entity, NewBundle, Result, StoreError};
@@ -150,9 +151,46 @@ impl AppStore for PostgresStore {
              VALUES ($1, $2, $3, $4, $5, $6)",
         );
         let insert = sqlx::query_as(&sql).bind_new_bundle(&bundle);
-        // The insert holds a share lock on the app's row: it is still there.
-        let inserted = self.change_bundle(insert, AuditAction::BundleUpload, actor).await?;
-        inserted.ok_or(StoreError::NotFound(Entity::App))
+        if bundle.max_org_storage.is_none() {
+            // The insert holds a share lock on the app's row: it is still there.
+            let inserted = self.change_bundle(insert, AuditAction::BundleUpload, actor).await?;
+            return inserted.ok_or(StoreError::NotFound(Entity::App));
+        }
+        // With a quota, uploads to one organization take turns on its row,
+        // locked before the insert (as every writer locks the organization
+        // first), so that each sees the bytes of those before it.
+        let mut tx = self.pool.begin().await?;
+        let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
+            .bind(bundle.app_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let org_id = org_id.ok_or(StoreError::NotFound(Entity::App))?;
+        super::lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
+        let inserted: Option<OwnedBundle> =
+            insert.fetch_optional(&mut *tx).await.map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
+        let OwnedBundle { bundle: row, org_id } = inserted.ok_or(StoreError::NotFound(Entity::App))?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM bundles b JOIN apps a ON a.app_id = b.app_id \
+             WHERE a.org_id = $1",
+        )
+        .bind(org_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        check_quota(used, bundle.max_org_storage)?;
+        let row = Bundle::try_from(row)?;
+        Postgres::log(&mut tx, org_id, Event::of_bundle(AuditAction::BundleUpload, &row, actor)).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn org_storage(&self, org_id: Uuid) -> Result<u64> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
+        )
+        .bind(org_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(used).unwrap_or(0))
     }
 
     async fn blob_keys(&self) -> Result<Vec<String>> {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::SqliteStore;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
+use crate::model::check_quota;
 use crate::params::BindModel;
 use crate::rows::{self, APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, NewBundle, Result};
@@ -122,10 +123,32 @@ impl AppStore for SqliteStore {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
+                if bundle.max_org_storage.is_some() {
+                    // After the insert, in the job's savepoint: the writer rolls
+                    // it back if the organization is now over its quota.
+                    let used: i64 = sqlx::query_scalar(
+                        "SELECT COALESCE(SUM(b.size), 0) FROM bundles b JOIN apps a ON a.app_id = b.app_id \
+                         WHERE a.org_id = (SELECT org_id FROM apps WHERE app_id = $1)",
+                    )
+                    .bind(bundle.app_id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    check_quota(used, bundle.max_org_storage)?;
+                }
                 Ok((log_bundle(conn, row.try_into()?, AuditAction::BundleUpload, &actor).await?, vec![]))
             })
         })
         .await
+    }
+
+    async fn org_storage(&self, org_id: Uuid) -> Result<u64> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(b.size), 0) FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
+        )
+        .bind(org_id)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(u64::try_from(used).unwrap_or(0))
     }
 
     async fn blob_keys(&self) -> Result<Vec<String>> {

@@ -112,6 +112,7 @@ fn renamed(name: &str) -> KeyChanges {
 
 fn bundle(app: &AppId, version: &str) -> NewBundle {
     NewBundle {
+        max_org_storage: None,
         app_id: app.clone(),
         version: version.to_owned(),
         checksum: "00".repeat(32),

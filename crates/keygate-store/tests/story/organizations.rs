@@ -167,3 +167,35 @@ async fn deleting_an_app_or_an_organization_hands_back_its_blob_keys() {
     assert_eq!(store.app(&app_id("com.example.a")).await.expect("app"), None);
     assert!(store.bundles(&app_id("com.example.a")).await.expect("bundles").is_empty());
 }
+
+#[tokio::test]
+async fn an_organizations_bundles_stay_within_its_quota_under_concurrent_uploads() {
+    let (_database, store, owner) = acme().await;
+    let (a, actor) = (owner.org_id, &member(owner.user_id));
+    for app in ["com.example.a", "com.example.b"] {
+        store.create_app(a, &app_id(app), "App", actor).await.expect("create app");
+    }
+    // Each bundle takes 3 bytes; the quota holds four of them.
+    let uploads = (0..10).map(|i| {
+        let app = if i % 2 == 0 { "com.example.a" } else { "com.example.b" };
+        let bundle = keygate_store::NewBundle {
+            max_org_storage: Some(12),
+            ..bundle(&app_id(app), &format!("1.0.{i}"))
+        };
+        let store = store.clone();
+        let actor = *actor;
+        tokio::spawn(async move { store.insert_bundle(bundle, &actor).await })
+    });
+    let mut stored = 0;
+    for upload in uploads.collect::<Vec<_>>() {
+        match upload.await.expect("task") {
+            Ok(_) => stored += 1,
+            refused => assert_refused(refused, Refusal::StorageQuota(12)),
+        }
+    }
+    assert_eq!(stored, 4, "exactly as many as fit");
+    assert_eq!(store.org_storage(a).await.expect("storage"), 12);
+    let listed = store.bundles(&app_id("com.example.a")).await.expect("a").len()
+        + store.bundles(&app_id("com.example.b")).await.expect("b").len();
+    assert_eq!(listed, 4, "nothing of a refused upload stays");
+}

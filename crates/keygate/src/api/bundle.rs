@@ -130,8 +130,21 @@ pub async fn upload(
     if state.store.bundle(&app.app_id, &version).await?.is_some() {
         return Err(exists());
     }
-    let limit = state.max_bundle_size;
+    // What is left of the organization's quota bounds the upload at once, so
+    // that a full organization is not sent 50 MiB first; the store checks
+    // again under the write lock, against concurrent uploads.
+    let left = match state.max_org_storage {
+        Some(quota) => Some(quota.saturating_sub(state.store.org_storage(app.org_id).await?)),
+        None => None,
+    };
+    if let (Some(0), Some(quota)) = (left, state.max_org_storage) {
+        return Err(ApiError::storage_quota_exceeded(quota));
+    }
+    let limit = left.map_or(state.max_bundle_size, |left| left.min(state.max_bundle_size));
     let blob = state.blobs.write(body, limit).await.map_err(|e| match e {
+        BlobError::TooLarge(_) if limit < state.max_bundle_size => {
+            ApiError::storage_quota_exceeded(state.max_org_storage.unwrap_or_default())
+        }
         BlobError::TooLarge(limit) => ApiError::payload_too_large("The bundle", limit),
         BlobError::Empty => {
             ApiError::bad_request("empty_bundle", "The bundle is empty: send its bytes as the request body")
@@ -148,6 +161,7 @@ pub async fn upload(
         checksum: blob.checksum.clone(),
         size: i64::try_from(blob.size).unwrap_or(i64::MAX),
         blob_key: blob.key.clone(),
+        max_org_storage: state.max_org_storage,
     };
     let bundle = match state.store.insert_bundle(new, &caller.actor()).await {
         Ok(bundle) => bundle,

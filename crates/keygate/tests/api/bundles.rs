@@ -130,3 +130,29 @@ async fn listing_downloading_and_deleting_check_their_input_and_the_caller() {
     let listed = app.get("/bundle?app_id=com.acme.app", key).await.ok();
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "nothing was deleted");
 }
+
+#[tokio::test]
+async fn an_organization_stays_within_its_storage_quota() {
+    let app = crate::helpers::spawn_app_with(|s| s.max_org_storage = Some(100)).await;
+    app.app("com.acme.app").await;
+    app.app("com.acme.other").await;
+    let key = &app.owner.key;
+    app.upload(key, "com.acme.app", "1.0.0", vec![1; 60]).await.ok();
+    // 60 + 60 is over 100, across the organization's apps: refused whole.
+    let refused = app.upload(key, "com.acme.other", "1.0.0", vec![2; 60]).await;
+    let text = refused.error(413, "storage_quota_exceeded");
+    assert!(text.contains("100 bytes"), "{text}");
+    app.upload(key, "com.acme.app", "1.0.1", vec![3; 40]).await.ok();
+    app.upload(key, "com.acme.app", "1.0.2", vec![4; 1]).await.error(413, "storage_quota_exceeded");
+    assert_eq!(app.blob_files(), 2, "nothing of the refused uploads stays");
+    let listed = app.get("/bundle?app_id=com.acme.other", key).await.ok();
+    assert_eq!(listed["data"], json!([]));
+    // Deleting frees room.
+    app.call(Method::DELETE, "/bundle?app_id=com.acme.app&version=1.0.0", Some(key), None).await.ok();
+    app.upload(key, "com.acme.other", "1.0.0", vec![2; 60]).await.ok();
+    // Another organization has a quota of its own.
+    let rival = app.tenant("rival@example.com").await;
+    let body = json!({ "app_id": "com.rival.app", "name": "Rival", "org_id": rival.org_id });
+    app.post("/app", &rival.key, body).await.ok();
+    app.upload(&rival.key, "com.rival.app", "1.0.0", vec![5; 100]).await.ok();
+}
