@@ -1,7 +1,7 @@
 //! Start-up and shutdown: serve until told to stop, then let in-flight
 //! requests finish, write pending usage and close the database.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use keygate_store::Store;
@@ -43,22 +43,19 @@ pub async fn serve(
         shutdown.await;
         let _ = quit.send(true);
     });
-    let until = |mut quitting: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = quitting.wait_for(|quit| *quit).await;
-    };
+    // The metrics listener has the same limits at the edge as the main one:
+    // a scraper that stalls, or a flood of connections, cannot pile up there.
     let metrics_server = metrics_listener.map(|listener| {
         let app = crate::metrics::router(state.clone());
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until(quitting.clone())).into_future())
+        tokio::spawn(crate::edge::serve(listener, app, edge, quitting.clone()))
     });
     let app = router::app(state);
     crate::edge::serve(listener, app, edge, quitting).await;
-    if let Some(server) = metrics_server {
-        match server.await {
-            Ok(Err(error)) => tracing::error!(%error, "metrics listener failed"),
-            Err(error) if !error.is_cancelled() => tracing::error!(%error, "metrics listener failed"),
-            Err(_) => {}
-            Ok(Ok(())) => {}
-        }
+    if let Some(server) = metrics_server
+        && let Err(error) = server.await
+        && !error.is_cancelled()
+    {
+        tracing::error!(%error, "metrics listener failed");
     }
     let _ = stop.send(true);
     if let Err(error) = flusher.await {

@@ -159,6 +159,24 @@ mod edge {
     }
 
     #[tokio::test]
+    async fn the_metrics_listener_closes_slow_clients_too() {
+        let listener = keygate::MetricsListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let app = spawn_app_with(|settings| {
+            settings.edge =
+                EdgeLimits { header_read_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
+            settings.metrics_listener = Some(listener);
+        })
+        .await;
+        let mut slow = TcpStream::connect(address).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nhost: keygate\r\nx-slow: ").await.expect("half a head");
+        let (_, after) = until_closed(&mut slow, Duration::from_secs(5)).await.expect("still open after 5 s");
+        assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the timeout");
+        let scraped = app.client.get(format!("http://{address}/metrics")).send().await.expect("scrape");
+        assert_eq!(scraped.status(), 200, "it still serves the scrapes that arrive whole");
+    }
+
+    #[tokio::test]
     async fn an_idle_keep_alive_connection_is_closed_after_the_same_time() {
         let limits = EdgeLimits { header_read_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
         let app = app_with(limits).await;
