@@ -254,22 +254,36 @@ fn acknowledged_writes_survive_kill_9() {
     assert_eq!(status, 401, "the deletion survived too");
 }
 
+/// A bootstrapped server with the app `com.acme.app`: the server, the
+/// owner's key, the server's address and a connection to it.
+fn with_an_app(work: &Workdir) -> (Server, String, String, std::net::TcpStream) {
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key").to_owned();
+    let server = Server::start(work, &[]);
+    let body = json!({ "app_id": "com.acme.app", "name": "App", "org_id": owner["org_id"] });
+    assert_eq!(server.call("POST", "/app", Some(&admin), Some(body)).0, 200);
+    let address = server.0.base.trim_start_matches("http://").to_owned();
+    let stream = std::net::TcpStream::connect(&address).expect("connect");
+    (server, admin, address, stream)
+}
+
+/// The head of an upload of `length` bytes as bundle 1.0.0 of `com.acme.app`.
+fn upload_head(address: &str, admin: &str, length: usize) -> String {
+    format!(
+        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
+         authorization: {admin}\r\nconnection: close\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
 #[test]
 fn files_a_crash_left_in_the_blob_directory_are_removed_at_start() {
     use std::io::Write;
     let work = Workdir::new();
-    let owner = work.bootstrap("owner@example.com", "Acme");
-    let admin = owner["key"].as_str().expect("key");
-    let server = Server::start(&work, &[]);
-    let body = json!({ "app_id": "com.acme.app", "name": "App", "org_id": owner["org_id"] });
-    assert_eq!(server.call("POST", "/app", Some(admin), Some(body)).0, 200);
-    let address = server.0.base.trim_start_matches("http://").to_owned();
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
-    let upload = format!(
-        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
-         authorization: {admin}\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"
-    );
+    let (server, admin, address, mut stream) = with_an_app(&work);
+    let admin = admin.as_str();
+    let upload = upload_head(&address, admin, 5);
     stream.write_all(upload.as_bytes()).expect("upload");
+    stream.write_all(b"hello").expect("upload");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -319,19 +333,11 @@ fn sigterm_finishes_cleanly_and_keeps_last_use() {
 fn an_in_flight_request_finishes_after_sigterm() {
     use std::io::Write;
     let work = Workdir::new();
-    let owner = work.bootstrap("owner@example.com", "Acme");
-    let admin = owner["key"].as_str().expect("key");
-    let server = Server::start(&work, &[]);
-    let body = json!({ "app_id": "com.acme.app", "name": "App", "org_id": owner["org_id"] });
-    assert_eq!(server.call("POST", "/app", Some(admin), Some(body)).0, 200);
+    let (server, admin, address, mut stream) = with_an_app(&work);
+    let admin = admin.as_str();
 
     // Half an upload, then SIGTERM, then the rest: the upload must complete.
-    let address = server.0.base.trim_start_matches("http://").to_owned();
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
-    let head = format!(
-        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nhost: {address}\r\n\
-         authorization: {admin}\r\nconnection: close\r\ncontent-length: 2000\r\n\r\n"
-    );
+    let head = upload_head(&address, admin, 2000);
     // Counted before anything is sent: the server logs the request as soon
     // as it has read the head.
     let started = |log: &str| log.matches("started processing request").count();
