@@ -13,6 +13,11 @@
 //! than the threshold before the block starts; never fewer. The table is a
 //! bounded moka cache, so a flood of distinct addresses (cheap with IPv6)
 //! costs O(1) per failure, never a scan.
+//!
+//! With PostgreSQL, the failures other replicas record count too: they come
+//! through the store's [`keygate_store::FailureFeed`], each with its row id,
+//! and are kept apart from this process's own, so that a reload after a
+//! lost subscription replaces them instead of counting any twice.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
