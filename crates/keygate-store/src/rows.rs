@@ -23,6 +23,10 @@ pub(crate) const ORG_COLUMNS: &str =
     "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at";
 pub(crate) const APP_COLUMNS: &str = "app_id, org_id, name, created_at, updated_at";
 pub(crate) const BUNDLE_COLUMNS: &str = "id, app_id, version, checksum, size, blob_key, created_at";
+/// The bytes the bundles of an organization take, with the organization's
+/// id (or an expression giving it) appended: `format!("{ORG_BUNDLE_BYTES}$1")`.
+pub(crate) const ORG_BUNDLE_BYTES: &str = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) \
+    FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = ";
 pub(crate) const AUDIT_COLUMNS: &str =
     "id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip";
 

@@ -16,7 +16,7 @@ use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_quota;
 use crate::params::BindModel;
-use crate::rows::{APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, one, select};
+use crate::rows::{APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, ORG_BUNDLE_BYTES, one, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, Entity, NewBundle, Result, StoreError};
 
 /// A bundle with the organization that owns its app, whose log records it.
@@ -169,13 +169,8 @@ impl AppStore for PostgresStore {
         let inserted: Option<OwnedBundle> =
             insert.fetch_optional(&mut *tx).await.map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
         let OwnedBundle { bundle: row, org_id } = inserted.ok_or(StoreError::NotFound(Entity::App))?;
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM bundles b JOIN apps a ON a.app_id = b.app_id \
-             WHERE a.org_id = $1",
-        )
-        .bind(org_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let used: i64 =
+            sqlx::query_scalar(&format!("{ORG_BUNDLE_BYTES}$1")).bind(org_id).fetch_one(&mut *tx).await?;
         check_quota(used, bundle.max_org_storage)?;
         let row = Bundle::try_from(row)?;
         Postgres::log(&mut tx, org_id, Event::of_bundle(AuditAction::BundleUpload, &row, actor)).await?;
@@ -184,12 +179,8 @@ impl AppStore for PostgresStore {
     }
 
     async fn org_storage(&self, org_id: Uuid) -> Result<u64> {
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
-        )
-        .bind(org_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let used: i64 =
+            sqlx::query_scalar(&format!("{ORG_BUNDLE_BYTES}$1")).bind(org_id).fetch_one(&self.pool).await?;
         Ok(u64::try_from(used).unwrap_or(0))
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::model::check_quota;
 use crate::params::BindModel;
-use crate::rows::{self, APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, select};
+use crate::rows::{self, APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, ORG_BUNDLE_BYTES, select};
 use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, NewBundle, Result};
 
 /// The apps `filter` selects, by app id.
@@ -126,10 +126,9 @@ impl AppStore for SqliteStore {
                 if bundle.max_org_storage.is_some() {
                     // After the insert, in the job's savepoint: the writer rolls
                     // it back if the organization is now over its quota.
-                    let used: i64 = sqlx::query_scalar(
-                        "SELECT COALESCE(SUM(b.size), 0) FROM bundles b JOIN apps a ON a.app_id = b.app_id \
-                         WHERE a.org_id = (SELECT org_id FROM apps WHERE app_id = $1)",
-                    )
+                    let used: i64 = sqlx::query_scalar(&format!(
+                        "{ORG_BUNDLE_BYTES}(SELECT org_id FROM apps WHERE app_id = $1)"
+                    ))
                     .bind(bundle.app_id.as_str())
                     .fetch_one(&mut *conn)
                     .await?;
@@ -142,12 +141,8 @@ impl AppStore for SqliteStore {
     }
 
     async fn org_storage(&self, org_id: Uuid) -> Result<u64> {
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(b.size), 0) FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1",
-        )
-        .bind(org_id)
-        .fetch_one(&self.reader)
-        .await?;
+        let used: i64 =
+            sqlx::query_scalar(&format!("{ORG_BUNDLE_BYTES}$1")).bind(org_id).fetch_one(&self.reader).await?;
         Ok(u64::try_from(used).unwrap_or(0))
     }
 
