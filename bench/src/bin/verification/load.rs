@@ -37,6 +37,7 @@ impl Kind {
 /// What the workloads of one configuration send.
 pub(super) struct Fixture {
     pub(super) floor: SocketAddr,
+    pub(super) floor_pid: u32,
     pub(super) server: SocketAddr,
     pub(super) server_pid: u32,
     /// `authorization` for `/verify`: `Bearer <verifier token>`.
@@ -187,23 +188,14 @@ pub(super) async fn drive(fixture: &Arc<Fixture>, kind: Kind, clients: usize, du
     Sample { rate: requests as f64 / elapsed.as_secs_f64(), cpu_per_request, p50, p99, requests }
 }
 
-/// CPU time so far of whatever answers `kind`: the keygate process, or this
-/// process's floor threads. From each thread's `schedstat` (nanoseconds on
-/// a CPU), so that it does not depend on how busy the machine is otherwise.
+/// CPU time so far of the process that answers `kind`: keygate, or the
+/// floor's. From each thread's `schedstat` (nanoseconds on a CPU), so that
+/// it does not depend on how busy the machine is otherwise.
 fn server_cpu(fixture: &Fixture, kind: Kind) -> Duration {
-    let (tasks, only) = if kind == Kind::Floor {
-        ("/proc/self/task".to_owned(), Some(FLOOR_THREAD))
-    } else {
-        (format!("/proc/{}/task", fixture.server_pid), None)
-    };
-    let Ok(entries) = std::fs::read_dir(&tasks) else { return Duration::ZERO };
+    let pid = if kind == Kind::Floor { fixture.floor_pid } else { fixture.server_pid };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
     let nanos: u64 = entries
         .flatten()
-        .filter(|task| {
-            only.is_none_or(|name| {
-                std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
-            })
-        })
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
         .sum();

@@ -11,8 +11,8 @@
 //! `--seconds`:
 //!
 //! - floor (a): a bare axum handler returning `{"status":"ok"}`, served by
-//!   this program on its own port with its own tokio runtime: no I/O, no
-//!   middleware;
+//!   this program in a process of its own (`--serve-floor`, like keygate a
+//!   process apart from the load generator): no I/O, no middleware;
 //! - floor (b): keygate's `GET /livez` (no I/O; keygate's layers and log);
 //! - `GET /health` (= `/readyz`: one trivial query, and a probe file written and removed);
 //! - `POST /verify` over `--present` distinct read keys, cycled;
@@ -76,8 +76,8 @@ const SERVER_LOG: &str = "info,sqlx=warn";
 const INSERT_BATCH: usize = 1_000;
 /// Filler keys per INSERT … SELECT statement.
 const FILLER_BATCH: u64 = 200_000;
-/// The floor runtime's threads, whose CPU time is the floor's.
-const FLOOR_THREAD: &str = "floor";
+/// The argument that makes this program the floor's process.
+const SERVE_FLOOR: &str = "--serve-floor";
 /// How long each workload runs once, unmeasured, before the first round.
 const WARM_UP: Duration = Duration::from_millis(500);
 
@@ -147,27 +147,49 @@ impl Options {
 }
 
 // ---------------------------------------------------------------------------
-// The floor: a bare axum handler, in this process, on its own runtime.
+// The floor: a bare axum handler, in a process of its own.
 
-/// Serves `GET /` → `{"status":"ok"}` on a loopback port from a thread with
-/// its own multi-threaded tokio runtime (as many workers as keygate has).
-fn start_floor() -> SocketAddr {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name(FLOOR_THREAD)
-            .build()
-            .expect("floor runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind floor");
-            sender.send(listener.local_addr().expect("floor address")).expect("floor address");
-            let app = axum::Router::new()
-                .route("/", axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }));
-            axum::serve(listener, app).await.expect("floor server");
-        });
-    });
-    receiver.recv().expect("floor started")
+/// The floor's process: this program again, with `--serve-floor`. Like
+/// keygate, it is a process apart from the load generator, so both pay the
+/// same cross-process wake-ups. (Measured once against the earlier floor on
+/// a thread of this process: the same within this machine's noise.)
+pub(crate) struct Floor {
+    pub(crate) address: SocketAddr,
+    pub(crate) pid: u32,
+    child: std::process::Child,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_floor() -> Floor {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this program"))
+        .arg(SERVE_FLOOR)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the floor");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("floor stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("floor address");
+    let address = line.trim().parse().unwrap_or_else(|_| panic!("floor said {line:?}"));
+    Floor { address, pid: child.id(), child }
+}
+
+/// `--serve-floor`: serves `GET /` → `{"status":"ok"}` on a loopback port,
+/// with tokio's default multi-threaded runtime (as keygate has), and prints
+/// the address.
+async fn serve_floor() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind floor");
+    println!("{}", listener.local_addr().expect("floor address"));
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }));
+    axum::serve(listener, app).await.expect("floor server");
 }
 
 // ---------------------------------------------------------------------------
@@ -229,12 +251,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
-async fn run_configuration(
-    options: &Options,
-    floor: SocketAddr,
-    backend: Backend,
-    keys: u64,
-) -> Configuration {
+async fn run_configuration(options: &Options, floor: &Floor, backend: Backend, keys: u64) -> Configuration {
     let db = match backend {
         Backend::Sqlite => TestDatabase::sqlite(),
         Backend::Postgres => TestDatabase::postgres(&options.postgres).await,
@@ -286,7 +303,8 @@ async fn run_configuration(
     assert_eq!(created.await.expect("create app").status(), 200, "create the app");
 
     let fixture = Arc::new(Fixture {
-        floor,
+        floor: floor.address,
+        floor_pid: floor.pid,
         server: server_address,
         server_pid: server.pid(),
         verifier: HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
@@ -412,7 +430,7 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
     println!();
     println!(
         "keygate verification benchmark: {cores} cores, loopback; the load generator (hyper, one task per \
-         connection, in this process) and the bare-axum floor share the cores with the server."
+         connection, in this process) and the bare-axum floor (a process of its own) share the cores with the server."
     );
     println!(
         "{} connections for reads, {} for writes; {} interleaved rounds of {:.1} s per workload; \
@@ -510,6 +528,9 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == SERVE_FLOOR) {
+        return serve_floor().await;
+    }
     let options = Options::parse();
     assert!(
         options.binary.exists(),
@@ -521,7 +542,7 @@ async fn main() {
     let mut configurations = Vec::new();
     for &backend in &options.backends {
         for &keys in &options.keys {
-            configurations.push(run_configuration(&options, floor, backend, keys).await);
+            configurations.push(run_configuration(&options, &floor, backend, keys).await);
         }
     }
     print_report(&options, &configurations);
