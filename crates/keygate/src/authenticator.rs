@@ -10,7 +10,9 @@
 //! cache coherent (see [`crate::key_cache`]); checksum failures never reach
 //! it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
 
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
@@ -35,6 +37,15 @@ pub struct Authenticated {
     /// The owner's current role in the key's own organization; `None` for
     /// an unscoped key or an owner who is no longer a member.
     pub own_role: Option<Role>,
+    /// The key as `POST /verify` describes it, rendered once and kept with
+    /// the cached entry (see [`crate::api::verify`]).
+    pub described: OnceLock<Bytes>,
+}
+
+impl Authenticated {
+    pub fn new(key: ApiKeyRecord, own_role: Option<Role>) -> Self {
+        Self { principal: key.principal(), key, own_role, described: OnceLock::new() }
+    }
 }
 
 /// What a presented key turned out to be.
@@ -123,7 +134,5 @@ impl Authenticator {
 /// What the store found for a digest, as the rules see it, with the end of
 /// a rotated secret's grace period.
 fn authenticated(found: DigestMatch) -> (Arc<Authenticated>, Option<DateTime<Utc>>) {
-    let principal = found.key.principal();
-    let authenticated = Authenticated { principal, key: found.key, own_role: found.owner_role };
-    (Arc::new(authenticated), found.valid_until)
+    (Arc::new(Authenticated::new(found.key, found.owner_role)), found.valid_until)
 }

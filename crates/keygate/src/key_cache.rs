@@ -9,6 +9,12 @@
 //! processes' changes. The cache is trusted only within a lease of the
 //! watcher's last confirmation; outside it every lookup reads the database.
 //! A lookup that raced an invalidation does not keep what it read.
+//!
+//! Storage is `quick_cache` (CLOCK-PRO, sharded; a hit is a shard read lock
+//! and an `Arc` clone): invalidations walk the entries at once, under the
+//! shards' write locks, so nothing stale is ever served after `changed`
+//! returns. Entries carry the instant they were read; past [`TTL`] (or
+//! [`UNKNOWN_TTL`]) they count as misses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use keygate_store::{AuthCache, AuthChange};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 
 use crate::authenticator::Authenticated;
 
 /// Real keys kept at most.
-pub const CAPACITY: u64 = 100_000;
+pub const CAPACITY: usize = 100_000;
 /// Unknown digests kept at most, and for how long.
-pub const UNKNOWN_CAPACITY: u64 = 10_000;
+pub const UNKNOWN_CAPACITY: usize = 10_000;
 pub const UNKNOWN_TTL: Duration = Duration::from_secs(10);
 /// A second line of defence: no entry outlives this.
 pub const TTL: Duration = Duration::from_secs(60);
@@ -38,6 +44,15 @@ pub struct Verified {
     pub valid_until: Option<DateTime<Utc>>,
     /// The flush generation it was read in.
     generation: u64,
+    /// When it was read from the store.
+    read_at: Instant,
+}
+
+/// An unknown digest as cached: the flush generation and instant it was read in.
+#[derive(Debug, Clone, Copy)]
+struct Unknown {
+    generation: u64,
+    read_at: Instant,
 }
 
 /// What the cache knows of a digest.
@@ -49,7 +64,7 @@ pub enum Cached {
 
 pub struct KeyCache {
     verified: Cache<[u8; 32], Arc<Verified>>,
-    unknown: Cache<[u8; 32], u64>,
+    unknown: Cache<[u8; 32], Unknown>,
     /// Bumped by every flush; entries of an older generation are misses.
     generation: AtomicU64,
     /// Bumped by every invalidation, to catch a lookup that raced one.
@@ -66,14 +81,10 @@ impl Default for KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(capacity: u64, unknown_capacity: u64) -> Self {
+    pub fn new(capacity: usize, unknown_capacity: usize) -> Self {
         Self {
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(TTL)
-                .support_invalidation_closures()
-                .build(),
-            unknown: Cache::builder().max_capacity(unknown_capacity).time_to_live(UNKNOWN_TTL).build(),
+            verified: Cache::new(capacity),
+            unknown: Cache::new(unknown_capacity),
             generation: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             trusted_until: AtomicU64::new(0),
@@ -98,11 +109,14 @@ impl KeyCache {
         let generation = self.generation.load(Ordering::SeqCst);
         if let Some(verified) = self.verified.get(digest)
             && verified.generation == generation
+            && verified.read_at.elapsed() < TTL
         {
             return Some(Cached::Verified(verified));
         }
         match self.unknown.get(digest) {
-            Some(read_in) if read_in == generation => Some(Cached::Unknown),
+            Some(unknown) if unknown.generation == generation && unknown.read_at.elapsed() < UNKNOWN_TTL => {
+                Some(Cached::Unknown)
+            }
             _ => None,
         }
     }
@@ -112,6 +126,7 @@ impl KeyCache {
         Ticket {
             generation: self.generation.load(Ordering::SeqCst),
             invalidations: self.invalidations.load(Ordering::SeqCst),
+            taken: Instant::now(),
         }
     }
 
@@ -123,16 +138,17 @@ impl KeyCache {
         digest: [u8; 32],
         found: Option<(Arc<Authenticated>, Option<DateTime<Utc>>)>,
     ) {
+        let read_at = ticket.taken;
         match found {
             Some((authenticated, valid_until)) => {
-                let entry = Verified { authenticated, valid_until, generation: ticket.generation };
+                let entry = Verified { authenticated, valid_until, generation: ticket.generation, read_at };
                 self.verified.insert(digest, Arc::new(entry));
-                self.unknown.invalidate(&digest);
+                self.unknown.remove(&digest);
             }
             None => {
                 // What the store says now replaces whatever was kept before.
-                self.unknown.insert(digest, ticket.generation);
-                self.verified.invalidate(&digest);
+                self.unknown.insert(digest, Unknown { generation: ticket.generation, read_at });
+                self.verified.remove(&digest);
             }
         }
         if self.invalidations.load(Ordering::SeqCst) != ticket.invalidations {
@@ -142,15 +158,15 @@ impl KeyCache {
 
     /// Drops what the cache holds for `digest`.
     pub fn forget(&self, digest: &[u8; 32]) {
-        self.verified.invalidate(digest);
-        self.unknown.invalidate(digest);
+        self.verified.remove(digest);
+        self.unknown.remove(digest);
     }
 
-    fn invalidate_if(&self, predicate: impl Fn(&Verified) -> bool + Send + Sync + 'static) {
+    /// Drops every verified entry `stale` picks. The counter moves first, so
+    /// a lookup that read the store before the walk keeps nothing.
+    fn invalidate_if(&self, stale: impl Fn(&Verified) -> bool) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
-        if self.verified.invalidate_entries_if(move |_, entry| predicate(entry)).is_err() {
-            self.flush();
-        }
+        self.verified.retain(|_, entry| !stale(entry));
     }
 }
 
@@ -159,6 +175,7 @@ impl KeyCache {
 pub struct Ticket {
     generation: u64,
     invalidations: u64,
+    taken: Instant,
 }
 
 impl AuthCache for KeyCache {
@@ -189,8 +206,8 @@ impl AuthCache for KeyCache {
         }
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.verified.invalidate_all();
-        self.unknown.invalidate_all();
+        self.verified.clear();
+        self.unknown.clear();
     }
 
     fn confirmed(&self, checked: Instant) {
@@ -224,7 +241,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
-        Arc::new(Authenticated { principal: key.principal(), key, own_role: None })
+        Arc::new(Authenticated::new(key, None))
     }
 
     fn trusted_cache() -> KeyCache {
@@ -247,9 +264,7 @@ mod tests {
             assert!(cache.get(&digest).is_none());
             cache.insert(cache.ticket(), digest, None);
         }
-        cache.verified.run_pending_tasks();
-        cache.unknown.run_pending_tasks();
-        assert!(cache.unknown.entry_count() <= UNKNOWN_CAPACITY + 100);
+        assert!(cache.unknown.len() <= UNKNOWN_CAPACITY);
         for digest in &real {
             assert!(matches!(cache.get(digest), Some(Cached::Verified(_))), "a real key was evicted");
         }

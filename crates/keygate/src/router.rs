@@ -79,13 +79,22 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = routes(state.metrics_on_main).split_for_parts();
     router
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("a handler panicked");
-            ApiError::internal().into_response()
-        }))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, state.request_timeout))
-        .layer(ObserveLayer::new(state.access_log.clone(), state.usage.clone()))
+        // One `layer` call, outermost first: each call boxes every route
+        // once more, and its future once more per request.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(ObserveLayer::new(state.access_log.clone(), state.usage.clone()))
+                .map_response(|response: Response<_>| response.map(axum::body::Body::new))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    state.request_timeout,
+                ))
+                .layer(CatchPanicLayer::custom(|_| {
+                    tracing::error!("a handler panicked");
+                    ApiError::internal().into_response()
+                }))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
         .with_state(state)
 }
 

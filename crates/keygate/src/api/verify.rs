@@ -7,8 +7,9 @@
 
 use std::net::IpAddr;
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{ClientAddress, Credential, guarded, strip_bearer};
-use crate::authenticator::KeyLookup;
+use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Authorization, RawBody, parse_org_id};
 use crate::usage::DeniedKey;
@@ -105,28 +106,48 @@ async fn check_token(
     .await
 }
 
-/// A verdict, counted in `keygate_verifications_total`.
-fn verdict(valid: bool, code: &'static str, key: Option<&ApiKeyRecord>) -> Verdict {
+/// A verdict, counted in `keygate_verifications_total`, as JSON: the shape
+/// of [`Verdict`], written by hand around the key's description, which is
+/// rendered once per cached key ([`Authenticated::described`]) rather than
+/// on every call.
+fn verdict(valid: bool, code: &'static str, key: Option<&Authenticated>) -> Response {
     if let Some(metrics) = crate::metrics::get() {
         metrics.verification(code);
     }
-    Verdict {
-        valid,
-        code,
-        key: key.map(|k| VerifiedKey {
-            id: k.id,
-            user_id: k.user_id,
-            org_id: k.org_id,
-            mode: k.mode,
-            limited_to_apps: k.limited_to_apps.clone(),
-        }),
+    let described = key.map(|k| k.described.get_or_init(|| describe(&k.key)));
+    let mut body = Vec::with_capacity(64 + described.map_or(0, |d| d.len()));
+    body.extend_from_slice(if valid {
+        b"{\"valid\":true,\"code\":\""
+    } else {
+        b"{\"valid\":false,\"code\":\""
+    });
+    // A code is one of a few fixed upper-case words: nothing to escape.
+    body.extend_from_slice(code.as_bytes());
+    body.push(b'"');
+    if let Some(described) = described {
+        body.extend_from_slice(b",\"key\":");
+        body.extend_from_slice(described);
     }
+    body.push(b'}');
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// The key's part of a verdict, as JSON.
+fn describe(key: &ApiKeyRecord) -> Bytes {
+    let described = VerifiedKey {
+        id: key.id,
+        user_id: key.user_id,
+        org_id: key.org_id,
+        mode: key.mode,
+        limited_to_apps: key.limited_to_apps.clone(),
+    };
+    serde_json::to_vec(&described).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(b"null"))
 }
 
 /// `FORBIDDEN` for a live key, counted as a denial of that key.
-fn forbidden(key: &ApiKeyRecord) -> Response {
-    let mut response = Json(verdict(false, "FORBIDDEN", Some(key))).into_response();
-    response.extensions_mut().insert(DeniedKey(key.id));
+fn forbidden(key: &Authenticated) -> Response {
+    let mut response = verdict(false, "FORBIDDEN", Some(key));
+    response.extensions_mut().insert(DeniedKey(key.key.id));
     response
 }
 
@@ -178,21 +199,19 @@ async fn decide(
         .transpose()?;
     let live = match state.authenticator.look_up(&raw).await? {
         KeyLookup::Live(live) => live,
-        KeyLookup::Expired(expired) => {
-            return Ok(Json(verdict(false, "EXPIRED", Some(&expired.key))).into_response());
-        }
-        KeyLookup::Unknown => return Ok(Json(verdict(false, "NOT_FOUND", None)).into_response()),
+        KeyLookup::Expired(expired) => return Ok(verdict(false, "EXPIRED", Some(&expired))),
+        KeyLookup::Unknown => return Ok(verdict(false, "NOT_FOUND", None)),
     };
     let key = &live.key;
     // An organization id that is not a UUID, or an app that does not exist,
     // names nothing the key could act on.
     let Ok(org) = org_id else {
-        return Ok(forbidden(key));
+        return Ok(forbidden(&live));
     };
     let app = match &app_id {
         Some(app_id) => match state.store.app(app_id).await? {
             Some(app) => Some(app),
-            None => return Ok(forbidden(key)),
+            None => return Ok(forbidden(&live)),
         },
         None => None,
     };
@@ -203,7 +222,61 @@ async fn decide(
         _ => None,
     };
     if !rules::verify(&live.principal, target, role, action) {
-        return Ok(forbidden(key));
+        return Ok(forbidden(&live));
     }
-    Ok(Json(verdict(true, "VALID", Some(key))).into_response())
+    Ok(verdict(true, "VALID", Some(&live)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    /// The hand-written verdict is exactly what serde makes of [`Verdict`],
+    /// the shape the OpenAPI document describes.
+    #[tokio::test]
+    async fn a_rendered_verdict_is_the_documented_shape() {
+        let key = ApiKeyRecord {
+            id: 7,
+            digest: keygate_core::ApiKeySecret::generate().expect("random").digest(),
+            preview: "ak_…".into(),
+            mode: Mode::Upload,
+            name: "ci \"deploy\"".into(),
+            user_id: Uuid::now_v7(),
+            org_id: Some(Uuid::now_v7()),
+            limited_to_apps: vec![AppId::parse("com.example.app").expect("app id")],
+            expires_at: None,
+            last_used_at: None,
+            created_by_key_id: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let authenticated = Authenticated::new(key.clone(), None);
+        for (valid, code, with_key) in [
+            (true, "VALID", true),
+            (false, "FORBIDDEN", true),
+            (false, "EXPIRED", true),
+            (false, "NOT_FOUND", false),
+        ] {
+            let expected = Verdict {
+                valid,
+                code,
+                key: with_key.then(|| VerifiedKey {
+                    id: key.id,
+                    user_id: key.user_id,
+                    org_id: key.org_id,
+                    mode: key.mode,
+                    limited_to_apps: key.limited_to_apps.clone(),
+                }),
+            };
+            let rendered = verdict(valid, code, with_key.then_some(&authenticated));
+            assert_eq!(rendered.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(body(rendered).await, serde_json::to_value(&expected).expect("serialize"), "{code}");
+        }
+    }
 }
