@@ -13,6 +13,7 @@
 // A build without any backend still type-checks everything above the SQL.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+pub mod blob;
 mod change;
 mod error;
 mod event;
@@ -207,6 +208,11 @@ pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'sta
     /// [`Store::close`] stops it). By default nothing is told.
     fn attach_failure_feed(&self, feed: Arc<dyn FailureFeed>, window: std::time::Duration) {
         let _ = (feed, window);
+    }
+    /// Where bundle bytes live when the database keeps them for every
+    /// replica; `None` (the default, SQLite) leaves them to a directory.
+    fn shared_blobs(&self) -> Option<Arc<dyn blob::SharedBlobs>> {
+        None
     }
 }
 

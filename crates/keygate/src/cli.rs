@@ -50,7 +50,7 @@ struct ServeArgs {
     /// On an empty database, bootstrap this user and print the bootstrap JSON once.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_EMAIL")]
     bootstrap_email: Option<String>,
-    /// Where uploaded bundles are kept [default: a `keygate-blobs` directory beside a SQLite database, or in the working directory].
+    /// A directory for uploaded bundles [default: on PostgreSQL, the database itself, which every replica shares; on SQLite, a `keygate-blobs` directory beside the database file].
     #[arg(long, env = "KEYGATE_BLOB_DIR")]
     blob_dir: Option<PathBuf>,
     /// The most bytes the bundles of one organization may take in all [default: no limit].
@@ -223,9 +223,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ),
         }
     }
-    let blob_dir = args.blob_dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
-    let blobs = crate::BlobStore::open(&blob_dir)
-        .map_err(|e| format!("cannot use {} for bundles: {e}", blob_dir.display()))?;
+    // Bundles live in the database when it can share them between
+    // replicas (PostgreSQL), unless a directory is asked for.
+    let blobs = match (&args.blob_dir, store.shared_blobs()) {
+        (None, Some(shared)) => crate::BlobStore::in_database(shared),
+        (dir, _) => {
+            let dir = dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
+            crate::BlobStore::open(&dir)
+                .map_err(|e| format!("cannot use {} for bundles: {e}", dir.display()))?
+        }
+    };
     remove_orphan_blobs(store.as_ref(), &blobs, &args.database.url).await;
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(

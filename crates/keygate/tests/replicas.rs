@@ -389,3 +389,47 @@ async fn failed_authentications_count_across_replicas_and_a_late_replica_knows_t
     assert!((1..=300).contains(&wait), "Retry-After {wait}");
     store.close().await;
 }
+
+/// Bundles live in PostgreSQL: each replica runs in a directory of its own,
+/// with nothing shared but the database, and serves what the other stored.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn a_bundle_uploaded_through_one_replica_downloads_through_another() {
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let a = ServerProcess::start(Path::new(BIN), db.url(), dir_a.path(), UNTHROTTLED);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), dir_b.path(), UNTHROTTLED);
+    let client = Client::new();
+    let app = json!({ "org_id": owner.org_id, "app_id": "com.acme.shared", "name": "Shared" });
+    assert_eq!(call(&client, &a.base, Method::POST, "/app", &admin, Some(app)).await.0, 200);
+
+    // Several chunks and a partial one.
+    let bytes: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+    let query = "app_id=com.acme.shared&version=1.0.0";
+    let uploaded = client
+        .post(format!("{}/bundle?{query}", a.base))
+        .header("authorization", &admin)
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 200, "{}", uploaded.text().await.unwrap_or_default());
+    let download = |base: &str| {
+        client.get(format!("{base}/bundle/download?{query}")).header("authorization", &admin).send()
+    };
+    let downloaded = download(&b.base).await.expect("download");
+    assert_eq!(downloaded.status(), 200);
+    assert_eq!(downloaded.bytes().await.expect("bytes").to_vec(), bytes, "B serves what A stored");
+
+    let deleted = call(&client, &b.base, Method::DELETE, &format!("/bundle?{query}"), &admin, None).await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
+    assert_eq!(download(&a.base).await.expect("download").status(), 404);
+    let blobs = store.shared_blobs().expect("PostgreSQL keeps bundles");
+    assert_eq!(blobs.count().await.expect("count"), 0, "the bytes went with the bundle");
+    for dir in [&dir_a, &dir_b] {
+        assert!(!dir.path().join("keygate-blobs").exists(), "a replica kept bundles on its own disk");
+    }
+    store.close().await;
+}

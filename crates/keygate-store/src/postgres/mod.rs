@@ -14,6 +14,7 @@
 
 mod apps;
 mod audit;
+mod blobs;
 mod failures;
 mod keys;
 mod orgs;
@@ -59,6 +60,7 @@ pub struct PostgresStore {
     replica: Uuid,
     changes: ChangeFeed,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    blobs: Arc<blobs::PgBlobs>,
 }
 
 impl PostgresStore {
@@ -84,6 +86,7 @@ impl PostgresStore {
             .map_err(|e| config("cannot connect to PostgreSQL", &e))?;
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
         Ok(Self {
+            blobs: Arc::new(blobs::PgBlobs { pool: pool.clone() }),
             pool,
             listen_pool,
             replica: Uuid::new_v4(),
@@ -99,6 +102,10 @@ fn config(what: &str, error: &dyn std::fmt::Display) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn shared_blobs(&self) -> Option<Arc<dyn crate::blob::SharedBlobs>> {
+        Some(self.blobs.clone())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -132,3 +132,42 @@ fn assert_refused<T: Debug>(result: Result<T, StoreError>, rule: Refusal) {
 fn assert_not_found<T: Debug>(result: Result<T, StoreError>, entity: Entity) {
     assert!(matches!(result, Err(StoreError::NotFound(found)) if found == entity), "{entity:?}: {result:?}");
 }
+
+/// Bundle bytes in the database: PostgreSQL keeps them (chunked, read back
+/// in order), a blob whose bundle row was never written is an orphan once
+/// past the grace period, and one a bundle names never is. SQLite leaves
+/// bundles to a directory.
+#[tokio::test]
+async fn blobs_kept_by_the_database_are_whole_and_orphans_go() {
+    let (database, store, owner) = acme().await;
+    let Some(blobs) = store.shared_blobs() else {
+        assert!(!database.is_postgres(), "PostgreSQL keeps bundles for every replica");
+        return;
+    };
+    let app = app_id("com.example.blobs");
+    store.create_app(owner.org_id, &app, "App", OP).await.expect("create app");
+    let listed = bundle(&app, "1.0.0");
+    for (seq, bytes) in [b"abc".as_slice(), b"de".as_slice()].into_iter().enumerate() {
+        blobs.write_chunk(&listed.blob_key, seq as i32, bytes).await.expect("write");
+    }
+    store.insert_bundle(listed.clone(), OP).await.expect("bundle");
+    blobs.write_chunk("left-behind", 0, b"xyz").await.expect("write");
+    assert_eq!(blobs.count().await.expect("count"), 2);
+
+    assert_eq!(
+        blobs.delete_orphans(std::time::Duration::from_secs(3600)).await.expect("clean"),
+        0,
+        "too new"
+    );
+    assert_eq!(blobs.delete_orphans(std::time::Duration::ZERO).await.expect("clean"), 1);
+    assert_eq!(blobs.read_chunk("left-behind", 0).await.expect("read"), None);
+    assert_eq!(
+        blobs.read_chunk(&listed.blob_key, 0).await.expect("read").as_deref(),
+        Some(b"abc".as_slice())
+    );
+    assert_eq!(blobs.read_chunk(&listed.blob_key, 1).await.expect("read").as_deref(), Some(b"de".as_slice()));
+    assert_eq!(blobs.read_chunk(&listed.blob_key, 2).await.expect("read"), None);
+
+    blobs.delete(std::slice::from_ref(&listed.blob_key)).await.expect("delete");
+    assert_eq!(blobs.count().await.expect("count"), 0);
+}

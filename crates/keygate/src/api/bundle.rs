@@ -221,11 +221,10 @@ pub async fn download(
     let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
     let version = query.version()?;
     let bundle = state.store.bundle(&app.app_id, &version).await?.ok_or_else(ApiError::bundle_not_found)?;
-    let file = tokio::fs::File::open(state.blobs.path(&bundle.blob_key)).await.map_err(|error| {
+    let body = state.blobs.read(&bundle.blob_key).await.map_err(|error| {
         tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob cannot be read");
         ApiError::blob_unreadable()
     })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -38,7 +38,7 @@ async fn a_bundle_is_uploaded_listed_downloaded_and_deleted() {
         json!({ "success": true })
     );
     app.call(Method::DELETE, path, Some(&app.owner.key), None).await.error(404, "bundle_not_found");
-    assert_eq!(app.blob_files(), 0, "the bytes went with the bundle");
+    assert_eq!(app.blob_files().await, 0, "the bytes went with the bundle");
 }
 
 #[tokio::test]
@@ -47,7 +47,7 @@ async fn a_version_is_uploaded_once() {
     app.app("com.acme.app").await;
     app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"first".to_vec()).await.ok();
     app.upload(&app.owner.key, "com.acme.app", "1.0.0", b"second".to_vec()).await.error(409, "bundle_exists");
-    assert_eq!(app.blob_files(), 1);
+    assert_eq!(app.blob_files().await, 1);
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     app.upload(key, "bad id", "1.0.0", b"x".to_vec()).await.error(400, "invalid_app_id");
     let listed = app.get("/bundle?app_id=com.acme.app", key).await.ok();
     assert_eq!(listed["data"], json!([]));
-    assert_eq!(app.blob_files(), 0, "no half-written or temporary file remains");
+    assert_eq!(app.blob_files().await, 0, "no half-written or temporary file remains");
     let exactly = vec![2u8; MAX_BUNDLE_SIZE as usize];
     app.upload(key, "com.acme.app", "1.0.0", exactly).await.ok();
 }
@@ -87,7 +87,7 @@ async fn uploading_needs_u_and_reading_needs_r() {
     app.call(Method::DELETE, delete, Some(write), None).await.ok();
     let rival = app.tenant("rival@example.com").await;
     app.get("/bundle?app_id=com.acme.app", &rival.key).await.error(404, "app_not_found");
-    assert_eq!(app.blob_files(), 0);
+    assert_eq!(app.blob_files().await, 0);
 }
 
 #[tokio::test]
@@ -97,9 +97,9 @@ async fn deleting_an_app_deletes_its_bundles() {
     for version in ["1.0.0", "1.1.0"] {
         app.upload(&app.owner.key, "com.acme.app", version, b"bytes".to_vec()).await.ok();
     }
-    assert_eq!(app.blob_files(), 2);
+    assert_eq!(app.blob_files().await, 2);
     app.delete("/app/com.acme.app", &app.owner.key).await.ok();
-    assert_eq!(app.blob_files(), 0);
+    assert_eq!(app.blob_files().await, 0);
     app.app("com.acme.app").await;
     let listed = app.get("/bundle?app_id=com.acme.app", &app.owner.key).await.ok();
     assert_eq!(listed["data"], json!([]));
@@ -144,7 +144,7 @@ async fn an_organization_stays_within_its_storage_quota() {
     assert!(text.contains("100 bytes"), "{text}");
     app.upload(key, "com.acme.app", "1.0.1", vec![3; 40]).await.ok();
     app.upload(key, "com.acme.app", "1.0.2", vec![4; 1]).await.error(413, "storage_quota_exceeded");
-    assert_eq!(app.blob_files(), 2, "nothing of the refused uploads stays");
+    assert_eq!(app.blob_files().await, 2, "nothing of the refused uploads stays");
     let listed = app.get("/bundle?app_id=com.acme.other", key).await.ok();
     assert_eq!(listed["data"], json!([]));
     // Deleting frees room.

@@ -40,6 +40,7 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// `owner@example.com`, super_admin of the organization `Acme`.
     pub owner: Account,
+    blobs: keygate::BlobStore,
     _stop: tokio::sync::oneshot::Sender<()>,
     _database: keygate_testkit::TestDatabase,
 }
@@ -57,14 +58,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut keygate::Settings)) -> Test
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let blobs = keygate::BlobStore::open(database.dir().join("blobs")).expect("blob dir");
+    // Where `keygate serve` keeps bundles: in PostgreSQL, or a directory.
+    let blobs = match store.shared_blobs() {
+        Some(shared) => keygate::BlobStore::in_database(shared),
+        None => keygate::BlobStore::open(database.dir().join("blobs")).expect("blob dir"),
+    };
     let mut settings =
-        keygate::Settings { max_bundle_size: MAX_BUNDLE_SIZE, ..keygate::Settings::new(blobs) };
+        keygate::Settings { max_bundle_size: MAX_BUNDLE_SIZE, ..keygate::Settings::new(blobs.clone()) };
     adjust(&mut settings);
     tokio::spawn(keygate::serve(listener, store.clone(), settings, async move {
         let _ = stopped.await;
     }));
-    TestApp { base, client: reqwest::Client::new(), store, owner, _database: database, _stop: stop }
+    TestApp { base, client: reqwest::Client::new(), store, owner, blobs, _database: database, _stop: stop }
 }
 
 /// What a call answered: the status and the JSON body (`Null` if none).
@@ -184,9 +189,10 @@ impl TestApp {
         self.post("/app", &self.owner.key, body).await.ok()["app"].clone()
     }
 
-    /// The files in the blob store, temporary ones included.
-    pub fn blob_files(&self) -> usize {
-        std::fs::read_dir(self._database.dir().join("blobs")).map(|d| d.count()).unwrap_or(0)
+    /// The blobs kept (files in a directory, temporary ones included; or
+    /// blobs in the database).
+    pub async fn blob_files(&self) -> u64 {
+        self.blobs.count().await.expect("count blobs")
     }
 
     /// Makes every write to the audit log fail, as a full disk would, by a

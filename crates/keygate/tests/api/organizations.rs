@@ -109,7 +109,7 @@ async fn deleting_an_organization_removes_everything_inside() {
     app.upload(&app.owner.key, "com.acme.one", "1.0.0", vec![7; 1000]).await.ok();
     let scoped = app.owner_key("all").await;
     let members_key = app.create_key(&member.key, json!({ "org_id": org, "mode": "upload" })).await;
-    assert_eq!(app.blob_files(), 1);
+    assert_eq!(app.blob_files().await, 1);
 
     let path = format!("/organization?org_id={org}");
     app.call(Method::DELETE, &path, Some(&member.key), None).await.error(403, "insufficient_permissions");
@@ -122,7 +122,7 @@ async fn deleting_an_organization_removes_everything_inside() {
         app.get("/apikey", key["key"].as_str().expect("key")).await.error(401, "invalid_api_key");
     }
     app.get("/app/com.acme.one", &app.owner.key).await.error(404, "app_not_found");
-    assert_eq!(app.blob_files(), 0, "the bundle's bytes are gone");
+    assert_eq!(app.blob_files().await, 0, "the bundle's bytes are gone");
     let orgs = app.get("/organization", &member.key).await.ok();
     assert_eq!(orgs["data"], json!([]), "the membership is gone");
     app.call(Method::DELETE, &path, Some(&app.owner.key), None).await.error(404, "org_not_found");
