@@ -56,6 +56,43 @@ fn is_visible(c: char) -> bool {
 
 const HIDDEN_CONTROLS: &str = "zero-width or bidirectional control characters (such as U+200B or U+202E)";
 
+/// The parsers' rules as ECMA-262 regular expressions, for the OpenAPI
+/// document: each pattern, with the type's length limit counted over the
+/// whole input, accepts exactly what the parser accepts (a property test
+/// holds them to it). The character classes spell out Rust's sets: what
+/// [`str::trim`] removes, what [`char::is_control`] and [`is_hidden_control`]
+/// refuse, and what [`is_visible`] does not count as ink.
+pub mod patterns {
+    /// What `str::trim` removes (Unicode `White_Space`).
+    pub const SPACE: &str = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+    /// `char::is_control`: general category Cc.
+    pub const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+    /// `is_hidden_control`.
+    pub const HIDDEN: &str = r"\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff";
+    /// Neither white space, control nor hidden, yet blank: `is_visible` refuses them.
+    pub const BLANK: &str = r"\u200c\u200d\u115f\u1160\u2800\u3164\uffa0";
+
+    /// [`AppId`](super::AppId), at most `AppId::MAX_LEN` characters.
+    pub fn app_id() -> String {
+        format!(r"^[{SPACE}]*[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)+[{SPACE}]*$")
+    }
+
+    /// [`KeyName`](super::KeyName) and [`OrgName`](super::OrgName), at most
+    /// `MAX_CHARS` characters.
+    pub fn name() -> String {
+        format!(
+            "^[{SPACE}]*[^{CONTROL}{HIDDEN}]*[^{CONTROL}{HIDDEN}{SPACE}{BLANK}][^{CONTROL}{HIDDEN}]*[{SPACE}]*$"
+        )
+    }
+
+    /// [`Email`](super::Email), at most `Email::MAX_LEN` characters.
+    pub fn email() -> String {
+        let part = format!("[^@{SPACE}{CONTROL}{HIDDEN}]");
+        let edge = format!("[^@.{SPACE}{CONTROL}{HIDDEN}]");
+        format!("^[{SPACE}]*{part}+@({edge}|{edge}{part}*{edge})[{SPACE}]*$")
+    }
+}
+
 /// An email address, trimmed and lower-cased so that one person is one user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -65,6 +102,9 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(invalid(format!("email must be at most {} characters", Self::MAX_LEN)));
+        }
         let email = raw.trim().to_lowercase();
         let well_formed = match email.split_once('@') {
             Some((local, domain)) => {
@@ -82,9 +122,6 @@ impl Email {
         if has_hidden_control(&email) {
             return Err(invalid(format!("email must not contain {HIDDEN_CONTROLS}")));
         }
-        if email.len() > Self::MAX_LEN {
-            return Err(invalid(format!("email must be at most {} bytes", Self::MAX_LEN)));
-        }
         Ok(Self(email))
     }
 
@@ -97,12 +134,12 @@ impl Email {
 /// character, and without control, zero-width or bidirectional control
 /// characters.
 fn parse_name(raw: &str, what: &str, max_chars: usize) -> Result<String, InvalidValue> {
+    if raw.chars().count() > max_chars {
+        return Err(invalid(format!("{what} must be at most {max_chars} characters")));
+    }
     let name = raw.trim();
     if name.is_empty() {
         return Err(invalid(format!("{what} must not be empty")));
-    }
-    if name.chars().count() > max_chars {
-        return Err(invalid(format!("{what} must be at most {max_chars} characters")));
     }
     if has_control(name) {
         return Err(invalid(format!("{what} must not contain control characters")));
@@ -167,6 +204,7 @@ impl AppId {
     pub const MAX_LEN: usize = 128;
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let too_long = raw.chars().count() > Self::MAX_LEN;
         let raw = raw.trim();
         let explain = || {
             invalid(format!(
@@ -177,7 +215,7 @@ impl AppId {
                 Self::MAX_LEN
             ))
         };
-        if raw.len() > Self::MAX_LEN {
+        if too_long {
             return Err(explain());
         }
         let parts: Vec<&str> = raw.split('.').collect();
@@ -277,5 +315,67 @@ mod tests {
         fn accepted_app_ids_round_trip(s in "[a-z][a-z0-9_-]{0,10}(\\.[a-z0-9][a-z0-9_-]{0,10}){1,4}") {
             prop_assert_eq!(AppId::parse(&s).map(|a| a.0), Ok(s));
         }
+
+        /// The OpenAPI document's patterns say exactly what the parsers
+        /// accept, over strings built from the characters each rule is
+        /// about (and any other).
+        #[test]
+        fn the_documented_patterns_accept_exactly_what_the_parsers_do(
+            chars in prop::collection::vec(tricky_char(), 0..40),
+            padding in 0usize..260,
+        ) {
+            let s: String = chars.into_iter().collect();
+            let long = format!("{s}{}", "a".repeat(padding));
+            for s in [&s, &long] {
+                let agree = |pattern: &Regex, max: usize, parsed: bool, what: &str| {
+                    let documented = pattern.is_match(s) && s.chars().count() <= max;
+                    assert_eq!(documented, parsed, "{what}: {s:?}");
+                };
+                let p = documented_patterns();
+                agree(&p.app_id, AppId::MAX_LEN, AppId::parse(s).is_ok(), "app_id");
+                agree(&p.name, KeyName::MAX_CHARS, KeyName::parse(s).is_ok(), "key name");
+                agree(&p.name, OrgName::MAX_CHARS, OrgName::parse(s).is_ok(), "organization name");
+                agree(&p.email, Email::MAX_LEN, Email::parse(s).is_ok(), "email");
+            }
+        }
+    }
+
+    use regex::Regex;
+
+    struct Documented {
+        app_id: Regex,
+        name: Regex,
+        email: Regex,
+    }
+
+    /// The ECMA-262 patterns as the `regex` crate reads them (`\u00a0` is
+    /// `\x{00a0}` there).
+    fn documented_patterns() -> &'static Documented {
+        static PATTERNS: std::sync::OnceLock<Documented> = std::sync::OnceLock::new();
+        PATTERNS.get_or_init(|| {
+            let compile = |ecma: String| {
+                let escapes = Regex::new(r"\\u([0-9a-fA-F]{4})").expect("regex");
+                Regex::new(&escapes.replace_all(&ecma, r"\x{$1}")).expect("a valid pattern")
+            };
+            Documented {
+                app_id: compile(patterns::app_id()),
+                name: compile(patterns::name()),
+                email: compile(patterns::email()),
+            }
+        })
+    }
+
+    fn tricky_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            4 => prop::sample::select(vec!['a', 'Z', '0', '9', '.', '-', '_', '@', ' ']),
+            2 => prop::sample::select(vec![
+                '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{0}', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}',
+                '\u{a0}', '\u{1680}', '\u{2000}', '\u{200a}', '\u{2028}', '\u{3000}', '\u{200b}',
+                '\u{200c}', '\u{200d}', '\u{200e}', '\u{202e}', '\u{2066}', '\u{feff}', '\u{61c}',
+                '\u{180e}', '\u{2060}', '\u{115f}', '\u{2800}', '\u{3164}', '\u{ffa0}', 'é', 'İ', 'ß',
+                '日', '😀',
+            ]),
+            1 => any::<char>(),
+        ]
     }
 }
