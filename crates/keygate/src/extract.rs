@@ -77,6 +77,27 @@ pub fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A whole number, also when written with a zero fraction (`8.0`, `1e3`),
+/// as JSON Schema's `integer` allows.
+pub fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        // Within ±2^63, the cast below is exact for every whole float.
+        number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64)
+    });
+    whole.map(Some).ok_or_else(|| D::Error::custom(format!("expected a whole number, found {number}")))
+}
+
+/// [`whole`] for `Option<Option<i64>>` fields: `null` is `Some(None)`.
+pub fn present_whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    whole(deserializer).map(Some)
+}
+
 /// An organization id; one that is not a UUID names no organization (404).
 pub fn parse_org_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim()).map_err(|_| ApiError::org_not_found())
@@ -93,8 +114,13 @@ pub fn require_app_id(raw: Option<&str>) -> Result<keygate_core::AppId, ApiError
     keygate_core::AppId::parse(id).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))
 }
 
-/// A query parameter that must be a whole number in `range`; `code` names
-/// the error when it is not.
+/// The largest whole number a JSON number holds exactly (2^53 − 1): the
+/// bound of query parameters that count ids.
+pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+/// A query parameter that must be a whole number in `range`, written in
+/// decimal digits with an optional `-` (as the OpenAPI document's
+/// `integer`); `code` names the error when it is not.
 pub fn int_in_range(
     raw: Option<&str>,
     name: &str,
@@ -102,8 +128,10 @@ pub fn int_in_range(
     code: &'static str,
 ) -> Result<Option<i64>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    match raw.trim().parse::<i64>() {
-        Ok(n) if range.contains(&n) => Ok(Some(n)),
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    match raw.parse::<i64>() {
+        Ok(n) if well_formed && range.contains(&n) => Ok(Some(n)),
         _ => Err(ApiError::bad_request(
             code,
             format!("{name} must be a whole number from {} to {}", range.start(), range.end()),

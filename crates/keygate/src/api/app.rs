@@ -47,24 +47,49 @@ pub struct OneApp {
     app: AppView,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct AppQuery {
     org_id: Option<String>,
+}
+
+impl IntoParams for AppQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![super::schema::query(
+            "org_id",
+            false,
+            super::schema::uuid(),
+            "Only this organization's apps; by default those of every organization the caller belongs to",
+        )]
+    }
+}
+
+/// The app named in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AppPath {
+    #[param(schema_with = super::schema::app_id)]
+    #[allow(dead_code, reason = "describes the path; read by the handlers' `Path<String>`")]
+    app_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApp {
+    #[schema(required = true, schema_with = super::schema::app_id)]
     app_id: Option<String>,
+    #[schema(required = true, schema_with = super::schema::name)]
     name: Option<String>,
+    #[schema(required = true, schema_with = super::schema::uuid)]
     org_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenameApp {
+    #[schema(required = true, schema_with = super::schema::name)]
     name: Option<String>,
 }
 
@@ -125,7 +150,7 @@ pub async fn list(
     get,
     path = "/app/{app_id}",
     tag = "app",
-    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    params(AppPath),
     responses(
         (status = 200, description = "The app (needs R)", body = OneApp),
         ReadErrors,
@@ -168,7 +193,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     put,
     path = "/app/{app_id}",
     tag = "app",
-    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    params(AppPath),
     request_body = RenameApp,
     responses(
         (status = 200, description = "The renamed app (needs W)", body = OneApp),
@@ -199,7 +224,7 @@ pub async fn rename(
     delete,
     path = "/app/{app_id}",
     tag = "app",
-    params(("app_id" = String, Path, description = "Reverse-domain app id")),
+    params(AppPath),
     responses(
         (status = 200, description = "Deleted with its bundles (needs W)", body = Success),
         ReadErrors,

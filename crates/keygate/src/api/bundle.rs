@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
 use keygate_store::{Bundle, NewBundle, StoreError};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
 use super::app::find_app;
@@ -23,7 +24,7 @@ use crate::blobs::BlobError;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, required};
 
-const MAX_VERSION_LEN: usize = 128;
+pub const MAX_VERSION_LEN: usize = 128;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BundleView {
@@ -55,13 +56,36 @@ pub struct OneBundle {
     bundle: BundleView,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct BundleQuery {
     app_id: Option<String>,
     version: Option<String>,
 }
+
+impl IntoParams for BundleQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use super::schema::{app_id, query, version};
+        vec![
+            query("app_id", true, app_id(), "The app"),
+            query("version", true, version(), "A semantic version such as 1.2.3 or 1.0.0-beta.1"),
+        ]
+    }
+}
+
+/// What [`BundleQuery`]'s version accepts, as an ECMA-262 pattern: a
+/// semantic version 2.0.0 (numbers of at most 19 digits), white space
+/// around it trimmed.
+pub fn version_pattern() -> String {
+    use keygate_core::domain::patterns::SPACE;
+    let number = "(0|[1-9][0-9]{0,18})";
+    let pre = "(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)";
+    let build = "[0-9A-Za-z-]+";
+    format!(r"^[{SPACE}]*{number}\.{number}\.{number}(-{pre}(\.{pre})*)?(\+{build}(\.{build})*)?[{SPACE}]*$")
+}
+
+/// The largest major, minor or patch number: 19 digits.
+const MAX_VERSION_NUMBER: u64 = 9_999_999_999_999_999_999;
 
 impl BundleQuery {
     fn app_id(&self) -> ApiResult<&str> {
@@ -71,9 +95,13 @@ impl BundleQuery {
 
     /// The version, which must be semantic (`1.2.3`, `1.0.0-beta.1`).
     fn version(&self) -> ApiResult<String> {
+        let untrimmed = self.version.as_deref().unwrap_or_default();
         let raw = required(self.version.as_deref())
             .ok_or_else(|| ApiError::bad_request("version_required", "version is required"))?;
-        if raw.len() > MAX_VERSION_LEN || semver::Version::parse(raw).is_err() {
+        let parsed = semver::Version::parse(raw)
+            .ok()
+            .filter(|v| [v.major, v.minor, v.patch].iter().all(|&n| n <= MAX_VERSION_NUMBER));
+        if untrimmed.chars().count() > MAX_VERSION_LEN || parsed.is_none() {
             return Err(ApiError::bad_request(
                 "invalid_version",
                 format!(
@@ -110,7 +138,7 @@ pub async fn list(
     path = "/bundle",
     tag = "bundle",
     params(BundleQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle's bytes"),
+    request_body(content = inline(super::schema::Binary), content_type = "application/octet-stream", description = "The bundle's bytes"),
     responses(
         (status = 200, description = "Stored, with its SHA-256 checksum and size (needs U)", body = OneBundle),
         ReadErrors,
@@ -209,7 +237,7 @@ pub async fn delete(
     tag = "bundle",
     params(BundleQuery),
     responses(
-        (status = 200, description = "The bundle's bytes (needs R)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The bundle's bytes (needs R)", content_type = "application/octet-stream", body = inline(super::schema::Binary)),
         ReadErrors,
     ),
 )]
@@ -233,4 +261,55 @@ pub async fn download(
         headers.insert(header::ETAG, etag);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn version_ok(raw: &str) -> bool {
+        BundleQuery { app_id: None, version: Some(raw.to_owned()) }.version().is_ok()
+    }
+
+    /// The document's pattern for `version`, as the `regex` crate reads it.
+    fn documented() -> regex::Regex {
+        let escapes = regex::Regex::new(r"\\u([0-9a-fA-F]{4})").expect("regex");
+        regex::Regex::new(&escapes.replace_all(&version_pattern(), r"\x{$1}")).expect("a valid pattern")
+    }
+
+    #[test]
+    fn versions_are_semantic_and_bounded() {
+        for good in ["1.2.3", " 1.0.0-beta.1 ", "0.0.0+build.01", "1.2.3-0a.1", "9999999999999999999.0.0"] {
+            assert!(version_ok(good), "{good:?} refused");
+        }
+        for bad in ["1.2", "v1.2.3", "1.2.3-01", "01.2.3", "1.2.3+", "", "18446744073709551615.0.0"] {
+            assert!(!version_ok(bad), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        /// The pattern (with `maxLength`) accepts exactly what the server does.
+        #[test]
+        fn the_documented_version_pattern_is_the_servers_rule(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    Just("0".to_owned()), Just("1".to_owned()), Just("01".to_owned()),
+                    Just(".".to_owned()), Just("-".to_owned()), Just("+".to_owned()),
+                    Just("a".to_owned()), Just("Z".to_owned()), Just(" ".to_owned()),
+                    Just("\u{a0}".to_owned()), Just("\t".to_owned()), Just("9".repeat(19)),
+                    Just("9".repeat(20)), Just("é".to_owned()), Just("1.2.3".to_owned()),
+                ],
+                0..12,
+            ),
+            padding in 0usize..140,
+        ) {
+            let raw: String = parts.concat();
+            let pattern = documented();
+            for raw in [raw.clone(), format!("1.2.3-{}{raw}", "a".repeat(padding))] {
+                let documented = pattern.is_match(&raw) && raw.chars().count() <= MAX_VERSION_LEN;
+                prop_assert_eq!(documented, version_ok(&raw), "{:?}", raw);
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bundle;
 pub mod health;
 pub mod organization;
+pub mod schema;
 pub mod verify;
 
 use chrono::{DateTime, SecondsFormat, Utc};

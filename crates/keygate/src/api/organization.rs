@@ -14,6 +14,7 @@ use keygate_core::rules;
 use keygate_core::{Email, OrgName, Role};
 use keygate_store::{Member, OrgChanges, Organization};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, int_in_range, present, require_org_id, required};
+use crate::extract::{Params, RawBody, int_in_range, present_whole, require_org_id, required};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
@@ -76,44 +77,61 @@ pub struct OneMember {
     member: MemberView,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct OrgQuery {
     org_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+impl IntoParams for OrgQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![super::schema::query("org_id", true, super::schema::uuid(), "The organization")]
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     org_id: Option<String>,
     user_id: Option<String>,
 }
 
+impl IntoParams for MemberQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use super::schema::{query, uuid};
+        vec![query("org_id", true, uuid(), "The organization"), query("user_id", true, uuid(), "The member")]
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrganization {
+    #[schema(required = true, schema_with = super::schema::name)]
     name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateOrganization {
+    #[schema(required = true, schema_with = super::schema::uuid)]
     org_id: Option<String>,
+    #[schema(schema_with = super::schema::optional_name)]
     name: Option<String>,
     require_apikey_expiration: Option<bool>,
     /// 1–365, or `null` to lift the limit.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 365)]
     max_apikey_expiration_days: Option<Option<i64>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetMember {
+    #[schema(required = true, schema_with = super::schema::uuid)]
     org_id: Option<String>,
+    #[schema(required = true, schema_with = super::schema::email)]
     email: Option<String>,
+    #[schema(required = true, schema_with = super::schema::role)]
     role: Option<String>,
 }
 
@@ -330,15 +348,28 @@ pub async fn remove_member(
 /// The most events one page of the audit log holds.
 const MAX_AUDIT_PAGE: i64 = 200;
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     org_id: Option<String>,
-    /// Events per page: 1–200, default 50.
     limit: Option<String>,
-    /// Only events older than this event id: the last `id` of the previous page.
     before: Option<String>,
+}
+
+impl IntoParams for AuditQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use super::schema::{integer, query, uuid};
+        vec![
+            query("org_id", true, uuid(), "The organization"),
+            query("limit", false, integer(1, MAX_AUDIT_PAGE), "Events per page: 1–200, default 50"),
+            query(
+                "before",
+                false,
+                integer(1, crate::extract::MAX_SAFE_INTEGER),
+                "Only events older than this event id: the last `id` of the previous page",
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -390,7 +421,12 @@ pub async fn audit_log(
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let limit =
         int_in_range(query.limit.as_deref(), "limit", 1..=MAX_AUDIT_PAGE, "invalid_query")?.unwrap_or(50);
-    let before = int_in_range(query.before.as_deref(), "before", 1..=i64::MAX, "invalid_query")?;
+    let before = int_in_range(
+        query.before.as_deref(),
+        "before",
+        1..=crate::extract::MAX_SAFE_INTEGER,
+        "invalid_query",
+    )?;
     let events = state.store.audit_events(org_id, before, limit).await?;
     Ok(Json(Data { data: events.into_iter().map(AuditEventView::from).collect() }))
 }

@@ -33,10 +33,13 @@ struct VerifyRequest {
     /// The key a client presented to the calling service.
     key: Option<String>,
     /// read, write, upload, admin or own; read by default.
+    #[schema(schema_with = action)]
     action: Option<String>,
     /// The organization acted on; by default the app's, or the key's own.
+    /// One that names no organization makes the verdict FORBIDDEN.
     org_id: Option<String>,
     /// The app acted on, if any.
+    #[schema(schema_with = crate::api::schema::optional_app_id)]
     app_id: Option<String>,
 }
 
@@ -59,6 +62,19 @@ pub struct Verdict {
     /// Present when the key was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<VerifiedKey>,
+}
+
+fn action() -> utoipa::openapi::Object {
+    let mut values: Vec<serde_json::Value> =
+        ["read", "write", "upload", "admin", "own"].into_iter().map(Into::into).collect();
+    values.push(serde_json::Value::Null);
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::String,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .enum_values(Some(values))
+        .build()
 }
 
 fn parse_action(raw: Option<&str>) -> ApiResult<Action> {
@@ -162,6 +178,7 @@ fn forbidden(key: &Authenticated) -> Response {
         (status = 401, description = "Missing or wrong verifier token", body = ErrorBody),
         (status = 404, description = "No verifier token was configured", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+        (status = 503, description = "The database is unavailable and the key is not cached: retry", body = ErrorBody),
     ),
     security(("verifier_token" = []))
 )]

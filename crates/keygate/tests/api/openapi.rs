@@ -96,3 +96,56 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
         assert!(schemas.contains_key(schema), "{schema} is not described");
     }
 }
+
+/// What the server requires, the document requires: required inputs are
+/// required and never `null`, bounded inputs carry their bounds, and the
+/// bundle body is binary.
+#[tokio::test]
+async fn the_document_requires_what_the_server_requires() {
+    let app = spawn_app().await;
+    let document = app.call(Method::GET, "/openapi.json", None, None).await.ok();
+    let schemas = &document["components"]["schemas"];
+    for (schema, required) in [
+        ("CreateApp", &["app_id", "name", "org_id"][..]),
+        ("RenameApp", &["name"]),
+        ("CreateOrganization", &["name"]),
+        ("UpdateOrganization", &["org_id"]),
+        ("SetMember", &["email", "org_id", "role"]),
+        ("CreateFields", &["mode", "org_id"]),
+    ] {
+        let listed: BTreeSet<&str> =
+            schemas[schema]["required"].as_array().expect(schema).iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(listed, required.iter().copied().collect(), "{schema}");
+        for field in required {
+            let property = &schemas[schema]["properties"][field];
+            assert_eq!(property["type"], "string", "{schema}.{field} is a non-null string: {property}");
+        }
+    }
+    assert_eq!(schemas["SetMember"]["properties"]["role"]["enum"].as_array().map(Vec::len), Some(5));
+    assert!(schemas["CreateApp"]["properties"]["app_id"]["pattern"].is_string());
+    assert_eq!(schemas["CreateApp"]["properties"]["name"]["maxLength"], 200);
+
+    let parameters = |method: &str, path: &str| document["paths"][path][method]["parameters"].clone();
+    let required = |method: &str, path: &str, name: &str| {
+        let all = parameters(method, path);
+        let found = all.as_array().and_then(|a| a.iter().find(|p| p["name"] == name)).cloned();
+        found.unwrap_or_else(|| panic!("{method} {path} has no {name}"))["required"] == true
+    };
+    for (method, path) in
+        [("get", "/bundle"), ("post", "/bundle"), ("delete", "/bundle"), ("get", "/bundle/download")]
+    {
+        assert!(required(method, path, "app_id") && required(method, path, "version"), "{method} {path}");
+    }
+    for path in ["/organization/members", "/organization/audit"] {
+        assert!(required("get", path, "org_id"), "{path}");
+    }
+    assert!(required("delete", "/organization", "org_id"));
+    assert!(required("delete", "/organization/members", "user_id"));
+    assert!(!required("get", "/app", "org_id"), "listing apps needs no organization");
+
+    let upload = &document["paths"]["/bundle"]["post"]["requestBody"]["content"]["application/octet-stream"];
+    assert_eq!(upload["schema"]["format"], "binary", "{upload}");
+    let revoke = &document["paths"]["/apikey/revoke"]["post"];
+    assert!(revoke["responses"]["413"].is_object(), "revoke documents 413");
+    assert!(document["paths"]["/verify"]["post"]["responses"]["503"].is_object(), "verify documents 503");
+}

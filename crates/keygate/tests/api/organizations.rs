@@ -78,6 +78,11 @@ async fn admins_change_settings_within_bounds() {
             .await;
         assert_eq!(reply.status, 400, "{days}: {reply:?}");
     }
+    // A whole number with a zero fraction is a whole number, as the
+    // document's `integer` says.
+    let body = json!({ "org_id": org, "max_apikey_expiration_days": 30.0 });
+    let whole = app.put("/organization", &app.owner.key, body).await.ok();
+    assert_eq!(whole["organization"]["max_apikey_expiration_days"], 30);
     let lifted = app
         .put("/organization", &app.owner.key, json!({ "org_id": org, "max_apikey_expiration_days": null }))
         .await

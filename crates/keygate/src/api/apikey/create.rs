@@ -24,13 +24,19 @@ use crate::extract::{Params, RawBody, parse_org_id, required};
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateFields {
-    /// Required.
+    /// The organization the key is scoped to.
+    #[schema(required = true, schema_with = crate::api::schema::uuid)]
     org_id: Option<String>,
-    /// Required: read, write, upload or all.
-    #[schema(value_type = Option<String>, example = "read")]
+    #[schema(required = true, schema_with = crate::api::schema::mode)]
     mode: Option<Value>,
+    /// `New API Key` by default.
+    #[schema(schema_with = crate::api::schema::optional_name)]
     name: Option<String>,
+    /// Apps the key is limited to; none: every app of the organization.
+    #[schema(schema_with = limited_to_apps)]
     limited_to_apps: Option<Vec<String>>,
+    /// In the future, and within the organization's policy.
+    #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<String>,
     /// Capgo clients may send it; the scope comes from `org_id`.
     #[serde(rename = "limited_to_orgs")]
@@ -42,12 +48,20 @@ struct CreateFields {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    #[param(schema_with = crate::api::schema::uuid)]
     org_id: Option<String>,
+    #[param(schema_with = crate::api::schema::mode)]
     mode: Option<String>,
+    #[param(schema_with = crate::api::schema::name)]
     name: Option<String>,
-    /// Comma-separated.
+    /// Comma-separated app ids.
     limited_to_apps: Option<String>,
+    #[param(schema_with = crate::api::schema::date_time)]
     expires_at: Option<String>,
+}
+
+fn limited_to_apps() -> utoipa::openapi::schema::Schema {
+    crate::api::schema::optional_app_ids(super::MAX_APPS)
 }
 
 impl CreateFields {

@@ -33,9 +33,13 @@ struct RevokeKey {
     post,
     path = "/apikey/revoke",
     tag = "apikey",
-    request_body = RevokeKey,
+    request_body(
+        content = Option<serde_json::Value>,
+        description = "`{\"key\": \"ak_…\"}`; any other body is answered the same, so that the answer tells nothing",
+    ),
     responses(
         (status = 200, description = "The key, if it was one, no longer works", body = Success),
+        (status = 413, description = "The body is over the size limit", body = crate::error::ErrorBody),
         (status = 503, description = "The database is unavailable: report again", body = crate::error::ErrorBody),
     ),
     security(())
@@ -65,6 +69,8 @@ const MAX_GRACE_SECONDS: i64 = 604_800;
 #[serde(deny_unknown_fields)]
 struct RotateKey {
     /// How long the old secret keeps working, 0–604800 seconds (default 0).
+    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[schema(minimum = 0, maximum = 604_800)]
     grace_period_seconds: Option<i64>,
 }
 

@@ -25,13 +25,16 @@ use crate::extract::{Params, RawBody, parse_org_id, present};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateFields {
+    #[schema(schema_with = crate::api::schema::optional_name)]
     name: Option<String>,
-    #[schema(value_type = Option<String>, example = "write")]
+    #[schema(schema_with = crate::api::schema::optional_mode)]
     mode: Option<Value>,
+    #[schema(schema_with = limited_to_apps)]
     limited_to_apps: Option<Vec<String>>,
-    /// RFC 3339; `null` removes the expiry.
+    /// RFC 3339, in the future and within the organization's policy;
+    /// `null` removes the expiry.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<Option<String>>,
     #[serde(rename = "id")]
     #[schema(ignore)]
@@ -59,6 +62,10 @@ struct UpdateFields {
     _updated_at: Option<IgnoredAny>,
 }
 
+fn limited_to_apps() -> utoipa::openapi::schema::Schema {
+    crate::api::schema::optional_app_ids(super::MAX_APPS)
+}
+
 impl UpdateFields {
     fn parse(self, now: DateTime<Utc>) -> ApiResult<KeyChanges> {
         Ok(KeyChanges {
@@ -78,6 +85,7 @@ impl UpdateFields {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// As an admin of this organization: every key scoped to it.
+    #[param(value_type = Option<uuid::Uuid>)]
     org_id: Option<String>,
 }
 

@@ -37,7 +37,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 
 /// At most this many apps in `limited_to_apps`.
-const MAX_APPS: usize = 100;
+pub(crate) const MAX_APPS: usize = 100;
 
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ApiKeyView {

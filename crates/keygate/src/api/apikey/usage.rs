@@ -15,12 +15,24 @@ use crate::extract::{Params, int_in_range};
 /// The longest usage history one request returns.
 const MAX_USAGE_DAYS: i64 = 90;
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// How many days, today included: 1–90, default 30.
     days: Option<String>,
+}
+
+impl IntoParams for UsageQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use crate::api::schema::{integer, query};
+        vec![query(
+            "days",
+            false,
+            integer(1, MAX_USAGE_DAYS),
+            "How many days, today included: 1–90, default 30",
+        )]
+    }
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
