@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 
 /// Lines waiting at most; beyond, lines are dropped.
 pub const CAPACITY: usize = 16 * 1024;
@@ -36,9 +36,15 @@ pub struct Entry {
     pub route: Option<MatchedPath>,
     pub status: StatusCode,
     pub latency: Duration,
-    pub peer: Option<SocketAddr>,
-    /// The last value of the configured client address header, if any.
-    pub forwarded: Option<HeaderValue>,
+    pub client: Client,
+}
+
+/// Where the line's client address comes from, read on the writer's thread.
+pub enum Client {
+    /// The peer is the client.
+    Peer(Option<SocketAddr>),
+    /// A trusted proxy's header: the last value it had, if any.
+    Forwarded(Option<HeaderValue>),
 }
 
 /// The request side: cheap to clone, never blocks.
@@ -51,7 +57,7 @@ pub struct AccessLog {
 struct Shared {
     dropped: AtomicU64,
     stop: AtomicBool,
-    client_ip_header: Option<HeaderName>,
+    clients: crate::auth::ClientAddressPolicy,
 }
 
 /// The writer thread; [`Writer::finish`] writes what is left and stops it.
@@ -61,11 +67,10 @@ pub struct Writer {
 }
 
 impl AccessLog {
-    /// Starts the writer thread. `client_ip_header`: as in [`crate::Settings`].
-    pub fn start(client_ip_header: Option<HeaderName>) -> std::io::Result<(Self, Writer)> {
+    /// Starts the writer thread; `clients` says where client addresses come from.
+    pub fn start(clients: crate::auth::ClientAddressPolicy) -> std::io::Result<(Self, Writer)> {
         let (sender, receiver) = sync_channel(CAPACITY);
-        let shared =
-            Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), client_ip_header });
+        let shared = Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), clients });
         let thread = std::thread::Builder::new().name("keygate-access-log".into()).spawn({
             let shared = shared.clone();
             move || write_lines(receiver, &shared, &mut crate::log_writer::stderr())
@@ -73,9 +78,13 @@ impl AccessLog {
         Ok((Self { sender, shared: shared.clone() }, Writer { shared, thread: Some(thread) }))
     }
 
-    /// The header whose last value names the client, if configured.
-    pub fn client_ip_header(&self) -> Option<&HeaderName> {
-        self.shared.client_ip_header.as_ref()
+    /// Where the client address of a request from `peer` comes from; only a
+    /// header value is copied here, parsed on the writer's thread.
+    pub fn client(&self, peer: Option<SocketAddr>, headers: &axum::http::HeaderMap) -> Client {
+        match self.shared.clients.header_for(peer.map(|p| p.ip())) {
+            Some(header) => Client::Forwarded(headers.get_all(header).iter().next_back().cloned()),
+            None => Client::Peer(peer),
+        }
     }
 
     /// Queues a line, or drops it if the writer is behind.
@@ -120,7 +129,7 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
-                    format_line(&mut buffer, &mut clock, &entry, shared.client_ip_header.is_some());
+                    format_line(&mut buffer, &mut clock, &entry);
                     if buffer.len() >= 60 * 1024 {
                         let _ = out.write_all(&buffer);
                         buffer.clear();
@@ -156,11 +165,10 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
 }
 
 /// One line, in the shape of the rest of the log.
-pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry, behind_proxy: bool) {
-    let client = if behind_proxy {
-        entry.forwarded.as_ref().and_then(crate::auth::address_from_header_value)
-    } else {
-        entry.peer.map(|peer| peer.ip())
+pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
+    let client = match &entry.client {
+        Client::Forwarded(value) => value.as_ref().and_then(crate::auth::address_from_header_value),
+        Client::Peer(peer) => peer.map(|peer| peer.ip()),
     };
     let micros = entry.latency.as_micros();
     clock.write(buffer, entry.at);
@@ -216,20 +224,14 @@ mod tests {
             route: None,
             status: StatusCode::OK,
             latency: Duration::from_micros(412),
-            peer: Some("127.0.0.1:4711".parse().expect("address")),
-            forwarded: None,
+            client: Client::Peer(Some("127.0.0.1:4711".parse().expect("address"))),
         }
     }
 
     #[test]
     fn a_line_masks_keys_and_drops_the_query() {
         let mut buffer = Vec::new();
-        format_line(
-            &mut buffer,
-            &mut Clock::default(),
-            &entry("/apikey/ak_secret123/rotate?token=abc"),
-            false,
-        );
+        format_line(&mut buffer, &mut Clock::default(), &entry("/apikey/ak_secret123/rotate?token=abc"));
         let line = String::from_utf8(buffer).expect("utf-8");
         assert_eq!(
             line,
@@ -258,7 +260,7 @@ mod tests {
     fn the_writer_drains_what_was_queued_before_it_stops() {
         let (sender, receiver) = sync_channel(4);
         let shared =
-            Shared { dropped: AtomicU64::new(2), stop: AtomicBool::new(true), client_ip_header: None };
+            Shared { dropped: AtomicU64::new(2), stop: AtomicBool::new(true), clients: Default::default() };
         sender.try_send(entry("/livez")).expect("queued");
         let mut out = Vec::new();
         write_lines(receiver, &shared, &mut out);

@@ -33,7 +33,7 @@ use crate::error::{ApiError, ApiResult};
 const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
 
 /// The key presented with the request, if any, without its `Bearer ` prefix.
-fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let value = KEY_HEADERS.iter().find_map(|name| headers.get(*name))?;
     let Ok(text) = value.to_str() else {
         return Some(Err(()));
@@ -133,15 +133,51 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The client's address: the peer's, or, behind a trusted proxy, the last
-/// entry the proxy wrote into `header` (such as `x-forwarded-for`). With a
-/// header configured but unusable, `None`: counting such a request against
-/// the peer would let one client get the proxy itself blocked.
-pub(crate) fn client_address(parts: &Parts, header: Option<&HeaderName>) -> Option<IpAddr> {
-    let Some(header) = header else {
-        return parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    };
-    address_from_header_value(parts.headers.get_all(header).iter().next_back()?)
+/// Where a request's client address comes from: the peer's address, or,
+/// from a proxy trusted to speak for clients, the last entry the proxy wrote
+/// into a header (such as `x-forwarded-for`).
+///
+/// - With `--trusted-proxy CIDR`s, only a peer inside one of them is read
+///   from the header (by default `x-forwarded-for`); any other peer is the
+///   client itself, whatever it claims.
+/// - With `--client-ip-header` alone, every peer is taken to be the proxy
+///   (keygate is reachable only through it).
+/// - With a header to read but unusable, `None`: counting such a request
+///   against the peer would let one client get the proxy itself blocked.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddressPolicy {
+    header: Option<HeaderName>,
+    trusted: std::sync::Arc<[ipnet::IpNet]>,
+}
+
+impl ClientAddressPolicy {
+    pub fn new(header: Option<HeaderName>, trusted: Vec<ipnet::IpNet>) -> Self {
+        let header =
+            header.or_else(|| (!trusted.is_empty()).then(|| HeaderName::from_static("x-forwarded-for")));
+        Self { header, trusted: trusted.into() }
+    }
+
+    /// The header to read for a request from `peer`; `None`: the peer is the client.
+    pub fn header_for(&self, peer: Option<IpAddr>) -> Option<&HeaderName> {
+        let header = self.header.as_ref()?;
+        let trusted = self.trusted.is_empty()
+            || peer.is_some_and(|peer| self.trusted.iter().any(|net| net.contains(&peer)));
+        trusted.then_some(header)
+    }
+
+    /// The client's address of a request from `peer` with `headers`.
+    pub fn address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        match self.header_for(peer) {
+            Some(header) => address_from_header_value(headers.get_all(header).iter().next_back()?),
+            None => peer,
+        }
+    }
+}
+
+/// The client's address of a request (see [`ClientAddressPolicy`]).
+pub(crate) fn client_address(parts: &Parts, policy: &ClientAddressPolicy) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    policy.address(peer, &parts.headers)
 }
 
 /// The last entry of a client address header's value.
@@ -231,14 +267,30 @@ mod tests {
             request.headers_mut().insert("x-forwarded-for", HeaderValue::from_bytes(value).expect("header"));
             request.into_parts().0
         };
-        let header = HeaderName::from_static("x-forwarded-for");
-        let address = |value| client_address(&parts(value), Some(&header));
+        let policy = ClientAddressPolicy::new(Some(HeaderName::from_static("x-forwarded-for")), Vec::new());
+        let address = |value| client_address(&parts(value), &policy);
         assert_eq!(address(b"198.51.100.1, 203.0.113.5"), "203.0.113.5".parse().ok());
         assert_eq!(address(b"203.0.113.5:4711"), "203.0.113.5".parse().ok());
         assert_eq!(address(b"[2001:db8::1]:4711"), "2001:db8::1".parse().ok());
         assert_eq!(address(b"1.2.3.4, \x80garbage"), None);
         assert_eq!(address(b"\x80, 203.0.113.9"), "203.0.113.9".parse().ok());
         assert_eq!(address(b"unknown"), None);
+    }
+
+    #[test]
+    fn only_trusted_proxies_speak_for_clients() {
+        let policy = ClientAddressPolicy::new(None, vec!["10.0.0.0/8".parse().expect("cidr")]);
+        let forwarded = headers(&[("x-forwarded-for", "203.0.113.5")]);
+        let proxy: IpAddr = "10.1.2.3".parse().expect("ip");
+        let stranger: IpAddr = "198.51.100.7".parse().expect("ip");
+        assert_eq!(policy.address(Some(proxy), &forwarded), "203.0.113.5".parse().ok());
+        assert_eq!(
+            policy.address(Some(stranger), &forwarded),
+            Some(stranger),
+            "a stranger cannot claim an address"
+        );
+        assert_eq!(policy.address(Some(proxy), &headers(&[])), None, "a proxy that names nobody");
+        assert_eq!(ClientAddressPolicy::default().address(Some(stranger), &forwarded), Some(stranger));
     }
 
     #[test]

@@ -76,6 +76,18 @@ struct ServeArgs {
     /// (its last entry is used), such as x-forwarded-for. Without it, the peer's address.
     #[arg(long, env = "KEYGATE_CLIENT_IP_HEADER")]
     client_ip_header: Option<axum::http::HeaderName>,
+    /// A proxy allowed to name the client in --client-ip-header (by default x-forwarded-for),
+    /// as an address or CIDR; repeatable. With none, every peer is when that header is set.
+    #[arg(long = "trusted-proxy", env = "KEYGATE_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR", value_parser = parse_cidr)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// A TOML file of rules saying what `/auth` requires of each forwarded request
+    /// [default: GET, HEAD and OPTIONS need read, other methods write].
+    #[arg(long, env = "KEYGATE_FORWARD_AUTH_RULES", value_name = "FILE")]
+    forward_auth_rules: Option<PathBuf>,
+    /// The status `/auth` answers a throttled address with: 403 (which nginx passes on) or
+    /// 429 (for proxies that pass any status).
+    #[arg(long, env = "KEYGATE_FORWARD_AUTH_THROTTLED_STATUS", default_value_t = 403, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(403..=429))]
+    forward_auth_throttled_status: u16,
     /// Log each request (one line on stderr, written off the request path). Also off when
     /// KEYGATE_LOG filters out `keygate::access` at info (e.g. `KEYGATE_LOG=info,keygate::access=off`).
     #[arg(long, env = "KEYGATE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -241,6 +253,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ),
         None => None,
     };
+    let forward_auth = match &args.forward_auth_rules {
+        Some(path) => crate::forward_auth::Rules::load(path)?,
+        None => crate::forward_auth::Rules::default(),
+    };
+    let forward_auth_throttled = match args.forward_auth_throttled_status {
+        403 => axum::http::StatusCode::FORBIDDEN,
+        429 => axum::http::StatusCode::TOO_MANY_REQUESTS,
+        other => return Err(format!("--forward-auth-throttled-status {other}: 403 or 429")),
+    };
     let settings = crate::Settings {
         blobs,
         max_bundle_size: args.max_bundle_size,
@@ -255,6 +276,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         },
         failed_auth_limit: usize::try_from(args.failed_auth_limit).unwrap_or(usize::MAX),
+        trusted_proxies: args.trusted_proxies.clone(),
+        forward_auth,
+        forward_auth_throttled,
         max_org_storage: args.max_org_storage,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -294,6 +318,14 @@ async fn remove_orphan_blobs(store: &dyn keygate_store::Store, blobs: &crate::Bl
         Ok(removed) => tracing::info!(removed, "removed blob files that no bundle refers to"),
         Err(error) => tracing::warn!(%error, "cannot clean the blob directory"),
     }
+}
+
+/// An address (`10.0.0.5`) or a network (`10.0.0.0/8`).
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR such as 10.0.0.0/8"))
 }
 
 /// `keygate-blobs` beside a SQLite database file; in the working directory otherwise.

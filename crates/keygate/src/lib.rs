@@ -19,6 +19,7 @@ pub mod cli;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod forward_auth;
 pub mod key_cache;
 pub mod limits;
 pub mod log_writer;

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tower::{Layer, Service};
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{AccessLog, Client, Entry};
 use crate::error::ApiError;
 use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 
@@ -79,8 +79,7 @@ struct Seen {
 struct Logged {
     access_log: AccessLog,
     uri: Uri,
-    peer: Option<SocketAddr>,
-    forwarded: Option<HeaderValue>,
+    client: Client,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -103,10 +102,8 @@ where
         let logged = self.access_log.as_ref().map(|access_log| Logged {
             access_log: access_log.clone(),
             uri: req.uri().clone(),
-            peer: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0),
-            forwarded: access_log
-                .client_ip_header()
-                .and_then(|header| req.headers().get_all(header).iter().next_back().cloned()),
+            client: access_log
+                .client(req.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0), req.headers()),
         });
         let seen = Seen {
             start,
@@ -168,8 +165,7 @@ where
                     route: seen.route,
                     status,
                     latency,
-                    peer: logged.peer,
-                    forwarded: logged.forwarded,
+                    client: logged.client,
                 });
             }
         }

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiDoc, apikey, app, bundle, health, organization, verify};
+use crate::api::{ApiDoc, apikey, app, bundle, forward, health, organization, verify};
 use crate::error::ApiError;
 use crate::observe::ObserveLayer;
 use crate::{AppState, BODY_LIMIT};
@@ -50,6 +50,31 @@ fn routes(metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(app::get, app::rename, app::delete))
         .routes(routes!(bundle::list, bundle::upload, bundle::delete))
         .routes(routes!(bundle::download))
+        // Every method OpenAPI names (Envoy asks with the original one);
+        // others, such as QUERY or WebDAV's, are refused with 405.
+        .route("/auth", every_method(forward::auth))
+        .route("/auth/{*rest}", every_method(forward::auth_path))
+}
+
+/// `handler` for each method `/auth` documents.
+fn every_method<H, T>(handler: H) -> axum::routing::MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    use axum::routing::MethodFilter;
+    let methods = [
+        MethodFilter::GET,
+        MethodFilter::HEAD,
+        MethodFilter::POST,
+        MethodFilter::PUT,
+        MethodFilter::PATCH,
+        MethodFilter::DELETE,
+        MethodFilter::OPTIONS,
+        MethodFilter::TRACE,
+    ];
+    let filter = methods.into_iter().reduce(MethodFilter::or).unwrap_or(MethodFilter::GET);
+    axum::routing::on(filter, handler)
 }
 
 /// The OpenAPI document of every route, as JSON; `metrics`: whether

@@ -30,7 +30,11 @@ pub async fn serve(
         None => None,
     };
     let (access_log, writer) = if settings.access_log {
-        let (log, writer) = AccessLog::start(settings.client_ip_header.clone())?;
+        let policy = crate::auth::ClientAddressPolicy::new(
+            settings.client_ip_header.clone(),
+            settings.trusted_proxies.clone(),
+        );
+        let (log, writer) = AccessLog::start(policy)?;
         (Some(log), Some(writer))
     } else {
         (None, None)

@@ -31,8 +31,12 @@ pub struct Shared {
     pub max_bundle_size: u64,
     pub max_org_storage: Option<u64>,
     pub failed_auth: Arc<FailedAuthLimiter>,
-    pub client_ip_header: Option<HeaderName>,
+    pub client_addresses: crate::auth::ClientAddressPolicy,
     pub verifier_tokens: Box<[VerifierToken]>,
+    /// What `/auth` requires of a forwarded request.
+    pub forward_auth: crate::forward_auth::Rules,
+    /// How `/auth` answers a throttled address: 403 unless configured.
+    pub forward_auth_throttled: axum::http::StatusCode,
     /// Where access log lines go; `None`: not logged.
     pub access_log: Option<AccessLog>,
     /// Whether `GET /metrics` is served (and described) on the main listener.
@@ -72,8 +76,13 @@ impl AppState {
             max_bundle_size: settings.max_bundle_size,
             max_org_storage: settings.max_org_storage,
             failed_auth,
-            client_ip_header: settings.client_ip_header,
+            client_addresses: crate::auth::ClientAddressPolicy::new(
+                settings.client_ip_header,
+                settings.trusted_proxies,
+            ),
             verifier_tokens: settings.verifier_tokens.into(),
+            forward_auth: settings.forward_auth,
+            forward_auth_throttled: settings.forward_auth_throttled,
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
             request_timeout: settings.edge.request_timeout,
@@ -82,7 +91,7 @@ impl AppState {
 
     /// The client's address as rate limiting and the audit log see it.
     pub fn client_address(&self, parts: &axum::http::request::Parts) -> Option<IpAddr> {
-        crate::auth::client_address(parts, self.client_ip_header.as_ref())
+        crate::auth::client_address(parts, &self.client_addresses)
     }
 }
 
@@ -122,8 +131,17 @@ pub struct Settings {
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
     /// Behind a trusted proxy: the header holding the client's address
-    /// (its last entry), such as `x-forwarded-for`. `None`: the peer address.
+    /// (its last entry), such as `x-forwarded-for`. `None`: the peer
+    /// address, or `x-forwarded-for` with `trusted_proxies`.
     pub client_ip_header: Option<HeaderName>,
+    /// Peers trusted to name the client in `client_ip_header`; empty:
+    /// every peer when a header is set (see [`crate::auth::ClientAddressPolicy`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What `/auth` requires of a forwarded request (`--forward-auth-rules`).
+    pub forward_auth: crate::forward_auth::Rules,
+    /// How `/auth` answers a throttled address: 403 (nginx turns any status
+    /// but 401 and 403 into a 500) unless 429 is asked for.
+    pub forward_auth_throttled: axum::http::StatusCode,
     /// Tokens that enable `POST /verify`; none disables it.
     pub verifier_tokens: Vec<VerifierToken>,
     /// Whether verified keys are cached (coherently: see
@@ -150,6 +168,9 @@ impl Settings {
             blobs,
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
+            forward_auth: crate::forward_auth::Rules::default(),
+            forward_auth_throttled: axum::http::StatusCode::FORBIDDEN,
             verifier_tokens: Vec::new(),
             key_cache: true,
             access_log: false,

@@ -8,14 +8,17 @@ pub(super) enum Kind {
     Livez,
     Health,
     Verify,
+    /// Forward auth, as Traefik or Caddy ask: `GET /auth` with the original
+    /// request in `X-Forwarded-Method` / `X-Forwarded-Uri`.
+    Auth,
     Read,
     Create,
     Delete,
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 7] =
-        [Kind::Floor, Kind::Livez, Kind::Health, Kind::Verify, Kind::Read, Kind::Create, Kind::Delete];
+    pub(super) const ALL: [Kind; 8] =
+        [Kind::Floor, Kind::Livez, Kind::Health, Kind::Verify, Kind::Auth, Kind::Read, Kind::Create, Kind::Delete];
 
     pub(super) fn label(self) -> &'static str {
         match self {
@@ -23,6 +26,7 @@ impl Kind {
             Kind::Livez => "floor: `GET /livez`",
             Kind::Health => "`GET /health` (a query, a probe file)",
             Kind::Verify => "`POST /verify`",
+            Kind::Auth => "`GET /auth` (forward auth)",
             Kind::Read => "`GET /app/:app_id`, read key",
             Kind::Create => "`POST /apikey` (create)",
             Kind::Delete => "`DELETE /apikey/:id`",
@@ -86,6 +90,12 @@ impl Fixture {
                 .header(AUTHORIZATION, self.verifier.clone())
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(Body::new(self.verify_bodies[key].clone())),
+            Kind::Auth => builder
+                .uri("/auth")
+                .header("x-forwarded-method", HeaderValue::from_static("GET"))
+                .header("x-forwarded-uri", HeaderValue::from_static("/builds/latest"))
+                .header(AUTHORIZATION, self.keys[key].clone())
+                .body(Body::default()),
             Kind::Read => builder
                 .uri(self.app_path.as_str())
                 .header(AUTHORIZATION, self.keys[key].clone())

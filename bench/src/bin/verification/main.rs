@@ -16,6 +16,7 @@
 //! - floor (b): keygate's `GET /livez` (no I/O; keygate's layers and log);
 //! - `GET /health` (= `/readyz`: one trivial query, and a probe file written and removed);
 //! - `POST /verify` over `--present` distinct read keys, cycled;
+//! - forward auth: `GET /auth` as Traefik or Caddy ask, with the same keys;
 //! - authenticated read: `GET /app/:app_id` with those same read keys;
 //! - create: `POST /apikey` with the owner's `all` key (a durable write);
 //! - delete: `DELETE /apikey/:id` of the keys the create phase made.
@@ -38,7 +39,7 @@
 //! ./target/release/verification --backend sqlite,postgres --keys 1000,1000000 \
 //!     [--postgres postgres://postgres@127.0.0.1:5432/postgres] [--clients 16] [--write-clients 64] \
 //!     [--seconds 3] [--rounds 3] [--present 1000] [--keygate target/release/keygate] \
-//!     [--server-log info,sqlx=warn] [--workloads verify,read,health,create,delete]
+//!     [--server-log info,sqlx=warn] [--workloads verify,auth,read,health,create,delete]
 //! ```
 //!
 //! Defaults: `--backend sqlite --keys 1000`.
@@ -377,10 +378,11 @@ fn workloads(names: &[String]) -> Vec<Kind> {
         .map(|name| match name.as_str() {
             "health" => Kind::Health,
             "verify" => Kind::Verify,
+            "auth" => Kind::Auth,
             "read" => Kind::Read,
             "create" => Kind::Create,
             "delete" => Kind::Delete,
-            other => panic!("--workloads {other}: health, verify, read, create or delete"),
+            other => panic!("--workloads {other}: health, verify, auth, read, create or delete"),
         })
         .collect();
     Kind::ALL.into_iter().filter(|k| matches!(k, Kind::Floor | Kind::Livez) || named.contains(k)).collect()
@@ -509,7 +511,7 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
             println!("|---|---|---|---|");
             compared = true;
         }
-        for kind in [Kind::Verify, Kind::Read, Kind::Create, Kind::Delete] {
+        for kind in [Kind::Verify, Kind::Auth, Kind::Read, Kind::Create, Kind::Delete] {
             if few.rounds(kind).is_empty() || many.rounds(kind).is_empty() {
                 continue;
             }

@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod app;
 pub mod bundle;
+pub mod forward;
 pub mod health;
 pub mod organization;
 pub mod schema;
@@ -89,6 +90,8 @@ pub enum WriteErrors {
                        `x-api-key: <key>` or `capgkey: <key>`. Every error is an ErrorBody."
     ),
     modifiers(&KeySecurity),
+    // Routed by hand (any method, and a catch-all path): see `crate::router`.
+    paths(forward::auth, forward::auth_path),
     // Every route needs an API key unless its own path says otherwise.
     security(("api_key" = [])),
     components(schemas(ErrorBody)),
@@ -97,6 +100,7 @@ pub enum WriteErrors {
         (name = "organization", description = "Organizations and their members"),
         (name = "app", description = "Apps of an organization"),
         (name = "bundle", description = "Uploaded bundles of an app"),
+        (name = "forward-auth", description = "Forward authentication for reverse proxies"),
         (name = "meta", description = "Health and this document"),
     )
 )]

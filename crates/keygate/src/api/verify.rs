@@ -208,7 +208,7 @@ async fn decide(
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;
     let raw = request.key.ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;
     let action = parse_action(request.action.as_deref())?;
-    let org_id = request.org_id.as_deref().map(parse_org_id).transpose();
+    let org_id = request.org_id.as_deref().map(|raw| parse_org_id(raw).ok());
     let app_id = request
         .app_id
         .as_deref()
@@ -219,29 +219,42 @@ async fn decide(
         KeyLookup::Expired(expired) => return Ok(verdict(false, "EXPIRED", Some(&expired))),
         KeyLookup::Unknown => return Ok(verdict(false, "NOT_FOUND", None)),
     };
-    let key = &live.key;
-    // An organization id that is not a UUID, or an app that does not exist,
-    // names nothing the key could act on.
-    let Ok(org) = org_id else {
+    if !permits(&state, &live, org_id, app_id.as_ref(), action).await? {
         return Ok(forbidden(&live));
+    }
+    Ok(verdict(true, "VALID", Some(&live)))
+}
+
+/// The one decision of `/verify` and `/auth` for a live key: may it take
+/// `action` on the organization and app named? `org` is `Some(None)` for an
+/// organization id that is not one: like an app that does not exist, it
+/// names nothing the key could act on.
+pub(crate) async fn permits(
+    state: &AppState,
+    live: &Authenticated,
+    org: Option<Option<Uuid>>,
+    app_id: Option<&AppId>,
+    action: Action,
+) -> ApiResult<bool> {
+    let org = match org {
+        None => None,
+        Some(Some(org)) => Some(org),
+        Some(None) => return Ok(false),
     };
-    let app = match &app_id {
+    let app = match app_id {
         Some(app_id) => match state.store.app(app_id).await? {
             Some(app) => Some(app),
-            None => return Ok(forbidden(&live)),
+            None => return Ok(false),
         },
         None => None,
     };
     let target = VerifyTarget { org, app: app.as_ref().map(|a| (a.org_id, &a.app_id)) };
     let role = match target.org(&live.principal) {
         Ok(Some(org)) if live.principal.scope.org == Some(org) => live.own_role,
-        Ok(Some(org)) => state.store.role(org, key.user_id).await?,
+        Ok(Some(org)) => state.store.role(org, live.key.user_id).await?,
         _ => None,
     };
-    if !rules::verify(&live.principal, target, role, action) {
-        return Ok(forbidden(&live));
-    }
-    Ok(verdict(true, "VALID", Some(&live)))
+    Ok(rules::verify(&live.principal, target, role, action))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod bundles;
 mod cache;
+mod forward_auth;
 mod helpers;
 mod http_edges;
 mod input;

@@ -9,7 +9,7 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 30] = [
+const ROUTES: [(&str, &str); 46] = [
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -40,6 +40,22 @@ const ROUTES: [(&str, &str); 30] = [
     ("get", "/bundle"),
     ("post", "/bundle"),
     ("delete", "/bundle"),
+    ("get", "/auth"),
+    ("head", "/auth"),
+    ("post", "/auth"),
+    ("put", "/auth"),
+    ("patch", "/auth"),
+    ("delete", "/auth"),
+    ("options", "/auth"),
+    ("trace", "/auth"),
+    ("get", "/auth/{rest}"),
+    ("head", "/auth/{rest}"),
+    ("post", "/auth/{rest}"),
+    ("put", "/auth/{rest}"),
+    ("patch", "/auth/{rest}"),
+    ("delete", "/auth/{rest}"),
+    ("options", "/auth/{rest}"),
+    ("trace", "/auth/{rest}"),
 ];
 
 #[tokio::test]
