@@ -17,8 +17,16 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 8] =
-        [Kind::Floor, Kind::Livez, Kind::Health, Kind::Verify, Kind::Auth, Kind::Read, Kind::Create, Kind::Delete];
+    pub(super) const ALL: [Kind; 8] = [
+        Kind::Floor,
+        Kind::Livez,
+        Kind::Health,
+        Kind::Verify,
+        Kind::Auth,
+        Kind::Read,
+        Kind::Create,
+        Kind::Delete,
+    ];
 
     pub(super) fn label(self) -> &'static str {
         match self {

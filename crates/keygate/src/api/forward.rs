@@ -39,6 +39,24 @@ pub const ORG_ID: HeaderName = HeaderName::from_static("x-keygate-org-id");
 pub const MODE: HeaderName = HeaderName::from_static("x-keygate-mode");
 pub const REASON: HeaderName = HeaderName::from_static("x-keygate-reason");
 
+/// What `/auth` answers instead of 200: each an [`ErrorBody`](crate::error::ErrorBody).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "describes responses; never constructed")]
+pub enum Refusals {
+    /// No key, or one that is unknown, expired or revoked
+    #[response(status = 401)]
+    Unauthorized(crate::error::ErrorBody),
+    /// The key may not make this request, or the address is throttled
+    #[response(status = 403)]
+    Forbidden(crate::error::ErrorBody),
+    /// The address is throttled (with --forward-auth-throttled-status 429)
+    #[response(status = 429)]
+    Throttled(crate::error::ErrorBody),
+    /// The database is unavailable and the key is not cached
+    #[response(status = 503)]
+    Unavailable(crate::error::ErrorBody),
+}
+
 #[utoipa::path(
     method(get, head, post, put, patch, delete, options, trace),
     path = "/auth",
@@ -56,10 +74,7 @@ pub const REASON: HeaderName = HeaderName::from_static("x-keygate-reason");
             ("x-keygate-org-id" = String, description = "The key's organization; empty for an unscoped key"),
             ("x-keygate-mode" = String, description = "read, write, upload or all"),
         )),
-        (status = 401, description = "No key, or one that is unknown, expired or revoked", body = crate::error::ErrorBody),
-        (status = 403, description = "The key may not make this request, or the address is throttled", body = crate::error::ErrorBody),
-        (status = 429, description = "The address is throttled (with --forward-auth-throttled-status 429)", body = crate::error::ErrorBody),
-        (status = 503, description = "The database is unavailable and the key is not cached", body = crate::error::ErrorBody),
+        Refusals,
     ),
 )]
 pub async fn auth(
@@ -80,10 +95,7 @@ pub async fn auth(
     params(("rest" = String, Path, description = "The original path, after /auth (Envoy); any number of segments")),
     responses(
         (status = 200, description = "Let the request through, with the identity headers of `/auth`"),
-        (status = 401, description = "No key, or one that is unknown, expired or revoked", body = crate::error::ErrorBody),
-        (status = 403, description = "The key may not make this request, or the address is throttled", body = crate::error::ErrorBody),
-        (status = 429, description = "The address is throttled (with --forward-auth-throttled-status 429)", body = crate::error::ErrorBody),
-        (status = 503, description = "The database is unavailable and the key is not cached", body = crate::error::ErrorBody),
+        Refusals,
     ),
 )]
 pub async fn auth_path(
