@@ -86,7 +86,14 @@ impl BlobStore {
     /// How many blobs are kept, temporary files of a directory included.
     pub async fn count(&self) -> io::Result<u64> {
         match &self.place {
-            Place::Directory(dir) => Ok(std::fs::read_dir(dir)?.count() as u64),
+            Place::Directory(dir) => {
+                let mut entries = tokio::fs::read_dir(dir).await?;
+                let mut count = 0;
+                while entries.next_entry().await?.is_some() {
+                    count += 1;
+                }
+                Ok(count)
+            }
             Place::Database(shared) => shared.count().await.map_err(database),
         }
     }

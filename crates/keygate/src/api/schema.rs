@@ -88,10 +88,6 @@ pub fn optional_name() -> Object {
     or_null(name())
 }
 
-pub fn optional_uuid() -> Object {
-    or_null(uuid())
-}
-
 pub fn optional_mode() -> Object {
     let mut schema = or_null(mode());
     if let Some(values) = schema.enum_values.as_mut() {
