@@ -28,6 +28,22 @@ impl Action {
     pub const ALL: [Action; 5] =
         [Action::Read, Action::Write, Action::Upload, Action::Administer, Action::Own];
 
+    /// The word an API or a rules file names it by.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Upload => "upload",
+            Action::Administer => "admin",
+            Action::Own => "own",
+        }
+    }
+
+    /// The action named `s` ([`Action::as_str`]).
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
     const fn bit(self) -> u8 {
         1 << self as u8
     }

@@ -73,13 +73,7 @@ impl ApiError {
 
     /// 403 for a resource the caller sees but may not act on.
     pub fn forbidden(action: keygate_core::Action) -> Self {
-        let right = match action {
-            keygate_core::Action::Read => "read",
-            keygate_core::Action::Write => "write",
-            keygate_core::Action::Upload => "upload",
-            keygate_core::Action::Administer => "admin",
-            keygate_core::Action::Own => "own",
-        };
+        let right = action.as_str();
         Self::new(
             StatusCode::FORBIDDEN,
             "insufficient_permissions",

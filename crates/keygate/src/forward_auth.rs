@@ -134,14 +134,9 @@ impl Rule {
     fn parse(raw: RawRule) -> Result<Self, String> {
         let need = match raw.action.as_str() {
             "public" => Need::Public,
-            "read" => Need::Key(Action::Read),
-            "write" => Need::Key(Action::Write),
-            "upload" => Need::Key(Action::Upload),
-            "admin" => Need::Key(Action::Administer),
-            "own" => Need::Key(Action::Own),
-            other => {
-                return Err(format!("action `{other}`: one of public, read, write, upload, admin, own"));
-            }
+            other => Need::Key(Action::parse(other).ok_or_else(|| {
+                format!("action `{other}`: one of public, read, write, upload, admin, own")
+            })?),
         };
         let methods = raw
             .methods

@@ -65,8 +65,7 @@ pub struct Verdict {
 }
 
 fn action() -> utoipa::openapi::Object {
-    let mut values: Vec<serde_json::Value> =
-        ["read", "write", "upload", "admin", "own"].into_iter().map(Into::into).collect();
+    let mut values: Vec<serde_json::Value> = Action::ALL.map(|a| a.as_str().into()).into();
     values.push(serde_json::Value::Null);
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
@@ -78,17 +77,9 @@ fn action() -> utoipa::openapi::Object {
 }
 
 fn parse_action(raw: Option<&str>) -> ApiResult<Action> {
-    match raw.unwrap_or("read") {
-        "read" => Ok(Action::Read),
-        "write" => Ok(Action::Write),
-        "upload" => Ok(Action::Upload),
-        "admin" => Ok(Action::Administer),
-        "own" => Ok(Action::Own),
-        _ => Err(ApiError::bad_request(
-            "invalid_action",
-            "action must be one of: read, write, upload, admin, own",
-        )),
-    }
+    Action::parse(raw.unwrap_or("read")).ok_or_else(|| {
+        ApiError::bad_request("invalid_action", "action must be one of: read, write, upload, admin, own")
+    })
 }
 
 /// The token the calling service presents, checked against every
