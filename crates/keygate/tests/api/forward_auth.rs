@@ -393,3 +393,30 @@ async fn only_trusted_proxies_name_the_client() {
         assert_eq!(reason == "rate_limited", other_client_blocked, "{trusted}: {reason}");
     }
 }
+
+/// Bad input to `/auth` itself is refused in the contract's shape: a method
+/// the document does not name (405), an app id in the path that is not one
+/// (403: it names nothing a key may act on), a key header that is not text
+/// (401).
+#[tokio::test]
+async fn bad_forwarded_requests_are_refused_in_the_contracts_shape() {
+    let setup = setup().await;
+    let client = reqwest::Client::new();
+    let query = Method::from_bytes(b"QUERY").expect("method");
+    let reply = setup.app.call(query, "/auth/apps/com.acme.app/x", Some(&setup.read), None).await;
+    reply.error(405, "method_not_allowed");
+
+    let reply = setup.app.call(Method::GET, "/auth/apps/not%20an%20app/x", Some(&setup.read), None).await;
+    reply.error(403, "insufficient_permissions");
+
+    let response = client
+        .get(format!("{}/auth/apps/com.acme.app/x", setup.app.base))
+        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"\xffak_x").expect("bytes"))
+        .send()
+        .await
+        .expect("auth");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-keygate-reason"], "invalid_api_key");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "KO");
+}
