@@ -5,6 +5,10 @@ use super::*;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Kind {
     Floor,
+    /// The bare floor given exactly `/verify`'s request (method, headers,
+    /// body) and answering a body of a verdict's size: what the same bytes
+    /// cost the HTTP stack alone, with serde parsing and rendering.
+    FloorVerify,
     Livez,
     Health,
     Verify,
@@ -17,8 +21,9 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 8] = [
+    pub(super) const ALL: [Kind; 9] = [
         Kind::Floor,
+        Kind::FloorVerify,
         Kind::Livez,
         Kind::Health,
         Kind::Verify,
@@ -31,6 +36,7 @@ impl Kind {
     pub(super) fn label(self) -> &'static str {
         match self {
             Kind::Floor => "floor: bare axum handler",
+            Kind::FloorVerify => "floor: bare axum, `/verify`'s bytes",
             Kind::Livez => "floor: `GET /livez`",
             Kind::Health => "`GET /health` (a query, a probe file)",
             Kind::Verify => "`POST /verify`",
@@ -39,6 +45,11 @@ impl Kind {
             Kind::Create => "`POST /apikey` (create)",
             Kind::Delete => "`DELETE /apikey/:id`",
         }
+    }
+
+    /// Served by the bare-axum floor's process.
+    pub(super) fn is_floor(self) -> bool {
+        matches!(self, Kind::Floor | Kind::FloorVerify)
     }
 
     pub(super) fn is_write(self) -> bool {
@@ -73,7 +84,7 @@ pub(super) const VALID: &[u8] = br#""valid":true"#;
 
 impl Fixture {
     pub(super) fn address(&self, kind: Kind) -> SocketAddr {
-        if kind == Kind::Floor { self.floor } else { self.server }
+        if kind.is_floor() { self.floor } else { self.server }
     }
 
     /// The `n`th request of connection `client` out of `clients`; `None`
@@ -92,7 +103,7 @@ impl Fixture {
             Kind::Floor => builder.uri("/").body(Body::default()),
             Kind::Livez => builder.uri("/livez").body(Body::default()),
             Kind::Health => builder.uri("/health").body(Body::default()),
-            Kind::Verify => builder
+            Kind::Verify | Kind::FloorVerify => builder
                 .method(Method::POST)
                 .uri("/verify")
                 .header(AUTHORIZATION, self.verifier.clone())
@@ -131,7 +142,7 @@ impl Fixture {
         assert_eq!(status, StatusCode::OK, "{kind:?}: {}", String::from_utf8_lossy(body));
         match kind {
             // A byte search, not a parse: the client's work should stay small.
-            Kind::Verify => assert!(
+            Kind::Verify | Kind::FloorVerify => assert!(
                 body.windows(VALID.len()).any(|w| w == VALID),
                 "not valid: {}",
                 String::from_utf8_lossy(body)
@@ -210,7 +221,7 @@ pub(super) async fn drive(fixture: &Arc<Fixture>, kind: Kind, clients: usize, du
 /// floor's. From each thread's `schedstat` (nanoseconds on a CPU), so that
 /// it does not depend on how busy the machine is otherwise.
 fn server_cpu(fixture: &Fixture, kind: Kind) -> Duration {
-    let pid = if kind == Kind::Floor { fixture.floor_pid } else { fixture.server_pid };
+    let pid = if kind.is_floor() { fixture.floor_pid } else { fixture.server_pid };
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
     let nanos: u64 = entries
         .flatten()

@@ -13,6 +13,9 @@
 //! - floor (a): a bare axum handler returning `{"status":"ok"}`, served by
 //!   this program in a process of its own (`--serve-floor`, like keygate a
 //!   process apart from the load generator): no I/O, no middleware;
+//! - floor (a′), with `verify`: the same bare axum, sent exactly `/verify`'s
+//!   requests, parsing the body with serde and answering a verdict-sized
+//!   JSON body: what the HTTP stack and serde alone cost for those bytes;
 //! - floor (b): keygate's `GET /livez` (no I/O; keygate's layers and log);
 //! - `GET /health` (= `/readyz`: one trivial query, and a probe file written and removed);
 //! - `POST /verify` over `--present` distinct read keys, cycled;
@@ -182,14 +185,51 @@ fn start_floor() -> Floor {
     Floor { address, pid: child.id(), child }
 }
 
-/// `--serve-floor`: serves `GET /` → `{"status":"ok"}` on a loopback port,
-/// with tokio's default multi-threaded runtime (as keygate has), and prints
-/// the address.
+/// `--serve-floor`: serves `GET /` → `{"status":"ok"}`, and `POST /verify`
+/// → a verdict-sized body for a `{"key", "action"}` body, on a loopback
+/// port, with tokio's default multi-threaded runtime (as keygate has), and
+/// prints the address.
 async fn serve_floor() {
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        key: String,
+        action: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct Answered {
+        valid: bool,
+        code: &'static str,
+        key: Described,
+    }
+    #[derive(serde::Serialize)]
+    struct Described {
+        id: i64,
+        user_id: Uuid,
+        org_id: Uuid,
+        mode: String,
+        limited_to_apps: Vec<String>,
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind floor");
     println!("{}", listener.local_addr().expect("floor address"));
+    let (user_id, org_id) = (Uuid::new_v4(), Uuid::new_v4());
     let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }));
+        .route("/", axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route(
+            "/verify",
+            axum::routing::post(move |axum::Json(asked): axum::Json<Asked>| async move {
+                axum::Json(Answered {
+                    valid: !asked.key.is_empty(),
+                    code: "VALID",
+                    key: Described {
+                        id: 1_000_042,
+                        user_id,
+                        org_id,
+                        mode: asked.action.unwrap_or_default(),
+                        limited_to_apps: Vec::new(),
+                    },
+                })
+            }),
+        );
     axum::serve(listener, app).await.expect("floor server");
 }
 
@@ -385,7 +425,13 @@ fn workloads(names: &[String]) -> Vec<Kind> {
             other => panic!("--workloads {other}: health, verify, auth, read, create or delete"),
         })
         .collect();
-    Kind::ALL.into_iter().filter(|k| matches!(k, Kind::Floor | Kind::Livez) || named.contains(k)).collect()
+    let verify = named.contains(&Kind::Verify);
+    Kind::ALL
+        .into_iter()
+        .filter(|k| {
+            matches!(k, Kind::Floor | Kind::Livez) || (*k == Kind::FloorVerify && verify) || named.contains(k)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -444,21 +490,26 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
     );
     println!();
     println!(
-        "| backend | keys | workload | conns | req/s | p50 | p99 | × bare axum | × /livez | server CPU per request | × bare axum's CPU |"
+        "| backend | keys | workload | conns | req/s | p50 | p99 | × bare axum | × /livez | × bare axum, same bytes | server CPU per request | × bare axum's CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in configurations {
         for kind in Kind::ALL.into_iter().filter(|k| !c.rounds(*k).is_empty()) {
             let conns = if kind.is_write() { options.write_clients } else { options.clients };
-            let versus_livez = if kind == Kind::Floor {
+            let versus_livez = if kind.is_floor() {
                 "".to_owned()
             } else {
                 format!("{:.2}", c.ratio(kind, Kind::Livez))
             };
+            let versus_same_bytes = if kind == Kind::Verify && !c.rounds(Kind::FloorVerify).is_empty() {
+                format!("{:.2}", c.ratio(kind, Kind::FloorVerify))
+            } else {
+                "".to_owned()
+            };
             let cpu = c.median(kind, |s| s.cpu_per_request.as_secs_f64());
             let cpu_versus_floor = cpu / c.median(Kind::Floor, |s| s.cpu_per_request.as_secs_f64());
             println!(
-                "| {} | {} | {} | {conns} | {} | {} | {} | {:.2} | {versus_livez} | {:.1} µs | {cpu_versus_floor:.2} |",
+                "| {} | {} | {} | {conns} | {} | {} | {} | {:.2} | {versus_livez} | {versus_same_bytes} | {:.1} µs | {cpu_versus_floor:.2} |",
                 c.backend.name(),
                 keys_label(c.keys),
                 kind.label(),
