@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod domain;
 pub mod key;
+pub mod limits;
 pub mod rules;
 
 pub use authz::{Action, Decision, Mode, Role, Scope};

@@ -15,6 +15,7 @@
 
 pub mod blob;
 mod change;
+mod credits;
 mod error;
 mod event;
 mod membership;
@@ -88,6 +89,37 @@ pub trait KeyStore: Send + Sync {
         grace_until: Option<DateTime<Utc>>,
         actor: &Actor,
     ) -> Result<Option<ApiKeyRecord>>;
+    /// Takes a lease of at least `need` of the key's credits, refilling its
+    /// balance first if a refill period began by `now` (once, whatever the
+    /// number of replicas): the whole lease is committed before it returns,
+    /// and `granted` is 0 when the balance cannot cover `need`. `None` when
+    /// the key is gone or its credits are unlimited.
+    async fn lease_credits(&self, id: i64, need: u64, now: DateTime<Utc>) -> Result<Option<CreditLease>>;
+    /// Hands back `amount` unused credits of a lease, unless the key's
+    /// balance was set anew or refilled since `lease` was its balance.
+    async fn return_credits(&self, id: i64, amount: u64, lease: keygate_core::limits::Balance) -> Result<()>;
+}
+
+/// Rate-limit windows that every replica serving the database shares: each
+/// replica leases part of a window's `limit` and admits only what it
+/// leased, so that together they never admit more than the limit.
+#[async_trait]
+pub trait RateWindows: Send + Sync {
+    /// Leases at least `need` (all or nothing) of what is left of the
+    /// window starting at `window_start_ms` of `subject`'s limit `name`:
+    /// what was granted (0 when the window cannot cover `need`) and what
+    /// is left after.
+    async fn lease(
+        &self,
+        subject: &str,
+        name: &str,
+        window_start_ms: i64,
+        limit: u64,
+        need: u64,
+    ) -> Result<(u64, u64)>;
+    /// Hands back `amount` unused of a lease, if that window is still the
+    /// current one.
+    async fn give_back(&self, subject: &str, name: &str, window_start_ms: i64, amount: u64) -> Result<()>;
 }
 
 /// Users, organizations and memberships.
@@ -212,6 +244,12 @@ pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'sta
     /// Where bundle bytes live when the database keeps them for every
     /// replica; `None` (the default, SQLite) leaves them to a directory.
     fn shared_blobs(&self) -> Option<Arc<dyn blob::SharedBlobs>> {
+        None
+    }
+    /// Where rate-limit windows live when other replicas may share them;
+    /// `None` (the default, SQLite: one process serves the file) leaves
+    /// them to the process's memory.
+    fn rate_windows(&self) -> Option<Arc<dyn RateWindows>> {
         None
     }
 }

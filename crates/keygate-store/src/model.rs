@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use keygate_core::limits::{Balance, Credits, RateLimit, Refill};
 use keygate_core::{AppId, Email, KeyDigest, KeyName, Mode, OrgName, Role};
 use uuid::Uuid;
 
@@ -58,6 +59,28 @@ pub struct ApiKeyRecord {
     pub created_by_key_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A disabled key is refused (`api_key_disabled`), not deleted.
+    pub enabled: bool,
+    pub ratelimits: Vec<RateLimit>,
+    /// `None`: unlimited.
+    pub credits: Option<KeyCredits>,
+}
+
+/// A key's credits as stored: the balance no replica holds in lease, and
+/// its refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCredits {
+    pub balance: Balance,
+    pub refill: Option<Refill>,
+}
+
+/// What a credit lease took ([`crate::KeyStore::lease_credits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditLease {
+    /// At least what was needed, or 0 when the balance could not cover it.
+    pub granted: u64,
+    /// The balance left in the database after the lease.
+    pub balance: Balance,
 }
 
 impl ApiKeyRecord {
@@ -91,6 +114,21 @@ pub struct NewApiKey {
     pub limited_to_apps: Vec<AppId>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_by_key_id: Option<i64>,
+    pub limits: KeyLimits,
+}
+
+/// What a new key may spend; by default enabled, unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub enabled: bool,
+    pub ratelimits: Vec<RateLimit>,
+    pub credits: Option<Credits>,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        Self { enabled: true, ratelimits: Vec::new(), credits: None }
+    }
 }
 
 /// A partial update of a key; `None` leaves a field as it is.
@@ -101,6 +139,10 @@ pub struct KeyChanges {
     pub limited_to_apps: Option<Vec<AppId>>,
     /// `Some(None)` clears the expiry.
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub enabled: Option<bool>,
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// Sets the balance anew (and its refill); `Some(None)`: unlimited.
+    pub credits: Option<Option<Credits>>,
 }
 
 impl KeyChanges {
@@ -109,6 +151,9 @@ impl KeyChanges {
             && self.mode.is_none()
             && self.limited_to_apps.is_none()
             && self.expires_at.is_none()
+            && self.enabled.is_none()
+            && self.ratelimits.is_none()
+            && self.credits.is_none()
     }
 }
 
@@ -159,6 +204,7 @@ impl Enrollee {
             limited_to_apps: Vec::new(),
             expires_at: None,
             created_by_key_id: None,
+            limits: KeyLimits::default(),
         }
     }
 }
@@ -239,6 +285,30 @@ pub struct DailyUse {
     pub date: NaiveDate,
     pub requests: i64,
     pub denied: i64,
+    /// Credits the admitted requests spent.
+    pub credits: i64,
+    /// Requests refused by a rate limit, for want of credits, or because
+    /// the key was disabled.
+    pub rate_limited: i64,
+    pub usage_exceeded: i64,
+    pub disabled: i64,
+}
+
+impl DailyUse {
+    /// Nothing counted yet on `date`.
+    pub fn zero(date: NaiveDate) -> Self {
+        Self { date, requests: 0, denied: 0, credits: 0, rate_limited: 0, usage_exceeded: 0, disabled: 0 }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &DailyUse) {
+        self.requests += other.requests;
+        self.denied += other.denied;
+        self.credits += other.credits;
+        self.rate_limited += other.rate_limited;
+        self.usage_exceeded += other.usage_exceeded;
+        self.disabled += other.disabled;
+    }
 }
 
 /// Who makes a change, as the audit log records it.

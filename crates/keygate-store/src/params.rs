@@ -8,7 +8,9 @@ use sqlx::query::QueryAs;
 use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
-use crate::rows::AppList;
+use keygate_core::limits::Credits;
+
+use crate::rows::{AppList, ratelimits_json, refill_json};
 use crate::{KeyChanges, KeyMaterial, NewApiKey, NewBundle, OrgChanges};
 
 /// A value that statements on `DB` bind.
@@ -26,18 +28,25 @@ pub(crate) struct Rotation<'a> {
 
 /// Binds values of the model after those a statement binds already.
 pub(crate) trait BindModel<'q>: Sized {
-    /// `$1`–`$10`: digest, preview, mode, name, user, organization, apps,
-    /// expiry, creating key, and the time of creation.
+    /// `$1`–`$15`: digest, preview, mode, name, user, organization, apps,
+    /// expiry, creating key, the time of creation; whether it is enabled,
+    /// its rate limits, its credit balance, their refill and its period.
     fn bind_new_key(self, key: &'q NewApiKey) -> Self;
 
-    /// `$2`–`$7`, after the key's id: name, mode and apps (each `NULL` to
-    /// keep it), whether to set the expiry, the expiry, the time of change.
+    /// `$2`–`$13`, after the key's id: name, mode and apps (each `NULL` to
+    /// keep it), whether to set the expiry, the expiry, the time of change;
+    /// enabled and rate limits (each `NULL` to keep it), whether to set the
+    /// credits, their balance, refill and period.
     fn bind_key_changes(self, changes: &'q KeyChanges) -> Self;
 
     /// `$2`–`$7`, after the key's id: new digest, new preview, whether the
     /// old secret stays for a grace period, its end, the time of change,
     /// and the digest the key must still have.
     fn bind_rotation(self, rotation: &'q Rotation<'q>) -> Self;
+
+    /// Three values: a credit balance, its refill, and the start of the
+    /// refill period it belongs to (each `NULL` for unlimited credits).
+    fn bind_credits(self, credits: Option<&Credits>) -> Self;
 
     /// `$2`–`$6`, after the organization's id: name and expiry requirement
     /// (each `NULL` to keep it), whether to set the longest expiry, that
@@ -64,6 +73,8 @@ where
     DateTime<Utc>: Param<'q, DB>,
     Option<DateTime<Utc>>: Param<'q, DB>,
     Option<i32>: Param<'q, DB>,
+    String: Param<'q, DB>,
+    Option<String>: Param<'q, DB>,
 {
     fn bind_new_key(self, key: &'q NewApiKey) -> Self {
         self.bind(&key.material.digest.as_bytes()[..])
@@ -76,6 +87,9 @@ where
             .bind(key.expires_at)
             .bind(key.created_by_key_id)
             .bind(crate::now())
+            .bind(key.limits.enabled)
+            .bind(ratelimits_json(&key.limits.ratelimits))
+            .bind_credits(key.limits.credits.as_ref())
     }
 
     fn bind_key_changes(self, changes: &'q KeyChanges) -> Self {
@@ -83,7 +97,19 @@ where
             .bind(changes.name.as_ref().map(|name| name.as_str()))
             .bind(changes.mode.map(|mode| mode.as_str()))
             .bind(changes.limited_to_apps.as_deref().map(AppList::from));
-        settable(update, changes.expires_at).bind(crate::now())
+        settable(update, changes.expires_at)
+            .bind(crate::now())
+            .bind(changes.enabled)
+            .bind(changes.ratelimits.as_deref().map(ratelimits_json))
+            .bind(changes.credits.is_some())
+            .bind_credits(changes.credits.flatten().as_ref())
+    }
+
+    fn bind_credits(self, credits: Option<&Credits>) -> Self {
+        let now = crate::now();
+        self.bind(credits.map(|c| c.remaining))
+            .bind(credits.and_then(|c| refill_json(c.refill.as_ref())))
+            .bind(credits.and_then(|c| c.refill).map(|refill| refill.period_start(now).timestamp_millis()))
     }
 
     fn bind_rotation(self, rotation: &'q Rotation<'q>) -> Self {

@@ -13,12 +13,15 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
-use crate::{ApiKeyRecord, App, Bundle, Member, Membership, Organization, StoreError};
+use keygate_core::limits::{Balance, RateLimit, Refill};
+
+use crate::{ApiKeyRecord, App, Bundle, KeyCredits, Member, Membership, Organization, StoreError};
 
 // The columns each kind of row is read from, as the statements of either
 // backend list them: `format!("SELECT {KEY_COLUMNS} FROM api_keys …")`.
 pub(crate) const KEY_COLUMNS: &str = "id, digest, preview, mode, name, user_id, org_id, limited_to_apps, \
-    expires_at, last_used_at, created_by_key_id, created_at, updated_at";
+    expires_at, last_used_at, created_by_key_id, created_at, updated_at, enabled, ratelimits, \
+    credits_remaining, credits_refill, credits_period, credits_generation";
 pub(crate) const ORG_COLUMNS: &str =
     "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at";
 pub(crate) const APP_COLUMNS: &str = "app_id, org_id, name, created_at, updated_at";
@@ -106,6 +109,20 @@ pub(crate) struct KeyRow {
     created_by_key_id: Option<i64>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    enabled: bool,
+    ratelimits: String,
+    #[sqlx(flatten)]
+    credits: CreditRow,
+}
+
+/// A key's rate limits as stored: a JSON array.
+pub(crate) fn ratelimits_json(limits: &[RateLimit]) -> String {
+    serde_json::to_string(limits).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A refill as stored: a JSON object.
+pub(crate) fn refill_json(refill: Option<&Refill>) -> Option<String> {
+    refill.and_then(|refill| serde_json::to_string(refill).ok())
 }
 
 impl TryFrom<KeyRow> for ApiKeyRecord {
@@ -115,6 +132,8 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
         let corrupt = |what: &str| StoreError::Corrupt(format!("api_keys.{what} of key {}", row.id));
         let mode = Mode::parse(&row.mode).ok_or_else(|| corrupt("mode"))?;
         let digest = KeyDigest::from_slice(&row.digest).ok_or_else(|| corrupt("digest"))?;
+        let ratelimits = serde_json::from_str(&row.ratelimits).map_err(|_| corrupt("ratelimits"))?;
+        let credits = row.credits.credits(row.id)?;
         Ok(ApiKeyRecord {
             id: row.id,
             digest,
@@ -129,7 +148,36 @@ impl TryFrom<KeyRow> for ApiKeyRecord {
             created_by_key_id: row.created_by_key_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            enabled: row.enabled,
+            ratelimits,
+            credits,
         })
+    }
+}
+
+/// A key's credits as a lease reads them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CreditRow {
+    pub credits_remaining: Option<i64>,
+    pub credits_refill: Option<String>,
+    pub credits_period: Option<i64>,
+    pub credits_generation: i64,
+}
+
+impl CreditRow {
+    /// The balance and its refill; `None` for unlimited credits.
+    pub(crate) fn credits(&self, id: i64) -> Result<Option<KeyCredits>, StoreError> {
+        let Some(remaining) = self.credits_remaining else { return Ok(None) };
+        let refill = match &self.credits_refill {
+            Some(json) => Some(
+                serde_json::from_str::<Refill>(json)
+                    .map_err(|_| StoreError::Corrupt(format!("api_keys.credits_refill of key {id}")))?,
+            ),
+            None => None,
+        };
+        let balance =
+            Balance { remaining, period_ms: self.credits_period, generation: self.credits_generation };
+        Ok(Some(KeyCredits { balance, refill }))
     }
 }
 

@@ -29,10 +29,7 @@ pub(crate) fn per_key(uses: &[KeyUse]) -> Vec<KeyTotal> {
         let last = latest.entry(*key_id).or_default();
         *last = (*last).max(*last_used_at);
         for day in days {
-            let zero = DailyUse { date: day.date, requests: 0, denied: 0 };
-            let total = per_day.entry((*key_id, day.date)).or_insert(zero);
-            total.requests += day.requests;
-            total.denied += day.denied;
+            per_day.entry((*key_id, day.date)).or_insert(DailyUse::zero(day.date)).add(day);
         }
     }
     let days_of =
@@ -53,7 +50,7 @@ mod tests {
     fn a_batch_is_merged_per_key_and_day_in_key_order() {
         let now = crate::now();
         let (today, yesterday) = (now.date_naive(), (now - Duration::days(1)).date_naive());
-        let day = |date, requests, denied| DailyUse { date, requests, denied };
+        let day = |date, requests, denied| DailyUse { requests, denied, ..DailyUse::zero(date) };
         let uses = [
             KeyUse { key_id: 9, last_used_at: Some(now), days: vec![day(today, 2, 0)] },
             KeyUse { key_id: 3, last_used_at: None, days: vec![day(today, 0, 1)] },

@@ -26,9 +26,14 @@ use keygate_core::authz::{Action, Decision, Principal, Target};
 use keygate_store::Actor;
 use uuid::Uuid;
 
+use chrono::Utc;
+use keygate_store::ApiKeyRecord;
+
 use crate::AppState;
 use crate::authenticator::KeyLookup;
 use crate::error::{ApiError, ApiResult};
+use crate::quota::{Charge, Outcome};
+use crate::usage::{Refused, RequestKey};
 
 const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
 
@@ -123,13 +128,47 @@ impl FromRequestParts<AppState> for Caller {
                 KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),
                 KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
                 KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
+                // A known key: not a failed authentication.
+                KeyLookup::Disabled(_) => return Err(ApiError::api_key_disabled()),
             })
         })
         .await?;
-        if let Some(slot) = parts.extensions.get::<crate::usage::RequestKey>() {
+        let slot = parts.extensions.get::<RequestKey>();
+        if let Some(slot) = slot {
             slot.set(authenticated.key.id);
         }
+        let charge = spend(state, &authenticated.key, 1, slot).await?;
+        if let Some(slot) = slot {
+            slot.charged(charge);
+        }
         Ok(Caller { principal: authenticated.principal.clone(), address, own_role: authenticated.own_role })
+    }
+}
+
+/// Spends what a request of `key` costs from its limits ([`crate::quota`]):
+/// the charge, or the refusal, counted against the key: 429 `rate_limited`
+/// (the limit noted in `slot`, for its headers) or 429 `usage_exceeded`.
+pub(crate) async fn spend(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    cost: u64,
+    slot: Option<&RequestKey>,
+) -> ApiResult<Charge> {
+    let refused = |why| state.usage.record_refused(key.id, Utc::now(), why);
+    match state.quotas.charge(key, cost).await? {
+        Outcome::Admitted(charge) => Ok(charge),
+        Outcome::RateLimited(limit) => {
+            refused(Refused::RateLimited);
+            let error = ApiError::key_rate_limited(&limit, limit.reset_seconds);
+            if let Some(slot) = slot {
+                slot.refused_by(limit);
+            }
+            Err(error)
+        }
+        Outcome::UsageExceeded { remaining } => {
+            refused(Refused::UsageExceeded);
+            Err(ApiError::usage_exceeded(remaining))
+        }
     }
 }
 

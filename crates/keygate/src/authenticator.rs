@@ -54,6 +54,8 @@ pub enum KeyLookup {
     /// Malformed, mistyped, unknown, deleted, or past its rotation grace.
     Unknown,
     Expired(Arc<Authenticated>),
+    /// Disabled by an administrator; counted as refused.
+    Disabled(Arc<Authenticated>),
     /// Valid now; its use has been recorded.
     Live(Arc<Authenticated>),
 }
@@ -121,10 +123,14 @@ impl Authenticator {
         Ok(self.live(authenticated, now))
     }
 
-    /// Expiry, then the use recorded.
+    /// Expiry, whether it is enabled, then the use recorded.
     fn live(&self, authenticated: Arc<Authenticated>, now: DateTime<Utc>) -> KeyLookup {
         if authenticated.key.expires_at.is_some_and(|at| at <= now) {
             return KeyLookup::Expired(authenticated);
+        }
+        if !authenticated.key.enabled {
+            self.usage.record_refused(authenticated.key.id, now, crate::usage::Refused::Disabled);
+            return KeyLookup::Disabled(authenticated);
         }
         self.usage.record(authenticated.key.id, now);
         KeyLookup::Live(authenticated)

@@ -280,6 +280,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         forward_auth,
         forward_auth_throttled,
         max_org_storage: args.max_org_storage,
+        clock: crate::quota::Clock::default(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

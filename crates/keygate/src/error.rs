@@ -59,6 +59,42 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "api_key_expired", "API key expired")
     }
 
+    pub fn api_key_disabled() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_disabled",
+            "API key disabled: an administrator of its organization can enable it again",
+        )
+    }
+
+    /// 429: the key's rate limit `limit` allows no more requests in its
+    /// current window.
+    pub fn key_rate_limited(limit: &crate::quota::LimitReport, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "Rate limit `{}` of this API key reached: {} requests per {} ms; retry in {retry_after} seconds",
+                    limit.name, limit.limit, limit.duration_ms
+                ),
+            )
+        }
+    }
+
+    /// 429: the key's credits cannot cover the request.
+    pub fn usage_exceeded(remaining: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "usage_exceeded",
+            format!(
+                "This API key's credits are used up ({remaining} left); wait for their refill or ask an \
+                 administrator for more"
+            ),
+        )
+    }
+
     pub fn insufficient_permissions() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

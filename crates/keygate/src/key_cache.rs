@@ -240,6 +240,9 @@ mod tests {
             created_by_key_id: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            enabled: true,
+            ratelimits: Vec::new(),
+            credits: None,
         };
         Arc::new(Authenticated::new(key, None))
     }

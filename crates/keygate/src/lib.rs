@@ -25,6 +25,7 @@ pub mod limits;
 pub mod log_writer;
 pub mod metrics;
 pub mod observe;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod state;

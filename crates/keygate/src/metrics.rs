@@ -40,7 +40,10 @@ const SECONDS: [f64; 14] =
 const BATCH_SIZES: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
 
 /// The verdicts of `POST /verify`, each with a counter.
-const VERDICTS: [&str; 5] = ["VALID", "NOT_FOUND", "EXPIRED", "FORBIDDEN", "RATE_LIMITED"];
+const VERDICTS: [&str; 7] =
+    ["VALID", "NOT_FOUND", "EXPIRED", "DISABLED", "FORBIDDEN", "RATE_LIMITED", "USAGE_EXCEEDED"];
+/// Why a key's limits refused a request (on any endpoint), each with a counter.
+const REFUSALS: [&str; 3] = ["RATE_LIMITED", "USAGE_EXCEEDED", "DISABLED"];
 /// The kinds of key cache invalidation.
 pub const INVALIDATIONS: [&str; 5] = ["key", "member", "organization", "app", "flush"];
 
@@ -49,6 +52,7 @@ pub struct Metrics {
     prometheus: PrometheusHandle,
     pub http: HttpMetrics,
     verdicts: [Counter; VERDICTS.len()],
+    refusals: [Counter; REFUSALS.len()],
     pub cache_hit: Counter,
     pub cache_miss: Counter,
     /// A digest the cache knows to be unknown: answered without the database.
@@ -120,6 +124,10 @@ fn describe() {
         "keygate_key_cache_lookups_total",
         "Key cache lookups: hit, miss (read from the database) or unknown (a known-unknown digest)"
     );
+    describe_counter!(
+        "keygate_limit_refusals_total",
+        "Requests refused by their key's limits, on every endpoint: RATE_LIMITED, USAGE_EXCEEDED or DISABLED"
+    );
     describe_counter!("keygate_key_cache_invalidations_total", "Key cache invalidations, by kind of change");
     describe_counter!(
         "keygate_access_log_dropped_total",
@@ -139,6 +147,7 @@ impl Metrics {
             prometheus,
             http: HttpMetrics::default(),
             verdicts: VERDICTS.map(|code| metrics::counter!("keygate_verifications_total", "code" => code)),
+            refusals: REFUSALS.map(|code| metrics::counter!("keygate_limit_refusals_total", "code" => code)),
             cache_hit: lookup("hit"),
             cache_miss: lookup("miss"),
             cache_unknown: lookup("unknown"),
@@ -154,6 +163,14 @@ impl Metrics {
         match VERDICTS.iter().position(|&v| v == code) {
             Some(index) => self.verdicts[index].increment(1),
             None => metrics::counter!("keygate_verifications_total", "code" => code).increment(1),
+        }
+    }
+
+    /// Counts one request a key's limits refused, on any endpoint; `code`
+    /// is one of [`REFUSALS`].
+    pub fn limit_refusal(&self, code: &'static str) {
+        if let Some(index) = REFUSALS.iter().position(|&r| r == code) {
+            self.refusals[index].increment(1);
         }
     }
 

@@ -8,6 +8,10 @@
 //!   browser's disk must never hold one; marking every response is simpler
 //!   and safer than remembering which carry secrets;
 //! - a denial is counted against the key it denied ([`crate::usage`]);
+//! - what the key's limits took is refunded if the request failed (4xx or
+//!   5xx), its credits counted if not, and the key's tightest rate limit
+//!   reported in the IETF `RateLimit` and `RateLimit-Policy` headers
+//!   ([`crate::quota`]);
 //! - the request is counted and timed ([`crate::metrics`]) and leaves its
 //!   access log line ([`crate::access_log`]).
 //!
@@ -27,13 +31,14 @@ use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::error::ApiError;
+use crate::quota::LimitReport;
 use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 
 /// See the module's documentation.
@@ -148,6 +153,19 @@ where
             if let Some(key_id) = denied {
                 seen.usage.record_denied(key_id, Utc::now());
             }
+            let (charge, refused_by) = seen.key.take_limits();
+            let mut limit = refused_by;
+            if let Some(charge) = charge {
+                limit = limit.or_else(|| charge.ratelimit.clone());
+                if status.is_client_error() || status.is_server_error() {
+                    charge.refund();
+                } else if let (credits @ 1.., Some(key_id)) = (charge.credits(), seen.key.get()) {
+                    seen.usage.record_credits(key_id, Utc::now(), credits);
+                }
+            }
+            if let Some(limit) = limit {
+                ratelimit_headers(response, &limit);
+            }
             let latency = seen.start.elapsed();
             if let Some(metrics) = crate::metrics::get() {
                 metrics.http.record(
@@ -172,6 +190,24 @@ where
         Poll::Ready(result)
     }
 }
+
+/// The IETF `RateLimit-Policy` and `RateLimit` headers
+/// (draft-ietf-httpapi-ratelimit-headers) of the key's tightest limit.
+fn ratelimit_headers(response: &mut Response, limit: &LimitReport) {
+    let window = limit.duration_ms.div_ceil(1000);
+    let reset = limit.reset_seconds;
+    let policy = format!("\"{}\";q={};w={window}", limit.name, limit.limit);
+    let state = format!("\"{}\";r={};t={reset}", limit.name, limit.remaining);
+    let headers = response.headers_mut();
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 fn is_json(response: &Response) -> bool {
     response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))

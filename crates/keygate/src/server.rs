@@ -41,6 +41,7 @@ pub async fn serve(
     };
     let edge = settings.edge;
     let state = AppState::new(store.clone(), usage, settings, access_log);
+    let quotas = tokio::spawn(state.quotas.clone().run(stop.subscribe()));
     // Both listeners stop together.
     let (quit, quitting) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -64,6 +65,10 @@ pub async fn serve(
     let _ = stop.send(true);
     if let Err(error) = flusher.await {
         tracing::error!(%error, "usage writer failed");
+    }
+    // Unused leases of credits and rate limits go back to the database.
+    if let Err(error) = quotas.await {
+        tracing::error!(%error, "handing back unused leases failed");
     }
     if let Some(writer) = writer {
         writer.finish().await;

@@ -26,6 +26,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub authenticator: Authenticator,
+    /// What keys may spend (rate limits, credits).
+    pub quotas: crate::quota::Quotas,
     pub usage: UsageRecorder,
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
@@ -70,6 +72,7 @@ impl AppState {
             } else {
                 Authenticator::new(store.clone(), usage.clone())
             },
+            quotas: crate::quota::Quotas::new(store.clone(), settings.clock),
             store,
             usage,
             blobs: settings.blobs,
@@ -160,6 +163,8 @@ pub struct Settings {
     pub failed_auth_limit: usize,
     /// The most bytes an organization's bundles may take; `None`: no limit.
     pub max_org_storage: Option<u64>,
+    /// The time rate-limit windows and credit refills are reckoned in.
+    pub clock: crate::quota::Clock,
 }
 
 impl Settings {
@@ -178,6 +183,7 @@ impl Settings {
             edge: crate::edge::EdgeLimits::default(),
             failed_auth_limit: crate::limits::THRESHOLD,
             max_org_storage: None,
+            clock: crate::quota::Clock::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! What each key does: when it was last used, and its requests (and how
-//! many were denied) per UTC day.
+//! What each key does: when it was last used, and per UTC day its requests,
+//! how many were denied, the credits they spent and how many its limits
+//! refused.
 //!
 //! Authentication must not write to the database on every request, so uses
 //! are gathered in memory and written in one transaction every
@@ -14,13 +15,33 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use keygate_store::{DailyUse, KeyUse, Store, StoreError};
 
+use crate::quota::{Charge, LimitReport};
+
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Pending {
     last_used_at: Option<DateTime<Utc>>,
-    /// (requests, denied) per day.
-    days: BTreeMap<NaiveDate, (i64, i64)>,
+    days: BTreeMap<NaiveDate, DailyUse>,
+}
+
+/// Why a key's request was refused by its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    RateLimited,
+    UsageExceeded,
+    Disabled,
+}
+
+impl Refused {
+    /// The verdict code, also the label of `keygate_limit_refusals_total`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RateLimited => "RATE_LIMITED",
+            Self::UsageExceeded => "USAGE_EXCEEDED",
+            Self::Disabled => "DISABLED",
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -31,7 +52,26 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// A request authenticated with the key.
     pub fn record(&self, key_id: i64, at: DateTime<Utc>) {
-        self.add(key_id, at, 1, 0, true);
+        self.add(key_id, at, true, |day| day.requests += 1);
+    }
+
+    /// Credits an admitted request spent.
+    pub fn record_credits(&self, key_id: i64, at: DateTime<Utc>, credits: u64) {
+        let credits = i64::try_from(credits).unwrap_or(i64::MAX);
+        self.add(key_id, at, false, |day| day.credits += credits);
+    }
+
+    /// A request of the key refused by its limits (counted also in
+    /// `keygate_limit_refusals_total`).
+    pub fn record_refused(&self, key_id: i64, at: DateTime<Utc>, why: Refused) {
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.limit_refusal(why.code());
+        }
+        self.add(key_id, at, false, |day| match why {
+            Refused::RateLimited => day.rate_limited += 1,
+            Refused::UsageExceeded => day.usage_exceeded += 1,
+            Refused::Disabled => day.disabled += 1,
+        });
     }
 
     /// A request authenticated with the key, then refused by authorization;
@@ -39,19 +79,18 @@ impl UsageRecorder {
     /// a 403 against the key that made the request, or a [`DeniedKey`]
     /// against the key it names.
     pub(crate) fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
-        self.add(key_id, at, 0, 1, false);
+        self.add(key_id, at, false, |day| day.denied += 1);
     }
 
-    fn add(&self, key_id: i64, at: DateTime<Utc>, requests: i64, denied: i64, used: bool) {
+    fn add(&self, key_id: i64, at: DateTime<Utc>, used: bool, count: impl FnOnce(&mut DailyUse)) {
         let at = keygate_store::truncate(at);
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = pending.entry(key_id).or_default();
         if used {
             entry.last_used_at = entry.last_used_at.max(Some(at));
         }
-        let day = entry.days.entry(at.date_naive()).or_default();
-        day.0 += requests;
-        day.1 += denied;
+        let date = at.date_naive();
+        count(entry.days.entry(date).or_insert(DailyUse::zero(date)));
     }
 
     /// Writes what was gathered.
@@ -60,13 +99,10 @@ impl UsageRecorder {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending
                 .drain()
-                .map(|(key_id, p)| {
-                    let days = p
-                        .days
-                        .into_iter()
-                        .map(|(date, (requests, denied))| DailyUse { date, requests, denied })
-                        .collect();
-                    KeyUse { key_id, last_used_at: p.last_used_at, days }
+                .map(|(key_id, p)| KeyUse {
+                    key_id,
+                    last_used_at: p.last_used_at,
+                    days: p.days.into_values().collect(),
                 })
                 .collect()
         };
@@ -80,11 +116,11 @@ impl UsageRecorder {
                 for key in batch {
                     for day in key.days {
                         if let Some(midnight) = day.date.and_hms_opt(0, 0, 0) {
-                            self.add(key.key_id, midnight.and_utc(), day.requests, day.denied, false);
+                            self.add(key.key_id, midnight.and_utc(), false, |pending| pending.add(&day));
                         }
                     }
                     if let Some(at) = key.last_used_at {
-                        self.add(key.key_id, at, 0, 0, true);
+                        self.add(key.key_id, at, true, |_| {});
                     }
                 }
             }
@@ -107,17 +143,44 @@ impl UsageRecorder {
 }
 
 /// Set by authentication to the key behind a request, so that a 403 can be
-/// counted against it ([`crate::observe`]).
+/// counted against it, and to what its limits charged or refused, so that
+/// a failed request is refunded and every answer carries the limit's
+/// headers ([`crate::observe`]).
 #[derive(Clone, Default)]
-pub struct RequestKey(Arc<OnceLock<i64>>);
+pub struct RequestKey(Arc<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    key: OnceLock<i64>,
+    charge: Mutex<Option<Charge>>,
+    /// The rate limit that refused the request.
+    refused_by: Mutex<Option<LimitReport>>,
+}
 
 impl RequestKey {
     pub fn set(&self, key_id: i64) {
-        let _ = self.0.set(key_id);
+        let _ = self.0.key.set(key_id);
     }
 
     pub fn get(&self) -> Option<i64> {
-        self.0.get().copied()
+        self.0.key.get().copied()
+    }
+
+    /// What the key's limits took for this request.
+    pub fn charged(&self, charge: Charge) {
+        *self.0.charge.lock().unwrap_or_else(PoisonError::into_inner) = Some(charge);
+    }
+
+    /// The rate limit that refused this request.
+    pub fn refused_by(&self, limit: LimitReport) {
+        *self.0.refused_by.lock().unwrap_or_else(PoisonError::into_inner) = Some(limit);
+    }
+
+    /// What was charged, and the rate limit that refused the request.
+    pub(crate) fn take_limits(&self) -> (Option<Charge>, Option<LimitReport>) {
+        let charge = self.0.charge.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let refused_by = self.0.refused_by.lock().unwrap_or_else(PoisonError::into_inner).take();
+        (charge, refused_by)
     }
 }
 

@@ -496,11 +496,8 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
     for c in configurations {
         for kind in Kind::ALL.into_iter().filter(|k| !c.rounds(*k).is_empty()) {
             let conns = if kind.is_write() { options.write_clients } else { options.clients };
-            let versus_livez = if kind.is_floor() {
-                "".to_owned()
-            } else {
-                format!("{:.2}", c.ratio(kind, Kind::Livez))
-            };
+            let versus_livez =
+                if kind.is_floor() { "".to_owned() } else { format!("{:.2}", c.ratio(kind, Kind::Livez)) };
             let versus_same_bytes = if kind == Kind::Verify && !c.rounds(Kind::FloorVerify).is_empty() {
                 format!("{:.2}", c.ratio(kind, Kind::FloorVerify))
             } else {

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::KeyDigest;
+use keygate_core::limits::Balance;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
@@ -19,8 +20,8 @@ use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
 use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, DigestMatch, Entity, KeyChanges, KeyMaterial, KeyStore, NewApiKey,
-    Result, StoreError,
+    Actor, ApiKeyRecord, AuditAction, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial, KeyStore,
+    NewApiKey, Result, StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -96,7 +97,12 @@ impl KeyStore for PostgresStore {
         let sql = returning_keys(
             "UPDATE api_keys SET name = COALESCE($2, name), mode = COALESCE($3, mode), \
              limited_to_apps = COALESCE($4, limited_to_apps), \
-             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7 WHERE id = $1",
+             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7, \
+             enabled = COALESCE($8, enabled), ratelimits = COALESCE($9, ratelimits), \
+             credits_remaining = CASE WHEN $10 THEN $11 ELSE credits_remaining END, \
+             credits_refill = CASE WHEN $10 THEN $12 ELSE credits_refill END, \
+             credits_period = CASE WHEN $10 THEN $13 ELSE credits_period END, \
+             credits_generation = credits_generation + CASE WHEN $10 THEN 1 ELSE 0 END WHERE id = $1",
         );
         let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
         self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyUpdate, actor).await
@@ -135,14 +141,32 @@ impl KeyStore for PostgresStore {
         let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
         self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyRotate, actor).await
     }
+
+    async fn lease_credits(&self, id: i64, need: u64, now: DateTime<Utc>) -> Result<Option<CreditLease>> {
+        let mut tx = self.pool.begin().await?;
+        let lease = crate::credits::lease::<Postgres>(&mut tx, CREDITS_OF, id, need, now).await?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    async fn return_credits(&self, id: i64, amount: u64, lease: Balance) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        crate::credits::give_back::<Postgres>(&mut conn, id, amount, lease).await
+    }
 }
+
+/// A key's credits, as a lease reads them: locked, so that replicas leasing
+/// at once take turns.
+const CREDITS_OF: &str = "SELECT credits_remaining, credits_refill, credits_period, credits_generation \
+    FROM api_keys WHERE id = $1 FOR UPDATE";
 
 /// Inserts the key's row and its `apikey.create` event(s); the caller has
 /// checked its organization and membership.
 pub(super) async fn insert(conn: &mut PgConnection, key: &NewApiKey, actor: &Actor) -> Result<ApiKeyRecord> {
     let sql = returning_keys(
         "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
-         created_by_key_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         created_by_key_id, created_at, updated_at, enabled, ratelimits, credits_remaining, \
+         credits_refill, credits_period) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15)",
     );
     let row = sqlx::query_as::<_, KeyRow>(&sql)
         .bind_new_key(key)

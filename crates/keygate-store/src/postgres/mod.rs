@@ -19,6 +19,7 @@ mod failures;
 mod keys;
 mod orgs;
 mod usage;
+mod windows;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub struct PostgresStore {
     changes: ChangeFeed,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     blobs: Arc<blobs::PgBlobs>,
+    windows: Arc<windows::PgRateWindows>,
 }
 
 impl PostgresStore {
@@ -87,6 +89,7 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
         Ok(Self {
             blobs: Arc::new(blobs::PgBlobs { pool: pool.clone() }),
+            windows: Arc::new(windows::PgRateWindows { pool: pool.clone() }),
             pool,
             listen_pool,
             replica: Uuid::new_v4(),
@@ -104,6 +107,10 @@ fn config(what: &str, error: &dyn std::fmt::Display) -> StoreError {
 impl Store for PostgresStore {
     fn shared_blobs(&self) -> Option<Arc<dyn crate::blob::SharedBlobs>> {
         Some(self.blobs.clone())
+    }
+
+    fn rate_windows(&self) -> Option<Arc<dyn crate::RateWindows>> {
+        Some(self.windows.clone())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -470,6 +477,7 @@ mod tests {
             limited_to_apps: vec![app("com.example.b"), app("com.example.a")],
             expires_at: None,
             created_by_key_id: Some(ids[0]),
+            limits: Default::default(),
         };
         let actor = Actor { user_id: Some(user), key_id: Some(ids[0]), ip: "192.0.2.7".parse().ok() };
         let created = store.insert_key(new.clone(), &actor).await.expect("insert");
@@ -502,6 +510,7 @@ mod tests {
                 limited_to_apps: vec![],
                 expires_at: None,
                 created_by_key_id: None,
+                limits: Default::default(),
             };
             let digest = key.material.digest;
             let own = Actor { user_id: Some(member.user_id), ..Actor::OPERATOR };

@@ -20,13 +20,18 @@ impl UsageStore for PostgresStore {
         let ids: Vec<i64> = keys.iter().map(|key| key.key_id).collect();
         let last_used: Vec<Option<DateTime<Utc>>> = keys.iter().map(|key| key.last_used_at).collect();
         let days = keys.iter().flat_map(|key| key.days.iter().map(|day| (key.key_id, day)));
-        let (mut day_ids, mut dates, mut requests, mut denied) = (vec![], vec![], vec![], vec![]);
+        let (mut day_ids, mut dates) = (vec![], vec![]);
+        let mut counts: [Vec<i64>; 6] = Default::default();
         for (key_id, day) in days {
             day_ids.push(key_id);
             dates.push(day.date);
-            requests.push(day.requests);
-            denied.push(day.denied);
+            let values =
+                [day.requests, day.denied, day.credits, day.rate_limited, day.usage_exceeded, day.disabled];
+            for (column, value) in counts.iter_mut().zip(values) {
+                column.push(value);
+            }
         }
+        let [requests, denied, credits, rate_limited, usage_exceeded, disabled] = counts;
         let mut tx = self.pool.begin().await?;
         // Locks the keys that still exist, in id order, and moves their last
         // use forward (GREATEST passes over NULL).
@@ -46,18 +51,28 @@ impl UsageStore for PostgresStore {
         // The days of those keys; their rows are locked, so none is deleted
         // before the commit.
         sqlx::query(
-            "INSERT INTO key_usage (key_id, day, requests, denied) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::DATE[], $3::BIGINT[], $4::BIGINT[]) \
-                 AS b (key_id, day, requests, denied) \
+            "INSERT INTO key_usage (key_id, day, requests, denied, credits, rate_limited, usage_exceeded, \
+             disabled) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::DATE[], $3::BIGINT[], $4::BIGINT[], $6::BIGINT[], \
+                 $7::BIGINT[], $8::BIGINT[], $9::BIGINT[]) \
+                 AS b (key_id, day, requests, denied, credits, rate_limited, usage_exceeded, disabled) \
              WHERE b.key_id = ANY($5) ORDER BY b.key_id, b.day \
              ON CONFLICT (key_id, day) DO UPDATE SET \
-             requests = key_usage.requests + excluded.requests, denied = key_usage.denied + excluded.denied",
+             requests = key_usage.requests + excluded.requests, denied = key_usage.denied + excluded.denied, \
+             credits = key_usage.credits + excluded.credits, \
+             rate_limited = key_usage.rate_limited + excluded.rate_limited, \
+             usage_exceeded = key_usage.usage_exceeded + excluded.usage_exceeded, \
+             disabled = key_usage.disabled + excluded.disabled",
         )
         .bind(&day_ids)
         .bind(&dates)
         .bind(&requests)
         .bind(&denied)
         .bind(&touched)
+        .bind(&credits)
+        .bind(&rate_limited)
+        .bind(&usage_exceeded)
+        .bind(&disabled)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -65,7 +80,8 @@ impl UsageStore for PostgresStore {
     }
 
     async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
-        let sql = "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
+        let sql = "SELECT day, requests, denied, credits, rate_limited, usage_exceeded, disabled \
+                   FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
         Ok(sqlx::query_as(sql).bind(key_id).bind(since).fetch_all(&self.pool).await?)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::KeyDigest;
+use keygate_core::limits::Balance;
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
@@ -20,8 +21,8 @@ use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
 use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, DigestMatch, KeyChanges, KeyMaterial, KeyStore, NewApiKey, Result,
-    StoreError,
+    Actor, ApiKeyRecord, AuditAction, CreditLease, DigestMatch, KeyChanges, KeyMaterial, KeyStore, NewApiKey,
+    Result, StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -103,7 +104,12 @@ impl KeyStore for SqliteStore {
         let sql = returning_keys(
             "UPDATE api_keys SET name = COALESCE($2, name), mode = COALESCE($3, mode), \
              limited_to_apps = COALESCE($4, limited_to_apps), \
-             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7 WHERE id = $1",
+             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, updated_at = $7, \
+             enabled = COALESCE($8, enabled), ratelimits = COALESCE($9, ratelimits), \
+             credits_remaining = CASE WHEN $10 THEN $11 ELSE credits_remaining END, \
+             credits_refill = CASE WHEN $10 THEN $12 ELSE credits_refill END, \
+             credits_period = CASE WHEN $10 THEN $13 ELSE credits_period END, \
+             credits_generation = credits_generation + CASE WHEN $10 THEN 1 ELSE 0 END WHERE id = $1",
         );
         let actor = *actor;
         self.write(move |conn| {
@@ -166,7 +172,29 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+
+    async fn lease_credits(&self, id: i64, need: u64, now: DateTime<Utc>) -> Result<Option<CreditLease>> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                Ok((crate::credits::lease::<Sqlite>(conn, CREDITS_OF, id, need, now).await?, vec![]))
+            })
+        })
+        .await
+    }
+
+    async fn return_credits(&self, id: i64, amount: u64, lease: Balance) -> Result<()> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                crate::credits::give_back::<Sqlite>(conn, id, amount, lease).await?;
+                Ok(((), vec![]))
+            })
+        })
+        .await
+    }
 }
+
+/// A key's credits, as a lease reads them (the writer holds the only lock).
+const CREDITS_OF: &str = "SELECT credits_remaining, credits_refill, credits_period, credits_generation FROM api_keys WHERE id = $1";
 
 /// A key just inserted, with its organization's expiry policy.
 #[derive(sqlx::FromRow)]
@@ -183,8 +211,9 @@ struct Inserted {
 static INSERT_IF_MEMBER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
-         created_by_key_id, created_at, updated_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10 \
+         created_by_key_id, created_at, updated_at, enabled, ratelimits, credits_remaining, \
+         credits_refill, credits_period) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15 \
          WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM memberships WHERE org_id = $6 AND user_id = $5) \
          RETURNING {KEY_COLUMNS}, \
          (SELECT require_apikey_expiration FROM organizations o WHERE o.id = api_keys.org_id) \
@@ -213,7 +242,8 @@ pub(super) async fn insert(
 ) -> Result<ApiKeyRecord> {
     let sql = returning_keys(
         "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
-         created_by_key_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         created_by_key_id, created_at, updated_at, enabled, ratelimits, credits_remaining, \
+         credits_refill, credits_period) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15)",
     );
     let row = sqlx::query_as::<_, KeyRow>(&sql)
         .bind_new_key(key)

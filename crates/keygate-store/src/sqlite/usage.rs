@@ -45,20 +45,29 @@ impl UsageStore for SqliteStore {
                         continue;
                     }
                     let mut insert = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO key_usage (key_id, day, requests, denied) \
-                         SELECT column1, column2, column3, column4 FROM (",
+                        "INSERT INTO key_usage (key_id, day, requests, denied, credits, rate_limited, \
+                         usage_exceeded, disabled) \
+                         SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (",
                     );
                     insert.push_values(&days, |mut row, (key_id, day)| {
                         row.push_bind(*key_id)
                             .push_bind(day.date)
                             .push_bind(day.requests)
-                            .push_bind(day.denied);
+                            .push_bind(day.denied)
+                            .push_bind(day.credits)
+                            .push_bind(day.rate_limited)
+                            .push_bind(day.usage_exceeded)
+                            .push_bind(day.disabled);
                     });
                     insert.push(
                         ") WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = column1) \
                          ON CONFLICT (key_id, day) DO UPDATE SET \
                          requests = key_usage.requests + excluded.requests, \
-                         denied = key_usage.denied + excluded.denied",
+                         denied = key_usage.denied + excluded.denied, \
+                         credits = key_usage.credits + excluded.credits, \
+                         rate_limited = key_usage.rate_limited + excluded.rate_limited, \
+                         usage_exceeded = key_usage.usage_exceeded + excluded.usage_exceeded, \
+                         disabled = key_usage.disabled + excluded.disabled",
                     );
                     insert.build().execute(&mut *conn).await?;
                 }
@@ -69,7 +78,8 @@ impl UsageStore for SqliteStore {
     }
 
     async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
-        let sql = "SELECT day, requests, denied FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
+        let sql = "SELECT day, requests, denied, credits, rate_limited, usage_exceeded, disabled \
+                   FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
         Ok(sqlx::query_as(sql).bind(key_id).bind(since).fetch_all(&self.reader).await?)
     }
 }

@@ -59,12 +59,16 @@ fn key_for(user_id: Uuid, org_id: Option<Uuid>) -> NewApiKey {
         limited_to_apps: vec![app_id("com.example.a")],
         expires_at: Some(keygate_store::truncate(Utc::now() + Duration::days(1))),
         created_by_key_id: Some(1),
+        limits: Default::default(),
     }
 }
 
 fn uses(key_id: i64, at: chrono::DateTime<Utc>, requests: i64) -> KeyUse {
-    let days =
-        if requests > 0 { vec![DailyUse { date: at.date_naive(), requests, denied: 1 }] } else { vec![] };
+    let days = if requests > 0 {
+        vec![DailyUse { requests, denied: 1, ..DailyUse::zero(at.date_naive()) }]
+    } else {
+        vec![]
+    };
     KeyUse { key_id, last_used_at: Some(at), days }
 }
 

@@ -58,8 +58,8 @@ async fn daily_usage_adds_up_and_skips_deleted_keys() {
     assert_eq!(
         days,
         vec![
-            DailyUse { date: yesterday.date_naive(), requests: 2, denied: 1 },
-            DailyUse { date: now.date_naive(), requests: 7, denied: 2 },
+            DailyUse { requests: 2, denied: 1, ..DailyUse::zero(yesterday.date_naive()) },
+            DailyUse { requests: 7, denied: 2, ..DailyUse::zero(now.date_naive()) },
         ]
     );
     assert_eq!(store.key_usage(owner.key.id, now.date_naive()).await.expect("usage").len(), 1);
@@ -82,7 +82,7 @@ async fn batches_written_at_once_add_up() {
     assert!(written.iter().all(Result::is_ok), "{written:?}");
     for (key, requests) in [(first, 20), (second, 10)] {
         let days = store.key_usage(key, now.date_naive()).await.expect("usage");
-        assert_eq!(days, [DailyUse { date: now.date_naive(), requests, denied: 10 }]);
+        assert_eq!(days, [DailyUse { requests, denied: 10, ..DailyUse::zero(now.date_naive()) }]);
     }
 }
 
@@ -101,12 +101,12 @@ async fn a_batch_of_thousands_of_keys_skips_the_missing_and_records_the_rest() {
     assert_eq!(owner_key.last_used_at, Some(now));
     assert_eq!(
         store.key_usage(owner.key.id, now.date_naive()).await.expect("usage"),
-        [DailyUse { date: now.date_naive(), requests: 2, denied: 1 }]
+        [DailyUse { requests: 2, denied: 1, ..DailyUse::zero(now.date_naive()) }]
     );
     let yesterday = (now - Duration::days(1)).date_naive();
     assert_eq!(
         store.key_usage(second.key.id, yesterday).await.expect("usage"),
-        [DailyUse { date: yesterday, requests: 3, denied: 1 }]
+        [DailyUse { requests: 3, denied: 1, ..DailyUse::zero(yesterday) }]
     );
     assert!(store.key_usage(-1, yesterday).await.expect("usage").is_empty());
 }

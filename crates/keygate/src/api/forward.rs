@@ -14,9 +14,12 @@
 //!   client sent under those names;
 //! - **deny**: 401 with `WWW-Authenticate` for a missing, unknown, expired or
 //!   revoked key, 403 for a key that may not make the request, each with the
-//!   contract's error body and `X-Keygate-Reason: <code>`. A throttled
-//!   address gets 403 (nginx turns anything but 401 and 403 into a 500) or,
-//!   with `--forward-auth-throttled-status 429`, 429. Never a redirect.
+//!   contract's error body and `X-Keygate-Reason: <code>`; a disabled key
+//!   401 `api_key_disabled`. A throttled address, and a key whose rate
+//!   limit or credits refuse the request (`rate_limited`,
+//!   `usage_exceeded`), get 403 (nginx turns anything but 401 and 403 into a
+//!   500) or, with `--forward-auth-throttled-status 429`, 429. Never a
+//!   redirect. Only an allowed request spends from the key's limits.
 
 use std::net::IpAddr;
 
@@ -43,13 +46,13 @@ pub const REASON: HeaderName = HeaderName::from_static("x-keygate-reason");
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code, reason = "describes responses; never constructed")]
 pub enum Refusals {
-    /// No key, or one that is unknown, expired or revoked
+    /// No key, or one that is unknown, expired, revoked or disabled
     #[response(status = 401)]
     Unauthorized(crate::error::ErrorBody),
-    /// The key may not make this request, or the address is throttled
+    /// The key may not make this request, or the address is throttled, or the key's rate limit or credits refuse it
     #[response(status = 403)]
     Forbidden(crate::error::ErrorBody),
-    /// The address is throttled (with --forward-auth-throttled-status 429)
+    /// The address is throttled, or the key's limits refuse (with --forward-auth-throttled-status 429)
     #[response(status = 429)]
     Throttled(crate::error::ErrorBody),
     /// The database is unavailable and the key is not cached
@@ -129,6 +132,7 @@ async fn decide(
             KeyLookup::Live(live) => Credential::Accepted(live),
             KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
             KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
+            KeyLookup::Disabled(_) => return Err(ApiError::api_key_disabled()),
         })
     })
     .await;
@@ -143,8 +147,18 @@ async fn decide(
         Err(_) => return deny(state, ApiError::forbidden(action), Some(&live)),
     };
     match super::verify::permits(state, &live, org, app.as_ref(), action).await {
-        Ok(true) => allow(Some(&live)),
-        Ok(false) => deny(state, ApiError::forbidden(action), Some(&live)),
+        Ok(true) => {}
+        Ok(false) => return deny(state, ApiError::forbidden(action), Some(&live)),
+        Err(error) => return deny(state, error, None),
+    }
+    // Permitted: the request spends what the key's limits allow.
+    match crate::auth::spend(state, &live.key, 1, None).await {
+        Ok(charge) => {
+            if charge.credits() > 0 {
+                state.usage.record_credits(live.key.id, chrono::Utc::now(), charge.credits());
+            }
+            allow(Some(&live))
+        }
         Err(error) => deny(state, error, None),
     }
 }
@@ -174,7 +188,7 @@ fn allow(live: Option<&Authenticated>) -> Response {
 /// A refusal in the contract's shape, with its code in `X-Keygate-Reason`;
 /// a 403 for `live` counts as a denial of that key.
 fn deny(state: &AppState, mut error: ApiError, live: Option<&Authenticated>) -> Response {
-    if error.code == "rate_limited" {
+    if matches!(error.code, "rate_limited" | "usage_exceeded") {
         error.status = state.forward_auth_throttled;
     }
     let status = error.status;

@@ -116,6 +116,13 @@ pub fn integer(min: i64, max: i64) -> Object {
         .build()
 }
 
+/// A whole number in `min..=max`, or `null`.
+pub fn optional_integer(min: i64, max: i64) -> Object {
+    let mut schema = integer(min, max);
+    schema.schema_type = SchemaType::from_iter([Type::Integer, Type::Null]);
+    schema
+}
+
 /// A query parameter, for the `IntoParams` written by hand where a
 /// parameter is required or described and its schema is built here (the
 /// derive drops both when given `schema_with`).

@@ -3,7 +3,9 @@
 //! Enabled only when `serve` was given verifier tokens; the calling service
 //! presents one as `authorization: Bearer <token>`, compared in constant
 //! time. The answer is the same decision every keygate endpoint makes:
-//! mode ∩ the owner's current role ∩ the key's scope.
+//! mode ∩ the owner's current role ∩ the key's scope, then the key's
+//! limits ([`crate::quota`]): a VALID verdict spends one from each rate
+//! limit and `cost` credits; any other spends nothing.
 
 use std::net::IpAddr;
 
@@ -25,7 +27,8 @@ use crate::auth::{ClientAddress, Credential, guarded, strip_bearer};
 use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Authorization, RawBody, parse_org_id};
-use crate::usage::DeniedKey;
+use crate::quota::{LimitReport, Outcome};
+use crate::usage::{DeniedKey, Refused};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +44,15 @@ struct VerifyRequest {
     /// The app acted on, if any.
     #[schema(schema_with = crate::api::schema::optional_app_id)]
     app_id: Option<String>,
+    /// The credits a valid verification spends, 1 by default (0 spends
+    /// none); a refused one spends nothing.
+    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[schema(schema_with = cost)]
+    cost: Option<i64>,
+}
+
+fn cost() -> utoipa::openapi::Object {
+    crate::api::schema::optional_integer(0, keygate_core::limits::MAX_COST as i64)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,11 +69,41 @@ pub struct VerifiedKey {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Verdict {
     valid: bool,
-    /// VALID, NOT_FOUND, EXPIRED, FORBIDDEN or RATE_LIMITED.
+    /// VALID, NOT_FOUND, EXPIRED, DISABLED, FORBIDDEN, RATE_LIMITED or USAGE_EXCEEDED.
     code: &'static str,
     /// Present when the key was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<VerifiedKey>,
+    /// The key's tightest rate limit, when it has one and the verdict is
+    /// VALID or RATE_LIMITED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratelimit: Option<RateLimitState>,
+    /// The key's credits, when they are limited and the verdict is VALID or
+    /// USAGE_EXCEEDED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<CreditsState>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitState {
+    limit: u64,
+    /// Requests left in the current window.
+    remaining: u64,
+    /// When the window resets, in milliseconds since the Unix epoch.
+    reset: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsState {
+    /// After this verification.
+    remaining: u64,
+}
+
+/// What a verdict adds about the key's limits.
+#[derive(Debug, Default)]
+struct Limits {
+    ratelimit: Option<LimitReport>,
+    credits: Option<u64>,
 }
 
 fn action() -> utoipa::openapi::Object {
@@ -118,11 +160,17 @@ async fn check_token(
 /// rendered once per cached key ([`Authenticated::described`]) rather than
 /// on every call.
 fn verdict(valid: bool, code: &'static str, key: Option<&Authenticated>) -> Response {
+    verdict_with(valid, code, key, &Limits::default())
+}
+
+/// [`verdict`], with the key's limits.
+fn verdict_with(valid: bool, code: &'static str, key: Option<&Authenticated>, limits: &Limits) -> Response {
+    use std::io::Write as _;
     if let Some(metrics) = crate::metrics::get() {
         metrics.verification(code);
     }
     let described = key.map(|k| k.described.get_or_init(|| describe(&k.key)));
-    let mut body = Vec::with_capacity(64 + described.map_or(0, |d| d.len()));
+    let mut body = Vec::with_capacity(128 + described.map_or(0, |d| d.len()));
     body.extend_from_slice(if valid {
         b"{\"valid\":true,\"code\":\""
     } else {
@@ -134,6 +182,17 @@ fn verdict(valid: bool, code: &'static str, key: Option<&Authenticated>) -> Resp
     if let Some(described) = described {
         body.extend_from_slice(b",\"key\":");
         body.extend_from_slice(described);
+    }
+    // Numbers only: nothing to escape. Writing to a Vec cannot fail.
+    if let Some(limit) = &limits.ratelimit {
+        let _ = write!(
+            body,
+            ",\"ratelimit\":{{\"limit\":{},\"remaining\":{},\"reset\":{}}}",
+            limit.limit, limit.remaining, limit.reset_ms
+        );
+    }
+    if let Some(remaining) = limits.credits {
+        let _ = write!(body, ",\"credits\":{{\"remaining\":{remaining}}}");
     }
     body.push(b'}');
     ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
@@ -205,15 +264,56 @@ async fn decide(
         .as_deref()
         .map(|a| AppId::parse(a).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string())))
         .transpose()?;
+    let cost = match request.cost {
+        None => 1,
+        Some(cost) => u64::try_from(cost)
+            .ok()
+            .filter(|cost| *cost <= keygate_core::limits::MAX_COST)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cost",
+                    format!("cost must be a whole number from 0 to {}", keygate_core::limits::MAX_COST),
+                )
+            })?,
+    };
     let live = match state.authenticator.look_up(&raw).await? {
         KeyLookup::Live(live) => live,
         KeyLookup::Expired(expired) => return Ok(verdict(false, "EXPIRED", Some(&expired))),
+        KeyLookup::Disabled(disabled) => return Ok(verdict(false, "DISABLED", Some(&disabled))),
         KeyLookup::Unknown => return Ok(verdict(false, "NOT_FOUND", None)),
     };
     if !permits(&state, &live, org_id, app_id.as_ref(), action).await? {
         return Ok(forbidden(&live));
     }
-    Ok(verdict(true, "VALID", Some(&live)))
+    let now = chrono::Utc::now();
+    let key_id = live.key.id;
+    Ok(match state.quotas.charge(&live.key, cost).await? {
+        Outcome::Admitted(charge) => {
+            if charge.credits() > 0 {
+                state.usage.record_credits(key_id, now, charge.credits());
+            }
+            let limits = Limits { ratelimit: charge.ratelimit.clone(), credits: charge.credits_remaining };
+            verdict_with(true, "VALID", Some(&live), &limits)
+        }
+        Outcome::RateLimited(limit) => {
+            state.usage.record_refused(key_id, now, Refused::RateLimited);
+            verdict_with(
+                false,
+                "RATE_LIMITED",
+                Some(&live),
+                &Limits { ratelimit: Some(limit), credits: None },
+            )
+        }
+        Outcome::UsageExceeded { remaining } => {
+            state.usage.record_refused(key_id, now, Refused::UsageExceeded);
+            verdict_with(
+                false,
+                "USAGE_EXCEEDED",
+                Some(&live),
+                &Limits { ratelimit: None, credits: Some(remaining) },
+            )
+        }
+    })
 }
 
 /// The one decision of `/verify` and `/auth` for a live key: may it take
@@ -276,13 +376,29 @@ mod tests {
             created_by_key_id: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            enabled: true,
+            ratelimits: Vec::new(),
+            credits: None,
         };
         let authenticated = Authenticated::new(key.clone(), None);
-        for (valid, code, with_key) in [
-            (true, "VALID", true),
-            (false, "FORBIDDEN", true),
-            (false, "EXPIRED", true),
-            (false, "NOT_FOUND", false),
+        let limit = LimitReport {
+            name: "default".into(),
+            limit: 100,
+            remaining: 42,
+            duration_ms: 60_000,
+            reset_ms: 1_790_000_000_000,
+            reset_seconds: 17,
+        };
+        let none = || Limits::default();
+        for (valid, code, with_key, limits) in [
+            (true, "VALID", true, none()),
+            (true, "VALID", true, Limits { ratelimit: Some(limit.clone()), credits: Some(7) }),
+            (false, "RATE_LIMITED", true, Limits { ratelimit: Some(limit.clone()), credits: None }),
+            (false, "USAGE_EXCEEDED", true, Limits { ratelimit: None, credits: Some(0) }),
+            (false, "DISABLED", true, none()),
+            (false, "FORBIDDEN", true, none()),
+            (false, "EXPIRED", true, none()),
+            (false, "NOT_FOUND", false, none()),
         ] {
             let expected = Verdict {
                 valid,
@@ -294,8 +410,14 @@ mod tests {
                     mode: key.mode,
                     limited_to_apps: key.limited_to_apps.clone(),
                 }),
+                ratelimit: limits.ratelimit.as_ref().map(|l| RateLimitState {
+                    limit: l.limit,
+                    remaining: l.remaining,
+                    reset: l.reset_ms,
+                }),
+                credits: limits.credits.map(|remaining| CreditsState { remaining }),
             };
-            let rendered = verdict(valid, code, with_key.then_some(&authenticated));
+            let rendered = verdict_with(valid, code, with_key.then_some(&authenticated), &limits);
             assert_eq!(rendered.headers()[CONTENT_TYPE], "application/json");
             assert_eq!(body(rendered).await, serde_json::to_value(&expected).expect("serialize"), "{code}");
         }

@@ -419,7 +419,9 @@ async fn usage_counts_requests_and_denials_per_day() {
     let days = usage["data"].as_array().expect("data");
     assert_eq!(days.len(), 7, "one entry per day: {usage}");
     let today = chrono::Utc::now().date_naive().to_string();
-    assert_eq!(days[6], json!({ "date": today, "requests": 4, "denied": 3 }), "{usage}");
+    let counts = json!({ "date": today, "requests": 4, "denied": 3, "credits": 0, "rate_limited": 0,
+        "usage_exceeded": 0, "disabled": 0 });
+    assert_eq!(days[6], counts, "{usage}");
     assert!(days[..6].iter().all(|d| d["requests"] == 0 && d["denied"] == 0));
     assert!(days.windows(2).all(|w| w[0]["date"].as_str() < w[1]["date"].as_str()), "oldest first");
     assert!(usage["last_used_at"].is_string());

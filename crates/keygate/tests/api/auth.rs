@@ -101,6 +101,7 @@ async fn an_expired_key_is_refused_with_its_own_code() {
                 limited_to_apps: vec![],
                 expires_at: Some(Utc::now() - Duration::seconds(1)),
                 created_by_key_id: None,
+                limits: Default::default(),
             },
             &keygate_store::Actor::OPERATOR,
         )

@@ -79,6 +79,7 @@ async fn unknown_malformed_and_expired_keys_are_reported_as_such() {
                 limited_to_apps: vec![],
                 expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
                 created_by_key_id: None,
+                limits: Default::default(),
             },
             &keygate_store::Actor::OPERATOR,
         )

@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use keygate_core::authz::Grant;
 use keygate_core::rules;
 use keygate_core::{AppId, KeyName, Mode, Scope};
-use keygate_store::NewApiKey;
+use keygate_store::{KeyLimits, NewApiKey};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::limits::{CreditsInput, LimitChanges, RateLimitInput};
 use super::{ApiKeyView, OneKey, new_key_material, parse_apps, parse_expiry, parse_mode, parse_name};
 use crate::AppState;
 use crate::api::{ReadErrors, WriteErrors};
@@ -38,6 +39,18 @@ struct CreateFields {
     /// In the future, and within the organization's policy.
     #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<String>,
+    /// Enabled (the default) or not: a disabled key is refused until enabled.
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+    /// One rate limit, named `default`.
+    #[schema(nullable = true)]
+    ratelimit: Option<RateLimitInput>,
+    /// Several named rate limits (at most 5); each must allow the request.
+    #[schema(nullable = true, max_items = 5)]
+    ratelimits: Option<Vec<RateLimitInput>>,
+    /// A credit balance each request spends from; none: unlimited.
+    #[schema(nullable = true)]
+    credits: Option<CreditsInput>,
     /// Capgo clients may send it; the scope comes from `org_id`.
     #[serde(rename = "limited_to_orgs")]
     #[schema(ignore)]
@@ -78,6 +91,7 @@ impl CreateFields {
             }),
             expires_at: self.expires_at.or(query.expires_at),
             _limited_to_orgs: None,
+            ..self
         }
     }
 }
@@ -88,6 +102,7 @@ struct CreateKey {
     name: KeyName,
     limited_to_apps: Vec<AppId>,
     expires_at: Option<DateTime<Utc>>,
+    limits: KeyLimits,
 }
 
 impl CreateKey {
@@ -100,8 +115,19 @@ impl CreateKey {
         };
         let limited_to_apps = parse_apps(fields.limited_to_apps.as_deref().unwrap_or_default())?;
         let expires_at = fields.expires_at.map(|raw| parse_expiry(&raw, now)).transpose()?;
+        let limits = LimitChanges::parse(
+            fields.enabled,
+            fields.ratelimit.map(Some),
+            fields.ratelimits.map(Some),
+            fields.credits.map(Some),
+        )?;
         let org_id = parse_org_id(&org_id)?;
-        Ok(Self { org_id, mode, name, limited_to_apps, expires_at })
+        let limits = KeyLimits {
+            enabled: limits.enabled.unwrap_or(true),
+            ratelimits: limits.ratelimits.unwrap_or_default(),
+            credits: limits.credits.flatten(),
+        };
+        Ok(Self { org_id, mode, name, limited_to_apps, expires_at, limits })
     }
 }
 
@@ -147,11 +173,12 @@ pub async fn create(
         limited_to_apps: scope.apps,
         expires_at: request.expires_at,
         created_by_key_id: Some(caller.principal.key_id),
+        limits: request.limits,
     };
     // The store checks, under the write lock, that the organization and the
     // caller's membership are still there (else 404) and that the expiry
     // meets the organization's policy as it stands (else 400).
     let key = state.store.insert_key(new, &caller.actor()).await?;
     tracing::info!(key_id = key.id, org_id = %request.org_id, mode = key.mode.as_str(), "api key created");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &state.quotas) }))
 }

@@ -120,5 +120,5 @@ pub async fn rotate(
         });
     };
     tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret, &state.quotas) }))
 }

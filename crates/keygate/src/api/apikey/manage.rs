@@ -7,12 +7,13 @@ use keygate_core::Decision;
 use keygate_core::Scope;
 use keygate_core::authz::{Action, Grant, Target};
 use keygate_core::rules;
-use keygate_store::KeyChanges;
+use keygate_store::{ApiKeyRecord, KeyChanges};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::limits::{CreditsInput, LimitChanges, RateLimitInput};
 use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
 use crate::AppState;
 use crate::api::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
@@ -36,6 +37,23 @@ struct UpdateFields {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<Option<String>>,
+    /// Enable or disable the key (needs the `admin` right in its organization).
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+    /// One rate limit, named `default`; `null` removes every limit (needs
+    /// the `admin` right in the key's organization, as every limit field).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = true)]
+    ratelimit: Option<Option<RateLimitInput>>,
+    /// Every rate limit of the key, replacing those it had; `null` or `[]`
+    /// removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = true, max_items = 5)]
+    ratelimits: Option<Option<Vec<RateLimitInput>>>,
+    /// Sets the credits anew (balance and refill); `null`: unlimited.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = true)]
+    credits: Option<Option<CreditsInput>>,
     #[serde(rename = "id")]
     #[schema(ignore)]
     _id: Option<IgnoredAny>,
@@ -68,6 +86,7 @@ fn limited_to_apps() -> utoipa::openapi::schema::Schema {
 
 impl UpdateFields {
     fn parse(self, now: DateTime<Utc>) -> ApiResult<KeyChanges> {
+        let limits = LimitChanges::parse(self.enabled, self.ratelimit, self.ratelimits, self.credits)?;
         Ok(KeyChanges {
             name: self.name.as_deref().map(parse_name).transpose()?,
             mode: self.mode.as_ref().map(|m| parse_mode(Some(m))).transpose()?,
@@ -76,6 +95,9 @@ impl UpdateFields {
                 .expires_at
                 .map(|at| at.map(|raw| parse_expiry(&raw, now)).transpose())
                 .transpose()?,
+            enabled: limits.enabled,
+            ratelimits: limits.ratelimits,
+            credits: limits.credits,
         })
     }
 }
@@ -120,7 +142,7 @@ pub async fn list(
             keys
         }
     };
-    Ok(Json(Data { data: keys.into_iter().map(ApiKeyView::masked).collect() }))
+    Ok(Json(Data { data: keys.into_iter().map(|key| ApiKeyView::masked(key, &state.quotas)).collect() }))
 }
 
 #[utoipa::path(
@@ -133,8 +155,11 @@ pub async fn list(
         ReadErrors,
     ),
 )]
-pub async fn get(ManagedKey { key, .. }: ManagedKey) -> ApiResult<Json<OneKey>> {
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(key) }))
+pub async fn get(
+    State(state): State<AppState>,
+    ManagedKey { key, .. }: ManagedKey,
+) -> ApiResult<Json<OneKey>> {
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.quotas) }))
 }
 
 #[utoipa::path(
@@ -155,12 +180,13 @@ pub async fn update(
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
     let now = Utc::now();
-    let changes = match body.json::<UpdateFields>()? {
+    let mut changes = match body.json::<UpdateFields>()? {
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
+    unchanged_limits_dropped(&mut changes, &key, &state.quotas);
     if changes.is_empty() {
-        return Ok(Json(OneKey { apikey: ApiKeyView::masked(key) }));
+        return Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.quotas) }));
     }
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
     if let Some(org_id) = key.org_id {
@@ -175,6 +201,22 @@ pub async fn update(
             false => state.store.role(org_id, key.user_id).await?,
         };
         rules::may_change_key(&caller.principal, caller_role, &key.principal(), owner_role)?;
+        // A key's owner cannot lift the limits an administrator set.
+        if changes_limits(&changes)
+            && caller.decide(&state, Target::org(org_id), Action::Administer).await? != Decision::Allow
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "insufficient_permissions",
+                "Changing a key's enabled, ratelimit(s) or credits needs the `admin` right in its organization",
+            ));
+        }
+    } else if changes_limits(&changes) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "The limits of an unscoped key are set by an operator, not through the API",
+        ));
     }
     let scope = Scope {
         org: key.org_id,
@@ -190,7 +232,30 @@ pub async fn update(
         .await?
         .ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated, &state.quotas) }))
+}
+
+/// Limit fields sent with the value they already have (an ApiKey object
+/// sent back) are no change: they need no `admin` right.
+fn unchanged_limits_dropped(changes: &mut KeyChanges, key: &ApiKeyRecord, quotas: &crate::quota::Quotas) {
+    if changes.enabled == Some(key.enabled) {
+        changes.enabled = None;
+    }
+    if changes.ratelimits.as_ref() == Some(&key.ratelimits) {
+        changes.ratelimits = None;
+    }
+    let current = key.credits.map(|credits| keygate_core::limits::Credits {
+        remaining: quotas.credits_remaining(key).map_or(0, |left| i64::try_from(left).unwrap_or(i64::MAX)),
+        refill: credits.refill,
+    });
+    if changes.credits == Some(current) {
+        changes.credits = None;
+    }
+}
+
+/// Whether `changes` touch what the key may spend.
+fn changes_limits(changes: &KeyChanges) -> bool {
+    changes.enabled.is_some() || changes.ratelimits.is_some() || changes.credits.is_some()
 }
 
 #[utoipa::path(

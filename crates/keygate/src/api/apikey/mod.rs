@@ -12,6 +12,7 @@
 
 mod create;
 mod lifecycle;
+pub mod limits;
 mod manage;
 mod usage;
 
@@ -35,6 +36,7 @@ use super::Timestamp;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::quota::Quotas;
 
 /// At most this many apps in `limited_to_apps`.
 pub(crate) const MAX_APPS: usize = 100;
@@ -64,11 +66,32 @@ pub struct ApiKeyView {
     created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
+    /// A disabled key is refused (401 `api_key_disabled`) until enabled again.
+    enabled: bool,
+    /// The rate limit named `default`, if any (the one `ratelimit` sets).
+    ratelimit: Option<limits::RateLimitView>,
+    /// Every rate limit of the key.
+    ratelimits: Vec<limits::RateLimitView>,
+    /// `null`: unlimited.
+    credits: Option<limits::CreditsView>,
 }
 
 impl ApiKeyView {
-    pub fn masked(key: ApiKeyRecord) -> Self {
+    /// The key with its secret masked; its credits as `quotas` knows them.
+    pub fn masked(key: ApiKeyRecord, quotas: &Quotas) -> Self {
+        let credits = quotas.credits_remaining(&key).map(|remaining| limits::CreditsView {
+            remaining,
+            refill: key.credits.and_then(|c| c.refill).map(limits::RefillView::from),
+        });
         Self {
+            enabled: key.enabled,
+            ratelimit: key
+                .ratelimits
+                .iter()
+                .find(|l| l.name == keygate_core::limits::DEFAULT_NAME)
+                .map(limits::RateLimitView::from),
+            ratelimits: key.ratelimits.iter().map(limits::RateLimitView::from).collect(),
+            credits,
             id: key.id,
             key: key.preview,
             mode: key.mode,
@@ -84,8 +107,8 @@ impl ApiKeyView {
         }
     }
 
-    pub fn revealed(key: ApiKeyRecord, secret: &ApiKeySecret) -> Self {
-        Self { key: secret.expose().to_owned(), ..Self::masked(key) }
+    pub fn revealed(key: ApiKeyRecord, secret: &ApiKeySecret, quotas: &Quotas) -> Self {
+        Self { key: secret.expose().to_owned(), ..Self::masked(key, quotas) }
     }
 }
 

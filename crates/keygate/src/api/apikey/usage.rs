@@ -1,8 +1,9 @@
-//! `GET /apikey/:id/usage`: requests per day.
+//! `GET /apikey/:id/usage`: requests, credits spent and refusals per day.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
+use keygate_store::DailyUse;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -42,6 +43,12 @@ pub struct DayView {
     requests: i64,
     /// Requests authenticated with the key but refused (403).
     denied: i64,
+    /// Credits the admitted requests spent.
+    credits: i64,
+    /// Requests the key's limits refused, by reason.
+    rate_limited: i64,
+    usage_exceeded: i64,
+    disabled: i64,
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -75,8 +82,16 @@ pub async fn usage(
         .iter_days()
         .take_while(|d| *d <= today)
         .map(|date| {
-            let found = recorded.iter().find(|u| u.date == date);
-            DayView { date, requests: found.map_or(0, |u| u.requests), denied: found.map_or(0, |u| u.denied) }
+            let day = recorded.iter().find(|u| u.date == date).copied().unwrap_or(DailyUse::zero(date));
+            DayView {
+                date,
+                requests: day.requests,
+                denied: day.denied,
+                credits: day.credits,
+                rate_limited: day.rate_limited,
+                usage_exceeded: day.usage_exceeded,
+                disabled: day.disabled,
+            }
         })
         .collect();
     Ok(Json(UsageView { data, last_used_at: key.last_used_at.map(Timestamp) }))

@@ -1,0 +1,567 @@
+//! What a live key may spend, decided on every use: each request takes one
+//! from every rate limit of its key and `cost` (1 by default) of its
+//! credits, or is refused — `RATE_LIMITED` before `USAGE_EXCEEDED` — having
+//! taken nothing. A request that then fails (any 4xx or 5xx) hands back what
+//! it took ([`Charge::refund`], called by [`crate::observe`]): a refused
+//! request consumes nothing.
+//!
+//! Nothing is spent that was not leased first: credits from the database,
+//! durably ([`KeyStore::lease_credits`]); rate-limit windows from
+//! [`RateWindows`]: PostgreSQL's table, shared by every replica, or this
+//! process's memory ([`LocalWindows`]) on SQLite, which one process serves.
+//! Leases are blocks ([`keygate_core::limits::lease_size`]), so the common
+//! path touches no database: a key's numbers sit behind a short `std`
+//! mutex, and only a request that finds its lease short waits for the next
+//! one (one lease at a time per key). A lease that comes back empty is
+//! trusted for [`DRY_FOR`], then asked again. Leases idle for
+//! [`IDLE_RETURN`] are handed back, and every lease at shutdown, so a
+//! balance does not sit on one replica while another refuses.
+//!
+//! [`KeyStore::lease_credits`]: keygate_store::KeyStore::lease_credits
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keygate_core::limits::{Balance, RateLimit, lease_size};
+use keygate_store::{ApiKeyRecord, KeyCredits, RateWindows, Store, StoreError};
+
+/// How long an empty lease is believed before the source is asked again.
+pub const DRY_FOR: Duration = Duration::from_secs(1);
+/// Leases unused for this long are handed back.
+pub const IDLE_RETURN: Duration = Duration::from_secs(2);
+/// Keys unused for this long are forgotten (their leases handed back first).
+pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// The time limits and refills are reckoned in: the system's, shifted by an
+/// offset that tests move to cross a window or a refill.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every server sharing it) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(millis, Ordering::Relaxed);
+    }
+}
+
+/// A rate limit as a verdict or a header reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitReport {
+    pub name: String,
+    pub limit: u64,
+    pub remaining: u64,
+    pub duration_ms: u64,
+    /// When the window resets, in milliseconds since the Unix epoch.
+    pub reset_ms: i64,
+    /// Whole seconds from the report until the reset, at least 1.
+    pub reset_seconds: u64,
+}
+
+/// What a use of a key came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Admitted(Charge),
+    /// A rate limit's window is spent; the report is of that limit.
+    RateLimited(LimitReport),
+    /// The credits cannot cover the cost; what is left of them.
+    UsageExceeded {
+        remaining: u64,
+    },
+}
+
+/// What an admitted request took, until it is refunded or kept.
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<KeyBudget>>,
+    /// Each rate limit taken from: its name and window.
+    windows: Vec<(String, i64)>,
+    credits: u64,
+    /// The generation and period of the credit lease taken from.
+    credit_lease: Option<Balance>,
+    /// The limit with the least left after this request, if any.
+    pub ratelimit: Option<LimitReport>,
+    /// Credits left after this request; `None`: unlimited.
+    pub credits_remaining: Option<u64>,
+}
+
+impl Charge {
+    /// Credits the request spent.
+    pub fn credits(&self) -> u64 {
+        self.credits
+    }
+
+    /// Hands back what the request took (it failed after admission).
+    pub fn refund(mut self) {
+        let Some(budget) = self.budget.take() else { return };
+        let mut state = budget.lock();
+        for (name, start) in self.windows.drain(..) {
+            if let Some(window) =
+                state.windows.iter_mut().find(|w| w.limit.name == name && w.start_ms == start)
+            {
+                window.left += 1;
+            }
+        }
+        if let (Some(credits), Some(lease)) = (state.credits.as_mut(), self.credit_lease)
+            && credits.from.generation == lease.generation
+            && credits.from.period_ms == lease.period_ms
+        {
+            credits.left += self.credits;
+        }
+        self.credits = 0;
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyBudget {
+    /// One lease at a time per key.
+    gate: tokio::sync::Mutex<()>,
+    state: Mutex<BudgetState>,
+}
+
+impl KeyBudget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    windows: Vec<WindowLease>,
+    credits: Option<CreditLeaseState>,
+    last_used: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct WindowLease {
+    limit: RateLimit,
+    start_ms: i64,
+    /// Leased and not spent.
+    left: u64,
+    /// What the window had left unleased after the last lease.
+    unleased: u64,
+    /// The last lease came back empty: refuse without asking until then.
+    dry_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct CreditLeaseState {
+    /// The balance (generation, period) the lease was taken from.
+    from: Balance,
+    left: u64,
+    unleased: u64,
+    dry_until: Option<Instant>,
+}
+
+/// What a key lacks for a request.
+#[derive(Debug, Default)]
+struct Shortfall {
+    /// Indexes of windows with nothing left in lease.
+    windows: Vec<usize>,
+    /// Credits needed beyond the lease.
+    credits: u64,
+}
+
+impl Shortfall {
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.credits == 0
+    }
+}
+
+/// See the module's documentation.
+#[derive(Clone)]
+pub struct Quotas(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    windows: Arc<dyn RateWindows>,
+    clock: Clock,
+    keys: Mutex<HashMap<i64, Arc<KeyBudget>>>,
+}
+
+impl Quotas {
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
+        let windows = store.rate_windows().unwrap_or_else(|| Arc::new(LocalWindows::default()));
+        Self(Arc::new(Inner { store, windows, clock, keys: Mutex::default() }))
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    /// Whether `key` has anything to spend at all.
+    pub fn applies_to(key: &ApiKeyRecord) -> bool {
+        !key.ratelimits.is_empty() || key.credits.is_some()
+    }
+
+    /// Takes one from each of `key`'s rate limits and `cost` of its
+    /// credits, or nothing (see the module's documentation). An error only
+    /// when a lease could not be taken (the database is unavailable).
+    pub async fn charge(&self, key: &ApiKeyRecord, cost: u64) -> Result<Outcome, StoreError> {
+        if !Self::applies_to(key) {
+            return Ok(Outcome::Admitted(Charge::default()));
+        }
+        let now = self.0.clock.now();
+        let budget = self.budget(key.id);
+        let short = match take(&budget, key, cost, now) {
+            Ok(charge) => return Ok(Outcome::Admitted(charge)),
+            Err(short) => short,
+        };
+        if let Some(refused) = dry(&budget, key, &short, now) {
+            return Ok(refused);
+        }
+        let _gate = budget.gate.lock().await;
+        // Another request may have leased meanwhile.
+        let short = match take(&budget, key, cost, now) {
+            Ok(charge) => return Ok(Outcome::Admitted(charge)),
+            Err(short) => short,
+        };
+        self.lease(&budget, key, &short, now).await?;
+        match take(&budget, key, cost, now) {
+            Ok(charge) => Ok(Outcome::Admitted(charge)),
+            Err(short) => Ok(dry(&budget, key, &short, now).unwrap_or_else(|| refusal(&budget, &short, now))),
+        }
+    }
+
+    fn budget(&self, key_id: i64) -> Arc<KeyBudget> {
+        let mut keys = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.entry(key_id).or_default().clone()
+    }
+
+    /// Leases what `short` lacks; the gate is held.
+    async fn lease(
+        &self,
+        budget: &KeyBudget,
+        key: &ApiKeyRecord,
+        short: &Shortfall,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let subject = subject(key.id);
+        for &index in &short.windows {
+            let (limit, start) = {
+                let state = budget.lock();
+                let window = &state.windows[index];
+                (window.limit.clone(), window.start_ms)
+            };
+            let (granted, unleased) =
+                self.0.windows.lease(&subject, &limit.name, start, limit.limit, 1).await?;
+            let mut state = budget.lock();
+            if let Some(window) = state.windows.get_mut(index).filter(|w| w.start_ms == start) {
+                window.left += granted;
+                window.unleased = unleased;
+                window.dry_until = (granted == 0).then(|| Instant::now() + DRY_FOR);
+            }
+        }
+        if short.credits > 0 {
+            match self.0.store.lease_credits(key.id, short.credits, now).await? {
+                Some(lease) => {
+                    let mut state = budget.lock();
+                    let credits = state.credits.get_or_insert_with(|| CreditLeaseState {
+                        from: lease.balance,
+                        left: 0,
+                        unleased: 0,
+                        dry_until: None,
+                    });
+                    if credits.from.generation != lease.balance.generation
+                        || credits.from.period_ms != lease.balance.period_ms
+                    {
+                        credits.left = 0;
+                    }
+                    credits.from = lease.balance;
+                    credits.left += lease.granted;
+                    credits.unleased = lease.balance.remaining.max(0) as u64;
+                    credits.dry_until = (lease.granted == 0).then(|| Instant::now() + DRY_FOR);
+                }
+                // Unlimited (or gone) since the key was read: admit until
+                // the key is read again, with the new generation.
+                None => {
+                    let from = key
+                        .credits
+                        .map_or(Balance { remaining: 0, period_ms: None, generation: 0 }, |c| c.balance);
+                    let unlimited =
+                        CreditLeaseState { from, left: u64::MAX / 4, unleased: 0, dry_until: None };
+                    budget.lock().credits = Some(unlimited);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands back leases unused for `idle` (all of them with zero), and
+    /// forgets keys unused for [`FORGET_AFTER`].
+    pub async fn return_idle(&self, idle: Duration) {
+        let budgets: Vec<(i64, Arc<KeyBudget>)> = {
+            let mut keys = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.retain(|_, budget| {
+                budget.lock().last_used.is_none_or(|at| at.elapsed() < FORGET_AFTER) || has_lease(budget)
+            });
+            keys.iter().map(|(id, budget)| (*id, budget.clone())).collect()
+        };
+        for (key_id, budget) in budgets {
+            let Ok(_gate) = budget.gate.try_lock() else { continue };
+            let (windows, credits) = {
+                let mut state = budget.lock();
+                if state.last_used.is_some_and(|at| at.elapsed() < idle) {
+                    continue;
+                }
+                let windows: Vec<(String, i64, u64)> = state
+                    .windows
+                    .iter_mut()
+                    .filter(|w| w.left > 0)
+                    .map(|w| (w.limit.name.clone(), w.start_ms, std::mem::take(&mut w.left)))
+                    .collect();
+                let credits = state
+                    .credits
+                    .as_mut()
+                    .filter(|c| c.left > 0)
+                    .map(|c| (c.from, std::mem::take(&mut c.left)));
+                (windows, credits)
+            };
+            let subject = subject(key_id);
+            for (name, start, amount) in windows {
+                if let Err(error) = self.0.windows.give_back(&subject, &name, start, amount).await {
+                    tracing::debug!(%error, key_id, "cannot hand back a rate-limit lease");
+                }
+            }
+            if let Some((from, amount)) = credits
+                && let Err(error) = self.0.store.return_credits(key_id, amount, from).await
+            {
+                // Not spent, not returned: the balance is short by at most one lease.
+                tracing::warn!(%error, key_id, amount, "cannot hand back unused credits");
+            }
+        }
+    }
+
+    /// Hands back idle leases every second until told to stop, then every
+    /// lease.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.return_idle(IDLE_RETURN).await,
+                _ = stop.changed() => break,
+            }
+        }
+        self.return_idle(Duration::ZERO).await;
+    }
+
+    /// Credits of `key` left as this replica knows them: the balance not
+    /// leased, plus its own unspent lease. `None`: unlimited.
+    pub fn credits_remaining(&self, key: &ApiKeyRecord) -> Option<u64> {
+        let credits = key.credits.as_ref()?;
+        let stored = credits.balance.at(credits.refill.as_ref(), self.0.clock.now());
+        let budget = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner).get(&key.id).cloned();
+        let leased = budget
+            .and_then(|b| {
+                b.lock()
+                    .credits
+                    .as_ref()
+                    .filter(|c| {
+                        c.from.generation == stored.generation && c.from.period_ms == stored.period_ms
+                    })
+                    .map(|c| c.left)
+            })
+            .unwrap_or(0);
+        Some(stored.remaining.max(0) as u64 + leased)
+    }
+}
+
+fn has_lease(budget: &KeyBudget) -> bool {
+    let state = budget.lock();
+    state.windows.iter().any(|w| w.left > 0) || state.credits.as_ref().is_some_and(|c| c.left > 0)
+}
+
+/// The rate-limit subject of a key.
+fn subject(key_id: i64) -> String {
+    format!("key:{key_id}")
+}
+
+/// Takes what the request needs from the leases, or says what is short.
+fn take(
+    budget: &Arc<KeyBudget>,
+    key: &ApiKeyRecord,
+    cost: u64,
+    now: DateTime<Utc>,
+) -> Result<Charge, Shortfall> {
+    let mut state = budget.lock();
+    align(&mut state, key, now);
+    let mut short = Shortfall {
+        windows: state.windows.iter().enumerate().filter(|(_, w)| w.left == 0).map(|(i, _)| i).collect(),
+        credits: 0,
+    };
+    if let Some(credits) = &state.credits {
+        short.credits = cost.saturating_sub(credits.left);
+    } else if key.credits.is_some() && cost > 0 {
+        short.credits = cost;
+    }
+    if !short.is_empty() {
+        return Err(short);
+    }
+    state.last_used = Some(Instant::now());
+    let mut charge = Charge { budget: Some(budget.clone()), credits: cost, ..Charge::default() };
+    for window in &mut state.windows {
+        window.left -= 1;
+        charge.windows.push((window.limit.name.clone(), window.start_ms));
+        let report = report(window, now);
+        if charge.ratelimit.as_ref().is_none_or(|r| report.remaining < r.remaining) {
+            charge.ratelimit = Some(report);
+        }
+    }
+    match state.credits.as_mut() {
+        Some(credits) => {
+            credits.left -= cost;
+            charge.credit_lease = Some(credits.from);
+            charge.credits_remaining = Some(credits.unleased + credits.left);
+        }
+        None => {
+            charge.credits = 0;
+            if let Some(KeyCredits { balance, refill }) = key.credits {
+                charge.credits_remaining = Some(balance.at(refill.as_ref(), now).remaining.max(0) as u64);
+            }
+        }
+    }
+    Ok(charge)
+}
+
+/// Brings the leases in line with the key as it is now: its current limits
+/// and windows, its credits' generation and refill period.
+fn align(state: &mut BudgetState, key: &ApiKeyRecord, now: DateTime<Utc>) {
+    let stale = state.windows.len() != key.ratelimits.len()
+        || state.windows.iter().zip(&key.ratelimits).any(|(w, limit)| w.limit != *limit);
+    if stale {
+        state.windows = key
+            .ratelimits
+            .iter()
+            .map(|limit| WindowLease {
+                limit: limit.clone(),
+                start_ms: i64::MIN,
+                left: 0,
+                unleased: limit.limit,
+                dry_until: None,
+            })
+            .collect();
+    }
+    for window in &mut state.windows {
+        let current = window.limit.window(now).start_ms;
+        if window.start_ms != current {
+            // A window that has passed leaves nothing to spend or hand back.
+            *window = WindowLease {
+                limit: window.limit.clone(),
+                start_ms: current,
+                left: 0,
+                unleased: window.limit.limit,
+                dry_until: None,
+            };
+        }
+    }
+    match &key.credits {
+        None => state.credits = None,
+        Some(KeyCredits { balance, refill }) => {
+            let current = balance.at(refill.as_ref(), now);
+            if let Some(credits) = &state.credits
+                && (credits.from.generation != balance.generation
+                    || credits.from.period_ms.unwrap_or(i64::MIN) < current.period_ms.unwrap_or(i64::MIN))
+            {
+                // Set anew, or a refill period began: the old lease is void.
+                state.credits = None;
+            }
+        }
+    }
+}
+
+/// The refusal a shortfall comes to when its leases are known to be dry.
+fn dry(budget: &KeyBudget, key: &ApiKeyRecord, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> {
+    let state = budget.lock();
+    let dry_now = |until: Option<Instant>| until.is_some_and(|until| Instant::now() < until);
+    for &index in &short.windows {
+        if let Some(window) = state.windows.get(index)
+            && dry_now(window.dry_until)
+        {
+            return Some(Outcome::RateLimited(report(window, now)));
+        }
+    }
+    if short.credits > 0
+        && let Some(credits) = &state.credits
+        && dry_now(credits.dry_until)
+        && key.credits.is_some()
+    {
+        return Some(Outcome::UsageExceeded { remaining: credits.unleased + credits.left });
+    }
+    None
+}
+
+/// The refusal for what is still short after leasing.
+fn refusal(budget: &KeyBudget, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
+    let state = budget.lock();
+    if let Some(window) = short.windows.first().and_then(|&i| state.windows.get(i)) {
+        return Outcome::RateLimited(report(window, now));
+    }
+    let remaining = state.credits.as_ref().map_or(0, |c| c.unleased + c.left);
+    Outcome::UsageExceeded { remaining }
+}
+
+fn report(window: &WindowLease, now: DateTime<Utc>) -> LimitReport {
+    let reset_ms = window.start_ms.saturating_add(window.limit.duration_ms as i64);
+    LimitReport {
+        reset_seconds: (reset_ms - now.timestamp_millis()).max(1).unsigned_abs().div_ceil(1000),
+        name: window.limit.name.clone(),
+        limit: window.limit.limit,
+        remaining: window.unleased + window.left,
+        duration_ms: window.limit.duration_ms,
+        reset_ms,
+    }
+}
+
+/// Rate-limit windows in this process's memory: exact, for a database one
+/// process serves (SQLite).
+#[derive(Default)]
+pub struct LocalWindows {
+    used: Mutex<HashMap<(String, String), (i64, u64)>>,
+}
+
+#[async_trait]
+impl RateWindows for LocalWindows {
+    async fn lease(
+        &self,
+        subject: &str,
+        name: &str,
+        window_start_ms: i64,
+        limit: u64,
+        need: u64,
+    ) -> keygate_store::Result<(u64, u64)> {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = used.entry((subject.to_owned(), name.to_owned())).or_insert((window_start_ms, 0));
+        if entry.0 < window_start_ms {
+            *entry = (window_start_ms, 0);
+        }
+        let available = limit.saturating_sub(entry.1);
+        let granted = lease_size(available, need);
+        entry.1 += granted;
+        Ok((granted, available - granted))
+    }
+
+    async fn give_back(
+        &self,
+        subject: &str,
+        name: &str,
+        window_start_ms: i64,
+        amount: u64,
+    ) -> keygate_store::Result<()> {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = used.get_mut(&(subject.to_owned(), name.to_owned()))
+            && entry.0 == window_start_ms
+        {
+            entry.1 = entry.1.saturating_sub(amount);
+        }
+        Ok(())
+    }
+}
