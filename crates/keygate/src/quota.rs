@@ -264,7 +264,7 @@ impl Quotas {
             match self.0.store.lease_credits(key.id, short.credits, now).await? {
                 Some(lease) => {
                     let mut state = budget.lock();
-                    let credits = state.credits.get_or_insert_with(|| CreditLeaseState {
+                    let credits = state.credits.get_or_insert(CreditLeaseState {
                         from: lease.balance,
                         left: 0,
                         unleased: 0,

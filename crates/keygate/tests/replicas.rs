@@ -433,3 +433,159 @@ async fn a_bundle_uploaded_through_one_replica_downloads_through_another() {
     }
     store.close().await;
 }
+
+const VERIFIER: &str = "verifier-token-of-the-replicas";
+/// Replicas with `/verify` on, unthrottled.
+const VERIFYING: &[&str] = &["--failed-auth-limit", "0", "--verifier-token", VERIFIER];
+
+/// `count` verifications of `key` on `base`, `concurrency` at a time: the
+/// verdict codes (or `HTTP <status>` for an error).
+async fn verify_many(
+    client: &Client,
+    base: &str,
+    key: &str,
+    count: usize,
+    concurrency: usize,
+) -> Vec<String> {
+    let bearer = format!("Bearer {VERIFIER}");
+    let workers = (0..concurrency).map(|worker| {
+        let per_worker = count / concurrency + usize::from(worker < count % concurrency);
+        let (client, base, key, bearer) = (client.clone(), base.to_owned(), key.to_owned(), bearer.clone());
+        tokio::spawn(async move {
+            let mut codes = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                let body = json!({ "key": key });
+                let (status, verdict) =
+                    call(&client, &base, Method::POST, "/verify", &bearer, Some(body)).await;
+                codes.push(match status {
+                    200 => verdict["code"].as_str().unwrap_or("?").to_owned(),
+                    other => format!("HTTP {other}"),
+                });
+            }
+            codes
+        })
+    });
+    let mut codes = Vec::new();
+    for worker in futures_util::future::join_all(workers).await {
+        codes.extend(worker.expect("worker"));
+    }
+    codes
+}
+
+fn count(codes: &[String], code: &str) -> usize {
+    codes.iter().filter(|c| *c == code).count()
+}
+
+/// A key of the owner's, created through `base` with `limits`.
+async fn limited_key(
+    client: &Client,
+    base: &str,
+    admin: &str,
+    org: Uuid,
+    limits: serde_json::Value,
+) -> (i64, String) {
+    let mut body = json!({ "org_id": org, "mode": "read" });
+    body.as_object_mut().expect("object").extend(limits.as_object().expect("limits").clone());
+    let (status, created) = call(client, base, Method::POST, "/apikey", admin, Some(body)).await;
+    assert_eq!(status, 200, "{created}");
+    (
+        created["apikey"]["id"].as_i64().expect("id"),
+        created["apikey"]["key"].as_str().expect("key").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn two_replicas_spend_exactly_a_keys_credits_and_its_rate_limit() {
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
+    let client = Client::new();
+
+    // 1,000 credits, 2,000 verifications through both replicas at once.
+    let (id, key) =
+        limited_key(&client, &a.base, &admin, owner.org_id, json!({ "credits": { "remaining": 1000 } }))
+            .await;
+    let (on_a, on_b) = tokio::join!(
+        verify_many(&client, &a.base, &key, 1000, 16),
+        verify_many(&client, &b.base, &key, 1000, 16)
+    );
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    assert_eq!(count(&all, "VALID"), 1000, "exactly the balance: A {on_a:?}");
+    assert_eq!(count(&all, "USAGE_EXCEEDED"), 1000);
+    assert!(count(&on_a, "VALID") > 0 && count(&on_b, "VALID") > 0, "both replicas spent");
+    let (_, object) = call(&client, &b.base, Method::GET, &format!("/apikey/{id}"), &admin, None).await;
+    assert_eq!(object["apikey"]["credits"]["remaining"], 0, "{object}");
+
+    // A rate limit of 300 in a 30-day window (the test cannot cross one),
+    // saturated evenly through both: exactly 300 admitted.
+    let limit = json!({ "ratelimit": { "limit": 300, "duration_ms": 2_592_000_000_u64 } });
+    let (_, key) = limited_key(&client, &a.base, &admin, owner.org_id, limit).await;
+    let (on_a, on_b) = tokio::join!(
+        verify_many(&client, &a.base, &key, 400, 16),
+        verify_many(&client, &b.base, &key, 400, 16)
+    );
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    assert_eq!(count(&all, "VALID"), 300, "never above the limit, nor below it when spread evenly");
+    assert_eq!(count(&all, "RATE_LIMITED"), 500);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn a_key_disabled_on_one_replica_is_refused_by_the_other_within_a_second() {
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
+    let b = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
+    let client = Client::new();
+    let (id, key) = limited_key(&client, &a.base, &admin, owner.org_id, json!({})).await;
+    let path = format!("/apikey/{id}");
+    warm(&client, &b.base, "/app", &key).await;
+
+    let disable = Some(json!({ "enabled": false }));
+    assert_eq!(call(&client, &a.base, Method::PUT, &path, &admin, disable).await.0, 200);
+    assert_eq!(call(&client, &a.base, Method::GET, "/app", &key, None).await.0, 401, "A itself, at once");
+    refused_within_bound(&client, &b.base, "/app", &key, 401).await;
+    let (_, body) = call(&client, &b.base, Method::GET, "/app", &key, None).await;
+    assert_eq!(body["code"], "api_key_disabled");
+
+    let enable = Some(json!({ "enabled": true }));
+    assert_eq!(call(&client, &b.base, Method::PUT, &path, &admin, enable).await.0, 200);
+    assert_eq!(call(&client, &b.base, Method::GET, "/app", &key, None).await.0, 200, "B itself, at once");
+    refused_within_bound(&client, &a.base, "/app", &key, 200).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn a_replica_cut_off_from_its_database_spends_only_what_it_had_leased() {
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let proxy = CuttableProxy::start(upstream()).await;
+    let name = db.url().rsplit('/').next().expect("name").to_owned();
+    let through_proxy =
+        with_database(&format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port), &name);
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
+    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), VERIFYING);
+    let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let (_, key) =
+        limited_key(&client, &a.base, &admin, owner.org_id, json!({ "credits": { "remaining": 160 } })).await;
+    // B leases a block (a sixteenth of the balance: 10) and spends one of it.
+    assert_eq!(verify_many(&client, &b.base, &key, 1, 1).await, ["VALID"]);
+
+    proxy.cut();
+    let on_b = verify_many(&client, &b.base, &key, 40, 4).await;
+    let spent_on_b = count(&on_b, "VALID");
+    assert!(spent_on_b <= 9, "B spent {spent_on_b} credits it had not leased: {on_b:?}");
+    assert!(on_b.iter().all(|c| c == "VALID" || c == "HTTP 503"), "{on_b:?}");
+    // Meanwhile A spends the rest, never more.
+    let on_a = verify_many(&client, &a.base, &key, 200, 4).await;
+    assert_eq!(1 + spent_on_b + count(&on_a, "VALID"), 160 - (9 - spent_on_b), "{on_a:?}");
+    proxy.restore();
+    store.close().await;
+}

@@ -40,7 +40,7 @@ struct CreateFields {
     #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<String>,
     /// Enabled (the default) or not: a disabled key is refused until enabled.
-    #[schema(nullable = false)]
+    #[schema(nullable = true)]
     enabled: Option<bool>,
     /// One rate limit, named `default`.
     #[schema(nullable = true)]

@@ -15,15 +15,15 @@ use crate::error::{ApiError, ApiResult};
 #[serde(deny_unknown_fields)]
 pub struct RateLimitInput {
     /// a-z, 0-9, `_` and `-`, at most 32; `default` when absent.
-    #[schema(nullable = false, max_length = 32, pattern = "^[a-z0-9_-]{1,32}$")]
+    #[schema(nullable = true, max_length = 32, pattern = "^[a-z0-9_-]{1,32}$")]
     name: Option<String>,
     /// Requests per window, from 1 to 1,000,000,000.
     #[serde(default, deserialize_with = "crate::extract::whole")]
-    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000)]
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1_000_000_000)]
     limit: Option<i64>,
     /// The window, from 1,000 ms to 30 days.
     #[serde(default, deserialize_with = "crate::extract::whole")]
-    #[schema(value_type = i64, minimum = 1_000, maximum = 2_592_000_000_i64)]
+    #[schema(value_type = i64, required = true, minimum = 1_000, maximum = 2_592_000_000_i64)]
     duration_ms: Option<i64>,
 }
 
@@ -33,7 +33,7 @@ pub struct RateLimitInput {
 pub struct CreditsInput {
     /// The balance, from 0 to 10^12.
     #[serde(default, deserialize_with = "crate::extract::whole")]
-    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[schema(value_type = i64, required = true, minimum = 0, maximum = 1_000_000_000_000_i64)]
     remaining: Option<i64>,
     /// Sets the balance back to `amount` every day, or every month.
     #[schema(nullable = true)]
@@ -44,16 +44,23 @@ pub struct CreditsInput {
 #[serde(deny_unknown_fields)]
 pub struct RefillInput {
     #[serde(default, deserialize_with = "crate::extract::whole")]
-    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[schema(value_type = i64, required = true, minimum = 0, maximum = 1_000_000_000_000_i64)]
     amount: Option<i64>,
     /// `daily` (at 00:00 UTC) or `monthly`.
-    #[schema(value_type = String, example = "monthly")]
+    #[schema(schema_with = interval, required = true)]
     interval: Option<String>,
     /// The day of a monthly refill, 1–31 (the month's last day when it is
     /// shorter); 1 by default.
     #[serde(default, deserialize_with = "crate::extract::whole")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 31)]
     day: Option<i64>,
+}
+
+fn interval() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["daily", "monthly"]))
+        .build()
 }
 
 /// What the limit fields of a request change; `None` leaves a field as it is.

@@ -38,7 +38,7 @@ struct UpdateFields {
     #[schema(schema_with = crate::api::schema::optional_date_time)]
     expires_at: Option<Option<String>>,
     /// Enable or disable the key (needs the `admin` right in its organization).
-    #[schema(nullable = false)]
+    #[schema(nullable = true)]
     enabled: Option<bool>,
     /// One rate limit, named `default`; `null` removes every limit (needs
     /// the `admin` right in the key's organization, as every limit field).
