@@ -15,6 +15,21 @@ pub struct Organization {
     pub max_apikey_expiration_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Rate limits shared by every key scoped to the organization.
+    #[sqlx(try_from = "String")]
+    pub ratelimits: RateLimitList,
+}
+
+/// Rate limits as stored: a JSON array of [`RateLimit`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitList(pub Vec<RateLimit>);
+
+impl TryFrom<String> for RateLimitList {
+    type Error = serde_json::Error;
+
+    fn try_from(json: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&json).map(Self)
+    }
 }
 
 impl Organization {
@@ -164,6 +179,8 @@ pub struct OrgChanges {
     pub require_apikey_expiration: Option<bool>,
     /// `Some(None)` lifts the limit.
     pub max_apikey_expiration_days: Option<Option<i32>>,
+    /// Replaces the rate limits shared by the organization's keys.
+    pub ratelimits: Option<Vec<RateLimit>>,
 }
 
 /// Which operator command is enrolling someone, and how.
@@ -393,7 +410,8 @@ pub enum AuthChange {
     /// The user's role in the organization was set, changed or removed
     /// (removal also deletes their keys scoped to it).
     Member { org_id: Uuid, user_id: Uuid },
-    /// The organization was deleted with its memberships and scoped keys.
+    /// The organization was deleted with its memberships and scoped keys,
+    /// or the rate limits its keys share changed.
     Organization { org_id: Uuid },
     /// The app was deleted: keys limited to it reach nothing there now.
     App { app_id: AppId },
@@ -434,6 +452,8 @@ pub struct DigestMatch {
     pub key: ApiKeyRecord,
     /// `None` for an unscoped key or an owner who is no longer a member.
     pub owner_role: Option<Role>,
+    /// The rate limits the key's organization shares among its keys.
+    pub org_ratelimits: Vec<RateLimit>,
     /// The end of the grace period when the digest matched the previous
     /// secret; `None` when it matched the current one.
     pub valid_until: Option<DateTime<Utc>>,

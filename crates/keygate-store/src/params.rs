@@ -48,9 +48,9 @@ pub(crate) trait BindModel<'q>: Sized {
     /// refill period it belongs to (each `NULL` for unlimited credits).
     fn bind_credits(self, credits: Option<&Credits>) -> Self;
 
-    /// `$2`–`$6`, after the organization's id: name and expiry requirement
+    /// `$2`–`$7`, after the organization's id: name and expiry requirement
     /// (each `NULL` to keep it), whether to set the longest expiry, that
-    /// limit, the time of change.
+    /// limit, the time of change, the shared rate limits (`NULL` to keep them).
     fn bind_org_changes(self, changes: &'q OrgChanges) -> Self;
 
     /// `$1`–`$6`: app, version, checksum, size, blob key, time of upload.
@@ -125,7 +125,9 @@ where
         let update = self
             .bind(changes.name.as_ref().map(|name| name.as_str()))
             .bind(changes.require_apikey_expiration);
-        settable(update, changes.max_apikey_expiration_days).bind(crate::now())
+        settable(update, changes.max_apikey_expiration_days)
+            .bind(crate::now())
+            .bind(changes.ratelimits.as_deref().map(ratelimits_json))
     }
 
     fn bind_new_bundle(self, bundle: &'q NewBundle) -> Self {

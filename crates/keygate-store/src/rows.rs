@@ -23,7 +23,7 @@ pub(crate) const KEY_COLUMNS: &str = "id, digest, preview, mode, name, user_id, 
     expires_at, last_used_at, created_by_key_id, created_at, updated_at, enabled, ratelimits, \
     credits_remaining, credits_refill, credits_period, credits_generation";
 pub(crate) const ORG_COLUMNS: &str =
-    "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at";
+    "id, name, require_apikey_expiration, max_apikey_expiration_days, created_at, updated_at, ratelimits";
 pub(crate) const APP_COLUMNS: &str = "app_id, org_id, name, created_at, updated_at";
 pub(crate) const BUNDLE_COLUMNS: &str = "id, app_id, version, checksum, size, blob_key, created_at";
 /// The bytes the bundles of an organization take, with the organization's
@@ -187,6 +187,7 @@ pub(crate) struct DigestMatchRow {
     #[sqlx(flatten)]
     key: KeyRow,
     owner_role: Option<String>,
+    org_ratelimits: Option<String>,
     valid_until: Option<DateTime<Utc>>,
 }
 
@@ -194,7 +195,13 @@ impl TryFrom<DigestMatchRow> for crate::DigestMatch {
     type Error = StoreError;
 
     fn try_from(row: DigestMatchRow) -> Result<Self, StoreError> {
+        let org_ratelimits = match &row.org_ratelimits {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|_| StoreError::Corrupt("organizations.ratelimits".into()))?,
+            None => Vec::new(),
+        };
         Ok(crate::DigestMatch {
+            org_ratelimits,
             key: row.key.try_into()?,
             owner_role: row.owner_role.as_deref().map(role).transpose()?,
             valid_until: row.valid_until,

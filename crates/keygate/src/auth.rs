@@ -27,10 +27,9 @@ use keygate_store::Actor;
 use uuid::Uuid;
 
 use chrono::Utc;
-use keygate_store::ApiKeyRecord;
 
 use crate::AppState;
-use crate::authenticator::KeyLookup;
+use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::{ApiError, ApiResult};
 use crate::quota::{Charge, Outcome};
 use crate::usage::{Refused, RequestKey};
@@ -137,7 +136,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = slot {
             slot.set(authenticated.key.id);
         }
-        let charge = spend(state, &authenticated.key, 1, slot).await?;
+        let charge = spend(state, &authenticated, 1, slot).await?;
         if let Some(slot) = slot {
             slot.charged(charge);
         }
@@ -150,11 +149,11 @@ impl FromRequestParts<AppState> for Caller {
 /// (the limit noted in `slot`, for its headers) or 429 `usage_exceeded`.
 pub(crate) async fn spend(
     state: &AppState,
-    key: &ApiKeyRecord,
+    key: &Authenticated,
     cost: u64,
     slot: Option<&RequestKey>,
 ) -> ApiResult<Charge> {
-    let refused = |why| state.usage.record_refused(key.id, Utc::now(), why);
+    let refused = |why| state.usage.record_refused(key.key.id, Utc::now(), why);
     match state.quotas.charge(key, cost).await? {
         Outcome::Admitted(charge) => Ok(charge),
         Outcome::RateLimited(limit) => {

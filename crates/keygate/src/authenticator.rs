@@ -16,6 +16,7 @@ use axum::body::Bytes;
 
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
+use keygate_core::limits::RateLimit;
 use keygate_core::{ApiKeySecret, Role};
 use keygate_store::{ApiKeyRecord, DigestMatch, KeyStore, Store, StoreError};
 
@@ -37,6 +38,8 @@ pub struct Authenticated {
     /// The owner's current role in the key's own organization; `None` for
     /// an unscoped key or an owner who is no longer a member.
     pub own_role: Option<Role>,
+    /// The rate limits the key's organization shares among its keys.
+    pub org_ratelimits: Vec<RateLimit>,
     /// The key as `POST /verify` describes it, rendered once and kept with
     /// the cached entry (see [`crate::api::verify`]).
     pub described: OnceLock<Bytes>,
@@ -44,7 +47,13 @@ pub struct Authenticated {
 
 impl Authenticated {
     pub fn new(key: ApiKeyRecord, own_role: Option<Role>) -> Self {
-        Self { principal: key.principal(), key, own_role, described: OnceLock::new() }
+        Self {
+            principal: key.principal(),
+            key,
+            own_role,
+            org_ratelimits: Vec::new(),
+            described: OnceLock::new(),
+        }
     }
 }
 
@@ -140,5 +149,9 @@ impl Authenticator {
 /// What the store found for a digest, as the rules see it, with the end of
 /// a rotated secret's grace period.
 fn authenticated(found: DigestMatch) -> (Arc<Authenticated>, Option<DateTime<Utc>>) {
-    (Arc::new(Authenticated::new(found.key, found.owner_role)), found.valid_until)
+    let authenticated = Authenticated {
+        org_ratelimits: found.org_ratelimits,
+        ..Authenticated::new(found.key, found.owner_role)
+    };
+    (Arc::new(authenticated), found.valid_until)
 }

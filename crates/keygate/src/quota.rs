@@ -28,6 +28,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::limits::{Balance, RateLimit, lease_size};
 use keygate_store::{ApiKeyRecord, KeyCredits, RateWindows, Store, StoreError};
+use uuid::Uuid;
+
+use crate::authenticator::Authenticated;
 
 /// How long an empty lease is believed before the source is asked again.
 pub const DRY_FOR: Duration = Duration::from_secs(1);
@@ -78,34 +81,50 @@ pub enum Outcome {
     },
 }
 
+/// Whose budget: a key's own, or what its organization's keys share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    Key(i64),
+    Org(Uuid),
+}
+
+impl Subject {
+    /// The subject's name where rate-limit windows are kept.
+    fn name(self) -> String {
+        match self {
+            Self::Key(id) => format!("key:{id}"),
+            Self::Org(id) => format!("org:{id}"),
+        }
+    }
+}
+
 /// What an admitted request took, until it is refunded or kept.
 #[derive(Debug, Default)]
 pub struct Charge {
-    budget: Option<Arc<KeyBudget>>,
-    /// Each rate limit taken from: its name and window.
-    windows: Vec<(String, i64)>,
-    credits: u64,
-    /// The generation and period of the credit lease taken from.
-    credit_lease: Option<Balance>,
+    parts: Vec<Part>,
     /// The limit with the least left after this request, if any.
     pub ratelimit: Option<LimitReport>,
     /// Credits left after this request; `None`: unlimited.
     pub credits_remaining: Option<u64>,
 }
 
-impl Charge {
-    /// Credits the request spent.
-    pub fn credits(&self) -> u64 {
-        self.credits
-    }
+/// What a request took from one budget.
+#[derive(Debug)]
+struct Part {
+    budget: Arc<Budget>,
+    /// Each rate limit taken from: its name and window.
+    windows: Vec<(String, i64)>,
+    credits: u64,
+    /// The balance (generation, period) of the credit lease taken from.
+    credit_lease: Option<Balance>,
+}
 
-    /// Hands back what the request took (it failed after admission).
-    pub fn refund(mut self) {
-        let Some(budget) = self.budget.take() else { return };
-        let mut state = budget.lock();
-        for (name, start) in self.windows.drain(..) {
+impl Part {
+    fn refund(self) {
+        let mut state = self.budget.lock();
+        for (name, start) in &self.windows {
             if let Some(window) =
-                state.windows.iter_mut().find(|w| w.limit.name == name && w.start_ms == start)
+                state.windows.iter_mut().find(|w| w.limit.name == *name && w.start_ms == *start)
             {
                 window.left += 1;
             }
@@ -116,20 +135,37 @@ impl Charge {
         {
             credits.left += self.credits;
         }
-        self.credits = 0;
     }
 }
 
-#[derive(Debug, Default)]
-struct KeyBudget {
-    /// One lease at a time per key.
+impl Charge {
+    /// Credits the request spent.
+    pub fn credits(&self) -> u64 {
+        self.parts.iter().map(|part| part.credits).sum()
+    }
+
+    /// Hands back what the request took (it failed after admission).
+    pub fn refund(self) {
+        self.parts.into_iter().for_each(Part::refund);
+    }
+}
+
+#[derive(Debug)]
+struct Budget {
+    subject: Subject,
+    /// One lease at a time per budget.
     gate: tokio::sync::Mutex<()>,
     state: Mutex<BudgetState>,
 }
 
-impl KeyBudget {
+impl Budget {
     fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn has_lease(&self) -> bool {
+        let state = self.lock();
+        state.windows.iter().any(|w| w.left > 0) || state.credits.as_ref().is_some_and(|c| c.left > 0)
     }
 }
 
@@ -152,6 +188,12 @@ struct WindowLease {
     dry_until: Option<Instant>,
 }
 
+impl WindowLease {
+    fn new(limit: RateLimit, start_ms: i64) -> Self {
+        Self { unleased: limit.limit, limit, start_ms, left: 0, dry_until: None }
+    }
+}
+
 #[derive(Debug)]
 struct CreditLeaseState {
     /// The balance (generation, period) the lease was taken from.
@@ -161,7 +203,15 @@ struct CreditLeaseState {
     dry_until: Option<Instant>,
 }
 
-/// What a key lacks for a request.
+/// What one request asks of one budget.
+struct Ask<'a> {
+    budget: Arc<Budget>,
+    limits: &'a [RateLimit],
+    credits: Option<&'a KeyCredits>,
+    cost: u64,
+}
+
+/// What a budget lacks for a request.
 #[derive(Debug, Default)]
 struct Shortfall {
     /// Indexes of windows with nothing left in lease.
@@ -184,67 +234,87 @@ struct Inner {
     store: Arc<dyn Store>,
     windows: Arc<dyn RateWindows>,
     clock: Clock,
-    keys: Mutex<HashMap<i64, Arc<KeyBudget>>>,
+    budgets: Mutex<HashMap<Subject, Arc<Budget>>>,
 }
 
 impl Quotas {
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
         let windows = store.rate_windows().unwrap_or_else(|| Arc::new(LocalWindows::default()));
-        Self(Arc::new(Inner { store, windows, clock, keys: Mutex::default() }))
+        Self(Arc::new(Inner { store, windows, clock, budgets: Mutex::default() }))
     }
 
     pub fn clock(&self) -> &Clock {
         &self.0.clock
     }
 
-    /// Whether `key` has anything to spend at all.
-    pub fn applies_to(key: &ApiKeyRecord) -> bool {
-        !key.ratelimits.is_empty() || key.credits.is_some()
-    }
-
-    /// Takes one from each of `key`'s rate limits and `cost` of its
-    /// credits, or nothing (see the module's documentation). An error only
-    /// when a lease could not be taken (the database is unavailable).
-    pub async fn charge(&self, key: &ApiKeyRecord, cost: u64) -> Result<Outcome, StoreError> {
-        if !Self::applies_to(key) {
+    /// Takes one from each rate limit of the key and of its organization,
+    /// and `cost` of the key's credits, or nothing (see the module's
+    /// documentation). An error only when a lease could not be taken (the
+    /// database is unavailable).
+    pub async fn charge(&self, key: &Authenticated, cost: u64) -> Result<Outcome, StoreError> {
+        let record = &key.key;
+        let org_limits = match record.org_id {
+            Some(org) if !key.org_ratelimits.is_empty() => Some((org, &key.org_ratelimits[..])),
+            _ => None,
+        };
+        if record.ratelimits.is_empty() && record.credits.is_none() && org_limits.is_none() {
             return Ok(Outcome::Admitted(Charge::default()));
         }
         let now = self.0.clock.now();
-        let budget = self.budget(key.id);
-        let short = match take(&budget, key, cost, now) {
-            Ok(charge) => return Ok(Outcome::Admitted(charge)),
-            Err(short) => short,
-        };
-        if let Some(refused) = dry(&budget, key, &short, now) {
-            return Ok(refused);
+        let mut asks = vec![Ask {
+            budget: self.budget(Subject::Key(record.id)),
+            limits: &record.ratelimits,
+            credits: record.credits.as_ref(),
+            cost,
+        }];
+        if let Some((org, limits)) = org_limits {
+            asks.push(Ask { budget: self.budget(Subject::Org(org)), limits, credits: None, cost: 0 });
         }
-        let _gate = budget.gate.lock().await;
-        // Another request may have leased meanwhile.
-        let short = match take(&budget, key, cost, now) {
-            Ok(charge) => return Ok(Outcome::Admitted(charge)),
-            Err(short) => short,
-        };
-        self.lease(&budget, key, &short, now).await?;
-        match take(&budget, key, cost, now) {
-            Ok(charge) => Ok(Outcome::Admitted(charge)),
-            Err(short) => Ok(dry(&budget, key, &short, now).unwrap_or_else(|| refusal(&budget, &short, now))),
+        // Each round leases for at most one budget; one more round decides.
+        for round in 0..=asks.len() {
+            let (index, short) = match take_all(&asks, now) {
+                Ok(charge) => return Ok(Outcome::Admitted(charge)),
+                Err(short) => short,
+            };
+            let ask = &asks[index];
+            if let Some(refused) = dry(ask, &short, now) {
+                return Ok(refused);
+            }
+            if round == asks.len() {
+                return Ok(refusal(ask, &short, now));
+            }
+            let _gate = ask.budget.gate.lock().await;
+            // Another request may have leased meanwhile.
+            match take_all(&asks, now) {
+                Ok(charge) => return Ok(Outcome::Admitted(charge)),
+                Err((again, short)) if again == index => self.lease(ask, record, &short, now).await?,
+                // Another budget is short now: the next round sees to it.
+                Err(_) => {}
+            }
         }
+        unreachable!("the last round returns")
     }
 
-    fn budget(&self, key_id: i64) -> Arc<KeyBudget> {
-        let mut keys = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.entry(key_id).or_default().clone()
+    fn budget(&self, subject: Subject) -> Arc<Budget> {
+        let mut budgets = self.0.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets
+            .entry(subject)
+            .or_insert_with(|| {
+                Arc::new(Budget { subject, gate: tokio::sync::Mutex::default(), state: Mutex::default() })
+            })
+            .clone()
     }
 
-    /// Leases what `short` lacks; the gate is held.
+    /// Leases what `short` lacks of `ask`'s budget; its gate is held.
     async fn lease(
         &self,
-        budget: &KeyBudget,
+        ask: &Ask<'_>,
         key: &ApiKeyRecord,
         short: &Shortfall,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let subject = subject(key.id);
+        let budget = &ask.budget;
+        let subject = budget.subject.name();
         for &index in &short.windows {
             let (limit, start) = {
                 let state = budget.lock();
@@ -261,10 +331,11 @@ impl Quotas {
             }
         }
         if short.credits > 0 {
-            match self.0.store.lease_credits(key.id, short.credits, now).await? {
+            let leased = self.0.store.lease_credits(key.id, short.credits, now).await?;
+            let mut state = budget.lock();
+            state.credits = Some(match leased {
                 Some(lease) => {
-                    let mut state = budget.lock();
-                    let credits = state.credits.get_or_insert(CreditLeaseState {
+                    let mut credits = state.credits.take().unwrap_or(CreditLeaseState {
                         from: lease.balance,
                         left: 0,
                         unleased: 0,
@@ -279,33 +350,34 @@ impl Quotas {
                     credits.left += lease.granted;
                     credits.unleased = lease.balance.remaining.max(0) as u64;
                     credits.dry_until = (lease.granted == 0).then(|| Instant::now() + DRY_FOR);
+                    credits
                 }
                 // Unlimited (or gone) since the key was read: admit until
-                // the key is read again, with the new generation.
-                None => {
-                    let from = key
+                // the key is read again, with its new generation.
+                None => CreditLeaseState {
+                    from: ask
                         .credits
-                        .map_or(Balance { remaining: 0, period_ms: None, generation: 0 }, |c| c.balance);
-                    let unlimited =
-                        CreditLeaseState { from, left: u64::MAX / 4, unleased: 0, dry_until: None };
-                    budget.lock().credits = Some(unlimited);
-                }
-            }
+                        .map_or(Balance { remaining: 0, period_ms: None, generation: 0 }, |c| c.balance),
+                    left: u64::MAX / 4,
+                    unleased: 0,
+                    dry_until: None,
+                },
+            });
         }
         Ok(())
     }
 
     /// Hands back leases unused for `idle` (all of them with zero), and
-    /// forgets keys unused for [`FORGET_AFTER`].
+    /// forgets budgets unused for [`FORGET_AFTER`].
     pub async fn return_idle(&self, idle: Duration) {
-        let budgets: Vec<(i64, Arc<KeyBudget>)> = {
-            let mut keys = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            keys.retain(|_, budget| {
-                budget.lock().last_used.is_none_or(|at| at.elapsed() < FORGET_AFTER) || has_lease(budget)
+        let budgets: Vec<Arc<Budget>> = {
+            let mut budgets = self.0.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+            budgets.retain(|_, budget| {
+                budget.lock().last_used.is_none_or(|at| at.elapsed() < FORGET_AFTER) || budget.has_lease()
             });
-            keys.iter().map(|(id, budget)| (*id, budget.clone())).collect()
+            budgets.values().cloned().collect()
         };
-        for (key_id, budget) in budgets {
+        for budget in budgets {
             let Ok(_gate) = budget.gate.try_lock() else { continue };
             let (windows, credits) = {
                 let mut state = budget.lock();
@@ -325,13 +397,13 @@ impl Quotas {
                     .map(|c| (c.from, std::mem::take(&mut c.left)));
                 (windows, credits)
             };
-            let subject = subject(key_id);
+            let subject = budget.subject.name();
             for (name, start, amount) in windows {
                 if let Err(error) = self.0.windows.give_back(&subject, &name, start, amount).await {
-                    tracing::debug!(%error, key_id, "cannot hand back a rate-limit lease");
+                    tracing::debug!(%error, subject, "cannot hand back a rate-limit lease");
                 }
             }
-            if let Some((from, amount)) = credits
+            if let (Some((from, amount)), Subject::Key(key_id)) = (credits, budget.subject)
                 && let Err(error) = self.0.store.return_credits(key_id, amount, from).await
             {
                 // Not spent, not returned: the balance is short by at most one lease.
@@ -359,7 +431,8 @@ impl Quotas {
     pub fn credits_remaining(&self, key: &ApiKeyRecord) -> Option<u64> {
         let credits = key.credits.as_ref()?;
         let stored = credits.balance.at(credits.refill.as_ref(), self.0.clock.now());
-        let budget = self.0.keys.lock().unwrap_or_else(PoisonError::into_inner).get(&key.id).cloned();
+        let budget =
+            self.0.budgets.lock().unwrap_or_else(PoisonError::into_inner).get(&Subject::Key(key.id)).cloned();
         let leased = budget
             .and_then(|b| {
                 b.lock()
@@ -375,95 +448,76 @@ impl Quotas {
     }
 }
 
-fn has_lease(budget: &KeyBudget) -> bool {
-    let state = budget.lock();
-    state.windows.iter().any(|w| w.left > 0) || state.credits.as_ref().is_some_and(|c| c.left > 0)
-}
-
-/// The rate-limit subject of a key.
-fn subject(key_id: i64) -> String {
-    format!("key:{key_id}")
-}
-
-/// Takes what the request needs from the leases, or says what is short.
-fn take(
-    budget: &Arc<KeyBudget>,
-    key: &ApiKeyRecord,
-    cost: u64,
-    now: DateTime<Utc>,
-) -> Result<Charge, Shortfall> {
-    let mut state = budget.lock();
-    align(&mut state, key, now);
-    let mut short = Shortfall {
-        windows: state.windows.iter().enumerate().filter(|(_, w)| w.left == 0).map(|(i, _)| i).collect(),
-        credits: 0,
-    };
-    if let Some(credits) = &state.credits {
-        short.credits = cost.saturating_sub(credits.left);
-    } else if key.credits.is_some() && cost > 0 {
-        short.credits = cost;
-    }
-    if !short.is_empty() {
-        return Err(short);
-    }
-    state.last_used = Some(Instant::now());
-    let mut charge = Charge { budget: Some(budget.clone()), credits: cost, ..Charge::default() };
-    for window in &mut state.windows {
-        window.left -= 1;
-        charge.windows.push((window.limit.name.clone(), window.start_ms));
-        let report = report(window, now);
-        if charge.ratelimit.as_ref().is_none_or(|r| report.remaining < r.remaining) {
-            charge.ratelimit = Some(report);
-        }
-    }
-    match state.credits.as_mut() {
-        Some(credits) => {
-            credits.left -= cost;
-            charge.credit_lease = Some(credits.from);
-            charge.credits_remaining = Some(credits.unleased + credits.left);
-        }
-        None => {
-            charge.credits = 0;
-            if let Some(KeyCredits { balance, refill }) = key.credits {
-                charge.credits_remaining = Some(balance.at(refill.as_ref(), now).remaining.max(0) as u64);
+/// Takes what the request asks of every budget, or nothing: the index of
+/// the first budget short, and what it lacks.
+fn take_all(asks: &[Ask<'_>], now: DateTime<Utc>) -> Result<Charge, (usize, Shortfall)> {
+    let mut charge = Charge::default();
+    for (index, ask) in asks.iter().enumerate() {
+        match take(ask, now, &mut charge) {
+            Ok(part) => charge.parts.push(part),
+            Err(short) => {
+                charge.refund();
+                return Err((index, short));
             }
         }
     }
     Ok(charge)
 }
 
-/// Brings the leases in line with the key as it is now: its current limits
-/// and windows, its credits' generation and refill period.
-fn align(state: &mut BudgetState, key: &ApiKeyRecord, now: DateTime<Utc>) {
-    let stale = state.windows.len() != key.ratelimits.len()
-        || state.windows.iter().zip(&key.ratelimits).any(|(w, limit)| w.limit != *limit);
+/// Takes what the request needs from one budget's leases, noting what
+/// it reports in `charge`, or says what is short.
+fn take(ask: &Ask<'_>, now: DateTime<Utc>, charge: &mut Charge) -> Result<Part, Shortfall> {
+    let mut state = ask.budget.lock();
+    align(&mut state, ask, now);
+    let mut short = Shortfall {
+        windows: state.windows.iter().enumerate().filter(|(_, w)| w.left == 0).map(|(i, _)| i).collect(),
+        credits: 0,
+    };
+    match &state.credits {
+        Some(credits) => short.credits = ask.cost.saturating_sub(credits.left),
+        None if ask.credits.is_some() => short.credits = ask.cost,
+        None => {}
+    }
+    if !short.is_empty() {
+        return Err(short);
+    }
+    state.last_used = Some(Instant::now());
+    let mut part = Part { budget: ask.budget.clone(), windows: Vec::new(), credits: 0, credit_lease: None };
+    for window in &mut state.windows {
+        window.left -= 1;
+        part.windows.push((window.limit.name.clone(), window.start_ms));
+        let report = report(window, now);
+        if charge.ratelimit.as_ref().is_none_or(|r| report.remaining < r.remaining) {
+            charge.ratelimit = Some(report);
+        }
+    }
+    if let Some(credits) = state.credits.as_mut() {
+        credits.left -= ask.cost;
+        part.credits = ask.cost;
+        part.credit_lease = Some(credits.from);
+        charge.credits_remaining = Some(credits.unleased + credits.left);
+    } else if let Some(KeyCredits { balance, refill }) = ask.credits {
+        charge.credits_remaining = Some(balance.at(refill.as_ref(), now).remaining.max(0) as u64);
+    }
+    Ok(part)
+}
+
+/// Brings a budget's leases in line with what is asked now: the current
+/// limits and windows, the credits' generation and refill period.
+fn align(state: &mut BudgetState, ask: &Ask<'_>, now: DateTime<Utc>) {
+    let stale = state.windows.len() != ask.limits.len()
+        || state.windows.iter().zip(ask.limits).any(|(w, limit)| w.limit != *limit);
     if stale {
-        state.windows = key
-            .ratelimits
-            .iter()
-            .map(|limit| WindowLease {
-                limit: limit.clone(),
-                start_ms: i64::MIN,
-                left: 0,
-                unleased: limit.limit,
-                dry_until: None,
-            })
-            .collect();
+        state.windows = ask.limits.iter().map(|limit| WindowLease::new(limit.clone(), i64::MIN)).collect();
     }
     for window in &mut state.windows {
         let current = window.limit.window(now).start_ms;
         if window.start_ms != current {
             // A window that has passed leaves nothing to spend or hand back.
-            *window = WindowLease {
-                limit: window.limit.clone(),
-                start_ms: current,
-                left: 0,
-                unleased: window.limit.limit,
-                dry_until: None,
-            };
+            *window = WindowLease::new(window.limit.clone(), current);
         }
     }
-    match &key.credits {
+    match ask.credits {
         None => state.credits = None,
         Some(KeyCredits { balance, refill }) => {
             let current = balance.at(refill.as_ref(), now);
@@ -478,9 +532,10 @@ fn align(state: &mut BudgetState, key: &ApiKeyRecord, now: DateTime<Utc>) {
     }
 }
 
-/// The refusal a shortfall comes to when its leases are known to be dry.
-fn dry(budget: &KeyBudget, key: &ApiKeyRecord, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> {
-    let state = budget.lock();
+/// The refusal a shortfall comes to when the leases it lacks are known to
+/// be dry.
+fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> {
+    let state = ask.budget.lock();
     let dry_now = |until: Option<Instant>| until.is_some_and(|until| Instant::now() < until);
     for &index in &short.windows {
         if let Some(window) = state.windows.get(index)
@@ -489,19 +544,17 @@ fn dry(budget: &KeyBudget, key: &ApiKeyRecord, short: &Shortfall, now: DateTime<
             return Some(Outcome::RateLimited(report(window, now)));
         }
     }
-    if short.credits > 0
-        && let Some(credits) = &state.credits
-        && dry_now(credits.dry_until)
-        && key.credits.is_some()
-    {
-        return Some(Outcome::UsageExceeded { remaining: credits.unleased + credits.left });
+    match &state.credits {
+        Some(credits) if short.credits > 0 && dry_now(credits.dry_until) => {
+            Some(Outcome::UsageExceeded { remaining: credits.unleased + credits.left })
+        }
+        _ => None,
     }
-    None
 }
 
 /// The refusal for what is still short after leasing.
-fn refusal(budget: &KeyBudget, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
-    let state = budget.lock();
+fn refusal(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
+    let state = ask.budget.lock();
     if let Some(window) = short.windows.first().and_then(|&i| state.windows.get(i)) {
         return Outcome::RateLimited(report(window, now));
     }

@@ -66,7 +66,7 @@ impl OrgStore for PostgresStore {
             "UPDATE organizations SET name = COALESCE($2, name), \
              require_apikey_expiration = COALESCE($3, require_apikey_expiration), \
              max_apikey_expiration_days = CASE WHEN $4 THEN $5 ELSE max_apikey_expiration_days END, \
-             updated_at = $6 WHERE id = $1 RETURNING {ORG_COLUMNS}"
+             updated_at = $6, ratelimits = COALESCE($7, ratelimits) WHERE id = $1 RETURNING {ORG_COLUMNS}"
         );
         let mut tx = self.pool.begin().await?;
         let org: Option<Organization> =
@@ -75,7 +75,9 @@ impl OrgStore for PostgresStore {
             return Ok(None);
         };
         Postgres::log(&mut tx, id, Event::new(AuditAction::OrganizationUpdate, id, actor)).await?;
-        tx.commit().await?;
+        // The limits its keys share are read with each key.
+        let limits_changed = changes.ratelimits.is_some().then_some(AuthChange::Organization { org_id: id });
+        self.changes.commit(tx, limits_changed).await?;
         Ok(Some(org))
     }
 
@@ -114,7 +116,7 @@ impl OrgStore for PostgresStore {
 
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>> {
         let sql = "SELECT o.id, o.name, o.require_apikey_expiration, o.max_apikey_expiration_days, \
-                   o.created_at, o.updated_at, m.role FROM memberships m \
+                   o.created_at, o.updated_at, o.ratelimits, m.role FROM memberships m \
                    JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.created_at, o.id";
         select::<MembershipRow, _, _>(&self.pool, sql, user_id).await
     }

@@ -36,6 +36,7 @@ static AUTHENTICATION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
          WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
+         (SELECT ratelimits FROM organizations o WHERE o.id = k.org_id) AS org_ratelimits, \
          CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
          FROM api_keys k WHERE {ANSWERS_TO}"
     )

@@ -74,7 +74,7 @@ impl OrgStore for SqliteStore {
             "UPDATE organizations SET name = COALESCE($2, name), \
              require_apikey_expiration = COALESCE($3, require_apikey_expiration), \
              max_apikey_expiration_days = CASE WHEN $4 THEN $5 ELSE max_apikey_expiration_days END, \
-             updated_at = $6 WHERE id = $1 RETURNING {ORG_COLUMNS}"
+             updated_at = $6, ratelimits = COALESCE($7, ratelimits) WHERE id = $1 RETURNING {ORG_COLUMNS}"
         );
         let actor = *actor;
         self.write(move |conn| {
@@ -87,7 +87,12 @@ impl OrgStore for SqliteStore {
                 if org.is_some() {
                     Sqlite::log(conn, id, Event::new(AuditAction::OrganizationUpdate, id, &actor)).await?;
                 }
-                Ok((org, vec![]))
+                // The limits its keys share are read with each key.
+                let limits_changed = org.is_some() && changes.ratelimits.is_some();
+                Ok((
+                    org,
+                    limits_changed.then_some(AuthChange::Organization { org_id: id }).into_iter().collect(),
+                ))
             })
         })
         .await
@@ -130,7 +135,7 @@ impl OrgStore for SqliteStore {
 
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>> {
         let sql = "SELECT o.id, o.name, o.require_apikey_expiration, o.max_apikey_expiration_days, \
-                   o.created_at, o.updated_at, m.role FROM memberships m \
+                   o.created_at, o.updated_at, o.ratelimits, m.role FROM memberships m \
                    JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.created_at, o.id";
         select::<MembershipRow, _, _>(&self.reader, sql, user_id).await
     }

@@ -4,6 +4,7 @@
 //! announced changes of authentication, and usage.
 
 mod audit;
+mod credits;
 mod keys;
 mod organizations;
 mod usage;

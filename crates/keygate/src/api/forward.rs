@@ -152,7 +152,7 @@ async fn decide(
         Err(error) => return deny(state, error, None),
     }
     // Permitted: the request spends what the key's limits allow.
-    match crate::auth::spend(state, &live.key, 1, None).await {
+    match crate::auth::spend(state, &live, 1, None).await {
         Ok(charge) => {
             if charge.credits() > 0 {
                 state.usage.record_credits(live.key.id, chrono::Utc::now(), charge.credits());

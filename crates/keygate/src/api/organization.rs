@@ -20,9 +20,10 @@ use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
+use crate::api::apikey::limits::{LimitChanges, RateLimitInput, RateLimitView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, int_in_range, present_whole, require_org_id, required};
+use crate::extract::{Params, RawBody, int_in_range, present, present_whole, require_org_id, required};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
@@ -37,11 +38,22 @@ pub struct OrganizationView {
     created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
+    /// The shared rate limit named `default`, if any.
+    ratelimit: Option<RateLimitView>,
+    /// Rate limits every key scoped to the organization shares: one
+    /// customer cannot escape them by minting more keys.
+    ratelimits: Vec<RateLimitView>,
 }
 
 impl OrganizationView {
     fn new(org: Organization, role: Role) -> Self {
+        let limits = &org.ratelimits.0;
         Self {
+            ratelimit: limits
+                .iter()
+                .find(|l| l.name == keygate_core::limits::DEFAULT_NAME)
+                .map(RateLimitView::from),
+            ratelimits: limits.iter().map(RateLimitView::from).collect(),
             id: org.id,
             name: org.name,
             role,
@@ -122,6 +134,16 @@ struct UpdateOrganization {
     #[serde(default, deserialize_with = "present_whole")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 365)]
     max_apikey_expiration_days: Option<Option<i64>>,
+    /// One rate limit, named `default`, shared by every key scoped to the
+    /// organization; `null` removes the shared limits.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = true)]
+    ratelimit: Option<Option<RateLimitInput>>,
+    /// Every shared rate limit, replacing those there were; `null` or `[]`
+    /// removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = true, max_items = 5)]
+    ratelimits: Option<Option<Vec<RateLimitInput>>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -229,6 +251,7 @@ pub async fn update(
             .max_apikey_expiration_days
             .map(|d| d.map(parse_max_days).transpose())
             .transpose()?,
+        ratelimits: LimitChanges::parse(None, request.ratelimit, request.ratelimits, None)?.ratelimits,
     };
     let org = state
         .store

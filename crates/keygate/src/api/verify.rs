@@ -287,7 +287,7 @@ async fn decide(
     }
     let now = chrono::Utc::now();
     let key_id = live.key.id;
-    Ok(match state.quotas.charge(&live.key, cost).await? {
+    Ok(match state.quotas.charge(&live, cost).await? {
         Outcome::Admitted(charge) => {
             if charge.credits() > 0 {
                 state.usage.record_credits(key_id, now, charge.credits());

@@ -349,3 +349,37 @@ async fn limits_out_of_bounds_are_refused_naming_the_field() {
     }
     assert_eq!(app.key_count().await, before, "nothing was created");
 }
+
+#[tokio::test]
+async fn an_organizations_limit_binds_all_its_keys_together() {
+    let clock = Clock::default();
+    let app = app_with(&clock).await;
+    let org = app.owner.org_id.clone();
+    let shared = json!({ "org_id": org, "ratelimit": { "limit": 3, "duration_ms": 3_600_000 } });
+    let updated = app.put("/organization", &app.owner.key, shared).await.ok();
+    assert_eq!(
+        updated["organization"]["ratelimit"],
+        json!({ "name": "default", "limit": 3, "duration_ms": 3_600_000 })
+    );
+    let now_ms = clock.now().timestamp_millis() as u64;
+    clock.advance(Duration::from_millis(3_600_000 - now_ms % 3_600_000 + 10));
+
+    // More keys do not buy more requests.
+    let (first, _) = limited_key(&app, "read", json!({})).await;
+    let (second, _) = limited_key(&app, "read", json!({})).await;
+    assert_eq!(app.get("/app", &first).await.status, 200);
+    assert_eq!(app.get("/app", &second).await.status, 200);
+    assert_eq!(verify(&app, json!({ "key": first })).await["code"], "VALID");
+    let refused = verify(&app, json!({ "key": second })).await;
+    assert_eq!(
+        (refused["code"].clone(), refused["ratelimit"]["limit"].clone()),
+        (json!("RATE_LIMITED"), json!(3))
+    );
+    app.get("/app", &first).await.error(429, "rate_limited");
+    // The owner's unscoped key is not the organization's.
+    assert_eq!(app.get("/app", &app.owner.key).await.status, 200);
+
+    // Lifted, it binds no more, at once.
+    app.put("/organization", &app.owner.key, json!({ "org_id": org, "ratelimit": null })).await.ok();
+    assert_eq!(app.get("/app", &second).await.status, 200);
+}
