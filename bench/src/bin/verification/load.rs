@@ -12,6 +12,8 @@ pub(super) enum Kind {
     Livez,
     Health,
     Verify,
+    /// `/verify` of keys with a rate limit and credits.
+    VerifyLimited,
     /// Forward auth, as Traefik or Caddy ask: `GET /auth` with the original
     /// request in `X-Forwarded-Method` / `X-Forwarded-Uri`.
     Auth,
@@ -21,12 +23,13 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 9] = [
+    pub(super) const ALL: [Kind; 10] = [
         Kind::Floor,
         Kind::FloorVerify,
         Kind::Livez,
         Kind::Health,
         Kind::Verify,
+        Kind::VerifyLimited,
         Kind::Auth,
         Kind::Read,
         Kind::Create,
@@ -40,6 +43,7 @@ impl Kind {
             Kind::Livez => "floor: `GET /livez`",
             Kind::Health => "`GET /health` (a query, a probe file)",
             Kind::Verify => "`POST /verify`",
+            Kind::VerifyLimited => "`POST /verify`, rate limit + credits",
             Kind::Auth => "`GET /auth` (forward auth)",
             Kind::Read => "`GET /app/:app_id`, read key",
             Kind::Create => "`POST /apikey` (create)",
@@ -69,6 +73,8 @@ pub(super) struct Fixture {
     pub(super) keys: Vec<HeaderValue>,
     /// `{"key": …}` for each presented key.
     pub(super) verify_bodies: Vec<Bytes>,
+    /// The same for each limited key.
+    pub(super) limited_bodies: Vec<Bytes>,
     /// The owner's unscoped `all` key.
     pub(super) admin: HeaderValue,
     pub(super) create_body: Bytes,
@@ -103,12 +109,16 @@ impl Fixture {
             Kind::Floor => builder.uri("/").body(Body::default()),
             Kind::Livez => builder.uri("/livez").body(Body::default()),
             Kind::Health => builder.uri("/health").body(Body::default()),
-            Kind::Verify | Kind::FloorVerify => builder
-                .method(Method::POST)
-                .uri("/verify")
-                .header(AUTHORIZATION, self.verifier.clone())
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(Body::new(self.verify_bodies[key].clone())),
+            Kind::Verify | Kind::FloorVerify | Kind::VerifyLimited => {
+                let bodies =
+                    if kind == Kind::VerifyLimited { &self.limited_bodies } else { &self.verify_bodies };
+                builder
+                    .method(Method::POST)
+                    .uri("/verify")
+                    .header(AUTHORIZATION, self.verifier.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(Body::new(bodies[key % bodies.len()].clone()))
+            }
             Kind::Auth => builder
                 .uri("/auth")
                 .header("x-forwarded-method", HeaderValue::from_static("GET"))
@@ -142,7 +152,7 @@ impl Fixture {
         assert_eq!(status, StatusCode::OK, "{kind:?}: {}", String::from_utf8_lossy(body));
         match kind {
             // A byte search, not a parse: the client's work should stay small.
-            Kind::Verify | Kind::FloorVerify => assert!(
+            Kind::Verify | Kind::FloorVerify | Kind::VerifyLimited => assert!(
                 body.windows(VALID.len()).any(|w| w == VALID),
                 "not valid: {}",
                 String::from_utf8_lossy(body)

@@ -19,6 +19,7 @@
 //! - floor (b): keygate's `GET /livez` (no I/O; keygate's layers and log);
 //! - `GET /health` (= `/readyz`: one trivial query, and a probe file written and removed);
 //! - `POST /verify` over `--present` distinct read keys, cycled;
+//! - the same over as many keys with a rate limit and credits (`limited`);
 //! - forward auth: `GET /auth` as Traefik or Caddy ask, with the same keys;
 //! - authenticated read: `GET /app/:app_id` with those same read keys;
 //! - create: `POST /apikey` with the owner's `all` key (a durable write);
@@ -42,7 +43,7 @@
 //! ./target/release/verification --backend sqlite,postgres --keys 1000,1000000 \
 //!     [--postgres postgres://postgres@127.0.0.1:5432/postgres] [--clients 16] [--write-clients 64] \
 //!     [--seconds 3] [--rounds 3] [--present 1000] [--keygate target/release/keygate] \
-//!     [--server-log info,sqlx=warn] [--workloads verify,auth,read,health,create,delete]
+//!     [--server-log info,sqlx=warn] [--workloads verify,limited,auth,read,health,create,delete]
 //! ```
 //!
 //! Defaults: `--backend sqlite --keys 1000`.
@@ -305,10 +306,15 @@ async fn run_configuration(options: &Options, floor: &Floor, backend: Backend, k
     let filler = keys.saturating_sub(2 + present as u64);
     let presented: Vec<ApiKeySecret> =
         (0..present).map(|_| ApiKeySecret::generate().expect("random key")).collect();
+    let limited: Vec<ApiKeySecret> = if options.workloads.contains(&Kind::VerifyLimited) {
+        (0..present).map(|_| ApiKeySecret::generate().expect("random key")).collect()
+    } else {
+        Vec::new()
+    };
 
     eprintln!("{} with {keys} keys: seeding {present} presented + {filler} filler keys…", backend.name());
     let started = Instant::now();
-    let seeded_keys = seed(&db, &owner, &other, &presented, filler).await;
+    let seeded_keys = seed(&db, &owner, &other, &presented, &limited, filler).await;
     let seeding = started.elapsed();
     eprintln!("  seeded {seeded_keys} keys in {:.1} s", seeding.as_secs_f64());
 
@@ -351,6 +357,10 @@ async fn run_configuration(options: &Options, floor: &Floor, backend: Backend, k
         verifier: HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
         keys: presented.iter().map(|k| HeaderValue::from_str(k.expose()).expect("key header")).collect(),
         verify_bodies: presented
+            .iter()
+            .map(|k| Bytes::from(json!({ "key": k.expose(), "action": "read" }).to_string()))
+            .collect(),
+        limited_bodies: limited
             .iter()
             .map(|k| Bytes::from(json!({ "key": k.expose(), "action": "read" }).to_string()))
             .collect(),
@@ -418,11 +428,12 @@ fn workloads(names: &[String]) -> Vec<Kind> {
         .map(|name| match name.as_str() {
             "health" => Kind::Health,
             "verify" => Kind::Verify,
+            "limited" => Kind::VerifyLimited,
             "auth" => Kind::Auth,
             "read" => Kind::Read,
             "create" => Kind::Create,
             "delete" => Kind::Delete,
-            other => panic!("--workloads {other}: health, verify, auth, read, create or delete"),
+            other => panic!("--workloads {other}: health, verify, limited, auth, read, create or delete"),
         })
         .collect();
     let verify = named.contains(&Kind::Verify);
@@ -498,7 +509,8 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
             let conns = if kind.is_write() { options.write_clients } else { options.clients };
             let versus_livez =
                 if kind.is_floor() { "".to_owned() } else { format!("{:.2}", c.ratio(kind, Kind::Livez)) };
-            let versus_same_bytes = if kind == Kind::Verify && !c.rounds(Kind::FloorVerify).is_empty() {
+            let verifies = matches!(kind, Kind::Verify | Kind::VerifyLimited);
+            let versus_same_bytes = if verifies && !c.rounds(Kind::FloorVerify).is_empty() {
                 format!("{:.2}", c.ratio(kind, Kind::FloorVerify))
             } else {
                 "".to_owned()
@@ -536,6 +548,29 @@ fn print_report(options: &Options, configurations: &[Configuration]) {
             thousands(c.created as f64),
             thousands(c.deleted as f64),
         );
+    }
+    // Limits against none: the same keys' verification, same rounds.
+    let limited: Vec<&Configuration> = configurations
+        .iter()
+        .filter(|c| !c.rounds(Kind::VerifyLimited).is_empty() && !c.rounds(Kind::Verify).is_empty())
+        .collect();
+    if !limited.is_empty() {
+        println!();
+        println!(
+            "| backend | keys | `/verify` with a rate limit and credits ÷ without | server CPU per request, with / without |"
+        );
+        println!("|---|---|---|---|");
+        for c in limited {
+            let cpu = |kind| c.median(kind, |s| s.cpu_per_request.as_secs_f64()) * 1e6;
+            println!(
+                "| {} | {} | {:.2} | {:.1} µs / {:.1} µs |",
+                c.backend.name(),
+                keys_label(c.keys),
+                c.ratio(Kind::VerifyLimited, Kind::Verify),
+                cpu(Kind::VerifyLimited),
+                cpu(Kind::Verify)
+            );
+        }
     }
     // Many keys against few, per backend: raw, and normalised by each run's
     // floor (the runs are minutes apart and the machine drifts).

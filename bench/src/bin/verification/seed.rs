@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// The name of the limited keys, before their number.
+const LIMITED_NAME: &str = "bench limited key";
+/// The limited keys' limits: a rate limit of a billion a minute and a
+/// trillion credits, so that every verification is VALID and the workload
+/// measures only what enforcing them costs.
+const LIMITS: &str = "UPDATE api_keys SET \
+    ratelimits = '[{\"name\":\"default\",\"limit\":1000000000,\"duration_ms\":60000}]', \
+    credits_remaining = 1000000000000 WHERE name LIKE 'bench limited key %'";
+
 pub(super) struct Tenant {
     pub(super) user_id: Uuid,
     pub(super) org_id: Uuid,
@@ -16,8 +25,9 @@ impl Tenant {
 }
 
 /// Inserts `presented` as read keys of `owner` scoped to its organization,
-/// and `filler` random digests of the other tenant, straight into
-/// `api_keys`; then leaves the database as a server would find it after a
+/// `limited` likewise with a rate limit and credits neither runs out of
+/// ([`LIMITS`]), and `filler` random digests of the other tenant, straight
+/// into `api_keys`; then leaves the database as a server would find it after a
 /// while (PostgreSQL: vacuumed, analysed, checkpointed; SQLite: WAL
 /// checkpointed). Returns the number of keys in the table.
 pub(super) async fn seed(
@@ -25,14 +35,21 @@ pub(super) async fn seed(
     owner: &Tenant,
     other: &Tenant,
     presented: &[ApiKeySecret],
+    limited: &[ApiKeySecret],
     filler: u64,
 ) -> i64 {
     let started = Instant::now();
     let now = Utc::now().duration_trunc(TimeDelta::milliseconds(1)).expect("now");
+    let named = |prefix: &'static str| {
+        move |(i, key): (usize, &ApiKeySecret)| {
+            (key.digest().as_bytes().to_vec(), key.preview(), format!("{prefix} {i}"))
+        }
+    };
     let rows: Vec<(Vec<u8>, String, String)> = presented
         .iter()
         .enumerate()
-        .map(|(i, key)| (key.digest().as_bytes().to_vec(), key.preview(), format!("bench read key {i}")))
+        .map(named("bench read key"))
+        .chain(limited.iter().enumerate().map(named(LIMITED_NAME)))
         .collect();
     pub(super) const COLUMNS: &str =
         "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, created_at, updated_at) ";
@@ -48,6 +65,7 @@ pub(super) async fn seed(
             });
             insert.build().execute(&mut *tx).await.expect("insert presented keys");
         }
+        sqlx::query(LIMITS).execute(&mut *tx).await.expect("limit the limited keys");
         tx.commit().await.expect("commit");
         let sql = format!(
             "{COLUMNS} SELECT d, 'ak_fill…fill', 'read', 'filler', $2, $3, $4, $4 FROM \
@@ -97,6 +115,7 @@ pub(super) async fn seed(
             });
             insert.build().execute(&mut *tx).await.expect("insert presented keys");
         }
+        sqlx::query(LIMITS).execute(&mut *tx).await.expect("limit the limited keys");
         tx.commit().await.expect("commit");
         let sql = format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
