@@ -44,6 +44,16 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
+impl BlobStore {
+    /// Where bundles are kept, as a log line says it.
+    pub fn describe(&self) -> String {
+        match &self.place {
+            Place::Directory(dir) => format!("directory {}", dir.display()),
+            Place::Database(_) => "in the database (table bundle_blob_chunks)".to_owned(),
+        }
+    }
+}
+
 /// A blob safely on disk.
 #[derive(Debug, Clone)]
 pub struct StoredBlob {

@@ -42,8 +42,8 @@ struct DatabaseArg {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT (0.0.0.0:8080 for every interface), or a port alone for 127.0.0.1.
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
     #[command(flatten)]
     database: DatabaseArg,
@@ -116,8 +116,10 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct BootstrapArgs {
+    /// The first user's email; they become the organization's super_admin.
     #[arg(long)]
     email: String,
+    /// The name of the organization created for them.
     #[arg(long)]
     org_name: String,
     #[command(flatten)]
@@ -132,6 +134,7 @@ enum UserCommand {
 
 #[derive(Debug, Args)]
 struct UserAddArgs {
+    /// The user's email; a new user is created if no user has it.
     #[arg(long)]
     email: String,
     /// The organization's id.
@@ -146,6 +149,18 @@ struct UserAddArgs {
 
 fn parse_verifier_token(raw: &str) -> Result<crate::VerifierToken, String> {
     crate::VerifierToken::new(raw).ok_or_else(|| "a verifier token must not be empty".to_owned())
+}
+
+/// `HOST:PORT`, or a port alone (on 127.0.0.1).
+fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let raw = raw.trim();
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    raw.to_socket_addrs().ok().and_then(|mut addresses| addresses.next()).ok_or_else(|| {
+        format!("expected HOST:PORT such as 127.0.0.1:8080 or 0.0.0.0:8080, or a port alone; got `{raw}`")
+    })
 }
 
 fn parse_role(raw: &str) -> Result<Role, String> {
@@ -217,8 +232,14 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let database = keygate_store::describe_url(&args.database.url);
     let store = open(&args.database.url, Access::Serve).await?;
-    tracing::info!(%database, "database ready");
-    if !store.has_users().await.map_err(|e| e.to_string())? {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %database, "database ready");
+    let has_users = store.has_users().await.map_err(|e| e.to_string())?;
+    if has_users && args.bootstrap_email.is_some() {
+        tracing::warn!(
+            "the database already has users: --bootstrap-email is ignored (it only bootstraps an empty database)"
+        );
+    }
+    if !has_users {
         match &args.bootstrap_email {
             Some(email) => {
                 let output = admin::bootstrap(store.as_ref(), email, &args.bootstrap_org_name)
@@ -245,6 +266,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot use {} for bundles: {e}", dir.display()))?
         }
     };
+    tracing::info!(bundles = %blobs.describe(), "bundle storage ready");
     remove_orphan_blobs(store.as_ref(), &blobs, &args.database.url).await;
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
@@ -289,7 +311,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(%address, "metrics on their own listener");
     }
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, "listening");
+    tracing::info!(%address, api = %format!("http://{address}/"), openapi = %format!("http://{address}/openapi.json"), "listening");
     crate::serve(listener, store, settings, crate::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;

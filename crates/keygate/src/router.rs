@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
 /// this listener (not when it has one of its own).
 fn routes(metrics: bool) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::root))
         .routes(routes!(health::health))
         .routes(routes!(health::readyz))
         .routes(routes!(health::livez))

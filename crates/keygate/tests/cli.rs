@@ -191,6 +191,28 @@ fn an_unknown_database_scheme_is_refused() {
 }
 
 #[test]
+fn an_unreachable_postgresql_says_why() {
+    let work = Workdir::new();
+    // Nothing listens on port 1.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "postgres://keygate:secret@127.0.0.1:1/keygate",
+        ])
+        .current_dir(work.dir.path())
+        .env_remove("KEYGATE_DATABASE_URL")
+        .output()
+        .expect("run keygate");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot connect to PostgreSQL") && said.contains("refused"), "{said}");
+    assert!(!said.contains("secret"), "the password never shows: {said}");
+}
+
+#[test]
 fn serve_on_an_empty_database_explains_how_to_bootstrap_and_creates_nothing() {
     let work = Workdir::new();
     let server = Server::start(&work, &[]);
@@ -221,9 +243,59 @@ fn serve_bootstraps_once_with_an_email() {
     let (status_code, body) = server.call("GET", "/apikey", Some(key), None);
     assert_eq!(status_code, 200, "{body}");
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
+    let log = server.log_text();
+    assert!(log.contains("--bootstrap-email is ignored"), "no word of the ignored email: {log}");
     server.signal("-TERM");
     let (_, stdout) = server.0.wait(Duration::from_secs(10));
     assert!(stdout.is_empty(), "bootstrapped twice: {stdout:?}");
+}
+
+#[test]
+fn start_up_says_what_serves_where_and_a_port_alone_is_an_address() {
+    let work = Workdir::new();
+    work.bootstrap("owner@example.com", "Acme");
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let log_path = work.dir.path().join("port-alone.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &port.to_string(), "--database", &work.database()])
+        .current_dir(work.dir.path())
+        .env("KEYGATE_LOG", "info")
+        .env_remove("KEYGATE_DATABASE_URL")
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains(" listening") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "did not listen: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (status, root) = http("GET", &format!("http://127.0.0.1:{port}/"), None, None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    assert_eq!(
+        (root["service"].clone(), root["openapi"].clone()),
+        (json!("keygate"), json!("/openapi.json"))
+    );
+    assert_eq!(root["version"], env!("CARGO_PKG_VERSION"));
+    for expected in [
+        format!("listening address=127.0.0.1:{port}"),
+        "database=sqlite://".to_owned(),
+        "bundles=directory ".to_owned(),
+        format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(log.contains(&expected), "no `{expected}` in {log}");
+    }
+
+    let refused = work.run(&["serve", "--listen", "localhost-ish"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("expected HOST:PORT such as 127.0.0.1:8080"), "{said}");
 }
 
 #[test]

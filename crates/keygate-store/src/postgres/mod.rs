@@ -83,9 +83,26 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(IDLE_TIMEOUT)
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|e| config("cannot connect to PostgreSQL", &e))?;
+            .map_err(|e| match e {
+                // The pool only says it waited; one direct attempt says why
+                // (connection refused, unknown host, authentication failed).
+                sqlx::Error::PoolTimedOut => StoreError::Config(String::new()),
+                e => config("cannot connect to PostgreSQL", &e),
+            });
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(StoreError::Config(message)) if message.is_empty() => {
+                use sqlx::ConnectOptions;
+                let cause = match options.connect().await {
+                    Ok(_) => "no connection within the pool's timeout".to_owned(),
+                    Err(error) => error.to_string(),
+                };
+                return Err(config("cannot connect to PostgreSQL", &cause));
+            }
+            Err(error) => return Err(error),
+        };
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
         Ok(Self {
             blobs: Arc::new(blobs::PgBlobs { pool: pool.clone() }),

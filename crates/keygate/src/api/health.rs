@@ -68,3 +68,38 @@ fn not_ready(code: &str, error: &str) -> (StatusCode, Json<Value>) {
 pub async fn livez() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
+
+/// What a newcomer's browser or curl finds at the root: what this is, and
+/// where to go next.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Root {
+    #[schema(example = "keygate")]
+    service: &'static str,
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+    /// The OpenAPI document of every route.
+    #[schema(example = "/openapi.json")]
+    openapi: &'static str,
+    /// Readiness: the database and bundle storage.
+    #[schema(example = "/health")]
+    health: &'static str,
+    /// Where the API's documentation lives.
+    documentation: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "meta",
+    responses((status = 200, description = "The service, its version and where to go next", body = Root)),
+    security(())
+)]
+pub async fn root() -> Json<Root> {
+    Json(Root {
+        service: "keygate",
+        version: env!("CARGO_PKG_VERSION"),
+        openapi: "/openapi.json",
+        health: "/health",
+        documentation: "https://capgo.app/docs/public-api/api-keys/",
+    })
+}

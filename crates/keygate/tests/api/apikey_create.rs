@@ -92,9 +92,16 @@ async fn an_invalid_or_missing_mode_is_400() {
         json!({ "org_id": org, "mode": null }),
         json!({ "org_id": org }),
     ] {
+        let missing = body.get("mode").is_none_or(serde_json::Value::is_null);
         let reply = app.post("/apikey", &app.owner.key, body).await;
         let text = reply.error(400, "invalid_mode");
-        assert_eq!(text, "Invalid mode specified. Must be one of: read, write, upload, all");
+        // The contract's text, and for a missing mode what to fix.
+        let expected = "Invalid mode specified. Must be one of: read, write, upload, all";
+        if missing {
+            assert_eq!(text, format!("{expected}; mode is required"));
+        } else {
+            assert_eq!(text, expected);
+        }
     }
     assert_eq!(app.key_count().await, 1, "a refused request created a key");
 }

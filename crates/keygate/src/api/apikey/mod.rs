@@ -150,6 +150,12 @@ impl KeyRef {
 fn parse_mode(value: Option<&Value>) -> ApiResult<Mode> {
     match value {
         Some(Value::String(s)) => Mode::parse(s).ok_or_else(ApiError::invalid_mode),
+        // The contract's text, then what to fix.
+        None | Some(Value::Null) => Err(ApiError {
+            message: "Invalid mode specified. Must be one of: read, write, upload, all; mode is required"
+                .into(),
+            ..ApiError::invalid_mode()
+        }),
         _ => Err(ApiError::invalid_mode()),
     }
 }
