@@ -18,6 +18,7 @@ mod change;
 mod credits;
 mod error;
 mod event;
+mod invites;
 mod membership;
 mod model;
 mod params;
@@ -158,6 +159,32 @@ pub trait OrgStore: Send + Sync {
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool>;
 }
 
+/// Invitations to organizations.
+#[async_trait]
+pub trait InviteStore: Send + Sync {
+    /// A new invitation, audited as `invite.create`; the organization must
+    /// exist ([`Entity::Organization`]).
+    async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite>;
+    /// The organization's invitations neither redeemed nor expired at
+    /// `now`, newest first.
+    async fn pending_invites(&self, org_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Invite>>;
+    /// Withdraws a pending invitation (`invite.revoke`); `false` when there
+    /// was none with that id in that organization.
+    async fn revoke_invite(&self, org_id: Uuid, id: i64, actor: &Actor) -> Result<bool>;
+    /// Redeems the unexpired, unredeemed invitation whose code has
+    /// `digest`, all at once: marks it used, creates the user if the email
+    /// is new, adds the membership (a member keeps the role they have) and
+    /// issues a first key of `key`, scoped to the organization, of the mode
+    /// the role allows, within its expiry policy. `None` when no such
+    /// invitation exists.
+    async fn redeem_invite(
+        &self,
+        digest: &[u8; 32],
+        now: DateTime<Utc>,
+        key: KeyMaterial,
+    ) -> Result<Option<Redeemed>>;
+}
+
 /// Apps and their bundles.
 #[async_trait]
 pub trait AppStore: Send + Sync {
@@ -205,7 +232,7 @@ pub trait AuditStore: Send + Sync {
 /// Everything keygate keeps. The HTTP layer and the CLI see only this; a
 /// decorator (a cache) wraps just the area traits it needs.
 #[async_trait]
-pub trait Store: KeyStore + OrgStore + AppStore + UsageStore + AuditStore + 'static {
+pub trait Store: KeyStore + OrgStore + InviteStore + AppStore + UsageStore + AuditStore + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<()>;
     /// Waits for in-flight queries and closes every connection.

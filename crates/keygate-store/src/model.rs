@@ -226,6 +226,39 @@ impl Enrollee {
     }
 }
 
+/// An invitation to an organization, as its admins see it (never its code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub id: i64,
+    pub org_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new invitation: the SHA-256 of its code, never the code.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub org_id: Uuid,
+    pub email: Email,
+    pub role: Role,
+    pub digest: [u8; 32],
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What redeeming an invitation made: the member, and their first key.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub invite_id: i64,
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    /// Their role: the invitation's, or the one they already had.
+    pub role: Role,
+    pub key: ApiKeyRecord,
+}
+
 /// An organization as one member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
@@ -362,6 +395,9 @@ pub enum AuditAction {
     AppDelete,
     BundleUpload,
     BundleDelete,
+    InviteCreate,
+    InviteRevoke,
+    InviteRedeem,
 }
 
 impl AuditAction {
@@ -383,6 +419,9 @@ impl AuditAction {
             AppDelete => "app.delete",
             BundleUpload => "bundle.upload",
             BundleDelete => "bundle.delete",
+            InviteCreate => "invite.create",
+            InviteRevoke => "invite.revoke",
+            InviteRedeem => "invite.redeem",
         }
     }
 
@@ -395,6 +434,7 @@ impl AuditAction {
             MemberSet | MemberRemove => "member",
             AppCreate | AppUpdate | AppDelete => "app",
             BundleUpload | BundleDelete => "bundle",
+            InviteCreate | InviteRevoke | InviteRedeem => "invite",
         }
     }
 }

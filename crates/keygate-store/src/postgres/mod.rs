@@ -16,6 +16,7 @@ mod apps;
 mod audit;
 mod blobs;
 mod failures;
+mod invites;
 mod keys;
 mod orgs;
 mod usage;

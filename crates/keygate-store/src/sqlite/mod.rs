@@ -14,6 +14,7 @@
 mod apps;
 mod audit;
 mod file;
+mod invites;
 mod keys;
 mod orgs;
 mod usage;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod credits;
+mod invites;
 mod keys;
 mod organizations;
 mod usage;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bundle;
 pub mod forward;
 pub mod health;
+pub mod invites;
 pub mod organization;
 pub mod schema;
 pub mod verify;

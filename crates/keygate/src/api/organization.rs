@@ -95,6 +95,12 @@ pub struct OrgQuery {
     org_id: Option<String>,
 }
 
+impl OrgQuery {
+    pub(crate) fn org_id(&self) -> Option<&str> {
+        self.org_id.as_deref()
+    }
+}
+
 impl IntoParams for OrgQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![super::schema::query("org_id", true, super::schema::uuid(), "The organization")]

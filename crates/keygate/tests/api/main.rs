@@ -12,6 +12,7 @@ mod forward_auth;
 mod helpers;
 mod http_edges;
 mod input;
+mod invites;
 mod key_limits;
 mod limits;
 mod members;

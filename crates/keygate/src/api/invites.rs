@@ -1,0 +1,294 @@
+//! Invitations: how an organization's admin brings a teammate in, over the
+//! API, without the server's command line.
+//!
+//! - `POST /organization/invites` (A) issues a code, shown this once and
+//!   kept only as its SHA-256; the role invited is never above the
+//!   inviter's own. It expires after `expires_in_days` (1–30, default 7).
+//! - `GET` lists the pending ones (never a code), `DELETE` withdraws one.
+//! - `POST /invites/redeem` needs no key, only the code: it is single use,
+//!   and redeeming makes the user (if new) a member with the role and
+//!   issues their first key, scoped to the organization, of the mode the
+//!   role allows (an admin's is `all`), within the organization's expiry
+//!   policy. An unknown, used, withdrawn or expired code is 404; each counts
+//!   as a failed authentication of the address, like a wrong key.
+//!
+//! Every change is audited: `invite.create`, `invite.revoke`,
+//! `invite.redeem`, then the key's `apikey.create`.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use keygate_core::authz::{Action, Target};
+use keygate_core::{Email, Role, rules};
+use keygate_store::{Invite, NewInvite};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
+use crate::AppState;
+use crate::api::Data;
+use crate::api::apikey::new_key_material;
+use crate::auth::{Caller, ClientAddress, Credential, guarded};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, RawBody, require_org_id, required};
+
+/// What every invitation code starts with.
+pub const CODE_PREFIX: &str = "kgi_";
+/// How long an invitation lasts unless told otherwise, and at most.
+pub const DEFAULT_DAYS: i64 = 7;
+pub const MAX_DAYS: i64 = 30;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InviteView {
+    id: i64,
+    /// The code to redeem; only in the answer that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    email: String,
+    #[schema(value_type = String, example = "write")]
+    role: Role,
+    org_id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+impl InviteView {
+    fn new(invite: Invite, code: Option<String>) -> Self {
+        Self {
+            id: invite.id,
+            code,
+            email: invite.email,
+            role: invite.role,
+            org_id: invite.org_id,
+            expires_at: Timestamp(invite.expires_at),
+            created_at: Timestamp(invite.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OneInvite {
+    invite: InviteView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateInvite {
+    #[schema(required = true, schema_with = super::schema::uuid)]
+    org_id: Option<String>,
+    /// Who is invited; the code is theirs to redeem.
+    #[schema(required = true, schema_with = super::schema::email)]
+    email: Option<String>,
+    /// Never above the inviter's own.
+    #[schema(required = true, schema_with = super::schema::role)]
+    role: Option<String>,
+    /// Days until the code expires: 1–30, 7 by default.
+    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 30)]
+    expires_in_days: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RedeemInvite {
+    /// The code the invitation gave.
+    #[schema(required = true, nullable = false, example = "kgi_…")]
+    code: Option<String>,
+}
+
+/// What redeeming gives: the new member and their first key, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeemedView {
+    user_id: Uuid,
+    org_id: Uuid,
+    key_id: i64,
+    /// The full key: shown this once.
+    key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteQuery {
+    org_id: Option<String>,
+    id: Option<String>,
+}
+
+impl IntoParams for InviteQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use super::schema::{integer, query, uuid};
+        vec![
+            query("org_id", true, uuid(), "The organization"),
+            query("id", true, integer(1, crate::extract::MAX_SAFE_INTEGER), "The invitation"),
+        ]
+    }
+}
+
+/// A fresh code and its digest.
+fn new_code() -> ApiResult<(String, [u8; 32])> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        tracing::error!(%error, "the operating system's random generator failed");
+        ApiError::internal()
+    })?;
+    let code = format!("{CODE_PREFIX}{}", hex::encode(bytes));
+    let digest = digest(&code);
+    Ok((code, digest))
+}
+
+fn digest(code: &str) -> [u8; 32] {
+    sha2::Sha256::digest(code.as_bytes()).into()
+}
+
+fn invite_not_found() -> ApiError {
+    ApiError::not_found("invite_not_found", "Invitation")
+}
+
+#[utoipa::path(
+    post,
+    path = "/organization/invites",
+    tag = "organization",
+    request_body = CreateInvite,
+    responses(
+        (status = 200, description = "The invitation with its code, shown this once (needs A)", body = OneInvite),
+        ReadErrors,
+        WriteErrors,
+    ),
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneInvite>> {
+    let request = body.json::<CreateInvite>()?.ok_or_else(ApiError::org_id_required)?;
+    let org_id = require_org_id(request.org_id.as_deref())?;
+    let own =
+        caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let email = required(request.email.as_deref())
+        .ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
+    let email = Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let role = request.role.as_deref().and_then(Role::parse).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_role",
+            "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
+        )
+    })?;
+    rules::may_change_membership(Some(own), None, Some(role))?;
+    let days = match request.expires_in_days {
+        None => DEFAULT_DAYS,
+        Some(days @ 1..=MAX_DAYS) => days,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_expires_in_days",
+                format!("expires_in_days must be a whole number of days from 1 to {MAX_DAYS}"),
+            ));
+        }
+    };
+    let (code, digest) = new_code()?;
+    let expires_at: DateTime<Utc> = keygate_store::truncate(Utc::now() + chrono::Duration::days(days));
+    let new = NewInvite { org_id, email, role, digest, expires_at };
+    let invite = state.store.create_invite(new, &caller.actor()).await?;
+    tracing::info!(%org_id, invite_id = invite.id, role = role.as_str(), "invitation created");
+    Ok(Json(OneInvite { invite: InviteView::new(invite, Some(code)) }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/organization/invites",
+    tag = "organization",
+    params(super::organization::OrgQuery),
+    responses(
+        (status = 200, description = "Invitations neither redeemed nor expired, newest first; never a code (needs A)", body = Data<InviteView>),
+        ReadErrors,
+    ),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<super::organization::OrgQuery>,
+) -> ApiResult<Json<Data<InviteView>>> {
+    let org_id = require_org_id(query.org_id())?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let invites = state.store.pending_invites(org_id, Utc::now()).await?;
+    Ok(Json(Data { data: invites.into_iter().map(|invite| InviteView::new(invite, None)).collect() }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/organization/invites",
+    tag = "organization",
+    params(InviteQuery),
+    responses(
+        (status = 200, description = "Withdrawn: the code no longer redeems (needs A)", body = Success),
+        ReadErrors,
+    ),
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<InviteQuery>,
+) -> ApiResult<Json<Success>> {
+    let org_id = require_org_id(query.org_id.as_deref())?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let id = crate::extract::int_in_range(
+        query.id.as_deref(),
+        "id",
+        1..=crate::extract::MAX_SAFE_INTEGER,
+        "invalid_invite_id",
+    )?
+    .ok_or_else(|| ApiError::bad_request("invite_id_required", "id is required"))?;
+    if !state.store.revoke_invite(org_id, id, &caller.actor()).await? {
+        return Err(invite_not_found());
+    }
+    tracing::info!(%org_id, invite_id = id, "invitation withdrawn");
+    Ok(Json(SUCCESS))
+}
+
+#[utoipa::path(
+    post,
+    path = "/invites/redeem",
+    tag = "organization",
+    request_body = RedeemInvite,
+    responses(
+        (status = 200, description = "You are a member; your first key, shown this once", body = RedeemedView),
+        (status = 400, description = "Bad input: the text says which field", body = crate::error::ErrorBody),
+        (status = 404, description = "No such invitation, or used, withdrawn or expired", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = crate::error::ErrorBody),
+        (status = 503, description = "The database is unavailable: retry", body = crate::error::ErrorBody),
+    ),
+    security(())
+)]
+pub async fn redeem(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    body: RawBody,
+) -> ApiResult<Json<RedeemedView>> {
+    let request = body
+        .json::<RedeemInvite>()?
+        .ok_or_else(|| ApiError::bad_request("code_required", "Send {\"code\": …}"))?;
+    let code = required(request.code.as_deref())
+        .ok_or_else(|| ApiError::bad_request("code_required", "code is required"))?
+        .trim()
+        .to_owned();
+    let redeemed = guarded(&state, address, async {
+        let (secret, material) = new_key_material()?;
+        Ok(match state.store.redeem_invite(&digest(&code), Utc::now(), material).await? {
+            Some(redeemed) => Credential::Accepted((redeemed, secret)),
+            None => Credential::Refused(invite_not_found()),
+        })
+    })
+    .await?;
+    let (redeemed, secret) = redeemed;
+    tracing::info!(org_id = %redeemed.org_id, user_id = %redeemed.user_id, role = redeemed.role.as_str(), "invitation redeemed");
+    Ok(Json(RedeemedView {
+        user_id: redeemed.user_id,
+        org_id: redeemed.org_id,
+        key_id: redeemed.key.id,
+        key: secret.expose().to_owned(),
+    }))
+}
