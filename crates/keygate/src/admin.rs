@@ -1,5 +1,6 @@
 //! Operator actions shared by the CLI and the server's start-up: enrolling a
-//! user into a new or existing organization with an unscoped `all` key.
+//! user into a new or existing organization, with an unscoped `all` key
+//! when asked for one.
 
 use keygate_core::{ApiKeySecret, Email, KeyName, OrgName, Role};
 use keygate_store::{Enroll, Enrollee, Entity, Store, StoreError};
@@ -42,6 +43,38 @@ pub async fn bootstrap(
     enroll(store, email, Enroll::NewOrganization { name }, "Bootstrap Key").await
 }
 
+/// What `keygate user add` prints without `--issue-key`: the membership.
+#[derive(Debug, Serialize)]
+pub struct MembershipOutput {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    #[serde(serialize_with = "role_name")]
+    pub role: Role,
+}
+
+fn role_name<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(role.as_str())
+}
+
+/// Adds the user (created if the email is new) to the organization, or
+/// changes their role, as the operator: no key is issued.
+pub async fn set_role(
+    store: &dyn Store,
+    email: &str,
+    org_id: Uuid,
+    role: Role,
+) -> Result<MembershipOutput, AdminError> {
+    let email = Email::parse(email).map_err(|e| AdminError::Invalid(format!("--email: {e}")))?;
+    let member = store.set_member(org_id, &email, role, &keygate_store::Actor::OPERATOR).await.map_err(
+        |e| match e {
+            StoreError::NotFound(Entity::Organization) => AdminError::NoSuchOrganization(org_id),
+            e => AdminError::Store(e),
+        },
+    )?;
+    Ok(MembershipOutput { user_id: member.user_id, org_id, role: member.role })
+}
+
+/// Like [`set_role`], and issues the user an unscoped `all` key.
 pub async fn add_user(
     store: &dyn Store,
     email: &str,

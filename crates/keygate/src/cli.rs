@@ -128,7 +128,7 @@ struct BootstrapArgs {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Add a user to an organization (or change their role) and issue them an unscoped `all` key.
+    /// Add a user to an organization, or change their role; with --issue-key, also issue them an unscoped `all` key.
     Add(UserAddArgs),
 }
 
@@ -143,6 +143,9 @@ struct UserAddArgs {
     /// read, upload, write, admin or super_admin.
     #[arg(long, value_parser = parse_role)]
     role: Role,
+    /// Also issue them an unscoped `all` key, printed once; without it only the membership changes.
+    #[arg(long)]
+    issue_key: bool,
     #[command(flatten)]
     database: DatabaseArg,
 }
@@ -210,9 +213,15 @@ async fn execute(command: Command) -> Result<(), String> {
         }
         Command::User(UserCommand::Add(args)) => {
             let store = open(&args.database.url, Access::Existing).await?;
-            let result = admin::add_user(store.as_ref(), &args.email, args.org_id, args.role).await;
-            store.close().await;
-            print_json(&result.map_err(|e| e.to_string())?)
+            if args.issue_key {
+                let result = admin::add_user(store.as_ref(), &args.email, args.org_id, args.role).await;
+                store.close().await;
+                print_json(&result.map_err(|e| e.to_string())?)
+            } else {
+                let result = admin::set_role(store.as_ref(), &args.email, args.org_id, args.role).await;
+                store.close().await;
+                print_json(&result.map_err(|e| e.to_string())?)
+            }
         }
     }
 }

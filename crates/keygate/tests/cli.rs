@@ -130,16 +130,33 @@ fn bootstrap_prints_one_json_object_and_can_onboard_more_tenants() {
 }
 
 #[test]
-fn user_add_enrolls_a_member_with_a_key() {
+fn user_add_enrolls_a_member_and_issues_a_key_only_when_asked() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");
     let org = owner["org_id"].as_str().expect("org");
     let member = work.json(&["user", "add", "--email", "dev@example.com", "--org", org, "--role", "write"]);
-    assert_eq!(member["org_id"], org);
+    assert_eq!(member, json!({ "user_id": member["user_id"], "org_id": org, "role": "write" }), "no key");
     assert_ne!(member["user_id"], owner["user_id"]);
+    let keyed = work.json(&[
+        "user",
+        "add",
+        "--email",
+        "dev@example.com",
+        "--org",
+        org,
+        "--role",
+        "write",
+        "--issue-key",
+    ]);
+    assert_eq!(keyed["user_id"], member["user_id"]);
+    assert!(keyed["key"].as_str().is_some_and(|k| k.starts_with("ak_")), "{keyed}");
+    // Changing a role mints nothing.
     let again = work.json(&["user", "add", "--email", "dev@example.com", "--org", org, "--role", "admin"]);
-    assert_eq!(again["user_id"], member["user_id"]);
-    assert_ne!(again["key_id"], member["key_id"]);
+    assert_eq!(
+        (again["user_id"].clone(), again["role"].clone()),
+        (member["user_id"].clone(), json!("admin"))
+    );
+    assert!(again.get("key").is_none(), "{again}");
 }
 
 #[test]
@@ -580,7 +597,17 @@ fn with_the_key_cache_on_a_role_lowered_by_another_process_binds_within_a_second
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");
     let org = owner["org_id"].as_str().expect("org").to_owned();
-    let admin = work.json(&["user", "add", "--email", "dev@example.com", "--org", &org, "--role", "admin"]);
+    let admin = work.json(&[
+        "user",
+        "add",
+        "--email",
+        "dev@example.com",
+        "--org",
+        &org,
+        "--role",
+        "admin",
+        "--issue-key",
+    ]);
     let server = Server::start(&work, &[]);
     // A key scoped to the organization: its owner's role there is read with
     // the key, and so cached with it.
