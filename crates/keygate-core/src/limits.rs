@@ -267,8 +267,10 @@ mod tests {
         assert!(RateLimit::new(None, 1, MAX_DURATION_MS + 1).is_err());
         assert!(RateLimit::new(Some("Requests"), 1, 1_000).is_err());
         assert!(RateLimit::new(Some(""), 1, 1_000).is_err());
-        let twice =
-            [RateLimit::new(Some("a"), 1, 1_000).unwrap(), RateLimit::new(Some("a"), 2, 1_000).unwrap()];
+        let twice = [
+            RateLimit::new(Some("a"), 1, 1_000).expect("limit"),
+            RateLimit::new(Some("a"), 2, 1_000).expect("limit"),
+        ];
         assert!(check_ratelimits(&twice).is_err());
         assert!(Credits::new(-1, None).is_err());
         assert!(Refill::new(5, Interval::Monthly, Some(32)).is_err());

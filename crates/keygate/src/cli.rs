@@ -13,7 +13,7 @@ use keygate_core::Role;
 use keygate_store::Access;
 use uuid::Uuid;
 
-use crate::admin;
+use crate::{admin, client};
 
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about = "A self-hostable API key service")]
@@ -28,9 +28,44 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Create a user, an organization they own, and a first unscoped `all` key.
     Bootstrap(BootstrapArgs),
-    /// Manage users.
+    /// Manage users (on the database directly, as the operator).
     #[command(subcommand)]
     User(UserCommand),
+    /// API keys on a keygate server (KEYGATE_URL; your key from KEYGATE_KEY or a prompt).
+    Key {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::KeyCommand,
+    },
+    /// Organizations on a keygate server.
+    Org {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::OrgCommand,
+    },
+    /// An organization's members on a keygate server.
+    Member {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::MemberCommand,
+    },
+    /// Invitations on a keygate server.
+    Invite {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::InviteCommand,
+    },
+    /// Ask a keygate server whether a key may do something (POST /verify).
+    Verify {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(flatten)]
+        verify: client::VerifyArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -179,10 +214,20 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("cannot start the async runtime: {error}")),
     };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(message),
-    }
+    let (args, request) = match cli.command {
+        Command::Key { client, command } => (client, client::Request::Key(command)),
+        Command::Org { client, command } => (client, client::Request::Org(command)),
+        Command::Member { client, command } => (client, client::Request::Member(command)),
+        Command::Invite { client, command } => (client, client::Request::Invite(command)),
+        Command::Verify { client, verify } => (client, client::Request::Verify(verify)),
+        command => {
+            return match runtime.block_on(execute(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(message),
+            };
+        }
+    };
+    runtime.block_on(client::run(args, request))
 }
 
 fn fail(message: String) -> ExitCode {
@@ -211,6 +256,12 @@ async fn execute(command: Command) -> Result<(), String> {
             store.close().await;
             print_json(&result.map_err(|e| e.to_string())?)
         }
+        // Client commands run in `client::run` (see `run`).
+        Command::Key { .. }
+        | Command::Org { .. }
+        | Command::Member { .. }
+        | Command::Invite { .. }
+        | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
         Command::User(UserCommand::Add(args)) => {
             let store = open(&args.database.url, Access::Existing).await?;
             if args.issue_key {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod authenticator;
 pub mod blobs;
 pub mod cli;
+pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;

@@ -23,7 +23,7 @@ async fn an_invitation_is_redeemed_once_however_many_try_at_once() {
         .create_invite(invitation(owner.org_id, "new@example.com", Role::Upload, 1, 7), OP)
         .await
         .expect("invite");
-    assert_eq!(store.pending_invites(owner.org_id, Utc::now()).await.expect("pending"), [invite.clone()]);
+    assert_eq!(store.pending_invites(owner.org_id, Utc::now()).await.expect("pending"), [invite]);
     let store_ = store.clone();
     let results = at_once(8, move || {
         let store = store_.clone();
