@@ -19,6 +19,7 @@ mod credits;
 mod error;
 mod event;
 mod invites;
+mod key_blocks;
 mod membership;
 mod model;
 mod params;
@@ -159,6 +160,23 @@ pub trait OrgStore: Send + Sync {
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool>;
 }
 
+/// What an organization's admins see and stop of the keys that can act in
+/// it: its scoped keys and its members' unscoped keys.
+#[async_trait]
+pub trait KeyBlockStore: Send + Sync {
+    /// The user's role in the organization as key `key_id` acts there:
+    /// `None` when not a member, or when that key is blocked there.
+    async fn role_of_key(&self, org_id: Uuid, user_id: Uuid, key_id: i64) -> Result<Option<Role>>;
+    /// Every key that can act in the organization, oldest first.
+    async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>>;
+    /// Stops a member's unscoped key from acting in the organization
+    /// (`apikey.block`); [`Entity::ApiKey`] when the key is not an
+    /// unscoped key of a member. Blocking twice is once.
+    async fn block_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<()>;
+    /// Lifts a block (`apikey.unblock`); `false` when there was none.
+    async fn unblock_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<bool>;
+}
+
 /// Invitations to organizations.
 #[async_trait]
 pub trait InviteStore: Send + Sync {
@@ -232,7 +250,9 @@ pub trait AuditStore: Send + Sync {
 /// Everything keygate keeps. The HTTP layer and the CLI see only this; a
 /// decorator (a cache) wraps just the area traits it needs.
 #[async_trait]
-pub trait Store: KeyStore + OrgStore + InviteStore + AppStore + UsageStore + AuditStore + 'static {
+pub trait Store:
+    KeyStore + OrgStore + InviteStore + KeyBlockStore + AppStore + UsageStore + AuditStore + 'static
+{
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<()>;
     /// Waits for in-flight queries and closes every connection.

@@ -226,6 +226,14 @@ impl Enrollee {
     }
 }
 
+/// A key that can act in an organization, as its admins see it: scoped to
+/// it, or an unscoped key of a member, and whether it is blocked there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInOrg {
+    pub key: ApiKeyRecord,
+    pub blocked: bool,
+}
+
 /// An invitation to an organization, as its admins see it (never its code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
@@ -398,6 +406,9 @@ pub enum AuditAction {
     InviteCreate,
     InviteRevoke,
     InviteRedeem,
+    /// A member's unscoped key stopped from acting in the organization.
+    ApiKeyBlock,
+    ApiKeyUnblock,
 }
 
 impl AuditAction {
@@ -422,6 +433,8 @@ impl AuditAction {
             InviteCreate => "invite.create",
             InviteRevoke => "invite.revoke",
             InviteRedeem => "invite.redeem",
+            ApiKeyBlock => "apikey.block",
+            ApiKeyUnblock => "apikey.unblock",
         }
     }
 
@@ -429,7 +442,8 @@ impl AuditAction {
     pub const fn target_type(self) -> &'static str {
         use AuditAction::*;
         match self {
-            ApiKeyCreate | ApiKeyUpdate | ApiKeyDelete | ApiKeyRotate | ApiKeyRevoke => "apikey",
+            ApiKeyCreate | ApiKeyUpdate | ApiKeyDelete | ApiKeyRotate | ApiKeyRevoke | ApiKeyBlock
+            | ApiKeyUnblock => "apikey",
             OrganizationCreate | OrganizationUpdate => "organization",
             MemberSet | MemberRemove => "member",
             AppCreate | AppUpdate | AppDelete => "app",

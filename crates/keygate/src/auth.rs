@@ -250,7 +250,8 @@ impl Caller {
         if self.principal.scope.org == Some(org_id) {
             return Ok(self.own_role);
         }
-        Ok(state.store.role(org_id, self.user_id()).await?)
+        // Unless an admin there blocked this key.
+        Ok(state.store.role_of_key(org_id, self.user_id(), self.principal.key_id).await?)
     }
 
     /// Decides `action` on `target`, reading the caller's current role.

@@ -372,8 +372,10 @@ impl Quotas {
     pub async fn return_idle(&self, idle: Duration) {
         let budgets: Vec<Arc<Budget>> = {
             let mut budgets = self.0.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+            // A budget in use by a request in flight lives on through its
+            // `Arc`; forgetting it here only forgets what it knew.
             budgets.retain(|_, budget| {
-                budget.lock().last_used.is_none_or(|at| at.elapsed() < FORGET_AFTER) || budget.has_lease()
+                budget.lock().last_used.is_some_and(|at| at.elapsed() < FORGET_AFTER) || budget.has_lease()
             });
             budgets.values().cloned().collect()
         };

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiDoc, apikey, app, bundle, forward, health, invites, organization, verify};
+use crate::api::{ApiDoc, apikey, app, bundle, forward, health, invites, org_keys, organization, verify};
 use crate::error::ApiError;
 use crate::observe::ObserveLayer;
 use crate::{AppState, BODY_LIMIT};
@@ -49,6 +49,8 @@ fn routes(metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(organization::audit_log))
         .routes(routes!(invites::create, invites::list, invites::revoke))
         .routes(routes!(invites::redeem))
+        .routes(routes!(org_keys::list))
+        .routes(routes!(org_keys::block, org_keys::unblock))
         .routes(routes!(app::list, app::create))
         .routes(routes!(app::get, app::rename, app::delete))
         .routes(routes!(bundle::list, bundle::upload, bundle::delete))

@@ -17,6 +17,7 @@ mod audit;
 mod blobs;
 mod failures;
 mod invites;
+mod key_blocks;
 mod keys;
 mod orgs;
 mod usage;

@@ -15,6 +15,7 @@ mod apps;
 mod audit;
 mod file;
 mod invites;
+mod key_blocks;
 mod keys;
 mod orgs;
 mod usage;

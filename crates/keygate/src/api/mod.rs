@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod forward;
 pub mod health;
 pub mod invites;
+pub mod org_keys;
 pub mod organization;
 pub mod schema;
 pub mod verify;

@@ -189,13 +189,18 @@ fn parse_max_days(days: i64) -> ApiResult<i32> {
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Data<OrganizationView>>> {
     let memberships = state.store.memberships(caller.user_id()).await?;
-    let data = memberships
-        .into_iter()
-        .filter(|m| {
-            caller.principal.decide(Some(m.role), Target::org(m.organization.id), Action::Read).is_allowed()
-        })
-        .map(|m| OrganizationView::new(m.organization, m.role))
-        .collect();
+    let mut data = Vec::with_capacity(memberships.len());
+    for m in memberships {
+        if !caller.principal.decide(Some(m.role), Target::org(m.organization.id), Action::Read).is_allowed() {
+            continue;
+        }
+        // An unscoped key blocked there sees nothing of it.
+        if caller.principal.scope.org.is_none() && caller.role_in(&state, m.organization.id).await?.is_none()
+        {
+            continue;
+        }
+        data.push(OrganizationView::new(m.organization, m.role));
+    }
     Ok(Json(Data { data }))
 }
 

@@ -342,7 +342,7 @@ pub(crate) async fn permits(
     let target = VerifyTarget { org, app: app.as_ref().map(|a| (a.org_id, &a.app_id)) };
     let role = match target.org(&live.principal) {
         Ok(Some(org)) if live.principal.scope.org == Some(org) => live.own_role,
-        Ok(Some(org)) => state.store.role(org, live.key.user_id).await?,
+        Ok(Some(org)) => state.store.role_of_key(org, live.key.user_id, live.key.id).await?,
         _ => None,
     };
     Ok(rules::verify(&live.principal, target, role, action))

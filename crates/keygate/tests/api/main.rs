@@ -18,6 +18,7 @@ mod limits;
 mod members;
 mod metrics;
 mod openapi;
+mod org_keys;
 mod organizations;
 mod permissions;
 mod verify;
