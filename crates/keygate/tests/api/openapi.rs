@@ -9,7 +9,8 @@ use crate::helpers::spawn_app;
 
 /// Every (method, path) keygate serves, listed by hand: a new route must be
 /// added here, and to the document, for this test to pass.
-const ROUTES: [(&str, &str); 46] = [
+const ROUTES: [(&str, &str); 54] = [
+    ("get", "/"),
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -32,6 +33,13 @@ const ROUTES: [(&str, &str); 46] = [
     ("post", "/organization/members"),
     ("delete", "/organization/members"),
     ("get", "/organization/audit"),
+    ("post", "/organization/invites"),
+    ("get", "/organization/invites"),
+    ("delete", "/organization/invites"),
+    ("post", "/invites/redeem"),
+    ("get", "/organization/keys"),
+    ("post", "/organization/keys/block"),
+    ("delete", "/organization/keys/block"),
     ("get", "/app"),
     ("post", "/app"),
     ("get", "/app/{app_id}"),
@@ -73,7 +81,13 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
             assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
             let public = matches!(
                 path.as_str(),
-                "/health" | "/readyz" | "/livez" | "/openapi.json" | "/metrics" | "/apikey/revoke"
+                "/" | "/health"
+                    | "/readyz"
+                    | "/livez"
+                    | "/openapi.json"
+                    | "/metrics"
+                    | "/apikey/revoke"
+                    | "/invites/redeem"
             );
             // An operation's own requirements, else the document's: each
             // alternative must name a scheme for a credential to be needed.
