@@ -47,9 +47,12 @@ function el(tag, attrs = {}, ...children) {
 function relative(iso) {
   if (!iso) return "never";
   const ms = new Date(iso).getTime() - Date.now();
-  const days = Math.round(Math.abs(ms) / 86400000);
-  const hours = Math.round(Math.abs(ms) / 3600000);
-  const amount = days >= 1 ? `${days} day${days === 1 ? "" : "s"}` : `${hours} hour${hours === 1 ? "" : "s"}`;
+  const minutes = Math.round(Math.abs(ms) / 60000);
+  if (minutes < 1) return "just now";
+  const hours = Math.round(minutes / 60);
+  const days = Math.round(minutes / 1440);
+  const plural = (n, unit) => `${n} ${unit}${n === 1 ? "" : "s"}`;
+  const amount = days >= 1 ? plural(days, "day") : hours >= 1 ? plural(hours, "hour") : plural(minutes, "minute");
   return ms >= 0 ? `in ${amount}` : `${amount} ago`;
 }
 
@@ -93,8 +96,8 @@ $("sign-in-form").addEventListener("submit", async (event) => {
     cachedOrgs = null;
     $("sign-in-key").value = "";
     say("Signed in.");
-    location.hash = "#/keys";
-    route();
+    if (location.hash === "#/keys") route();
+    else location.hash = "#/keys";
   } catch (error) {
     say(`Cannot sign in: ${error.message}`);
   }

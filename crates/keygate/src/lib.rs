@@ -17,6 +17,7 @@ pub mod authenticator;
 pub mod blobs;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;

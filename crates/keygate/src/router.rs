@@ -57,6 +57,10 @@ fn routes(metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(bundle::download))
         // Every method OpenAPI names (Envoy asks with the original one);
         // others, such as QUERY or WebDAV's, are refused with 405.
+        // The web console: static files, outside the API's document.
+        .route("/console", axum::routing::get(crate::console::index))
+        .route("/console/console.js", axum::routing::get(crate::console::script))
+        .route("/console/console.css", axum::routing::get(crate::console::style))
         .route("/auth", every_method(forward::auth))
         .route("/auth/{*rest}", every_method(forward::auth_path))
 }

@@ -83,6 +83,9 @@ pub struct Root {
     /// Readiness: the database and bundle storage.
     #[schema(example = "/health")]
     health: &'static str,
+    /// The web console.
+    #[schema(example = "/console")]
+    console: &'static str,
     /// Where the API's documentation lives.
     documentation: &'static str,
 }
@@ -100,6 +103,7 @@ pub async fn root() -> Json<Root> {
         version: env!("CARGO_PKG_VERSION"),
         openapi: "/openapi.json",
         health: "/health",
+        console: "/console",
         documentation: "https://capgo.app/docs/public-api/api-keys/",
     })
 }

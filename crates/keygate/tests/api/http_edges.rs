@@ -236,3 +236,38 @@ mod edge {
         assert_eq!(app.key_count().await, 1, "a timed-out create made a key");
     }
 }
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_content_security_policy() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let response = app.client.get(format!("{}{path}", app.base)).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(headers["content-type"].to_str().expect("text").starts_with(kind), "{path}");
+        let policy = headers["content-security-policy"].to_str().expect("text");
+        assert!(
+            policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"),
+            "{policy}"
+        );
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+    let page = app
+        .client
+        .get(format!("{}/console", app.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(!page.contains("http://") && !page.contains("https://"), "nothing from elsewhere");
+    assert!(!page.contains("<script>") && !page.contains("style="), "no inline script or style");
+    let root = app.call(Method::GET, "/", None, None).await.ok();
+    assert_eq!(root["console"], "/console");
+}
