@@ -132,6 +132,37 @@ def rotate(driver, old_secret):
     return new_secret
 
 
+def key_page_and_settings(driver):
+    click(driver, "#keys-table a[href^='#/keys/']:not([href='#/keys/new'])")
+    visible(driver, "key-details")
+    wait(driver, lambda d: "Mode" in d.find_element(By.ID, "key-details").text)
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#key-usage svg rect"))
+    # The owner's key is unscoped; a scoped key's page lists its audit entries.
+    driver.get(BASE + "/console#/keys")
+    click(driver, "#keys-table tbody tr:nth-child(2) a")
+    wait(driver, lambda d: "apikey.create" in d.find_element(By.ID, "key-audit").text)
+
+    driver.find_element(By.LINK_TEXT, "Organization").click()
+    visible(driver, "policy-require")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr"))
+    if not driver.find_element(By.ID, "policy-require").is_selected():
+        driver.find_element(By.ID, "policy-require").click()
+    maximum = driver.find_element(By.ID, "policy-max")
+    maximum.clear()
+    maximum.send_keys("60")
+    driver.find_element(By.CSS_SELECTOR, "#policy-form button").click()
+    wait(driver, lambda d: "policy saved" in status(d))
+    orgs = api("GET", "/organization", OWNER_KEY)[1]["data"]
+    assert orgs[0]["require_apikey_expiration"] is True and orgs[0]["max_apikey_expiration_days"] == 60, orgs
+    driver.find_element(By.LINK_TEXT, "Keys").click()
+    driver.find_element(By.LINK_TEXT, "New key").click()
+    wait(driver, lambda d: len(Select(d.find_element(By.ID, "new-expiry")).options) > 0)
+    offered = [o.text for o in Select(driver.find_element(By.ID, "new-expiry")).options]
+    assert "never" not in offered and "in 90 days" not in offered and "in 30 days" in offered, offered
+    driver.find_element(By.LINK_TEXT, "Cancel").click()
+    visible(driver, "keys-table")
+
+
 def delete(driver, secret):
     wait(driver, lambda d: key_row(d, "ci-bot") is not None)
     click(driver, 'button[aria-label="Delete ci-bot"]')
@@ -208,6 +239,8 @@ def main():
             wait(driver, lambda d: key_row(d, "dashboards") is not None)
             time.sleep(0.5)
             driver.save_screenshot(SCREENSHOT)
+        step = "a key's page, the organization's policy and audit log"
+        key_page_and_settings(driver)
         step = "delete it"
         delete(driver, secret)
         step = "invite a teammate who redeems in a second browser"

@@ -4,7 +4,7 @@
 
 const KEY = "keygate.key";
 const $ = (id) => document.getElementById(id);
-const views = ["sign-in", "keys", "new-key", "organization"];
+const views = ["sign-in", "keys", "new-key", "key-page", "organization"];
 
 function say(text) {
   $("status").textContent = text;
@@ -70,6 +70,8 @@ function route() {
     return;
   }
   if (hash.startsWith("#/keys/new")) return newKey();
+  const page = hash.match(/^#\/keys\/(\d+)/);
+  if (page) return keyPage(Number(page[1]));
   if (hash.startsWith("#/organization")) return organization();
   if (hash.startsWith("#/sign-in")) return show("sign-in");
   return keys();
@@ -165,7 +167,7 @@ function renderKeys(orgs) {
       el(
         "tr",
         { "data-key-id": String(k.id) },
-        el("td", { text: k.name }),
+        el("td", {}, el("a", { href: `#/keys/${k.id}`, text: k.name })),
         el("td", {}, el("code", { text: k.key })),
         el("td", { text: k.enabled === false ? `${k.mode} (disabled)` : k.mode }),
         el("td", { text: k.org_id ? names.get(k.org_id) || k.org_id : "all yours" }),
@@ -227,6 +229,75 @@ for (const id of ["search", "filter-mode", "sort"]) {
 async function organizations() {
   if (!cachedOrgs) cachedOrgs = (await api("GET", "/organization")).data;
   return cachedOrgs;
+}
+
+// ---------------------------------------------------------------- a key's page
+
+async function keyPage(id) {
+  show("key-page");
+  try {
+    const k = (await api("GET", `/apikey/${id}`)).apikey;
+    $("key-title").textContent = `Key ${k.name}`;
+    const limits = k.ratelimits.map((l) => `${l.name}: ${l.limit} per ${l.duration_ms / 1000} s`).join("; ") || "none";
+    const credits = k.credits ? `${k.credits.remaining} left${k.credits.refill ? `, refilled to ${k.credits.refill.amount} ${k.credits.refill.interval}` : ""}` : "unlimited";
+    const facts = [
+      ["Preview", k.key], ["Mode", k.mode], ["Enabled", k.enabled ? "yes" : "no"],
+      ["Organization", k.org_id || "all yours (unscoped)"], ["Apps", k.limited_to_apps.join(", ") || "all"],
+      ["Expires", expires(k.expires_at)], ["Last used", k.last_used_at ? relative(k.last_used_at) : "never"],
+      ["Rate limits", limits], ["Credits", credits], ["Created", relative(k.created_at)],
+    ];
+    $("key-details").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })]));
+    const usage = (await api("GET", `/apikey/${id}/usage?days=30`)).data;
+    $("key-usage").replaceChildren(chart(usage));
+    await keyAudit(k);
+  } catch (error) {
+    say(`Cannot show the key: ${error.message}`);
+  }
+}
+
+function chart(days) {
+  const most = Math.max(1, ...days.map((d) => d.requests));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${days.length * 12} 64`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Requests per day, oldest first: ${days.map((d) => `${d.date} ${d.requests}`).join(", ")}`);
+  days.forEach((d, i) => {
+    const bar = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    const height = Math.max(1, Math.round((d.requests / most) * 60));
+    bar.setAttribute("x", String(i * 12));
+    bar.setAttribute("y", String(64 - height));
+    bar.setAttribute("width", "10");
+    bar.setAttribute("height", String(height));
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = `${d.date}: ${d.requests} requests, ${d.denied} denied`;
+    bar.append(title);
+    svg.append(bar);
+  });
+  return svg;
+}
+
+async function keyAudit(k) {
+  if (!k.org_id) {
+    $("key-audit").replaceChildren(el("li", { text: "An unscoped key's entries are in each of its owner's organizations." }));
+    return;
+  }
+  try {
+    const found = [];
+    let before = "";
+    for (let page = 0; page < 5 && found.length < 20; page++) {
+      const events = (await api("GET", `/organization/audit?org_id=${k.org_id}&limit=200${before}`)).data;
+      found.push(...events.filter((e) => e.target_type === "apikey" && e.target_id === String(k.id)));
+      if (events.length < 200) break;
+      before = `&before=${events[events.length - 1].id}`;
+    }
+    $("key-audit").replaceChildren(
+      ...found.map((e) => el("li", { text: `${new Date(e.at).toLocaleString()}: ${e.action}${e.ip ? ` from ${e.ip}` : ""}` })),
+    );
+    if (!found.length) $("key-audit").replaceChildren(el("li", { text: "No entries." }));
+  } catch (error) {
+    $("key-audit").replaceChildren(el("li", { text: `The audit log needs the admin right: ${error.message}` }));
+  }
 }
 
 // ---------------------------------------------------------------- new key
@@ -390,6 +461,13 @@ async function showOrganization() {
   const org = orgs.find((o) => o.id === $("org-select").value);
   if (!org) return;
   const max = org.max_apikey_expiration_days;
+  $("policy-require").checked = org.require_apikey_expiration;
+  $("policy-max").value = max || "";
+  $("policy-form").hidden = !["admin", "super_admin"].includes(org.role);
+  showApps(org);
+  auditBefore = null;
+  $("audit-table").tBodies[0].replaceChildren();
+  showAudit(org);
   $("org-policy").textContent = `Your role: ${org.role}. Keys ${org.require_apikey_expiration ? "must expire" : "may never expire"}${max ? `, within ${max} days` : ""}.`;
   try {
     const members = (await api("GET", `/organization/members?org_id=${org.id}`)).data;
@@ -424,6 +502,73 @@ async function showOrganization() {
 }
 
 $("org-select").addEventListener("change", showOrganization);
+
+$("policy-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const max = $("policy-max").value.trim();
+  const body = {
+    org_id: $("org-select").value,
+    require_apikey_expiration: $("policy-require").checked,
+    max_apikey_expiration_days: max ? Number(max) : null,
+  };
+  try {
+    await api("PUT", "/organization", body);
+    cachedOrgs = null;
+    say("Expiry policy saved.");
+    showOrganization();
+  } catch (error) {
+    say(`Cannot save the policy: ${error.message}`);
+  }
+});
+
+async function showApps(org) {
+  try {
+    const apps = (await api("GET", `/app?org_id=${org.id}`)).data;
+    const items = await Promise.all(
+      apps.map(async (a) => {
+        const bundles = await api("GET", `/bundle?app_id=${encodeURIComponent(a.app_id)}`).then((r) => r.data).catch(() => []);
+        const versions = bundles.map((b) => b.version).join(", ") || "no bundles";
+        return el("li", { text: `${a.name} (${a.app_id}): ${versions}` });
+      }),
+    );
+    $("apps").replaceChildren(...(items.length ? items : [el("li", { text: "No apps." })]));
+  } catch (error) {
+    $("apps").replaceChildren(el("li", { text: `Cannot list apps: ${error.message}` }));
+  }
+}
+
+let auditBefore = null;
+const AUDIT_PAGE = 20;
+
+async function showAudit(org) {
+  try {
+    const before = auditBefore ? `&before=${auditBefore}` : "";
+    const events = (await api("GET", `/organization/audit?org_id=${org.id}&limit=${AUDIT_PAGE}${before}`)).data;
+    $("audit-table").tBodies[0].append(
+      ...events.map((e) =>
+        el(
+          "tr",
+          {},
+          el("td", { text: new Date(e.at).toLocaleString() }),
+          el("td", { text: e.action }),
+          el("td", { text: `${e.target_type} ${e.target_id}` }),
+          el("td", { text: e.actor_key_id ? `key ${e.actor_key_id}` : e.actor_user_id || "operator" }),
+          el("td", { text: e.ip || "-" }),
+        ),
+      ),
+    );
+    auditBefore = events.length ? events[events.length - 1].id : auditBefore;
+    $("audit-more").hidden = events.length < AUDIT_PAGE;
+  } catch {
+    $("audit-table").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: "5", text: "The audit log needs the admin right." })));
+    $("audit-more").hidden = true;
+  }
+}
+
+$("audit-more").addEventListener("click", async () => {
+  const org = (await organizations()).find((o) => o.id === $("org-select").value);
+  if (org) showAudit(org);
+});
 
 $("invite-form").addEventListener("submit", async (event) => {
   event.preventDefault();
