@@ -371,7 +371,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(%address, "metrics on their own listener");
     }
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, api = %format!("http://{address}/"), openapi = %format!("http://{address}/openapi.json"), "listening");
+    tracing::info!(%address, api = %format!("http://{address}/"), openapi = %format!("http://{address}/openapi.json"), console = %format!("http://{address}/console"), "listening");
     crate::serve(listener, store, settings, crate::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;

@@ -304,6 +304,7 @@ fn start_up_says_what_serves_where_and_a_port_alone_is_an_address() {
         format!("listening address=127.0.0.1:{port}"),
         "database=sqlite://".to_owned(),
         "bundles=directory ".to_owned(),
+        format!("console=http://127.0.0.1:{port}/console"),
         format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
     ] {
         assert!(log.contains(&expected), "no `{expected}` in {log}");

@@ -73,9 +73,30 @@ async fn echo_upstream() -> SocketAddr {
     address
 }
 
+/// A port free now, below Linux's ephemeral range (32768 and up), where
+/// the many port-0 listeners and outgoing connections of a test run land:
+/// the proxy binds it a moment later, and a race is still possible, so
+/// [`start_retrying`] tries again on another.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts a proxy configured by `configure` for a free port, on another
+/// port if that one was taken meanwhile.
+fn start_retrying(configure: impl Fn(u16) -> (Command, tempfile::TempDir, PathBuf)) -> Proxy {
+    for _ in 0..4 {
+        let port = free_port();
+        let (command, dir, log) = configure(port);
+        if let Some(proxy) = Proxy::start(command, port, dir, log) {
+            return proxy;
+        }
+    }
+    panic!("the proxy found no free port in four tries");
 }
 
 /// A proxy process, stopped when dropped.
@@ -94,20 +115,26 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    /// Starts `command` and waits until it accepts connections on `port`.
-    fn start(mut command: Command, port: u16, dir: tempfile::TempDir, log: PathBuf) -> Self {
+    /// Starts `command` and waits until it accepts connections on `port`;
+    /// `None` when it could not bind the port (taken meanwhile).
+    fn start(mut command: Command, port: u16, dir: tempfile::TempDir, log: PathBuf) -> Option<Self> {
         let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"))
             .spawn()
             .expect("start the proxy");
-        let proxy = Self { child, base: format!("http://127.0.0.1:{port}"), log, _dir: dir };
+        let mut proxy = Self { child, base: format!("http://127.0.0.1:{port}"), log, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(_)) = proxy.child.try_wait()
+                && proxy.logs().to_lowercase().contains("address already in use")
+            {
+                return None;
+            }
             assert!(Instant::now() < deadline, "the proxy did not listen: {}", proxy.logs());
             std::thread::sleep(Duration::from_millis(20));
         }
-        proxy
+        Some(proxy)
     }
 
     fn logs(&self) -> String {
@@ -124,8 +151,16 @@ fn with_addresses(template: &str, keygate: &str, upstream: SocketAddr, port: u16
 }
 
 fn start_nginx(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
+    start_retrying(|port| nginx_at(binary, keygate, upstream, port))
+}
+
+fn nginx_at(
+    binary: &Path,
+    keygate: &str,
+    upstream: SocketAddr,
+    port: u16,
+) -> (Command, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
     let prefix = dir.path().display();
     let conf = format!(
         "worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log info;\n\
@@ -139,12 +174,20 @@ fn start_nginx(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
     let mut command = Command::new(binary);
     command.arg("-p").arg(dir.path()).arg("-c").arg(&path).args(["-g", "daemon off;"]);
     let log = dir.path().join("error.log");
-    Proxy::start(command, port, dir, log)
+    (command, dir, log)
 }
 
 fn start_caddy(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
+    start_retrying(|port| caddy_at(binary, keygate, upstream, port))
+}
+
+fn caddy_at(
+    binary: &Path,
+    keygate: &str,
+    upstream: SocketAddr,
+    port: u16,
+) -> (Command, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
     let caddyfile = format!(
         "{{\n\tadmin off\n\tauto_https off\n}}\n\n{}",
         with_addresses(CADDYFILE, keygate, upstream, port)
@@ -159,7 +202,7 @@ fn start_caddy(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
         .env("XDG_DATA_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path());
     let log = dir.path().join("stderr");
-    Proxy::start(command, port, dir, log)
+    (command, dir, log)
 }
 
 /// keygate with the rules above, two apps, and keys of each kind.
