@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use keygate_core::Role;
 use keygate_testkit::proxy::CuttableProxy;
-use keygate_testkit::{ServerProcess, postgres_base, with_database};
+use keygate_testkit::{ServerProcess, TestDatabase, postgres_base, with_database};
 use reqwest::{Client, Method};
 use serde_json::json;
 use support::{BIN, WriteLoad, bootstrapped, call, database, until_health};
@@ -149,12 +149,7 @@ async fn a_replica_that_lost_its_database_never_serves_what_changed_meanwhile() 
     let db = database().await;
     let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
-    let proxy = CuttableProxy::start(upstream()).await;
-    let name = db.url().rsplit('/').next().expect("name").to_owned();
-    let through_proxy =
-        with_database(&format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port), &name);
-    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), UNTHROTTLED);
-    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), UNTHROTTLED);
+    let (a, b, proxy) = direct_and_cuttable(&db, UNTHROTTLED).await;
     let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let org = owner.org_id;
 
@@ -208,6 +203,21 @@ async fn a_replica_that_lost_its_database_never_serves_what_changed_meanwhile() 
     assert_eq!(status, 403, "B honoured a mode lowered while it was cut off: {body}");
     assert_eq!(call(&client, &b.base, Method::GET, "/apikey", &admin, None).await.0, 200);
     store.close().await;
+}
+
+/// Replica A on the database directly and replica B through a proxy that
+/// can cut it off, both started with `flags`.
+async fn direct_and_cuttable(
+    db: &TestDatabase,
+    flags: &[&str],
+) -> (ServerProcess, ServerProcess, CuttableProxy) {
+    let proxy = CuttableProxy::start(upstream()).await;
+    let name = db.url().rsplit('/').next().expect("name").to_owned();
+    let through_proxy =
+        with_database(&format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port), &name);
+    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), flags);
+    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), flags);
+    (a, b, proxy)
 }
 
 /// PostgreSQL's `host:port`, for a proxy in front of it.
@@ -566,12 +576,7 @@ async fn a_replica_cut_off_from_its_database_spends_only_what_it_had_leased() {
     let db = database().await;
     let (store, owner) = bootstrapped(&db).await;
     let admin = owner.key.expose().to_owned();
-    let proxy = CuttableProxy::start(upstream()).await;
-    let name = db.url().rsplit('/').next().expect("name").to_owned();
-    let through_proxy =
-        with_database(&format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port), &name);
-    let a = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), VERIFYING);
-    let b = ServerProcess::start(Path::new(BIN), &through_proxy, db.dir(), VERIFYING);
+    let (a, b, proxy) = direct_and_cuttable(&db, VERIFYING).await;
     let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let (_, key) =
         limited_key(&client, &a.base, &admin, owner.org_id, json!({ "credits": { "remaining": 160 } })).await;

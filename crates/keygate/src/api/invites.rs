@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keygate_core::authz::{Action, Target};
-use keygate_core::{Email, Role, rules};
+use keygate_core::{Role, rules};
 use keygate_store::{Invite, NewInvite};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -168,15 +168,7 @@ pub async fn create(
     let org_id = require_org_id(request.org_id.as_deref())?;
     let own =
         caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let email = required(request.email.as_deref())
-        .ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
-    let email = Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
-    let role = request.role.as_deref().and_then(Role::parse).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_role",
-            "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
-        )
-    })?;
+    let (email, role) = super::organization::parse_member(request.email.as_deref(), request.role.as_deref())?;
     rules::may_change_membership(Some(own), None, Some(role))?;
     let days = match request.expires_in_days {
         None => DEFAULT_DAYS,

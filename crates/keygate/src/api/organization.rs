@@ -168,6 +168,21 @@ fn parse_org_name(raw: Option<&str>) -> ApiResult<OrgName> {
     OrgName::parse(raw).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
+/// A member as `POST /organization/members` and invitations name them: an
+/// email and a role, each required.
+pub(crate) fn parse_member(email: Option<&str>, role: Option<&str>) -> ApiResult<(Email, Role)> {
+    let email =
+        required(email).ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
+    let email = Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let role = role.and_then(Role::parse).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_role",
+            "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
+        )
+    })?;
+    Ok((email, role))
+}
+
 fn parse_max_days(days: i64) -> ApiResult<i32> {
     match i32::try_from(days) {
         Ok(days @ 1..=365) => Ok(days),
@@ -335,17 +350,7 @@ pub async fn set_member(
     let request = body.json::<SetMember>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let email = request
-        .email
-        .as_deref()
-        .ok_or_else(|| ApiError::bad_request("email_required", "email is required"))?;
-    let email = Email::parse(email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
-    let role = request.role.as_deref().and_then(Role::parse).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_role",
-            "Invalid role specified. Must be one of: read, upload, write, admin, super_admin",
-        )
-    })?;
+    let (email, role) = parse_member(request.email.as_deref(), request.role.as_deref())?;
     let member = state.store.set_member(org_id, &email, role, &caller.actor()).await?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
     Ok(Json(OneMember { member: member.into() }))
