@@ -139,6 +139,12 @@ impl Part {
 }
 
 impl Charge {
+    /// Whether the request took nothing and has nothing to report (a key
+    /// without limits).
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.ratelimit.is_none() && self.credits_remaining.is_none()
+    }
+
     /// Credits the request spent.
     pub fn credits(&self) -> u64 {
         self.parts.iter().map(|part| part.credits).sum()

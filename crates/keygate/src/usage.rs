@@ -152,9 +152,8 @@ pub struct RequestKey(Arc<Slot>);
 #[derive(Default)]
 struct Slot {
     key: OnceLock<i64>,
-    charge: Mutex<Option<Charge>>,
-    /// The rate limit that refused the request.
-    refused_by: Mutex<Option<LimitReport>>,
+    /// What was charged, and the rate limit that refused the request.
+    limits: Mutex<(Option<Charge>, Option<LimitReport>)>,
 }
 
 impl RequestKey {
@@ -166,21 +165,22 @@ impl RequestKey {
         self.0.key.get().copied()
     }
 
-    /// What the key's limits took for this request.
+    /// What the key's limits took for this request (nothing is kept for a
+    /// key without limits: the common path stays lock-free).
     pub fn charged(&self, charge: Charge) {
-        *self.0.charge.lock().unwrap_or_else(PoisonError::into_inner) = Some(charge);
+        if !charge.is_empty() {
+            self.0.limits.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(charge);
+        }
     }
 
     /// The rate limit that refused this request.
     pub fn refused_by(&self, limit: LimitReport) {
-        *self.0.refused_by.lock().unwrap_or_else(PoisonError::into_inner) = Some(limit);
+        self.0.limits.lock().unwrap_or_else(PoisonError::into_inner).1 = Some(limit);
     }
 
     /// What was charged, and the rate limit that refused the request.
     pub(crate) fn take_limits(&self) -> (Option<Charge>, Option<LimitReport>) {
-        let charge = self.0.charge.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let refused_by = self.0.refused_by.lock().unwrap_or_else(PoisonError::into_inner).take();
-        (charge, refused_by)
+        std::mem::take(&mut *self.0.limits.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
