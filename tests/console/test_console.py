@@ -86,6 +86,11 @@ def key_row(driver, name):
     )
 
 
+def click_link(driver, text):
+    """Clicks the link `text` once it is shown (views appear as the URL's fragment changes)."""
+    wait(driver, EC.element_to_be_clickable((By.LINK_TEXT, text))).click()
+
+
 def click(driver, selector):
     """Clicks what `selector` finds once it is there, asking again if the table was re-rendered."""
     wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
@@ -104,7 +109,7 @@ def sign_in(driver):
 
 
 def create_key(driver):
-    driver.find_element(By.LINK_TEXT, "New key").click()
+    click_link(driver, "New key")
     visible(driver, "new-name").send_keys("ci-bot")
     driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="write"]').click()
     wait(driver, lambda d: len(Select(d.find_element(By.ID, "new-expiry")).options) > 0)
@@ -142,7 +147,7 @@ def key_page_and_settings(driver):
     click(driver, "#keys-table tbody tr:nth-child(2) a")
     wait(driver, lambda d: "apikey.create" in d.find_element(By.ID, "key-audit").text)
 
-    driver.find_element(By.LINK_TEXT, "Organization").click()
+    click_link(driver, "Organization")
     visible(driver, "policy-require")
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr"))
     if not driver.find_element(By.ID, "policy-require").is_selected():
@@ -154,12 +159,12 @@ def key_page_and_settings(driver):
     wait(driver, lambda d: "policy saved" in status(d))
     orgs = api("GET", "/organization", OWNER_KEY)[1]["data"]
     assert orgs[0]["require_apikey_expiration"] is True and orgs[0]["max_apikey_expiration_days"] == 60, orgs
-    driver.find_element(By.LINK_TEXT, "Keys").click()
-    driver.find_element(By.LINK_TEXT, "New key").click()
+    click_link(driver, "Keys")
+    click_link(driver, "New key")
     wait(driver, lambda d: len(Select(d.find_element(By.ID, "new-expiry")).options) > 0)
     offered = [o.text for o in Select(driver.find_element(By.ID, "new-expiry")).options]
     assert "never" not in offered and "in 90 days" not in offered and "in 30 days" in offered, offered
-    driver.find_element(By.LINK_TEXT, "Cancel").click()
+    click_link(driver, "Cancel")
     visible(driver, "keys-table")
 
 
@@ -178,7 +183,7 @@ def delete(driver, secret):
 
 
 def invite_and_redeem(driver):
-    driver.find_element(By.LINK_TEXT, "Organization").click()
+    click_link(driver, "Organization")
     visible(driver, "invite-email").send_keys("teammate@example.com")
     Select(driver.find_element(By.ID, "invite-role")).select_by_visible_text("read")
     driver.find_element(By.CSS_SELECTOR, "#invite-form button").click()
