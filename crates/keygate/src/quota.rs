@@ -249,10 +249,6 @@ impl Quotas {
         Self(Arc::new(Inner { store, windows, clock, budgets: Mutex::default() }))
     }
 
-    pub fn clock(&self) -> &Clock {
-        &self.0.clock
-    }
-
     /// Takes one from each rate limit of the key and of its organization,
     /// and `cost` of the key's credits, or nothing (see the module's
     /// documentation). An error only when a lease could not be taken (the

@@ -276,7 +276,7 @@ pub async fn redeem(
     })
     .await?;
     let (redeemed, secret) = redeemed;
-    tracing::info!(org_id = %redeemed.org_id, user_id = %redeemed.user_id, role = redeemed.role.as_str(), "invitation redeemed");
+    tracing::info!(org_id = %redeemed.org_id, invite_id = redeemed.invite_id, user_id = %redeemed.user_id, role = redeemed.role.as_str(), "invitation redeemed");
     Ok(Json(RedeemedView {
         user_id: redeemed.user_id,
         org_id: redeemed.org_id,

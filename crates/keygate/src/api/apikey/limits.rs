@@ -73,10 +73,6 @@ pub struct LimitChanges {
 }
 
 impl LimitChanges {
-    pub fn is_empty(&self) -> bool {
-        self.enabled.is_none() && self.ratelimits.is_none() && self.credits.is_none()
-    }
-
     /// The fields as sent: each `None` when absent, `Some(None)` when `null`.
     pub fn parse(
         enabled: Option<bool>,
