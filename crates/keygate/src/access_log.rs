@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode};
 
 /// Lines waiting at most; beyond, lines are dropped.
 pub const CAPACITY: usize = 16 * 1024;
@@ -31,8 +31,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 pub struct Entry {
     pub at: SystemTime,
     pub method: Method,
-    /// The whole URI, as received: only its path, masked, is written.
-    pub uri: Uri,
+    /// The path, copied out of the request, or `None` when it is the route
+    /// template itself (no copy). Nothing of the request itself (its `Uri`,
+    /// a header value) is kept past the response: a piece of it would keep
+    /// hyper's read buffer alive, and cost each request a fresh one.
+    pub path: Option<Box<str>>,
     pub route: Option<MatchedPath>,
     pub status: StatusCode,
     pub latency: Duration,
@@ -43,7 +46,7 @@ pub struct Entry {
 pub enum Client {
     /// The peer is the client.
     Peer(Option<SocketAddr>),
-    /// A trusted proxy's header: the last value it had, if any.
+    /// A trusted proxy's header: a copy of the last value it had, if any.
     Forwarded(Option<HeaderValue>),
 }
 
@@ -82,7 +85,13 @@ impl AccessLog {
     /// header value is copied here, parsed on the writer's thread.
     pub fn client(&self, peer: Option<SocketAddr>, headers: &axum::http::HeaderMap) -> Client {
         match self.shared.clients.header_for(peer.map(|p| p.ip())) {
-            Some(header) => Client::Forwarded(headers.get_all(header).iter().next_back().cloned()),
+            Some(header) => Client::Forwarded(
+                headers
+                    .get_all(header)
+                    .iter()
+                    .next_back()
+                    .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            ),
             None => Client::Peer(peer),
         }
     }
@@ -175,9 +184,12 @@ pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
     buffer.extend_from_slice(b"  INFO keygate::access: served method=");
     buffer.extend_from_slice(entry.method.as_str().as_bytes());
     buffer.extend_from_slice(b" path=");
-    buffer.extend_from_slice(crate::router::redact(entry.uri.path()).as_bytes());
-    buffer.extend_from_slice(b" route=");
     let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    match &entry.path {
+        Some(path) => buffer.extend_from_slice(crate::router::redact(path).as_bytes()),
+        None => buffer.extend_from_slice(route.as_bytes()),
+    }
+    buffer.extend_from_slice(b" route=");
     buffer.extend_from_slice(route.as_bytes());
     let _ = write!(buffer, " status={} ms={}.{:03}", entry.status.as_u16(), micros / 1000, micros % 1000);
     match client {
@@ -220,7 +232,7 @@ mod tests {
         Entry {
             at: SystemTime::UNIX_EPOCH,
             method: Method::GET,
-            uri: path.parse().expect("uri"),
+            path: Some(path.split('?').next().unwrap_or_default().into()),
             route: None,
             status: StatusCode::OK,
             latency: Duration::from_micros(412),
@@ -238,6 +250,36 @@ mod tests {
             "1970-01-01T00:00:00.000000Z  INFO keygate::access: served method=GET \
              path=/apikey/ak_[redacted]/rotate route=unmatched status=200 ms=0.412 client=127.0.0.1\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_its_route_is_written_from_the_route() {
+        let mut livez = entry("/unused");
+        livez.path = None;
+        livez.route = Some(matched("/livez").await);
+        let mut buffer = Vec::new();
+        format_line(&mut buffer, &mut Clock::default(), &livez);
+        let line = String::from_utf8(buffer).expect("utf-8");
+        assert!(line.contains(" path=/livez route=/livez status=200 "), "{line}");
+    }
+
+    /// The `MatchedPath` axum gives a request to `route` (it has no public
+    /// constructor).
+    async fn matched(route: &'static str) -> MatchedPath {
+        use tower::ServiceExt;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let sender = std::sync::Arc::new(std::sync::Mutex::new(Some(sender)));
+        let app = axum::Router::new().route(
+            route,
+            axum::routing::get(move |path: MatchedPath| async move {
+                if let Some(sender) = sender.lock().expect("lock").take() {
+                    let _ = sender.send(path);
+                }
+            }),
+        );
+        let request = axum::http::Request::get(route).body(axum::body::Body::empty()).expect("request");
+        app.oneshot(request).await.expect("served");
+        receiver.await.expect("the route matched")
     }
 
     #[test]

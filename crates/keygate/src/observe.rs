@@ -31,7 +31,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tower::{Layer, Service};
@@ -83,7 +83,7 @@ struct Seen {
 
 struct Logged {
     access_log: AccessLog,
-    uri: Uri,
+    path: Option<Box<str>>,
     client: Client,
 }
 
@@ -104,20 +104,18 @@ where
         let key = RequestKey::default();
         req.extensions_mut().insert(key.clone());
         tracing::debug!(method = %req.method(), path = %crate::router::redact(req.uri().path()), "started processing request");
+        let route = req.extensions().get::<MatchedPath>().cloned();
         let logged = self.access_log.as_ref().map(|access_log| Logged {
             access_log: access_log.clone(),
-            uri: req.uri().clone(),
+            path: match (req.uri().path(), &route) {
+                (path, Some(route)) if path == route.as_str() => None,
+                (path, _) => Some(path.into()),
+            },
             client: access_log
                 .client(req.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0), req.headers()),
         });
-        let seen = Seen {
-            start,
-            method: req.method().clone(),
-            route: req.extensions().get::<MatchedPath>().cloned(),
-            key,
-            usage: self.usage.clone(),
-            logged,
-        };
+        let seen =
+            Seen { start, method: req.method().clone(), route, key, usage: self.usage.clone(), logged };
         ObserveFuture { inner: self.inner.call(req), seen: Some(seen) }
     }
 }
@@ -179,7 +177,7 @@ where
                 logged.access_log.send(Entry {
                     at: SystemTime::now(),
                     method: seen.method,
-                    uri: logged.uri,
+                    path: logged.path,
                     route: seen.route,
                     status,
                     latency,
