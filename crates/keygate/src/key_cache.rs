@@ -98,23 +98,30 @@ impl KeyCache {
 
     /// Whether the cache may be read now.
     pub fn trusted(&self) -> bool {
-        self.nanos(Instant::now()) < self.trusted_until.load(Ordering::SeqCst)
+        self.trusted_at(Instant::now())
+    }
+
+    fn trusted_at(&self, now: Instant) -> bool {
+        self.nanos(now) < self.trusted_until.load(Ordering::SeqCst)
     }
 
     /// What the cache holds for `digest`; `None` when untrusted or absent.
     pub fn get(&self, digest: &[u8; 32]) -> Option<Cached> {
-        if !self.trusted() {
+        // One clock read serves every check.
+        let now = Instant::now();
+        if !self.trusted_at(now) {
             return None;
         }
         let generation = self.generation.load(Ordering::SeqCst);
+        let fresh = |read_at: Instant, ttl| now.saturating_duration_since(read_at) < ttl;
         if let Some(verified) = self.verified.get(digest)
             && verified.generation == generation
-            && verified.read_at.elapsed() < TTL
+            && fresh(verified.read_at, TTL)
         {
             return Some(Cached::Verified(verified));
         }
         match self.unknown.get(digest) {
-            Some(unknown) if unknown.generation == generation && unknown.read_at.elapsed() < UNKNOWN_TTL => {
+            Some(unknown) if unknown.generation == generation && fresh(unknown.read_at, UNKNOWN_TTL) => {
                 Some(Cached::Unknown)
             }
             _ => None,

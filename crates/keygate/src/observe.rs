@@ -13,7 +13,11 @@
 //!   reported in the IETF `RateLimit` and `RateLimit-Policy` headers
 //!   ([`crate::quota`]);
 //! - the request is counted and timed ([`crate::metrics`]) and leaves its
-//!   access log line ([`crate::access_log`]).
+//!   access log line ([`crate::access_log`]);
+//! - a request that takes longer than `serve --request-timeout` is dropped
+//!   and answered 408. The timer is armed only once the request has to
+//!   wait: most answers (a cached key's `/verify`) are ready at the first
+//!   poll and never touch tokio's timer wheel.
 //!
 //! One hand-written future rather than a middleware per duty: no boxing,
 //! no service clone per request. On the request path it only copies a few
@@ -27,13 +31,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Client, Entry};
@@ -46,11 +51,12 @@ use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 pub struct ObserveLayer {
     access_log: Option<AccessLog>,
     usage: UsageRecorder,
+    timeout: Duration,
 }
 
 impl ObserveLayer {
-    pub fn new(access_log: Option<AccessLog>, usage: UsageRecorder) -> Self {
-        Self { access_log, usage }
+    pub fn new(access_log: Option<AccessLog>, usage: UsageRecorder, timeout: Duration) -> Self {
+        Self { access_log, usage, timeout }
     }
 }
 
@@ -58,7 +64,12 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner, access_log: self.access_log.clone(), usage: self.usage.clone() }
+        Observe {
+            inner,
+            access_log: self.access_log.clone(),
+            usage: self.usage.clone(),
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -67,6 +78,7 @@ pub struct Observe<S> {
     inner: S,
     access_log: Option<AccessLog>,
     usage: UsageRecorder,
+    timeout: Duration,
 }
 
 /// What is kept of the request until its response is ready.
@@ -116,7 +128,12 @@ where
         });
         let seen =
             Seen { start, method: req.method().clone(), route, key, usage: self.usage.clone(), logged };
-        ObserveFuture { inner: self.inner.call(req), seen: Some(seen) }
+        ObserveFuture {
+            inner: self.inner.call(req),
+            deadline: start + self.timeout,
+            timer: None,
+            seen: Some(seen),
+        }
     }
 }
 
@@ -124,6 +141,10 @@ pin_project_lite::pin_project! {
     pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
+        deadline: Instant,
+        // Armed at the first `Pending`.
+        #[pin]
+        timer: Option<Sleep>,
         seen: Option<Seen>,
     }
 }
@@ -135,8 +156,21 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut result = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let mut result = match this.inner.poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                if this.timer.is_none() {
+                    this.timer.set(Some(tokio::time::sleep_until((*this.deadline).into())));
+                }
+                match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Ok(ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response())
+                    }
+                    _ => return Poll::Pending,
+                }
+            }
+        };
         if let (Ok(response), Some(seen)) = (&mut result, this.seen.take()) {
             let status = response.status();
             if (status.is_client_error() || status.is_server_error()) && !is_json(response) {

@@ -10,7 +10,6 @@ use std::sync::LazyLock;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -117,12 +116,12 @@ pub fn router(state: AppState) -> Router {
         // once more, and its future once more per request.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(ObserveLayer::new(state.access_log.clone(), state.usage.clone()))
-                .map_response(|response: Response<_>| response.map(axum::body::Body::new))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                .layer(ObserveLayer::new(
+                    state.access_log.clone(),
+                    state.usage.clone(),
                     state.request_timeout,
                 ))
+                .map_response(|response: Response<_>| response.map(axum::body::Body::new))
                 .layer(CatchPanicLayer::custom(|_| {
                     tracing::error!("a handler panicked");
                     ApiError::internal().into_response()

@@ -285,18 +285,18 @@ async fn decide(
     if !permits(&state, &live, org_id, app_id.as_ref(), action).await? {
         return Ok(forbidden(&live));
     }
-    let now = chrono::Utc::now();
+    let now = chrono::Utc::now;
     let key_id = live.key.id;
     Ok(match state.quotas.charge(&live, cost).await? {
         Outcome::Admitted(charge) => {
             if charge.credits() > 0 {
-                state.usage.record_credits(key_id, now, charge.credits());
+                state.usage.record_credits(key_id, now(), charge.credits());
             }
             let limits = Limits { ratelimit: charge.ratelimit.clone(), credits: charge.credits_remaining };
             verdict_with(true, "VALID", Some(&live), &limits)
         }
         Outcome::RateLimited(limit) => {
-            state.usage.record_refused(key_id, now, Refused::RateLimited);
+            state.usage.record_refused(key_id, now(), Refused::RateLimited);
             verdict_with(
                 false,
                 "RATE_LIMITED",
@@ -305,7 +305,7 @@ async fn decide(
             )
         }
         Outcome::UsageExceeded { remaining } => {
-            state.usage.record_refused(key_id, now, Refused::UsageExceeded);
+            state.usage.record_refused(key_id, now(), Refused::UsageExceeded);
             verdict_with(
                 false,
                 "USAGE_EXCEEDED",
