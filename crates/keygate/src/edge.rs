@@ -10,7 +10,7 @@
 //! - a failed `accept` (such as running out of file descriptors) is logged
 //!   and retried after a pause, never a busy loop.
 //!
-//! The request timeout is a layer of the router ([`crate::router`]), so
+//! The request timeout is kept by [`crate::observe`], after routing, so
 //! that its 408 leaves in the contract's shape.
 
 use std::net::SocketAddr;
