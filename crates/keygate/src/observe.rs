@@ -130,7 +130,8 @@ where
             Seen { start, method: req.method().clone(), route, key, usage: self.usage.clone(), logged };
         ObserveFuture {
             inner: self.inner.call(req),
-            deadline: start + self.timeout,
+            // Past what an `Instant` can hold: never.
+            deadline: start.checked_add(self.timeout),
             timer: None,
             seen: Some(seen),
         }
@@ -141,7 +142,7 @@ pin_project_lite::pin_project! {
     pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
-        deadline: Instant,
+        deadline: Option<Instant>,
         // Armed at the first `Pending`.
         #[pin]
         timer: Option<Sleep>,
@@ -160,8 +161,10 @@ where
         let mut result = match this.inner.poll(cx) {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                if this.timer.is_none() {
-                    this.timer.set(Some(tokio::time::sleep_until((*this.deadline).into())));
+                if this.timer.is_none()
+                    && let Some(deadline) = *this.deadline
+                {
+                    this.timer.set(Some(tokio::time::sleep_until(deadline.into())));
                 }
                 match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
                     Some(Poll::Ready(())) => {
@@ -243,4 +246,71 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 
 fn is_json(response: &Response) -> bool {
     response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Set when the handler's future is dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A handler that waits `wait` before answering 200; the flag tells
+    /// whether its future was dropped.
+    fn waiting(
+        wait: Duration,
+        timeout: Duration,
+    ) -> (
+        Observe<impl Service<Request, Response = Response, Error = Infallible, Future = impl Send> + Clone>,
+        Arc<AtomicBool>,
+    ) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let service = ObserveLayer::new(None, UsageRecorder::default(), timeout).layer(tower::service_fn(
+            move |_: Request| {
+                let guard = Dropped(flag.clone());
+                async move {
+                    tokio::time::sleep(wait).await;
+                    drop(guard);
+                    Ok::<_, Infallible>(StatusCode::OK.into_response())
+                }
+            },
+        ));
+        (service, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_past_the_timeout_is_dropped_and_answered_408() {
+        let (service, dropped) = waiting(Duration::from_secs(30), Duration::from_millis(50));
+        let response = service.oneshot(Request::new(Body::empty())).await.expect("infallible");
+        assert!(dropped.load(Ordering::SeqCst), "the handler still runs");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["code"], "request_timeout", "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_less_is_answered_and_a_huge_timeout_never_fires() {
+        for timeout in [Duration::from_secs(5), Duration::MAX] {
+            let (service, _) = waiting(Duration::from_millis(20), timeout);
+            let response = service.oneshot(Request::new(Body::empty())).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK, "{timeout:?}");
+        }
+    }
 }
