@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use keygate_core::limits::Window;
 use keygate_core::{AppId, Email, KeyDigest, OrgName, Role};
 use uuid::Uuid;
 
@@ -107,15 +108,14 @@ pub trait KeyStore: Send + Sync {
 /// leased, so that together they never admit more than the limit.
 #[async_trait]
 pub trait RateWindows: Send + Sync {
-    /// Leases at least `need` (all or nothing) of what is left of the
-    /// window starting at `window_start_ms` of `subject`'s limit `name`:
-    /// what was granted (0 when the window cannot cover `need`) and what
-    /// is left after.
+    /// Leases at least `need` (all or nothing) of what is left of
+    /// `window` of `subject`'s limit `name`: what was granted (0 when the
+    /// window cannot cover `need`) and what is left after.
     async fn lease(
         &self,
         subject: &str,
         name: &str,
-        window_start_ms: i64,
+        window: Window,
         limit: u64,
         need: u64,
     ) -> Result<(u64, u64)>;

@@ -5,7 +5,7 @@
 //! at zero. Losing the table in a crash forgets at most one window's count.
 
 use async_trait::async_trait;
-use keygate_core::limits::lease_size;
+use keygate_core::limits::{Window, lease_size};
 use sqlx::PgPool;
 
 use crate::{RateWindows, Result};
@@ -20,10 +20,11 @@ impl RateWindows for PgRateWindows {
         &self,
         subject: &str,
         name: &str,
-        window_start_ms: i64,
+        window: Window,
         limit: u64,
         need: u64,
     ) -> Result<(u64, u64)> {
+        let window_start_ms = window.start_ms;
         let mut tx = self.pool.begin().await?;
         // The row, moved to this window if it still holds an older one (a
         // replica whose clock runs behind leases from the newer window).
