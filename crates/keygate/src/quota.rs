@@ -198,6 +198,14 @@ impl WindowLease {
     fn new(limit: RateLimit, start_ms: i64) -> Self {
         Self { unleased: limit.limit, limit, start_ms, left: 0, dry_until: None }
     }
+
+    /// The window this lease belongs to.
+    fn window(&self) -> Window {
+        Window {
+            start_ms: self.start_ms,
+            reset_ms: self.start_ms.saturating_add(self.limit.duration_ms as i64),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -319,16 +327,15 @@ impl Quotas {
         let budget = &ask.budget;
         let subject = budget.subject.name();
         for &index in &short.windows {
-            let (limit, start) = {
+            let (limit, window) = {
                 let state = budget.lock();
                 let window = &state.windows[index];
-                (window.limit.clone(), window.start_ms)
+                (window.limit.clone(), window.window())
             };
-            let window = Window { start_ms: start, reset_ms: start.saturating_add(limit.duration_ms as i64) };
             let (granted, unleased) =
                 self.0.windows.lease(&subject, &limit.name, window, limit.limit, 1).await?;
             let mut state = budget.lock();
-            if let Some(window) = state.windows.get_mut(index).filter(|w| w.start_ms == start) {
+            if let Some(window) = state.windows.get_mut(index).filter(|w| w.start_ms == window.start_ms) {
                 window.left += granted;
                 window.unleased = unleased;
                 window.dry_until = (granted == 0).then(|| Instant::now() + DRY_FOR);
@@ -569,7 +576,7 @@ fn refusal(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
 }
 
 fn report(window: &WindowLease, now: DateTime<Utc>) -> LimitReport {
-    let reset_ms = window.start_ms.saturating_add(window.limit.duration_ms as i64);
+    let reset_ms = window.window().reset_ms;
     LimitReport {
         reset_seconds: (reset_ms - now.timestamp_millis()).max(1).unsigned_abs().div_ceil(1000),
         name: window.limit.name.clone(),
