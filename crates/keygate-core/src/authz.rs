@@ -153,6 +153,12 @@ impl Role {
     pub const fn covers(self, other: Role) -> bool {
         other.actions().is_subset_of(self.actions())
     }
+
+    /// Whether this role ranks strictly above `other`: roles are ordered by
+    /// inclusion, `read` < `upload` < `write` < `admin` < `super_admin`.
+    pub const fn outranks(self, other: Role) -> bool {
+        self.covers(other) && !other.covers(self)
+    }
 }
 
 /// Where a key may act: one organization or all of its owner's, and a set of
@@ -232,6 +238,8 @@ pub struct Principal {
     pub mode: Mode,
     pub scope: Scope,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the key has rate limits or credits of its own.
+    pub limited: bool,
 }
 
 /// What a key management request asks to hand out.
@@ -274,6 +282,13 @@ impl Principal {
         self.mode == Mode::All
     }
 
+    /// Whether this key may create keys: only one that nothing restrains
+    /// (no rate limits or credits of its own, no app limits), or its
+    /// children would escape its restraints.
+    pub fn may_mint(&self) -> bool {
+        self.may_manage_keys() && !self.limited && !self.scope.is_app_limited()
+    }
+
     /// Nobody creates or changes a key into more than they have: its mode,
     /// organization and apps inside the caller's, and, when the caller
     /// expires, an expiry no later than the caller's.
@@ -293,7 +308,7 @@ mod tests {
     use super::*;
 
     fn principal(mode: Mode, scope: Scope) -> Principal {
-        Principal { key_id: 1, user_id: Uuid::nil(), mode, scope, expires_at: None }
+        Principal { key_id: 1, user_id: Uuid::nil(), mode, scope, expires_at: None, limited: false }
     }
 
     fn app(s: &str) -> AppId {
@@ -308,7 +323,22 @@ mod tests {
         for pair in Role::ALL.windows(2) {
             assert!(pair[0].actions().is_subset_of(pair[1].actions()));
             assert!(pair[1].covers(pair[0]) && !pair[0].covers(pair[1]));
+            assert!(pair[1].outranks(pair[0]) && !pair[0].outranks(pair[1]));
         }
+        for role in Role::ALL {
+            assert!(!role.outranks(role), "nobody outranks their equal");
+        }
+    }
+
+    #[test]
+    fn only_an_unrestrained_all_key_mints_keys() {
+        let org = Uuid::from_u128(1);
+        let free = principal(Mode::All, Scope { org: Some(org), apps: vec![] });
+        assert!(free.may_mint());
+        assert!(!principal(Mode::Write, Scope { org: Some(org), apps: vec![] }).may_mint());
+        assert!(!Principal { limited: true, ..free.clone() }.may_mint(), "rate limits or credits");
+        let app_limited = principal(Mode::All, Scope { org: Some(org), apps: vec![app("com.example.a")] });
+        assert!(!app_limited.may_mint(), "limited to apps");
     }
 
     #[test]

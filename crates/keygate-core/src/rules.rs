@@ -6,13 +6,24 @@
 //! |---|---|
 //! | which keys a caller sees (and so may read, change, rotate, delete) | [`may_see_key`] |
 //! | managing keys in an organization needs membership in it | [`key_management_role`] |
-//! | an admin never changes a key whose owner outranks them | [`may_change_key`] |
+//! | a member acts on another member only from a strictly higher role | [`may_act_on_member`] |
+//! | a member changes or deletes another's key only from above its owner | [`may_change_key`] |
 //! | only a key's own user rotates it | [`may_rotate_key`] |
-//! | which roles an actor may assign or remove | [`may_change_membership`] |
+//! | who may change a key's limits, and that no key changes its own | [`may_change_limits`] |
+//! | which roles an actor may assign or remove, on whom | [`may_change_membership`] |
 //! | an organization keeps a `super_admin` | [`keeps_a_super_admin`] |
+//! | who may invite whom, with which role | [`may_invite`] |
+//! | who redeems an invitation, and whether it still stands | [`may_redeem`] |
+//! | an invitation's first key | [`first_key_expiry`] |
+//! | who may withdraw an invitation | [`may_withdraw_invite`] |
+//! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | who may create an organization | [`may_create_organization`] |
 //! | an organization's expiry policy | [`ExpiryPolicy::check`] |
 //! | what `/verify` answers | [`verify`] |
+//!
+//! A key's own restraints bind what it makes: only an unrestrained key
+//! creates keys ([`Principal::may_mint`]), and nothing it creates or changes
+//! exceeds it ([`Principal::may_grant`]).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -33,9 +44,13 @@ pub enum Refusal {
     /// Changing memberships needs the `admin` right in the organization (403).
     #[error("changing members needs an admin of the organization")]
     NotAnAdministrator,
-    /// Nobody grants, changes or removes a role above their own (403).
+    /// Nobody grants a role above their own (403).
     #[error("that role is above the acting member's own")]
     RoleAboveOwn,
+    /// The member acted on (or the owner of the key acted on) ranks at or
+    /// above the acting member (403).
+    #[error("that member's role is equal to or above the acting member's")]
+    Outranked,
     /// An organization keeps at least one `super_admin` (409).
     #[error("an organization keeps at least one super_admin")]
     LastSuperAdmin,
@@ -48,6 +63,49 @@ pub enum Refusal {
     /// The organization's bundles would take more than this many bytes (413).
     #[error("the organization's bundles would take more than {0} bytes")]
     StorageQuota(u64),
+    /// Roles change only for members; a newcomer joins by invitation (404).
+    #[error("not a member of the organization")]
+    NotAMember,
+    /// An invitation's role is below the inviter's own (403).
+    #[error("an invitation's role must be below the inviter's own")]
+    InviteAtOrAboveOwn,
+    /// The invitee is a member already: their role changes as a member's (409).
+    #[error("already a member of the organization")]
+    AlreadyMember,
+    /// The invitation's inviter could no longer issue it (404, as an
+    /// unknown, used, withdrawn or expired one).
+    #[error("no such invitation")]
+    InvitationVoid,
+    /// The invitation is addressed to an existing account: it is accepted
+    /// only with one of that account's keys, of mode `all` (401).
+    #[error("the invitation needs the invitee's own key")]
+    InvitationNeedsOwnKey,
+    /// The key presented is not the invitee's, or the invitee is a new
+    /// account and a key was presented (403).
+    #[error("the invitation is addressed to another account")]
+    NotTheInvitee,
+    /// A key with rate limits, credits or app limits creates no keys and
+    /// lifts no limits (403).
+    #[error("a key with limits or app limits cannot create keys or change limits")]
+    RestrainedKey,
+    /// No key changes its own limits (403).
+    #[error("a key cannot change its own limits")]
+    OwnLimits,
+    /// Changing a key's limits needs the `admin` right in its organization (403).
+    #[error("changing a key's limits needs an admin of its organization")]
+    LimitsNeedAdministrator,
+    /// An unscoped key's limits are the operator's (403).
+    #[error("the limits of an unscoped key are set by an operator")]
+    UnscopedLimits,
+    /// A key cannot block itself (400).
+    #[error("a key cannot block itself")]
+    OwnKeyBlock,
+    /// A key scoped to the organization is disabled or deleted, not blocked (400).
+    #[error("key {0} is scoped to the organization")]
+    ScopedKeyBlock(i64),
+    /// Only a member's unscoped key is blocked (404).
+    #[error("no unscoped key of a member")]
+    NotBlockable,
 }
 
 /// Whether `caller` sees `key`: its own keys inside its scope, and, where it
@@ -68,19 +126,32 @@ pub fn key_management_role(caller: &Principal, org: Uuid, role: Option<Role>) ->
     role.ok_or(Refusal::Invisible)
 }
 
+/// The one outranking rule: a member acts on another member (their role,
+/// their keys, blocks of their keys) only from a strictly higher role, so
+/// that nobody reaches a peer or a superior; on themselves, as the
+/// operation's own rule allows. `member_role` `None`: no longer a member.
+pub fn may_act_on_member(
+    actor: Uuid,
+    actor_role: Role,
+    member: Uuid,
+    member_role: Option<Role>,
+) -> Result<(), Refusal> {
+    if actor == member || member_role.is_none_or(|role| actor_role.outranks(role)) {
+        Ok(())
+    } else {
+        Err(Refusal::Outranked)
+    }
+}
+
 /// What a key can do is its mode ∩ its owner's role, so a member changes
-/// another member's key only if the owner's role does not outrank theirs.
+/// (or deletes) another member's key only if they outrank its owner.
 pub fn may_change_key(
     caller: &Principal,
     caller_role: Role,
     key: &Principal,
     owner_role: Option<Role>,
 ) -> Result<(), Refusal> {
-    if key.user_id == caller.user_id || owner_role.is_none_or(|owner| caller_role.covers(owner)) {
-        Ok(())
-    } else {
-        Err(Refusal::Forbidden)
-    }
+    may_act_on_member(caller.user_id, caller_role, key.user_id, owner_role)
 }
 
 /// A new secret is a new credential, so only the key's own user rotates it;
@@ -89,22 +160,52 @@ pub fn may_rotate_key(caller: &Principal, key: &Principal) -> Result<(), Refusal
     if key.user_id == caller.user_id { Ok(()) } else { Err(Refusal::NotTheOwner) }
 }
 
-/// Whether a member whose role is `acting` may move another member from
-/// `current` to `new` (`None`: not a member / removed). The acting member
-/// must administer the organization, and neither role may be above theirs.
+/// Changing what a key may spend (enabled, rate limits, credits): an
+/// unrestrained key ([`Principal::may_mint`]) of someone who administers
+/// the key's organization (`admin_in_key_org`), never the key itself, never
+/// an unscoped key (its limits are the operator's). Whom the caller may
+/// reach is [`may_change_key`].
+pub fn may_change_limits(
+    caller: &Principal,
+    key: &Principal,
+    admin_in_key_org: Decision,
+) -> Result<(), Refusal> {
+    if key.key_id == caller.key_id {
+        return Err(Refusal::OwnLimits);
+    }
+    if !caller.may_mint() {
+        return Err(Refusal::RestrainedKey);
+    }
+    if key.scope.org.is_none() {
+        return Err(Refusal::UnscopedLimits);
+    }
+    if !admin_in_key_org.is_allowed() {
+        return Err(Refusal::LimitsNeedAdministrator);
+    }
+    Ok(())
+}
+
+/// Whether the member `acting` (whose role is `acting_role`) may move
+/// `member` from `current` to `new` (`None`: removed). The acting member
+/// administers the organization, grants no role above their own, and acts
+/// on another member only from a strictly higher role
+/// ([`may_act_on_member`]); only members change: a newcomer joins by
+/// invitation.
 pub fn may_change_membership(
-    acting: Option<Role>,
+    acting: Uuid,
+    acting_role: Option<Role>,
+    member: Uuid,
     current: Option<Role>,
     new: Option<Role>,
 ) -> Result<(), Refusal> {
-    let acting = acting.ok_or(Refusal::Invisible)?;
-    if !acting.actions().contains(Action::Administer) {
-        return Err(Refusal::NotAnAdministrator);
+    let acting_role = administrator(acting_role)?;
+    if current.is_none() {
+        return Err(Refusal::NotAMember);
     }
-    if [current, new].into_iter().flatten().any(|role| !acting.covers(role)) {
+    if new.is_some_and(|new| !acting_role.covers(new)) {
         return Err(Refusal::RoleAboveOwn);
     }
-    Ok(())
+    may_act_on_member(acting, acting_role, member, current)
 }
 
 /// Whether moving a member from `current` to `new` still leaves a
@@ -116,6 +217,139 @@ pub fn keeps_a_super_admin(
 ) -> Result<(), Refusal> {
     let demotes = current == Some(Role::SuperAdmin) && new != Some(Role::SuperAdmin);
     if demotes && super_admins <= 1 { Err(Refusal::LastSuperAdmin) } else { Ok(()) }
+}
+
+/// Issuing an invitation: the inviter administers the organization, invites
+/// only below their own role, and only someone who is not a member
+/// (`invitee`: their role now, `None` for a non-member or a new address).
+pub fn may_invite(inviter: Option<Role>, invited: Role, invitee: Option<Role>) -> Result<(), Refusal> {
+    let inviter = administrator(inviter)?;
+    if !inviter.outranks(invited) {
+        return Err(Refusal::InviteAtOrAboveOwn);
+    }
+    if invitee.is_some() {
+        return Err(Refusal::AlreadyMember);
+    }
+    Ok(())
+}
+
+/// Who an invitation is addressed to, as its redemption finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invitee {
+    /// No account has the invitation's address.
+    New,
+    /// The account with the address, and its role in the organization now.
+    Existing { user: Uuid, role: Option<Role> },
+}
+
+/// The key presented with a redemption: whose it is, and its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presented {
+    pub user: Uuid,
+    pub mode: Mode,
+}
+
+/// What redeeming an invitation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// A new account, its membership and its first key, for whoever holds
+    /// the code (sent to the invitation's address).
+    NewAccount,
+    /// The existing account joins; no key is made.
+    Join { user: Uuid },
+}
+
+/// Redeeming an invitation. It still stands only while its inviter
+/// (`inviter_now`: their role as it is now) could issue it
+/// ([`may_invite`]); one to an existing account is accepted only by that
+/// account, with one of its keys of mode `all`, and makes no key; one to a
+/// new address makes the account for whoever holds the code, and no key
+/// may be presented with it.
+pub fn may_redeem(
+    inviter_now: Option<Role>,
+    invited: Role,
+    invitee: Invitee,
+    presented: Option<Presented>,
+) -> Result<Redemption, Refusal> {
+    may_invite(inviter_now, invited, None).map_err(|_| Refusal::InvitationVoid)?;
+    match (invitee, presented) {
+        (Invitee::New, None) => Ok(Redemption::NewAccount),
+        (Invitee::New, Some(_)) => Err(Refusal::NotTheInvitee),
+        (Invitee::Existing { .. }, None) => Err(Refusal::InvitationNeedsOwnKey),
+        (Invitee::Existing { user, .. }, Some(key)) if key.user != user => Err(Refusal::NotTheInvitee),
+        (Invitee::Existing { .. }, Some(key)) if key.mode != Mode::All => Err(Refusal::InvitationNeedsOwnKey),
+        (Invitee::Existing { role: Some(_), .. }, Some(_)) => Err(Refusal::AlreadyMember),
+        (Invitee::Existing { user, role: None }, Some(_)) => Ok(Redemption::Join { user }),
+    }
+}
+
+/// How long a first key lives where the organization requires expiry but
+/// sets no maximum.
+pub const FIRST_KEY_REQUIRED_EXPIRY_DAYS: i64 = 90;
+
+/// An invitation's first key is an organization-scoped key of mode `all`
+/// (the newcomer's role still caps what it does, and with it they manage
+/// their own keys); it expires as late as the organization's policy lets
+/// it: at its maximum, else after [`FIRST_KEY_REQUIRED_EXPIRY_DAYS`] where
+/// expiry is required, else never.
+pub fn first_key_expiry(policy: ExpiryPolicy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let days = match (policy.require_expiration, policy.max_days) {
+        (_, Some(max)) => Some(i64::from(max)),
+        (true, None) => Some(FIRST_KEY_REQUIRED_EXPIRY_DAYS),
+        (false, None) => None,
+    };
+    days.map(|days| now + chrono::Duration::days(days))
+}
+
+/// Withdrawing an invitation: by an administrator who issued it, or who
+/// could have (outranks the role it offers).
+pub fn may_withdraw_invite(
+    actor: Uuid,
+    actor_role: Option<Role>,
+    issued_by: Option<Uuid>,
+    invited: Role,
+) -> Result<(), Refusal> {
+    let actor_role = administrator(actor_role)?;
+    if issued_by == Some(actor) || actor_role.outranks(invited) { Ok(()) } else { Err(Refusal::Outranked) }
+}
+
+/// Blocking a key in organization `org` by the member `actor` (their role
+/// there as their key `actor_key` acts: `None` when not a member or that
+/// key is blocked there): an administrator, never of the calling key
+/// itself, only of a member's unscoped key (`owner_role`: the owner's role
+/// there), and only of a key whose owner they outrank, or their own.
+pub fn may_block(
+    actor: Uuid,
+    actor_key: i64,
+    actor_role: Option<Role>,
+    org: Uuid,
+    key: &Principal,
+    owner_role: Option<Role>,
+) -> Result<(), Refusal> {
+    let actor_role = administrator(actor_role)?;
+    if key.key_id == actor_key {
+        return Err(Refusal::OwnKeyBlock);
+    }
+    if key.scope.org == Some(org) {
+        return Err(Refusal::ScopedKeyBlock(key.key_id));
+    }
+    if key.scope.org.is_some() || owner_role.is_none() {
+        return Err(Refusal::NotBlockable);
+    }
+    may_act_on_member(actor, actor_role, key.user_id, owner_role)
+}
+
+/// Lifting a block: by an administrator whose role is strictly above the
+/// key's owner's, who therefore never lifts a block on their own key.
+pub fn may_unblock(actor_role: Option<Role>, owner_role: Option<Role>) -> Result<(), Refusal> {
+    let actor_role = administrator(actor_role)?;
+    if owner_role.is_none_or(|owner| actor_role.outranks(owner)) { Ok(()) } else { Err(Refusal::Outranked) }
+}
+
+/// The acting member's role, if it administers the organization.
+pub fn administrator(role: Option<Role>) -> Result<Role, Refusal> {
+    let role = role.ok_or(Refusal::Invisible)?;
+    if role.actions().contains(Action::Administer) { Ok(role) } else { Err(Refusal::NotAnAdministrator) }
 }
 
 /// Creating an organization needs an unscoped key of mode `all` (as the
@@ -201,7 +435,7 @@ mod tests {
 
     fn key(user_id: Uuid, mode: Mode, org: Option<Uuid>, apps: &[&str]) -> Principal {
         let apps = apps.iter().map(|a| AppId::parse(a).expect("app id")).collect();
-        Principal { key_id: 1, user_id, mode, scope: Scope { org, apps }, expires_at: None }
+        Principal { key_id: 1, user_id, mode, scope: Scope { org, apps }, expires_at: None, limited: false }
     }
 
     #[test]
@@ -230,18 +464,55 @@ mod tests {
         assert_eq!(key_management_role(&unscoped, OTHER, Some(Role::Write)), Ok(Role::Write));
     }
 
+    /// Every operation on another member's role, keys, blocks or
+    /// invitations goes through one rule: a lower or equal rank is refused.
     #[test]
-    fn an_admin_never_changes_the_key_of_a_member_who_outranks_them() {
+    fn a_member_acts_on_another_only_from_a_strictly_higher_role() {
+        for actor in Role::ALL {
+            for target in Role::ALL {
+                let expected = if actor.outranks(target) { Ok(()) } else { Err(Refusal::Outranked) };
+                assert_eq!(
+                    may_act_on_member(ME, actor, YOU, Some(target)),
+                    expected,
+                    "{actor:?} on {target:?}"
+                );
+                assert_eq!(may_act_on_member(ME, actor, ME, Some(target)), Ok(()), "on oneself");
+            }
+            assert_eq!(may_act_on_member(ME, actor, YOU, None), Ok(()), "a former member");
+        }
+    }
+
+    #[test]
+    fn an_admin_never_changes_the_key_of_a_member_at_or_above_them() {
         let admin = key(ME, Mode::All, Some(ORG), &[]);
-        let owners_key = key(YOU, Mode::Read, Some(ORG), &[]);
+        let theirs = key(YOU, Mode::Read, Some(ORG), &[]);
         assert_eq!(
-            may_change_key(&admin, Role::Admin, &owners_key, Some(Role::SuperAdmin)),
-            Err(Refusal::Forbidden)
+            may_change_key(&admin, Role::Admin, &theirs, Some(Role::SuperAdmin)),
+            Err(Refusal::Outranked)
         );
-        assert_eq!(may_change_key(&admin, Role::Admin, &owners_key, Some(Role::Admin)), Ok(()));
-        assert_eq!(may_change_key(&admin, Role::Admin, &owners_key, None), Ok(()), "a former member's key");
+        assert_eq!(may_change_key(&admin, Role::Admin, &theirs, Some(Role::Admin)), Err(Refusal::Outranked));
+        assert_eq!(may_change_key(&admin, Role::Admin, &theirs, Some(Role::Write)), Ok(()));
+        assert_eq!(may_change_key(&admin, Role::Admin, &theirs, None), Ok(()), "a former member's key");
         let own = key(ME, Mode::Read, Some(ORG), &[]);
         assert_eq!(may_change_key(&admin, Role::Read, &own, Some(Role::Read)), Ok(()));
+    }
+
+    #[test]
+    fn limits_change_only_by_an_unrestrained_admin_key_and_never_by_the_key_itself() {
+        let admin = key(ME, Mode::All, Some(ORG), &[]);
+        let other = Principal { key_id: 2, ..key(YOU, Mode::Read, Some(ORG), &[]) };
+        assert_eq!(may_change_limits(&admin, &other, Decision::Allow), Ok(()));
+        assert_eq!(may_change_limits(&admin, &admin, Decision::Allow), Err(Refusal::OwnLimits));
+        let limited = Principal { limited: true, ..admin.clone() };
+        assert_eq!(may_change_limits(&limited, &other, Decision::Allow), Err(Refusal::RestrainedKey));
+        let app_limited = key(ME, Mode::All, Some(ORG), &["com.example.a"]);
+        assert_eq!(may_change_limits(&app_limited, &other, Decision::Allow), Err(Refusal::RestrainedKey));
+        assert_eq!(
+            may_change_limits(&admin, &other, Decision::Forbidden),
+            Err(Refusal::LimitsNeedAdministrator)
+        );
+        let unscoped = Principal { key_id: 3, ..key(YOU, Mode::Read, None, &[]) };
+        assert_eq!(may_change_limits(&admin, &unscoped, Decision::Allow), Err(Refusal::UnscopedLimits));
     }
 
     #[test]
@@ -252,19 +523,103 @@ mod tests {
     }
 
     #[test]
-    fn members_are_changed_only_by_admins_and_never_above_their_role() {
+    fn members_are_changed_only_by_admins_from_above_and_never_above_their_role() {
         use Role::*;
-        assert_eq!(may_change_membership(None, None, Some(Read)), Err(Refusal::Invisible));
-        assert_eq!(may_change_membership(Some(Write), None, Some(Read)), Err(Refusal::NotAnAdministrator));
-        assert_eq!(may_change_membership(Some(Admin), None, Some(Admin)), Ok(()));
-        assert_eq!(may_change_membership(Some(Admin), None, Some(SuperAdmin)), Err(Refusal::RoleAboveOwn));
-        assert_eq!(
-            may_change_membership(Some(Admin), Some(SuperAdmin), Some(Read)),
-            Err(Refusal::RoleAboveOwn)
-        );
-        assert_eq!(may_change_membership(Some(Admin), Some(SuperAdmin), None), Err(Refusal::RoleAboveOwn));
-        assert_eq!(may_change_membership(Some(Admin), Some(Write), None), Ok(()));
-        assert_eq!(may_change_membership(Some(SuperAdmin), Some(SuperAdmin), Some(Read)), Ok(()));
+        let change = |acting, current, new| may_change_membership(ME, acting, YOU, current, new);
+        assert_eq!(change(None, Some(Read), Some(Read)), Err(Refusal::Invisible));
+        assert_eq!(change(Some(Write), Some(Read), Some(Upload)), Err(Refusal::NotAnAdministrator));
+        assert_eq!(change(Some(Admin), Some(Read), Some(Admin)), Ok(()), "up to their own role");
+        assert_eq!(change(Some(Admin), Some(Read), Some(SuperAdmin)), Err(Refusal::RoleAboveOwn));
+        assert_eq!(change(Some(Admin), Some(SuperAdmin), Some(Read)), Err(Refusal::Outranked));
+        assert_eq!(change(Some(Admin), Some(SuperAdmin), None), Err(Refusal::Outranked));
+        assert_eq!(change(Some(Admin), Some(Admin), None), Err(Refusal::Outranked), "a peer");
+        assert_eq!(change(Some(SuperAdmin), Some(SuperAdmin), Some(Read)), Err(Refusal::Outranked), "a peer");
+        assert_eq!(change(Some(Admin), Some(Write), None), Ok(()));
+        assert_eq!(change(Some(Admin), None, Some(Read)), Err(Refusal::NotAMember), "newcomers are invited");
+        let own = |acting, current, new| may_change_membership(ME, acting, ME, current, new);
+        assert_eq!(own(Some(Admin), Some(Admin), Some(Read)), Ok(()), "stepping down");
+        assert_eq!(own(Some(Admin), Some(Admin), Some(SuperAdmin)), Err(Refusal::RoleAboveOwn));
+        assert_eq!(own(Some(SuperAdmin), Some(SuperAdmin), None), Ok(()), "leaving");
+    }
+
+    #[test]
+    fn invitations_offer_only_roles_below_the_inviters_and_only_to_non_members() {
+        use Role::*;
+        assert_eq!(may_invite(None, Read, None), Err(Refusal::Invisible));
+        assert_eq!(may_invite(Some(Write), Read, None), Err(Refusal::NotAnAdministrator));
+        assert_eq!(may_invite(Some(Admin), Write, None), Ok(()));
+        assert_eq!(may_invite(Some(Admin), Admin, None), Err(Refusal::InviteAtOrAboveOwn));
+        assert_eq!(may_invite(Some(SuperAdmin), SuperAdmin, None), Err(Refusal::InviteAtOrAboveOwn));
+        assert_eq!(may_invite(Some(SuperAdmin), Admin, None), Ok(()));
+        assert_eq!(may_invite(Some(SuperAdmin), Read, Some(Read)), Err(Refusal::AlreadyMember));
+    }
+
+    #[test]
+    fn an_invitation_is_redeemed_only_by_its_invitee_while_its_inviter_could_issue_it() {
+        use Role::*;
+        let all = |user| Some(Presented { user, mode: Mode::All });
+        let existing = Invitee::Existing { user: YOU, role: None };
+        assert_eq!(may_redeem(Some(Admin), Write, Invitee::New, None), Ok(Redemption::NewAccount));
+        assert_eq!(may_redeem(Some(Admin), Write, existing, all(YOU)), Ok(Redemption::Join { user: YOU }));
+        // The inviter was demoted, removed or lost the right meanwhile.
+        assert_eq!(may_redeem(Some(Write), Read, Invitee::New, None), Err(Refusal::InvitationVoid));
+        assert_eq!(may_redeem(Some(Admin), Admin, Invitee::New, None), Err(Refusal::InvitationVoid));
+        assert_eq!(may_redeem(None, Read, Invitee::New, None), Err(Refusal::InvitationVoid));
+        // An existing account, only with its own key of mode `all`.
+        assert_eq!(may_redeem(Some(Admin), Read, existing, None), Err(Refusal::InvitationNeedsOwnKey));
+        assert_eq!(may_redeem(Some(Admin), Read, existing, all(ME)), Err(Refusal::NotTheInvitee));
+        let read_key = Some(Presented { user: YOU, mode: Mode::Read });
+        assert_eq!(may_redeem(Some(Admin), Read, existing, read_key), Err(Refusal::InvitationNeedsOwnKey));
+        let member = Invitee::Existing { user: YOU, role: Some(Read) };
+        assert_eq!(may_redeem(Some(SuperAdmin), Write, member, all(YOU)), Err(Refusal::AlreadyMember));
+        // A new address: whoever holds the code, and nobody else's key.
+        assert_eq!(may_redeem(Some(Admin), Read, Invitee::New, all(ME)), Err(Refusal::NotTheInvitee));
+    }
+
+    #[test]
+    fn a_first_key_expires_as_late_as_the_policy_lets_it() {
+        let now = Utc::now();
+        let days = |d| Some(now + chrono::Duration::days(d));
+        assert_eq!(first_key_expiry(ExpiryPolicy::default(), now), None);
+        let required = ExpiryPolicy { require_expiration: true, max_days: None };
+        assert_eq!(first_key_expiry(required, now), days(FIRST_KEY_REQUIRED_EXPIRY_DAYS));
+        let bounded = ExpiryPolicy { require_expiration: false, max_days: Some(30) };
+        assert_eq!(first_key_expiry(bounded, now), days(30));
+        assert_eq!(bounded.check(first_key_expiry(bounded, now), now), Ok(()));
+    }
+
+    #[test]
+    fn invitations_are_withdrawn_by_their_issuer_or_from_above_their_role() {
+        use Role::*;
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(ME), Write), Ok(()));
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), Write), Ok(()));
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), Admin), Err(Refusal::Outranked));
+        assert_eq!(may_withdraw_invite(ME, Some(Write), Some(ME), Read), Err(Refusal::NotAnAdministrator));
+        assert_eq!(may_withdraw_invite(ME, None, Some(ME), Read), Err(Refusal::Invisible));
+    }
+
+    #[test]
+    fn blocks_reach_only_members_unscoped_keys_from_above() {
+        use Role::*;
+        let theirs = Principal { key_id: 2, ..key(YOU, Mode::All, None, &[]) };
+        let block = |role, key: &Principal, owner| may_block(ME, 1, Some(role), ORG, key, owner);
+        assert_eq!(block(Admin, &theirs, Some(Write)), Ok(()));
+        assert_eq!(block(Admin, &theirs, Some(Admin)), Err(Refusal::Outranked));
+        assert_eq!(block(Admin, &theirs, Some(SuperAdmin)), Err(Refusal::Outranked));
+        assert_eq!(block(Admin, &theirs, None), Err(Refusal::NotBlockable));
+        assert_eq!(block(Write, &theirs, Some(Read)), Err(Refusal::NotAnAdministrator));
+        let calling = key(ME, Mode::All, None, &[]);
+        assert_eq!(block(SuperAdmin, &calling, Some(SuperAdmin)), Err(Refusal::OwnKeyBlock));
+        let other_own = Principal { key_id: 5, ..calling.clone() };
+        assert_eq!(block(Admin, &other_own, Some(Admin)), Ok(()), "another key of one's own");
+        let scoped = Principal { key_id: 3, ..key(YOU, Mode::Read, Some(ORG), &[]) };
+        assert_eq!(block(SuperAdmin, &scoped, Some(Read)), Err(Refusal::ScopedKeyBlock(3)));
+        let elsewhere = Principal { key_id: 4, ..key(YOU, Mode::Read, Some(OTHER), &[]) };
+        assert_eq!(block(SuperAdmin, &elsewhere, Some(Read)), Err(Refusal::NotBlockable));
+        assert_eq!(may_unblock(Some(Admin), Some(Write)), Ok(()));
+        assert_eq!(may_unblock(Some(Admin), Some(Admin)), Err(Refusal::Outranked));
+        assert_eq!(may_unblock(Some(Write), Some(Read)), Err(Refusal::NotAnAdministrator));
+        assert_eq!(may_unblock(None, Some(Read)), Err(Refusal::Invisible));
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //! what it changed for authentication; and the one change made alike to
 //! any key, whatever the statement.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use sqlx::query::QueryAs;
 use sqlx::{Executor, FromRow, IntoArguments, Transaction};
 
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
-use crate::rows::{KeyRow, one};
+use crate::rows::{KEY_COLUMNS, KeyRow, one};
 use crate::{Actor, ApiKeyRecord, AuditAction, AuthCache, AuthChange, Result};
 
 /// Where a backend announces [`AuthChange`]s after its commits: to the
@@ -122,4 +122,38 @@ where
     // key's event still finds its organizations.
     DB::log_key(conn, &key, Event::new(action, key.id, actor)).await?;
     Ok(Some(key))
+}
+
+/// What a leak report revokes (`$1` a digest, `$2` the time): the key that
+/// answers to the digest (its current secret, or its previous one inside
+/// the rotation's grace period) and every key it created, transitively.
+pub(crate) static REVOKE_LINEAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE lineage (id) AS ( \
+             SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) \
+             UNION SELECT k.id FROM api_keys k JOIN lineage l ON k.created_by_key_id = l.id \
+         ) DELETE FROM api_keys WHERE id IN (SELECT id FROM lineage) RETURNING {KEY_COLUMNS}"
+    )
+});
+
+/// Runs [`REVOKE_LINEAGE`] for `digest` on `conn` and writes an
+/// `apikey.revoke` event for each key it deleted, which it returns. The
+/// caller commits and announces [`AuthChange::Key`] for each.
+pub(crate) async fn revoke_lineage<'q, DB>(
+    conn: &mut DB::Connection,
+    statement: QueryAs<'q, DB, KeyRow, DB::Arguments<'q>>,
+    actor: &Actor,
+) -> Result<Vec<ApiKeyRecord>>
+where
+    DB: AuditLog,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let rows = statement.fetch_all(&mut *conn).await?;
+    let keys: Vec<ApiKeyRecord> = crate::rows::all(rows)?;
+    for key in &keys {
+        DB::log_key(conn, key, Event::new(AuditAction::ApiKeyRevoke, key.id, actor)).await?;
+    }
+    Ok(keys)
 }

@@ -1,39 +1,65 @@
 //! Invitations, as both backends keep them: the statements (each backend
-//! runs them in its own transaction), the row, and what a redemption
-//! issues. A code is single use because redeeming marks the row in the
-//! same statement that finds it (`UPDATE … WHERE redeemed_at IS NULL …
-//! RETURNING`): of two redemptions at once, one finds nothing.
+//! runs them in its own transaction, under the organization's lock), the
+//! facts each write decides on, and what a redemption makes. The decisions
+//! are [`keygate_core::rules::may_invite`], [`rules::may_redeem`] and
+//! [`rules::may_withdraw_invite`], taken over facts read in the write's own
+//! transaction.
+//!
+//! A code is single use because redeeming marks the row in the same
+//! statement that finds it (`UPDATE … WHERE redeemed_at IS NULL …
+//! RETURNING`): of two redemptions at once, one finds nothing. A redemption
+//! that a rule refuses rolls back whole, that mark included.
 
-use chrono::{DateTime, Duration, Utc};
-use keygate_core::rules::ExpiryPolicy;
+use chrono::{DateTime, Utc};
+use keygate_core::rules::{self, ExpiryPolicy, Invitee, Presented, Redemption, Refusal};
 use keygate_core::{KeyName, Mode, Role};
 use uuid::Uuid;
 
-use crate::{Invite, KeyLimits, KeyMaterial, NewApiKey, StoreError};
+use crate::{Entity, Invite, KeyLimits, KeyMaterial, NewApiKey, NewInvite, Redeemer, Result, StoreError};
 
 pub(crate) const INSERT: &str = "INSERT INTO invites (org_id, email, role, digest, created_by, created_at, expires_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM organizations WHERE id = $1) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
      RETURNING id, org_id, email, role, created_by, created_at, expires_at";
 
 pub(crate) const PENDING: &str = "SELECT id, org_id, email, role, created_by, created_at, expires_at FROM invites \
      WHERE org_id = $1 AND redeemed_at IS NULL AND expires_at > $2 ORDER BY id DESC";
 
-pub(crate) const REVOKE: &str =
-    "DELETE FROM invites WHERE org_id = $1 AND id = $2 AND redeemed_at IS NULL RETURNING id";
+/// A pending invitation of the organization, with its role and issuer.
+pub(crate) const PENDING_ONE: &str = "SELECT id, org_id, email, role, created_by, created_at, expires_at \
+     FROM invites WHERE org_id = $1 AND id = $2 AND redeemed_at IS NULL";
+
+pub(crate) const REVOKE: &str = "DELETE FROM invites WHERE id = $1";
 
 /// Marks the invitation used, if it still may be, and returns it.
 pub(crate) const CLAIM: &str = "UPDATE invites SET redeemed_at = $2 \
      WHERE digest = $1 AND redeemed_at IS NULL AND expires_at > $2 \
      RETURNING id, org_id, email, role, created_by, created_at, expires_at";
 
+/// The organization of the invitation whose code has the digest `$1`.
+pub(crate) const ORG_OF_CODE: &str = "SELECT org_id FROM invites WHERE digest = $1";
+
 pub(crate) const REDEEMED_BY: &str = "UPDATE invites SET redeemed_by = $2 WHERE id = $1";
 
-/// Adds the membership unless the user is a member already.
-pub(crate) const JOIN: &str = "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (org_id, user_id) DO NOTHING";
+pub(crate) const NEW_USER: &str = "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)";
 
-pub(crate) const ROLE_AND_POLICY: &str = "SELECT m.role, o.require_apikey_expiration, o.max_apikey_expiration_days \
-     FROM memberships m JOIN organizations o ON o.id = m.org_id WHERE m.org_id = $1 AND m.user_id = $2";
+pub(crate) const JOIN: &str =
+    "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)";
+
+pub(crate) const POLICY: &str =
+    "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1";
+
+/// The facts an invitation is issued and redeemed on, in one read (`$1`
+/// organization, `$2` the inviter, `$3` the invitee's address): the
+/// inviter's role now, and the account with that address, if any, with its
+/// role in the organization.
+pub(crate) const PARTIES: &str = "SELECT \
+     (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS inviter, \
+     (SELECT id FROM users WHERE email = $3) AS invitee, \
+     (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+      WHERE m.org_id = $1 AND u.email = $3) AS invitee_role";
+
+/// The role of `$2` in `$1`, as the acting member's.
+pub(crate) const ACTING_ROLE: &str = "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct InviteRow {
@@ -62,40 +88,71 @@ impl TryFrom<InviteRow> for Invite {
     }
 }
 
-/// How long an invitation's first key lives when the organization requires
-/// keys to expire but sets no maximum.
-pub const REQUIRED_EXPIRY_DAYS: i64 = 90;
+/// What [`PARTIES`] read.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Parties {
+    inviter: Option<String>,
+    invitee: Option<Uuid>,
+    invitee_role: Option<String>,
+}
 
-/// The first key of a member with `role`, as an invitation issues it: the
-/// most the role allows (an admin's is `all`), scoped to the organization,
-/// expiring as late as its policy lets it, if it requires expiry.
+impl Parties {
+    fn inviter(&self) -> Result<Option<Role>> {
+        self.inviter.as_deref().map(crate::rows::role).transpose()
+    }
+
+    fn invitee_role(&self) -> Result<Option<Role>> {
+        self.invitee_role.as_deref().map(crate::rows::role).transpose()
+    }
+
+    /// Whether the inviter may issue `invite` now ([`rules::may_invite`]).
+    pub(crate) fn may_issue(&self, invite: &NewInvite) -> Result<()> {
+        rules::may_invite(self.inviter()?, invite.role, self.invitee_role()?).map_err(refused)
+    }
+
+    /// What redeeming `invite` by `redeemer` does ([`rules::may_redeem`]).
+    pub(crate) fn redemption(&self, invite: &Invite, redeemer: &Redeemer) -> Result<Redemption> {
+        let invitee = match self.invitee {
+            Some(user) => Invitee::Existing { user, role: self.invitee_role()? },
+            None => Invitee::New,
+        };
+        let presented = redeemer.presented.map(|key| Presented { user: key.user_id, mode: key.mode });
+        rules::may_redeem(self.inviter()?, invite.role, invitee, presented).map_err(refused)
+    }
+}
+
+/// Whether `actor` (whose role is `actor_role`) may withdraw `invite`.
+pub(crate) fn may_withdraw(actor: Uuid, actor_role: Option<&str>, invite: &Invite) -> Result<()> {
+    let actor_role = actor_role.map(crate::rows::role).transpose()?;
+    rules::may_withdraw_invite(actor, actor_role, invite.created_by, invite.role).map_err(refused)
+}
+
+/// A refusal as the store reports it: an organization the actor is not a
+/// member of is not found.
+fn refused(refusal: Refusal) -> StoreError {
+    match refusal {
+        Refusal::Invisible => StoreError::NotFound(Entity::Organization),
+        refusal => StoreError::Refused(refusal),
+    }
+}
+
+/// The first key of a new account, as an invitation makes it: mode `all`,
+/// scoped to the organization, expiring as [`rules::first_key_expiry`] says.
 pub(crate) fn first_key(
     material: KeyMaterial,
     user_id: Uuid,
     org_id: Uuid,
-    role: Role,
     policy: ExpiryPolicy,
     now: DateTime<Utc>,
 ) -> NewApiKey {
-    let mode = match role {
-        Role::Read => Mode::Read,
-        Role::Upload => Mode::Upload,
-        Role::Write => Mode::Write,
-        Role::Admin | Role::SuperAdmin => Mode::All,
-    };
-    let days = match (policy.require_expiration, policy.max_days) {
-        (_, Some(max)) => Some(i64::from(max)),
-        (true, None) => Some(REQUIRED_EXPIRY_DAYS),
-        (false, None) => None,
-    };
     NewApiKey {
         material,
-        mode,
+        mode: Mode::All,
         name: KeyName::parse("Invitation key").unwrap_or_else(|_| KeyName::default_name()),
         user_id,
         org_id: Some(org_id),
         limited_to_apps: Vec::new(),
-        expires_at: days.map(|days| crate::truncate(now + Duration::days(days))),
+        expires_at: rules::first_key_expiry(policy, now).map(crate::truncate),
         created_by_key_id: None,
         limits: KeyLimits::default(),
     }

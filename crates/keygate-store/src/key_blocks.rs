@@ -1,18 +1,32 @@
 //! Blocks of members' unscoped keys, as both backends keep them: the
-//! statements, each run by the backend in its own transaction. A block
-//! only ever narrows: the key's role in that one organization reads as no
-//! membership, so every decision there refuses it, and nothing changes
-//! elsewhere.
+//! statements, each run by the backend in its own transaction (under the
+//! organization's lock), and the facts a block is decided on
+//! ([`keygate_core::rules::may_block`], [`keygate_core::rules::may_unblock`]).
+//! A block only ever narrows: the key's role in that one organization reads
+//! as no membership, so every decision there refuses it, and nothing
+//! changes elsewhere.
+
+use std::sync::LazyLock;
+
+use keygate_core::Role;
+use keygate_core::rules::{self, Refusal};
+use uuid::Uuid;
 
 use crate::rows::KeyRow;
+use crate::{Actor, ApiKeyRecord, Entity, Result, StoreError};
 
 /// The role, unless the key is blocked there.
 pub(crate) const ROLE_OF_KEY: &str = "SELECT m.role FROM memberships m WHERE m.org_id = $1 AND m.user_id = $2 \
      AND NOT EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $3)";
 
-/// Whether the key is an unscoped key of a member (`$1` key, `$2` organization).
-pub(crate) const BLOCKABLE: &str = "SELECT k.id FROM api_keys k WHERE k.id = $1 AND k.org_id IS NULL \
-     AND EXISTS (SELECT 1 FROM memberships m WHERE m.org_id = $2 AND m.user_id = k.user_id)";
+/// The key `$1`, with its owner's role in the organization `$2`.
+pub(crate) static KEY_AND_OWNER_ROLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {columns}, (SELECT m.role FROM memberships m WHERE m.org_id = $2 \
+         AND m.user_id = api_keys.user_id) AS owner_role FROM api_keys WHERE id = $1",
+        columns = crate::rows::KEY_COLUMNS
+    )
+});
 
 pub(crate) const BLOCK: &str = "INSERT INTO key_blocks (key_id, org_id, created_at) VALUES ($1, $2, $3) \
      ON CONFLICT (key_id, org_id) DO NOTHING RETURNING key_id";
@@ -42,5 +56,63 @@ impl TryFrom<KeyInOrgRow> for crate::KeyInOrg {
 
     fn try_from(row: KeyInOrgRow) -> Result<Self, Self::Error> {
         Ok(crate::KeyInOrg { key: row.key.try_into()?, blocked: row.blocked })
+    }
+}
+
+/// What [`KEY_AND_OWNER_ROLE`] read.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyAndOwnerRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    owner_role: Option<String>,
+}
+
+/// What a block or an unblock is decided on: the acting member's role as
+/// their key acts in the organization, and the key with its owner's role.
+pub(crate) struct BlockFacts {
+    pub(crate) actor_role: Option<String>,
+    pub(crate) key: Option<KeyAndOwnerRow>,
+}
+
+impl BlockFacts {
+    fn actor_role(&self) -> Result<Option<Role>> {
+        self.actor_role.as_deref().map(crate::rows::role).transpose()
+    }
+
+    fn key(self) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
+        let Some(row) = self.key else { return Ok(None) };
+        let owner_role = row.owner_role.as_deref().map(crate::rows::role).transpose()?;
+        Ok(Some((row.key.try_into()?, owner_role)))
+    }
+
+    /// Whether `actor` may block the key in `org_id` ([`rules::may_block`]).
+    pub(crate) fn may_block(self, org_id: Uuid, actor: &Actor) -> Result<()> {
+        let (user, key_id) = acting(actor)?;
+        let actor_role = self.actor_role()?;
+        // Nothing of the key is told to someone who may not block at all.
+        rules::administrator(actor_role).map_err(refused)?;
+        let (key, owner_role) = self.key()?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        rules::may_block(user, key_id, actor_role, org_id, &key.principal(), owner_role).map_err(refused)
+    }
+
+    /// Whether `actor` may lift a block of the key ([`rules::may_unblock`]).
+    pub(crate) fn may_unblock(self) -> Result<()> {
+        let actor_role = self.actor_role()?;
+        rules::administrator(actor_role).map_err(refused)?;
+        let (_, owner_role) = self.key()?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        rules::may_unblock(actor_role, owner_role).map_err(refused)
+    }
+}
+
+/// The acting member and their key: a block is always a member's doing.
+pub(crate) fn acting(actor: &Actor) -> Result<(Uuid, i64)> {
+    actor.user_id.zip(actor.key_id).ok_or(StoreError::NotFound(Entity::Organization))
+}
+
+fn refused(refusal: Refusal) -> StoreError {
+    match refusal {
+        Refusal::Invisible => StoreError::NotFound(Entity::Organization),
+        Refusal::NotBlockable => StoreError::NotFound(Entity::ApiKey),
+        refusal => StoreError::Refused(refusal),
     }
 }

@@ -77,9 +77,12 @@ pub trait KeyStore: Send + Sync {
     async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool>;
-    /// Deletes the key that [`KeyStore::key_by_digest`] would find, returning
-    /// it: a leaked key reported through `POST /apikey/revoke`.
-    async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>>;
+    /// Revokes a leaked key reported through `POST /apikey/revoke`: deletes
+    /// the key that [`KeyStore::key_by_digest`] would find and, in the same
+    /// transaction, every key it created, transitively (each audited as
+    /// `apikey.revoke`). Returns the keys deleted, none when no key answers
+    /// to the digest.
+    async fn revoke_key(&self, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>>;
     /// Gives the key a new secret, if its current secret is still `current`:
     /// of two rotations at once, one wins and the other finds `None`. With
     /// `grace_until`, the current secret keeps working until then; without,
@@ -149,10 +152,13 @@ pub trait OrgStore: Send + Sync {
     /// Every organization the user belongs to, with their role, oldest first.
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<Membership>>;
     async fn members(&self, org_id: Uuid) -> Result<Vec<Member>>;
-    /// Adds the user (created if the email is new) or changes their role.
-    /// With an acting member (`actor.user_id`), their role is read under the
-    /// organization's lock and [`keygate_core::rules::may_change_membership`]
-    /// decides; [`keygate_core::rules::keeps_a_super_admin`] always binds.
+    /// Changes a member's role. With an acting member (`actor.user_id`),
+    /// their role is read under the organization's lock and
+    /// [`keygate_core::rules::may_change_membership`] decides (only members
+    /// change: a newcomer joins by invitation); the operator
+    /// ([`Actor::OPERATOR`]) may also add anyone, creating the user if the
+    /// email is new. [`keygate_core::rules::keeps_a_super_admin`] always
+    /// binds.
     async fn set_member(&self, org_id: Uuid, email: &Email, role: Role, actor: &Actor) -> Result<Member>;
     /// Removes a member and the keys they hold scoped to the organization,
     /// under the same rules as [`OrgStore::set_member`]. `false` when they
@@ -170,36 +176,44 @@ pub trait KeyBlockStore: Send + Sync {
     /// Every key that can act in the organization, oldest first.
     async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>>;
     /// Stops a member's unscoped key from acting in the organization
-    /// (`apikey.block`); [`Entity::ApiKey`] when the key is not an
-    /// unscoped key of a member. Blocking twice is once.
+    /// (`apikey.block`), as [`keygate_core::rules::may_block`] decides over
+    /// the acting member's role (as their key `actor.key_id` acts there) and
+    /// the key's owner's, read under the organization's lock. Blocking
+    /// twice is once.
     async fn block_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<()>;
-    /// Lifts a block (`apikey.unblock`); `false` when there was none.
+    /// Lifts a block (`apikey.unblock`), as
+    /// [`keygate_core::rules::may_unblock`] decides; `false` when there was none.
     async fn unblock_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<bool>;
 }
 
 /// Invitations to organizations.
 #[async_trait]
 pub trait InviteStore: Send + Sync {
-    /// A new invitation, audited as `invite.create`; the organization must
-    /// exist ([`Entity::Organization`]).
+    /// A new invitation, audited as `invite.create`, if
+    /// [`keygate_core::rules::may_invite`] lets the acting member
+    /// (`actor.user_id`) issue it, over their role and the invitee's read
+    /// under the organization's lock ([`Entity::Organization`] when the
+    /// organization is gone or the actor is not a member).
     async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite>;
     /// The organization's invitations neither redeemed nor expired at
     /// `now`, newest first.
     async fn pending_invites(&self, org_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Invite>>;
-    /// Withdraws a pending invitation (`invite.revoke`); `false` when there
-    /// was none with that id in that organization.
+    /// Withdraws a pending invitation (`invite.revoke`), as
+    /// [`keygate_core::rules::may_withdraw_invite`] decides; `false` when
+    /// there was none with that id in that organization.
     async fn revoke_invite(&self, org_id: Uuid, id: i64, actor: &Actor) -> Result<bool>;
     /// Redeems the unexpired, unredeemed invitation whose code has
-    /// `digest`, all at once: marks it used, creates the user if the email
-    /// is new, adds the membership (a member keeps the role they have) and
-    /// issues a first key of `key`, scoped to the organization, of the mode
-    /// the role allows, within its expiry policy. `None` when no such
-    /// invitation exists.
+    /// `digest`, all at once, as [`keygate_core::rules::may_redeem`]
+    /// decides over the inviter's role now and the invitee's account, read
+    /// under the organization's lock: marks it used, adds the membership
+    /// with the invitation's role, and, for a new address, creates the
+    /// account and its first key (of `redeemer.first_key`). `None` when no
+    /// such invitation exists; a refusal changes nothing.
     async fn redeem_invite(
         &self,
         digest: &[u8; 32],
         now: DateTime<Utc>,
-        key: KeyMaterial,
+        redeemer: Redeemer,
     ) -> Result<Option<Redeemed>>;
 }
 

@@ -108,6 +108,7 @@ impl ApiKeyRecord {
             mode: self.mode,
             scope: keygate_core::Scope { org: self.org_id, apps: self.limited_to_apps.clone() },
             expires_at: self.expires_at,
+            limited: !self.ratelimits.is_empty() || self.credits.is_some(),
         }
     }
 }
@@ -256,15 +257,36 @@ pub struct NewInvite {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What redeeming an invitation made: the member, and their first key.
+/// Who redeems an invitation: the key presented with the code, if any, and
+/// what a new account's first key would be made of.
+#[derive(Debug, Clone)]
+pub struct Redeemer {
+    /// The key presented with the code: whose it is, its id and its mode.
+    pub presented: Option<PresentedKey>,
+    /// The first key of a new account, used only if the invitation makes one.
+    pub first_key: KeyMaterial,
+    /// Where the redemption came from, for the audit log.
+    pub ip: Option<IpAddr>,
+}
+
+/// A live key presented with a redemption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresentedKey {
+    pub user_id: Uuid,
+    pub key_id: i64,
+    pub mode: Mode,
+}
+
+/// What redeeming an invitation made: the member, and the first key of a
+/// new account (`None` when an existing account joined).
 #[derive(Debug, Clone)]
 pub struct Redeemed {
     pub invite_id: i64,
     pub user_id: Uuid,
     pub org_id: Uuid,
-    /// Their role: the invitation's, or the one they already had.
+    /// The invitation's role.
     pub role: Role,
-    pub key: ApiKeyRecord,
+    pub key: Option<ApiKeyRecord>,
 }
 
 /// An organization as one member sees it.

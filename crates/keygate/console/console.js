@@ -108,12 +108,18 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 $("redeem-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
-    const redeemed = await api("POST", "/invites/redeem", { code: $("redeem-code").value.trim() }, null);
+    // Signed in: an existing account accepts with its own key; a new one sends none.
+    const current = sessionStorage.getItem(KEY);
+    const redeemed = await api("POST", "/invites/redeem", { code: $("redeem-code").value.trim() }, current);
     $("redeem-code").value = "";
-    sessionStorage.setItem(KEY, redeemed.key);
     cachedOrgs = null;
-    say("Invitation redeemed: you are a member, signed in with your first key.");
-    showSecret(redeemed.key, "Your first key. It is shown once: keygate keeps only its hash.");
+    if (redeemed.key) {
+      sessionStorage.setItem(KEY, redeemed.key);
+      say("Invitation redeemed: you are a member, signed in with your first key.");
+      showSecret(redeemed.key, "Your first key. It is shown once: keygate keeps only its hash.");
+    } else {
+      say(`Invitation accepted: your account is now a member, as ${redeemed.role}.`);
+    }
     location.hash = "#/organization";
   } catch (error) {
     say(`Cannot redeem: ${error.message}`);

@@ -144,6 +144,22 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller of a request that may come with a key or without one: `None`
+/// when no key header is present; a key that is present is checked exactly
+/// as [`Caller`] checks it (a bad one is refused, never ignored).
+pub struct OptionalCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for OptionalCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if KEY_HEADERS.iter().all(|name| !parts.headers.contains_key(*name)) {
+            return Ok(Self(None));
+        }
+        Caller::from_request_parts(parts, state).await.map(|caller| Self(Some(caller)))
+    }
+}
+
 /// Spends what a request of `key` costs from its limits ([`crate::quota`]):
 /// the charge, or the refusal, counted against the key: 429 `rate_limited`
 /// (the limit noted in `slot`, for its headers) or 429 `usage_exceeded`.

@@ -90,7 +90,7 @@ pub enum MemberCommand {
         #[arg(long)]
         org: String,
     },
-    /// Add a member (created if new) or change their role (needs admin).
+    /// Change a member's role (needs admin; a newcomer is invited instead).
     Set {
         #[arg(long)]
         org: String,
@@ -136,7 +136,9 @@ pub enum InviteCommand {
         id: i64,
     },
     /// Redeem an invitation's code (read from KEYGATE_INVITE_CODE or the
-    /// terminal, like a key): no key needed; prints your first key, once.
+    /// terminal, like a key). For a new account no key is needed, and it
+    /// prints your first key, once; an existing account accepts with one of
+    /// its own keys of mode `all`, from KEYGATE_KEY.
     Redeem,
 }
 
@@ -335,9 +337,16 @@ async fn invite(client: &Client, command: InviteCommand) -> Result<(), Failure> 
         InviteCommand::Redeem => {
             let code = secret("KEYGATE_INVITE_CODE", "Invitation code: ")?;
             let body = json!({ "code": code });
-            let redeemed = client.send(Method::POST, "/invites/redeem", None, Some(body)).await?;
-            client.one(&redeemed, &redeemed, &["user_id", "org_id", "key_id", "key"])?;
-            client.note("Your key is shown this once: keep it now, e.g. as KEYGATE_KEY.");
+            // Only from the environment: a new account has no key to type.
+            let key = std::env::var("KEYGATE_KEY").ok().filter(|key| !key.trim().is_empty());
+            let redeemed = client.send(Method::POST, "/invites/redeem", key.as_deref(), Some(body)).await?;
+            if redeemed["key"].is_string() {
+                client.one(&redeemed, &redeemed, &["user_id", "org_id", "role", "key_id", "key"])?;
+                client.note("Your key is shown this once: keep it now, e.g. as KEYGATE_KEY.");
+            } else {
+                client.one(&redeemed, &redeemed, &["user_id", "org_id", "role"])?;
+                client.note("You joined the organization with your existing account; no key was made.");
+            }
             Ok(())
         }
     }

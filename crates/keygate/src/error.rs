@@ -322,11 +322,15 @@ impl From<Refusal> for ApiError {
         match refusal {
             Refusal::Invisible => Self::org_not_found(),
             Refusal::Forbidden => Self::insufficient_permissions(),
-            Refusal::NotAnAdministrator => forbidden(
-                "Insufficient permissions: changing members needs the `admin` right in the organization",
-            ),
-            Refusal::RoleAboveOwn => forbidden(
-                "Insufficient permissions: nobody grants, changes or removes a role above their own",
+            Refusal::NotAnAdministrator => {
+                forbidden("Insufficient permissions: this needs the `admin` right in the organization")
+            }
+            Refusal::RoleAboveOwn => {
+                forbidden("Insufficient permissions: nobody grants a role above their own")
+            }
+            Refusal::Outranked => forbidden(
+                "Insufficient permissions: that member's role is equal to or above yours; only a higher \
+                 role changes them, their keys or their invitations",
             ),
             Refusal::NotTheOwner => {
                 forbidden("Only the key's own user can rotate it; an admin can revoke it instead")
@@ -337,6 +341,58 @@ impl From<Refusal> for ApiError {
                 "last_super_admin",
                 "An organization keeps at least one super_admin; promote another member first",
             ),
+            Refusal::NotAMember => Self::new(
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                "Member not found: only members' roles change here; bring someone new in with an \
+                 invitation (POST /organization/invites)",
+            ),
+            Refusal::InviteAtOrAboveOwn => {
+                forbidden("Insufficient permissions: an invitation offers only a role below your own")
+            }
+            Refusal::AlreadyMember => Self::conflict(
+                "already_member",
+                "Already a member of this organization: change their role with POST /organization/members",
+            ),
+            Refusal::InvitationVoid => Self::not_found("invite_not_found", "Invitation"),
+            Refusal::InvitationNeedsOwnKey => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invitation_needs_key",
+                "This invitation is for an existing account: redeem it with one of that account's own \
+                 API keys of mode all (in the authorization header)",
+            ),
+            Refusal::NotTheInvitee => Self::new(
+                StatusCode::FORBIDDEN,
+                "not_the_invitee",
+                "This invitation is addressed to another account: redeem it as that account, or, for a \
+                 new account, without an API key",
+            ),
+            Refusal::RestrainedKey => forbidden(
+                "Insufficient permissions: a key with rate limits, credits or app limits cannot create \
+                 keys or change limits; use an unrestricted key of mode all",
+            ),
+            Refusal::OwnLimits => forbidden(
+                "Insufficient permissions: a key cannot change its own enabled, ratelimit(s) or credits; \
+                 an administrator changes them with another key",
+            ),
+            Refusal::LimitsNeedAdministrator => forbidden(
+                "Changing a key's enabled, ratelimit(s) or credits needs the `admin` right in its organization",
+            ),
+            Refusal::UnscopedLimits => {
+                forbidden("The limits of an unscoped key are set by an operator, not through the API")
+            }
+            Refusal::OwnKeyBlock => Self::bad_request(
+                "cannot_block_own_key",
+                "This is the key making the request: block it with another admin's key",
+            ),
+            Refusal::ScopedKeyBlock(key_id) => Self::bad_request(
+                "key_is_scoped",
+                format!(
+                    "Key {key_id} is scoped to this organization: disable it (PUT /apikey/{key_id} \
+                     {{\"enabled\": false}}) or delete it"
+                ),
+            ),
+            Refusal::NotBlockable => Self::api_key_not_found(),
         }
     }
 }

@@ -146,16 +146,25 @@ fn the_key_comes_from_the_environment_or_stdin_never_a_flag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
 }
 
+/// A new organization of the owner's, over HTTP (the client has no command for it).
+fn create_organization(s: &Setup, name: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let created: Value = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/organization", s.server.base))
+            .header("authorization", &s.key)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("create organization");
+        response.json().await.expect("JSON")
+    });
+    created["organization"]["id"].as_str().expect("id").to_owned()
+}
+
 #[test]
 fn members_and_invitations_from_the_command_line() {
     let s = setup();
-    let set = s.json(&["member", "set", "--org", &s.org, "--email", "dev@example.com", "--role", "write"]);
-    assert_eq!(set["member"]["role"], "write");
-    let user = set["member"]["user_id"].as_str().expect("user").to_owned();
-    let members = s.json(&["member", "list", "--org", &s.org]);
-    assert_eq!(members["data"].as_array().map(Vec::len), Some(2));
-    assert_eq!(s.json(&["member", "remove", "--org", &s.org, "--user", &user])["success"], true);
-
     let invite = s.json(&[
         "invite",
         "create",
@@ -180,6 +189,35 @@ fn members_and_invitations_from_the_command_line() {
     let theirs = s.run(Some(&their_key), &["org", "list", "--json"], "");
     let orgs: Value = serde_json::from_slice(&theirs.stdout).expect("JSON");
     assert_eq!(orgs["data"][0]["role"], "read");
+
+    // An existing account accepts with its own key, and gets no new one:
+    // here, into a second organization of the owner's.
+    let second = create_organization(&s, "Second");
+    let again =
+        s.json(&["invite", "create", "--org", &second, "--email", "new@example.com", "--role", "upload"]);
+    let code = again["invite"]["code"].as_str().expect("code").to_owned();
+    let without = s.run(None, &["invite", "redeem"], &format!("{code}\n"));
+    assert_eq!(without.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("invitation_needs_key"));
+    let joined = s.run(Some(&their_key), &["invite", "redeem", "--json"], &format!("{code}\n"));
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+    let joined: Value = serde_json::from_slice(&joined.stdout).expect("JSON");
+    assert_eq!((joined["role"].as_str(), joined.get("key")), (Some("upload"), None));
+
+    // A member's role changes; a newcomer is not added that way.
+    let set = s.json(&["member", "set", "--org", &s.org, "--email", "new@example.com", "--role", "write"]);
+    assert_eq!(set["member"]["role"], "write");
+    let stranger = s.run(
+        Some(&s.key),
+        &["member", "set", "--org", &s.org, "--email", "x@example.com", "--role", "read"],
+        "",
+    );
+    assert_eq!(stranger.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&stranger.stderr).contains("invitation"));
+    let user = set["member"]["user_id"].as_str().expect("user").to_owned();
+    let members = s.json(&["member", "list", "--org", &s.org]);
+    assert_eq!(members["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(s.json(&["member", "remove", "--org", &s.org, "--user", &user])["success"], true);
 
     let another =
         s.json(&["invite", "create", "--org", &s.org, "--email", "late@example.com", "--role", "read"]);

@@ -1,19 +1,22 @@
-//! Invitations on PostgreSQL: each write one transaction, audited in it.
+//! Invitations on PostgreSQL: each write one transaction that first locks
+//! its organization ([`OrgLock::Exclusive`], as membership changes do), so
+//! that the roles it decides on stay as read until it commits.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::Email;
+use keygate_core::rules::Redemption;
 use sqlx::Postgres;
 use uuid::Uuid;
 
-use super::PostgresStore;
+use super::{OrgLock, PostgresStore, lock_org};
 use crate::event::{AuditLog, Event};
 use crate::invites::{
-    CLAIM, INSERT, InviteRow, JOIN, PENDING, REDEEMED_BY, REVOKE, ROLE_AND_POLICY, first_key,
+    ACTING_ROLE, CLAIM, INSERT, InviteRow, JOIN, NEW_USER, ORG_OF_CODE, PARTIES, PENDING, PENDING_ONE,
+    POLICY, Parties, REDEEMED_BY, REVOKE, first_key, may_withdraw,
 };
 use crate::model::expiry_policy;
 use crate::{
-    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, KeyMaterial, NewInvite, Redeemed, Result,
+    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, NewInvite, Redeemed, Redeemer, Result,
     StoreError, rows,
 };
 
@@ -21,7 +24,15 @@ use crate::{
 impl InviteStore for PostgresStore {
     async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<InviteRow> = sqlx::query_as(INSERT)
+        lock_org(&mut tx, invite.org_id, OrgLock::Exclusive).await?;
+        let parties: Parties = sqlx::query_as(PARTIES)
+            .bind(invite.org_id)
+            .bind(actor.user_id)
+            .bind(invite.email.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        parties.may_issue(&invite)?;
+        let row: InviteRow = sqlx::query_as(INSERT)
             .bind(invite.org_id)
             .bind(invite.email.as_str())
             .bind(invite.role.as_str())
@@ -29,9 +40,9 @@ impl InviteStore for PostgresStore {
             .bind(actor.user_id)
             .bind(crate::now())
             .bind(invite.expires_at)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-        let invite = Invite::try_from(row.ok_or(StoreError::NotFound(Entity::Organization))?)?;
+        let invite = Invite::try_from(row)?;
         Postgres::log(&mut tx, invite.org_id, Event::new(AuditAction::InviteCreate, invite.id, actor))
             .await?;
         tx.commit().await?;
@@ -45,48 +56,90 @@ impl InviteStore for PostgresStore {
     }
 
     async fn revoke_invite(&self, org_id: Uuid, id: i64, actor: &Actor) -> Result<bool> {
+        let acting = actor.user_id.ok_or(StoreError::NotFound(Entity::Organization))?;
         let mut tx = self.pool.begin().await?;
-        let gone: Option<i64> =
-            sqlx::query_scalar(REVOKE).bind(org_id).bind(id).fetch_optional(&mut *tx).await?;
-        if gone.is_some() {
-            Postgres::log(&mut tx, org_id, Event::new(AuditAction::InviteRevoke, id, actor)).await?;
-        }
+        lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
+        let role: Option<String> =
+            sqlx::query_scalar(ACTING_ROLE).bind(org_id).bind(acting).fetch_optional(&mut *tx).await?;
+        let found: Option<InviteRow> =
+            sqlx::query_as(PENDING_ONE).bind(org_id).bind(id).fetch_optional(&mut *tx).await?;
+        let Some(invite) = found.map(Invite::try_from).transpose()? else {
+            return Ok(false);
+        };
+        may_withdraw(acting, role.as_deref(), &invite)?;
+        sqlx::query(REVOKE).bind(id).execute(&mut *tx).await?;
+        Postgres::log(&mut tx, org_id, Event::new(AuditAction::InviteRevoke, id, actor)).await?;
         tx.commit().await?;
-        Ok(gone.is_some())
+        Ok(true)
     }
 
     async fn redeem_invite(
         &self,
         digest: &[u8; 32],
         now: DateTime<Utc>,
-        key: KeyMaterial,
+        redeemer: Redeemer,
     ) -> Result<Option<Redeemed>> {
         let mut tx = self.pool.begin().await?;
+        // The organization first, then the invitation, as every other
+        // write of invitations and memberships locks them.
+        let org: Option<Uuid> =
+            sqlx::query_scalar(ORG_OF_CODE).bind(&digest[..]).fetch_optional(&mut *tx).await?;
+        let Some(org_id) = org else {
+            return Ok(None);
+        };
+        lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
         let claimed: Option<InviteRow> =
             sqlx::query_as(CLAIM).bind(&digest[..]).bind(now).fetch_optional(&mut *tx).await?;
         let Some(invite) = claimed.map(Invite::try_from).transpose()? else {
             return Ok(None);
         };
-        let email = Email::parse(&invite.email)
-            .map_err(|_| StoreError::Corrupt(format!("invites.email of invite {}", invite.id)))?;
-        let user_id = super::user_for_email(&mut tx, &email).await?;
+        let parties: Parties = sqlx::query_as(PARTIES)
+            .bind(org_id)
+            .bind(invite.created_by)
+            .bind(invite.email.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let redemption = parties.redemption(&invite, &redeemer)?;
+        let user_id = match redemption {
+            Redemption::Join { user } => user,
+            Redemption::NewAccount => {
+                let user_id = Uuid::now_v7();
+                sqlx::query(NEW_USER)
+                    .bind(user_id)
+                    .bind(invite.email.as_str())
+                    .bind(crate::now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| crate::error::write_error(e, Entity::User, Entity::User))?;
+                user_id
+            }
+        };
         sqlx::query(REDEEMED_BY).bind(invite.id).bind(user_id).execute(&mut *tx).await?;
         sqlx::query(JOIN)
-            .bind(invite.org_id)
+            .bind(org_id)
             .bind(user_id)
             .bind(invite.role.as_str())
             .bind(crate::now())
             .execute(&mut *tx)
             .await?;
-        let (role, require, max_days): (String, bool, Option<i32>) =
-            sqlx::query_as(ROLE_AND_POLICY).bind(invite.org_id).bind(user_id).fetch_one(&mut *tx).await?;
-        let role = rows::role(&role)?;
-        let redeemer = Actor { user_id: Some(user_id), key_id: None, ip: None };
-        Postgres::log(&mut tx, invite.org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer))
+        let redeemer_actor = Actor {
+            user_id: Some(user_id),
+            key_id: redeemer.presented.map(|key| key.key_id),
+            ip: redeemer.ip,
+        };
+        Postgres::log(&mut tx, org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer_actor))
             .await?;
-        let new = first_key(key, user_id, invite.org_id, role, expiry_policy(require, max_days), now);
-        let key = super::keys::insert(&mut tx, &new, &redeemer).await?;
-        self.changes.commit(tx, [AuthChange::Member { org_id: invite.org_id, user_id }]).await?;
-        Ok(Some(Redeemed { invite_id: invite.id, user_id, org_id: invite.org_id, role, key }))
+        let key = match redemption {
+            Redemption::Join { .. } => None,
+            Redemption::NewAccount => {
+                let (require, max_days): (bool, Option<i32>) =
+                    sqlx::query_as(POLICY).bind(org_id).fetch_one(&mut *tx).await?;
+                let new =
+                    first_key(redeemer.first_key, user_id, org_id, expiry_policy(require, max_days), now);
+                Some(super::keys::insert(&mut tx, &new, &redeemer_actor).await?)
+            }
+        };
+        self.changes.commit(tx, [AuthChange::Member { org_id, user_id }]).await?;
+        Ok(Some(Redeemed { invite_id: invite.id, user_id, org_id, role: invite.role, key }))
     }
 }

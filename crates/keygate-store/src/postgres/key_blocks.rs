@@ -1,14 +1,18 @@
-//! Blocks of members' unscoped keys on PostgreSQL.
+//! Blocks of members' unscoped keys on PostgreSQL: each one transaction
+//! that first locks its organization, as membership changes do, so that
+//! the roles it decides on stay as read until it commits.
 
 use async_trait::async_trait;
 use keygate_core::Role;
-use sqlx::Postgres;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::PostgresStore;
+use super::{OrgLock, PostgresStore, lock_org};
 use crate::event::{AuditLog, Event};
-use crate::key_blocks::{BLOCK, BLOCKABLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, keys_acting_in};
-use crate::{Actor, AuditAction, Entity, KeyBlockStore, KeyInOrg, Result, StoreError, rows};
+use crate::key_blocks::{
+    BLOCK, BlockFacts, KEY_AND_OWNER_ROLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, acting, keys_acting_in,
+};
+use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result, rows};
 
 #[async_trait]
 impl KeyBlockStore for PostgresStore {
@@ -30,9 +34,7 @@ impl KeyBlockStore for PostgresStore {
 
     async fn block_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let blockable: Option<i64> =
-            sqlx::query_scalar(BLOCKABLE).bind(key_id).bind(org_id).fetch_optional(&mut *tx).await?;
-        blockable.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        facts(&mut tx, org_id, key_id, actor).await?.may_block(org_id, actor)?;
         let added: Option<i64> = sqlx::query_scalar(BLOCK)
             .bind(key_id)
             .bind(org_id)
@@ -48,6 +50,7 @@ impl KeyBlockStore for PostgresStore {
 
     async fn unblock_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        facts(&mut tx, org_id, key_id, actor).await?.may_unblock()?;
         let gone: Option<i64> =
             sqlx::query_scalar(UNBLOCK).bind(key_id).bind(org_id).fetch_optional(&mut *tx).await?;
         if gone.is_some() {
@@ -56,4 +59,23 @@ impl KeyBlockStore for PostgresStore {
         tx.commit().await?;
         Ok(gone.is_some())
     }
+}
+
+/// What blocking or unblocking `key_id` in `org_id` by `actor` is decided
+/// on, read under the organization's lock.
+async fn facts(conn: &mut PgConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
+    let (user, acting_key) = acting(actor)?;
+    lock_org(&mut *conn, org_id, OrgLock::Exclusive).await?;
+    let actor_role = sqlx::query_scalar(ROLE_OF_KEY)
+        .bind(org_id)
+        .bind(user)
+        .bind(acting_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let key = sqlx::query_as(KEY_AND_OWNER_ROLE.as_str())
+        .bind(key_id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(BlockFacts { actor_role, key })
 }

@@ -14,14 +14,15 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::PostgresStore;
+use crate::change::{REVOKE_LINEAGE, revoke_lineage};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
 use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial, KeyStore,
-    NewApiKey, Result, StoreError,
+    Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial,
+    KeyStore, NewApiKey, Result, StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -119,10 +120,12 @@ impl KeyStore for PostgresStore {
         Ok(deleted.is_some())
     }
 
-    async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
-        let sql = returning_keys(&format!("DELETE FROM api_keys WHERE {ANSWERS_TO}"));
-        let delete = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
-        self.changes.change_key(self.pool.begin().await?, delete, AuditAction::ApiKeyRevoke, actor).await
+    async fn revoke_key(&self, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+        let keys = revoke_lineage::<Postgres>(&mut tx, revoke, actor).await?;
+        self.changes.commit(tx, keys.iter().map(|key| AuthChange::Key { id: key.id })).await?;
+        Ok(keys)
     }
 
     async fn rotate_key(

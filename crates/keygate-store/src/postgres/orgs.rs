@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
+use crate::membership::USER_BY_EMAIL;
 use crate::params::BindModel;
 use crate::rows::{MemberRow, MembershipRow, ORG_COLUMNS, select};
 use crate::{
@@ -137,7 +138,7 @@ impl OrgStore for PostgresStore {
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
-        if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(None, actor)?.is_none() {
+        if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(user_id, None, actor)?.is_none() {
             return Ok(false);
         }
         // The membership and the keys the member holds scoped to it, at once.
@@ -185,10 +186,11 @@ async fn insert_org(
     Ok(org)
 }
 
-/// Gives the user with `email` (created if new) the `role` in `org_id`, if
-/// the membership rules allow `actor` to, with its `member.set` event;
-/// returns the user. The organization is locked before the user is written,
-/// as in every change of memberships, so that no two wait for each other.
+/// Gives the user with `email` the `role` in `org_id`, if the membership
+/// rules allow `actor` to, with its `member.set` event; returns the user.
+/// Only the operator adds a user who is not a member (created if the email
+/// is new). The organization is locked before the user is written, as in
+/// every change of memberships, so that no two wait for each other.
 async fn set_role(
     conn: &mut PgConnection,
     org_id: Uuid,
@@ -197,8 +199,16 @@ async fn set_role(
     actor: &Actor,
 ) -> Result<Uuid> {
     lock_org(&mut *conn, org_id, OrgLock::Exclusive).await?;
-    let user_id = user_for_email(&mut *conn, email).await?;
-    stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(Some(role), actor)?;
+    let user_id = match actor.user_id {
+        None => user_for_email(&mut *conn, email).await?,
+        // No such user is no member: the rules refuse it as one.
+        Some(_) => sqlx::query_scalar(USER_BY_EMAIL)
+            .bind(email.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or_else(Uuid::nil),
+    };
+    stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     sqlx::query(
         "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",

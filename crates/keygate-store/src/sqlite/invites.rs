@@ -1,19 +1,22 @@
-//! Invitations on SQLite: each write a job of the writer, audited in it.
+//! Invitations on SQLite: each write a job of the writer (which holds the
+//! database's write lock), deciding over what it reads in that job, and
+//! audited in it.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::Email;
+use keygate_core::rules::Redemption;
 use sqlx::Sqlite;
 use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::event::{AuditLog, Event};
 use crate::invites::{
-    CLAIM, INSERT, InviteRow, JOIN, PENDING, REDEEMED_BY, REVOKE, ROLE_AND_POLICY, first_key,
+    ACTING_ROLE, CLAIM, INSERT, InviteRow, JOIN, NEW_USER, PARTIES, PENDING, PENDING_ONE, POLICY, Parties,
+    REDEEMED_BY, REVOKE, first_key, may_withdraw,
 };
 use crate::model::expiry_policy;
 use crate::{
-    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, KeyMaterial, NewInvite, Redeemed, Result,
+    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, NewInvite, Redeemed, Redeemer, Result,
     StoreError, rows,
 };
 
@@ -23,7 +26,14 @@ impl InviteStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                let row: Option<InviteRow> = sqlx::query_as(INSERT)
+                let parties: Parties = sqlx::query_as(PARTIES)
+                    .bind(invite.org_id)
+                    .bind(actor.user_id)
+                    .bind(invite.email.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                parties.may_issue(&invite)?;
+                let row: InviteRow = sqlx::query_as(INSERT)
                     .bind(invite.org_id)
                     .bind(invite.email.as_str())
                     .bind(invite.role.as_str())
@@ -31,9 +41,9 @@ impl InviteStore for SqliteStore {
                     .bind(actor.user_id)
                     .bind(crate::now())
                     .bind(invite.expires_at)
-                    .fetch_optional(&mut *conn)
+                    .fetch_one(&mut *conn)
                     .await?;
-                let invite = Invite::try_from(row.ok_or(StoreError::NotFound(Entity::Organization))?)?;
+                let invite = Invite::try_from(row)?;
                 Sqlite::log(conn, invite.org_id, Event::new(AuditAction::InviteCreate, invite.id, &actor))
                     .await?;
                 Ok((invite, vec![]))
@@ -52,12 +62,21 @@ impl InviteStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                let gone: Option<i64> =
-                    sqlx::query_scalar(REVOKE).bind(org_id).bind(id).fetch_optional(&mut *conn).await?;
-                if gone.is_some() {
-                    Sqlite::log(conn, org_id, Event::new(AuditAction::InviteRevoke, id, &actor)).await?;
-                }
-                Ok((gone.is_some(), vec![]))
+                let acting = actor.user_id.ok_or(StoreError::NotFound(Entity::Organization))?;
+                let role: Option<String> = sqlx::query_scalar(ACTING_ROLE)
+                    .bind(org_id)
+                    .bind(acting)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let found: Option<InviteRow> =
+                    sqlx::query_as(PENDING_ONE).bind(org_id).bind(id).fetch_optional(&mut *conn).await?;
+                let Some(invite) = found.map(Invite::try_from).transpose()? else {
+                    return Ok((false, vec![]));
+                };
+                may_withdraw(acting, role.as_deref(), &invite)?;
+                sqlx::query(REVOKE).bind(id).execute(&mut *conn).await?;
+                Sqlite::log(conn, org_id, Event::new(AuditAction::InviteRevoke, id, &actor)).await?;
+                Ok((true, vec![]))
             })
         })
         .await
@@ -67,7 +86,7 @@ impl InviteStore for SqliteStore {
         &self,
         digest: &[u8; 32],
         now: DateTime<Utc>,
-        key: KeyMaterial,
+        redeemer: Redeemer,
     ) -> Result<Option<Redeemed>> {
         let digest = *digest;
         self.write(move |conn| {
@@ -77,30 +96,54 @@ impl InviteStore for SqliteStore {
                 let Some(invite) = claimed.map(Invite::try_from).transpose()? else {
                     return Ok((None, vec![]));
                 };
-                let email = Email::parse(&invite.email)
-                    .map_err(|_| StoreError::Corrupt(format!("invites.email of invite {}", invite.id)))?;
-                let user_id = super::user_for_email(conn, &email).await?;
+                let org_id = invite.org_id;
+                let parties: Parties = sqlx::query_as(PARTIES)
+                    .bind(org_id)
+                    .bind(invite.created_by)
+                    .bind(invite.email.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let redemption = parties.redemption(&invite, &redeemer)?;
+                let user_id = match redemption {
+                    Redemption::Join { user } => user,
+                    Redemption::NewAccount => {
+                        let user_id = Uuid::now_v7();
+                        sqlx::query(NEW_USER)
+                            .bind(user_id)
+                            .bind(invite.email.as_str())
+                            .bind(crate::now())
+                            .execute(&mut *conn)
+                            .await?;
+                        user_id
+                    }
+                };
                 sqlx::query(REDEEMED_BY).bind(invite.id).bind(user_id).execute(&mut *conn).await?;
                 sqlx::query(JOIN)
-                    .bind(invite.org_id)
+                    .bind(org_id)
                     .bind(user_id)
                     .bind(invite.role.as_str())
                     .bind(crate::now())
                     .execute(&mut *conn)
                     .await?;
-                let (role, require, max_days): (String, bool, Option<i32>) = sqlx::query_as(ROLE_AND_POLICY)
-                    .bind(invite.org_id)
-                    .bind(user_id)
-                    .fetch_one(&mut *conn)
+                let redeemer_actor = Actor {
+                    user_id: Some(user_id),
+                    key_id: redeemer.presented.map(|key| key.key_id),
+                    ip: redeemer.ip,
+                };
+                Sqlite::log(conn, org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer_actor))
                     .await?;
-                let role = rows::role(&role)?;
-                let redeemer = Actor { user_id: Some(user_id), key_id: None, ip: None };
-                Sqlite::log(conn, invite.org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer))
-                    .await?;
-                let new = first_key(key, user_id, invite.org_id, role, expiry_policy(require, max_days), now);
-                let key = super::keys::insert(conn, &new, &redeemer).await?;
-                let redeemed = Redeemed { invite_id: invite.id, user_id, org_id: invite.org_id, role, key };
-                Ok((Some(redeemed), vec![AuthChange::Member { org_id: invite.org_id, user_id }]))
+                let key = match redemption {
+                    Redemption::Join { .. } => None,
+                    Redemption::NewAccount => {
+                        let (require, max_days): (bool, Option<i32>) =
+                            sqlx::query_as(POLICY).bind(org_id).fetch_one(&mut *conn).await?;
+                        let policy = expiry_policy(require, max_days);
+                        let new = first_key(redeemer.first_key, user_id, org_id, policy, now);
+                        Some(super::keys::insert(conn, &new, &redeemer_actor).await?)
+                    }
+                };
+                let redeemed = Redeemed { invite_id: invite.id, user_id, org_id, role: invite.role, key };
+                Ok((Some(redeemed), vec![AuthChange::Member { org_id, user_id }]))
             })
         })
         .await

@@ -1,14 +1,18 @@
-//! Blocks of members' unscoped keys on SQLite.
+//! Blocks of members' unscoped keys on SQLite: each a job of the writer,
+//! deciding over what it reads in that job.
 
 use async_trait::async_trait;
 use keygate_core::Role;
 use sqlx::Sqlite;
+use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::event::{AuditLog, Event};
-use crate::key_blocks::{BLOCK, BLOCKABLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, keys_acting_in};
-use crate::{Actor, AuditAction, Entity, KeyBlockStore, KeyInOrg, Result, StoreError, rows};
+use crate::key_blocks::{
+    BLOCK, BlockFacts, KEY_AND_OWNER_ROLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, acting, keys_acting_in,
+};
+use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result, rows};
 
 #[async_trait]
 impl KeyBlockStore for SqliteStore {
@@ -32,12 +36,7 @@ impl KeyBlockStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                let blockable: Option<i64> = sqlx::query_scalar(BLOCKABLE)
-                    .bind(key_id)
-                    .bind(org_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                blockable.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+                facts(conn, org_id, key_id, &actor).await?.may_block(org_id, &actor)?;
                 let added: Option<i64> = sqlx::query_scalar(BLOCK)
                     .bind(key_id)
                     .bind(org_id)
@@ -57,6 +56,7 @@ impl KeyBlockStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                facts(conn, org_id, key_id, &actor).await?.may_unblock()?;
                 let gone: Option<i64> =
                     sqlx::query_scalar(UNBLOCK).bind(key_id).bind(org_id).fetch_optional(&mut *conn).await?;
                 if gone.is_some() {
@@ -67,4 +67,21 @@ impl KeyBlockStore for SqliteStore {
         })
         .await
     }
+}
+
+/// What blocking or unblocking `key_id` in `org_id` by `actor` is decided on.
+async fn facts(conn: &mut SqliteConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
+    let (user, acting_key) = acting(actor)?;
+    let actor_role = sqlx::query_scalar(ROLE_OF_KEY)
+        .bind(org_id)
+        .bind(user)
+        .bind(acting_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let key = sqlx::query_as(KEY_AND_OWNER_ROLE.as_str())
+        .bind(key_id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(BlockFacts { actor_role, key })
 }

@@ -14,15 +14,15 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, key_changed};
-use crate::change::change_key;
+use crate::change::{REVOKE_LINEAGE, change_key, revoke_lineage};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
 use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
 use crate::{
-    Actor, ApiKeyRecord, AuditAction, CreditLease, DigestMatch, KeyChanges, KeyMaterial, KeyStore, NewApiKey,
-    Result, StoreError,
+    Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, KeyChanges, KeyMaterial,
+    KeyStore, NewApiKey, Result, StoreError,
 };
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
@@ -138,13 +138,15 @@ impl KeyStore for SqliteStore {
         Ok(deleted.is_some())
     }
 
-    async fn delete_key_by_digest(&self, digest: &KeyDigest, actor: &Actor) -> Result<Option<ApiKeyRecord>> {
-        let sql = returning_keys(&format!("DELETE FROM api_keys WHERE {ANSWERS_TO}"));
+    async fn revoke_key(&self, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
         let (digest, actor) = (*digest, *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                let delete = sqlx::query_as(&sql).bind(&digest.as_bytes()[..]).bind(crate::now());
-                Ok(key_changed(change_key::<Sqlite>(conn, delete, AuditAction::ApiKeyRevoke, &actor).await?))
+                let revoke =
+                    sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+                let keys = revoke_lineage::<Sqlite>(conn, revoke, &actor).await?;
+                let changes = keys.iter().map(|key| AuthChange::Key { id: key.id }).collect();
+                Ok((keys, changes))
             })
         })
         .await

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{SqliteStore, keys, stakes, user_for_email};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
+use crate::membership::USER_BY_EMAIL;
 use crate::params::BindModel;
 use crate::rows::{self, MemberRow, MembershipRow, ORG_COLUMNS, select};
 use crate::{
@@ -150,7 +151,15 @@ impl OrgStore for SqliteStore {
         let (email, actor) = (email.clone(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                let user_id = user_for_email(conn, &email).await?;
+                let user_id = match actor.user_id {
+                    None => user_for_email(conn, &email).await?,
+                    // No such user is no member: the rules refuse it as one.
+                    Some(_) => sqlx::query_scalar(USER_BY_EMAIL)
+                        .bind(email.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .unwrap_or_else(Uuid::nil),
+                };
                 set_role(conn, org_id, user_id, role, &actor).await?;
                 let member = Member { user_id, email: email.as_str().to_owned(), role };
                 Ok((member, vec![AuthChange::Member { org_id, user_id }]))
@@ -163,7 +172,8 @@ impl OrgStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                if stakes(conn, org_id, user_id, actor.user_id).await?.allow(None, &actor)?.is_none() {
+                if stakes(conn, org_id, user_id, actor.user_id).await?.allow(user_id, None, &actor)?.is_none()
+                {
                     return Ok((false, vec![]));
                 }
                 for statement in [
@@ -215,7 +225,7 @@ async fn set_role(
     role: Role,
     actor: &Actor,
 ) -> Result<()> {
-    stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(Some(role), actor)?;
+    stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     upsert_membership(&mut *conn, org_id, user_id, role).await?;
     Sqlite::log(conn, org_id, Event::new(AuditAction::MemberSet, user_id, actor)).await
 }

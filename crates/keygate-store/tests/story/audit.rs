@@ -66,6 +66,10 @@ async fn every_write_records_exactly_its_audit_event() {
     let policy = OrgChanges { require_apikey_expiration: Some(true), ..Default::default() };
     store.update_organization(a, policy, actor).await.expect("update").expect("exists");
     in_a.push(logged(OrganizationUpdate, a, actor));
+    // Only the operator adds a member directly; an actor changes members' roles.
+    let dev = enroll(store, "dev@example.com", as_member(a, Role::Read)).await.expect("enroll");
+    in_a.push(logged(MemberSet, dev.user_id, OP));
+    in_a.push(logged(ApiKeyCreate, dev.key.id, OP));
     let dev = store.set_member(a, &email("dev@example.com"), Role::Write, actor).await.expect("set");
     in_a.push(logged(MemberSet, dev.user_id, actor));
 
@@ -103,7 +107,10 @@ async fn every_write_records_exactly_its_audit_event() {
     let leaked = store.insert_key(key_for(me, Some(b)), actor).await.expect("insert");
     in_b.push(logged(ApiKeyCreate, leaked.id, actor));
     let reporter = &Actor { ip: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), ..Actor::default() };
-    store.delete_key_by_digest(&leaked.digest, reporter).await.expect("revoke").expect("found");
+    assert_eq!(
+        store.revoke_key(&leaked.digest, reporter).await.expect("revoke"),
+        std::slice::from_ref(&leaked)
+    );
     in_b.push(logged(ApiKeyRevoke, leaked.id, reporter));
 
     let newbie = enroll(store, "new@example.com", as_member(a, Role::Read)).await.expect("enroll");
@@ -117,7 +124,7 @@ async fn every_write_records_exactly_its_audit_event() {
         store.rotate_key(owner.key.id, &material().digest, material(), None, actor).await.expect("rotate"),
         None
     );
-    assert_eq!(store.delete_key_by_digest(&material().digest, actor).await.expect("revoke"), None);
+    assert_eq!(store.revoke_key(&material().digest, actor).await.expect("revoke"), []);
     assert!(!store.remove_member(a, dev.user_id, actor).await.expect("remove"));
     assert_eq!(store.rename_app(&app, "x", actor).await.expect("rename"), None);
     assert_eq!(store.delete_app(&app, actor).await.expect("delete"), None);
@@ -204,7 +211,7 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     unavailable(store.create_app(a, &app, "App", actor).await.map(drop), "create_app");
     unavailable(store.insert_key(key_for(me, Some(a)), actor).await.map(drop), "insert_key");
     unavailable(store.update_key(key.id, renamed("renamed"), actor).await.map(drop), "update_key");
-    let newcomer = store.set_member(a, &email("new@example.com"), Role::Read, actor).await;
+    let newcomer = store.set_member(a, &email("new@example.com"), Role::Read, OP).await;
     unavailable(newcomer.map(drop), "set_member");
     let promotion = store.set_member(a, &email("dev@example.com"), Role::Admin, actor).await;
     unavailable(promotion.map(drop), "set_member");
@@ -212,7 +219,7 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     let rotation = store.rotate_key(key.id, &key.digest, material(), grace, actor).await;
     unavailable(rotation.map(drop), "rotate_key");
     unavailable(store.delete_key(key.id, actor).await.map(drop), "delete_key");
-    unavailable(store.delete_key_by_digest(&key.digest, actor).await.map(drop), "delete_key_by_digest");
+    unavailable(store.revoke_key(&key.digest, actor).await.map(drop), "revoke_key");
     unavailable(store.remove_member(a, dev.user_id, actor).await.map(drop), "remove_member");
     let policy = OrgChanges { require_apikey_expiration: Some(true), ..Default::default() };
     unavailable(store.update_organization(a, policy, actor).await.map(drop), "update_organization");
@@ -259,12 +266,12 @@ async fn changes_to_authentication_are_announced_after_commit() {
         .expect("rotate")
         .expect("exists");
     expect(AuthChange::Key { id: key.id });
-    store.delete_key_by_digest(&rotated.digest, actor).await.expect("revoke").expect("found");
+    assert_eq!(store.revoke_key(&rotated.digest, actor).await.expect("revoke").len(), 1);
     expect(AuthChange::Key { id: key.id });
     let second = store.insert_key(key_for(me, Some(a)), actor).await.expect("insert");
     assert!(store.delete_key(second.id, actor).await.expect("delete"));
     expect(AuthChange::Key { id: second.id });
-    let dev = store.set_member(a, &email("dev@example.com"), Role::Write, actor).await.expect("set");
+    let dev = store.set_member(a, &email("dev@example.com"), Role::Write, OP).await.expect("set");
     expect(AuthChange::Member { org_id: a, user_id: dev.user_id });
     assert!(store.remove_member(a, dev.user_id, actor).await.expect("remove"));
     expect(AuthChange::Member { org_id: a, user_id: dev.user_id });

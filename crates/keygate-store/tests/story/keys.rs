@@ -233,14 +233,13 @@ async fn a_rotated_key_answers_to_its_old_secret_only_during_the_grace_period() 
     assert_eq!(store.key_by_digest(&second_digest).await.expect("lookup"), None);
     assert_eq!(store.key_by_digest(&first_digest).await.expect("lookup"), None);
     assert_eq!(
-        store.delete_key_by_digest(&second_digest, OP).await.expect("delete"),
-        None,
+        store.revoke_key(&second_digest, OP).await.expect("delete"),
+        [],
         "a dead secret deletes nothing"
     );
-    assert_eq!(
-        store.delete_key_by_digest(&third_digest, OP).await.expect("delete").map(|k| k.id),
-        Some(key.id)
-    );
+    let revoked: Vec<i64> =
+        store.revoke_key(&third_digest, OP).await.expect("delete").iter().map(|k| k.id).collect();
+    assert_eq!(revoked, [key.id]);
     assert_eq!(store.rotate_key(key.id, &last.digest, material(), None, OP).await.expect("rotate"), None);
 }
 

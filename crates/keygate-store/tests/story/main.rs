@@ -8,6 +8,7 @@ mod credits;
 mod invites;
 mod keys;
 mod organizations;
+mod trust;
 mod usage;
 
 use std::fmt::Debug;

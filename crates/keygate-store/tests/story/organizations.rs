@@ -94,19 +94,27 @@ async fn the_membership_rules_hold_inside_the_store() {
     assert_refused(store.remove_member(a, admin, by_writer).await, Refusal::NotAnAdministrator);
     assert_refused(store.remove_member(a, Uuid::new_v4(), by_writer).await, Refusal::NotAnAdministrator);
 
-    // An admin stays within their own role, granting and touching.
+    // An admin stays within their own role, granting, and reaches only
+    // members below it; a newcomer (even one with an account elsewhere)
+    // joins by invitation, never by an admin's say.
     let by_admin = &member(admin);
-    let above = store.set_member(a, &email("x@example.com"), Role::SuperAdmin, by_admin).await;
+    for newcomer in ["x@example.com", "out@example.com"] {
+        let added = store.set_member(a, &email(newcomer), Role::Read, by_admin).await;
+        assert_refused(added, Refusal::NotAMember);
+    }
+    let above = store.set_member(a, &email("writer@example.com"), Role::SuperAdmin, by_admin).await;
     assert_refused(above, Refusal::RoleAboveOwn);
     assert_refused(
         store.set_member(a, &email("owner@example.com"), Role::Read, by_admin).await,
-        Refusal::RoleAboveOwn,
+        Refusal::Outranked,
     );
-    assert_refused(store.remove_member(a, owner.user_id, by_admin).await, Refusal::RoleAboveOwn);
+    assert_refused(store.remove_member(a, owner.user_id, by_admin).await, Refusal::Outranked);
     assert_eq!(role(owner.user_id).await.expect("role"), Some(Role::SuperAdmin));
     assert_eq!(store.members(a).await.expect("members").len(), 3, "x was never added");
-    let x = store.set_member(a, &email("x@example.com"), Role::Admin, by_admin).await.expect("admin");
-    assert_eq!(role(x.user_id).await.expect("role"), Some(Role::Admin));
+    let x = enroll(store, "x@example.com", as_member(a, Role::Read)).await.expect("x").user_id;
+    let promoted = store.set_member(a, &email("x@example.com"), Role::Admin, by_admin).await.expect("admin");
+    assert_eq!(role(promoted.user_id).await.expect("role"), Some(Role::Admin));
+    assert_refused(store.remove_member(a, x, by_admin).await, Refusal::Outranked);
     assert!(!store.remove_member(a, Uuid::new_v4(), by_admin).await.expect("not a member"));
 
     // A non-member, or a missing organization, sees nothing.
@@ -137,10 +145,14 @@ async fn the_membership_rules_hold_inside_the_store() {
     let last = store.set_member(a, &email("writer@example.com"), Role::Admin, by_writer).await;
     assert_refused(last, Refusal::LastSuperAdmin);
     assert!(store.remove_member(a, admin, by_writer).await.expect("remove"));
-    assert!(store.remove_member(a, x.user_id, by_writer).await.expect("remove"));
+    assert!(store.remove_member(a, x, by_writer).await.expect("remove"));
     let unscoped = store.keys_of_user(writer).await.expect("keys");
     store.set_member(a, &email("admin@example.com"), Role::SuperAdmin, OP).await.expect("grant");
-    assert!(store.remove_member(a, writer, by_admin).await.expect("one super_admin removes another"));
+    let peer = store.remove_member(a, writer, by_admin).await;
+    assert_refused(peer, Refusal::Outranked);
+    assert!(
+        store.remove_member(a, writer, by_writer).await.expect("a super_admin leaves while another stays")
+    );
     assert_eq!(role(writer).await.expect("role"), None);
     let left: Vec<i64> = store.keys_of_user(writer).await.expect("keys").iter().map(|k| k.id).collect();
     let expected: Vec<i64> = unscoped.iter().filter(|k| k.id != scoped.id).map(|k| k.id).collect();

@@ -2,25 +2,35 @@
 //! API, without the server's command line.
 //!
 //! - `POST /organization/invites` (A) issues a code, shown this once and
-//!   kept only as its SHA-256; the role invited is never above the
-//!   inviter's own. It expires after `expires_in_days` (1–30, default 7).
-//! - `GET` lists the pending ones (never a code), `DELETE` withdraws one.
-//! - `POST /invites/redeem` needs no key, only the code: it is single use,
-//!   and redeeming makes the user (if new) a member with the role and
-//!   issues their first key, scoped to the organization, of the mode the
-//!   role allows (an admin's is `all`), within the organization's expiry
-//!   policy. An unknown, used, withdrawn or expired code is 404; each counts
+//!   kept only as its SHA-256, to someone who is not a member, for a role
+//!   strictly below the inviter's own ([`keygate_core::rules::may_invite`]). It expires
+//!   after `expires_in_days` (1–30, default 7).
+//! - `GET` lists the pending ones (never a code); `DELETE` withdraws one
+//!   (its issuer, or an admin above the role it offers).
+//! - `POST /invites/redeem` takes the code, single use, and stands only
+//!   while its inviter could still issue it ([`keygate_core::rules::may_redeem`]):
+//!   - for an address no account has, it needs no key: it makes the
+//!     account, its membership and its first key (organization-scoped, mode
+//!     `all`: the role caps what it does), shown once;
+//!   - for an existing account, it is accepted only with one of that
+//!     account's own keys of mode `all`, and makes no key: the account
+//!     joins with the invitation's role.
+//!
+//!   An unknown, used, withdrawn, expired or void code is 404; each counts
 //!   as a failed authentication of the address, like a wrong key.
 //!
 //! Every change is audited: `invite.create`, `invite.revoke`,
-//! `invite.redeem`, then the key's `apikey.create`.
+//! `invite.redeem` (with the client's address), then a new account's
+//! `apikey.create`. Each decision is the store's, over what it reads in the
+//! write's own transaction.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use keygate_core::Role;
 use keygate_core::authz::{Action, Target};
-use keygate_core::{Role, rules};
-use keygate_store::{Invite, NewInvite};
+use keygate_core::rules::Refusal;
+use keygate_store::{Invite, NewInvite, PresentedKey, Redeemer, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -31,7 +41,7 @@ use super::{ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::api::Data;
 use crate::api::apikey::new_key_material;
-use crate::auth::{Caller, ClientAddress, Credential, guarded};
+use crate::auth::{Caller, ClientAddress, Credential, OptionalCaller, guarded};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, require_org_id, required};
 
@@ -81,10 +91,10 @@ pub struct OneInvite {
 struct CreateInvite {
     #[schema(required = true, schema_with = super::schema::uuid)]
     org_id: Option<String>,
-    /// Who is invited; the code is theirs to redeem.
+    /// Who is invited (not a member yet); the code is theirs to redeem.
     #[schema(required = true, schema_with = super::schema::email)]
     email: Option<String>,
-    /// Never above the inviter's own.
+    /// Strictly below the inviter's own.
     #[schema(required = true, schema_with = super::schema::role)]
     role: Option<String>,
     /// Days until the code expires: 1–30, 7 by default.
@@ -101,14 +111,20 @@ struct RedeemInvite {
     code: Option<String>,
 }
 
-/// What redeeming gives: the new member and their first key, shown once.
+/// What redeeming gives: the member, and for a new account its first key,
+/// shown once.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RedeemedView {
     user_id: Uuid,
     org_id: Uuid,
-    key_id: i64,
-    /// The full key: shown this once.
-    key: String,
+    #[schema(value_type = String, example = "write")]
+    role: Role,
+    /// A new account's first key; absent when an existing account joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<i64>,
+    /// The full key, shown this once; absent when an existing account joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,10 +182,8 @@ pub async fn create(
 ) -> ApiResult<Json<OneInvite>> {
     let request = body.json::<CreateInvite>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    let own =
-        caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let (email, role) = super::organization::parse_member(request.email.as_deref(), request.role.as_deref())?;
-    rules::may_change_membership(Some(own), None, Some(role))?;
     let days = match request.expires_in_days {
         None => DEFAULT_DAYS,
         Some(days @ 1..=MAX_DAYS) => days,
@@ -246,18 +260,22 @@ pub async fn revoke(
     tag = "organization",
     request_body = RedeemInvite,
     responses(
-        (status = 200, description = "You are a member; your first key, shown this once", body = RedeemedView),
+        (status = 200, description = "You are a member; a new account's first key, shown this once", body = RedeemedView),
         (status = 400, description = "Bad input: the text says which field", body = crate::error::ErrorBody),
-        (status = 404, description = "No such invitation, or used, withdrawn or expired", body = crate::error::ErrorBody),
+        (status = 401, description = "The invitation is for an existing account: send one of its keys of mode all; or the key sent is not valid", body = crate::error::ErrorBody),
+        (status = 403, description = "The invitation is addressed to another account", body = crate::error::ErrorBody),
+        (status = 404, description = "No such invitation, or used, withdrawn, expired or void", body = crate::error::ErrorBody),
+        (status = 409, description = "Already a member", body = crate::error::ErrorBody),
         (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
         (status = 429, description = "Too many failed attempts from this address", body = crate::error::ErrorBody),
         (status = 503, description = "The database is unavailable: retry", body = crate::error::ErrorBody),
     ),
-    security(())
+    security((), ("api_key" = []))
 )]
 pub async fn redeem(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    OptionalCaller(caller): OptionalCaller,
     body: RawBody,
 ) -> ApiResult<Json<RedeemedView>> {
     let request = body
@@ -267,20 +285,29 @@ pub async fn redeem(
         .ok_or_else(|| ApiError::bad_request("code_required", "code is required"))?
         .trim()
         .to_owned();
+    let presented = caller.map(|caller| PresentedKey {
+        user_id: caller.user_id(),
+        key_id: caller.principal.key_id,
+        mode: caller.principal.mode,
+    });
+    let (secret, first_key) = new_key_material()?;
+    let redeemer = Redeemer { presented, first_key, ip: address };
     let redeemed = guarded(&state, address, async {
-        let (secret, material) = new_key_material()?;
-        Ok(match state.store.redeem_invite(&digest(&code), Utc::now(), material).await? {
-            Some(redeemed) => Credential::Accepted((redeemed, secret)),
-            None => Credential::Refused(invite_not_found()),
-        })
+        match state.store.redeem_invite(&digest(&code), Utc::now(), redeemer).await {
+            Ok(Some(redeemed)) => Ok(Credential::Accepted(redeemed)),
+            Ok(None) | Err(StoreError::Refused(Refusal::InvitationVoid)) => {
+                Ok(Credential::Refused(invite_not_found()))
+            }
+            Err(error) => Err(error.into()),
+        }
     })
     .await?;
-    let (redeemed, secret) = redeemed;
-    tracing::info!(org_id = %redeemed.org_id, invite_id = redeemed.invite_id, user_id = %redeemed.user_id, role = redeemed.role.as_str(), "invitation redeemed");
+    tracing::info!(org_id = %redeemed.org_id, invite_id = redeemed.invite_id, user_id = %redeemed.user_id, role = redeemed.role.as_str(), new_account = redeemed.key.is_some(), "invitation redeemed");
     Ok(Json(RedeemedView {
         user_id: redeemed.user_id,
         org_id: redeemed.org_id,
-        key_id: redeemed.key.id,
-        key: secret.expose().to_owned(),
+        role: redeemed.role,
+        key_id: redeemed.key.as_ref().map(|key| key.id),
+        key: redeemed.key.map(|_| secret.expose().to_owned()),
     }))
 }

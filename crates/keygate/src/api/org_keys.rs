@@ -7,8 +7,11 @@
 //! member's other organizations, which are not this admin's to change: it
 //! is **blocked** here instead, and in this organization alone its owner's
 //! role then reads as no membership (404 everywhere, `FORBIDDEN` from
-//! `/verify`), at once. Blocks are audited (`apikey.block`,
-//! `apikey.unblock`).
+//! `/verify`), at once. Only a key whose owner the admin outranks is
+//! blocked, and only from above its owner is a block lifted
+//! ([`keygate_core::rules::may_block`], [`keygate_core::rules::may_unblock`],
+//! decided by the store over what it reads in the write's own transaction).
+//! Blocks are audited (`apikey.block`, `apikey.unblock`).
 
 use axum::Json;
 use axum::extract::State;
@@ -102,23 +105,6 @@ pub async fn block(State(state): State<AppState>, caller: Caller, body: RawBody)
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let key_id =
         request.key_id.ok_or_else(|| ApiError::bad_request("key_id_required", "key_id is required"))?;
-    if key_id == caller.principal.key_id {
-        return Err(ApiError::bad_request(
-            "cannot_block_own_key",
-            "This is the key making the request: block it with another admin's key",
-        ));
-    }
-    if let Some(key) = state.store.key_by_id(key_id).await?
-        && key.org_id == Some(org_id)
-    {
-        return Err(ApiError::bad_request(
-            "key_is_scoped",
-            format!(
-                "Key {key_id} is scoped to this organization: disable it (PUT /apikey/{key_id} \
-                 {{\"enabled\": false}}) or delete it"
-            ),
-        ));
-    }
     state.store.block_key(org_id, key_id, &caller.actor()).await?;
     tracing::info!(%org_id, key_id, "key blocked in the organization");
     Ok(Json(SUCCESS))

@@ -175,26 +175,35 @@ async fn a_scoped_key_cannot_create_keys_for_another_organization() {
 }
 
 #[tokio::test]
-async fn an_app_limited_key_only_creates_keys_inside_its_apps() {
+async fn a_key_limited_to_apps_or_with_limits_creates_no_keys() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
-    let limited = app
+    let app_limited = app
         .create_key(
             &app.owner.key,
             json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.example.a", "com.example.b"] }),
         )
         .await;
-    let limited = limited["key"].as_str().expect("key");
-    for apps in [json!([]), json!(["com.example.c"]), json!(["com.example.a", "com.example.c"])] {
-        let reply = app
-            .post("/apikey", limited, json!({ "org_id": org, "mode": "read", "limited_to_apps": apps }))
-            .await;
-        reply.error(403, "insufficient_permissions");
-    }
-    let ok = app
-        .create_key(limited, json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.example.b"] }))
+    let with_credits = app
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "all", "credits": { "remaining": 5 } }))
         .await;
-    assert_eq!(ok["limited_to_apps"], json!(["com.example.b"]));
+    let rate_limited = app
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "all", "ratelimit": { "limit": 100, "duration_ms": 60000 } }),
+        )
+        .await;
+    for restrained in [&app_limited, &with_credits, &rate_limited] {
+        let restrained = restrained["key"].as_str().expect("key");
+        // Not even a narrower key: its children would be free of its limits.
+        for apps in [json!([]), json!(["com.example.b"]), json!(["com.example.c"])] {
+            let body = json!({ "org_id": org, "mode": "read", "limited_to_apps": apps });
+            let text =
+                app.post("/apikey", restrained, body).await.error(403, "insufficient_permissions").to_owned();
+            assert!(text.contains("cannot create keys"), "{text}");
+        }
+    }
+    assert_eq!(app.key_count().await, 4, "nothing was created");
 }
 
 #[tokio::test]

@@ -210,9 +210,10 @@ async fn updates_never_widen_a_key_beyond_the_caller() {
             json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.example.a"] }),
         )
         .await;
+    // Made by an unrestrained key: an app-limited one creates none.
     let child = app
         .create_key(
-            secret(&limited),
+            &app.owner.key,
             json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.example.a"] }),
         )
         .await;
@@ -279,7 +280,7 @@ async fn a_key_can_delete_itself() {
 }
 
 #[tokio::test]
-async fn an_admin_cannot_strengthen_a_key_that_outranks_them_but_can_revoke_it() {
+async fn an_admin_changes_and_deletes_only_keys_of_members_below_them() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     let admin = app.member("admin@example.com", Role::Admin).await;
@@ -289,17 +290,32 @@ async fn an_admin_cannot_strengthen_a_key_that_outranks_them_but_can_revoke_it()
             json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.acme.a"] }),
         )
         .await;
-    let path = format!("/apikey/{}", id(&owners));
-    app.get(&path, &admin.key).await.ok();
-    let widen = json!({ "mode": "all", "limited_to_apps": [] });
-    app.put(&path, &admin.key, widen.clone()).await.error(403, "insufficient_permissions");
-    let after = app.get(&path, &app.owner.key).await.ok();
-    assert_eq!(after["apikey"]["mode"], "read", "nothing changed");
-    // A peer's key is fair game; revoking the owner's is allowed too.
     let peer = app.member("peer@example.com", Role::Admin).await;
     let peers = app.create_key(&peer.key, json!({ "org_id": org, "mode": "read" })).await;
-    app.put(&format!("/apikey/{}", id(&peers)), &admin.key, widen).await.ok();
+    let widen = json!({ "mode": "all", "limited_to_apps": [] });
+    // Visible to an admin, but neither the owner's key nor a peer's changes or goes.
+    for key in [&owners, &peers] {
+        let path = format!("/apikey/{}", id(key));
+        app.get(&path, &admin.key).await.ok();
+        let text =
+            app.put(&path, &admin.key, widen.clone()).await.error(403, "insufficient_permissions").to_owned();
+        assert!(text.contains("equal to or above yours"), "{text}");
+        app.put(&path, &admin.key, json!({ "name": "renamed" })).await.error(403, "insufficient_permissions");
+        app.delete(&path, &admin.key).await.error(403, "insufficient_permissions");
+    }
+    let after = app.get(&format!("/apikey/{}", id(&owners)), &app.owner.key).await.ok();
+    assert_eq!(
+        (after["apikey"]["mode"].as_str(), after["apikey"]["name"].as_str()),
+        (Some("read"), Some("New API Key"))
+    );
+    // A writer's key: changed and deleted from above.
+    let writer = app.member("writer@example.com", Role::Write).await;
+    let writers = app.create_key(&writer.key, json!({ "org_id": org, "mode": "read" })).await;
+    let path = format!("/apikey/{}", id(&writers));
+    app.put(&path, &admin.key, json!({ "name": "renamed" })).await.ok();
     app.delete(&path, &admin.key).await.ok();
+    // The owner reaches everyone's.
+    app.delete(&format!("/apikey/{}", id(&peers)), &app.owner.key).await.ok();
 }
 
 #[tokio::test]

@@ -21,15 +21,13 @@ async fn every_change_is_in_the_audit_log_newest_first() {
     app.put(&key_path, owner, json!({ "name": "renamed" })).await.ok();
     app.post(&format!("{key_path}/rotate"), owner, json!({})).await.ok();
     app.delete(&key_path, owner).await.ok();
-    let member = app
-        .post(
-            "/organization/members",
-            owner,
-            json!({ "org_id": org, "email": "dev@example.com", "role": "write" }),
-        )
-        .await
-        .ok();
-    let member_id = member["member"]["user_id"].as_str().expect("user id").to_owned();
+    let invite = json!({ "org_id": org, "email": "dev@example.com", "role": "read" });
+    let invite = app.post("/organization/invites", owner, invite).await.ok();
+    let code = invite["invite"]["code"].clone();
+    let joined = app.call(Method::POST, "/invites/redeem", None, Some(json!({ "code": code }))).await.ok();
+    let promotion = json!({ "org_id": org, "email": "dev@example.com", "role": "write" });
+    app.post("/organization/members", owner, promotion).await.ok();
+    let member_id = joined["user_id"].as_str().expect("user id").to_owned();
     app.call(
         Method::DELETE,
         &format!("/organization/members?org_id={org}&user_id={member_id}"),
@@ -61,6 +59,9 @@ async fn every_change_is_in_the_audit_log_newest_first() {
             "app.create",
             "member.remove",
             "member.set",
+            "apikey.create",
+            "invite.redeem",
+            "invite.create",
             "apikey.delete",
             "apikey.rotate",
             "apikey.update",
@@ -138,6 +139,7 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     let org = app.owner.org_id.clone();
     let owner = &app.owner.key;
     let key = app.owner_key("read").await;
+    app.member("dev@example.com", Role::Read).await;
     let keys_before = app.key_count().await;
     app.break_audit_log().await;
 
@@ -165,8 +167,12 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     app.put("/organization", owner, json!({ "org_id": org, "name": "Renamed" }))
         .await
         .error(503, "audit_unavailable");
+    let invite = json!({ "org_id": org, "email": "new@example.com", "role": "read" });
+    app.post("/organization/invites", owner, invite).await.error(503, "audit_unavailable");
     let members = app.get(&format!("/organization/members?org_id={org}"), owner).await.ok();
-    assert_eq!(members["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(members["data"][1]["role"], "read", "the role did not change");
+    let invites = app.get(&format!("/organization/invites?org_id={org}"), owner).await.ok();
+    assert_eq!(invites["data"], json!([]));
     let orgs = app.get("/organization", owner).await.ok();
     assert_eq!(orgs["data"][0]["name"], "Acme");
 }

@@ -1,6 +1,6 @@
-//! Invitations: an admin brings a teammate in over the API; the teammate
-//! redeems the code with no key at all and gets a first key bounded by the
-//! role.
+//! Invitations: an admin brings a teammate in over the API; a newcomer
+//! redeems the code with no key at all and gets a first key (mode `all`,
+//! bounded by the role); an existing account joins only with its own key.
 
 use keygate_core::Role;
 use reqwest::Method;
@@ -37,9 +37,13 @@ async fn a_teammate_redeems_an_invitation_once_and_gets_a_key_bounded_by_the_rol
 
     let redeemed = redeem(&app, &code).await.ok();
     assert_eq!(redeemed["org_id"], org.as_str());
+    assert_eq!(redeemed["role"], "write");
     let key = redeemed["key"].as_str().expect("key").to_owned();
     let key_id = redeemed["key_id"].as_i64().expect("key id");
-    // A write member's first key: it may write, not administer nor own.
+    // A write member's first key is of mode `all`, so that they manage their
+    // own keys; their role caps it: it may write, not administer nor own.
+    let own = app.create_key(&key, json!({ "org_id": org, "mode": "read", "name": "ci" })).await;
+    assert_eq!(own["user_id"], redeemed["user_id"]);
     let new_app = json!({ "app_id": "com.acme.teammate", "name": "Theirs", "org_id": org });
     app.post("/app", &key, new_app).await.ok();
     let members = app.get(&format!("/organization/members?org_id={org}"), &key).await.ok();
@@ -75,7 +79,16 @@ async fn nobody_invites_above_their_own_role_and_only_admins_invite() {
     let admin = app.member("admin@example.com", Role::Admin).await;
     let writer = app.member("writer@example.com", Role::Write).await;
     invite(&app, &admin.key, "boss@example.com", "super_admin").await.error(403, "insufficient_permissions");
-    invite(&app, &admin.key, "peer@example.com", "admin").await.ok();
+    let text = invite(&app, &admin.key, "peer@example.com", "admin")
+        .await
+        .error(403, "insufficient_permissions")
+        .to_owned();
+    assert!(text.contains("below your own"), "{text}");
+    invite(&app, &admin.key, "dev@example.com", "write").await.ok();
+    invite(&app, &app.owner.key, "second-admin@example.com", "admin").await.ok();
+    invite(&app, &app.owner.key, "co-owner@example.com", "super_admin")
+        .await
+        .error(403, "insufficient_permissions");
     invite(&app, &writer.key, "friend@example.com", "read").await.error(403, "insufficient_permissions");
     let rival = app.tenant("rival@example.com").await;
     invite(&app, &rival.key, "spy@example.com", "read").await.error(404, "org_not_found");
@@ -133,20 +146,9 @@ async fn a_first_key_meets_the_organizations_expiry_policy_and_a_member_keeps_th
     let days = (expires - chrono::Utc::now()).num_hours() as f64 / 24.0;
     assert!((29.0..=30.0).contains(&days), "{days} days");
 
-    // An existing member invited again keeps the role they have.
-    let writer = app.member("writer@example.com", Role::Write).await;
-    let code = invite(&app, &app.owner.key, "writer@example.com", "read").await.ok()["invite"]["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
-    let again = redeem(&app, &code).await.ok();
-    assert_eq!(again["user_id"], writer.user_id.as_str());
-    let members = app.get(&format!("/organization/members?org_id={org}"), &app.owner.key).await.ok();
-    let role = members["data"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["email"] == "writer@example.com")
-        .map(|m| m["role"].clone());
-    assert_eq!(role, Some(json!("write")));
+    // A member is never invited: their role changes as a member's.
+    app.member("writer@example.com", Role::Write).await;
+    for role in ["read", "write"] {
+        invite(&app, &app.owner.key, "writer@example.com", role).await.error(409, "already_member");
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::helpers::spawn_app;
 
 #[tokio::test]
-async fn members_are_listed_added_changed_and_removed() {
+async fn members_are_listed_changed_and_removed_and_newcomers_invited() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     let path = format!("/organization/members?org_id={org}");
@@ -18,6 +18,16 @@ async fn members_are_listed_added_changed_and_removed() {
         json!([{ "user_id": app.owner.user_id, "email": "owner@example.com", "role": "super_admin" }])
     );
 
+    // Nobody is added without their consent: a newcomer is invited.
+    let newcomer = json!({ "org_id": org, "email": "new@example.com", "role": "write" });
+    let text = app
+        .post("/organization/members", &app.owner.key, newcomer)
+        .await
+        .error(404, "member_not_found")
+        .to_owned();
+    assert!(text.contains("invitation"), "{text}");
+    let member = app.member("new@example.com", Role::Read).await;
+    let user_id = member.user_id.clone();
     let added = app
         .post(
             "/organization/members",
@@ -26,7 +36,7 @@ async fn members_are_listed_added_changed_and_removed() {
         )
         .await
         .ok();
-    let user_id = added["member"]["user_id"].as_str().expect("user id").to_owned();
+    assert_eq!(added["member"]["user_id"], user_id.as_str());
     assert_eq!(added["member"]["email"], "new@example.com");
     assert_eq!(added["member"]["role"], "write");
     let changed = app
@@ -65,11 +75,12 @@ async fn readers_see_members_and_only_admins_change_them() {
 }
 
 #[tokio::test]
-async fn nobody_grants_or_touches_a_role_above_their_own() {
+async fn nobody_grants_a_role_above_their_own_nor_touches_a_peer_or_a_superior() {
     let app = spawn_app().await;
     let org = &app.owner.org_id;
     let admin = app.member("admin@example.com", Role::Admin).await;
-    let body = json!({ "org_id": org, "email": "boss@example.com", "role": "super_admin" });
+    let writer = app.member("writer@example.com", Role::Write).await;
+    let body = json!({ "org_id": org, "email": "writer@example.com", "role": "super_admin" });
     app.post("/organization/members", &admin.key, body).await.error(403, "insufficient_permissions");
     let body = json!({ "org_id": org, "email": "owner@example.com", "role": "read" });
     app.post("/organization/members", &admin.key, body).await.error(403, "insufficient_permissions");
@@ -77,8 +88,15 @@ async fn nobody_grants_or_touches_a_role_above_their_own() {
     app.call(Method::DELETE, &remove_owner, Some(&admin.key), None)
         .await
         .error(403, "insufficient_permissions");
-    let body = json!({ "org_id": org, "email": "peer@example.com", "role": "admin" });
+    // Up to their own role, for a member below them: then a peer, out of reach.
+    let body = json!({ "org_id": org, "email": "writer@example.com", "role": "admin" });
     app.post("/organization/members", &admin.key, body).await.ok();
+    let body = json!({ "org_id": org, "email": "writer@example.com", "role": "read" });
+    app.post("/organization/members", &admin.key, body).await.error(403, "insufficient_permissions");
+    let remove_peer = format!("/organization/members?org_id={org}&user_id={}", writer.user_id);
+    app.call(Method::DELETE, &remove_peer, Some(&admin.key), None)
+        .await
+        .error(403, "insufficient_permissions");
     let members = app.get(&format!("/organization/members?org_id={org}"), &app.owner.key).await.ok();
     let owner =
         members["data"].as_array().expect("data").iter().find(|m| m["email"] == "owner@example.com").cloned();
@@ -93,6 +111,7 @@ async fn the_last_super_admin_can_be_neither_removed_nor_downgraded() {
     app.post("/organization/members", &app.owner.key, body.clone()).await.error(409, "last_super_admin");
     let remove = format!("/organization/members?org_id={org}&user_id={}", app.owner.user_id);
     app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.error(409, "last_super_admin");
+    app.member("second@example.com", Role::Read).await;
     let second = json!({ "org_id": org, "email": "second@example.com", "role": "super_admin" });
     app.post("/organization/members", &app.owner.key, second).await.ok();
     app.post("/organization/members", &app.owner.key, body).await.ok();

@@ -150,6 +150,10 @@ pub async fn create(
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
     caller.require_key_management()?;
+    // A key with limits or app limits would mint children free of them.
+    if !caller.principal.may_mint() {
+        return Err(rules::Refusal::RestrainedKey.into());
+    }
     let now = Utc::now();
     let fields = body.json::<CreateFields>()?.unwrap_or_default().merge(query);
     let request = CreateKey::parse(fields, now)?;

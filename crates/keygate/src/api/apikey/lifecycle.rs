@@ -27,7 +27,8 @@ struct RevokeKey {
 
 /// Anyone who finds a leaked key can kill it: no authentication, and the
 /// answer is the same whatever was sent and whether or not the key existed,
-/// so it tells nothing. Only an unreachable database answers otherwise (503),
+/// so it tells nothing. Every key the leaked one created, transitively, is
+/// revoked with it: whoever held it may have minted more. Only an unreachable database answers otherwise (503),
 /// so that the reporter knows to try again.
 #[utoipa::path(
     post,
@@ -55,8 +56,10 @@ pub async fn revoke(
         return Ok(Json(SUCCESS));
     };
     let reporter = Actor { user_id: None, key_id: None, ip: address };
-    if let Some(key) = state.store.delete_key_by_digest(&secret.digest(), &reporter).await? {
-        tracing::warn!(key_id = key.id, "an api key was revoked as leaked");
+    let revoked = state.store.revoke_key(&secret.digest(), &reporter).await?;
+    if !revoked.is_empty() {
+        let key_ids: Vec<i64> = revoked.iter().map(|key| key.id).collect();
+        tracing::warn!(?key_ids, "an api key was revoked as leaked, with every key it created");
     }
     Ok(Json(SUCCESS))
 }

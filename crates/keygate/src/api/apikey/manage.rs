@@ -176,47 +176,34 @@ pub async fn get(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    ManagedKey { caller, key }: ManagedKey,
+    managed: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
     let now = Utc::now();
+    let key = &managed.key;
     let mut changes = match body.json::<UpdateFields>()? {
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
-    unchanged_limits_dropped(&mut changes, &key, &state.quotas);
+    unchanged_limits_dropped(&mut changes, key, &state.quotas);
     if changes.is_empty() {
-        return Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.quotas) }));
+        return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.quotas) }));
     }
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
-    if let Some(org_id) = key.org_id {
-        let caller_role =
-            rules::key_management_role(&caller.principal, org_id, caller.role_in(&state, org_id).await?)?;
-        if changes.expires_at.is_some() {
-            let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
-            org.expiry_policy().check(expires_at, now)?;
-        }
-        let owner_role = match key.user_id == caller.user_id() {
-            true => Some(caller_role),
-            false => state.store.role(org_id, key.user_id).await?,
+    managed.require_rank(&state).await?;
+    let caller = &managed.caller;
+    if let (Some(org_id), Some(_)) = (key.org_id, changes.expires_at) {
+        let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
+        org.expiry_policy().check(expires_at, now)?;
+    }
+    // A key's owner cannot lift the limits an administrator set, nor a key
+    // its own.
+    if changes_limits(&changes) {
+        let admin = match key.org_id {
+            Some(org_id) => caller.decide(&state, Target::org(org_id), Action::Administer).await?,
+            None => Decision::Invisible,
         };
-        rules::may_change_key(&caller.principal, caller_role, &key.principal(), owner_role)?;
-        // A key's owner cannot lift the limits an administrator set.
-        if changes_limits(&changes)
-            && caller.decide(&state, Target::org(org_id), Action::Administer).await? != Decision::Allow
-        {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "insufficient_permissions",
-                "Changing a key's enabled, ratelimit(s) or credits needs the `admin` right in its organization",
-            ));
-        }
-    } else if changes_limits(&changes) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "insufficient_permissions",
-            "The limits of an unscoped key are set by an operator, not through the API",
-        ));
+        rules::may_change_limits(&caller.principal, &key.principal(), admin)?;
     }
     let scope = Scope {
         org: key.org_id,
@@ -268,10 +255,9 @@ fn changes_limits(changes: &KeyChanges) -> bool {
         ReadErrors,
     ),
 )]
-pub async fn delete(
-    State(state): State<AppState>,
-    ManagedKey { caller, key }: ManagedKey,
-) -> ApiResult<Json<Success>> {
+pub async fn delete(State(state): State<AppState>, managed: ManagedKey) -> ApiResult<Json<Success>> {
+    managed.require_rank(&state).await?;
+    let ManagedKey { caller, key } = managed;
     if !state.store.delete_key(key.id, &caller.actor()).await? {
         return Err(ApiError::api_key_not_found());
     }

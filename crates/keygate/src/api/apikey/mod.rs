@@ -213,6 +213,25 @@ pub struct ManagedKey {
     pub key: ApiKeyRecord,
 }
 
+impl ManagedKey {
+    /// Changing or deleting a key scoped to an organization needs
+    /// membership there and, for another member's key, a role strictly
+    /// above its owner's ([`rules::may_change_key`]).
+    pub async fn require_rank(&self, state: &AppState) -> ApiResult<()> {
+        let Some(org_id) = self.key.org_id else {
+            return Ok(());
+        };
+        let caller = &self.caller;
+        let caller_role =
+            rules::key_management_role(&caller.principal, org_id, caller.role_in(state, org_id).await?)?;
+        let owner_role = match self.key.user_id == caller.user_id() {
+            true => Some(caller_role),
+            false => state.store.role(org_id, self.key.user_id).await?,
+        };
+        Ok(rules::may_change_key(&caller.principal, caller_role, &self.key.principal(), owner_role)?)
+    }
+}
+
 /// The path parameter of every `/apikey/{id_or_key}` route.
 #[derive(Debug, serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -1,0 +1,159 @@
+//! What no principal may gain, decided by each write over what it reads in
+//! its own transaction: invitations that cannot become someone else's key
+//! or outlive their inviter's right, blocks only from above, and a leaked
+//! key revoked with every key it created.
+
+use chrono::Utc;
+use keygate_store::{NewInvite, PresentedKey, Redeemer};
+
+use super::*;
+
+fn invitation(org_id: Uuid, address: &str, role: Role, digest: u8) -> NewInvite {
+    NewInvite {
+        org_id,
+        email: email(address),
+        role,
+        digest: [digest; 32],
+        expires_at: keygate_store::truncate(Utc::now() + Duration::days(7)),
+    }
+}
+
+fn redeemer(presented: Option<PresentedKey>) -> Redeemer {
+    Redeemer { presented, first_key: material(), ip: None }
+}
+
+fn presented(user_id: Uuid, key_id: i64, mode: Mode) -> Option<PresentedKey> {
+    Some(PresentedKey { user_id, key_id, mode })
+}
+
+#[tokio::test]
+async fn an_invitation_never_becomes_someone_elses_key() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    let admin = enroll(store.as_ref(), "admin@example.com", as_member(a, Role::Admin)).await.expect("admin");
+    let by_admin = &member(admin.user_id);
+
+    // The owner is a member: nobody invites them, whatever the role.
+    for role in [Role::Read, Role::Write] {
+        let owners = store.create_invite(invitation(a, "owner@example.com", role, 1), by_admin).await;
+        assert_refused(owners, Refusal::AlreadyMember);
+    }
+    // Never a role at or above the inviter's.
+    let peer = store.create_invite(invitation(a, "peer@example.com", Role::Admin, 2), by_admin).await;
+    assert_refused(peer, Refusal::InviteAtOrAboveOwn);
+
+    // Someone with an account elsewhere: the code alone enrolls nobody.
+    let other = enroll(store.as_ref(), "other@example.com", new_org("Other")).await.expect("other tenant");
+    store.create_invite(invitation(a, "other@example.com", Role::Read, 3), by_admin).await.expect("invite");
+    let anonymous = store.redeem_invite(&[3; 32], Utc::now(), redeemer(None)).await;
+    assert_refused(anonymous, Refusal::InvitationNeedsOwnKey);
+    let admins_key = store
+        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(admin.user_id, admin.key.id, Mode::All)))
+        .await;
+    assert_refused(admins_key, Refusal::NotTheInvitee);
+    let read_key = store
+        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(other.user_id, other.key.id, Mode::Read)))
+        .await;
+    assert_refused(read_key, Refusal::InvitationNeedsOwnKey);
+    assert_eq!(store.role(a, other.user_id).await.expect("role"), None, "refusals change nothing");
+    assert_eq!(store.pending_invites(a, Utc::now()).await.expect("pending").len(), 1, "still pending");
+
+    // Their own key of mode `all`: they join, and no key is made.
+    let keys_before = store.keys_of_user(other.user_id).await.expect("keys").len();
+    let joined = store
+        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(other.user_id, other.key.id, Mode::All)))
+        .await
+        .expect("redeem")
+        .expect("found");
+    assert_eq!((joined.user_id, joined.role, joined.key.is_none()), (other.user_id, Role::Read, true));
+    assert_eq!(store.role(a, other.user_id).await.expect("role"), Some(Role::Read));
+    assert_eq!(store.keys_of_user(other.user_id).await.expect("keys").len(), keys_before);
+
+    // A new address: the holder of the code gets the account, nobody else's.
+    store.create_invite(invitation(a, "new@example.com", Role::Write, 4), by_admin).await.expect("invite");
+    let with_a_key = store
+        .redeem_invite(&[4; 32], Utc::now(), redeemer(presented(admin.user_id, admin.key.id, Mode::All)))
+        .await;
+    assert_refused(with_a_key, Refusal::NotTheInvitee);
+    let new =
+        store.redeem_invite(&[4; 32], Utc::now(), redeemer(None)).await.expect("redeem").expect("found");
+    let key = new.key.expect("a first key");
+    assert_ne!(new.user_id, admin.user_id);
+    assert_eq!((key.user_id, key.mode, key.org_id), (new.user_id, Mode::All, Some(a)));
+}
+
+#[tokio::test]
+async fn an_invitation_is_void_once_its_inviter_could_no_longer_issue_it() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    let admin = enroll(store.as_ref(), "admin@example.com", as_member(a, Role::Admin)).await.expect("admin");
+    let by_admin = &member(admin.user_id);
+    store.create_invite(invitation(a, "alt@example.com", Role::Write, 1), by_admin).await.expect("invite");
+    store.create_invite(invitation(a, "alt2@example.com", Role::Write, 2), by_admin).await.expect("invite");
+    // Demoted below the invitation's role, then removed.
+    store
+        .set_member(a, &email("admin@example.com"), Role::Write, &member(owner.user_id))
+        .await
+        .expect("demote");
+    assert_refused(store.redeem_invite(&[1; 32], Utc::now(), redeemer(None)).await, Refusal::InvitationVoid);
+    assert!(store.remove_member(a, admin.user_id, &member(owner.user_id)).await.expect("remove"));
+    assert_refused(store.redeem_invite(&[2; 32], Utc::now(), redeemer(None)).await, Refusal::InvitationVoid);
+    assert_eq!(store.members(a).await.expect("members").len(), 1, "nobody joined");
+
+    // Withdrawn by its issuer or from above its role, not by a peer.
+    let second =
+        enroll(store.as_ref(), "second@example.com", as_member(a, Role::Admin)).await.expect("admin");
+    let by_owner = &member(owner.user_id);
+    let offered =
+        store.create_invite(invitation(a, "x@example.com", Role::Admin, 3), by_owner).await.expect("invite");
+    assert_refused(store.revoke_invite(a, offered.id, &member(second.user_id)).await, Refusal::Outranked);
+    assert!(store.revoke_invite(a, offered.id, by_owner).await.expect("withdraw"));
+}
+
+#[tokio::test]
+async fn blocks_reach_only_keys_of_members_below_the_actor() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    let admin = enroll(store.as_ref(), "admin@example.com", as_member(a, Role::Admin)).await.expect("admin");
+    let peer = enroll(store.as_ref(), "peer@example.com", as_member(a, Role::Admin)).await.expect("peer");
+    let writer =
+        enroll(store.as_ref(), "writer@example.com", as_member(a, Role::Write)).await.expect("writer");
+    let by_admin = &Actor { user_id: Some(admin.user_id), key_id: Some(admin.key.id), ip: None };
+    let by_owner = &Actor { user_id: Some(owner.user_id), key_id: Some(owner.key.id), ip: None };
+    assert_refused(store.block_key(a, owner.key.id, by_admin).await, Refusal::Outranked);
+    assert_refused(store.block_key(a, peer.key.id, by_admin).await, Refusal::Outranked);
+    assert_refused(store.block_key(a, admin.key.id, by_admin).await, Refusal::OwnKeyBlock);
+    store.block_key(a, writer.key.id, by_admin).await.expect("block from above");
+    assert_eq!(store.role_of_key(a, writer.user_id, writer.key.id).await.expect("role"), None);
+    // A block the owner placed is lifted only from above its key's owner.
+    store.block_key(a, peer.key.id, by_owner).await.expect("the owner blocks an admin");
+    assert_refused(store.unblock_key(a, peer.key.id, by_admin).await, Refusal::Outranked);
+    assert!(store.unblock_key(a, peer.key.id, by_owner).await.expect("unblock"));
+    let by_writer = &Actor { user_id: Some(writer.user_id), key_id: Some(writer.key.id), ip: None };
+    assert_not_found(store.block_key(a, peer.key.id, by_writer).await, Entity::Organization);
+}
+
+#[tokio::test]
+async fn a_leaked_key_is_revoked_with_every_key_it_created() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    let child_of =
+        |parent: Option<i64>| NewApiKey { created_by_key_id: parent, ..key_for(owner.user_id, Some(a)) };
+    let root = store.insert_key(child_of(Some(owner.key.id)), OP).await.expect("root");
+    let child = store.insert_key(child_of(Some(root.id)), OP).await.expect("child");
+    let grandchild = store.insert_key(child_of(Some(child.id)), OP).await.expect("grandchild");
+    let sibling = store.insert_key(child_of(Some(owner.key.id)), OP).await.expect("sibling");
+    let reporter = &Actor { ip: Some("192.0.2.1".parse().expect("ip")), ..Actor::default() };
+    let mut revoked: Vec<i64> =
+        store.revoke_key(&root.digest, reporter).await.expect("revoke").iter().map(|k| k.id).collect();
+    revoked.sort_unstable();
+    assert_eq!(revoked, [root.id, child.id, grandchild.id]);
+    for gone in [root.id, child.id, grandchild.id] {
+        assert_eq!(store.key_by_id(gone).await.expect("read"), None);
+    }
+    assert!(store.key_by_id(sibling.id).await.expect("read").is_some(), "not its descendant");
+    assert!(store.key_by_id(owner.key.id).await.expect("read").is_some(), "nor its parent");
+    let log = store.audit_events(a, None, 50).await.expect("log");
+    let revocations = log.iter().filter(|e| e.action == "apikey.revoke").count();
+    assert_eq!(revocations, 3, "each revocation audited");
+}
