@@ -10,6 +10,8 @@ use std::path::Path;
 
 pub mod process;
 pub mod proxy;
+pub mod raw_http;
+pub mod reverse_proxy;
 
 pub use process::ServerProcess;
 

@@ -115,8 +115,13 @@ struct ServeArgs {
     /// as an address or CIDR; repeatable. With none, every peer is when that header is set.
     #[arg(long = "trusted-proxy", env = "KEYGATE_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR", value_parser = parse_cidr)]
     trusted_proxies: Vec<ipnet::IpNet>,
-    /// A TOML file of rules saying what `/auth` requires of each forwarded request
-    /// [default: GET, HEAD and OPTIONS need read, other methods write].
+    /// The reverse proxy that asks GET /auth, which names the only headers read for the original
+    /// request: nginx (X-Original-*), caddy or traefik (X-Forwarded-*), envoy (its own method and path).
+    /// Without it /auth is disabled.
+    #[arg(long, env = "KEYGATE_FORWARD_AUTH_PROXY", value_name = "PROXY", value_parser = parse_proxy)]
+    forward_auth_proxy: Option<crate::forward_auth::Proxy>,
+    /// A TOML file of rules saying what `/auth` requires of each forwarded request (needs
+    /// --forward-auth-proxy) [default: GET, HEAD and OPTIONS need read, other methods write].
     #[arg(long, env = "KEYGATE_FORWARD_AUTH_RULES", value_name = "FILE")]
     forward_auth_rules: Option<PathBuf>,
     /// The status `/auth` answers a throttled address with: 403 (which nginx passes on) or
@@ -183,6 +188,11 @@ struct UserAddArgs {
     issue_key: bool,
     #[command(flatten)]
     database: DatabaseArg,
+}
+
+fn parse_proxy(raw: &str) -> Result<crate::forward_auth::Proxy, String> {
+    crate::forward_auth::Proxy::parse(raw.trim())
+        .ok_or_else(|| "one of nginx, caddy, traefik, envoy: the proxy in front of /auth".to_owned())
 }
 
 fn parse_verifier_token(raw: &str) -> Result<crate::VerifierToken, String> {
@@ -335,9 +345,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ),
         None => None,
     };
-    let forward_auth = match &args.forward_auth_rules {
-        Some(path) => crate::forward_auth::Rules::load(path)?,
-        None => crate::forward_auth::Rules::default(),
+    let rules = match &args.forward_auth_rules {
+        Some(path) => Some(crate::forward_auth::Rules::load(path)?),
+        None => None,
+    };
+    let forward_auth = match (args.forward_auth_proxy, rules) {
+        (Some(proxy), rules) => Some(crate::forward_auth::ForwardAuth::new(proxy, rules.unwrap_or_default())),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err("--forward-auth-rules needs --forward-auth-proxy nginx|caddy|traefik|envoy: \
+                        the proxy in front of /auth, whose headers alone are read"
+                .to_owned());
+        }
     };
     let forward_auth_throttled = match args.forward_auth_throttled_status {
         403 => axum::http::StatusCode::FORBIDDEN,

@@ -1,29 +1,188 @@
-//! What a request forwarded by a reverse proxy needs (`/auth`, see
-//! [`crate::api::forward`]): the original request's method and path, and the
-//! rule that says which action it takes and where the organization and app
-//! come from.
+//! What a request forwarded by a reverse proxy asks for (`/auth`, see
+//! [`crate::api::forward`]): the original request's method and target, read
+//! exactly as the configured proxy writes them, and the rule that says which
+//! action it takes and where the organization and app come from.
 //!
-//! Policy:
+//! Policy: nothing is trusted that the client could have written, and what
+//! an upstream could read in two ways is refused rather than guessed.
 //!
-//! - The original request is read from `X-Original-Method` / `X-Original-URI`
-//!   (nginx), else `X-Forwarded-Method` / `X-Forwarded-Uri` (Traefik, Caddy),
-//!   else the request itself: its method, and the path after `/auth` (Envoy).
-//! - The path is judged as an upstream would serve it: split at `/`, each
-//!   segment percent-decoded, empty and `.` segments dropped, `..` removing
-//!   the one before; the query is ignored.
-//! - Rules are tried in the order of the file; the first whose methods and
-//!   path match decides. Without a match, GET, HEAD and OPTIONS need `read`
-//!   and every other method `write`.
-//! - A rule's path is literal segments, `*` (any one segment), `{org_id}` or
-//!   `{app_id}` (one segment, taken as the organization or the app), and a
-//!   final `**` (any rest, or nothing). An organization or app may also come
-//!   from a header the rule names; a path capture wins over a header.
+//! - **One header family, named by `--forward-auth-proxy`**: nginx writes
+//!   `X-Original-Method` / `X-Original-URI`; Caddy and Traefik write
+//!   `X-Forwarded-Method` / `X-Forwarded-Uri`; Envoy sends the original
+//!   method and the original target after `/auth`. Nothing else is read: no
+//!   other family, no fallback to the path after `/auth` or to `/`. A header
+//!   of the family that is missing, repeated or not readable text, a header
+//!   of another family (a client's own copy, which the proxy passed on),
+//!   or a path override some frameworks honour (`X-Original-URL`,
+//!   `X-Rewrite-URL`) → a refusal, never an allow.
+//! - **The target is origin-form** (`/path?query`), visible ASCII without
+//!   `\` or `#`. Its path is decoded once, segment by segment, and refused
+//!   when an upstream could resolve it differently: an encoded `/`, `\`,
+//!   `;` or `%` (a second level of encoding), a `;` path parameter, a dot
+//!   segment before or after decoding, a control character, bytes that are
+//!   not UTF-8, characters that compatibility normalization (NFKC) changes,
+//!   a segment that begins or ends with white space or ends with a dot.
+//!   Empty segments are dropped, as upstreams merge slashes. The query is
+//!   not judged.
+//! - **The method** is an upper-case token; a lower-case one is refused.
+//!   Method overrides (`X-HTTP-Method-Override`, `X-Method-Override`,
+//!   `X-HTTP-Method`, a `_method` query parameter) make the request need
+//!   what both methods need.
+//! - **Rules** are tried in the order of the file; the first whose methods
+//!   and path match decides. Without a match, GET, HEAD and OPTIONS need
+//!   `read` and every other method `write`. A rule's path is literal
+//!   segments, `*` (any one segment), `{org_id}` or `{app_id}` (one segment,
+//!   taken as the organization or the app), and a final `**` (any rest, or
+//!   nothing); it matches case-sensitively unless it says
+//!   `case_insensitive = true`. A path that a different rule would judge if
+//!   letter case were ignored is refused: a case-insensitive upstream would
+//!   serve it as that other rule's. An organization or app may also come
+//!   from a header the rule names (exactly one, readable); a path capture
+//!   wins over a header.
 
+use std::borrow::Cow;
 use std::path::Path;
 
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderName, Method, Uri};
 use keygate_core::authz::Action;
 use serde::Deserialize;
+
+/// The reverse proxy in front of `/auth`, which decides what is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    Nginx,
+    Caddy,
+    Traefik,
+    Envoy,
+}
+
+impl Proxy {
+    pub const ALL: [Proxy; 4] = [Proxy::Nginx, Proxy::Caddy, Proxy::Traefik, Proxy::Envoy];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proxy::Nginx => "nginx",
+            Proxy::Caddy => "caddy",
+            Proxy::Traefik => "traefik",
+            Proxy::Envoy => "envoy",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Proxy> {
+        Proxy::ALL.into_iter().find(|proxy| proxy.as_str() == name)
+    }
+
+    /// The headers this proxy writes the original method and target in;
+    /// `None` for Envoy, which sends them as the request's own.
+    fn family(self) -> Option<&'static Family> {
+        match self {
+            Proxy::Nginx => Some(&NGINX),
+            Proxy::Caddy | Proxy::Traefik => Some(&FORWARDED),
+            Proxy::Envoy => None,
+        }
+    }
+
+    /// The status of a refusal of the forwarded request itself: 400, but
+    /// 403 for nginx, which turns any status but 401 and 403 into a 500.
+    pub fn bad_request_status(self) -> axum::http::StatusCode {
+        match self {
+            Proxy::Nginx => axum::http::StatusCode::FORBIDDEN,
+            _ => axum::http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A header family: the original method and target.
+#[derive(Debug)]
+struct Family {
+    method: HeaderName,
+    target: HeaderName,
+}
+
+static NGINX: Family = Family {
+    method: HeaderName::from_static("x-original-method"),
+    target: HeaderName::from_static("x-original-uri"),
+};
+
+static FORWARDED: Family = Family {
+    method: HeaderName::from_static("x-forwarded-method"),
+    target: HeaderName::from_static("x-forwarded-uri"),
+};
+
+/// Headers some frameworks read as the request's path or method: a
+/// client's copy of one that keygate does not read for the proxy
+/// configured is refused, as the upstream might honour it.
+const PATH_OVERRIDES: [HeaderName; 2] =
+    [HeaderName::from_static("x-original-url"), HeaderName::from_static("x-rewrite-url")];
+
+/// Headers that override the method in some frameworks.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
+
+/// `--forward-auth-proxy` with its rules: everything `/auth` needs to
+/// judge a forwarded request.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    proxy: Proxy,
+    rules: Rules,
+}
+
+/// Why a forwarded request was refused before any key was looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadForward {
+    /// A stable snake_case code, for `X-Keygate-Reason`.
+    pub code: &'static str,
+    /// What is wrong, and what to fix.
+    pub message: Cow<'static, str>,
+}
+
+impl BadForward {
+    fn header(code: &'static str, name: &HeaderName, what: &str) -> Self {
+        Self { code, message: format!("The forwarded request's {name} header {what}").into() }
+    }
+
+    fn target(why: &'static str) -> Self {
+        Self {
+            code: "bad_forwarded_target",
+            message: format!("The forwarded request's target is not an origin-form path: {why}").into(),
+        }
+    }
+
+    fn ambiguous(why: &'static str) -> Self {
+        Self {
+            code: "ambiguous_path",
+            message: format!(
+                "The forwarded request's path has {why}, which an upstream may read differently: refused"
+            )
+            .into(),
+        }
+    }
+
+    fn method(raw: &str) -> Self {
+        Self {
+            code: "ambiguous_method",
+            message: format!(
+                "The forwarded request's method `{}` is not an upper-case HTTP method: refused",
+                raw.escape_default()
+            )
+            .into(),
+        }
+    }
+}
+
+/// What a forwarded request needs, as one reading of it (its method, or a
+/// method override) is judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub need: Need,
+    /// The organization, as sent (a path segment or a header value).
+    pub org_id: Option<String>,
+    /// The app, as sent.
+    pub app_id: Option<String>,
+}
 
 /// What a matched request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +190,214 @@ pub enum Need {
     /// No key at all.
     Public,
     Key(Action),
+}
+
+impl ForwardAuth {
+    pub fn new(proxy: Proxy, rules: Rules) -> Self {
+        Self { proxy, rules }
+    }
+
+    pub fn proxy(&self) -> Proxy {
+        self.proxy
+    }
+
+    /// What the request a proxy asks about needs: one judgement for its
+    /// method and one for each method override, every one of which must
+    /// be met. `method`, `uri` and `headers` are those of the `/auth`
+    /// request itself.
+    pub fn judge(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Vec<Judged>, BadForward> {
+        let (method, target) = self.original(method, uri, headers)?;
+        let (path, query) = split_target(&target)?;
+        let segments = path_segments(path)?;
+        let mut methods = vec![method];
+        overrides(headers, query, &mut methods)?;
+        methods.iter().map(|method| self.rules.judge(method, &segments, headers)).collect()
+    }
+
+    /// The original method and target, from where this proxy writes them.
+    fn original<'a>(
+        &self,
+        method: &Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+    ) -> Result<(Method, Cow<'a, str>), BadForward> {
+        for name in &PATH_OVERRIDES {
+            if headers.contains_key(name) {
+                return Err(BadForward::header(
+                    "conflicting_header",
+                    name,
+                    "is not read by keygate: refused",
+                ));
+            }
+        }
+        let read = self.proxy.family();
+        for family in [&NGINX, &FORWARDED] {
+            let ours = read.is_some_and(|read| std::ptr::eq(read, family));
+            for name in [&family.method, &family.target] {
+                if !ours && headers.contains_key(name) {
+                    return Err(BadForward::header(
+                        "conflicting_header",
+                        name,
+                        "is not written by the proxy keygate is configured for (--forward-auth-proxy): refused",
+                    ));
+                }
+            }
+        }
+        match read {
+            Some(family) => {
+                let method = parse_method(one_header(headers, &family.method)?)?;
+                let target = one_header(headers, &family.target)?;
+                Ok((method, Cow::Borrowed(target)))
+            }
+            None => {
+                // Envoy: the original target after the `/auth` prefix, as sent.
+                let method = parse_method(method.as_str())?;
+                let path = uri.path().strip_prefix("/auth").unwrap_or_default();
+                let path = if path.is_empty() { "/" } else { path };
+                if !path.starts_with('/') {
+                    return Err(BadForward::target("it does not follow /auth/"));
+                }
+                Ok((
+                    method,
+                    match uri.query() {
+                        Some(query) => Cow::Owned(format!("{path}?{query}")),
+                        None => Cow::Borrowed(path),
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// The one value of a header the proxy writes: missing, repeated or not
+/// visible ASCII text is refused.
+fn one_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, BadForward> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or_else(|| {
+        BadForward::header(
+            "forwarded_header_missing",
+            name,
+            "is missing: is --forward-auth-proxy the proxy in front?",
+        )
+    })?;
+    if values.next().is_some() {
+        return Err(BadForward::header("forwarded_header_repeated", name, "is repeated"));
+    }
+    value
+        .to_str()
+        .map_err(|_| BadForward::header("forwarded_header_unreadable", name, "is not visible ASCII text"))
+}
+
+/// A method as an upstream reads it: an upper-case token (`-` allowed, as
+/// in WebDAV's); anything else is ambiguous.
+fn parse_method(raw: &str) -> Result<Method, BadForward> {
+    let well_formed =
+        !raw.is_empty() && raw.len() <= 32 && raw.bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+    if !well_formed {
+        return Err(BadForward::method(raw));
+    }
+    Method::from_bytes(raw.as_bytes()).map_err(|_| BadForward::method(raw))
+}
+
+/// Method overrides a framework may honour, upper-cased as frameworks do,
+/// added to `methods`.
+fn overrides(headers: &HeaderMap, query: Option<&str>, methods: &mut Vec<Method>) -> Result<(), BadForward> {
+    let mut add = |raw: &str| -> Result<(), BadForward> {
+        let method = parse_method(&raw.trim().to_ascii_uppercase())?;
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+        Ok(())
+    };
+    for name in &METHOD_OVERRIDES {
+        for value in headers.get_all(name) {
+            add(value.to_str().map_err(|_| {
+                BadForward::header("forwarded_header_unreadable", name, "is not visible ASCII text")
+            })?)?;
+        }
+    }
+    for pair in query.unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        if name.eq_ignore_ascii_case("_method") {
+            add(&percent_encoding::percent_decode_str(value).decode_utf8_lossy())?;
+        }
+    }
+    Ok(())
+}
+
+/// The path and the query of an origin-form target.
+fn split_target(target: &str) -> Result<(&str, Option<&str>), BadForward> {
+    if !target.starts_with('/') {
+        return Err(BadForward::target("it does not start with /"));
+    }
+    if let Some(bad) = target.bytes().find(|&b| !b.is_ascii_graphic() || b == b'\\' || b == b'#') {
+        return Err(match bad {
+            b'\\' => BadForward::ambiguous("a `\\`"),
+            b'#' => BadForward::target("it holds a `#`"),
+            _ => BadForward::target("it holds a space, a control character or a byte that is not ASCII"),
+        });
+    }
+    Ok(match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    })
+}
+
+/// The path's segments, each decoded once, as every upstream reads them;
+/// any segment an upstream could read otherwise is refused (see the
+/// module's documentation).
+fn path_segments(path: &str) -> Result<Vec<String>, BadForward> {
+    let mut segments = Vec::new();
+    for raw in path.split('/').filter(|raw| !raw.is_empty()) {
+        if raw.contains(';') {
+            return Err(BadForward::ambiguous("a `;` path parameter"));
+        }
+        if raw == "." || raw == ".." {
+            return Err(BadForward::ambiguous("a dot segment"));
+        }
+        let segment = decode(raw)?;
+        if segment == "." || segment == ".." {
+            return Err(BadForward::ambiguous("an encoded dot segment"));
+        }
+        if segment.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | ';' | '%')) {
+            return Err(BadForward::ambiguous(
+                "an encoded `/`, `\\`, `;`, `%` (a second level of encoding) or control character",
+            ));
+        }
+        if segment.starts_with(char::is_whitespace)
+            || segment.ends_with(char::is_whitespace)
+            || segment.ends_with('.')
+        {
+            return Err(BadForward::ambiguous(
+                "a segment that begins or ends with white space, or ends with a dot",
+            ));
+        }
+        if !segment.is_ascii() && !unicode_normalization::is_nfkc(&segment) {
+            return Err(BadForward::ambiguous("characters that compatibility normalization (NFKC) changes"));
+        }
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+/// One segment, percent-decoded once; a `%` not followed by two hex digits,
+/// or bytes that are not UTF-8, are refused.
+fn decode(raw: &str) -> Result<String, BadForward> {
+    if !raw.contains('%') {
+        return Ok(raw.to_owned());
+    }
+    let bytes = raw.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(BadForward::ambiguous("a `%` that is not followed by two hex digits"));
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    String::from_utf8(decoded).map_err(|_| BadForward::ambiguous("percent-encoded bytes that are not UTF-8"))
 }
 
 /// The rules file, as operators write it.
@@ -50,6 +417,8 @@ struct RawRule {
     action: String,
     org_id_header: Option<String>,
     app_id_header: Option<String>,
+    #[serde(default)]
+    case_insensitive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,24 +435,15 @@ struct Rule {
     methods: Option<Vec<Method>>,
     path: Vec<Segment>,
     need: Need,
-    org_id_header: Option<axum::http::HeaderName>,
-    app_id_header: Option<axum::http::HeaderName>,
+    org_id_header: Option<HeaderName>,
+    app_id_header: Option<HeaderName>,
+    case_insensitive: bool,
 }
 
 /// The rules of `--forward-auth-rules`, or none (the method decides).
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
-}
-
-/// What a forwarded request asks for, as the rules read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Judged {
-    pub need: Need,
-    /// The organization, as sent (a path segment or a header value).
-    pub org_id: Option<String>,
-    /// The app, as sent.
-    pub app_id: Option<String>,
 }
 
 impl Rules {
@@ -103,30 +463,65 @@ impl Rules {
         Ok(Self { rules: rules.collect::<Result<_, _>>()? })
     }
 
-    /// What a request with `method` on `path` (its query, if any, ignored)
-    /// needs, and the organization and app it names.
-    pub fn judge(&self, method: &Method, path: &str, headers: &HeaderMap) -> Judged {
-        let segments = normalize(path);
-        for rule in &self.rules {
-            if rule.methods.as_ref().is_some_and(|methods| !methods.contains(method)) {
-                continue;
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// What a request with `method` on the decoded path `segments` needs,
+    /// and the organization and app it names.
+    fn judge(&self, method: &Method, segments: &[String], headers: &HeaderMap) -> Result<Judged, BadForward> {
+        let found = self.find(method, segments, false);
+        // A case-insensitive upstream would serve the path as the rule its
+        // lower-case form matches: the two readings must agree.
+        if segments.iter().any(|s| s.chars().any(char::is_uppercase)) {
+            let folded: Vec<String> = segments.iter().map(|s| s.to_lowercase()).collect();
+            let other = self.find(method, &folded, true);
+            if found.as_ref().map(|(i, _)| *i) != other.map(|(i, _)| i) {
+                return Err(BadForward::ambiguous(
+                    "letters whose case decides which rule applies (a case-insensitive upstream would read it as another rule's)",
+                ));
             }
-            let Some(captures) = matches(&rule.path, &segments) else { continue };
-            let header = |name: &Option<axum::http::HeaderName>| {
-                name.as_ref().and_then(|n| headers.get(n)).and_then(|v| v.to_str().ok()).map(str::to_owned)
-            };
-            return Judged {
-                need: rule.need,
-                org_id: captures.org_id.or_else(|| header(&rule.org_id_header)),
-                app_id: captures.app_id.or_else(|| header(&rule.app_id_header)),
-            };
         }
-        let action = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            Action::Read
-        } else {
-            Action::Write
+        let Some((index, captures)) = found else {
+            let action = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                Action::Read
+            } else {
+                Action::Write
+            };
+            return Ok(Judged { need: Need::Key(action), org_id: None, app_id: None });
         };
-        Judged { need: Need::Key(action), org_id: None, app_id: None }
+        let rule = &self.rules[index];
+        let header = |name: &Option<HeaderName>| -> Result<Option<String>, BadForward> {
+            match name {
+                Some(name) if headers.contains_key(name) => {
+                    Ok(Some(one_header(headers, name)?.trim().to_owned()))
+                }
+                _ => Ok(None),
+            }
+        };
+        Ok(Judged {
+            need: rule.need,
+            org_id: match captures.org_id {
+                Some(org_id) => Some(org_id),
+                None => header(&rule.org_id_header)?,
+            },
+            app_id: match captures.app_id {
+                Some(app_id) => Some(app_id),
+                None => header(&rule.app_id_header)?,
+            },
+        })
+    }
+
+    /// The first rule matching `method` on `segments`, with its captures;
+    /// `fold`: every rule compared case-insensitively (`segments` already
+    /// lower-cased).
+    fn find(&self, method: &Method, segments: &[String], fold: bool) -> Option<(usize, Captures)> {
+        self.rules.iter().enumerate().find_map(|(i, rule)| {
+            if rule.methods.as_ref().is_some_and(|methods| !methods.contains(method)) {
+                return None;
+            }
+            matches(&rule.path, segments, fold || rule.case_insensitive).map(|captures| (i, captures))
+        })
     }
 }
 
@@ -144,7 +539,7 @@ impl Rule {
                 methods
                     .iter()
                     .map(|m| {
-                        Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+                        parse_method(&m.trim().to_ascii_uppercase())
                             .map_err(|_| format!("method `{m}` is not an HTTP method"))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -168,12 +563,18 @@ impl Rule {
                         raw.path
                     ));
                 }
-                literal => Segment::Literal(literal.to_owned()),
+                literal => {
+                    // A literal is compared with decoded segments: it must be one.
+                    let decoded = path_segments(&format!("/{literal}")).map_err(|e| {
+                        format!("path `{}`: segment `{literal}`: {}", raw.path, e.message)
+                    })?;
+                    Segment::Literal(decoded.concat())
+                }
             });
         }
         let header = |name: Option<String>, what: &str| {
             name.map(|n| {
-                axum::http::HeaderName::from_bytes(n.trim().as_bytes())
+                HeaderName::from_bytes(n.trim().as_bytes())
                     .map_err(|_| format!("{what} `{n}` is not a header name"))
             })
             .transpose()
@@ -184,6 +585,7 @@ impl Rule {
             need,
             org_id_header: header(raw.org_id_header, "org_id_header")?,
             app_id_header: header(raw.app_id_header, "app_id_header")?,
+            case_insensitive: raw.case_insensitive,
         })
     }
 }
@@ -194,59 +596,26 @@ struct Captures {
     app_id: Option<String>,
 }
 
-fn matches(pattern: &[Segment], segments: &[String]) -> Option<Captures> {
+fn matches(pattern: &[Segment], segments: &[String], case_insensitive: bool) -> Option<Captures> {
     let mut captures = Captures::default();
     let mut rest = segments.iter();
-    for (i, part) in pattern.iter().enumerate() {
+    for part in pattern {
         if *part == Segment::Rest {
-            debug_assert_eq!(i + 1, pattern.len());
             return Some(captures);
         }
         let segment = rest.next()?;
         match part {
+            Segment::Literal(literal)
+                if case_insensitive && literal.to_lowercase() == segment.to_lowercase() => {}
             Segment::Literal(literal) if literal == segment => {}
             Segment::Literal(_) => return None,
             Segment::Any => {}
             Segment::OrgId => captures.org_id = Some(segment.clone()),
             Segment::AppId => captures.app_id = Some(segment.clone()),
-            Segment::Rest => unreachable!("handled above"),
+            Segment::Rest => return Some(captures),
         }
     }
     rest.next().is_none().then_some(captures)
-}
-
-/// The path's segments as an upstream would resolve them (see the module's
-/// documentation).
-fn normalize(path: &str) -> Vec<String> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments: Vec<String> = Vec::new();
-    for raw in path.split('/') {
-        let segment = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        match segment.as_ref() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            _ => segments.push(segment.into_owned()),
-        }
-    }
-    segments
-}
-
-/// The method and path of the request a proxy asks about (see the module's
-/// documentation). `rest` is what followed `/auth` in this request's path.
-pub fn original(method: &Method, rest: &str, query: Option<&str>, headers: &HeaderMap) -> (Method, String) {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let method = header("x-original-method")
-        .or_else(|| header("x-forwarded-method"))
-        .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-        .unwrap_or_else(|| method.clone());
-    let uri = header("x-original-uri").or_else(|| header("x-forwarded-uri")).map(str::to_owned);
-    let uri = uri.unwrap_or_else(|| match query {
-        Some(query) => format!("/{rest}?{query}"),
-        None => format!("/{rest}"),
-    });
-    (method, uri)
 }
 
 #[cfg(test)]
@@ -273,71 +642,256 @@ mod tests {
         action = "admin"
 
         [[rule]]
+        path = "/admin/**"
+        action = "own"
+
+        [[rule]]
+        path = "/Reports/**"
+        action = "admin"
+        case_insensitive = true
+
+        [[rule]]
         path = "/v1/**"
         action = "write"
         app_id_header = "x-app"
         org_id_header = "x-org"
     "#;
 
-    fn judge(method: Method, path: &str) -> Judged {
-        Rules::parse(RULES).expect("rules").judge(&method, path, &HeaderMap::new())
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().expect("value"));
+        }
+        map
     }
 
-    fn needs(action: Action) -> Need {
-        Need::Key(action)
+    fn caddy() -> ForwardAuth {
+        ForwardAuth::new(Proxy::Caddy, Rules::parse(RULES).expect("rules"))
+    }
+
+    /// What `/auth` judges for a Caddy-forwarded `method target`.
+    fn judge(method: &str, target: &str) -> Result<Vec<Judged>, BadForward> {
+        judge_with(method, target, &[])
+    }
+
+    fn judge_with(
+        method: &str,
+        target: &str,
+        extra: &[(&'static str, &str)],
+    ) -> Result<Vec<Judged>, BadForward> {
+        let mut map = headers(&[("x-forwarded-method", method), ("x-forwarded-uri", target)]);
+        for (name, value) in extra {
+            map.append(*name, value.parse().expect("value"));
+        }
+        caddy().judge(&Method::GET, &"/auth".parse().expect("uri"), &map)
+    }
+
+    fn need(method: &str, target: &str) -> Need {
+        let judged = judge(method, target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
+        assert_eq!(judged.len(), 1);
+        judged[0].need
+    }
+
+    fn refused(method: &str, target: &str) -> &'static str {
+        match judge(method, target) {
+            Err(bad) => bad.code,
+            Ok(judged) => panic!("{method} {target} was judged {judged:?}"),
+        }
     }
 
     #[test]
     fn the_first_matching_rule_decides_and_captures() {
-        assert_eq!(judge(Method::GET, "/health").need, Need::Public);
-        assert_eq!(judge(Method::GET, "/health?x=1").need, Need::Public);
-        let upload = judge(Method::POST, "/apps/com.a.b/bundles/1.0.0");
-        assert_eq!((upload.need, upload.app_id.as_deref()), (needs(Action::Upload), Some("com.a.b")));
-        assert_eq!(
-            judge(Method::POST, "/apps/com.a.b/bundles").need,
-            needs(Action::Upload),
-            "** may be empty"
-        );
-        let read = judge(Method::GET, "/apps/com.a.b/bundles/1.0.0");
-        assert_eq!((read.need, read.app_id.as_deref()), (needs(Action::Read), Some("com.a.b")));
-        let org = judge(Method::DELETE, "/orgs/0190/members/42");
-        assert_eq!((org.need, org.org_id.as_deref()), (needs(Action::Administer), Some("0190")));
-        assert_eq!(judge(Method::DELETE, "/orgs/0190/members/42/x").need, needs(Action::Write), "no rule");
+        assert_eq!(need("GET", "/health"), Need::Public);
+        assert_eq!(need("GET", "/health?x=1"), Need::Public);
+        let upload = &judge("POST", "/apps/com.a.b/bundles/1.0.0").expect("judged")[0];
+        assert_eq!((upload.need, upload.app_id.as_deref()), (Need::Key(Action::Upload), Some("com.a.b")));
+        assert_eq!(need("POST", "/apps/com.a.b/bundles"), Need::Key(Action::Upload), "** may be empty");
+        let read = &judge("GET", "/apps/com.a.b/bundles/1.0.0").expect("judged")[0];
+        assert_eq!((read.need, read.app_id.as_deref()), (Need::Key(Action::Read), Some("com.a.b")));
+        let org = &judge("DELETE", "/orgs/0190/members/42").expect("judged")[0];
+        assert_eq!((org.need, org.org_id.as_deref()), (Need::Key(Action::Administer), Some("0190")));
+        assert_eq!(need("DELETE", "/orgs/0190/members/42/x"), Need::Key(Action::Write), "no rule");
+        assert_eq!(need("GET", "//health/"), Need::Public, "empty segments are merged");
+        assert_eq!(need("GET", "/%68ealth"), Need::Public, "decoded once");
     }
 
     #[test]
     fn without_a_rule_the_method_decides() {
-        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
-            assert_eq!(judge(method, "/anything").need, needs(Action::Read));
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            assert_eq!(need(method, "/anything"), Need::Key(Action::Read));
         }
-        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-            assert_eq!(judge(method, "/anything").need, needs(Action::Write));
+        for method in ["POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND"] {
+            assert_eq!(need(method, "/anything"), Need::Key(Action::Write));
         }
+    }
+
+    /// Every trick an upstream could resolve to another path than keygate
+    /// judged is refused, never guessed.
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for target in [
+            "/admin%2fsecret",
+            "/admin%2Fsecret",
+            "/x/%2e%2e/admin",
+            "/x/%2E/admin",
+            "/x/../admin",
+            "/x/./admin",
+            "/public/..;/admin",
+            "/admin;jsessionid=1/secret",
+            "/admin%3bx/secret",
+            "/admin%5csecret",
+            "/admin%252fsecret",
+            "/auth/admin/%252e%252e/health",
+            "/admin%25/secret",
+            "/admin%00/secret",
+            "/admin%0a/secret",
+            "/admin%ff/secret",
+            "/%c0%ae%c0%ae/admin",
+            "/admin./secret",
+            "/admin%20/secret",
+            "/%20admin/secret",
+            "/%EF%BD%81dmin/secret",
+            "/admin%e2%80%a4/secret",
+            "/ad%min",
+            "/admin%2",
+            "/ADMIN/secret",
+            "/Admin/secret",
+        ] {
+            let code = refused("GET", target);
+            assert_eq!(code, "ambiguous_path", "{target}");
+        }
+        for target in ["admin", "*", "http://evil/admin", "/admin#x", "/adm in"] {
+            let code = match judge("GET", target) {
+                Err(bad) => bad.code,
+                Ok(judged) => panic!("{target} was judged {judged:?}"),
+            };
+            assert_eq!(code, "bad_forwarded_target", "{target}");
+        }
+        assert_eq!(refused("GET", "/admin\\secret"), "ambiguous_path");
+    }
+
+    #[test]
+    fn well_formed_paths_pass_whatever_their_script() {
+        for target in [
+            "/apps/com.a.b/x",
+            "/caf%C3%A9/menu",
+            "/%E6%97%A5%E6%9C%AC/x",
+            "/v1/items?q=a%2Fb&x=..",
+            "/.well-known/x",
+            "/a-b_c~d/1.0.0",
+        ] {
+            judge("GET", target).unwrap_or_else(|e| panic!("{target}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn a_path_whose_case_decides_the_rule_is_refused_unless_the_rule_ignores_case() {
+        assert_eq!(refused("GET", "/ADMIN/x"), "ambiguous_path");
+        assert_eq!(need("GET", "/admin/x"), Need::Key(Action::Own));
+        assert_eq!(need("GET", "/REPORTS/x"), Need::Key(Action::Administer), "the rule says so");
+        assert_eq!(need("GET", "/reports/x"), Need::Key(Action::Administer));
+        assert_eq!(need("GET", "/Users/X"), Need::Key(Action::Read), "no rule either way");
+        let app = &judge("GET", "/apps/COM.A.B/x").expect("captures keep their case")[0];
+        assert_eq!(app.app_id.as_deref(), Some("COM.A.B"));
+    }
+
+    #[test]
+    fn methods_are_upper_case_and_overrides_add_what_they_need() {
+        assert_eq!(refused("get", "/health"), "ambiguous_method");
+        assert_eq!(refused("Delete", "/x"), "ambiguous_method");
+        assert_eq!(refused("GE T", "/x"), "ambiguous_method");
+        let both = judge_with("GET", "/admin/x", &[("x-http-method-override", "delete")]).expect("judged");
+        assert_eq!(both.len(), 2);
+        let read_and_write = judge_with("GET", "/x", &[("x-method-override", "PUT")]).expect("judged");
+        let needs: Vec<Need> = read_and_write.iter().map(|j| j.need).collect();
+        assert_eq!(needs, [Need::Key(Action::Read), Need::Key(Action::Write)]);
+        let query = judge_with("GET", "/apps/com.a.b/x?a=1&_method=delete", &[]).expect("judged");
+        let needs: Vec<Need> = query.iter().map(|j| j.need).collect();
+        assert_eq!(needs, [Need::Key(Action::Read), Need::Key(Action::Write)], "GET is read, DELETE write");
+        let bad = judge_with("GET", "/x", &[("x-http-method", "DEL ETE")]).expect_err("refused");
+        assert_eq!(bad.code, "ambiguous_method");
+    }
+
+    #[test]
+    fn only_the_configured_proxys_headers_are_read() {
+        let auth: Uri = "/auth".parse().expect("uri");
+        let nginx = ForwardAuth::new(Proxy::Nginx, Rules::default());
+        let caddy = ForwardAuth::new(Proxy::Caddy, Rules::default());
+        let ours = headers(&[("x-original-method", "POST"), ("x-original-uri", "/x")]);
         assert_eq!(
-            Rules::default().judge(&Method::GET, "/health", &HeaderMap::new()).need,
-            needs(Action::Read)
+            nginx.judge(&Method::GET, &auth, &ours).expect("judged")[0].need,
+            Need::Key(Action::Write)
+        );
+        // Another family's headers: a client's copy, passed on by the proxy.
+        let code = |forward: &ForwardAuth, pairs: &[(&'static str, &str)]| {
+            forward.judge(&Method::GET, &auth, &headers(pairs)).expect_err("refused").code
+        };
+        assert_eq!(
+            code(
+                &caddy,
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/x"), ("x-original-uri", "/health")]
+            ),
+            "conflicting_header"
+        );
+        assert_eq!(
+            code(
+                &nginx,
+                &[("x-original-method", "GET"), ("x-original-uri", "/x"), ("x-forwarded-method", "GET")]
+            ),
+            "conflicting_header"
+        );
+        assert_eq!(
+            code(
+                &caddy,
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/x"), ("x-original-url", "/admin")]
+            ),
+            "conflicting_header"
+        );
+        // Missing, repeated, unreadable: never a fallback.
+        assert_eq!(code(&caddy, &[("x-forwarded-method", "GET")]), "forwarded_header_missing");
+        assert_eq!(code(&caddy, &[("x-forwarded-uri", "/x")]), "forwarded_header_missing");
+        assert_eq!(code(&nginx, &[]), "forwarded_header_missing");
+        assert_eq!(
+            code(
+                &caddy,
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/x"), ("x-forwarded-uri", "/health")]
+            ),
+            "forwarded_header_repeated"
+        );
+        let mut raw = headers(&[("x-original-method", "DELETE")]);
+        raw.insert("x-original-uri", axum::http::HeaderValue::from_bytes(b"/admin?x=\xff").expect("bytes"));
+        assert_eq!(
+            nginx.judge(&Method::GET, &auth, &raw).expect_err("refused").code,
+            "forwarded_header_unreadable"
         );
     }
 
     #[test]
-    fn paths_are_judged_as_an_upstream_resolves_them() {
-        // Dot segments, doubled slashes and encodings cannot step around a rule.
-        assert_eq!(judge(Method::GET, "/x/../health").need, Need::Public);
-        assert_eq!(judge(Method::GET, "//health/").need, Need::Public);
-        assert_eq!(judge(Method::GET, "/%68ealth").need, Need::Public);
-        let other = judge(Method::GET, "/apps/com.mine.app/../../apps/com.other.app/x");
-        assert_eq!(other.app_id.as_deref(), Some("com.other.app"));
-        assert_eq!(judge(Method::GET, "/apps/com.a.b/%2e%2e/%2e%2e/health").need, Need::Public);
+    fn envoy_sends_its_own_method_and_the_target_after_auth() {
+        let envoy = ForwardAuth::new(Proxy::Envoy, Rules::parse(RULES).expect("rules"));
+        let judge =
+            |method: Method, uri: &str| envoy.judge(&method, &uri.parse().expect("uri"), &HeaderMap::new());
+        assert_eq!(judge(Method::GET, "/auth/health").expect("judged")[0].need, Need::Public);
+        assert_eq!(judge(Method::GET, "/auth").expect("judged")[0].need, Need::Key(Action::Read), "the root");
+        let upload = judge(Method::PUT, "/auth/apps/com.a.b/bundles/x?y=1").expect("judged");
+        assert_eq!(upload[0].need, Need::Key(Action::Upload));
+        assert_eq!(
+            judge(Method::GET, "/auth/admin/%252e%252e/health").expect_err("refused").code,
+            "ambiguous_path"
+        );
+        assert_eq!(judge(Method::GET, "/authx/health").expect_err("refused").code, "bad_forwarded_target");
+        let headers = headers(&[("x-original-uri", "/health")]);
+        let refused = envoy.judge(&Method::GET, &"/auth/admin".parse().expect("uri"), &headers);
+        assert_eq!(refused.expect_err("refused").code, "conflicting_header");
     }
 
     #[test]
     fn headers_name_the_organization_and_app_when_the_path_does_not() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-app", "com.a.b".parse().expect("value"));
-        headers.insert("x-org", "0190".parse().expect("value"));
-        let judged = Rules::parse(RULES).expect("rules").judge(&Method::POST, "/v1/things", &headers);
-        assert_eq!(judged.app_id.as_deref(), Some("com.a.b"));
-        assert_eq!(judged.org_id.as_deref(), Some("0190"));
+        let judged =
+            &judge_with("POST", "/v1/things", &[("x-app", "com.a.b"), ("x-org", "0190")]).expect("judged")[0];
+        assert_eq!((judged.app_id.as_deref(), judged.org_id.as_deref()), (Some("com.a.b"), Some("0190")));
+        let twice = judge_with("POST", "/v1/things", &[("x-app", "com.a.b"), ("x-app", "com.c.d")]);
+        assert_eq!(twice.expect_err("refused").code, "forwarded_header_repeated");
     }
 
     #[test]
@@ -349,22 +903,15 @@ mod tests {
         assert!(error("[[rule]]\npath = \"/{user}\"\naction = \"read\"").contains("segment `{user}`"));
         assert!(error("[[rule]]\npath = \"/a\"\naction = \"read\"\nmethods = [\"GE T\"]").contains("GE T"));
         assert!(error("[[rule]]\npath = \"/a\"\naction = \"read\"\nverb = \"GET\"").contains("verb"));
+        assert!(error("[[rule]]\npath = \"/a%2fb\"\naction = \"read\"").contains("segment `a%2fb`"));
+        assert!(error("[[rule]]\npath = \"/a/../b\"\naction = \"read\"").contains("dot segment"));
     }
 
     #[test]
-    fn the_original_request_comes_from_nginx_traefik_caddy_or_envoy() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in pairs {
-                map.insert(*name, value.parse().expect("value"));
-            }
-            map
-        };
-        let nginx = headers(&[("x-original-method", "POST"), ("x-original-uri", "/apps/a.b/x?y=1")]);
-        assert_eq!(original(&Method::GET, "", None, &nginx), (Method::POST, "/apps/a.b/x?y=1".into()));
-        let traefik = headers(&[("x-forwarded-method", "delete"), ("x-forwarded-uri", "/v1/x")]);
-        assert_eq!(original(&Method::GET, "", None, &traefik), (Method::DELETE, "/v1/x".into()));
-        let envoy = headers(&[]);
-        assert_eq!(original(&Method::PUT, "v1/x", Some("q=1"), &envoy), (Method::PUT, "/v1/x?q=1".into()));
+    fn proxies_are_named_by_their_own_names() {
+        for proxy in Proxy::ALL {
+            assert_eq!(Proxy::parse(proxy.as_str()), Some(proxy));
+        }
+        assert_eq!(Proxy::parse("apache"), None);
     }
 }

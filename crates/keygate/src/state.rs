@@ -35,8 +35,8 @@ pub struct Shared {
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub client_addresses: crate::auth::ClientAddressPolicy,
     pub verifier_tokens: Box<[VerifierToken]>,
-    /// What `/auth` requires of a forwarded request.
-    pub forward_auth: crate::forward_auth::Rules,
+    /// How `/auth` reads and judges a forwarded request; `None`: disabled.
+    pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
     /// How `/auth` answers a throttled address: 403 unless configured.
     pub forward_auth_throttled: axum::http::StatusCode,
     /// Where access log lines go; `None`: not logged.
@@ -140,8 +140,10 @@ pub struct Settings {
     /// Peers trusted to name the client in `client_ip_header`; empty:
     /// every peer when a header is set (see [`crate::auth::ClientAddressPolicy`]).
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// What `/auth` requires of a forwarded request (`--forward-auth-rules`).
-    pub forward_auth: crate::forward_auth::Rules,
+    /// The proxy in front of `/auth` (`--forward-auth-proxy`) and what it
+    /// requires of a forwarded request (`--forward-auth-rules`); `None`:
+    /// `/auth` is disabled.
+    pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
     /// How `/auth` answers a throttled address: 403 (nginx turns any status
     /// but 401 and 403 into a 500) unless 429 is asked for.
     pub forward_auth_throttled: axum::http::StatusCode,
@@ -174,7 +176,7 @@ impl Settings {
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             client_ip_header: None,
             trusted_proxies: Vec::new(),
-            forward_auth: crate::forward_auth::Rules::default(),
+            forward_auth: None,
             forward_auth_throttled: axum::http::StatusCode::FORBIDDEN,
             verifier_tokens: Vec::new(),
             key_cache: true,

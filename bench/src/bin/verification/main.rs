@@ -326,7 +326,9 @@ async fn run_configuration(options: &Options, floor: &Floor, backend: Backend, k
         db.url(),
         db.dir(),
         &["--verifier-token", &token],
-        &[("KEYGATE_LOG", &options.server_log)],
+        // `/auth` is asked as Caddy and Traefik ask (an environment variable:
+        // a release without the flag ignores it, so releases compare).
+        &[("KEYGATE_LOG", &options.server_log), ("KEYGATE_FORWARD_AUTH_PROXY", "caddy")],
     );
     let polled = spawned.elapsed();
     let listening_after = listening_at(&server.log_text())

@@ -3,27 +3,33 @@
 //! `ForwardAuth`, Envoy `ext_authz`) lets a request through to the API it
 //! protects only with a key that may make it.
 //!
-//! What the request needs comes from [`crate::forward_auth`]; the decision
-//! is the one `/verify` makes ([`super::verify::permits`]). The body is
-//! never read. The answer:
+//! What the request needs comes from [`crate::forward_auth`], which reads
+//! only what the proxy named by `--forward-auth-proxy` writes and refuses
+//! what is missing, repeated, unreadable or ambiguous; without that flag
+//! `/auth` is disabled (404 `forward_auth_disabled`). The decision is the
+//! one `/verify` makes ([`super::verify::permits`]), for every reading of
+//! the request (its method and any method override). The body is never
+//! read. The answer:
 //!
 //! - **allow**: exactly 200 (Envoy denies any other 2xx), with the identity
 //!   headers `X-Keygate-Key-Id`, `X-Keygate-User-Id`, `X-Keygate-Org-Id`
 //!   (empty for an unscoped key) and `X-Keygate-Mode`, always present (empty
 //!   on a public path) so that a proxy copying them overwrites whatever a
 //!   client sent under those names;
-//! - **deny**: 401 with `WWW-Authenticate` for a missing, unknown, expired or
-//!   revoked key, 403 for a key that may not make the request, each with the
-//!   contract's error body and `X-Keygate-Reason: <code>`; a disabled key
-//!   401 `api_key_disabled`. A throttled address, and a key whose rate
-//!   limit or credits refuse the request (`rate_limited`,
-//!   `usage_exceeded`), get 403 (nginx turns anything but 401 and 403 into a
-//!   500) or, with `--forward-auth-throttled-status 429`, 429. Never a
-//!   redirect. Only an allowed request spends from the key's limits.
+//! - **deny**: 401 with `WWW-Authenticate` for a missing, unknown, expired,
+//!   revoked or disabled key, 403 for a key that may not make the request,
+//!   400 for a forwarded request that is malformed or ambiguous (403 behind
+//!   nginx, which turns any status but 401 and 403 into a 500), each with
+//!   the contract's error body, `X-Keygate-Reason: <code>` and
+//!   `X-Keygate-Error: <text>` (JSON-escaped, for a proxy that writes the
+//!   body itself). A throttled address, and a key whose rate limit or
+//!   credits refuse the request (`rate_limited`, `usage_exceeded`), get 403
+//!   or, with `--forward-auth-throttled-status 429`, 429. Never a redirect.
+//!   Only an allowed request spends from the key's limits.
 
 use std::net::IpAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keygate_core::AppId;
@@ -33,7 +39,7 @@ use crate::auth::{ClientAddress, Credential, guarded, presented_key};
 use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::ApiError;
 use crate::extract::parse_org_id;
-use crate::forward_auth::Need;
+use crate::forward_auth::{BadForward, Need};
 use crate::usage::DeniedKey;
 
 pub const KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
@@ -41,6 +47,7 @@ pub const USER_ID: HeaderName = HeaderName::from_static("x-keygate-user-id");
 pub const ORG_ID: HeaderName = HeaderName::from_static("x-keygate-org-id");
 pub const MODE: HeaderName = HeaderName::from_static("x-keygate-mode");
 pub const REASON: HeaderName = HeaderName::from_static("x-keygate-reason");
+pub const ERROR: HeaderName = HeaderName::from_static("x-keygate-error");
 
 /// What `/auth` answers instead of 200: each an [`ErrorBody`](crate::error::ErrorBody).
 #[derive(utoipa::IntoResponses)]
@@ -49,12 +56,18 @@ pub enum Refusals {
     /// No key, or one that is unknown, expired, revoked or disabled
     #[response(status = 401)]
     Unauthorized(crate::error::ErrorBody),
-    /// The key may not make this request, or the address is throttled, or the key's rate limit or credits refuse it
+    /// The forwarded request is malformed or ambiguous
+    #[response(status = 400)]
+    BadRequest(crate::error::ErrorBody),
+    /// The key may not make this request, or the address is throttled, or the key's rate limit or credits refuse it; behind nginx, also a malformed or ambiguous forwarded request
     #[response(status = 403)]
     Forbidden(crate::error::ErrorBody),
     /// The address is throttled, or the key's limits refuse (with --forward-auth-throttled-status 429)
     #[response(status = 429)]
     Throttled(crate::error::ErrorBody),
+    /// Forward authentication is not enabled (start `keygate serve` with --forward-auth-proxy)
+    #[response(status = 404)]
+    Disabled(crate::error::ErrorBody),
     /// The database is unavailable and the key is not cached
     #[response(status = 503)]
     Unavailable(crate::error::ErrorBody),
@@ -65,10 +78,10 @@ pub enum Refusals {
     path = "/auth",
     tag = "forward-auth",
     params(
-        ("x-original-method" = Option<String>, Header, description = "The original method (nginx)"),
-        ("x-original-uri" = Option<String>, Header, description = "The original path and query (nginx)"),
-        ("x-forwarded-method" = Option<String>, Header, description = "The original method (Traefik, Caddy)"),
-        ("x-forwarded-uri" = Option<String>, Header, description = "The original path and query (Traefik, Caddy)"),
+        ("x-original-method" = Option<String>, Header, description = "The original method (--forward-auth-proxy nginx)"),
+        ("x-original-uri" = Option<String>, Header, description = "The original path and query (--forward-auth-proxy nginx)"),
+        ("x-forwarded-method" = Option<String>, Header, description = "The original method (--forward-auth-proxy caddy or traefik)"),
+        ("x-forwarded-uri" = Option<String>, Header, description = "The original path and query (--forward-auth-proxy caddy or traefik)"),
     ),
     responses(
         (status = 200, description = "Let the request through", headers(
@@ -87,7 +100,7 @@ pub async fn auth(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    decide(&state, address, &method, "", uri.query(), &headers).await
+    decide(&state, address, &method, &uri, &headers).await
 }
 
 /// Like `/auth`, for proxies (Envoy) that append the original path.
@@ -95,7 +108,7 @@ pub async fn auth(
     method(get, head, post, put, patch, delete, options, trace),
     path = "/auth/{rest}",
     tag = "forward-auth",
-    params(("rest" = String, Path, description = "The original path, after /auth (Envoy); any number of segments")),
+    params(("rest" = String, Path, description = "The original path, after /auth (--forward-auth-proxy envoy); any number of segments")),
     responses(
         (status = 200, description = "Let the request through, with the identity headers of `/auth`"),
         Refusals,
@@ -104,28 +117,30 @@ pub async fn auth(
 pub async fn auth_path(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
-    Path(rest): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    decide(&state, address, &method, &rest, uri.query(), &headers).await
+    decide(&state, address, &method, &uri, &headers).await
 }
 
 async fn decide(
     state: &AppState,
     address: Option<IpAddr>,
     method: &Method,
-    rest: &str,
-    query: Option<&str>,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Response {
-    let (method, uri) = crate::forward_auth::original(method, rest, query, headers);
-    let judged = state.forward_auth.judge(&method, &uri, headers);
-    let action = match judged.need {
-        Need::Public => return allow(None),
-        Need::Key(action) => action,
+    let Some(forward_auth) = &state.forward_auth else {
+        return deny(state, disabled(), None);
     };
+    let judged = match forward_auth.judge(method, uri, headers) {
+        Ok(judged) => judged,
+        Err(bad) => return deny(state, bad_forward(bad, forward_auth.proxy().bad_request_status()), None),
+    };
+    if judged.iter().all(|judged| judged.need == Need::Public) {
+        return allow(None);
+    }
     let looked_up = guarded(state, address, async {
         let presented = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
         Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
@@ -140,16 +155,19 @@ async fn decide(
         Ok(live) => live,
         Err(error) => return deny(state, error, None),
     };
-    let org = judged.org_id.as_deref().map(|raw| parse_org_id(raw).ok());
-    // An app id that is not one names nothing the key could act on.
-    let app = match judged.app_id.as_deref().map(AppId::parse).transpose() {
-        Ok(app) => app,
-        Err(_) => return deny(state, ApiError::forbidden(action), Some(&live)),
-    };
-    match super::verify::permits(state, &live, org, app.as_ref(), action).await {
-        Ok(true) => {}
-        Ok(false) => return deny(state, ApiError::forbidden(action), Some(&live)),
-        Err(error) => return deny(state, error, None),
+    for judged in &judged {
+        let Need::Key(action) = judged.need else { continue };
+        let org = judged.org_id.as_deref().map(|raw| parse_org_id(raw).ok());
+        // An app id that is not one names nothing the key could act on.
+        let app = match judged.app_id.as_deref().map(AppId::parse).transpose() {
+            Ok(app) => app,
+            Err(_) => return deny(state, ApiError::forbidden(action), Some(&live)),
+        };
+        match super::verify::permits(state, &live, org, app.as_ref(), action).await {
+            Ok(true) => {}
+            Ok(false) => return deny(state, ApiError::forbidden(action), Some(&live)),
+            Err(error) => return deny(state, error, None),
+        }
     }
     // Permitted: the request spends what the key's limits allow.
     match crate::auth::spend(state, &live, 1, None).await {
@@ -161,6 +179,19 @@ async fn decide(
         }
         Err(error) => deny(state, error, None),
     }
+}
+
+fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "forward_auth_disabled",
+        "Forward authentication is not enabled on this server: start `keygate serve` with \
+         --forward-auth-proxy nginx|caddy|traefik|envoy, naming the proxy in front",
+    )
+}
+
+fn bad_forward(bad: BadForward, status: StatusCode) -> ApiError {
+    ApiError::new(status, bad.code, bad.message)
 }
 
 fn allow(live: Option<&Authenticated>) -> Response {
@@ -193,9 +224,12 @@ fn deny(state: &AppState, mut error: ApiError, live: Option<&Authenticated>) -> 
     }
     let status = error.status;
     let reason = HeaderValue::from_static(error.code);
+    let text = HeaderValue::from_str(&json_escaped(&keygate_core::key::redact(&error.message)))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
     let mut response = error.into_response();
     let headers = response.headers_mut();
     headers.insert(REASON, reason);
+    headers.insert(ERROR, text);
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(
             axum::http::header::WWW_AUTHENTICATE,
@@ -206,4 +240,36 @@ fn deny(state: &AppState, mut error: ApiError, live: Option<&Authenticated>) -> 
         response.extensions_mut().insert(DeniedKey(live.key.id));
     }
     response
+}
+
+/// `text` as the inside of a JSON string, in visible ASCII only: what a
+/// proxy writing the error body itself (nginx) puts between quotes.
+fn json_escaped(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            ' '..='~' => escaped.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(escaped, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_texts_travel_as_visible_ascii_json() {
+        let escaped = super::json_escaped("a \"b\" \\ é … ok");
+        assert_eq!(escaped, "a \\\"b\\\" \\\\ \\u00e9 \\u2026 ok");
+        let parsed: String = serde_json::from_str(&format!("\"{escaped}\"")).expect("JSON string");
+        assert_eq!(parsed, "a \"b\" \\ é … ok");
+    }
 }

@@ -1,30 +1,20 @@
 //! `/auth` behind a real nginx (`auth_request`) and a real Caddy
 //! (`forward_auth`), each started here on loopback with the configuration
-//! the README shows (`deploy/forward-auth/`), in front of an upstream that
-//! echoes what it received; and the request shapes of Traefik and Envoy,
-//! sent as those proxies send them.
-//!
-//! Without nginx or Caddy installed these tests say so and stop, unless
-//! `KEYGATE_REQUIRE_PROXIES` is set (as `.ci/run` does, after installing
-//! both): then a missing proxy fails them.
+//! keygate ships and the README shows (`deploy/forward-auth/`, run by
+//! [`keygate_testkit::reverse_proxy`]), in front of an upstream that echoes
+//! what it received; and the request shapes of Traefik and Envoy, sent as
+//! those proxies send them. The attacks on these files are in
+//! `tests/adversarial/`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use keygate::forward_auth::{ForwardAuth, Proxy, Rules};
+use keygate_testkit::raw_http;
+use keygate_testkit::reverse_proxy::{self, Kind, ReverseProxy};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with};
-
-const NGINX_CONF: &str = include_str!("../../../../deploy/forward-auth/nginx.conf");
-const CADDYFILE: &str = include_str!("../../../../deploy/forward-auth/Caddyfile");
-
-/// The addresses the shipped configurations name, replaced by the test's.
-const KEYGATE_IN_CONFIG: &str = "127.0.0.1:8080";
-const UPSTREAM_IN_CONFIG: &str = "127.0.0.1:9000";
-const LISTEN_IN_CONFIG: &str = "127.0.0.1:8000";
 
 const RULES: &str = r#"
 [[rule]]
@@ -40,20 +30,6 @@ action = "read"
 path = "/apps/{app_id}/**"
 action = "write"
 "#;
-
-/// The binary of a proxy, or `None` (after saying so) when it is not
-/// installed and not required.
-fn proxy_binary(name: &str, candidates: &[&str]) -> Option<PathBuf> {
-    let found = candidates.iter().map(PathBuf::from).find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("KEYGATE_REQUIRE_PROXIES").is_none(),
-            "{name} is not installed (apt-get install {name}), and KEYGATE_REQUIRE_PROXIES is set"
-        );
-        eprintln!("skipping: {name} is not installed (apt-get install {name})");
-    }
-    found
-}
 
 /// Echoes the method, path and headers it received, as JSON.
 async fn echo_upstream() -> SocketAddr {
@@ -73,136 +49,15 @@ async fn echo_upstream() -> SocketAddr {
     address
 }
 
-/// A port free now, below Linux's ephemeral range (32768 and up), where
-/// the many port-0 listeners and outgoing connections of a test run land:
-/// the proxy binds it a moment later, and a race is still possible, so
-/// [`start_retrying`] tries again on another.
-fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Starts a proxy configured by `configure` for a free port, on another
-/// port if that one was taken meanwhile.
-fn start_retrying(configure: impl Fn(u16) -> (Command, tempfile::TempDir, PathBuf)) -> Proxy {
-    for _ in 0..4 {
-        let port = free_port();
-        let (command, dir, log) = configure(port);
-        if let Some(proxy) = Proxy::start(command, port, dir, log) {
-            return proxy;
-        }
-    }
-    panic!("the proxy found no free port in four tries");
-}
-
-/// A proxy process, stopped when dropped.
-struct Proxy {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    /// Starts `command` and waits until it accepts connections on `port`;
-    /// `None` when it could not bind the port (taken meanwhile).
-    fn start(mut command: Command, port: u16, dir: tempfile::TempDir, log: PathBuf) -> Option<Self> {
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"))
-            .spawn()
-            .expect("start the proxy");
-        let mut proxy = Self { child, base: format!("http://127.0.0.1:{port}"), log, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(_)) = proxy.child.try_wait()
-                && proxy.logs().to_lowercase().contains("address already in use")
-            {
-                return None;
-            }
-            assert!(Instant::now() < deadline, "the proxy did not listen: {}", proxy.logs());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(proxy)
-    }
-
-    fn logs(&self) -> String {
-        let stderr = std::fs::read_to_string(self._dir.path().join("stderr")).unwrap_or_default();
-        format!("{stderr}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-}
-
-fn with_addresses(template: &str, keygate: &str, upstream: SocketAddr, port: u16) -> String {
-    template
-        .replace(KEYGATE_IN_CONFIG, keygate)
-        .replace(UPSTREAM_IN_CONFIG, &upstream.to_string())
-        .replace(LISTEN_IN_CONFIG, &format!("127.0.0.1:{port}"))
-}
-
-fn start_nginx(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
-    start_retrying(|port| nginx_at(binary, keygate, upstream, port))
-}
-
-fn nginx_at(
-    binary: &Path,
-    keygate: &str,
-    upstream: SocketAddr,
-    port: u16,
-) -> (Command, tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("dir");
-    let prefix = dir.path().display();
-    let conf = format!(
-        "worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log info;\n\
-         events {{ worker_connections 256; }}\nhttp {{\n\
-         access_log off;\nclient_body_temp_path {prefix}/body;\nproxy_temp_path {prefix}/proxy;\n\
-         fastcgi_temp_path {prefix}/fastcgi;\nuwsgi_temp_path {prefix}/uwsgi;\nscgi_temp_path {prefix}/scgi;\n{}\n}}\n",
-        with_addresses(NGINX_CONF, keygate, upstream, port)
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
-    let mut command = Command::new(binary);
-    command.arg("-p").arg(dir.path()).arg("-c").arg(&path).args(["-g", "daemon off;"]);
-    let log = dir.path().join("error.log");
-    (command, dir, log)
-}
-
-fn start_caddy(binary: &Path, keygate: &str, upstream: SocketAddr) -> Proxy {
-    start_retrying(|port| caddy_at(binary, keygate, upstream, port))
-}
-
-fn caddy_at(
-    binary: &Path,
-    keygate: &str,
-    upstream: SocketAddr,
-    port: u16,
-) -> (Command, tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("dir");
-    let caddyfile = format!(
-        "{{\n\tadmin off\n\tauto_https off\n}}\n\n{}",
-        with_addresses(CADDYFILE, keygate, upstream, port)
-    );
-    let path = dir.path().join("Caddyfile");
-    std::fs::write(&path, caddyfile).expect("write Caddyfile");
-    let mut command = Command::new(binary);
-    command
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&path)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path());
-    let log = dir.path().join("stderr");
-    (command, dir, log)
+/// keygate as the shipped configuration's header says it is started
+/// (`--forward-auth-proxy <proxy> --trusted-proxy 127.0.0.1/32`), with `rules`.
+async fn keygate_behind(proxy: Proxy, rules: &str) -> TestApp {
+    let rules = Rules::parse(rules).expect("rules");
+    spawn_app_with(|settings| {
+        settings.forward_auth = Some(ForwardAuth::new(proxy, rules));
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+    })
+    .await
 }
 
 /// keygate with the rules above, two apps, and keys of each kind.
@@ -215,11 +70,8 @@ struct Setup {
     read_id: i64,
 }
 
-async fn setup() -> Setup {
-    let app = spawn_app_with(|settings| {
-        settings.forward_auth = keygate::forward_auth::Rules::parse(RULES).expect("rules");
-    })
-    .await;
+async fn setup(proxy: Proxy) -> Setup {
+    let app = keygate_behind(proxy, RULES).await;
     app.app("com.acme.app").await;
     app.app("com.acme.other").await;
     let read = app.owner_key("read").await;
@@ -254,7 +106,7 @@ async fn through(base: &str, method: Method, path: &str, key: Option<&str>) -> (
 }
 
 /// Every case of the issue, through one proxy.
-async fn a_proxy_lets_through_exactly_what_keys_allow(setup: &Setup, proxy: &Proxy) {
+async fn a_proxy_lets_through_exactly_what_keys_allow(setup: &Setup, proxy: &ReverseProxy) {
     let base = &proxy.base;
     let owner_user = setup.app.owner.user_id.clone();
     let org = setup.app.owner.org_id.clone();
@@ -282,9 +134,16 @@ async fn a_proxy_lets_through_exactly_what_keys_allow(setup: &Setup, proxy: &Pro
     assert_eq!(status, 200, "a key limited to an app works on its paths");
     let (status, _) = through(base, Method::POST, "/apps/com.acme.other/x", Some(&setup.scoped)).await;
     assert_eq!(status, 403, "and on no other app's");
-    let (status, _) =
-        through(base, Method::GET, "/apps/com.acme.app/../com.acme.other/x", Some(&setup.scoped)).await;
-    assert_eq!(status, 403, "not even through dot segments");
+    // Dot segments, encoded or not, sent as they are: refused.
+    for path in ["/apps/com.acme.app/%2e%2e/com.acme.other/x", "/apps/com.acme.app/../com.acme.other/x"] {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: {}\r\n",
+            proxy.port, setup.scoped
+        );
+        let dots = raw_http::send(&format!("127.0.0.1:{}", proxy.port), head.as_bytes(), b"").await;
+        assert!(matches!(dots.status, 400 | 403), "{path}: {dots:?}");
+        assert_eq!(dots.header("x-keygate-reason"), Some("ambiguous_path"), "{path}: {dots:?}");
+    }
 
     let (status, seen) = through(base, Method::GET, "/health", None).await;
     assert_eq!(status, 200, "a public path needs no key: {seen}");
@@ -310,22 +169,33 @@ async fn a_proxy_lets_through_exactly_what_keys_allow(setup: &Setup, proxy: &Pro
 
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_an_api() {
-    let Some(binary) = proxy_binary("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"]) else { return };
-    let setup = setup().await;
-    let upstream = echo_upstream().await;
-    let keygate = setup.app.base.trim_start_matches("http://").to_owned();
-    let proxy = start_nginx(&binary, &keygate, upstream);
-    a_proxy_lets_through_exactly_what_keys_allow(&setup, &proxy).await;
+    a_shipped_proxy_in_front_of_an_api(Kind::Nginx, Proxy::Nginx).await;
 }
 
 #[tokio::test]
 async fn caddy_forward_auth_in_front_of_an_api() {
-    let Some(binary) = proxy_binary("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"]) else { return };
-    let setup = setup().await;
+    a_shipped_proxy_in_front_of_an_api(Kind::Caddy, Proxy::Caddy).await;
+}
+
+async fn a_shipped_proxy_in_front_of_an_api(kind: Kind, profile: Proxy) {
+    let setup = setup(profile).await;
     let upstream = echo_upstream().await;
     let keygate = setup.app.base.trim_start_matches("http://").to_owned();
-    let proxy = start_caddy(&binary, &keygate, upstream);
+    let Some(proxy) = ReverseProxy::start(kind, &keygate, &upstream.to_string()) else { return };
     a_proxy_lets_through_exactly_what_keys_allow(&setup, &proxy).await;
+    // A refusal keeps keygate's JSON and reason, whatever the proxy.
+    let response =
+        reqwest::Client::new().get(format!("{}/apps/com.acme.app/x", proxy.base)).send().await.expect("sent");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-keygate-reason"], "missing_api_key");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"keygate\"");
+    let body: Value = response.json().await.expect("keygate's JSON");
+    assert_eq!(
+        body,
+        json!({ "error": "Missing API key", "status": "KO", "code": "missing_api_key" }),
+        "{}",
+        proxy.logs()
+    );
 }
 
 /// What Traefik's ForwardAuth sends (a GET to `/auth` with
@@ -334,22 +204,22 @@ async fn caddy_forward_auth_in_front_of_an_api() {
 /// configured prefix `/auth`, the body dropped).
 #[tokio::test]
 async fn traefik_and_envoy_request_shapes() {
-    let setup = setup().await;
+    let traefik_setup = setup(Proxy::Traefik).await;
     let client = reqwest::Client::new();
     let traefik = |method: &str, uri: &str, key: &str| {
         client
-            .get(format!("{}/auth", setup.app.base))
+            .get(format!("{}/auth", traefik_setup.app.base))
             .header("x-forwarded-method", method)
             .header("x-forwarded-uri", uri)
             .header("x-forwarded-for", "203.0.113.9")
             .header("authorization", key)
             .send()
     };
-    let allowed = traefik("GET", "/apps/com.acme.app/x?y=1", &setup.read).await.expect("traefik");
+    let allowed = traefik("GET", "/apps/com.acme.app/x?y=1", &traefik_setup.read).await.expect("traefik");
     assert_eq!(allowed.status(), 200);
     assert_eq!(allowed.headers()["x-keygate-mode"], "read");
     assert_eq!(allowed.headers()["cache-control"], "no-store");
-    let denied = traefik("DELETE", "/apps/com.acme.app/x", &setup.read).await.expect("traefik");
+    let denied = traefik("DELETE", "/apps/com.acme.app/x", &traefik_setup.read).await.expect("traefik");
     assert_eq!(denied.status(), 403);
     assert_eq!(denied.headers()["x-keygate-reason"], "insufficient_permissions");
     let body: Value = denied.json().await.expect("json");
@@ -358,6 +228,7 @@ async fn traefik_and_envoy_request_shapes() {
         (Some("KO"), Some("insufficient_permissions"))
     );
 
+    let setup = setup(Proxy::Envoy).await;
     let envoy = |method: Method, path: &str, key: Option<&str>| {
         let mut request = client.request(method, format!("{}/auth{path}", setup.app.base));
         if let Some(key) = key {
@@ -380,7 +251,8 @@ async fn traefik_and_envoy_request_shapes() {
 #[test]
 fn the_readme_shows_the_tested_configurations() {
     let readme = include_str!("../../../../README.md");
-    for (name, config) in [("nginx.conf", NGINX_CONF), ("Caddyfile", CADDYFILE)] {
+    for (name, config) in [("nginx.conf", reverse_proxy::NGINX_CONF), ("Caddyfile", reverse_proxy::CADDYFILE)]
+    {
         assert!(readme.contains(config.trim()), "README.md lacks deploy/forward-auth/{name} as it is");
     }
 }
@@ -392,6 +264,7 @@ async fn a_throttled_address_gets_403_or_the_status_asked_for() {
     for (throttled, want) in [(None, 403u16), (Some(axum::http::StatusCode::TOO_MANY_REQUESTS), 429)] {
         let app = spawn_app_with(|settings| {
             settings.failed_auth_limit = 2;
+            settings.forward_auth = Some(ForwardAuth::new(Proxy::Envoy, Rules::default()));
             if let Some(status) = throttled {
                 settings.forward_auth_throttled = status;
             }
@@ -417,6 +290,7 @@ async fn only_trusted_proxies_name_the_client() {
         let app = spawn_app_with(|settings| {
             settings.failed_auth_limit = 2;
             settings.trusted_proxies = vec![trusted.parse().expect("cidr")];
+            settings.forward_auth = Some(ForwardAuth::new(Proxy::Envoy, Rules::default()));
         })
         .await;
         let ask = |client: &'static str, key: &'static str| {
@@ -439,11 +313,12 @@ async fn only_trusted_proxies_name_the_client() {
 
 /// Bad input to `/auth` itself is refused in the contract's shape: a method
 /// the document does not name (405), an app id in the path that is not one
-/// (403: it names nothing a key may act on), a key header that is not text
-/// (401).
+/// (403: it names nothing a key may act on), an ambiguous path (400), a key
+/// header that is not text (401); and without --forward-auth-proxy, `/auth`
+/// is disabled (404).
 #[tokio::test]
 async fn bad_forwarded_requests_are_refused_in_the_contracts_shape() {
-    let setup = setup().await;
+    let setup = setup(Proxy::Envoy).await;
     let client = reqwest::Client::new();
     let query = Method::from_bytes(b"QUERY").expect("method");
     let reply = setup.app.call(query, "/auth/apps/com.acme.app/x", Some(&setup.read), None).await;
@@ -451,6 +326,13 @@ async fn bad_forwarded_requests_are_refused_in_the_contracts_shape() {
 
     let reply = setup.app.call(Method::GET, "/auth/apps/not%20an%20app/x", Some(&setup.read), None).await;
     reply.error(403, "insufficient_permissions");
+    let address = setup.app.base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "GET /auth/apps/com.acme.app/%2e%2e/x HTTP/1.1\r\nHost: {address}\r\nX-Api-Key: {}\r\n",
+        setup.read
+    );
+    let dots = raw_http::send(&address, head.as_bytes(), b"").await;
+    assert_eq!((dots.status, dots.header("x-keygate-reason")), (400, Some("ambiguous_path")), "{dots:?}");
 
     let response = client
         .get(format!("{}/auth/apps/com.acme.app/x", setup.app.base))
@@ -462,4 +344,8 @@ async fn bad_forwarded_requests_are_refused_in_the_contracts_shape() {
     assert_eq!(response.headers()["x-keygate-reason"], "invalid_api_key");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "KO");
+
+    let disabled = crate::helpers::spawn_app().await;
+    let reply = disabled.call(Method::GET, "/auth/x", Some(&setup.read), None).await;
+    reply.error(404, "forward_auth_disabled");
 }

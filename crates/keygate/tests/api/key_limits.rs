@@ -20,6 +20,10 @@ async fn app_with(clock: &Clock) -> TestApp {
         s.clock = clock;
         // Refusals here are on purpose; none may throttle the test's address.
         s.failed_auth_limit = 0;
+        s.forward_auth = Some(keygate::forward_auth::ForwardAuth::new(
+            keygate::forward_auth::Proxy::Caddy,
+            keygate::forward_auth::Rules::default(),
+        ));
     })
     .await
 }
@@ -227,8 +231,19 @@ async fn a_disabled_key_is_refused_everywhere_until_enabled_and_its_owner_cannot
     let verdict = verify(&app, json!({ "key": key })).await;
     assert_eq!((verdict["valid"].clone(), verdict["code"].clone()), (json!(false), json!("DISABLED")));
     assert_eq!(verdict["key"]["id"], id);
-    let auth = app.call(reqwest::Method::GET, "/auth", Some(&key), None).await;
-    auth.error(401, "api_key_disabled");
+    let auth = app
+        .client
+        .get(format!("{}/auth", app.base))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/builds")
+        .header("authorization", key.as_str())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        (auth.status().as_u16(), auth.headers()["x-keygate-reason"].to_str().ok()),
+        (401, Some("api_key_disabled"))
+    );
     // The customer's other `all` key may manage their keys, but not lift an
     // administrator's decision.
     let lift = app.put(&format!("/apikey/{id}"), &member.key, json!({ "enabled": true })).await;
