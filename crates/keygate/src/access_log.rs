@@ -7,9 +7,18 @@
 //!
 //! A line: `2025-01-01T12:00:00.000001Z  INFO keygate::access: served
 //! method=GET path=/apikey/ak_[redacted] route=/apikey/{id_or_key}
-//! status=200 ms=0.412 client=127.0.0.1`. The path is masked by
-//! [`crate::router::redact`] (on the writer's thread) and never has its
-//! query; `route` is the matched route template, or `unmatched`.
+//! status=200 ms=0.412 client=127.0.0.1`. The path is masked by [`redact`]
+//! (on the writer's thread) and never has its query; `route` is the matched
+//! route template, or `unmatched`. For `/auth` (forward authentication)
+//! the path is the route: the protected API's paths are not keygate's to
+//! log.
+//!
+//! Masking is by shape, not by prefix: a path segment that holds a key in
+//! any spelling (`ak_`, `kgi_`, in any case, percent-encoded or not), or
+//! that looks like any other long random token (16 characters or more of a
+//! token's alphabet, mixing letters and digits, or as varied as random
+//! text), is written `[redacted]`. UUIDs (organizations, users) and
+//! dotted names (app ids, versions) are kept.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -186,7 +195,7 @@ pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
     buffer.extend_from_slice(b" path=");
     let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
     match &entry.path {
-        Some(path) => buffer.extend_from_slice(crate::router::redact(path).as_bytes()),
+        Some(path) => buffer.extend_from_slice(redact(path).as_bytes()),
         None => buffer.extend_from_slice(route.as_bytes()),
     }
     buffer.extend_from_slice(b" route=");
@@ -224,8 +233,79 @@ impl Clock {
     }
 }
 
+/// A path as it may be logged: every segment that looks like a credential
+/// (see the module's documentation) is masked.
+pub fn redact(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.split('/').all(|segment| mask(segment).is_none()) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let masked: Vec<&str> = path.split('/').map(|segment| mask(segment).unwrap_or(segment)).collect();
+    std::borrow::Cow::Owned(masked.join("/"))
+}
+
+/// What a path segment that looks like a key, an invitation code or
+/// another token is written as; `None` for any other segment.
+fn mask(segment: &str) -> Option<&'static str> {
+    const MIN_LEN: usize = 16;
+    if segment.len() < 3 {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+    let lower = decoded.to_ascii_lowercase();
+    if lower.contains(keygate_core::key::PREFIX) {
+        return Some("ak_[redacted]");
+    }
+    if lower.contains(crate::api::invites::CODE_PREFIX) {
+        return Some("kgi_[redacted]");
+    }
+    let token = decoded.trim();
+    let uuid = token.len() == 36 && uuid::Uuid::try_parse(token).is_ok();
+    if token.len() < MIN_LEN || uuid || token.contains('.') {
+        return None;
+    }
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+/=~".contains(&b)) {
+        return None;
+    }
+    let mixed = token.bytes().any(|b| b.is_ascii_digit()) && token.bytes().any(|b| b.is_ascii_alphabetic());
+    (mixed || entropy_bits_per_char(token) >= 4.0).then_some("[redacted]")
+}
+
+/// Shannon entropy of `text`'s bytes, in bits per byte.
+fn entropy_bits_per_char(text: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in text.bytes() {
+        counts[usize::from(b)] += 1;
+    }
+    let len = text.len() as f64;
+    counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / len).map(|p| -p * p.log2()).sum()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_in_paths_are_masked_by_shape() {
+        use super::redact;
+        let key = "ak_2LqSfvbRuSJxWQtoIYjkl0G9V6c6DmVkMxiJ96KTvtDU4NAYoc";
+        assert_eq!(redact(&format!("/apikey/{key}/")), "/apikey/ak_[redacted]/");
+        assert_eq!(redact("/apikey/%61k_abc/rotate"), "/apikey/ak_[redacted]/rotate");
+        assert_eq!(redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
+        assert_eq!(redact("/invites/KGI_0123456789abcdef0123"), "/invites/kgi_[redacted]");
+        assert_eq!(redact("/x/4f9c2a7be81d03c65ab7e90d12f4c8aa"), "/x/[redacted]", "hex");
+        assert_eq!(redact("/x/s3cr3t-t0k3n-for-verify"), "/x/[redacted]", "a token, letters and digits");
+        assert_eq!(redact("/x/QmFzZTY0VG9rZW5IZXJlSXM"), "/x/[redacted]", "base64 letters");
+        for kept in [
+            "/apikey/12",
+            "/app/com.example_app",
+            "/livez",
+            "/organization/members",
+            "/organization/0190b1e2-7c3a-7d4e-9f00-0123456789ab",
+            "/bundle/com.example.app/1.0.0-beta.1",
+            "/organization-members-list",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+    }
+
     use super::*;
 
     fn entry(path: &str) -> Entry {

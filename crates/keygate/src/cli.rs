@@ -382,6 +382,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         forward_auth_throttled,
         max_org_storage: args.max_org_storage,
         clock: crate::quota::Clock::default(),
+        body_budget: crate::extract::BodyBudget::DEFAULT_BYTES,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

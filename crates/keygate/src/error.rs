@@ -179,6 +179,18 @@ impl ApiError {
         }
     }
 
+    /// 503: the server holds as many request bodies as it allows at once.
+    pub fn server_busy() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "The server is reading as many request bodies as it allows at once; retry in a second",
+            )
+        }
+    }
+
     /// 503: the change's audit event could not be written, so the change
     /// was rolled back.
     pub fn audit_unavailable() -> Self {

@@ -2,47 +2,106 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::error::ApiError;
 
-/// A request body of at most [`crate::BODY_LIMIT`] bytes, read whole.
-pub struct RawBody(pub Bytes);
+/// A request body of at most `LIMIT` bytes, read whole, and only once the
+/// server's budget of body bytes in flight has room for it
+/// ([`BodyBudget`]): a body that would not fit is refused (503
+/// `server_busy`, `Retry-After: 1`) rather than buffered. A declared
+/// length over `LIMIT` is refused (413) before a byte is read. Read last,
+/// after every extractor that checks a credential.
+pub struct RawBody<const LIMIT: usize = { crate::BODY_LIMIT }> {
+    bytes: Bytes,
+    /// The share of the budget the body holds, until the request ends.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+/// What an endpoint that needs no key reads at most: a few KiB.
+pub const SMALL_BODY_LIMIT: usize = 4 * 1024;
+
+/// A body of an endpoint that needs no key: at most [`SMALL_BODY_LIMIT`].
+pub type SmallBody = RawBody<SMALL_BODY_LIMIT>;
+
+impl<const LIMIT: usize> FromRequest<AppState> for RawBody<LIMIT> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::payload_too_large("The request body", crate::BODY_LIMIT as u64))
-            }
-            Err(rejection) => Err(ApiError::invalid_body(format!(
-                "Could not read the request body: {}",
-                rejection.body_text()
-            ))),
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let too_large = || ApiError::payload_too_large("The request body", LIMIT as u64);
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .map(|length| length.to_str().ok().and_then(|l| l.parse::<u64>().ok()).ok_or_else(too_large))
+            .transpose()?;
+        if declared.is_some_and(|length| length > LIMIT as u64) {
+            return Err(too_large());
         }
+        let reserve = declared.map_or(LIMIT, |length| length as usize);
+        let budget = match reserve {
+            0 => None,
+            bytes => Some(state.body_budget.reserve(bytes).ok_or_else(ApiError::server_busy)?),
+        };
+        let bytes = match axum::body::to_bytes(req.into_body(), LIMIT).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+                return Err(if too_large {
+                    ApiError::payload_too_large("The request body", LIMIT as u64)
+                } else {
+                    ApiError::invalid_body(format!("Could not read the request body: {error}"))
+                });
+            }
+        };
+        Ok(Self { bytes, _budget: budget })
     }
 }
 
-impl RawBody {
+/// The bytes of request bodies the server holds at once, at most: each
+/// body reserves its declared length (or its limit, when it declares none)
+/// before it is read, and gives it back when its request ends.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    /// Permits of [`BodyBudget::UNIT`] bytes.
+    units: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl BodyBudget {
+    const UNIT: usize = 1024;
+
+    /// The default budget: 64 MiB of bodies in flight.
+    pub const DEFAULT_BYTES: usize = 64 * 1024 * 1024;
+
+    pub fn new(bytes: usize) -> Self {
+        let units = (bytes / Self::UNIT).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Self { units: std::sync::Arc::new(tokio::sync::Semaphore::new(units)) }
+    }
+
+    /// Room for `bytes` now, or `None`: nothing waits for it.
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(Self::UNIT)).ok()?;
+        self.units.clone().try_acquire_many_owned(units).ok()
+    }
+}
+
+impl<const LIMIT: usize> RawBody<LIMIT> {
     /// The body as JSON, `None` when it is empty or only white space. A body
     /// that does not parse is read a second time, tracking the path, so
     /// that the error names the field; a good one is read once, untracked.
     pub fn json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
-        if self.0.iter().all(u8::is_ascii_whitespace) {
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        if let Ok(parsed) = serde_json::from_slice(&self.0) {
+        if let Ok(parsed) = serde_json::from_slice(&self.bytes) {
             return Ok(Some(parsed));
         }
-        let deserializer = &mut serde_json::Deserializer::from_slice(&self.0);
+        let deserializer = &mut serde_json::Deserializer::from_slice(&self.bytes);
         serde_path_to_error::deserialize(deserializer).map(Some).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -142,16 +201,4 @@ pub fn int_in_range(
 /// A parameter that must be present and not blank, trimmed.
 pub fn required(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// The `authorization` header alone: the one header some handlers read,
-/// without copying the whole map.
-pub struct Authorization(pub Option<HeaderValue>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Authorization {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.headers.get(AUTHORIZATION).cloned()))
-    }
 }

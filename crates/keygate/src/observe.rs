@@ -115,14 +115,16 @@ where
         let start = Instant::now();
         let key = RequestKey::default();
         req.extensions_mut().insert(key.clone());
-        tracing::debug!(method = %req.method(), path = %crate::router::redact(req.uri().path()), "started processing request");
         let route = req.extensions().get::<MatchedPath>().cloned();
+        let path = loggable_path(req.uri().path(), route.as_ref());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let shown =
+                path.map_or(route.as_ref().map_or("", |r| r.as_str()).into(), crate::access_log::redact);
+            tracing::debug!(method = %req.method(), path = %shown, "started processing request");
+        }
         let logged = self.access_log.as_ref().map(|access_log| Logged {
             access_log: access_log.clone(),
-            path: match (req.uri().path(), &route) {
-                (path, Some(route)) if path == route.as_str() => None,
-                (path, _) => Some(path.into()),
-            },
+            path: path.map(Into::into),
             client: access_log
                 .client(req.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0), req.headers()),
         });
@@ -135,6 +137,16 @@ where
             timer: None,
             seen: Some(seen),
         }
+    }
+}
+
+/// The path a request's log line names, or `None` when that is its route:
+/// one equal to its route, and any under `/auth`, whose paths are the
+/// protected API's, not keygate's to log.
+fn loggable_path<'a>(path: &'a str, route: Option<&MatchedPath>) -> Option<&'a str> {
+    match route {
+        Some(route) if route.as_str() == path || route.as_str().starts_with("/auth") => None,
+        _ => Some(path),
     }
 }
 

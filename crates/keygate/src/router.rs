@@ -4,7 +4,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use tower::Layer;
@@ -129,39 +128,4 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)
-}
-
-/// A path as it may be logged: any segment that holds a key, percent-encoded
-/// or not (`/apikey/ak_…`, `/apikey/%61k_…`), is masked. A path with neither
-/// `_` nor `%` cannot hold one and is returned as it is.
-pub fn redact(path: &str) -> Cow<'_, str> {
-    if !path.bytes().any(|b| b == b'_' || b == b'%') {
-        return Cow::Borrowed(path);
-    }
-    let masked = path
-        .split('/')
-        .map(|segment| {
-            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-            if decoded.to_ascii_lowercase().contains(keygate_core::key::PREFIX) {
-                "ak_[redacted]"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/");
-    Cow::Owned(masked)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn keys_in_paths_are_redacted() {
-        assert_eq!(super::redact("/apikey/ak_abc123/"), "/apikey/ak_[redacted]/");
-        assert_eq!(super::redact("/apikey/12"), "/apikey/12");
-        assert_eq!(super::redact("/apikey/%61k_abc/rotate"), "/apikey/ak_[redacted]/rotate");
-        assert_eq!(super::redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
-        assert_eq!(super::redact("/app/com.example_app"), "/app/com.example_app");
-        assert_eq!(super::redact("/livez"), "/livez");
-    }
 }

@@ -45,6 +45,8 @@ pub struct Shared {
     pub metrics_on_main: bool,
     /// How long a request may take, body included, before it is answered 408.
     pub request_timeout: std::time::Duration,
+    /// The bytes of request bodies held at once.
+    pub body_budget: crate::extract::BodyBudget,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +91,7 @@ impl AppState {
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
             request_timeout: settings.edge.request_timeout,
+            body_budget: crate::extract::BodyBudget::new(settings.body_budget),
         }))
     }
 
@@ -167,6 +170,9 @@ pub struct Settings {
     pub max_org_storage: Option<u64>,
     /// The time rate-limit windows and credit refills are reckoned in.
     pub clock: crate::quota::Clock,
+    /// The most bytes of request bodies held at once; a body that would
+    /// take more is refused (503 `server_busy`).
+    pub body_budget: usize,
 }
 
 impl Settings {
@@ -186,6 +192,7 @@ impl Settings {
             failed_auth_limit: crate::limits::THRESHOLD,
             max_org_storage: None,
             clock: crate::quota::Clock::default(),
+            body_budget: crate::extract::BodyBudget::DEFAULT_BYTES,
         }
     }
 }

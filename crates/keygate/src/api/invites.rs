@@ -43,7 +43,7 @@ use crate::api::Data;
 use crate::api::apikey::new_key_material;
 use crate::auth::{Caller, ClientAddress, Credential, OptionalCaller, guarded};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, require_org_id, required};
+use crate::extract::{Params, RawBody, SmallBody, require_org_id, required};
 
 /// What every invitation code starts with.
 pub const CODE_PREFIX: &str = "kgi_";
@@ -276,7 +276,7 @@ pub async fn redeem(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
     OptionalCaller(caller): OptionalCaller,
-    body: RawBody,
+    body: SmallBody,
 ) -> ApiResult<Json<RedeemedView>> {
     let request = body
         .json::<RedeemInvite>()?

@@ -10,8 +10,9 @@
 use std::net::IpAddr;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
@@ -23,10 +24,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{ClientAddress, Credential, guarded, strip_bearer};
+use crate::auth::{Credential, guarded, strip_bearer};
 use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Authorization, RawBody, parse_org_id};
+use crate::extract::{RawBody, parse_org_id};
 use crate::quota::{LimitReport, Outcome};
 use crate::usage::{DeniedKey, Refused};
 
@@ -234,25 +235,38 @@ fn forbidden(key: &Authenticated) -> Response {
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
-    Authorization(authorization): Authorization,
+    _service: VerifyingService,
     body: RawBody,
 ) -> ApiResult<Response> {
-    let result = decide(state, address, authorization, body).await;
-    if let (Err(error), Some(metrics)) = (&result, crate::metrics::get()) {
-        metrics.verification(error.code);
+    let result = decide(state, body).await;
+    if let Err(error) = &result {
+        count_refusal(error);
     }
     result
 }
 
+fn count_refusal(error: &ApiError) {
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.verification(error.code);
+    }
+}
+
+/// A service presenting a verifier token, checked before anything of the
+/// request's body is read.
+pub struct VerifyingService;
+
+impl FromRequestParts<AppState> for VerifyingService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let address = state.client_address(parts);
+        check_token(state, parts.headers.get(AUTHORIZATION), address).await.inspect_err(count_refusal)?;
+        Ok(Self)
+    }
+}
+
 /// The verdict (each counted by [`verdict`]), or why the call was refused.
-async fn decide(
-    state: AppState,
-    address: Option<IpAddr>,
-    authorization: Option<HeaderValue>,
-    body: RawBody,
-) -> ApiResult<Response> {
-    check_token(&state, authorization.as_ref(), address).await?;
+async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
     let request = body
         .json::<VerifyRequest>()?
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::auth::ClientAddress;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::RawBody;
+use crate::extract::{RawBody, SmallBody};
 
 /// The body of `POST /apikey/revoke`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -40,7 +40,7 @@ struct RevokeKey {
     ),
     responses(
         (status = 200, description = "The key, if it was one, no longer works", body = Success),
-        (status = 413, description = "The body is over the size limit", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is over 4 KiB", body = crate::error::ErrorBody),
         (status = 503, description = "The database is unavailable: report again", body = crate::error::ErrorBody),
     ),
     security(())
@@ -48,7 +48,7 @@ struct RevokeKey {
 pub async fn revoke(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
-    body: RawBody,
+    body: SmallBody,
 ) -> ApiResult<Json<Success>> {
     // Whatever was sent, the answer is the same; only a key can change anything.
     let presented = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
