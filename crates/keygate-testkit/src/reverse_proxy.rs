@@ -90,6 +90,25 @@ impl ReverseProxy {
         panic!("{} found no free port in four tries", kind.name());
     }
 
+    /// Caddy's own file server on `root`, as an upstream that resolves
+    /// paths the way Go does; `None` when Caddy is not installed (and not
+    /// required).
+    pub fn file_server(root: &Path) -> Option<Self> {
+        let binary = Kind::Caddy.binary()?;
+        for _ in 0..4 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("proxy directory");
+            let config = format!(
+                "{{\n\tadmin off\n}}\n\nhttp://:{port} {{\n\tbind 127.0.0.1\n\troot * {}\n\tfile_server\n}}\n",
+                root.display()
+            );
+            if let Some(server) = Self::spawn(caddy(&binary, dir.path(), &config), port, dir) {
+                return Some(server);
+            }
+        }
+        panic!("caddy found no free port in four tries");
+    }
+
     /// Starts `command` and waits until it accepts connections on `port`;
     /// `None` when it could not bind the port (taken meanwhile).
     fn spawn(mut command: Command, port: u16, dir: tempfile::TempDir) -> Option<Self> {

@@ -1,0 +1,247 @@
+//! No path from a lesser key or role to a greater one: each attack the
+//! review found, replayed over HTTP, and the rank rule tried on every
+//! operation that reaches another member, from an equal and a lower rank.
+
+use keygate_core::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Account, Reply, TestApp, spawn_app};
+
+async fn invite(app: &TestApp, caller: &str, email: &str, role: &str) -> Reply {
+    let body = json!({ "org_id": app.owner.org_id, "email": email, "role": role });
+    app.post("/organization/invites", caller, body).await
+}
+
+async fn redeem(app: &TestApp, code: &Value, key: Option<&str>) -> Reply {
+    app.call(Method::POST, "/invites/redeem", key, Some(json!({ "code": code }))).await
+}
+
+async fn role_of(app: &TestApp, email: &str) -> Option<String> {
+    let members =
+        app.get(&format!("/organization/members?org_id={}", app.owner.org_id), &app.owner.key).await;
+    members.ok()["data"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["email"] == email)
+        .map(|m| m["role"].as_str().expect("role").to_owned())
+}
+
+/// Finding: an admin invited the owner's email, redeemed the code and got
+/// an `all` key owned by the owner, with the owner's power. Also: an
+/// invitation to someone with an account elsewhere enrolled them without
+/// their consent.
+#[tokio::test]
+async fn an_invitation_never_becomes_the_owners_key_nor_enrolls_a_stranger() {
+    let app = spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    for role in ["read", "write"] {
+        invite(&app, &admin.key, "owner@example.com", role).await.error(409, "already_member");
+    }
+    // Someone who already has an account, in another tenant.
+    let stranger = app.tenant("stranger@example.com").await;
+    let code = invite(&app, &admin.key, "stranger@example.com", "read").await.ok()["invite"]["code"].clone();
+    redeem(&app, &code, None).await.error(401, "invitation_needs_key");
+    redeem(&app, &code, Some(&admin.key)).await.error(403, "not_the_invitee");
+    assert_eq!(role_of(&app, "stranger@example.com").await, None, "not enrolled");
+    // The code still works for its invitee, who joins and gets no key.
+    let joined = redeem(&app, &code, Some(&stranger.key)).await.ok();
+    assert_eq!((joined["user_id"].as_str(), joined.get("key")), (Some(stranger.user_id.as_str()), None));
+    // And the owner still owns: the admin cannot delete the organization.
+    let delete = format!("/organization?org_id={}", app.owner.org_id);
+    app.delete(&delete, &admin.key).await.error(403, "insufficient_permissions");
+}
+
+/// Finding: a pending invitation outlived its inviter: an admin invited an
+/// alternate address, was removed, redeemed it, and was an admin again.
+#[tokio::test]
+async fn an_invitation_dies_with_its_inviters_right() {
+    let app = spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let code = invite(&app, &admin.key, "alt@example.com", "write").await.ok()["invite"]["code"].clone();
+    let remove = format!("/organization/members?org_id={}&user_id={}", app.owner.org_id, admin.user_id);
+    app.call(Method::DELETE, &remove, Some(&app.owner.key), None).await.ok();
+    redeem(&app, &code, None).await.error(404, "invite_not_found");
+    assert_eq!(role_of(&app, "alt@example.com").await, None);
+    // Demoted below the role it offers: void as well.
+    let second = app.member("second@example.com", Role::Admin).await;
+    let code = invite(&app, &second.key, "alt2@example.com", "write").await.ok()["invite"]["code"].clone();
+    let demote = json!({ "org_id": app.owner.org_id, "email": "second@example.com", "role": "write" });
+    app.post("/organization/members", &app.owner.key, demote).await.ok();
+    redeem(&app, &code, None).await.error(404, "invite_not_found");
+    // Roles offered stay strictly below the inviter's.
+    invite(&app, &app.owner.key, "peer@example.com", "super_admin")
+        .await
+        .error(403, "insufficient_permissions");
+}
+
+/// Finding: an admin blocked the owner's key, and the owner then got 404 in
+/// their own organization.
+#[tokio::test]
+async fn an_admin_never_blocks_a_key_of_a_peer_or_a_superior() {
+    let app = spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let peer = app.member("peer@example.com", Role::Admin).await;
+    for target in [&app.owner, &peer] {
+        let body = json!({ "org_id": app.owner.org_id, "key_id": target.key_id });
+        app.post("/organization/keys/block", &admin.key, body).await.error(403, "insufficient_permissions");
+    }
+    app.get(&format!("/organization/members?org_id={}", app.owner.org_id), &app.owner.key).await.ok();
+    // A block the owner places on an admin is theirs to lift, not the admin's.
+    let body = json!({ "org_id": app.owner.org_id, "key_id": peer.key_id });
+    app.post("/organization/keys/block", &app.owner.key, body).await.ok();
+    let unblock = format!("/organization/keys/block?org_id={}&key_id={}", app.owner.org_id, peer.key_id);
+    app.delete(&unblock, &admin.key).await.error(403, "insufficient_permissions");
+    app.delete(&unblock, &app.owner.key).await.ok();
+}
+
+/// Finding: a key with 2 credits and 2 requests an hour created an `all`
+/// key with no limits, which answered 200 while its parent answered 429.
+#[tokio::test]
+async fn a_limited_key_mints_nothing_and_lifts_no_limit() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let limits = json!({
+        "org_id": org, "mode": "all",
+        "credits": { "remaining": 2 }, "ratelimit": { "limit": 2, "duration_ms": 3_600_000 }
+    });
+    let limited = app.create_key(&app.owner.key, limits).await;
+    let limited_key = limited["key"].as_str().expect("key");
+    let keys_before = app.key_count().await;
+    app.post("/apikey", limited_key, json!({ "org_id": org, "mode": "all" }))
+        .await
+        .error(403, "insufficient_permissions");
+    assert_eq!(app.key_count().await, keys_before, "nothing minted");
+    // Nor frees itself, or a sibling that could then free it.
+    let own = format!("/apikey/{}", limited["id"]);
+    for lift in [json!({ "credits": null }), json!({ "ratelimits": [] })] {
+        app.put(&own, limited_key, lift).await.error(403, "insufficient_permissions");
+    }
+    let sibling = app
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "read", "credits": { "remaining": 1 } }))
+        .await;
+    let sibling_path = format!("/apikey/{}", sibling["id"]);
+    app.put(&sibling_path, limited_key, json!({ "credits": null }))
+        .await
+        .error(403, "insufficient_permissions");
+    // An app-limited key mints nothing either.
+    let scoped = app
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.acme.a"] }),
+        )
+        .await;
+    let body = json!({ "org_id": org, "mode": "read", "limited_to_apps": ["com.acme.a"] });
+    app.post("/apikey", scoped["key"].as_str().expect("key"), body)
+        .await
+        .error(403, "insufficient_permissions");
+}
+
+/// No key pushes back its own expiry or widens itself, even when its owner
+/// could do so with another key.
+#[tokio::test]
+async fn no_key_loosens_itself() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let soon = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let key = app
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "all", "expires_at": soon, "limited_to_apps": ["com.acme.a"] }),
+        )
+        .await;
+    let (path, secret) = (format!("/apikey/{}", key["id"]), key["key"].as_str().expect("key").to_owned());
+    for widen in
+        [json!({ "expires_at": later }), json!({ "expires_at": null }), json!({ "limited_to_apps": [] })]
+    {
+        app.put(&path, &secret, widen).await.error(403, "insufficient_permissions");
+    }
+    app.put(&path, &app.owner.key, json!({ "expires_at": later })).await.ok();
+}
+
+/// A leaked key is revoked with every key it created, transitively.
+#[tokio::test]
+async fn a_leaked_key_takes_its_descendants_with_it() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let parent = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "all" })).await;
+    let parent_key = parent["key"].as_str().expect("key");
+    let child = app.create_key(parent_key, json!({ "org_id": org, "mode": "all" })).await;
+    let grandchild =
+        app.create_key(child["key"].as_str().expect("key"), json!({ "org_id": org, "mode": "read" })).await;
+    let sibling = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
+    let reply = app.call(Method::POST, "/apikey/revoke", None, Some(json!({ "key": parent_key }))).await;
+    assert_eq!(reply.ok(), json!({ "success": true }));
+    for gone in [&parent, &child, &grandchild] {
+        app.get("/organization", gone["key"].as_str().expect("key")).await.error(401, "invalid_api_key");
+    }
+    app.get("/organization", sibling["key"].as_str().expect("key")).await.ok();
+    app.get("/organization", &app.owner.key).await.ok();
+}
+
+/// One rank rule, on every operation that reaches another member: from an
+/// equal rank, and from below, refused; from above, allowed.
+#[tokio::test]
+async fn every_operation_on_another_member_needs_a_strictly_higher_role() {
+    let app = spawn_app().await;
+    let org = app.owner.org_id.clone();
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let peer = app.member("peer@example.com", Role::Admin).await;
+    let writer = app.member("writer@example.com", Role::Write).await;
+    // The operations, each against `target` by `actor`, each expected to succeed from above.
+    async fn attempts(
+        app: &TestApp,
+        org: &str,
+        actor: &Account,
+        target: &Account,
+    ) -> Vec<(&'static str, u16)> {
+        let scoped = app.create_key(&target.key, json!({ "org_id": org, "mode": "read" })).await;
+        let key_path = format!("/apikey/{}", scoped["id"]);
+        let mut outcomes = vec![
+            ("rename key", app.put(&key_path, &actor.key, json!({ "name": "x" })).await.status),
+            ("disable key", app.put(&key_path, &actor.key, json!({ "enabled": false })).await.status),
+            ("delete key", app.delete(&key_path, &actor.key).await.status),
+        ];
+        let block = json!({ "org_id": org, "key_id": target.key_id });
+        outcomes.push(("block key", app.post("/organization/keys/block", &actor.key, block).await.status));
+        let email =
+            app.get(&format!("/organization/members?org_id={org}"), &app.owner.key).await.ok()["data"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .find(|m| m["user_id"] == target.user_id.as_str())
+                .map(|m| m["email"].clone())
+                .expect("a member");
+        let demote = json!({ "org_id": org, "email": email, "role": "read" });
+        outcomes.push(("change role", app.post("/organization/members", &actor.key, demote).await.status));
+        let remove = format!("/organization/members?org_id={org}&user_id={}", target.user_id);
+        outcomes
+            .push(("remove member", app.call(Method::DELETE, &remove, Some(&actor.key), None).await.status));
+        outcomes
+    }
+    for (actor, target, why) in [(&admin, &peer, "an equal rank"), (&writer, &admin, "a lower rank")] {
+        for (operation, status) in attempts(&app, &org, actor, target).await {
+            assert!(matches!(status, 403 | 404), "{operation} from {why}: {status}");
+        }
+    }
+    assert_eq!(role_of(&app, "peer@example.com").await.as_deref(), Some("admin"), "nothing changed");
+    for (operation, status) in attempts(&app, &org, &admin, &writer).await {
+        assert_eq!(status, 200, "{operation} from above");
+    }
+    assert_eq!(role_of(&app, "writer@example.com").await, None, "removed from above");
+
+    // Invitations: a role at or above one's own is never offered, and one
+    // offering a role at or above the actor's is not theirs to withdraw.
+    for (actor, role) in [(&admin, "admin"), (&admin, "super_admin"), (&peer, "admin")] {
+        invite(&app, &actor.key, "x@example.com", role).await.error(403, "insufficient_permissions");
+    }
+    let offered = invite(&app, &app.owner.key, "second-admin@example.com", "admin").await.ok();
+    let withdraw = format!("/organization/invites?org_id={org}&id={}", offered["invite"]["id"]);
+    app.delete(&withdraw, &admin.key).await.error(403, "insufficient_permissions");
+    let below = invite(&app, &peer.key, "dev@example.com", "write").await.ok();
+    let withdraw_below = format!("/organization/invites?org_id={org}&id={}", below["invite"]["id"]);
+    app.delete(&withdraw_below, &admin.key).await.ok();
+    app.delete(&withdraw, &app.owner.key).await.ok();
+}

@@ -1,0 +1,67 @@
+"""An upstream API as a Python WSGI framework sees requests, for the
+adversarial tests: the standard library's WSGI server (which decodes the
+path once into PATH_INFO, and folds header names -- `X_Keygate_Mode` and
+`X-Keygate-Mode` alike -- into HTTP_X_KEYGATE_MODE, joining repeats with a
+comma) answers every request with what it received, as JSON:
+
+- method: REQUEST_METHOD, and any method override a framework may honour;
+- path: PATH_INFO as the server decoded it;
+- resolved: the path as the most lenient application would route it
+  (decoded once more, backslashes as slashes, `;` parameters dropped, dot
+  segments resolved, trailing dots and spaces trimmed, compatibility forms
+  normalized, lower case);
+- headers: every HTTP_* variable.
+
+It listens on 127.0.0.1 on a free port, which it prints on stdout.
+"""
+
+import json
+import posixpath
+import sys
+import unicodedata
+import urllib.parse
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def resolved(path):
+    text = urllib.parse.unquote(path, "utf-8", "replace")
+    text = text.replace("\\", "/")
+    segments = []
+    for segment in text.split("/"):
+        segment = segment.split(";", 1)[0].rstrip(". ").lstrip(" ")
+        segments.append(segment)
+    text = posixpath.normpath("/" + "/".join(segment for segment in segments if segment))
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def app(environ, start_response):
+    overrides = [
+        environ.get(name)
+        for name in ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD")
+        if environ.get(name)
+    ]
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    overrides += query.get("_method", [])
+    path = environ.get("PATH_INFO", "")
+    body = json.dumps(
+        {
+            "method": environ["REQUEST_METHOD"],
+            "overrides": overrides,
+            "path": path,
+            "resolved": resolved(path),
+            "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
+        }
+    ).encode()
+    start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
+    return [body]
+
+
+if __name__ == "__main__":
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
