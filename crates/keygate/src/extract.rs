@@ -1,6 +1,7 @@
 //! Request parts parsed at the edge, with rejections in the contract's shape.
 
 use axum::body::Bytes;
+use http_body_util::BodyExt;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
@@ -47,18 +48,23 @@ impl<const LIMIT: usize> FromRequest<AppState> for RawBody<LIMIT> {
             0 => None,
             bytes => Some(state.body_budget.reserve(bytes).ok_or_else(ApiError::server_busy)?),
         };
-        let bytes = match axum::body::to_bytes(req.into_body(), LIMIT).await {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
-                return Err(if too_large {
-                    ApiError::payload_too_large("The request body", LIMIT as u64)
-                } else {
-                    ApiError::invalid_body(format!("Could not read the request body: {error}"))
-                });
+        // Copied out frame by frame: a frame is a slice of the connection's
+        // read buffer, and keeping one would keep that whole buffer, so a
+        // client trickling a byte at a time would pin a buffer per byte.
+        let mut body = req.into_body();
+        let mut bytes = Vec::with_capacity(reserve);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                ApiError::invalid_body(format!("Could not read the request body: {error}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > LIMIT {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
             }
-        };
+        }
+        let bytes = Bytes::from(bytes);
         Ok(Self { bytes, _budget: budget })
     }
 }

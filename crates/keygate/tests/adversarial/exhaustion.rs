@@ -119,3 +119,48 @@ async fn a_thousand_slow_bodies_without_a_credential_hold_no_memory() {
     let reply = reqwest::get(format!("{}/livez", server.base)).await.expect("livez");
     assert_eq!(reply.status(), 200);
 }
+
+/// Finding of the second review: a body trickled one byte per packet to an
+/// endpoint that needs no key pinned a whole read buffer per byte (each
+/// frame a slice of it), 17–30 MB per connection within the 4 KiB limit.
+/// Bodies are now copied out frame by frame.
+#[tokio::test]
+async fn a_body_trickled_a_byte_at_a_time_pins_no_buffers() {
+    let database = TestDatabase::new().await;
+    let store = keygate_store::connect(database.url()).await.expect("open");
+    keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    store.close().await;
+    drop(store);
+    let extra = ["--failed-auth-limit", "0", "--access-log", "false"];
+    let server = ServerProcess::start_with_env(
+        Path::new(BIN),
+        database.url(),
+        database.dir(),
+        &extra,
+        &[("KEYGATE_LOG", "warn,keygate::cli=info")],
+    );
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let idle = memory_mib(server.pid(), "VmRSS");
+    let mut drips = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let path = if i % 2 == 0 { "/invites/redeem" } else { "/apikey/revoke" };
+        let head = format!("POST {path} HTTP/1.1\r\nHost: {address}\r\n");
+        let address = address.clone();
+        drips.spawn(async move {
+            let mut stream = half_sent(&address, &head, 4096, 0).await;
+            stream.set_nodelay(true).expect("nodelay");
+            for _ in 0..600 {
+                if stream.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stream
+        });
+    }
+    let held = drips.join_all().await;
+    let peak = memory_mib(server.pid(), "VmHWM");
+    drop(held);
+    eprintln!("trickled bodies: RSS idle {idle:.1} MiB, peak {peak:.1} MiB");
+    assert!(peak < idle + 64.0, "peak {peak:.1} MiB, idle {idle:.1} MiB");
+}
