@@ -1,10 +1,10 @@
 //! Request parts parsed at the edge, with rejections in the contract's shape.
 
 use axum::body::Bytes;
-use http_body_util::BodyExt;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;

@@ -206,11 +206,12 @@ impl ForwardAuth {
     /// be met. `method`, `uri` and `headers` are those of the `/auth`
     /// request itself.
     pub fn judge(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Vec<Judged>, BadForward> {
+        let header_overrides = self.screen(headers)?;
         let (method, target) = self.original(method, uri, headers)?;
         let (path, query) = split_target(&target)?;
         let segments = path_segments(path)?;
         let mut methods = vec![method];
-        overrides(headers, query, &mut methods)?;
+        overrides(&header_overrides, query, &mut methods)?;
         methods.iter().map(|method| self.rules.judge(method, &segments, headers)).collect()
     }
 
@@ -221,29 +222,7 @@ impl ForwardAuth {
         uri: &'a Uri,
         headers: &'a HeaderMap,
     ) -> Result<(Method, Cow<'a, str>), BadForward> {
-        for name in &PATH_OVERRIDES {
-            if headers.contains_key(name) {
-                return Err(BadForward::header(
-                    "conflicting_header",
-                    name,
-                    "is not read by keygate: refused",
-                ));
-            }
-        }
-        let read = self.proxy.family();
-        for family in [&NGINX, &FORWARDED] {
-            let ours = read.is_some_and(|read| std::ptr::eq(read, family));
-            for name in [&family.method, &family.target] {
-                if !ours && headers.contains_key(name) {
-                    return Err(BadForward::header(
-                        "conflicting_header",
-                        name,
-                        "is not written by the proxy keygate is configured for (--forward-auth-proxy): refused",
-                    ));
-                }
-            }
-        }
-        match read {
+        match self.proxy.family() {
             Some(family) => {
                 let method = parse_method(one_header(headers, &family.method)?)?;
                 let target = one_header(headers, &family.target)?;
@@ -267,6 +246,78 @@ impl ForwardAuth {
             }
         }
     }
+
+    /// Every header of the forwarded request, screened under every spelling
+    /// an upstream may fold together (any case, `_` for `-`): keygate's own
+    /// identity headers, another family's original-request headers, path
+    /// overrides, or a second spelling of a header keygate reads are
+    /// refused; method overrides are returned.
+    fn screen(&self, headers: &HeaderMap) -> Result<Vec<String>, BadForward> {
+        let ours = self.proxy.family();
+        let mut overrides = Vec::new();
+        let mut credentials = 0;
+        for (name, value) in headers {
+            let name = name.as_str();
+            let conflict = |why: &'static str| BadForward {
+                code: "conflicting_header",
+                message: format!("The forwarded request's `{name}` header {why}: refused").into(),
+            };
+            if folded_starts_with(name, "x-keygate-") {
+                return Err(conflict("is keygate's own, which only keygate writes"));
+            }
+            if PATH_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
+                return Err(conflict("overrides the path in some frameworks, and keygate does not read it"));
+            }
+            for family in [&NGINX, &FORWARDED] {
+                for header in [&family.method, &family.target] {
+                    let exact =
+                        ours.is_some_and(|ours| std::ptr::eq(ours, family)) && name == header.as_str();
+                    if !exact && folded_eq(name, header.as_str()) {
+                        return Err(conflict(
+                            "is not written, in that spelling, by the proxy keygate is configured for \
+                             (--forward-auth-proxy)",
+                        ));
+                    }
+                }
+            }
+            if METHOD_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
+                let value = value.to_str().map_err(|_| conflict("is not visible ASCII text"))?;
+                overrides.push(value.to_owned());
+            }
+            if CREDENTIALS.iter().any(|c| folded_eq(name, c)) {
+                if !CREDENTIALS.contains(&name) {
+                    return Err(conflict("spells a credential header otherwise than keygate reads it"));
+                }
+                credentials += 1;
+            }
+            if self.rules.headers.iter().any(|h| name != h.as_str() && folded_eq(name, h.as_str())) {
+                return Err(conflict("spells a header a rule reads otherwise than the rule names it"));
+            }
+        }
+        if credentials > 1 {
+            return Err(BadForward {
+                code: "ambiguous_credentials",
+                message: "The forwarded request carries more than one credential header (authorization, \
+                          x-api-key, capgkey): refused, as the upstream may read another than keygate"
+                    .into(),
+            });
+        }
+        Ok(overrides)
+    }
+}
+
+/// The headers a key is read from.
+const CREDENTIALS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
+
+/// Whether `name` is `target` as an upstream may read it: any case, `_` for `-`.
+fn folded_eq(name: &str, target: &str) -> bool {
+    name.len() == target.len() && folded_starts_with(name, target)
+}
+
+/// Whether `name` begins with `prefix` as an upstream may read it.
+fn folded_starts_with(name: &str, prefix: &str) -> bool {
+    let fold = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    name.len() >= prefix.len() && name.bytes().zip(prefix.bytes()).all(|(a, b)| fold(a) == fold(b))
 }
 
 /// The one value of a header the proxy writes: missing, repeated or not
@@ -288,6 +339,27 @@ fn one_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, 
         .map_err(|_| BadForward::header("forwarded_header_unreadable", name, "is not visible ASCII text"))
 }
 
+/// An organization or app id as the upstream receives it must be the one
+/// keygate judges: ids that parse only after normalizing (upper case, other
+/// UUID forms, white space) are refused.
+fn canonical_ids(judged: &Judged) -> Result<(), BadForward> {
+    if let Some(raw) = &judged.org_id
+        && uuid::Uuid::parse_str(raw).is_ok_and(|id| id.hyphenated().to_string() != *raw)
+    {
+        return Err(BadForward::ambiguous(
+            "an organization id not in its canonical form (lower-case, hyphenated)",
+        ));
+    }
+    if let Some(raw) = &judged.app_id
+        && keygate_core::AppId::parse(raw).is_ok_and(|app| app.as_str() != raw)
+    {
+        return Err(BadForward::ambiguous(
+            "an app id not in its canonical form (lower case, no white space)",
+        ));
+    }
+    Ok(())
+}
+
 /// A method as an upstream reads it: an upper-case token (`-` allowed, as
 /// in WebDAV's); anything else is ambiguous.
 fn parse_method(raw: &str) -> Result<Method, BadForward> {
@@ -299,9 +371,10 @@ fn parse_method(raw: &str) -> Result<Method, BadForward> {
     Method::from_bytes(raw.as_bytes()).map_err(|_| BadForward::method(raw))
 }
 
-/// Method overrides a framework may honour, upper-cased as frameworks do,
+/// Method overrides a framework may honour (the values of override
+/// headers, and a `_method` query parameter), upper-cased as frameworks do,
 /// added to `methods`.
-fn overrides(headers: &HeaderMap, query: Option<&str>, methods: &mut Vec<Method>) -> Result<(), BadForward> {
+fn overrides(headers: &[String], query: Option<&str>, methods: &mut Vec<Method>) -> Result<(), BadForward> {
     let mut add = |raw: &str| -> Result<(), BadForward> {
         let method = parse_method(&raw.trim().to_ascii_uppercase())?;
         if !methods.contains(&method) {
@@ -309,17 +382,13 @@ fn overrides(headers: &HeaderMap, query: Option<&str>, methods: &mut Vec<Method>
         }
         Ok(())
     };
-    for name in &METHOD_OVERRIDES {
-        for value in headers.get_all(name) {
-            add(value.to_str().map_err(|_| {
-                BadForward::header("forwarded_header_unreadable", name, "is not visible ASCII text")
-            })?)?;
-        }
+    for value in headers {
+        add(value)?;
     }
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        if name.eq_ignore_ascii_case("_method") {
+        if folded_eq(&name, "_method") {
             add(&percent_encoding::percent_decode_str(value).decode_utf8_lossy())?;
         }
     }
@@ -360,10 +429,13 @@ fn path_segments(path: &str) -> Result<Vec<String>, BadForward> {
         if segment == "." || segment == ".." {
             return Err(BadForward::ambiguous("an encoded dot segment"));
         }
-        if segment.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | ';' | '%')) {
+        if segment.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | ';' | '%' | '?' | '#')) {
             return Err(BadForward::ambiguous(
-                "an encoded `/`, `\\`, `;`, `%` (a second level of encoding) or control character",
+                "an encoded `/`, `\\`, `;`, `?`, `#`, `%` (a second level of encoding) or control character",
             ));
+        }
+        if segment.chars().any(is_default_ignorable) {
+            return Err(BadForward::ambiguous("an invisible character (such as U+00AD or U+200B)"));
         }
         if segment.starts_with(char::is_whitespace)
             || segment.ends_with(char::is_whitespace)
@@ -379,6 +451,31 @@ fn path_segments(path: &str) -> Result<Vec<String>, BadForward> {
         segments.push(segment);
     }
     Ok(segments)
+}
+
+/// Unicode's default-ignorable code points: invisible, and dropped by some
+/// normalizations, so that `ad\u{AD}min` may serve as `admin`.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// One segment, percent-decoded once; a `%` not followed by two hex digits,
@@ -444,6 +541,8 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Every header a rule reads an organization or app from.
+    headers: Vec<HeaderName>,
 }
 
 impl Rules {
@@ -460,7 +559,13 @@ impl Rules {
             Rule::parse(raw)
                 .map_err(|e| format!("rule {} (the [[rule]] number {} in the file): {e}", i + 1, i + 1))
         });
-        Ok(Self { rules: rules.collect::<Result<_, _>>()? })
+        let rules: Vec<Rule> = rules.collect::<Result<_, _>>()?;
+        let headers = rules
+            .iter()
+            .flat_map(|rule| [rule.org_id_header.clone(), rule.app_id_header.clone()])
+            .flatten()
+            .collect();
+        Ok(Self { rules, headers })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -493,13 +598,11 @@ impl Rules {
         let rule = &self.rules[index];
         let header = |name: &Option<HeaderName>| -> Result<Option<String>, BadForward> {
             match name {
-                Some(name) if headers.contains_key(name) => {
-                    Ok(Some(one_header(headers, name)?.trim().to_owned()))
-                }
+                Some(name) if headers.contains_key(name) => Ok(Some(one_header(headers, name)?.to_owned())),
                 _ => Ok(None),
             }
         };
-        Ok(Judged {
+        let judged = Judged {
             need: rule.need,
             org_id: match captures.org_id {
                 Some(org_id) => Some(org_id),
@@ -509,7 +612,9 @@ impl Rules {
                 Some(app_id) => Some(app_id),
                 None => header(&rule.app_id_header)?,
             },
-        })
+        };
+        canonical_ids(&judged)?;
+        Ok(judged)
     }
 
     /// The first rule matching `method` on `segments`, with its captures;
@@ -746,6 +851,10 @@ mod tests {
             "/admin%00/secret",
             "/admin%0a/secret",
             "/admin%ff/secret",
+            "/admin%3f/secret",
+            "/admin%23/secret",
+            "/ad%c2%admin/secret",
+            "/ad%e2%80%8bmin/secret",
             "/%c0%ae%c0%ae/admin",
             "/admin./secret",
             "/admin%20/secret",
@@ -791,8 +900,8 @@ mod tests {
         assert_eq!(need("GET", "/REPORTS/x"), Need::Key(Action::Administer), "the rule says so");
         assert_eq!(need("GET", "/reports/x"), Need::Key(Action::Administer));
         assert_eq!(need("GET", "/Users/X"), Need::Key(Action::Read), "no rule either way");
-        let app = &judge("GET", "/apps/COM.A.B/x").expect("captures keep their case")[0];
-        assert_eq!(app.app_id.as_deref(), Some("COM.A.B"));
+        // An app id the upstream receives in another form than keygate judges.
+        assert_eq!(refused("GET", "/apps/COM.A.B/x"), "ambiguous_path");
     }
 
     #[test]
@@ -883,6 +992,49 @@ mod tests {
         let headers = headers(&[("x-original-uri", "/health")]);
         let refused = envoy.judge(&Method::GET, &"/auth/admin".parse().expect("uri"), &headers);
         assert_eq!(refused.expect_err("refused").code, "conflicting_header");
+    }
+
+    /// A header an upstream folds into one keygate guards (any case, `_`
+    /// for `-`) is refused, or, for a method override, counted as one.
+    #[test]
+    fn every_spelling_of_a_guarded_header_is_screened() {
+        let conflicting = [
+            ("X_Keygate_Mode", "all"),
+            ("x-keygate-user-id", "forged"),
+            ("X_keygate-Org-Id", "forged"),
+            ("x_original_url", "/admin"),
+            ("X-Original_URL", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x_forwarded_uri", "/health"),
+            ("X-Original-URI", "/health"),
+            ("x_api_key", "ak_x"),
+            ("X_Org", "other"),
+        ];
+        for (name, value) in conflicting {
+            let refused = judge_with("POST", "/v1/things", &[(name, value)]).expect_err(name);
+            assert_eq!(refused.code, "conflicting_header", "{name}");
+        }
+        for name in ["X_HTTP_Method_Override", "x-http-method_override", "X_Method_Override", "x_http_method"]
+        {
+            let judged = judge_with("GET", "/x", &[(name, "DELETE")]).expect(name);
+            assert_eq!(judged.len(), 2, "{name}: an override, whatever its spelling");
+        }
+        let twice = judge_with("GET", "/x", &[("authorization", "ak_a"), ("x-api-key", "ak_b")]);
+        assert_eq!(twice.expect_err("refused").code, "ambiguous_credentials");
+        let repeated = judge_with("GET", "/x", &[("authorization", "ak_a"), ("authorization", "ak_b")]);
+        assert_eq!(repeated.expect_err("refused").code, "ambiguous_credentials");
+        judge_with("GET", "/x", &[("x-api-key", "ak_a"), ("x-request-id", "1")]).expect("one credential");
+    }
+
+    #[test]
+    fn ids_are_judged_as_the_upstream_receives_them() {
+        let org = "01234567-89ab-7def-8123-456789abcdef";
+        assert!(judge("DELETE", &format!("/orgs/{org}/members/1")).is_ok());
+        for other in [org.to_uppercase(), org.replace('-', ""), format!("{{{org}}}")] {
+            assert_eq!(refused("DELETE", &format!("/orgs/{other}/members/1")), "ambiguous_path", "{other}");
+        }
+        let padded = judge_with("POST", "/v1/x", &[("x-app", " com.a.b")]);
+        assert_eq!(padded.expect_err("refused").code, "ambiguous_path");
     }
 
     #[test]

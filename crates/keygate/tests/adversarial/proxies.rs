@@ -363,3 +363,101 @@ async fn one_client_behind_the_proxy_cannot_lock_out_the_others() {
         assert_eq!(response.status(), 200, "{}: another client is not", kind.name());
     }
 }
+
+/// The second review: through the shipped Caddyfile, mixed spellings that
+/// Go does not fold but WSGI does (`X_Keygate-Mode`, `X_HTTP_Method_Override`,
+/// `X_Original-URL`, `X_Org_Id`) reached the upstream, and a second
+/// `Authorization` reached it beside the one keygate judged. Whatever the
+/// spelling, the upstream never acts on a header keygate did not judge.
+#[tokio::test]
+async fn no_spelling_of_a_guarded_header_reaches_the_api() {
+    const RULES_WITH_HEADERS: &str = r#"
+[[rule]]
+path = "/public/**"
+action = "public"
+
+[[rule]]
+path = "/v1/**"
+action = "upload"
+org_id_header = "x-org-id"
+app_id_header = "x-app-id"
+"#;
+    let echo = WsgiEcho::start();
+    for (kind, profile) in [(Kind::Nginx, Proxy::Nginx), (Kind::Caddy, Proxy::Caddy)] {
+        let rules = Rules::parse(RULES_WITH_HEADERS).expect("rules");
+        let app = spawn_app_with(|settings| {
+            settings.forward_auth = Some(ForwardAuth::new(profile, rules));
+            settings.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+            settings.failed_auth_limit = 0;
+        })
+        .await;
+        let other_org = app.tenant("other@example.com").await.org_id;
+        let org = app.owner.org_id.clone();
+        let upload =
+            app.create_key(&app.owner.key, serde_json::json!({ "org_id": org, "mode": "upload" })).await;
+        let upload = upload["key"].as_str().expect("key").to_owned();
+        let read = app.owner_key("read").await["key"].as_str().expect("key").to_owned();
+        let Some(proxy) = ReverseProxy::start(kind, &address(&app), &echo.address) else { return };
+        let name = kind.name();
+
+        for forged in [
+            "X_Keygate-Mode: all",
+            "X-Keygate_User_Id: forged",
+            "X_KEYGATE-ORG-ID: forged",
+            "X-Keygate_Key-Id: 1",
+        ] {
+            for (target, key) in [(&b"/public/x"[..], None), (&b"/v1/x"[..], Some(upload.as_str()))] {
+                let (status, seen) =
+                    echoed(&proxy, "GET", target, key, &[forged, &format!("X-Org-Id: {org}")]).await;
+                let headers = &seen["headers"];
+                for header in [
+                    "HTTP_X_KEYGATE_MODE",
+                    "HTTP_X_KEYGATE_USER_ID",
+                    "HTTP_X_KEYGATE_ORG_ID",
+                    "HTTP_X_KEYGATE_KEY_ID",
+                ] {
+                    let value = headers[header].as_str().unwrap_or_default();
+                    assert!(
+                        status != 200 || !(value.contains(',') || value.contains("forged") || value == "all"),
+                        "{name}: {forged}: {header} = {value:?}"
+                    );
+                }
+            }
+        }
+        for spelling in
+            ["X_HTTP_Method_Override", "X-HTTP-Method_Override", "X_Method_Override", "X_HTTP_Method"]
+        {
+            let (status, seen) =
+                echoed(&proxy, "GET", b"/x", Some(&read), &[&format!("{spelling}: DELETE")]).await;
+            let overridden = seen["overrides"].as_array().is_some_and(|o| !o.is_empty());
+            assert!(
+                !(status == 200 && overridden),
+                "{name}: {spelling} reached the API with a read key: {seen}"
+            );
+        }
+        for spelling in
+            ["X_Original-URL", "X-Original_URL", "X_Rewrite_URL", "X-Rewrite_URL", "X_Original-URI"]
+        {
+            let (status, seen) =
+                echoed(&proxy, "GET", b"/public/x", None, &[&format!("{spelling}: /admin/secret")]).await;
+            let reached =
+                seen["headers"].as_object().is_some_and(|h| h.values().any(|v| v == "/admin/secret"));
+            assert!(!(status == 200 && reached), "{name}: {spelling} reached the API: {seen}");
+        }
+        for spelling in ["X_Org_Id", "X-Org_Id", "x_org_id"] {
+            let headers = [format!("X-Org-Id: {org}"), format!("{spelling}: {other_org}")];
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            let (status, seen) = echoed(&proxy, "POST", b"/v1/things", Some(&upload), &headers).await;
+            let crossed = seen["headers"]["HTTP_X_ORG_ID"].as_str().is_some_and(|v| v.contains(&other_org));
+            assert!(!(status == 200 && crossed), "{name}: {spelling} named another tenant: {seen}");
+            let alone = format!("{spelling}: {other_org}");
+            let (status, seen) =
+                echoed(&proxy, "POST", b"/v1/things", Some(&upload), &[alone.as_str()]).await;
+            let crossed = seen["headers"]["HTTP_X_ORG_ID"].as_str().is_some_and(|v| v.contains(&other_org));
+            assert!(!(status == 200 && crossed), "{name}: {spelling} alone named another tenant: {seen}");
+        }
+        let second = format!("Authorization: Bearer {upload}");
+        let (status, seen) = echoed(&proxy, "GET", b"/x", Some(&read), &[second.as_str()]).await;
+        assert!(status != 200, "{name}: two credentials, the upstream may read the other: {seen}");
+    }
+}
