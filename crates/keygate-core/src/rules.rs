@@ -16,6 +16,8 @@
 //! | who redeems an invitation, and whether it still stands | [`may_redeem`] |
 //! | an invitation's first key | [`first_key_expiry`] |
 //! | who may withdraw an invitation | [`may_withdraw_invite`] |
+//! | which other keys a key may change or rotate | [`may_manage_other_key`] |
+//! | who sets the rate limits an organization's keys share | [`may_change_shared_limits`] |
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | who may create an organization | [`may_create_organization`] |
 //! | an organization's expiry policy | [`ExpiryPolicy::check`] |
@@ -106,6 +108,9 @@ pub enum Refusal {
     /// Only a member's unscoped key is blocked (404).
     #[error("no unscoped key of a member")]
     NotBlockable,
+    /// The rate limits an organization's keys share are the owners' to set (403).
+    #[error("an organization's shared rate limits are set by a super_admin")]
+    SharedLimitsNeedOwner,
 }
 
 /// Whether `caller` sees `key`: its own keys inside its scope, and, where it
@@ -259,19 +264,47 @@ pub enum Redemption {
     Join { user: Uuid },
 }
 
+/// The key an invitation was issued with, as its redemption finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuingKey {
+    pub expires_at: Option<DateTime<Utc>>,
+    pub enabled: bool,
+    /// It has limits of its own or is limited to apps ([`Principal::may_mint`]).
+    pub restrained: bool,
+    /// Blocked in the invitation's organization.
+    pub blocked: bool,
+}
+
+impl IssuingKey {
+    /// Whether an invitation issued with this key still stands at `now`:
+    /// the key still exists (`None`: deleted or revoked), works, and could
+    /// mint a key.
+    fn stands(key: Option<IssuingKey>, now: DateTime<Utc>) -> bool {
+        key.is_some_and(|key| {
+            key.enabled && !key.restrained && !key.blocked && key.expires_at.is_none_or(|at| at > now)
+        })
+    }
+}
+
 /// Redeeming an invitation. It still stands only while its inviter
 /// (`inviter_now`: their role as it is now) could issue it
-/// ([`may_invite`]); one to an existing account is accepted only by that
-/// account, with one of its keys of mode `all`, and makes no key; one to a
-/// new address makes the account for whoever holds the code, and no key
-/// may be presented with it.
+/// ([`may_invite`]) and the key it was issued with still exists, works and
+/// could mint a key: an invitation is a credential that key made. One to an
+/// existing account is accepted only by that account, with one of its keys
+/// of mode `all`, and makes no key; one to a new address makes the account
+/// for whoever holds the code, and no key may be presented with it.
 pub fn may_redeem(
     inviter_now: Option<Role>,
     invited: Role,
+    issuing_key: Option<IssuingKey>,
+    now: DateTime<Utc>,
     invitee: Invitee,
     presented: Option<Presented>,
 ) -> Result<Redemption, Refusal> {
     may_invite(inviter_now, invited, None).map_err(|_| Refusal::InvitationVoid)?;
+    if !IssuingKey::stands(issuing_key, now) {
+        return Err(Refusal::InvitationVoid);
+    }
     match (invitee, presented) {
         (Invitee::New, None) => Ok(Redemption::NewAccount),
         (Invitee::New, Some(_)) => Err(Refusal::NotTheInvitee),
@@ -289,28 +322,54 @@ pub const FIRST_KEY_REQUIRED_EXPIRY_DAYS: i64 = 90;
 
 /// An invitation's first key is an organization-scoped key of mode `all`
 /// (the newcomer's role still caps what it does, and with it they manage
-/// their own keys); it expires as late as the organization's policy lets
-/// it: at its maximum, else after [`FIRST_KEY_REQUIRED_EXPIRY_DAYS`] where
-/// expiry is required, else never.
-pub fn first_key_expiry(policy: ExpiryPolicy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+/// their own keys), a child of the key the invitation was issued with; it
+/// expires as late as the organization's policy lets it (at its maximum,
+/// else after [`FIRST_KEY_REQUIRED_EXPIRY_DAYS`] where expiry is required,
+/// else never), and never after that issuing key (`issuer_expires_at`).
+pub fn first_key_expiry(
+    policy: ExpiryPolicy,
+    now: DateTime<Utc>,
+    issuer_expires_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
     let days = match (policy.require_expiration, policy.max_days) {
         (_, Some(max)) => Some(i64::from(max)),
         (true, None) => Some(FIRST_KEY_REQUIRED_EXPIRY_DAYS),
         (false, None) => None,
     };
-    days.map(|days| now + chrono::Duration::days(days))
+    let by_policy = days.map(|days| now + chrono::Duration::days(days));
+    match (by_policy, issuer_expires_at) {
+        (Some(policy), Some(issuer)) => Some(policy.min(issuer)),
+        (policy, issuer) => policy.or(issuer),
+    }
 }
 
-/// Withdrawing an invitation: by an administrator who issued it, or who
-/// could have (outranks the role it offers).
+/// Withdrawing an invitation: by the administrator who issued it, or one
+/// who outranks its issuer (`issuer_role`: their role now; an issuer who is
+/// no longer a member is outranked by every administrator).
 pub fn may_withdraw_invite(
     actor: Uuid,
     actor_role: Option<Role>,
     issued_by: Option<Uuid>,
-    invited: Role,
+    issuer_role: Option<Role>,
 ) -> Result<(), Refusal> {
     let actor_role = administrator(actor_role)?;
-    if issued_by == Some(actor) || actor_role.outranks(invited) { Ok(()) } else { Err(Refusal::Outranked) }
+    match issued_by {
+        Some(issuer) => may_act_on_member(actor, actor_role, issuer, issuer_role),
+        None => Ok(()),
+    }
+}
+
+/// Managing another key than itself (changing it, giving it a new secret):
+/// only a key that could mint one ([`Principal::may_mint`]); a restrained
+/// key manages itself alone, within its own bounds.
+pub fn may_manage_other_key(caller: &Principal, key: &Principal) -> Result<(), Refusal> {
+    if key.key_id == caller.key_id || caller.may_mint() { Ok(()) } else { Err(Refusal::RestrainedKey) }
+}
+
+/// Changing the rate limits an organization's keys share binds every key
+/// there, its owners' too: only the owning role (`super_admin`) may.
+pub fn may_change_shared_limits(role: Role) -> Result<(), Refusal> {
+    if role.actions().contains(Action::Own) { Ok(()) } else { Err(Refusal::SharedLimitsNeedOwner) }
 }
 
 /// Blocking a key in organization `org` by the member `actor` (their role
@@ -558,44 +617,95 @@ mod tests {
     fn an_invitation_is_redeemed_only_by_its_invitee_while_its_inviter_could_issue_it() {
         use Role::*;
         let all = |user| Some(Presented { user, mode: Mode::All });
+        let now = Utc::now();
+        let key = IssuingKey { expires_at: None, enabled: true, restrained: false, blocked: false };
+        let redeem = |inviter, invited, invitee, presented| {
+            may_redeem(inviter, invited, Some(key), now, invitee, presented)
+        };
         let existing = Invitee::Existing { user: YOU, role: None };
-        assert_eq!(may_redeem(Some(Admin), Write, Invitee::New, None), Ok(Redemption::NewAccount));
-        assert_eq!(may_redeem(Some(Admin), Write, existing, all(YOU)), Ok(Redemption::Join { user: YOU }));
+        assert_eq!(redeem(Some(Admin), Write, Invitee::New, None), Ok(Redemption::NewAccount));
+        assert_eq!(redeem(Some(Admin), Write, existing, all(YOU)), Ok(Redemption::Join { user: YOU }));
         // The inviter was demoted, removed or lost the right meanwhile.
-        assert_eq!(may_redeem(Some(Write), Read, Invitee::New, None), Err(Refusal::InvitationVoid));
-        assert_eq!(may_redeem(Some(Admin), Admin, Invitee::New, None), Err(Refusal::InvitationVoid));
-        assert_eq!(may_redeem(None, Read, Invitee::New, None), Err(Refusal::InvitationVoid));
+        assert_eq!(redeem(Some(Write), Read, Invitee::New, None), Err(Refusal::InvitationVoid));
+        assert_eq!(redeem(Some(Admin), Admin, Invitee::New, None), Err(Refusal::InvitationVoid));
+        assert_eq!(redeem(None, Read, Invitee::New, None), Err(Refusal::InvitationVoid));
+        // The key it was issued with is gone, expired, disabled, blocked or restrained now.
+        let past = Some(now - chrono::Duration::seconds(1));
+        for issuing in [
+            None,
+            Some(IssuingKey { expires_at: past, ..key }),
+            Some(IssuingKey { enabled: false, ..key }),
+            Some(IssuingKey { blocked: true, ..key }),
+            Some(IssuingKey { restrained: true, ..key }),
+        ] {
+            let void = may_redeem(Some(Admin), Read, issuing, now, Invitee::New, None);
+            assert_eq!(void, Err(Refusal::InvitationVoid), "{issuing:?}");
+        }
         // An existing account, only with its own key of mode `all`.
-        assert_eq!(may_redeem(Some(Admin), Read, existing, None), Err(Refusal::InvitationNeedsOwnKey));
-        assert_eq!(may_redeem(Some(Admin), Read, existing, all(ME)), Err(Refusal::NotTheInvitee));
+        assert_eq!(redeem(Some(Admin), Read, existing, None), Err(Refusal::InvitationNeedsOwnKey));
+        assert_eq!(redeem(Some(Admin), Read, existing, all(ME)), Err(Refusal::NotTheInvitee));
         let read_key = Some(Presented { user: YOU, mode: Mode::Read });
-        assert_eq!(may_redeem(Some(Admin), Read, existing, read_key), Err(Refusal::InvitationNeedsOwnKey));
+        assert_eq!(redeem(Some(Admin), Read, existing, read_key), Err(Refusal::InvitationNeedsOwnKey));
         let member = Invitee::Existing { user: YOU, role: Some(Read) };
-        assert_eq!(may_redeem(Some(SuperAdmin), Write, member, all(YOU)), Err(Refusal::AlreadyMember));
+        assert_eq!(redeem(Some(SuperAdmin), Write, member, all(YOU)), Err(Refusal::AlreadyMember));
         // A new address: whoever holds the code, and nobody else's key.
-        assert_eq!(may_redeem(Some(Admin), Read, Invitee::New, all(ME)), Err(Refusal::NotTheInvitee));
+        assert_eq!(redeem(Some(Admin), Read, Invitee::New, all(ME)), Err(Refusal::NotTheInvitee));
     }
 
     #[test]
     fn a_first_key_expires_as_late_as_the_policy_lets_it() {
         let now = Utc::now();
         let days = |d| Some(now + chrono::Duration::days(d));
-        assert_eq!(first_key_expiry(ExpiryPolicy::default(), now), None);
+        assert_eq!(first_key_expiry(ExpiryPolicy::default(), now, None), None);
         let required = ExpiryPolicy { require_expiration: true, max_days: None };
-        assert_eq!(first_key_expiry(required, now), days(FIRST_KEY_REQUIRED_EXPIRY_DAYS));
+        assert_eq!(first_key_expiry(required, now, None), days(FIRST_KEY_REQUIRED_EXPIRY_DAYS));
         let bounded = ExpiryPolicy { require_expiration: false, max_days: Some(30) };
-        assert_eq!(first_key_expiry(bounded, now), days(30));
-        assert_eq!(bounded.check(first_key_expiry(bounded, now), now), Ok(()));
+        assert_eq!(first_key_expiry(bounded, now, None), days(30));
+        assert_eq!(bounded.check(first_key_expiry(bounded, now, None), now), Ok(()));
+        // Never after the key the invitation was issued with.
+        assert_eq!(first_key_expiry(ExpiryPolicy::default(), now, days(1)), days(1));
+        assert_eq!(first_key_expiry(bounded, now, days(1)), days(1));
+        assert_eq!(first_key_expiry(bounded, now, days(60)), days(30));
     }
 
     #[test]
-    fn invitations_are_withdrawn_by_their_issuer_or_from_above_their_role() {
+    fn invitations_are_withdrawn_by_their_issuer_or_from_above_the_issuer() {
         use Role::*;
-        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(ME), Write), Ok(()));
-        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), Write), Ok(()));
-        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), Admin), Err(Refusal::Outranked));
-        assert_eq!(may_withdraw_invite(ME, Some(Write), Some(ME), Read), Err(Refusal::NotAnAdministrator));
-        assert_eq!(may_withdraw_invite(ME, None, Some(ME), Read), Err(Refusal::Invisible));
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(ME), Some(Admin)), Ok(()));
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), Some(Write)), Ok(()), "from above");
+        assert_eq!(
+            may_withdraw_invite(ME, Some(Admin), Some(YOU), Some(Admin)),
+            Err(Refusal::Outranked),
+            "a peer's"
+        );
+        assert_eq!(
+            may_withdraw_invite(ME, Some(Admin), Some(YOU), Some(SuperAdmin)),
+            Err(Refusal::Outranked)
+        );
+        assert_eq!(may_withdraw_invite(ME, Some(Admin), Some(YOU), None), Ok(()), "a former member's");
+        assert_eq!(
+            may_withdraw_invite(ME, Some(Write), Some(ME), Some(Write)),
+            Err(Refusal::NotAnAdministrator)
+        );
+        assert_eq!(may_withdraw_invite(ME, None, Some(ME), None), Err(Refusal::Invisible));
+    }
+
+    #[test]
+    fn a_restrained_key_manages_itself_alone() {
+        let free = key(ME, Mode::All, Some(ORG), &[]);
+        let limited = Principal { limited: true, ..free.clone() };
+        let app_limited = key(ME, Mode::All, Some(ORG), &["com.example.a"]);
+        let sibling = Principal { key_id: 2, ..key(ME, Mode::Read, Some(ORG), &[]) };
+        assert_eq!(may_manage_other_key(&free, &sibling), Ok(()));
+        assert_eq!(may_manage_other_key(&limited, &sibling), Err(Refusal::RestrainedKey));
+        assert_eq!(may_manage_other_key(&app_limited, &sibling), Err(Refusal::RestrainedKey));
+        assert_eq!(may_manage_other_key(&limited, &limited), Ok(()), "itself");
+    }
+
+    #[test]
+    fn only_owners_set_the_limits_every_key_shares() {
+        assert_eq!(may_change_shared_limits(Role::SuperAdmin), Ok(()));
+        assert_eq!(may_change_shared_limits(Role::Admin), Err(Refusal::SharedLimitsNeedOwner));
     }
 
     #[test]

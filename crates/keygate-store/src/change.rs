@@ -126,13 +126,15 @@ where
 
 /// What a leak report revokes (`$1` a digest, `$2` the time): the key that
 /// answers to the digest (its current secret, or its previous one inside
-/// the rotation's grace period) and every key it created, transitively.
+/// the rotation's grace period) and every key it created, transitively, as
+/// `key_ancestry` keeps them (deleted keys in between included).
 pub(crate) static REVOKE_LINEAGE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH RECURSIVE lineage (id) AS ( \
+        "WITH reported AS ( \
              SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) \
-             UNION SELECT k.id FROM api_keys k JOIN lineage l ON k.created_by_key_id = l.id \
-         ) DELETE FROM api_keys WHERE id IN (SELECT id FROM lineage) RETURNING {KEY_COLUMNS}"
+         ) DELETE FROM api_keys WHERE id IN (SELECT id FROM reported) \
+         OR id IN (SELECT descendant_id FROM key_ancestry WHERE ancestor_id IN (SELECT id FROM reported)) \
+         RETURNING {KEY_COLUMNS}"
     )
 });
 

@@ -11,29 +11,58 @@
 //! that a rule refuses rolls back whole, that mark included.
 
 use chrono::{DateTime, Utc};
-use keygate_core::rules::{self, ExpiryPolicy, Invitee, Presented, Redemption, Refusal};
+use std::sync::LazyLock;
+
+use keygate_core::rules::{self, ExpiryPolicy, Invitee, IssuingKey, Presented, Redemption, Refusal};
 use keygate_core::{KeyName, Mode, Role};
 use uuid::Uuid;
 
-use crate::{Entity, Invite, KeyLimits, KeyMaterial, NewApiKey, NewInvite, Redeemer, Result, StoreError};
+use crate::{
+    ApiKeyRecord, Entity, Invite, KeyInOrg, KeyLimits, KeyMaterial, NewApiKey, NewInvite, Redeemer, Result,
+    StoreError,
+};
 
-pub(crate) const INSERT: &str = "INSERT INTO invites (org_id, email, role, digest, created_by, created_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     RETURNING id, org_id, email, role, created_by, created_at, expires_at";
+/// The columns an invitation is read from.
+const INVITE_COLUMNS: &str = "id, org_id, email, role, created_by, created_by_key_id, created_at, expires_at";
 
-pub(crate) const PENDING: &str = "SELECT id, org_id, email, role, created_by, created_at, expires_at FROM invites \
-     WHERE org_id = $1 AND redeemed_at IS NULL AND expires_at > $2 ORDER BY id DESC";
+pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO invites (org_id, email, role, digest, created_by, created_by_key_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {INVITE_COLUMNS}"
+    )
+});
+
+pub(crate) static PENDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {INVITE_COLUMNS} FROM invites \
+         WHERE org_id = $1 AND redeemed_at IS NULL AND expires_at > $2 ORDER BY id DESC"
+    )
+});
 
 /// A pending invitation of the organization, with its role and issuer.
-pub(crate) const PENDING_ONE: &str = "SELECT id, org_id, email, role, created_by, created_at, expires_at \
-     FROM invites WHERE org_id = $1 AND id = $2 AND redeemed_at IS NULL";
+pub(crate) static PENDING_ONE: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {INVITE_COLUMNS} FROM invites WHERE org_id = $1 AND id = $2 AND redeemed_at IS NULL")
+});
 
 pub(crate) const REVOKE: &str = "DELETE FROM invites WHERE id = $1";
 
 /// Marks the invitation used, if it still may be, and returns it.
-pub(crate) const CLAIM: &str = "UPDATE invites SET redeemed_at = $2 \
-     WHERE digest = $1 AND redeemed_at IS NULL AND expires_at > $2 \
-     RETURNING id, org_id, email, role, created_by, created_at, expires_at";
+pub(crate) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE invites SET redeemed_at = $2 WHERE digest = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+         RETURNING {INVITE_COLUMNS}"
+    )
+});
+
+/// The key `$1` an invitation was issued with, and whether it is blocked in
+/// the invitation's organization `$2`.
+pub(crate) static ISSUING_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {columns}, EXISTS (SELECT 1 FROM key_blocks b WHERE b.key_id = api_keys.id AND b.org_id = $2) \
+         AS blocked FROM api_keys WHERE id = $1",
+        columns = crate::rows::KEY_COLUMNS
+    )
+});
 
 /// The organization of the invitation whose code has the digest `$1`.
 pub(crate) const ORG_OF_CODE: &str = "SELECT org_id FROM invites WHERE digest = $1";
@@ -68,6 +97,7 @@ pub(crate) struct InviteRow {
     email: String,
     role: String,
     created_by: Option<Uuid>,
+    created_by_key_id: Option<i64>,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 }
@@ -82,6 +112,7 @@ impl TryFrom<InviteRow> for Invite {
             email: row.email,
             role: crate::rows::role(&row.role)?,
             created_by: row.created_by,
+            created_by_key_id: row.created_by_key_id,
             created_at: row.created_at,
             expires_at: row.expires_at,
         })
@@ -110,21 +141,42 @@ impl Parties {
         rules::may_invite(self.inviter()?, invite.role, self.invitee_role()?).map_err(refused)
     }
 
-    /// What redeeming `invite` by `redeemer` does ([`rules::may_redeem`]).
-    pub(crate) fn redemption(&self, invite: &Invite, redeemer: &Redeemer) -> Result<Redemption> {
+    /// What redeeming `invite` by `redeemer` at `now` does, given the key
+    /// it was issued with, as [`ISSUING_KEY`] read it
+    /// ([`rules::may_redeem`]).
+    pub(crate) fn redemption(
+        &self,
+        invite: &Invite,
+        issuing_key: Option<&KeyInOrg>,
+        now: DateTime<Utc>,
+        redeemer: &Redeemer,
+    ) -> Result<Redemption> {
         let invitee = match self.invitee {
             Some(user) => Invitee::Existing { user, role: self.invitee_role()? },
             None => Invitee::New,
         };
+        let issuing = issuing_key.map(|issuing| IssuingKey {
+            expires_at: issuing.key.expires_at,
+            enabled: issuing.key.enabled,
+            restrained: !issuing.key.principal().may_mint(),
+            blocked: issuing.blocked,
+        });
         let presented = redeemer.presented.map(|key| Presented { user: key.user_id, mode: key.mode });
-        rules::may_redeem(self.inviter()?, invite.role, invitee, presented).map_err(refused)
+        rules::may_redeem(self.inviter()?, invite.role, issuing, now, invitee, presented).map_err(refused)
     }
 }
 
-/// Whether `actor` (whose role is `actor_role`) may withdraw `invite`.
-pub(crate) fn may_withdraw(actor: Uuid, actor_role: Option<&str>, invite: &Invite) -> Result<()> {
+/// Whether `actor` (whose role is `actor_role`) may withdraw `invite`,
+/// issued by a member whose role is now `issuer_role`.
+pub(crate) fn may_withdraw(
+    actor: Uuid,
+    actor_role: Option<&str>,
+    invite: &Invite,
+    issuer_role: Option<&str>,
+) -> Result<()> {
     let actor_role = actor_role.map(crate::rows::role).transpose()?;
-    rules::may_withdraw_invite(actor, actor_role, invite.created_by, invite.role).map_err(refused)
+    let issuer_role = issuer_role.map(crate::rows::role).transpose()?;
+    rules::may_withdraw_invite(actor, actor_role, invite.created_by, issuer_role).map_err(refused)
 }
 
 /// A refusal as the store reports it: an organization the actor is not a
@@ -136,14 +188,16 @@ fn refused(refusal: Refusal) -> StoreError {
     }
 }
 
-/// The first key of a new account, as an invitation makes it: mode `all`,
-/// scoped to the organization, expiring as [`rules::first_key_expiry`] says.
+/// The first key of a new account, as an invitation issued with
+/// `issuing_key` makes it: mode `all`, scoped to the organization, a child
+/// of that key, expiring as [`rules::first_key_expiry`] says.
 pub(crate) fn first_key(
     material: KeyMaterial,
     user_id: Uuid,
     org_id: Uuid,
     policy: ExpiryPolicy,
     now: DateTime<Utc>,
+    issuing_key: &ApiKeyRecord,
 ) -> NewApiKey {
     NewApiKey {
         material,
@@ -152,8 +206,8 @@ pub(crate) fn first_key(
         user_id,
         org_id: Some(org_id),
         limited_to_apps: Vec::new(),
-        expires_at: rules::first_key_expiry(policy, now).map(crate::truncate),
-        created_by_key_id: None,
+        expires_at: rules::first_key_expiry(policy, now, issuing_key.expires_at).map(crate::truncate),
+        created_by_key_id: Some(issuing_key.id),
         limits: KeyLimits::default(),
     }
 }

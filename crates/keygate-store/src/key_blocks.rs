@@ -44,6 +44,7 @@ pub(crate) fn keys_acting_in() -> String {
     )
 }
 
+/// A key with whether it is blocked in an organization.
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyInOrgRow {
     #[sqlx(flatten)]

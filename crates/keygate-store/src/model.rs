@@ -243,6 +243,9 @@ pub struct Invite {
     pub email: String,
     pub role: Role,
     pub created_by: Option<Uuid>,
+    /// The key it was issued with: an invitation is a credential that key
+    /// made, and stands only while that key could make one.
+    pub created_by_key_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

@@ -76,8 +76,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
-                    "Rate limit `{}` of this API key reached: {} requests per {} ms; retry in {retry_after} seconds",
-                    limit.name, limit.limit, limit.duration_ms
+                    "Rate limit `{}` {} reached: {} requests per {} ms; retry in {retry_after} seconds",
+                    limit.name,
+                    if limit.shared { "that this organization's keys share" } else { "of this API key" },
+                    limit.limit,
+                    limit.duration_ms
                 ),
             )
         }
@@ -380,8 +383,8 @@ impl From<Refusal> for ApiError {
                  new account, without an API key",
             ),
             Refusal::RestrainedKey => forbidden(
-                "Insufficient permissions: a key with rate limits, credits or app limits cannot create \
-                 keys or change limits; use an unrestricted key of mode all",
+                "Insufficient permissions: a key with rate limits, credits or app limits creates no keys \
+                 or invitations and changes or rotates no other key; use an unrestricted key of mode all",
             ),
             Refusal::OwnLimits => forbidden(
                 "Insufficient permissions: a key cannot change its own enabled, ratelimit(s) or credits; \
@@ -405,6 +408,10 @@ impl From<Refusal> for ApiError {
                 ),
             ),
             Refusal::NotBlockable => Self::api_key_not_found(),
+            Refusal::SharedLimitsNeedOwner => forbidden(
+                "Insufficient permissions: the rate limits every key of the organization shares bind its \
+                 owners too, and only a super_admin sets them",
+            ),
         }
     }
 }

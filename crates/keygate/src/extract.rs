@@ -52,7 +52,9 @@ impl<const LIMIT: usize> FromRequest<AppState> for RawBody<LIMIT> {
         // read buffer, and keeping one would keep that whole buffer, so a
         // client trickling a byte at a time would pin a buffer per byte.
         let mut body = req.into_body();
-        let mut bytes = Vec::with_capacity(reserve);
+        // Grown as bytes arrive, not all at once: the budget bounds what a
+        // body may take, and a declared length costs nothing until it comes.
+        let mut bytes = Vec::with_capacity(reserve.min(16 * 1024));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
                 ApiError::invalid_body(format!("Could not read the request body: {error}"))

@@ -67,6 +67,8 @@ pub struct LimitReport {
     pub reset_ms: i64,
     /// Whole seconds from the report until the reset, at least 1.
     pub reset_seconds: u64,
+    /// A limit the key's organization shares among its keys, not the key's own.
+    pub shared: bool,
 }
 
 /// What a use of a key came to.
@@ -499,7 +501,7 @@ fn take(ask: &Ask<'_>, now: DateTime<Utc>, charge: &mut Charge) -> Result<Part, 
     for window in &mut state.windows {
         window.left -= 1;
         part.windows.push((window.limit.name.clone(), window.start_ms));
-        let report = report(window, now);
+        let report = report(window, ask.budget.subject, now);
         if charge.ratelimit.as_ref().is_none_or(|r| report.remaining < r.remaining) {
             charge.ratelimit = Some(report);
         }
@@ -554,7 +556,7 @@ fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> 
         if let Some(window) = state.windows.get(index)
             && dry_now(window.dry_until)
         {
-            return Some(Outcome::RateLimited(report(window, now)));
+            return Some(Outcome::RateLimited(report(window, ask.budget.subject, now)));
         }
     }
     match &state.credits {
@@ -569,15 +571,16 @@ fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> 
 fn refusal(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
     let state = ask.budget.lock();
     if let Some(window) = short.windows.first().and_then(|&i| state.windows.get(i)) {
-        return Outcome::RateLimited(report(window, now));
+        return Outcome::RateLimited(report(window, ask.budget.subject, now));
     }
     let remaining = state.credits.as_ref().map_or(0, |c| c.unleased + c.left);
     Outcome::UsageExceeded { remaining }
 }
 
-fn report(window: &WindowLease, now: DateTime<Utc>) -> LimitReport {
+fn report(window: &WindowLease, subject: Subject, now: DateTime<Utc>) -> LimitReport {
     let reset_ms = window.window().reset_ms;
     LimitReport {
+        shared: matches!(subject, Subject::Org(_)),
         reset_seconds: (reset_ms - now.timestamp_millis()).max(1).unsigned_abs().div_ceil(1000),
         name: window.limit.name.clone(),
         limit: window.limit.limit,

@@ -11,13 +11,14 @@ use uuid::Uuid;
 use super::{OrgLock, PostgresStore, lock_org};
 use crate::event::{AuditLog, Event};
 use crate::invites::{
-    ACTING_ROLE, CLAIM, INSERT, InviteRow, JOIN, NEW_USER, ORG_OF_CODE, PARTIES, PENDING, PENDING_ONE,
-    POLICY, Parties, REDEEMED_BY, REVOKE, first_key, may_withdraw,
+    ACTING_ROLE, CLAIM, INSERT, ISSUING_KEY, InviteRow, JOIN, NEW_USER, ORG_OF_CODE, PARTIES, PENDING,
+    PENDING_ONE, POLICY, Parties, REDEEMED_BY, REVOKE, first_key, may_withdraw,
 };
+use crate::key_blocks::KeyInOrgRow;
 use crate::model::expiry_policy;
 use crate::{
-    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, NewInvite, Redeemed, Redeemer, Result,
-    StoreError, rows,
+    Actor, AuditAction, AuthChange, Entity, Invite, InviteStore, KeyInOrg, NewInvite, Redeemed, Redeemer,
+    Result, StoreError, rows,
 };
 
 #[async_trait]
@@ -32,12 +33,13 @@ impl InviteStore for PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
         parties.may_issue(&invite)?;
-        let row: InviteRow = sqlx::query_as(INSERT)
+        let row: InviteRow = sqlx::query_as(INSERT.as_str())
             .bind(invite.org_id)
             .bind(invite.email.as_str())
             .bind(invite.role.as_str())
             .bind(&invite.digest[..])
             .bind(actor.user_id)
+            .bind(actor.key_id)
             .bind(crate::now())
             .bind(invite.expires_at)
             .fetch_one(&mut *tx)
@@ -50,8 +52,11 @@ impl InviteStore for PostgresStore {
     }
 
     async fn pending_invites(&self, org_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Invite>> {
-        let rows =
-            sqlx::query_as::<_, InviteRow>(PENDING).bind(org_id).bind(now).fetch_all(&self.pool).await?;
+        let rows = sqlx::query_as::<_, InviteRow>(PENDING.as_str())
+            .bind(org_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         rows::all(rows)
     }
 
@@ -62,11 +67,16 @@ impl InviteStore for PostgresStore {
         let role: Option<String> =
             sqlx::query_scalar(ACTING_ROLE).bind(org_id).bind(acting).fetch_optional(&mut *tx).await?;
         let found: Option<InviteRow> =
-            sqlx::query_as(PENDING_ONE).bind(org_id).bind(id).fetch_optional(&mut *tx).await?;
+            sqlx::query_as(PENDING_ONE.as_str()).bind(org_id).bind(id).fetch_optional(&mut *tx).await?;
         let Some(invite) = found.map(Invite::try_from).transpose()? else {
             return Ok(false);
         };
-        may_withdraw(acting, role.as_deref(), &invite)?;
+        let issuer_role: Option<String> = sqlx::query_scalar(ACTING_ROLE)
+            .bind(org_id)
+            .bind(invite.created_by)
+            .fetch_optional(&mut *tx)
+            .await?;
+        may_withdraw(acting, role.as_deref(), &invite, issuer_role.as_deref())?;
         sqlx::query(REVOKE).bind(id).execute(&mut *tx).await?;
         Postgres::log(&mut tx, org_id, Event::new(AuditAction::InviteRevoke, id, actor)).await?;
         tx.commit().await?;
@@ -89,7 +99,7 @@ impl InviteStore for PostgresStore {
         };
         lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
         let claimed: Option<InviteRow> =
-            sqlx::query_as(CLAIM).bind(&digest[..]).bind(now).fetch_optional(&mut *tx).await?;
+            sqlx::query_as(CLAIM.as_str()).bind(&digest[..]).bind(now).fetch_optional(&mut *tx).await?;
         let Some(invite) = claimed.map(Invite::try_from).transpose()? else {
             return Ok(None);
         };
@@ -99,7 +109,17 @@ impl InviteStore for PostgresStore {
             .bind(invite.email.as_str())
             .fetch_one(&mut *tx)
             .await?;
-        let redemption = parties.redemption(&invite, &redeemer)?;
+        let issuing_key: Option<KeyInOrg> = match invite.created_by_key_id {
+            Some(key_id) => rows::one::<KeyInOrgRow, _>(
+                sqlx::query_as(ISSUING_KEY.as_str())
+                    .bind(key_id)
+                    .bind(org_id)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+            )?,
+            None => None,
+        };
+        let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
         let user_id = match redemption {
             Redemption::Join { user } => user,
             Redemption::NewAccount => {
@@ -134,8 +154,10 @@ impl InviteStore for PostgresStore {
             Redemption::NewAccount => {
                 let (require, max_days): (bool, Option<i32>) =
                     sqlx::query_as(POLICY).bind(org_id).fetch_one(&mut *tx).await?;
-                let new =
-                    first_key(redeemer.first_key, user_id, org_id, expiry_policy(require, max_days), now);
+                // Only reached when the issuing key stands.
+                let issuing = issuing_key.as_ref().ok_or(StoreError::NotFound(Entity::ApiKey))?;
+                let policy = expiry_policy(require, max_days);
+                let new = first_key(redeemer.first_key, user_id, org_id, policy, now, &issuing.key);
                 Some(super::keys::insert(&mut tx, &new, &redeemer_actor).await?)
             }
         };

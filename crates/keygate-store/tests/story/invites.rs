@@ -25,10 +25,7 @@ fn newcomer() -> Redeemer {
 async fn an_invitation_is_redeemed_once_however_many_try_at_once() {
     let (_db, store, owner) = acme().await;
     let invite = store
-        .create_invite(
-            invitation(owner.org_id, "new@example.com", Role::Upload, 1, 7),
-            &member(owner.user_id),
-        )
+        .create_invite(invitation(owner.org_id, "new@example.com", Role::Upload, 1, 7), &with_key(&owner))
         .await
         .expect("invite");
     assert_eq!(store.pending_invites(owner.org_id, Utc::now()).await.expect("pending"), [invite]);
@@ -52,10 +49,7 @@ async fn an_invitation_is_redeemed_once_however_many_try_at_once() {
 async fn expired_and_withdrawn_invitations_redeem_nothing() {
     let (_db, store, owner) = acme().await;
     store
-        .create_invite(
-            invitation(owner.org_id, "late@example.com", Role::Read, 2, -1),
-            &member(owner.user_id),
-        )
+        .create_invite(invitation(owner.org_id, "late@example.com", Role::Read, 2, -1), &with_key(&owner))
         .await
         .expect("invite");
     assert_eq!(
@@ -63,10 +57,10 @@ async fn expired_and_withdrawn_invitations_redeem_nothing() {
         None
     );
     let withdrawn = store
-        .create_invite(invitation(owner.org_id, "gone@example.com", Role::Read, 3, 7), &member(owner.user_id))
+        .create_invite(invitation(owner.org_id, "gone@example.com", Role::Read, 3, 7), &with_key(&owner))
         .await
         .expect("invite");
-    let by_owner = &member(owner.user_id);
+    let by_owner = &with_key(&owner);
     assert!(store.revoke_invite(owner.org_id, withdrawn.id, by_owner).await.expect("revoke"));
     assert!(!store.revoke_invite(owner.org_id, withdrawn.id, by_owner).await.expect("revoke"));
     assert_eq!(

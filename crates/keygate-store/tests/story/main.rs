@@ -113,6 +113,11 @@ fn member(user_id: Uuid) -> Actor {
     Actor { user_id: Some(user_id), key_id: None, ip: None }
 }
 
+/// An enrolled member acting with the key the operator issued them.
+fn with_key(enrollment: &Enrollment) -> Actor {
+    Actor { user_id: Some(enrollment.user_id), key_id: Some(enrollment.key.id), ip: None }
+}
+
 fn renamed(name: &str) -> KeyChanges {
     KeyChanges { name: Some(KeyName::parse(name).expect("name")), ..Default::default() }
 }

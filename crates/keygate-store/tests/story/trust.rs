@@ -31,7 +31,7 @@ async fn an_invitation_never_becomes_someone_elses_key() {
     let (_db, store, owner) = acme().await;
     let a = owner.org_id;
     let admin = enroll(store.as_ref(), "admin@example.com", as_member(a, Role::Admin)).await.expect("admin");
-    let by_admin = &member(admin.user_id);
+    let by_admin = &with_key(&admin);
 
     // The owner is a member: nobody invites them, whatever the role.
     for role in [Role::Read, Role::Write] {
@@ -87,7 +87,7 @@ async fn an_invitation_is_void_once_its_inviter_could_no_longer_issue_it() {
     let (_db, store, owner) = acme().await;
     let a = owner.org_id;
     let admin = enroll(store.as_ref(), "admin@example.com", as_member(a, Role::Admin)).await.expect("admin");
-    let by_admin = &member(admin.user_id);
+    let by_admin = &with_key(&admin);
     store.create_invite(invitation(a, "alt@example.com", Role::Write, 1), by_admin).await.expect("invite");
     store.create_invite(invitation(a, "alt2@example.com", Role::Write, 2), by_admin).await.expect("invite");
     // Demoted below the invitation's role, then removed.
@@ -103,11 +103,67 @@ async fn an_invitation_is_void_once_its_inviter_could_no_longer_issue_it() {
     // Withdrawn by its issuer or from above its role, not by a peer.
     let second =
         enroll(store.as_ref(), "second@example.com", as_member(a, Role::Admin)).await.expect("admin");
-    let by_owner = &member(owner.user_id);
+    let by_owner = &with_key(&owner);
     let offered =
         store.create_invite(invitation(a, "x@example.com", Role::Admin, 3), by_owner).await.expect("invite");
     assert_refused(store.revoke_invite(a, offered.id, &member(second.user_id)).await, Refusal::Outranked);
     assert!(store.revoke_invite(a, offered.id, by_owner).await.expect("withdraw"));
+    let peers = store
+        .create_invite(invitation(a, "y@example.com", Role::Read, 4), &with_key(&second))
+        .await
+        .expect("invite");
+    let third = enroll(store.as_ref(), "third@example.com", as_member(a, Role::Admin)).await.expect("admin");
+    assert_refused(store.revoke_invite(a, peers.id, &member(third.user_id)).await, Refusal::Outranked);
+    assert!(store.revoke_invite(a, peers.id, by_owner).await.expect("from above its issuer"));
+}
+
+#[tokio::test]
+async fn an_invitation_is_a_credential_its_issuing_key_made() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    // Issued with a key that expires tomorrow: the first key expires no later.
+    let tomorrow = keygate_store::truncate(Utc::now() + Duration::days(1));
+    let issuing = NewApiKey {
+        mode: Mode::All,
+        limited_to_apps: vec![],
+        expires_at: Some(tomorrow),
+        ..key_for(owner.user_id, Some(a))
+    };
+    let issuing = store.insert_key(issuing, OP).await.expect("issuing key");
+    let by_issuing = &Actor { user_id: Some(owner.user_id), key_id: Some(issuing.id), ip: None };
+    store.create_invite(invitation(a, "new@example.com", Role::Read, 1), by_issuing).await.expect("invite");
+    let new =
+        store.redeem_invite(&[1; 32], Utc::now(), redeemer(None)).await.expect("redeem").expect("found");
+    let first = new.key.expect("first key");
+    assert_eq!((first.created_by_key_id, first.expires_at), (Some(issuing.id), Some(tomorrow)));
+    // Revoking the issuing key takes the first key with it, and voids its
+    // pending invitations.
+    store.create_invite(invitation(a, "later@example.com", Role::Read, 2), by_issuing).await.expect("invite");
+    let revoked: Vec<i64> =
+        store.revoke_key(&issuing.digest, OP).await.expect("revoke").iter().map(|k| k.id).collect();
+    assert!(revoked.contains(&first.id), "{revoked:?}");
+    assert_refused(store.redeem_invite(&[2; 32], Utc::now(), redeemer(None)).await, Refusal::InvitationVoid);
+    // Issued with a key that has since been given limits: void too.
+    let plain = store
+        .insert_key(
+            NewApiKey {
+                mode: Mode::All,
+                limited_to_apps: vec![],
+                expires_at: None,
+                ..key_for(owner.user_id, Some(a))
+            },
+            OP,
+        )
+        .await
+        .expect("key");
+    let by_plain = &Actor { user_id: Some(owner.user_id), key_id: Some(plain.id), ip: None };
+    store.create_invite(invitation(a, "third@example.com", Role::Read, 3), by_plain).await.expect("invite");
+    let limits = KeyChanges {
+        credits: Some(Some(keygate_core::limits::Credits { remaining: 1, refill: None })),
+        ..Default::default()
+    };
+    store.update_key(plain.id, limits, OP).await.expect("limits").expect("exists");
+    assert_refused(store.redeem_invite(&[3; 32], Utc::now(), redeemer(None)).await, Refusal::InvitationVoid);
 }
 
 #[tokio::test]
@@ -143,17 +199,21 @@ async fn a_leaked_key_is_revoked_with_every_key_it_created() {
     let child = store.insert_key(child_of(Some(root.id)), OP).await.expect("child");
     let grandchild = store.insert_key(child_of(Some(child.id)), OP).await.expect("grandchild");
     let sibling = store.insert_key(child_of(Some(owner.key.id)), OP).await.expect("sibling");
+    // A key in between, deleted: its descendants stay the leaked key's.
+    let middle = store.insert_key(child_of(Some(root.id)), OP).await.expect("middle");
+    let below_middle = store.insert_key(child_of(Some(middle.id)), OP).await.expect("below the middle");
+    assert!(store.delete_key(middle.id, OP).await.expect("delete"));
     let reporter = &Actor { ip: Some("192.0.2.1".parse().expect("ip")), ..Actor::default() };
     let mut revoked: Vec<i64> =
         store.revoke_key(&root.digest, reporter).await.expect("revoke").iter().map(|k| k.id).collect();
     revoked.sort_unstable();
-    assert_eq!(revoked, [root.id, child.id, grandchild.id]);
-    for gone in [root.id, child.id, grandchild.id] {
+    assert_eq!(revoked, [root.id, child.id, grandchild.id, below_middle.id]);
+    for gone in [root.id, child.id, grandchild.id, below_middle.id] {
         assert_eq!(store.key_by_id(gone).await.expect("read"), None);
     }
     assert!(store.key_by_id(sibling.id).await.expect("read").is_some(), "not its descendant");
     assert!(store.key_by_id(owner.key.id).await.expect("read").is_some(), "nor its parent");
     let log = store.audit_events(a, None, 50).await.expect("log");
     let revocations = log.iter().filter(|e| e.action == "apikey.revoke").count();
-    assert_eq!(revocations, 3, "each revocation audited");
+    assert_eq!(revocations, 4, "each revocation audited");
 }

@@ -183,6 +183,11 @@ pub async fn create(
     let request = body.json::<CreateInvite>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    // An invitation is a credential the calling key makes: a key with
+    // limits or app limits makes none, as it mints no keys.
+    if !caller.principal.may_mint() {
+        return Err(Refusal::RestrainedKey.into());
+    }
     let (email, role) = super::organization::parse_member(request.email.as_deref(), request.role.as_deref())?;
     let days = match request.expires_in_days {
         None => DEFAULT_DAYS,

@@ -279,6 +279,10 @@ pub async fn update(
             .transpose()?,
         ratelimits: LimitChanges::parse(None, request.ratelimit, request.ratelimits, None)?.ratelimits,
     };
+    // They bind every key there, its owners' too.
+    if changes.ratelimits.is_some() {
+        rules::may_change_shared_limits(role)?;
+    }
     let org = state
         .store
         .update_organization(org_id, changes, &caller.actor())

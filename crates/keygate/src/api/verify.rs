@@ -402,6 +402,7 @@ mod tests {
             duration_ms: 60_000,
             reset_ms: 1_790_000_000_000,
             reset_seconds: 17,
+            shared: false,
         };
         let none = || Limits::default();
         for (valid, code, with_key, limits) in [

@@ -240,8 +240,90 @@ async fn every_operation_on_another_member_needs_a_strictly_higher_role() {
     let offered = invite(&app, &app.owner.key, "second-admin@example.com", "admin").await.ok();
     let withdraw = format!("/organization/invites?org_id={org}&id={}", offered["invite"]["id"]);
     app.delete(&withdraw, &admin.key).await.error(403, "insufficient_permissions");
-    let below = invite(&app, &peer.key, "dev@example.com", "write").await.ok();
-    let withdraw_below = format!("/organization/invites?org_id={org}&id={}", below["invite"]["id"]);
-    app.delete(&withdraw_below, &admin.key).await.ok();
+    // A peer's invitation is the peer's: only its issuer or a superior withdraws it.
+    let peers = invite(&app, &peer.key, "dev@example.com", "write").await.ok();
+    let withdraw_peers = format!("/organization/invites?org_id={org}&id={}", peers["invite"]["id"]);
+    app.delete(&withdraw_peers, &admin.key).await.error(403, "insufficient_permissions");
+    app.delete(&withdraw_peers, &app.owner.key).await.ok();
     app.delete(&withdraw, &app.owner.key).await.ok();
+}
+
+/// The second review: a leaked key's grandchild outlived its revocation once
+/// the child in between was deleted; a limited key rotated an unlimited
+/// sibling and got its secret; limited and short-lived keys minted
+/// permanent unlimited keys through invitations they then redeemed.
+#[tokio::test]
+async fn no_key_escapes_its_lineage_or_its_restraints() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let key = |v: &Value| v["key"].as_str().expect("key").to_owned();
+    // A → B → C, then B deleted: revoking A still takes C.
+    let a = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "all" })).await;
+    let b = app.create_key(&key(&a), json!({ "org_id": org, "mode": "all" })).await;
+    let c = app.create_key(&key(&b), json!({ "org_id": org, "mode": "all" })).await;
+    app.delete(&format!("/apikey/{}", b["id"]), &key(&a)).await.ok();
+    app.call(Method::POST, "/apikey/revoke", None, Some(json!({ "key": key(&a) }))).await.ok();
+    app.get("/organization", &key(&c)).await.error(401, "invalid_api_key");
+
+    // A limited key manages itself alone: no rotating or widening a sibling.
+    let limited = app
+        .create_key(
+            &app.owner.key,
+            json!({ "org_id": org, "mode": "all", "ratelimit": { "limit": 2, "duration_ms": 3_600_000 } }),
+        )
+        .await;
+    let sibling = app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read" })).await;
+    let sibling_path = format!("/apikey/{}", sibling["id"]);
+    app.post(&format!("{sibling_path}/rotate"), &key(&limited), json!({}))
+        .await
+        .error(403, "insufficient_permissions");
+    app.put(&sibling_path, &key(&limited), json!({ "mode": "all" }))
+        .await
+        .error(403, "insufficient_permissions");
+    app.get("/organization", &key(&sibling)).await.ok();
+
+    // Nor does it invite: an invitation is a credential it would make.
+    let mine = |role: &str| json!({ "org_id": org, "email": "mine@example.com", "role": role });
+    app.post("/organization/invites", &key(&limited), mine("admin"))
+        .await
+        .error(403, "insufficient_permissions");
+
+    // A key expiring in a minute invites: the first key expires with it,
+    // and goes with it when it is revoked.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let short = app
+        .create_key(&app.owner.key, json!({ "org_id": org, "mode": "all", "expires_at": soon.to_rfc3339() }))
+        .await;
+    let code =
+        app.post("/organization/invites", &key(&short), mine("admin")).await.ok()["invite"]["code"].clone();
+    let first = redeem(&app, &code, None).await.ok();
+    let first_key = first["key"].as_str().expect("first key").to_owned();
+    let seen = app.get(&format!("/apikey/{}", first["key_id"]), &app.owner.key).await.ok();
+    let expires: chrono::DateTime<chrono::Utc> =
+        seen["apikey"]["expires_at"].as_str().expect("expires").parse().expect("time");
+    assert!(expires <= soon, "the first key outlives the key that invited: {expires} > {soon}");
+    let pending = json!({ "org_id": org, "email": "later@example.com", "role": "read" });
+    let later = app.post("/organization/invites", &key(&short), pending).await.ok()["invite"]["code"].clone();
+    app.call(Method::POST, "/apikey/revoke", None, Some(json!({ "key": key(&short) }))).await.ok();
+    app.get("/organization", &first_key).await.error(401, "invalid_api_key");
+    redeem(&app, &later, None).await.error(404, "invite_not_found");
+}
+
+/// The second review: an admin set the rate limit every key of the
+/// organization shares to one a month, locking the owner's scoped keys out.
+/// Those limits bind owners too: only a super_admin sets them.
+#[tokio::test]
+async fn an_admin_never_sets_the_limits_the_owners_keys_share() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let month = json!({ "org_id": org, "ratelimit": { "limit": 1, "duration_ms": 2_592_000_000_u64 } });
+    app.put("/organization", &admin.key, month.clone()).await.error(403, "insufficient_permissions");
+    app.put("/organization", &admin.key, json!({ "org_id": org, "name": "Renamed" })).await.ok();
+    app.put("/organization", &app.owner.key, month).await.ok();
+    let scoped = app.owner_key("read").await;
+    let scoped = scoped["key"].as_str().expect("key");
+    app.get("/organization", scoped).await.ok();
+    let text = app.get("/organization", scoped).await.error(429, "rate_limited").to_owned();
+    assert!(text.contains("organization's keys share"), "{text}");
 }

@@ -200,7 +200,7 @@ async fn a_key_limited_to_apps_or_with_limits_creates_no_keys() {
             let body = json!({ "org_id": org, "mode": "read", "limited_to_apps": apps });
             let text =
                 app.post("/apikey", restrained, body).await.error(403, "insufficient_permissions").to_owned();
-            assert!(text.contains("cannot create keys"), "{text}");
+            assert!(text.contains("creates no keys"), "{text}");
         }
     }
     assert_eq!(app.key_count().await, 4, "nothing was created");

@@ -223,7 +223,10 @@ async fn updates_never_widen_a_key_beyond_the_caller() {
     app.put(&path, caller, json!({ "limited_to_apps": ["com.example.b"] }))
         .await
         .error(403, "insufficient_permissions");
-    app.put(&path, caller, json!({ "mode": "all" })).await.ok();
+    // An app-limited key manages itself alone, even inside its apps.
+    app.put(&path, caller, json!({ "mode": "all" })).await.error(403, "insufficient_permissions");
+    let own_path = format!("/apikey/{}", id(&limited));
+    app.put(&own_path, caller, json!({ "name": "narrowed", "mode": "read" })).await.ok();
 
     let soon = Utc::now() + Duration::hours(1);
     let expiring = app

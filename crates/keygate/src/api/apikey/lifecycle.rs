@@ -98,6 +98,7 @@ pub async fn rotate(
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
     rules::may_rotate_key(&caller.principal, &key.principal())?;
+    rules::may_manage_other_key(&caller.principal, &key.principal())?;
     // A new secret is a new credential: never one outliving the caller's own.
     let scope = key.principal().scope;
     if !caller.principal.may_grant(&Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at }) {

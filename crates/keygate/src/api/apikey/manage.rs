@@ -192,6 +192,7 @@ pub async fn update(
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
     managed.require_rank(&state).await?;
     let caller = &managed.caller;
+    rules::may_manage_other_key(&caller.principal, &key.principal())?;
     if let (Some(org_id), Some(_)) = (key.org_id, changes.expires_at) {
         let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
         org.expiry_policy().check(expires_at, now)?;
