@@ -34,7 +34,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::quota::{Charge, Outcome};
 use crate::usage::{Refused, RequestKey};
 
-const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
+/// The headers a key is read from, in this order.
+pub(crate) const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
 
 /// The key presented with the request, if any, without its `Bearer ` prefix.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {

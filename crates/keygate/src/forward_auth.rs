@@ -45,6 +45,8 @@ use std::path::Path;
 
 use axum::http::{HeaderMap, HeaderName, Method, Uri};
 use keygate_core::authz::Action;
+
+use crate::auth::KEY_HEADERS;
 use serde::Deserialize;
 
 /// The reverse proxy in front of `/auth`, which decides what is read.
@@ -284,8 +286,8 @@ impl ForwardAuth {
                 let value = value.to_str().map_err(|_| conflict("is not visible ASCII text"))?;
                 overrides.push(value.to_owned());
             }
-            if CREDENTIALS.iter().any(|c| folded_eq(name, c)) {
-                if !CREDENTIALS.contains(&name) {
+            if KEY_HEADERS.iter().any(|c| folded_eq(name, c)) {
+                if !KEY_HEADERS.contains(&name) {
                     return Err(conflict("spells a credential header otherwise than keygate reads it"));
                 }
                 credentials += 1;
@@ -305,9 +307,6 @@ impl ForwardAuth {
         Ok(overrides)
     }
 }
-
-/// The headers a key is read from.
-const CREDENTIALS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
 
 /// Whether `name` is `target` as an upstream may read it: any case, `_` for `-`.
 fn folded_eq(name: &str, target: &str) -> bool {
