@@ -3,6 +3,27 @@
 //! each checked against a model written from the rules of keys, members,
 //! invitations and blocks — not from keygate's code.
 //!
+//! The operations: create, change, rotate and delete a key; report a key
+//! as leaked (revocation); set a member's role, remove a member; issue,
+//! redeem and withdraw an invitation; block and unblock a key. The rules
+//! the model holds them to, beyond each one's own:
+//! - a key with rate limits or credits of its own, limited to apps or not
+//!   of mode `all` is *restrained*: it creates no keys and no invitations,
+//!   and changes or rotates no key but itself (within its own bounds);
+//! - revoking a key deletes every key it created, transitively, through
+//!   keys deleted in between and through the invitations it issued;
+//! - an invitation is a credential made by the key it was issued with: it
+//!   stands only while its inviter could still issue it and that key still
+//!   exists, is enabled, is not blocked in the invitation's organization
+//!   and is not restrained; a new account's first key is that key's child
+//!   and expires no later than it;
+//! - an invitation is withdrawn by its issuer, or by an admin whose role is
+//!   strictly above the issuer's current one (any admin once the issuer
+//!   has left);
+//! - a key is rotated only by a key of its own user that sees it and could
+//!   have created it; an unscoped key blocked in an organization sees
+//!   nothing there, its owner's keys scoped to it included.
+//!
 //! After every step it checks that:
 //! - the HTTP outcome (2xx or refused) is the model's decision;
 //! - the memberships of each organization (who, with which role) are the
@@ -11,7 +32,8 @@
 //!   credits, enabled, which key created them) are the model's, none more;
 //! - the keys that act in each organization, and which of them are blocked
 //!   there, are the model's;
-//! - the pending invitations of each organization are the model's.
+//! - the pending invitations of each organization (to whom, as what, by
+//!   whom and with which key) are the model's.
 //!
 //! So no principal ever holds a key or membership with more power, wider
 //! scope, later expiry or looser limits than the rules grant, whatever the
@@ -21,15 +43,22 @@
 //! four members at random roles), a second tenant with its own organization,
 //! two addresses with no account yet, two apps, three expiries (days ahead,
 //! so that time never flips a decision), and every key made so far as a
-//! possible actor or target. `KEYGATE_MODEL_CASES` (default 64 on SQLite,
-//! 32 on PostgreSQL, where a fresh database takes half a second) and
-//! `KEYGATE_MODEL_STEPS` (default 40: each case runs two thirds of that to
-//! all of it) make the run larger; `KEYGATE_MODEL_VERBOSE` also prints why
-//! the model refused what it refused. A failure shrinks to a short sequence
-//! and prints it, step by step, with each key described.
+//! possible actor or target. Each case opens with a few keys of Acme, most
+//! of them restrained, and an invitation issued with one of them; actors
+//! are most often any key (a deleted one included), else the latest, a
+//! restrained one or one of the owner's, who restrains, disables, blocks
+//! or revokes the keys pending invitations were issued with.
+//! `KEYGATE_MODEL_CASES` (default 64 on SQLite, 32 on PostgreSQL, where a
+//! fresh database takes half a second) and `KEYGATE_MODEL_STEPS` (default
+//! 40: each case runs two thirds of that to all of it, its opening
+//! included) make the run larger; `KEYGATE_MODEL_VERBOSE` also prints why
+//! the model refused what it refused, and what the allowed steps reached
+//! that the rules of restraint, lineage and invitations decide. A failure
+//! shrinks to a short sequence and prints it, step by step, with each key
+//! described.
 //!
 //! A second test replays, through the same model and checks, the attacks
-//! an outside review found, each as a fixed sequence of these operations
+//! the outside reviews found, each as a fixed sequence of these operations
 //! with the decision the rules give each step.
 
 use std::cell::RefCell;
@@ -205,74 +234,58 @@ enum Among {
     Org,
     /// The keys that created keys.
     Parents,
+    /// The keys pending invitations were issued with.
+    Issuers,
+    /// Those of them the actor sees, other than itself.
+    SeenIssuers,
+    /// The keys the actor sees, other than itself.
+    Visible,
+    /// The keys of the actor's owner it sees, other than itself.
+    Siblings,
+}
+
+/// Among which keys an actor is picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum By {
+    /// Every key made so far.
+    Any,
+    /// The key made last.
+    Latest,
+    /// The restrained keys of mode `all` still alive: those the rules of
+    /// restraint (rather than of key management) refuse.
+    Restrained,
+    /// The owner's keys of mode `all` still alive: Acme's super_admin, who
+    /// reaches its other members' keys (limits, blocks, invitations).
+    Owner,
 }
 
 /// `actor`, `target` and `with` pick among every key made so far (a
-/// deleted one included: it must be refused), a target as `among` says,
-/// `with` with `true` among the invitee's keys; `org` is [`ACME`],
-/// [`OTHER`] or [`ACTORS`]; `person` picks among [`PEOPLE`]. An `Unblock`
-/// with `of_blocked` takes the `target`-th block there is (in whichever
-/// organization), if any; a `Revoke` with `of_parents` takes the
-/// `target`-th key that created keys, if any; a `CreateKey` with `latest`
-/// acts with the key made last (so that keys make chains).
+/// deleted one included: it must be refused), an actor as `by` says (among
+/// every key if there is none such: `Latest` makes chains of keys), a
+/// target as `among` says (for a restrained actor: among the other keys it
+/// sees, for a rotation its owner's), `with` with `true` among the
+/// invitee's keys; `org` is [`ACME`], [`OTHER`] or [`ACTORS`]; `person`
+/// picks among [`PEOPLE`]; `invite` among the invitations issued so far.
+/// An `Unblock` with `of_blocked` takes the `target`-th block there is (in
+/// whichever organization), if any; a `Redeem` with `pending` takes the
+/// `invite`-th invitation neither used nor withdrawn, if any; a `Revoke`
+/// with `of_parents` takes the `target`-th key that created keys or issued
+/// invitations, if any; a `Withdraw` names the invitation's organization,
+/// or with `elsewhere` the actor's.
 #[derive(Clone, Debug)]
 enum Op {
-    CreateKey {
-        actor: Pick,
-        latest: bool,
-        org: usize,
-        mode: Mode,
-        apps: u8,
-        expiry: Option<u8>,
-        limit: Restraint,
-    },
-    UpdateKey {
-        actor: Pick,
-        target: Pick,
-        among: Among,
-        change: Change,
-    },
-    DeleteKey {
-        actor: Pick,
-        target: Pick,
-        among: Among,
-    },
-    Revoke {
-        target: Pick,
-        of_parents: bool,
-    },
-    SetRole {
-        actor: Pick,
-        org: usize,
-        person: usize,
-        role: Role,
-    },
-    RemoveMember {
-        actor: Pick,
-        org: usize,
-        person: usize,
-    },
-    Invite {
-        actor: Pick,
-        org: usize,
-        person: usize,
-        role: Role,
-    },
-    Redeem {
-        invite: Pick,
-        with: Option<(Pick, bool)>,
-    },
-    Block {
-        actor: Pick,
-        org: usize,
-        target: Pick,
-    },
-    Unblock {
-        actor: Pick,
-        org: usize,
-        target: Pick,
-        of_blocked: bool,
-    },
+    CreateKey { actor: Pick, by: By, org: usize, mode: Mode, apps: u8, expiry: Option<u8>, limit: Restraint },
+    UpdateKey { actor: Pick, by: By, target: Pick, among: Among, change: Change },
+    RotateKey { actor: Pick, by: By, target: Pick, among: Among },
+    DeleteKey { actor: Pick, target: Pick, among: Among },
+    Revoke { target: Pick, of_parents: bool },
+    SetRole { actor: Pick, org: usize, person: usize, role: Role },
+    RemoveMember { actor: Pick, org: usize, person: usize },
+    Invite { actor: Pick, by: By, org: usize, person: usize, role: Role },
+    Redeem { invite: Pick, pending: bool, with: Option<(Pick, bool)> },
+    Withdraw { actor: Pick, by: By, invite: Pick, elsewhere: bool },
+    Block { actor: Pick, by: By, org: usize, target: Pick, among: Among },
+    Unblock { actor: Pick, org: usize, target: Pick, of_blocked: bool },
 }
 
 impl Op {
@@ -280,12 +293,14 @@ impl Op {
         match self {
             Op::CreateKey { .. } => "create key",
             Op::UpdateKey { .. } => "update key",
+            Op::RotateKey { .. } => "rotate key",
             Op::DeleteKey { .. } => "delete key",
             Op::Revoke { .. } => "revoke",
             Op::SetRole { .. } => "set role",
             Op::RemoveMember { .. } => "remove member",
             Op::Invite { .. } => "invite",
             Op::Redeem { .. } => "redeem",
+            Op::Withdraw { .. } => "withdraw invite",
             Op::Block { .. } => "block",
             Op::Unblock { .. } => "unblock",
         }
@@ -329,7 +344,7 @@ fn person() -> impl Strategy<Value = usize> {
 }
 
 fn limit() -> impl Strategy<Value = Restraint> {
-    prop_oneof![3 => Just(Restraint::Unlimited), 1 => Just(Restraint::Credits), 1 => Just(Restraint::RateLimit)]
+    prop_oneof![Just(Restraint::Unlimited), Just(Restraint::Credits), Just(Restraint::RateLimit)]
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -349,21 +364,62 @@ fn pick() -> impl Strategy<Value = Pick> {
     0..64usize
 }
 
+/// Most often any key, often the latest (chains of keys), sometimes the
+/// owner's (so that Acme has keys, restrained ones among them).
+fn creator() -> impl Strategy<Value = By> {
+    prop_oneof![3 => Just(By::Any), 3 => Just(By::Latest), 4 => Just(By::Owner), 1 => Just(By::Restrained)]
+}
+
+/// An inviting key: often the latest or the owner's (keys scoped to an
+/// organization, whose limits an admin may change), or a restrained one.
+fn inviter() -> impl Strategy<Value = By> {
+    prop_oneof![3 => Just(By::Any), 2 => Just(By::Latest), 3 => Just(By::Owner), 1 => Just(By::Restrained)]
+}
+
+/// A change that would void the invitations a key issued, or undo that.
+fn voiding_change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        Just(Change::ToggleEnabled),
+        Just(Change::ToggleCredits),
+        Just(Change::ToggleRateLimit),
+        mode().prop_map(Change::Mode),
+        apps().prop_map(Change::Apps),
+    ]
+}
+
 /// Most often one of the unscoped keys, the only ones a block applies to.
 fn unscoped_pick() -> impl Strategy<Value = Pick> {
     prop_oneof![3 => 0..6usize, 1 => pick()]
 }
 
+/// Most often any key; else the latest, a restrained one or the owner's.
+fn by() -> impl Strategy<Value = By> {
+    prop_oneof![5 => Just(By::Any), 1 => Just(By::Latest), 3 => Just(By::Restrained), 2 => Just(By::Owner)]
+}
+
+/// Most often someone who is not a member of Acme.
+fn invitee() -> impl Strategy<Value = usize> {
+    prop_oneof![2 => person(), 1 => TINA..PEOPLE.len()]
+}
+
 fn among() -> impl Strategy<Value = Among> {
-    prop_oneof![Just(Among::All), Just(Among::Own), Just(Among::Org), Just(Among::Parents)]
+    prop_oneof![
+        Just(Among::All),
+        Just(Among::Own),
+        Just(Among::Org),
+        Just(Among::Parents),
+        Just(Among::Issuers),
+        Just(Among::Visible),
+        Just(Among::Siblings)
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (pick(), prop::bool::weighted(0.3), org(), mode(), apps(), expiry(), limit()).prop_map(
-            |(actor, latest, org, mode, apps, expiry, limit)| Op::CreateKey {
+        5 => (pick(), creator(), org(), mode(), apps(), expiry(), limit()).prop_map(
+            |(actor, by, org, mode, apps, expiry, limit)| Op::CreateKey {
                 actor,
-                latest,
+                by,
                 org,
                 mode,
                 apps,
@@ -371,22 +427,81 @@ fn op() -> impl Strategy<Value = Op> {
                 limit
             }
         ),
-        6 => (pick(), pick(), among(), change())
-            .prop_map(|(actor, target, among, change)| Op::UpdateKey { actor, target, among, change }),
+        5 => (pick(), by(), pick(), among(), change())
+            .prop_map(|(actor, by, target, among, change)| Op::UpdateKey { actor, by, target, among, change }),
+        // Acme's owner restrains, disables or narrows the keys invitations
+        // were issued with.
+        2 => (pick(), pick(), voiding_change()).prop_map(|(actor, target, change)| Op::UpdateKey {
+            actor,
+            by: By::Owner,
+            target,
+            among: Among::SeenIssuers,
+            change
+        }),
+        2 => (pick(), by(), pick(), among())
+            .prop_map(|(actor, by, target, among)| Op::RotateKey { actor, by, target, among }),
         2 => (pick(), pick(), among()).prop_map(|(actor, target, among)| Op::DeleteKey { actor, target, among }),
         2 => (pick(), prop::bool::weighted(0.8)).prop_map(|(target, of_parents)| Op::Revoke { target, of_parents }),
         3 => (pick(), org(), person(), role())
             .prop_map(|(actor, org, person, role)| Op::SetRole { actor, org, person, role }),
         2 => (pick(), org(), person()).prop_map(|(actor, org, person)| Op::RemoveMember { actor, org, person }),
-        4 => (pick(), org(), person(), invited_role())
-            .prop_map(|(actor, org, person, role)| Op::Invite { actor, org, person, role }),
-        4 => (pick(), prop::option::weighted(0.6, (pick(), any::<bool>())))
-            .prop_map(|(invite, with)| Op::Redeem { invite, with }),
-        3 => (pick(), org(), unscoped_pick()).prop_map(|(actor, org, target)| Op::Block { actor, org, target }),
-        3 => (pick(), org(), unscoped_pick(), prop::bool::weighted(0.75)).prop_map(
+        5 => (pick(), inviter(), org(), invitee(), invited_role())
+            .prop_map(|(actor, by, org, person, role)| Op::Invite { actor, by, org, person, role }),
+        5 => (pick(), prop::bool::weighted(0.75), prop::option::weighted(0.6, (pick(), any::<bool>())))
+            .prop_map(|(invite, pending, with)| Op::Redeem { invite, pending, with }),
+        2 => (pick(), by(), pick(), prop::bool::weighted(0.2))
+            .prop_map(|(actor, by, invite, elsewhere)| Op::Withdraw { actor, by, invite, elsewhere }),
+        2 => (pick(), by(), org(), unscoped_pick())
+            .prop_map(|(actor, by, org, target)| Op::Block { actor, by, org, target, among: Among::All }),
+        // Acme's owner blocks the keys invitations were issued with.
+        2 => (pick(), pick()).prop_map(|(actor, target)| Op::Block {
+            actor,
+            by: By::Owner,
+            org: ACME,
+            target,
+            among: Among::Issuers
+        }),
+        2 => (pick(), org(), unscoped_pick(), prop::bool::weighted(0.75)).prop_map(
             |(actor, org, target, of_blocked)| Op::Unblock { actor, org, target, of_blocked }
         ),
     ]
+}
+
+/// What each case begins with: keys of Acme made by the owner, alice or
+/// bob (with their unscoped keys `k0`–`k2`), most of them restrained, then
+/// one without limits and, most often, an invitation issued with it: so
+/// that restrained keys act, and invitations issued with keys scoped to an
+/// organization (whose limits an admin may change) are pending, from the
+/// start.
+fn opening() -> impl Strategy<Value = Vec<Op>> {
+    let key = |actor, apps, expiry, limit| Op::CreateKey {
+        actor,
+        by: By::Any,
+        org: ACME,
+        mode: Mode::All,
+        apps,
+        expiry,
+        limit,
+    };
+    let restrained =
+        (0..3usize, apps(), expiry(), limit()).prop_map(move |(a, apps, e, l)| key(a, apps, e, l));
+    // Most often expiring, so that the first key its invitation makes does.
+    let plain = (0..3usize, prop::option::weighted(0.6, 0..3u8))
+        .prop_map(move |(a, e)| key(a, 0, e, Restraint::Unlimited));
+    let invite = (TINA..PEOPLE.len(), invited_role()).prop_map(|(person, role)| Op::Invite {
+        actor: 0,
+        by: By::Latest,
+        org: ACME,
+        person,
+        role,
+    });
+    (prop::collection::vec(restrained, 0..=2), plain, prop::option::weighted(0.8, invite)).prop_map(
+        |(mut ops, plain, invite)| {
+            ops.push(plain);
+            ops.extend(invite);
+            ops
+        },
+    )
 }
 
 fn case(steps: usize) -> impl Strategy<Value = Case> {
@@ -396,8 +511,11 @@ fn case(steps: usize) -> impl Strategy<Value = Case> {
         role(),
         role(),
     );
-    (roles, prop::collection::vec(op(), (steps * 2 / 3).max(1)..=steps.max(1)))
-        .prop_map(|((a, b, c, d), ops)| Case { roles: [a, b, c, d], ops })
+    // The opening counts among the steps.
+    let (fewest, most) = ((steps * 2 / 3).saturating_sub(4).max(1), steps.saturating_sub(4).max(1));
+    (roles, opening(), prop::collection::vec(op(), fewest..=most)).prop_map(|((a, b, c, d), opening, ops)| {
+        Case { roles: [a, b, c, d], ops: opening.into_iter().chain(ops).collect() }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -433,9 +551,11 @@ impl Key {
         self.ratelimit.is_some() || self.credits
     }
 
-    /// Rate limits, credits or app limits: such a key creates no keys.
+    /// Rate limits or credits of its own, app limits, or a mode other than
+    /// `all`: such a key creates no keys and no invitations, changes and
+    /// rotates no key but itself, and the invitations it issued are void.
     fn restrained(&self) -> bool {
-        self.limited() || self.apps != 0
+        self.limited() || self.apps != 0 || self.mode != Mode::All
     }
 }
 
@@ -447,7 +567,12 @@ struct Invite {
     person: usize,
     role: Role,
     inviter: usize,
+    /// The key it was issued with.
+    key: usize,
+    /// The first key it made, if it made one.
+    made: Option<usize>,
     used: bool,
+    withdrawn: bool,
 }
 
 /// Why the model refuses.
@@ -475,6 +600,8 @@ struct Model {
     base: DateTime<Utc>,
     /// Makes each rate limit set distinct.
     counter: u64,
+    /// What the allowed steps reached that the new rules decide, counted.
+    reached: BTreeMap<&'static str, u64>,
 }
 
 impl Model {
@@ -644,6 +771,9 @@ impl Model {
             return refuse("the key is not visible to the caller");
         }
         self.outranks_owner(k, t)?;
+        if k != t && self.keys[k].restrained() {
+            return refuse("a restrained key changes no key but itself");
+        }
         let (mut mode, mut apps, mut expires_at) = (target.mode, target.apps, target.expires_at);
         match change {
             Change::Mode(m) => mode = m,
@@ -656,15 +786,32 @@ impl Model {
             if k == t {
                 return refuse("a key changes no limits of its own");
             }
-            if self.keys[k].restrained() {
-                return refuse("a key with limits or app limits changes no limits");
-            }
             let Some(org) = target.org else {
                 return refuse("the limits of an unscoped key are the operator's");
             };
             self.admin_role(k, org)?;
         }
         Ok(())
+    }
+
+    /// A new secret for a key: only the key's own user's, only one the
+    /// caller could have created, and by a restrained key only its own.
+    fn may_rotate(&self, k: usize, t: usize) -> Result<(), Refusal> {
+        self.key_manager(k)?;
+        let target = &self.keys[t];
+        if !target.alive {
+            return refuse("no such key");
+        }
+        if !self.visible(k, t) {
+            return refuse("the key is not visible to the caller");
+        }
+        if target.owner != self.keys[k].owner {
+            return refuse("only the key's own user rotates it");
+        }
+        if k != t && self.keys[k].restrained() {
+            return refuse("a restrained key rotates no key but itself");
+        }
+        self.within_caller(k, target.mode, target.apps, target.expires_at)
     }
 
     fn may_delete(&self, k: usize, t: usize) -> Result<(), Refusal> {
@@ -711,6 +858,9 @@ impl Model {
 
     fn may_invite(&self, k: usize, org: usize, person: usize, role: Role) -> Result<(), Refusal> {
         let mine = self.admin_role(k, org)?;
+        if self.keys[k].restrained() {
+            return refuse("a restrained key creates no invitations");
+        }
         if role >= mine {
             return refuse("an invitation's role must be strictly below the inviter's");
         }
@@ -720,14 +870,53 @@ impl Model {
         Ok(())
     }
 
+    /// Withdrawing invitation `i` from `org`: an administrator there, its
+    /// issuer or one whose role is strictly above the issuer's now.
+    fn may_withdraw(&self, k: usize, org: usize, i: usize) -> Result<(), Refusal> {
+        let mine = self.admin_role(k, org)?;
+        let invite = &self.invites[i];
+        if invite.org != org {
+            return refuse("not an invitation of that organization");
+        }
+        if invite.used || invite.withdrawn {
+            return refuse("the invitation is not pending");
+        }
+        if invite.inviter == self.keys[k].owner {
+            return Ok(());
+        }
+        match self.role(org, invite.inviter) {
+            Some(theirs) if mine <= theirs => refuse("the issuer is a peer or a superior"),
+            // An issuer who left is outranked by every administrator.
+            _ => Ok(()),
+        }
+    }
+
     fn may_redeem(&self, i: usize, with: Option<usize>) -> Result<Redemption, Refusal> {
         let invite = &self.invites[i];
         if invite.used {
             return refuse("the invitation was used");
         }
+        if invite.withdrawn {
+            return refuse("the invitation was withdrawn");
+        }
         match self.role(invite.org, invite.inviter) {
             Some(inviter) if inviter.administers() && inviter > invite.role => {}
             _ => return refuse("void: the inviter could no longer issue it"),
+        }
+        // A credential the issuing key made: void unless that key still
+        // could make one (no expiry is ever in the past here).
+        let issuing = &self.keys[invite.key];
+        if !issuing.alive {
+            return refuse("void: its issuing key was deleted or revoked");
+        }
+        if !issuing.enabled {
+            return refuse("void: its issuing key is disabled");
+        }
+        if self.blocks.contains(&(invite.org, invite.key)) {
+            return refuse("void: its issuing key is blocked there");
+        }
+        if issuing.restrained() {
+            return refuse("void: its issuing key is restrained now");
         }
         if self.people[invite.person].user.is_none() {
             return match with {
@@ -798,22 +987,75 @@ impl Model {
         }
     }
 
-    /// The `pick`-th key among those `among` names for the actor `k` (among
-    /// all of them when there is none).
-    fn target_for(&self, k: usize, pick: Pick, among: Among) -> usize {
+    /// The keys `among` names for the actor `k`.
+    fn targets(&self, k: usize, among: Among) -> Vec<usize> {
         let (owner, org) = (self.keys[k].owner, self.org_for(k, ACTORS));
-        let keys: Vec<usize> = (0..self.keys.len())
+        let seen = |t: usize| t != k && self.keys[t].alive && self.visible(k, t);
+        (0..self.keys.len())
             .filter(|t| match among {
                 Among::All => true,
                 Among::Own => self.keys[*t].owner == owner,
                 Among::Org => self.keys[*t].org == Some(org),
                 Among::Parents => self.keys.iter().any(|c| c.created_by == Some(*t)),
+                Among::Issuers => self.issued_pending(*t),
+                Among::SeenIssuers => self.issued_pending(*t) && seen(*t),
+                Among::Visible => seen(*t),
+                Among::Siblings => self.keys[*t].owner == owner && seen(*t),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The `pick`-th key among those `among` names for the actor `k` (among
+    /// all of them when there is none).
+    fn target_for(&self, k: usize, pick: Pick, among: Among) -> usize {
+        let keys = self.targets(k, among);
         match keys.is_empty() {
             true => pick % self.keys.len(),
             false => keys[pick % keys.len()],
         }
+    }
+
+    /// Whether key `t` issued an invitation still pending.
+    fn issued_pending(&self, t: usize) -> bool {
+        self.invites.iter().any(|i| i.key == t && !i.used && !i.withdrawn)
+    }
+
+    /// The keys `by` names (none for `Any`).
+    fn actors(&self, by: By) -> Vec<usize> {
+        let live = |k: &usize| self.keys[*k].alive && self.keys[*k].mode == Mode::All;
+        match by {
+            By::Any => Vec::new(),
+            By::Latest => vec![self.keys.len() - 1],
+            By::Restrained => {
+                (0..self.keys.len()).filter(|k| live(k) && self.keys[*k].restrained()).collect()
+            }
+            By::Owner => (0..self.keys.len()).filter(|k| live(k) && self.keys[*k].owner == OWNER).collect(),
+        }
+    }
+
+    /// The `pick`-th key among those `by` names (among all of them when
+    /// there is none).
+    fn actor_for(&self, pick: Pick, by: By) -> usize {
+        let keys = self.actors(by);
+        match keys.is_empty() {
+            true => pick % self.keys.len(),
+            false => keys[pick % keys.len()],
+        }
+    }
+
+    /// As [`Model::actor_for`], but among the keys `by` names, one with a
+    /// target `among` (if any has one).
+    fn actor_with_target(&self, pick: Pick, by: By, among: Among) -> usize {
+        let keys: Vec<usize> =
+            self.actors(by).into_iter().filter(|k| !self.targets(*k, among).is_empty()).collect();
+        match keys.is_empty() {
+            true => self.actor_for(pick, by),
+            false => keys[pick % keys.len()],
+        }
+    }
+
+    fn note(&mut self, what: &'static str) {
+        *self.reached.entry(what).or_default() += 1;
     }
 
     fn kill(&mut self, k: usize) {
@@ -929,10 +1171,16 @@ impl Model {
                 }
             }
         }
-        for invite in self.invites.iter().filter(|i| !i.used) {
+        for invite in self.invites.iter().filter(|i| !i.used && !i.withdrawn) {
             state.insert(
                 format!("invite {} #{}", ORG_NAMES[invite.org], invite.id),
-                format!("{} as {}", self.people[invite.person].email, invite.role.name()),
+                format!(
+                    "{} as {} by {} with k{}",
+                    self.people[invite.person].email,
+                    invite.role.name(),
+                    self.people[invite.inviter].name,
+                    invite.key
+                ),
             );
         }
         state
@@ -976,9 +1224,11 @@ async fn observe(app: &TestApp, model: &Model) -> BTreeMap<String, String> {
             );
         }
         for invite in store.pending_invites(org_id, Utc::now()).await.expect("invites") {
+            let issuer = invite.created_by.map_or_else(|| "nobody".to_owned(), |u| model.person_label(u));
+            let key = invite.created_by_key_id.map_or_else(|| "no key".to_owned(), |k| model.label_of_id(k));
             state.insert(
                 format!("invite {} #{}", ORG_NAMES[org], invite.id),
-                format!("{} as {}", invite.email, invite.role.as_str()),
+                format!("{} as {} by {issuer} with {key}", invite.email, invite.role.as_str()),
             );
         }
     }
@@ -1031,6 +1281,7 @@ struct Totals {
     refused: u64,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
     reasons: BTreeMap<String, u64>,
+    reached: BTreeMap<&'static str, u64>,
 }
 
 /// One step's request, ready to send.
@@ -1086,8 +1337,17 @@ async fn setup(roles: [Role; 4]) -> (TestApp, Model) {
         });
     }
     let base = Utc::now().trunc_subsecs(0);
-    let model =
-        Model { people, orgs, members, keys, invites: Vec::new(), blocks: BTreeSet::new(), base, counter: 0 };
+    let model = Model {
+        people,
+        orgs,
+        members,
+        keys,
+        invites: Vec::new(),
+        blocks: BTreeSet::new(),
+        base,
+        counter: 0,
+        reached: BTreeMap::new(),
+    };
     (app, model)
 }
 
@@ -1096,12 +1356,14 @@ async fn setup(roles: [Role; 4]) -> (TestApp, Model) {
 enum Effect {
     NewKey { actor: usize, org: usize, mode: Mode, apps: u8, expiry: Option<DateTime<Utc>>, limit: Restraint },
     Update { target: usize, change: Change, ratelimit: u64 },
+    Rotate { target: usize },
     Delete { target: usize },
     Revoke { target: usize },
     SetRole { org: usize, person: usize, role: Role },
     Remove { org: usize, person: usize },
-    Invite { org: usize, person: usize, role: Role, inviter: usize },
+    Invite { org: usize, person: usize, role: Role, inviter: usize, key: usize },
     Redeem { invite: usize, how: Redemption },
+    Withdraw { invite: usize, by_issuer: bool },
     Block { org: usize, target: usize },
     Unblock { org: usize, target: usize },
 }
@@ -1113,8 +1375,8 @@ impl Model {
         let count = self.keys.len();
         let key_at = |pick: &Pick| pick % count;
         Some(match op {
-            Op::CreateKey { actor: a, latest, org, mode, apps, expiry, limit } => {
-                let k = if *latest { count - 1 } else { key_at(a) };
+            Op::CreateKey { actor: a, by, org, mode, apps, expiry, limit } => {
+                let k = self.actor_for(*a, *by);
                 let org = &self.org_for(k, *org);
                 let expires_at = self.expiry(*expiry);
                 let mut body = json!({ "org_id": self.orgs[*org], "mode": mode.name() });
@@ -1146,9 +1408,10 @@ impl Model {
                     decision,
                 )
             }
-            Op::UpdateKey { actor: a, target, among, change } => {
-                let k = key_at(a);
-                let t = self.target_for(k, *target, *among);
+            Op::UpdateKey { actor: a, by, target, among, change } => {
+                let among = if *by == By::Restrained { Among::Visible } else { *among };
+                let k = self.actor_with_target(*a, *by, among);
+                let t = self.target_for(k, *target, among);
                 self.counter += 1;
                 let ratelimit = 1000 + self.counter;
                 let current = &self.keys[t];
@@ -1183,6 +1446,16 @@ impl Model {
                 let key = Some(self.keys[k].secret.clone());
                 (Request { method: Method::PUT, path, key, body: Some(body), shown }, decision)
             }
+            Op::RotateKey { actor: a, by, target, among } => {
+                let among = if *by == By::Restrained { Among::Siblings } else { *among };
+                let k = self.actor_with_target(*a, *by, among);
+                let t = self.target_for(k, *target, among);
+                let path = format!("/apikey/{}/rotate", self.keys[t].id);
+                let shown = format!("{} POST {path} (target {})", self.describe(k), self.describe(t));
+                let decision = self.may_rotate(k, t).map(|()| Effect::Rotate { target: t });
+                let key = Some(self.keys[k].secret.clone());
+                (Request { method: Method::POST, path, key, body: None, shown }, decision)
+            }
             Op::DeleteKey { actor: a, target, among } => {
                 let k = key_at(a);
                 let t = self.target_for(k, *target, *among);
@@ -1193,8 +1466,12 @@ impl Model {
                 (Request { method: Method::DELETE, path, key, body: None, shown }, decision)
             }
             Op::Revoke { target, of_parents } => {
-                let parents: Vec<usize> =
-                    (0..count).filter(|k| self.keys.iter().any(|c| c.created_by == Some(*k))).collect();
+                let parents: Vec<usize> = (0..count)
+                    .filter(|k| {
+                        self.keys.iter().any(|c| c.created_by == Some(*k))
+                            || self.invites.iter().any(|i| i.key == *k)
+                    })
+                    .collect();
                 let t = match (of_parents, parents.is_empty()) {
                     (true, false) => parents[target % parents.len()],
                     _ => key_at(target),
@@ -1257,8 +1534,8 @@ impl Model {
                 let key = Some(self.keys[k].secret.clone());
                 (Request { method: Method::DELETE, path, key, body: None, shown }, decision)
             }
-            Op::Invite { actor: a, org, person, role } => {
-                let k = key_at(a);
+            Op::Invite { actor: a, by, org, person, role } => {
+                let k = self.actor_for(*a, *by);
                 let org = &self.org_for(k, *org);
                 let body = json!({ "org_id": self.orgs[*org], "email": self.people[*person].email, "role": role.name() });
                 let shown = format!(
@@ -1273,6 +1550,7 @@ impl Model {
                     person: *person,
                     role: *role,
                     inviter,
+                    key: k,
                 });
                 let key = Some(self.keys[k].secret.clone());
                 (
@@ -1286,11 +1564,20 @@ impl Model {
                     decision,
                 )
             }
-            Op::Redeem { invite, with } => {
+            Op::Redeem { invite, pending, with } => {
                 if self.invites.is_empty() {
                     return None;
                 }
-                let i = invite % self.invites.len();
+                let open: Vec<usize> = match pending {
+                    true => (0..self.invites.len())
+                        .filter(|i| !self.invites[*i].used && !self.invites[*i].withdrawn)
+                        .collect(),
+                    false => Vec::new(),
+                };
+                let i = match open.is_empty() {
+                    true => invite % self.invites.len(),
+                    false => open[invite % open.len()],
+                };
                 let invitee = self.invites[i].person;
                 let with = with.map(|(pick, own)| {
                     let theirs: Vec<usize> = (0..count).filter(|k| self.keys[*k].owner == invitee).collect();
@@ -1301,13 +1588,18 @@ impl Model {
                 });
                 let inv = &self.invites[i];
                 let shown = format!(
-                    "{} POST /invites/redeem {{code of invitation i{i}: {} to {} as {} by {}{}}}",
+                    "{} POST /invites/redeem {{code of invitation i{i}: {} to {} as {} by {} with {}{}}}",
                     with.map_or_else(|| "(no key)".to_owned(), |k| self.describe(k)),
                     ORG_NAMES[inv.org],
                     self.people[inv.person].email,
                     inv.role.name(),
                     self.people[inv.inviter].name,
-                    if inv.used { ", used" } else { "" }
+                    self.describe(inv.key),
+                    match (inv.used, inv.withdrawn) {
+                        (true, _) => ", used",
+                        (_, true) => ", withdrawn",
+                        _ => "",
+                    }
                 );
                 let body = json!({ "code": inv.code });
                 let decision = self.may_redeem(i, with).map(|how| Effect::Redeem { invite: i, how });
@@ -1323,10 +1615,43 @@ impl Model {
                     decision,
                 )
             }
-            Op::Block { actor: a, org, target } => {
-                let k = key_at(a);
+            Op::Withdraw { actor: a, by, invite, elsewhere } => {
+                if self.invites.is_empty() {
+                    return None;
+                }
+                let k = self.actor_for(*a, *by);
+                let i = invite % self.invites.len();
+                let org = match elsewhere {
+                    true => self.org_for(k, ACTORS),
+                    false => self.invites[i].org,
+                };
+                let inv = &self.invites[i];
+                let path = format!("/organization/invites?org_id={}&id={}", self.orgs[org], inv.id);
+                let shown = format!(
+                    "{} DELETE /organization/invites (org {}, invitation i{i}: {} to {} as {} by {} with k{}{})",
+                    self.describe(k),
+                    ORG_NAMES[org],
+                    ORG_NAMES[inv.org],
+                    self.people[inv.person].email,
+                    inv.role.name(),
+                    self.people[inv.inviter].name,
+                    inv.key,
+                    match (inv.used, inv.withdrawn) {
+                        (true, _) => ", used",
+                        (_, true) => ", withdrawn",
+                        _ => "",
+                    }
+                );
+                let by_issuer = self.keys[k].owner == self.invites[i].inviter;
+                let decision =
+                    self.may_withdraw(k, org, i).map(|()| Effect::Withdraw { invite: i, by_issuer });
+                let key = Some(self.keys[k].secret.clone());
+                (Request { method: Method::DELETE, path, key, body: None, shown }, decision)
+            }
+            Op::Block { actor: a, by, org, target, among } => {
+                let k = self.actor_for(*a, *by);
                 let org = &self.org_for(k, *org);
-                let t = key_at(target);
+                let t = self.target_for(k, *target, *among);
                 let body = json!({ "org_id": self.orgs[*org], "key_id": self.keys[t].id });
                 let shown = format!(
                     "{} POST /organization/keys/block (org {}, target {})",
@@ -1413,10 +1738,35 @@ impl Model {
                     Change::ToggleCredits => key.credits = !key.credits,
                 }
             }
+            Effect::Rotate { target } => {
+                if self.issued_pending(target) {
+                    self.note("rotate: a key with an invitation pending");
+                }
+                let secret = body["apikey"]["key"].as_str().ok_or("no apikey.key in the answer")?;
+                self.keys[target].secret = secret.to_owned();
+            }
             Effect::Delete { target } => self.kill(target),
             Effect::Revoke { target } => {
                 if self.keys[target].alive {
-                    for k in self.lineage(target) {
+                    let lineage = self.lineage(target);
+                    for k in &lineage {
+                        if !self.keys[*k].alive || *k == target {
+                            continue;
+                        }
+                        if self.invites.iter().any(|i| i.made == Some(*k)) {
+                            self.note("revoke: a first key, with the key its invitation was issued with");
+                        }
+                        // Whether a key between it and the revoked one is gone.
+                        let mut up = self.keys[*k].created_by;
+                        while let Some(parent) = up.filter(|p| *p != target) {
+                            if !self.keys[parent].alive {
+                                self.note("revoke: a descendant, through a key deleted in between");
+                                break;
+                            }
+                            up = self.keys[parent].created_by;
+                        }
+                    }
+                    for k in lineage {
                         self.kill(k);
                     }
                 }
@@ -1433,17 +1783,38 @@ impl Model {
                     self.kill(k);
                 }
             }
-            Effect::Invite { org, person, role, inviter } => {
+            Effect::Invite { org, person, role, inviter, key } => {
                 let invite = &body["invite"];
                 let id = invite["id"].as_i64().ok_or("no invite.id in the answer")?;
                 let code = invite["code"].as_str().ok_or("no invite.code in the answer")?.to_owned();
-                self.invites.push(Invite { id, code, org, person, role, inviter, used: false });
+                self.invites.push(Invite {
+                    id,
+                    code,
+                    org,
+                    person,
+                    role,
+                    inviter,
+                    key,
+                    made: None,
+                    used: false,
+                    withdrawn: false,
+                });
+            }
+            Effect::Withdraw { invite, by_issuer } => {
+                self.invites[invite].withdrawn = true;
+                self.note(
+                    match (by_issuer, self.role(self.invites[invite].org, self.invites[invite].inviter)) {
+                        (true, _) => "withdraw: by its issuer",
+                        (false, Some(_)) => "withdraw: from above its issuer",
+                        (false, None) => "withdraw: its issuer gone",
+                    },
+                );
             }
             Effect::Redeem { invite, how } => {
-                let (org, person, role) = {
+                let (org, person, role, issuing) = {
                     let inv = &mut self.invites[invite];
                     inv.used = true;
-                    (inv.org, inv.person, inv.role)
+                    (inv.org, inv.person, inv.role, inv.key)
                 };
                 self.members[org].insert(person, role);
                 if let Redemption::NewAccount = how {
@@ -1451,6 +1822,14 @@ impl Model {
                     self.people[person].user = Some(user.ok_or("no user_id in the answer")?);
                     let id = body["key_id"].as_i64().ok_or("no key_id in the answer")?;
                     let secret = body["key"].as_str().ok_or("no key in the answer")?.to_owned();
+                    // The issuing key's child, expiring no later than it (no
+                    // organization here has an expiry policy).
+                    let expires_at = self.keys[issuing].expires_at;
+                    self.note(match expires_at {
+                        Some(_) => "redeem: a first key, expiring with its issuing key",
+                        None => "redeem: a first key, never expiring as its issuing key",
+                    });
+                    self.invites[invite].made = Some(self.keys.len());
                     self.keys.push(Key {
                         id,
                         secret,
@@ -1458,11 +1837,11 @@ impl Model {
                         mode: Mode::All,
                         org: Some(org),
                         apps: 0,
-                        expires_at: None,
+                        expires_at,
                         ratelimit: None,
                         credits: false,
                         enabled: true,
-                        created_by: None,
+                        created_by: Some(issuing),
                         alive: true,
                     });
                 }
@@ -1487,6 +1866,7 @@ struct Counts {
     refused: u64,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
     reasons: BTreeMap<String, u64>,
+    reached: BTreeMap<&'static str, u64>,
 }
 
 /// The threads dropping the databases of finished cases.
@@ -1521,7 +1901,7 @@ async fn run_case(case: &Case, expected: &[bool]) -> Result<Counts, String> {
         }
         for (n, op) in case.ops.iter().enumerate() {
             let Some((request, decision)) = model.plan(op) else {
-                writeln!(trace, "{n:>3}. (skipped: no invitation to redeem yet)").expect("write to a string");
+                writeln!(trace, "{n:>3}. (skipped: no invitation to act on yet)").expect("write to a string");
                 counts.skipped += 1;
                 continue;
             };
@@ -1583,6 +1963,7 @@ async fn run_case(case: &Case, expected: &[bool]) -> Result<Counts, String> {
         Ok(())
     }
     .await;
+    counts.reached = std::mem::take(&mut model.reached);
     app.store.close().await;
     // Dropping the database (PostgreSQL: `DROP DATABASE`) while the next
     // case starts.
@@ -1654,6 +2035,9 @@ fn no_principal_ever_holds_more_than_the_rules_grant() {
         for (why, n) in counts.reasons {
             *totals.reasons.entry(why).or_default() += n;
         }
+        for (what, n) in counts.reached {
+            *totals.reached.entry(what).or_default() += n;
+        }
         for (kind, (allowed, refused)) in counts.by_kind {
             let tally = totals.by_kind.entry(kind).or_default();
             tally.0 += allowed;
@@ -1681,6 +2065,10 @@ fn no_principal_ever_holds_more_than_the_rules_grant() {
         for (why, n) in &totals.reasons {
             println!("      {n:>5} {why}");
         }
+        println!("    what the allowed steps reached:");
+        for (what, n) in &totals.reached {
+            println!("      {n:>5} {what}");
+        }
     }
     match result {
         Ok(()) => {}
@@ -1693,17 +2081,21 @@ fn no_principal_ever_holds_more_than_the_rules_grant() {
     }
 }
 
-/// The attacks an outside review found, each as a sequence of operations of
-/// the property above with the decision the rules give each step: the op
-/// mix expresses every one of their classes, the model refuses them, and
-/// the system must agree step by step and state by state.
+/// The attacks the outside reviews found, each as a sequence of operations
+/// of the property above with the decision the rules give each step: the
+/// op mix expresses every one of their classes, the model refuses them, and
+/// the system must agree step by step and state by state. The second
+/// review's: restrained keys reaching other keys or issuing invitations,
+/// invitations outliving the key they were issued with, first keys escaping
+/// their issuing key's lineage or expiry, and invitations withdrawn by a
+/// peer of their issuer.
 #[test]
 fn the_reviews_attacks_are_sequences_the_model_refuses() {
     use Op::*;
     let roles = [Role::Admin, Role::Admin, Role::Write, Role::Read];
     let mint = |actor: Pick, mode: Mode, apps: u8, expiry: Option<u8>, limit: Restraint| CreateKey {
         actor,
-        latest: false,
+        by: By::Any,
         org: ACME,
         mode,
         apps,
@@ -1712,38 +2104,49 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
     };
     let plain = |actor: Pick, org: usize| CreateKey {
         actor,
-        latest: false,
+        by: By::Any,
         org,
         mode: Mode::All,
         apps: 0,
         expiry: None,
         limit: Restraint::Unlimited,
     };
+    let update = |actor: Pick, target: Pick, change: Change| UpdateKey {
+        actor,
+        by: By::Any,
+        target,
+        among: Among::All,
+        change,
+    };
+    let rotate = |actor: Pick, target: Pick| RotateKey { actor, by: By::Any, target, among: Among::All };
+    let invite =
+        |actor: Pick, org: usize, person: usize, role: Role| Invite { actor, by: By::Any, org, person, role };
+    let withdraw = |actor: Pick, invite: Pick| Withdraw { actor, by: By::Any, invite, elsewhere: false };
     // Keys: k0 owner, k1 alice (admin), k2 bob (admin), k3 carol (write),
     // k4 dave (read), k5 tina (Other's super_admin); then k6, … as made.
     let scenarios: Vec<(&str, Vec<(Op, bool)>)> = vec![
         (
             "an admin invites the owner's address and redeems it for a key of the owner's",
             vec![
-                (Invite { actor: 1, org: ACME, person: OWNER, role: Role::Write }, false),
-                (Invite { actor: 5, org: OTHER, person: OWNER, role: Role::Admin }, true),
-                (Redeem { invite: 0, with: None }, false),
-                (Redeem { invite: 0, with: Some((5, false)) }, false),
-                (Redeem { invite: 0, with: Some((0, false)) }, true),
-                (Redeem { invite: 0, with: Some((0, false)) }, false),
+                (invite(1, ACME, OWNER, Role::Write), false),
+                (invite(5, OTHER, OWNER, Role::Admin), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (Redeem { invite: 0, pending: false, with: Some((5, false)) }, false),
+                (Redeem { invite: 0, pending: false, with: Some((0, false)) }, true),
+                (Redeem { invite: 0, pending: false, with: Some((0, false)) }, false),
             ],
         ),
         (
             "an admin blocks the owner's key, or a peer's",
             vec![
-                (Block { actor: 1, org: ACME, target: 0 }, false),
-                (Block { actor: 1, org: ACME, target: 2 }, false),
-                (Block { actor: 1, org: ACME, target: 1 }, false),
-                (Block { actor: 1, org: ACME, target: 3 }, true),
+                (Block { actor: 1, by: By::Any, org: ACME, target: 0, among: Among::All }, false),
+                (Block { actor: 1, by: By::Any, org: ACME, target: 2, among: Among::All }, false),
+                (Block { actor: 1, by: By::Any, org: ACME, target: 1, among: Among::All }, false),
+                (Block { actor: 1, by: By::Any, org: ACME, target: 3, among: Among::All }, true),
                 (Unblock { actor: 3, org: ACME, target: 3, of_blocked: false }, false),
                 (Unblock { actor: 2, org: ACME, target: 3, of_blocked: false }, true),
                 (plain(0, ACME), true),
-                (Block { actor: 0, org: ACME, target: 6 }, false),
+                (Block { actor: 0, by: By::Any, org: ACME, target: 6, among: Among::All }, false),
             ],
         ),
         (
@@ -1755,27 +2158,24 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (mint(7, Mode::Read, 0, None, Restraint::Credits), false),
                 (mint(0, Mode::All, 1, None, Restraint::Unlimited), true),
                 (mint(8, Mode::All, 1, None, Restraint::Unlimited), false),
-                (UpdateKey { actor: 8, target: 8, among: Among::All, change: Change::Apps(0) }, false),
-                (UpdateKey { actor: 8, target: 8, among: Among::All, change: Change::Apps(3) }, false),
+                (update(8, 8, Change::Apps(0)), false),
+                (update(8, 8, Change::Apps(3)), false),
                 (mint(0, Mode::Read, 0, None, Restraint::Unlimited), true),
                 (plain(9, ACME), false),
-                (
-                    UpdateKey { actor: 9, target: 9, among: Among::All, change: Change::Mode(Mode::All) },
-                    false,
-                ),
+                (update(9, 9, Change::Mode(Mode::All)), false),
             ],
         ),
         (
             "a removed or demoted admin's earlier invitation",
             vec![
-                (Invite { actor: 1, org: ACME, person: 6, role: Role::Write }, true),
-                (Invite { actor: 2, org: ACME, person: 7, role: Role::Write }, true),
+                (invite(1, ACME, 6, Role::Write), true),
+                (invite(2, ACME, 7, Role::Write), true),
                 (RemoveMember { actor: 0, org: ACME, person: 1 }, true),
-                (Redeem { invite: 0, with: None }, false),
+                (Redeem { invite: 0, pending: false, with: None }, false),
                 (SetRole { actor: 0, org: ACME, person: 2, role: Role::Write }, true),
-                (Redeem { invite: 1, with: None }, false),
+                (Redeem { invite: 1, pending: false, with: None }, false),
                 (SetRole { actor: 0, org: ACME, person: 2, role: Role::Admin }, true),
-                (Redeem { invite: 1, with: None }, true),
+                (Redeem { invite: 1, pending: false, with: None }, true),
             ],
         ),
         (
@@ -1784,16 +2184,10 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (plain(2, ACME), true),
                 (plain(0, ACME), true),
                 (plain(3, ACME), true),
-                (
-                    UpdateKey { actor: 1, target: 6, among: Among::All, change: Change::Mode(Mode::Read) },
-                    false,
-                ),
-                (UpdateKey { actor: 1, target: 6, among: Among::All, change: Change::ToggleEnabled }, false),
+                (update(1, 6, Change::Mode(Mode::Read)), false),
+                (update(1, 6, Change::ToggleEnabled), false),
                 (DeleteKey { actor: 1, target: 6, among: Among::All }, false),
-                (
-                    UpdateKey { actor: 1, target: 7, among: Among::All, change: Change::Expiry(Some(0)) },
-                    false,
-                ),
+                (update(1, 7, Change::Expiry(Some(0))), false),
                 (DeleteKey { actor: 1, target: 7, among: Among::All }, false),
                 (SetRole { actor: 1, org: ACME, person: 2, role: Role::Write }, false),
                 (SetRole { actor: 1, org: ACME, person: OWNER, role: Role::Admin }, false),
@@ -1801,7 +2195,7 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (RemoveMember { actor: 1, org: ACME, person: 2 }, false),
                 (SetRole { actor: 1, org: ACME, person: 3, role: Role::SuperAdmin }, false),
                 (SetRole { actor: 3, org: ACME, person: 4, role: Role::Upload }, false),
-                (UpdateKey { actor: 1, target: 8, among: Among::All, change: Change::ToggleEnabled }, true),
+                (update(1, 8, Change::ToggleEnabled), true),
                 (DeleteKey { actor: 1, target: 8, among: Among::All }, true),
                 (SetRole { actor: 1, org: ACME, person: 3, role: Role::Admin }, true),
                 (SetRole { actor: 1, org: ACME, person: 1, role: Role::Write }, true),
@@ -1812,30 +2206,18 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
             "a key loosens its own limits or pushes back its own expiry",
             vec![
                 (mint(0, Mode::All, 0, Some(0), Restraint::Credits), true),
-                (UpdateKey { actor: 6, target: 6, among: Among::All, change: Change::ToggleCredits }, false),
-                (
-                    UpdateKey { actor: 6, target: 6, among: Among::All, change: Change::Expiry(Some(2)) },
-                    false,
-                ),
-                (UpdateKey { actor: 6, target: 6, among: Among::All, change: Change::Expiry(None) }, false),
+                (update(6, 6, Change::ToggleCredits), false),
+                (update(6, 6, Change::Expiry(Some(2))), false),
+                (update(6, 6, Change::Expiry(None)), false),
                 (mint(0, Mode::All, 0, Some(0), Restraint::Unlimited), true),
-                (
-                    UpdateKey { actor: 7, target: 7, among: Among::All, change: Change::Expiry(Some(1)) },
-                    false,
-                ),
-                (UpdateKey { actor: 7, target: 6, among: Among::All, change: Change::ToggleCredits }, true),
-                (
-                    UpdateKey { actor: 7, target: 6, among: Among::All, change: Change::Expiry(Some(1)) },
-                    false,
-                ),
-                (UpdateKey { actor: 0, target: 7, among: Among::All, change: Change::Expiry(Some(2)) }, true),
+                (update(7, 7, Change::Expiry(Some(1))), false),
+                (update(7, 6, Change::ToggleCredits), true),
+                (update(7, 6, Change::Expiry(Some(1))), false),
+                (update(0, 7, Change::Expiry(Some(2))), true),
                 (mint(3, Mode::All, 0, None, Restraint::RateLimit), true),
                 (plain(3, ACME), true),
-                (
-                    UpdateKey { actor: 9, target: 8, among: Among::All, change: Change::ToggleRateLimit },
-                    false,
-                ),
-                (UpdateKey { actor: 0, target: 8, among: Among::All, change: Change::ToggleRateLimit }, true),
+                (update(9, 8, Change::ToggleRateLimit), false),
+                (update(0, 8, Change::ToggleRateLimit), true),
             ],
         ),
         (
@@ -1845,7 +2227,7 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (mint(6, Mode::All, 0, Some(2), Restraint::Unlimited), false),
                 (plain(6, ACME), false),
                 (mint(6, Mode::Write, 2, Some(0), Restraint::Unlimited), true),
-                (UpdateKey { actor: 6, target: 7, among: Among::All, change: Change::Expiry(None) }, false),
+                (update(6, 7, Change::Expiry(None)), false),
             ],
         ),
         (
@@ -1860,10 +2242,10 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
         (
             "a block outlives its key's owner leaving and coming back",
             vec![
-                (Block { actor: 1, org: ACME, target: 4 }, true),
+                (Block { actor: 1, by: By::Any, org: ACME, target: 4, among: Among::All }, true),
                 (RemoveMember { actor: 0, org: ACME, person: 4 }, true),
-                (Invite { actor: 2, org: ACME, person: 4, role: Role::Read }, true),
-                (Redeem { invite: 0, with: Some((4, false)) }, true),
+                (invite(2, ACME, 4, Role::Read), true),
+                (Redeem { invite: 0, pending: false, with: Some((4, false)) }, true),
                 (plain(4, ACME), false),
                 (Unblock { actor: 3, org: ACME, target: 4, of_blocked: false }, false),
                 (Unblock { actor: 2, org: ACME, target: 4, of_blocked: false }, true),
@@ -1877,6 +2259,140 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (plain(6, ACME), true),
                 (DeleteKey { actor: 1, target: 6, among: Among::All }, true),
                 (Revoke { target: 1, of_parents: false }, true),
+            ],
+        ),
+        (
+            "a restrained key invites, or changes or rotates another key than itself",
+            vec![
+                (mint(1, Mode::All, 0, None, Restraint::Credits), true),
+                (invite(6, ACME, 6, Role::Write), false),
+                (plain(1, ACME), true),
+                (update(6, 7, Change::Name), false),
+                (update(6, 7, Change::Mode(Mode::Read)), false),
+                (rotate(6, 7), false),
+                (rotate(6, 6), true),
+                (update(6, 6, Change::Name), true),
+                (update(6, 6, Change::Expiry(Some(0))), true),
+                (DeleteKey { actor: 6, target: 7, among: Among::All }, true),
+                (mint(1, Mode::All, 1, None, Restraint::Unlimited), true),
+                (mint(1, Mode::All, 1, None, Restraint::Unlimited), true),
+                (invite(8, ACME, 6, Role::Write), false),
+                (update(8, 9, Change::Name), false),
+                (rotate(8, 9), false),
+                (rotate(8, 8), true),
+                (rotate(1, 9), true),
+                (plain(3, ACME), true),
+                (rotate(1, 10), false),
+                (rotate(10, 1), false),
+            ],
+        ),
+        (
+            "an invitation whose issuing key was given limits, disabled, narrowed or rotated since",
+            vec![
+                (plain(1, ACME), true),
+                (invite(6, ACME, 6, Role::Write), true),
+                (update(0, 6, Change::ToggleCredits), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (update(0, 6, Change::ToggleCredits), true),
+                (update(0, 6, Change::ToggleRateLimit), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (update(0, 6, Change::ToggleRateLimit), true),
+                (update(0, 6, Change::ToggleEnabled), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (update(0, 6, Change::ToggleEnabled), true),
+                (update(6, 6, Change::Mode(Mode::Write)), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (update(0, 6, Change::Mode(Mode::All)), true),
+                (update(6, 6, Change::Apps(1)), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (update(0, 6, Change::Apps(0)), true),
+                (rotate(6, 6), true),
+                (Redeem { invite: 0, pending: false, with: None }, true),
+            ],
+        ),
+        (
+            "an invitation whose issuing key was deleted, revoked or blocked since",
+            vec![
+                (plain(1, ACME), true),
+                (invite(6, ACME, 6, Role::Write), true),
+                (DeleteKey { actor: 1, target: 6, among: Among::All }, true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (plain(2, ACME), true),
+                (invite(7, ACME, 7, Role::Read), true),
+                (Revoke { target: 7, of_parents: false }, true),
+                (Redeem { invite: 1, pending: false, with: None }, false),
+                (invite(1, ACME, 6, Role::Write), true),
+                (Block { actor: 0, by: By::Any, org: ACME, target: 1, among: Among::All }, true),
+                (Redeem { invite: 2, pending: false, with: None }, false),
+                (Unblock { actor: 0, org: ACME, target: 1, of_blocked: false }, true),
+                (Redeem { invite: 2, pending: false, with: None }, true),
+                (invite(2, ACME, TINA, Role::Read), true),
+                (Block { actor: 0, by: By::Any, org: ACME, target: 2, among: Among::All }, true),
+                (Redeem { invite: 3, pending: false, with: Some((5, false)) }, false),
+                (Unblock { actor: 0, org: ACME, target: 2, of_blocked: false }, true),
+                (Redeem { invite: 3, pending: false, with: Some((5, false)) }, true),
+            ],
+        ),
+        (
+            "a block in one organization voids only that organization's invitations",
+            vec![
+                (invite(1, ACME, TINA, Role::Read), true),
+                (Redeem { invite: 0, pending: false, with: Some((5, false)) }, true),
+                (invite(5, OTHER, 6, Role::Admin), true),
+                (Block { actor: 0, by: By::Any, org: ACME, target: 5, among: Among::All }, true),
+                (invite(5, OTHER, 7, Role::Write), true),
+                (Redeem { invite: 1, pending: false, with: None }, true),
+                (Redeem { invite: 2, pending: false, with: None }, true),
+            ],
+        ),
+        (
+            "a first key outlives or escapes the key its invitation was issued with",
+            vec![
+                (mint(1, Mode::All, 0, Some(1), Restraint::Unlimited), true),
+                (invite(6, ACME, 6, Role::Write), true),
+                (update(6, 6, Change::Expiry(Some(0))), true),
+                (Redeem { invite: 0, pending: false, with: None }, true),
+                (mint(7, Mode::All, 0, None, Restraint::Unlimited), false),
+                (mint(7, Mode::All, 0, Some(0), Restraint::Unlimited), true),
+                (update(7, 7, Change::Expiry(Some(2))), false),
+                (Revoke { target: 6, of_parents: false }, true),
+                (invite(1, ACME, 7, Role::Write), true),
+                (Redeem { invite: 1, pending: false, with: None }, true),
+                (plain(9, ACME), true),
+                (Revoke { target: 1, of_parents: false }, true),
+            ],
+        ),
+        (
+            "a key blocked in an organization changes, rotates or deletes its owner's keys there",
+            vec![
+                (plain(1, ACME), true),
+                (Block { actor: 0, by: By::Any, org: ACME, target: 1, among: Among::All }, true),
+                (update(1, 6, Change::Name), false),
+                (DeleteKey { actor: 1, target: 6, among: Among::All }, false),
+                (rotate(1, 6), false),
+                (Unblock { actor: 0, org: ACME, target: 1, of_blocked: false }, true),
+                (rotate(1, 6), true),
+            ],
+        ),
+        (
+            "an invitation withdrawn by a peer of its issuer",
+            vec![
+                (invite(1, ACME, 6, Role::Write), true),
+                (withdraw(2, 0), false),
+                (withdraw(3, 0), false),
+                (withdraw(5, 0), false),
+                (withdraw(0, 0), true),
+                (Redeem { invite: 0, pending: false, with: None }, false),
+                (invite(1, ACME, 7, Role::Read), true),
+                (withdraw(1, 1), true),
+                (invite(2, ACME, 6, Role::Read), true),
+                (SetRole { actor: 0, org: ACME, person: 3, role: Role::Admin }, true),
+                (withdraw(3, 2), false),
+                (SetRole { actor: 0, org: ACME, person: 2, role: Role::Write }, true),
+                (withdraw(3, 2), true),
+                (invite(1, ACME, 7, Role::Write), true),
+                (RemoveMember { actor: 0, org: ACME, person: 1 }, true),
+                (withdraw(3, 3), true),
             ],
         ),
     ];
