@@ -113,11 +113,15 @@ pub enum Refusal {
     SharedLimitsNeedOwner,
 }
 
-/// Whether `caller` sees `key`: its own keys inside its scope, and, where it
-/// administers the key's organization (`admin_in_key_org` from
-/// [`Principal::decide`] with [`Action::Administer`]), every key scoped to it.
+/// Whether `caller` sees `key`, given `admin_in_key_org` ([`Principal::decide`]
+/// with [`Action::Administer`] in the key's organization, as the calling
+/// key acts there: [`Decision::Invisible`] when it is no member there or is
+/// blocked there): its own keys inside its scope, those scoped to an
+/// organization only where it acts, and, where it administers the key's
+/// organization, every key scoped to it.
 pub fn may_see_key(caller: &Principal, key: &Principal, admin_in_key_org: Decision) -> bool {
-    let own = key.user_id == caller.user_id && caller.scope.covers(&key.scope);
+    let acts_there = key.scope.org.is_none() || admin_in_key_org != Decision::Invisible;
+    let own = key.user_id == caller.user_id && caller.scope.covers(&key.scope) && acts_there;
     own || (key.scope.org.is_some() && admin_in_key_org.is_allowed())
 }
 
@@ -506,6 +510,7 @@ mod tests {
         let theirs = key(YOU, Mode::Read, Some(ORG), &[]);
         let theirs_unscoped = key(YOU, Mode::Read, None, &[]);
         assert!(may_see_key(&caller, &mine, Decision::Forbidden));
+        assert!(!may_see_key(&caller, &mine, Decision::Invisible), "no longer acting there: blocked, removed");
         assert!(!may_see_key(&caller, &mine_elsewhere, Decision::Invisible));
         assert!(!may_see_key(&caller, &mine_unscoped, Decision::Forbidden), "wider than the caller");
         assert!(may_see_key(&caller, &theirs, Decision::Allow));

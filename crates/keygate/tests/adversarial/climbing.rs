@@ -327,3 +327,35 @@ async fn an_admin_never_sets_the_limits_the_owners_keys_share() {
     let text = app.get("/organization", scoped).await.error(429, "rate_limited").to_owned();
     assert!(text.contains("organization's keys share"), "{text}");
 }
+
+/// The model found it: a key blocked in an organization still read, and
+/// rotated, its owner's keys scoped there, getting their new secret. A
+/// blocked key acts there as a non-member: those keys are out of its view.
+/// And a change that changes nothing is decided like any other.
+#[tokio::test]
+async fn a_blocked_key_reaches_nothing_in_the_organization_that_blocked_it() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let scoped = app.create_key(&admin.key, json!({ "org_id": org, "mode": "all" })).await;
+    let path = format!("/apikey/{}", scoped["id"]);
+    app.get(&path, &admin.key).await.ok();
+    let block = json!({ "org_id": org, "key_id": admin.key_id });
+    app.post("/organization/keys/block", &app.owner.key, block).await.ok();
+    app.get(&path, &admin.key).await.error(404, "api_key_not_found");
+    app.get(&format!("{path}/usage"), &admin.key).await.error(404, "api_key_not_found");
+    app.post(&format!("{path}/rotate"), &admin.key, json!({})).await.error(404, "api_key_not_found");
+    app.put(&path, &admin.key, json!({ "name": "x" })).await.error(404, "api_key_not_found");
+    assert!(!app.listed_ids("/apikey", &admin.key).await.contains(&scoped["id"].as_i64().expect("id")));
+    // The scoped key itself still works as its owner's role allows.
+    app.get("/organization", scoped["key"].as_str().expect("key")).await.ok();
+
+    // A no-op change from below is refused like a change.
+    let owners = app.owner_key("read").await;
+    let peer = app.member("peer@example.com", Role::Admin).await;
+    for noop in [json!({}), json!({ "enabled": true })] {
+        app.put(&format!("/apikey/{}", owners["id"]), &peer.key, noop)
+            .await
+            .error(403, "insufficient_permissions");
+    }
+}

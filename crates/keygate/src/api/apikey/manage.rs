@@ -137,9 +137,20 @@ pub async fn list(
             }
         }
         None => {
-            let mut keys = state.store.keys_of_user(caller.user_id()).await?;
-            keys.retain(|key| rules::may_see_key(&caller.principal, &key.principal(), Decision::Invisible));
-            keys
+            let keys = state.store.keys_of_user(caller.user_id()).await?;
+            // How the calling key acts in each organization its owner's keys are scoped to.
+            let mut decisions = std::collections::HashMap::new();
+            for org in keys.iter().filter_map(|key| key.org_id) {
+                if let std::collections::hash_map::Entry::Vacant(entry) = decisions.entry(org) {
+                    entry.insert(caller.decide(&state, Target::org(org), Action::Administer).await?);
+                }
+            }
+            let decision = |key: &ApiKeyRecord| {
+                key.org_id.and_then(|org| decisions.get(&org).copied()).unwrap_or(Decision::Invisible)
+            };
+            keys.into_iter()
+                .filter(|key| rules::may_see_key(&caller.principal, &key.principal(), decision(key)))
+                .collect()
         }
     };
     Ok(Json(Data { data: keys.into_iter().map(|key| ApiKeyView::masked(key, &state.quotas)).collect() }))
@@ -185,14 +196,16 @@ pub async fn update(
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
+    // Whom the caller may reach is decided before anything, a change that
+    // changes nothing included.
+    managed.require_rank(&state).await?;
+    let caller = &managed.caller;
+    rules::may_manage_other_key(&caller.principal, &key.principal())?;
     unchanged_limits_dropped(&mut changes, key, &state.quotas);
     if changes.is_empty() {
         return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.quotas) }));
     }
     let expires_at = changes.expires_at.unwrap_or(key.expires_at);
-    managed.require_rank(&state).await?;
-    let caller = &managed.caller;
-    rules::may_manage_other_key(&caller.principal, &key.principal())?;
     if let (Some(org_id), Some(_)) = (key.org_id, changes.expires_at) {
         let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
         org.expiry_policy().check(expires_at, now)?;
