@@ -264,29 +264,36 @@ impl ForwardAuth {
                 code: "conflicting_header",
                 message: format!("The forwarded request's `{name}` header {why}: refused").into(),
             };
-            if folded_starts_with(name, "x-keygate-") {
-                return Err(conflict("is keygate's own, which only keygate writes"));
-            }
-            if PATH_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
-                return Err(conflict("overrides the path in some frameworks, and keygate does not read it"));
-            }
-            for family in [&NGINX, &FORWARDED] {
-                for header in [&family.method, &family.target] {
-                    let exact =
-                        ours.is_some_and(|ours| std::ptr::eq(ours, family)) && name == header.as_str();
-                    if !exact && folded_eq(name, header.as_str()) {
-                        return Err(conflict(
-                            "is not written, in that spelling, by the proxy keygate is configured for \
-                             (--forward-auth-proxy)",
-                        ));
+            // Every guarded name but two credentials starts with `x`: the
+            // common headers (host, accept, user-agent…) pass at a glance.
+            let x = name.starts_with('x');
+            if x {
+                if folded_starts_with(name, "x-keygate-") {
+                    return Err(conflict("is keygate's own, which only keygate writes"));
+                }
+                if PATH_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
+                    return Err(conflict(
+                        "overrides the path in some frameworks, and keygate does not read it",
+                    ));
+                }
+                for family in [&NGINX, &FORWARDED] {
+                    for header in [&family.method, &family.target] {
+                        let exact =
+                            ours.is_some_and(|ours| std::ptr::eq(ours, family)) && name == header.as_str();
+                        if !exact && folded_eq(name, header.as_str()) {
+                            return Err(conflict(
+                                "is not written, in that spelling, by the proxy keygate is configured for \
+                                 (--forward-auth-proxy)",
+                            ));
+                        }
                     }
                 }
+                if METHOD_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
+                    let value = value.to_str().map_err(|_| conflict("is not visible ASCII text"))?;
+                    overrides.push(value.to_owned());
+                }
             }
-            if METHOD_OVERRIDES.iter().any(|o| folded_eq(name, o.as_str())) {
-                let value = value.to_str().map_err(|_| conflict("is not visible ASCII text"))?;
-                overrides.push(value.to_owned());
-            }
-            if KEY_HEADERS.iter().any(|c| folded_eq(name, c)) {
+            if (x || name.starts_with(['a', 'c'])) && KEY_HEADERS.iter().any(|c| folded_eq(name, c)) {
                 if !KEY_HEADERS.contains(&name) {
                     return Err(conflict("spells a credential header otherwise than keygate reads it"));
                 }
@@ -415,9 +422,15 @@ fn split_target(target: &str) -> Result<(&str, Option<&str>), BadForward> {
 /// The path's segments, each decoded once, as every upstream reads them;
 /// any segment an upstream could read otherwise is refused (see the
 /// module's documentation).
-fn path_segments(path: &str) -> Result<Vec<String>, BadForward> {
+fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, BadForward> {
     let mut segments = Vec::new();
     for raw in path.split('/').filter(|raw| !raw.is_empty()) {
+        // Most segments are plain: unreserved characters only, nothing to decode.
+        let plain = raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+        if plain && !raw.ends_with('.') {
+            segments.push(Cow::Borrowed(raw));
+            continue;
+        }
         if raw.contains(';') {
             return Err(BadForward::ambiguous("a `;` path parameter"));
         }
@@ -479,9 +492,9 @@ fn is_default_ignorable(c: char) -> bool {
 
 /// One segment, percent-decoded once; a `%` not followed by two hex digits,
 /// or bytes that are not UTF-8, are refused.
-fn decode(raw: &str) -> Result<String, BadForward> {
+fn decode(raw: &str) -> Result<Cow<'_, str>, BadForward> {
     if !raw.contains('%') {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let bytes = raw.as_bytes();
     let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
@@ -493,7 +506,9 @@ fn decode(raw: &str) -> Result<String, BadForward> {
         return Err(BadForward::ambiguous("a `%` that is not followed by two hex digits"));
     }
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    String::from_utf8(decoded).map_err(|_| BadForward::ambiguous("percent-encoded bytes that are not UTF-8"))
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| BadForward::ambiguous("percent-encoded bytes that are not UTF-8"))
 }
 
 /// The rules file, as operators write it.
@@ -573,12 +588,17 @@ impl Rules {
 
     /// What a request with `method` on the decoded path `segments` needs,
     /// and the organization and app it names.
-    fn judge(&self, method: &Method, segments: &[String], headers: &HeaderMap) -> Result<Judged, BadForward> {
+    fn judge(
+        &self,
+        method: &Method,
+        segments: &[Cow<'_, str>],
+        headers: &HeaderMap,
+    ) -> Result<Judged, BadForward> {
         let found = self.find(method, segments, false);
         // A case-insensitive upstream would serve the path as the rule its
         // lower-case form matches: the two readings must agree.
         if segments.iter().any(|s| s.chars().any(char::is_uppercase)) {
-            let folded: Vec<String> = segments.iter().map(|s| s.to_lowercase()).collect();
+            let folded: Vec<Cow<'_, str>> = segments.iter().map(|s| Cow::Owned(s.to_lowercase())).collect();
             let other = self.find(method, &folded, true);
             if found.as_ref().map(|(i, _)| *i) != other.map(|(i, _)| i) {
                 return Err(BadForward::ambiguous(
@@ -619,7 +639,7 @@ impl Rules {
     /// The first rule matching `method` on `segments`, with its captures;
     /// `fold`: every rule compared case-insensitively (`segments` already
     /// lower-cased).
-    fn find(&self, method: &Method, segments: &[String], fold: bool) -> Option<(usize, Captures)> {
+    fn find(&self, method: &Method, segments: &[Cow<'_, str>], fold: bool) -> Option<(usize, Captures)> {
         self.rules.iter().enumerate().find_map(|(i, rule)| {
             if rule.methods.as_ref().is_some_and(|methods| !methods.contains(method)) {
                 return None;
@@ -669,7 +689,8 @@ impl Rule {
                 }
                 literal => {
                     // A literal is compared with decoded segments: it must be one.
-                    let decoded = path_segments(&format!("/{literal}")).map_err(|e| {
+                    let path = format!("/{literal}");
+                    let decoded = path_segments(&path).map_err(|e| {
                         format!("path `{}`: segment `{literal}`: {}", raw.path, e.message)
                     })?;
                     Segment::Literal(decoded.concat())
@@ -700,7 +721,7 @@ struct Captures {
     app_id: Option<String>,
 }
 
-fn matches(pattern: &[Segment], segments: &[String], case_insensitive: bool) -> Option<Captures> {
+fn matches(pattern: &[Segment], segments: &[Cow<'_, str>], case_insensitive: bool) -> Option<Captures> {
     let mut captures = Captures::default();
     let mut rest = segments.iter();
     for part in pattern {
@@ -714,8 +735,8 @@ fn matches(pattern: &[Segment], segments: &[String], case_insensitive: bool) -> 
             Segment::Literal(literal) if literal == segment => {}
             Segment::Literal(_) => return None,
             Segment::Any => {}
-            Segment::OrgId => captures.org_id = Some(segment.clone()),
-            Segment::AppId => captures.app_id = Some(segment.clone()),
+            Segment::OrgId => captures.org_id = Some(segment.clone().into_owned()),
+            Segment::AppId => captures.app_id = Some(segment.clone().into_owned()),
             Segment::Rest => return Some(captures),
         }
     }
