@@ -510,7 +510,10 @@ mod tests {
         let theirs = key(YOU, Mode::Read, Some(ORG), &[]);
         let theirs_unscoped = key(YOU, Mode::Read, None, &[]);
         assert!(may_see_key(&caller, &mine, Decision::Forbidden));
-        assert!(!may_see_key(&caller, &mine, Decision::Invisible), "no longer acting there: blocked, removed");
+        assert!(
+            !may_see_key(&caller, &mine, Decision::Invisible),
+            "no longer acting there: blocked, removed"
+        );
         assert!(!may_see_key(&caller, &mine_elsewhere, Decision::Invisible));
         assert!(!may_see_key(&caller, &mine_unscoped, Decision::Forbidden), "wider than the caller");
         assert!(may_see_key(&caller, &theirs, Decision::Allow));
