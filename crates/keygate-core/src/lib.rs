@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod domain;
 pub mod key;
+pub mod key_writes;
 pub mod limits;
 pub mod rules;
 

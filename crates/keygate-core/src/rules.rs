@@ -111,6 +111,13 @@ pub enum Refusal {
     /// The rate limits an organization's keys share are the owners' to set (403).
     #[error("an organization's shared rate limits are set by a super_admin")]
     SharedLimitsNeedOwner,
+    /// The key acted on is outside the caller's view (404, as an unknown one).
+    #[error("no such key")]
+    KeyNotFound,
+    /// The calling key was deleted, disabled or expired since the request
+    /// was authenticated (401).
+    #[error("the calling key no longer works")]
+    CallerRevoked,
 }
 
 /// Whether `caller` sees `key`, given `admin_in_key_org` ([`Principal::decide`]

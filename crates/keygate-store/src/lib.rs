@@ -20,6 +20,7 @@ mod error;
 mod event;
 mod invites;
 mod key_blocks;
+mod key_writes;
 mod membership;
 mod model;
 mod params;

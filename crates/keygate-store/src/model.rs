@@ -171,6 +171,16 @@ impl KeyChanges {
             && self.ratelimits.is_none()
             && self.credits.is_none()
     }
+
+    /// What the change asks for, as [`keygate_core::key_writes::may_write_key`] judges it.
+    pub fn edit(&self) -> keygate_core::key_writes::KeyEdit {
+        keygate_core::key_writes::KeyEdit {
+            mode: self.mode,
+            apps: self.limited_to_apps.clone(),
+            expires_at: self.expires_at,
+            limits: self.enabled.is_some() || self.ratelimits.is_some() || self.credits.is_some(),
+        }
+    }
 }
 
 /// A partial update of an organization; `None` leaves a field as it is.

@@ -412,6 +412,12 @@ impl From<Refusal> for ApiError {
                 "Insufficient permissions: the rate limits every key of the organization shares bind its \
                  owners too, and only a super_admin sets them",
             ),
+            Refusal::KeyNotFound => Self::api_key_not_found(),
+            Refusal::CallerRevoked => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "The calling API key was deleted, disabled or expired while this request ran: nothing changed",
+            ),
         }
     }
 }

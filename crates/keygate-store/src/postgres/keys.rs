@@ -17,6 +17,7 @@ use super::PostgresStore;
 use crate::change::{REVOKE_LINEAGE, revoke_lineage};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
+use crate::key_writes::decide;
 use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
 use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
@@ -24,6 +25,7 @@ use crate::{
     Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial,
     KeyStore, NewApiKey, Result, StoreError,
 };
+use keygate_core::key_writes::KeyWrite;
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
 /// current digest, or by their previous one inside its grace period.
@@ -106,17 +108,23 @@ impl KeyStore for PostgresStore {
              credits_period = CASE WHEN $10 THEN $13 ELSE credits_period END, \
              credits_generation = credits_generation + CASE WHEN $10 THEN 1 ELSE 0 END WHERE id = $1",
         );
+        let mut tx = self.pool.begin().await?;
+        let edit = changes.edit();
+        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Edit(&edit), crate::now()).await?.is_none() {
+            return Ok(None);
+        }
         let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
-        self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyUpdate, actor).await
+        self.changes.change_key(tx, update, AuditAction::ApiKeyUpdate, actor).await
     }
 
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool> {
         let sql = returning_keys("DELETE FROM api_keys WHERE id = $1");
+        let mut tx = self.pool.begin().await?;
+        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Delete, crate::now()).await?.is_none() {
+            return Ok(false);
+        }
         let delete = sqlx::query_as(&sql).bind(id);
-        let deleted = self
-            .changes
-            .change_key(self.pool.begin().await?, delete, AuditAction::ApiKeyDelete, actor)
-            .await?;
+        let deleted = self.changes.change_key(tx, delete, AuditAction::ApiKeyDelete, actor).await?;
         Ok(deleted.is_some())
     }
 
@@ -141,9 +149,13 @@ impl KeyStore for PostgresStore {
              previous_expires_at = $5, digest = $2, preview = $3, updated_at = $6 \
              WHERE id = $1 AND digest = $7",
         );
+        let mut tx = self.pool.begin().await?;
+        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
+            return Ok(None);
+        }
         let rotation = Rotation { material: &material, current, grace_until };
         let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
-        self.changes.change_key(self.pool.begin().await?, update, AuditAction::ApiKeyRotate, actor).await
+        self.changes.change_key(tx, update, AuditAction::ApiKeyRotate, actor).await
     }
 
     async fn lease_credits(&self, id: i64, need: u64, now: DateTime<Utc>) -> Result<Option<CreditLease>> {

@@ -17,6 +17,7 @@ use super::{SqliteStore, key_changed};
 use crate::change::{REVOKE_LINEAGE, change_key, revoke_lineage};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
+use crate::key_writes::decide;
 use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
 use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
@@ -24,6 +25,7 @@ use crate::{
     Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, KeyChanges, KeyMaterial,
     KeyStore, NewApiKey, Result, StoreError,
 };
+use keygate_core::key_writes::KeyWrite;
 
 /// The keys that answer to the digest `$1` at the time `$2`: by their
 /// current digest, or by their previous one inside its grace period.
@@ -115,6 +117,10 @@ impl KeyStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                let edit = changes.edit();
+                if decide::<Sqlite>(conn, id, &actor, KeyWrite::Edit(&edit), crate::now()).await?.is_none() {
+                    return Ok((None, vec![]));
+                }
                 let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
                 Ok(key_changed(change_key::<Sqlite>(conn, update, AuditAction::ApiKeyUpdate, &actor).await?))
             })
@@ -128,6 +134,9 @@ impl KeyStore for SqliteStore {
         let deleted = self
             .write(move |conn| {
                 Box::pin(async move {
+                    if decide::<Sqlite>(conn, id, &actor, KeyWrite::Delete, crate::now()).await?.is_none() {
+                        return Ok((None, vec![]));
+                    }
                     let delete = sqlx::query_as(&sql).bind(id);
                     Ok(key_changed(
                         change_key::<Sqlite>(conn, delete, AuditAction::ApiKeyDelete, &actor).await?,
@@ -168,6 +177,9 @@ impl KeyStore for SqliteStore {
         let (current, actor) = (*current, *actor);
         self.write(move |conn| {
             Box::pin(async move {
+                if decide::<Sqlite>(conn, id, &actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
+                    return Ok((None, vec![]));
+                }
                 let rotation = Rotation { material: &material, current: &current, grace_until };
                 let update = sqlx::query_as(&sql).bind(id).bind_rotation(&rotation);
                 Ok(key_changed(change_key::<Sqlite>(conn, update, AuditAction::ApiKeyRotate, &actor).await?))

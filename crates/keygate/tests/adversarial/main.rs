@@ -23,3 +23,4 @@ mod exhaustion;
 mod leaks;
 mod model;
 mod proxies;
+mod races;

@@ -4,8 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use keygate_core::ApiKeySecret;
-use keygate_core::authz::Grant;
-use keygate_core::rules;
+use keygate_core::key_writes::KeyWrite;
 use keygate_store::Actor;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -94,16 +93,11 @@ struct RotateKey {
 )]
 pub async fn rotate(
     State(state): State<AppState>,
-    ManagedKey { caller, key }: ManagedKey,
+    managed: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
-    rules::may_rotate_key(&caller.principal, &key.principal())?;
-    rules::may_manage_other_key(&caller.principal, &key.principal())?;
-    // A new secret is a new credential: never one outliving the caller's own.
-    let scope = key.principal().scope;
-    if !caller.principal.may_grant(&Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at }) {
-        return Err(ApiError::insufficient_permissions());
-    }
+    managed.may_write(&state, KeyWrite::Rotate).await?;
+    let ManagedKey { caller, key } = managed;
     let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::bad_request(

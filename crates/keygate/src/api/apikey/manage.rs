@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keygate_core::Decision;
-use keygate_core::Scope;
-use keygate_core::authz::{Action, Grant, Target};
+use keygate_core::authz::{Action, Target};
+use keygate_core::key_writes::KeyWrite;
 use keygate_core::rules;
 use keygate_store::{ApiKeyRecord, KeyChanges};
 use serde::Deserialize;
@@ -196,37 +196,13 @@ pub async fn update(
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
-    // Whom the caller may reach is decided before anything, a change that
-    // changes nothing included.
-    managed.require_rank(&state).await?;
-    let caller = &managed.caller;
-    rules::may_manage_other_key(&caller.principal, &key.principal())?;
     unchanged_limits_dropped(&mut changes, key, &state.quotas);
+    // Decided even when nothing changes: a PUT is answered alike whatever it carries.
+    managed.may_write(&state, KeyWrite::Edit(&changes.edit())).await?;
     if changes.is_empty() {
         return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.quotas) }));
     }
-    let expires_at = changes.expires_at.unwrap_or(key.expires_at);
-    if let (Some(org_id), Some(_)) = (key.org_id, changes.expires_at) {
-        let org = state.store.organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
-        org.expiry_policy().check(expires_at, now)?;
-    }
-    // A key's owner cannot lift the limits an administrator set, nor a key
-    // its own.
-    if changes_limits(&changes) {
-        let admin = match key.org_id {
-            Some(org_id) => caller.decide(&state, Target::org(org_id), Action::Administer).await?,
-            None => Decision::Invisible,
-        };
-        rules::may_change_limits(&caller.principal, &key.principal(), admin)?;
-    }
-    let scope = Scope {
-        org: key.org_id,
-        apps: changes.limited_to_apps.clone().unwrap_or_else(|| key.limited_to_apps.clone()),
-    };
-    let grant = Grant { mode: changes.mode.unwrap_or(key.mode), scope: &scope, expires_at };
-    if !caller.principal.may_grant(&grant) {
-        return Err(ApiError::insufficient_permissions());
-    }
+    let caller = &managed.caller;
     let updated = state
         .store
         .update_key(key.id, changes, &caller.actor())
@@ -254,11 +230,6 @@ fn unchanged_limits_dropped(changes: &mut KeyChanges, key: &ApiKeyRecord, quotas
     }
 }
 
-/// Whether `changes` touch what the key may spend.
-fn changes_limits(changes: &KeyChanges) -> bool {
-    changes.enabled.is_some() || changes.ratelimits.is_some() || changes.credits.is_some()
-}
-
 #[utoipa::path(
     delete,
     path = "/apikey/{id_or_key}",
@@ -270,7 +241,7 @@ fn changes_limits(changes: &KeyChanges) -> bool {
     ),
 )]
 pub async fn delete(State(state): State<AppState>, managed: ManagedKey) -> ApiResult<Json<Success>> {
-    managed.require_rank(&state).await?;
+    managed.may_write(&state, KeyWrite::Delete).await?;
     let ManagedKey { caller, key } = managed;
     if !state.store.delete_key(key.id, &caller.actor()).await? {
         return Err(ApiError::api_key_not_found());

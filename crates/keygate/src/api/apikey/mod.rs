@@ -25,6 +25,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use keygate_core::authz::{Action, Target};
+use keygate_core::key_writes::{self, KeyState, KeyWrite, KeyWriteFacts};
 use keygate_core::rules;
 use keygate_core::{ApiKeySecret, AppId, KeyName, Mode};
 use keygate_store::{ApiKeyRecord, KeyMaterial};
@@ -214,21 +215,35 @@ pub struct ManagedKey {
 }
 
 impl ManagedKey {
-    /// Changing or deleting a key scoped to an organization needs
-    /// membership there and, for another member's key, a role strictly
-    /// above its owner's ([`rules::may_change_key`]).
-    pub async fn require_rank(&self, state: &AppState) -> ApiResult<()> {
-        let Some(org_id) = self.key.org_id else {
-            return Ok(());
-        };
+    /// Whether `write` of the key may go ahead, decided
+    /// ([`key_writes::may_write_key`]) over what this request read: a quick,
+    /// clear answer. The store decides again, over the rows as its
+    /// transaction finds them, before it commits.
+    pub async fn may_write(&self, state: &AppState, write: KeyWrite<'_>) -> ApiResult<()> {
         let caller = &self.caller;
-        let caller_role =
-            rules::key_management_role(&caller.principal, org_id, caller.role_in(state, org_id).await?)?;
-        let owner_role = match self.key.user_id == caller.user_id() {
-            true => Some(caller_role),
-            false => state.store.role(org_id, self.key.user_id).await?,
+        let (mut caller_role, mut owner_role, mut policy) = (None, None, None);
+        if let Some(org) = self.key.org_id {
+            if caller.principal.scope.contains_org(org) {
+                caller_role = caller.role_in(state, org).await?;
+            }
+            owner_role = match self.key.user_id == caller.user_id() {
+                true => caller_role,
+                false => state.store.role(org, self.key.user_id).await?,
+            };
+            if matches!(write, KeyWrite::Edit(edit) if edit.expires_at.is_some()) {
+                let org = state.store.organization(org).await?.ok_or_else(ApiError::api_key_not_found)?;
+                policy = Some(org.expiry_policy());
+            }
+        }
+        let facts = KeyWriteFacts {
+            caller: Some(KeyState { principal: caller.principal.clone(), enabled: true }),
+            caller_role,
+            key: self.key.principal(),
+            owner_role,
+            policy,
+            now: keygate_store::now(),
         };
-        Ok(rules::may_change_key(&caller.principal, caller_role, &self.key.principal(), owner_role)?)
+        Ok(key_writes::may_write_key(&facts, write)?)
     }
 }
 

@@ -1,0 +1,119 @@
+//! The facts a change of an existing key is decided on
+//! ([`keygate_core::key_writes::may_write_key`]), read by either backend in
+//! the write's own transaction, before the statement that changes the key:
+//! under SQLite's single writer nothing moves meanwhile; PostgreSQL first
+//! takes the organization's row `FOR SHARE` (membership, block and policy
+//! changes take it exclusively) and then both keys `FOR UPDATE`, in id
+//! order, so that two writes on each other's keys cannot deadlock.
+
+use chrono::{DateTime, Utc};
+use keygate_core::key_writes::{KeyState, KeyWrite, KeyWriteFacts, may_write_key};
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use crate::rows::{KEY_COLUMNS, KeyRow, role};
+use crate::{Actor, ApiKeyRecord, Result, StoreError};
+
+/// How a backend holds the rows a decision is read from until its commit.
+pub(crate) trait RowLocks: Database {
+    /// Appended to the read of the organization's row.
+    const SHARE: &'static str;
+    /// Appended to the read of the keys.
+    const UPDATE: &'static str;
+}
+
+#[cfg(feature = "sqlite")]
+impl RowLocks for sqlx::Sqlite {
+    // The writer's transaction holds the database's one write lock.
+    const SHARE: &'static str = "";
+    const UPDATE: &'static str = "";
+}
+
+#[cfg(feature = "postgres")]
+impl RowLocks for sqlx::Postgres {
+    const SHARE: &'static str = " FOR SHARE";
+    const UPDATE: &'static str = " FOR UPDATE";
+}
+
+#[derive(FromRow)]
+pub(crate) struct OrgFacts {
+    require_apikey_expiration: bool,
+    max_apikey_expiration_days: Option<i32>,
+    owner_role: Option<String>,
+    caller_role: Option<String>,
+}
+
+/// Decides `write` of key `id` by `actor` in the transaction on `conn`,
+/// returning the key as it stands. `Ok(None)`: no such key. The operator
+/// (an actor without a key) is bound by no rule here.
+pub(crate) async fn decide<DB>(
+    conn: &mut DB::Connection,
+    id: i64,
+    actor: &Actor,
+    write: KeyWrite<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<ApiKeyRecord>>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> Uuid: Decode<'r, DB>,
+    for<'r> Option<Uuid>: Decode<'r, DB> + Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'r> KeyRow: FromRow<'r, DB::Row>,
+    for<'r> OrgFacts: FromRow<'r, DB::Row>,
+{
+    // A key's organization never changes: read first, to lock in order.
+    let org: Option<Option<Uuid>> = sqlx::query_scalar("SELECT org_id FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(org) = org else { return Ok(None) };
+    if let Some(org) = org {
+        let lock = format!("SELECT id FROM organizations WHERE id = $1{}", DB::SHARE);
+        let locked: Option<Uuid> = sqlx::query_scalar(&lock).bind(org).fetch_optional(&mut *conn).await?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+    }
+    let caller_key = actor.key_id.unwrap_or(id);
+    let keys =
+        format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 OR id = $2 ORDER BY id{}", DB::UPDATE);
+    let rows: Vec<KeyRow> = sqlx::query_as(&keys).bind(id).bind(caller_key).fetch_all(&mut *conn).await?;
+    let keys: Vec<ApiKeyRecord> = crate::rows::all(rows)?;
+    let Some(key) = keys.iter().find(|key| key.id == id).cloned() else { return Ok(None) };
+    let (Some(caller_id), Some(user)) = (actor.key_id, actor.user_id) else {
+        return Ok(Some(key));
+    };
+    let caller = keys
+        .iter()
+        .find(|key| key.id == caller_id)
+        .map(|caller| KeyState { principal: caller.principal(), enabled: caller.enabled });
+    let (mut caller_role, mut owner_role, mut policy) = (None, None, None);
+    if let Some(org) = org {
+        let facts: OrgFacts = sqlx::query_as(
+            "SELECT require_apikey_expiration, max_apikey_expiration_days, \
+             (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS owner_role, \
+             (SELECT m.role FROM memberships m WHERE m.org_id = $1 AND m.user_id = $3 AND NOT EXISTS \
+              (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $4)) AS caller_role \
+             FROM organizations WHERE id = $1",
+        )
+        .bind(org)
+        .bind(key.user_id)
+        .bind(user)
+        .bind(caller_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        owner_role = facts.owner_role.as_deref().map(role).transpose()?;
+        caller_role = facts.caller_role.as_deref().map(role).transpose()?;
+        policy = Some(crate::model::expiry_policy(
+            facts.require_apikey_expiration,
+            facts.max_apikey_expiration_days,
+        ));
+    }
+    let facts = KeyWriteFacts { caller, caller_role, key: key.principal(), owner_role, policy, now };
+    may_write_key(&facts, write).map_err(StoreError::Refused)?;
+    Ok(Some(key))
+}

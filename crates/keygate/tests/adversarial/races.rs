@@ -1,0 +1,263 @@
+//! Racing the check: one request changes what another's decision depends
+//! on, many times over, and the audit log — written in each change's own
+//! transaction, so in the order the changes committed — shows that no
+//! change committed after the fact that forbids it.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use keygate_core::Role;
+use keygate_store::AuditEvent;
+use reqwest::Method;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+/// Rounds per race: each round opens the window anew.
+fn rounds() -> usize {
+    if keygate_testkit::postgres_base().is_some() { 4 } else { 8 }
+}
+
+/// Requests racing in each round.
+const RACERS: usize = 50;
+
+fn org(app: &TestApp) -> Uuid {
+    Uuid::parse_str(&app.owner.org_id).expect("uuid")
+}
+
+/// The organization's audit log, oldest first.
+async fn audit(app: &TestApp) -> Vec<AuditEvent> {
+    let mut events = app.store.audit_events(org(app), None, 100_000).await.expect("audit");
+    events.reverse();
+    events
+}
+
+/// Where the last event of `action` on `target` stands in `events`.
+fn last(events: &[AuditEvent], action: &str, target: &str) -> usize {
+    events
+        .iter()
+        .rposition(|e| e.action == action && e.target_id == target)
+        .unwrap_or_else(|| panic!("no {action} of {target} in the audit log"))
+}
+
+/// A pause of a few milliseconds, different each round, so that the
+/// change lands at a different point of the racers' run.
+fn stagger(round: usize) -> Duration {
+    Duration::from_millis((round as u64 * 7) % 23)
+}
+
+/// Racer `n` starts a little after racer `n - 1`: together they span the
+/// moments the change may land at.
+async fn spread(n: usize) {
+    tokio::time::sleep(Duration::from_micros(n as u64 * 300)).await;
+}
+
+#[tokio::test]
+async fn an_expiry_policy_tightened_during_fifty_expiry_changes_binds_each_committed_after_it() {
+    let app = &spawn_app().await;
+    let org_id = app.owner.org_id.clone();
+    let far = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
+    let (mut refused, mut allowed) = (0, 0);
+    for round in 0..rounds() {
+        let lax = json!({ "org_id": org_id, "max_apikey_expiration_days": null });
+        app.put("/organization", &app.owner.key, lax).await.ok();
+        let mut keys = Vec::new();
+        for _ in 0..RACERS {
+            keys.push(app.owner_key("read").await["id"].as_i64().expect("id"));
+        }
+        let edits = join_all(keys.iter().enumerate().map(|(n, id)| {
+            let body = json!({ "expires_at": far });
+            async move {
+                spread(n).await;
+                app.put(&format!("/apikey/{id}"), &app.owner.key, body).await
+            }
+        }));
+        let tighten = async {
+            tokio::time::sleep(stagger(round)).await;
+            let strict = json!({ "org_id": org_id, "max_apikey_expiration_days": 30 });
+            app.put("/organization", &app.owner.key, strict).await.ok();
+        };
+        let (replies, ()) = tokio::join!(edits, tighten);
+        let events = audit(app).await;
+        let policy = last(&events, "organization.update", &org_id);
+        for (id, reply) in keys.iter().zip(&replies) {
+            match reply.status {
+                200 => {
+                    allowed += 1;
+                    let edit = last(&events, "apikey.update", &id.to_string());
+                    assert!(edit < policy, "round {round}: key {id} got 300 days after the 30-day policy");
+                }
+                _ => {
+                    refused += 1;
+                    reply.error(400, "expiration_exceeds_max");
+                    assert!(
+                        events
+                            .iter()
+                            .all(|e| !(e.action == "apikey.update" && e.target_id == id.to_string()))
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "expiry policy race: {} rounds, {allowed} edits before the policy, {refused} refused after",
+        rounds()
+    );
+}
+
+#[tokio::test]
+async fn an_admin_demoted_while_editing_a_members_keys_commits_no_edit_after_the_demotion() {
+    let app = &spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let member = &app.member("member@example.com", Role::Read).await;
+    let member_key = |n: usize| {
+        let body = json!({ "org_id": app.owner.org_id, "mode": "read", "name": format!("k{n}") });
+        async move { app.create_key(&member.key, body).await["id"].as_i64().expect("id") }
+    };
+    let (mut before, mut after) = (0, 0);
+    for round in 0..rounds() {
+        let promote = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "admin" });
+        app.post("/organization/members", &app.owner.key, promote).await.ok();
+        let mut keys = Vec::new();
+        for n in 0..RACERS {
+            keys.push(member_key(n).await);
+        }
+        let edits = join_all(keys.iter().enumerate().map(|(n, id)| {
+            let body = json!({ "name": format!("renamed {round}") });
+            let admin = admin.key.clone();
+            async move {
+                spread(n).await;
+                app.put(&format!("/apikey/{id}"), &admin, body).await
+            }
+        }));
+        let demote = async {
+            tokio::time::sleep(stagger(round)).await;
+            let body = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "read" });
+            app.post("/organization/members", &app.owner.key, body).await.ok();
+        };
+        let (replies, ()) = tokio::join!(edits, demote);
+        let events = audit(app).await;
+        let demotion = last(&events, "member.set", &admin.user_id);
+        for (id, reply) in keys.iter().zip(&replies) {
+            if reply.status == 200 {
+                before += 1;
+                assert!(
+                    last(&events, "apikey.update", &id.to_string()) < demotion,
+                    "round {round}: key {id}"
+                );
+            } else {
+                after += 1;
+                // Demoted to read, the admin no longer sees another member's keys.
+                reply.error(404, "api_key_not_found");
+            }
+        }
+    }
+    eprintln!(
+        "demotion race: {} rounds, {before} edits before the demotion, {after} refused after",
+        rounds()
+    );
+}
+
+#[tokio::test]
+async fn an_admin_demoted_while_inviting_and_blocking_issues_nothing_after_the_demotion() {
+    let app = &spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let mut members = Vec::new();
+    for n in 0..RACERS / 2 {
+        members.push(app.member(&format!("m{n}@example.com"), Role::Read).await);
+    }
+    let (mut before, mut after) = (0, 0);
+    for round in 0..rounds() {
+        let promote = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "admin" });
+        app.post("/organization/members", &app.owner.key, promote).await.ok();
+        // Every block of the last round lifted: each round blocks anew.
+        for member in &members {
+            let body = json!({ "org_id": app.owner.org_id, "key_id": member.key_id });
+            let _ =
+                app.call(Method::DELETE, "/organization/keys/block", Some(&app.owner.key), Some(body)).await;
+        }
+        let invites = join_all((0..RACERS / 2).map(|n| {
+            let body = json!({ "org_id": app.owner.org_id, "email": format!("new{round}-{n}@example.com"), "role": "read" });
+            let admin = admin.key.clone();
+            async move {
+                spread(2 * n).await;
+                app.post("/organization/invites", &admin, body).await
+            }
+        }));
+        let blocks = join_all(members.iter().enumerate().map(|(n, member)| {
+            let body = json!({ "org_id": app.owner.org_id, "key_id": member.key_id });
+            let admin = admin.key.clone();
+            async move {
+                spread(2 * n + 1).await;
+                app.post("/organization/keys/block", &admin, body).await
+            }
+        }));
+        let demote = async {
+            tokio::time::sleep(stagger(round)).await;
+            let body = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "read" });
+            app.post("/organization/members", &app.owner.key, body).await.ok();
+        };
+        let (invited, blocked, ()) = tokio::join!(invites, blocks, demote);
+        let events = audit(app).await;
+        let demotion = last(&events, "member.set", &admin.user_id);
+        let by_admin_after = events[demotion..]
+            .iter()
+            .filter(|e| e.actor_key_id == Some(admin.key_id))
+            .map(|e| e.action.clone())
+            .collect::<Vec<_>>();
+        assert!(by_admin_after.is_empty(), "round {round}: after the demotion: {by_admin_after:?}");
+        for reply in invited.iter().chain(&blocked) {
+            match reply.status {
+                200 => before += 1,
+                _ => {
+                    after += 1;
+                    reply.error(403, "insufficient_permissions");
+                }
+            }
+        }
+    }
+    eprintln!("demotion race (invite, block): {} rounds, {before} before, {after} refused after", rounds());
+}
+
+#[tokio::test]
+async fn a_member_removed_while_their_invitations_are_redeemed_lets_none_in_after_the_removal() {
+    // Void invitations count as failed authentications: off, for the race's sake.
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let (mut joined, mut void) = (0, 0);
+    for round in 0..rounds() {
+        let email = format!("admin{round}@example.com");
+        let admin = app.member(&email, Role::Admin).await;
+        let mut codes = Vec::new();
+        for n in 0..RACERS / 2 {
+            let body = json!({ "org_id": app.owner.org_id, "email": format!("r{round}-{n}@example.com"), "role": "read" });
+            codes.push(
+                app.post("/organization/invites", &admin.key, body).await.ok()["invite"]["code"].clone(),
+            );
+        }
+        let redeems = join_all(codes.iter().enumerate().map(|(n, code)| async move {
+            spread(2 * n).await;
+            app.call(Method::POST, "/invites/redeem", None, Some(json!({ "code": code }))).await
+        }));
+        let remove = async {
+            tokio::time::sleep(stagger(round)).await;
+            let path = format!("/organization/members?org_id={}&user_id={}", app.owner.org_id, admin.user_id);
+            app.call(Method::DELETE, &path, Some(&app.owner.key), None).await.ok();
+        };
+        let (replies, ()) = tokio::join!(redeems, remove);
+        let events = audit(app).await;
+        let removal = last(&events, "member.remove", &admin.user_id);
+        let redeemed_after = events[removal..].iter().filter(|e| e.action == "invite.redeem").count();
+        assert_eq!(redeemed_after, 0, "round {round}: an invitation of a removed admin let someone in");
+        for reply in &replies {
+            match reply.status {
+                200 => joined += 1,
+                _ => {
+                    void += 1;
+                    reply.error(404, "invite_not_found");
+                }
+            }
+        }
+    }
+    eprintln!("removal race: {} rounds, {joined} joined before the removal, {void} void after", rounds());
+}
