@@ -39,6 +39,19 @@ pub struct KeyState {
     pub enabled: bool,
 }
 
+impl KeyState {
+    /// The calling key, if it still works at `now`: a key deleted, disabled
+    /// or expired since the request was authenticated changes nothing.
+    pub fn acting(caller: Option<&KeyState>, now: DateTime<Utc>) -> Result<&Principal, Refusal> {
+        match caller {
+            Some(key) if Liveness::of(key.enabled, key.principal.expires_at, now) == Liveness::Live => {
+                Ok(&key.principal)
+            }
+            _ => Err(Refusal::CallerRevoked),
+        }
+    }
+}
+
 /// What a change of an existing key is decided on.
 #[derive(Debug, Clone)]
 pub struct KeyWriteFacts {
@@ -90,14 +103,7 @@ pub enum KeyWrite<'a> {
 /// 6. the key as it will be is within the caller's own power
 ///    ([`Principal::may_grant`]): a new secret is a new credential too.
 pub fn may_write_key(facts: &KeyWriteFacts, write: KeyWrite<'_>) -> Result<(), Refusal> {
-    let caller = match &facts.caller {
-        Some(caller)
-            if Liveness::of(caller.enabled, caller.principal.expires_at, facts.now) == Liveness::Live =>
-        {
-            &caller.principal
-        }
-        _ => return Err(Refusal::CallerRevoked),
-    };
+    let caller = KeyState::acting(facts.caller.as_ref(), facts.now)?;
     if !caller.may_manage_keys() {
         return Err(Refusal::Forbidden);
     }

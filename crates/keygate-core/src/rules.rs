@@ -18,6 +18,8 @@
 //! | who may withdraw an invitation | [`may_withdraw_invite`] |
 //! | which other keys a key may change or rotate | [`may_manage_other_key`] |
 //! | who sets the rate limits an organization's keys share | [`may_change_shared_limits`] |
+//! | who changes an organization's settings | [`may_update_organization`] |
+//! | whether a change of an existing key commits | [`crate::key_writes::may_write_key`] |
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | who may create an organization | [`may_create_organization`] |
 //! | an organization's expiry policy | [`ExpiryPolicy::check`] |
@@ -381,6 +383,24 @@ pub fn may_manage_other_key(caller: &Principal, key: &Principal) -> Result<(), R
 /// there, its owners' too: only the owning role (`super_admin`) may.
 pub fn may_change_shared_limits(role: Role) -> Result<(), Refusal> {
     if role.actions().contains(Action::Own) { Ok(()) } else { Err(Refusal::SharedLimitsNeedOwner) }
+}
+
+/// Changing an organization's settings (`org`): an administrator there,
+/// as the calling key acts (`role`: `None` when not a member or blocked
+/// there); the rate limits its keys share (`shared_limits`), only its
+/// owning role ([`may_change_shared_limits`]).
+pub fn may_update_organization(
+    caller: &Principal,
+    role: Option<Role>,
+    org: Uuid,
+    shared_limits: bool,
+) -> Result<(), Refusal> {
+    match (caller.decide(role, Target::org(org), Action::Administer), role) {
+        (Decision::Allow, Some(role)) if shared_limits => may_change_shared_limits(role),
+        (Decision::Allow, _) => Ok(()),
+        (Decision::Forbidden, _) => Err(Refusal::NotAnAdministrator),
+        (Decision::Invisible, _) => Err(Refusal::Invisible),
+    }
 }
 
 /// Blocking a key in organization `org` by the member `actor` (their role
@@ -807,5 +827,26 @@ mod tests {
         assert!(!verify(&unscoped, nothing, None, Action::Upload));
         let elsewhere = VerifyTarget { org: Some(OTHER), app: None };
         assert!(!verify(&unscoped, elsewhere, None, Action::Read), "not a member there");
+    }
+
+    #[test]
+    fn an_organization_is_changed_by_its_administrators_and_its_shared_limits_by_its_owners() {
+        let caller = key(ME, Mode::All, None, &[]);
+        let update = |role, limits| may_update_organization(&caller, role, ORG, limits);
+        assert_eq!(update(Some(Role::Admin), false), Ok(()));
+        assert_eq!(update(Some(Role::Admin), true), Err(Refusal::SharedLimitsNeedOwner));
+        assert_eq!(update(Some(Role::SuperAdmin), true), Ok(()));
+        assert_eq!(update(Some(Role::Write), false), Err(Refusal::NotAnAdministrator));
+        assert_eq!(update(None, false), Err(Refusal::Invisible), "not a member, or blocked there");
+        let read_key = key(ME, Mode::Read, None, &[]);
+        assert_eq!(
+            may_update_organization(&read_key, Some(Role::SuperAdmin), ORG, false),
+            Err(Refusal::NotAnAdministrator)
+        );
+        let elsewhere = key(ME, Mode::All, Some(OTHER), &[]);
+        assert_eq!(
+            may_update_organization(&elsewhere, Some(Role::SuperAdmin), ORG, false),
+            Err(Refusal::Invisible)
+        );
     }
 }

@@ -16,11 +16,11 @@
 pub mod blob;
 mod change;
 mod credits;
+mod decisions;
 mod error;
 mod event;
 mod invites;
 mod key_blocks;
-mod key_writes;
 mod membership;
 mod model;
 mod params;

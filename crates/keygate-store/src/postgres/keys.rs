@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::change::{REVOKE_LINEAGE, revoke_lineage};
+use crate::decisions::decide_key_write;
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
-use crate::key_writes::decide;
 use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
 use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
@@ -110,7 +110,10 @@ impl KeyStore for PostgresStore {
         );
         let mut tx = self.pool.begin().await?;
         let edit = changes.edit();
-        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Edit(&edit), crate::now()).await?.is_none() {
+        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Edit(&edit), crate::now())
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
@@ -120,7 +123,7 @@ impl KeyStore for PostgresStore {
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool> {
         let sql = returning_keys("DELETE FROM api_keys WHERE id = $1");
         let mut tx = self.pool.begin().await?;
-        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Delete, crate::now()).await?.is_none() {
+        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Delete, crate::now()).await?.is_none() {
             return Ok(false);
         }
         let delete = sqlx::query_as(&sql).bind(id);
@@ -150,7 +153,7 @@ impl KeyStore for PostgresStore {
              WHERE id = $1 AND digest = $7",
         );
         let mut tx = self.pool.begin().await?;
-        if decide::<Postgres>(&mut tx, id, actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
+        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
             return Ok(None);
         }
         let rotation = Rotation { material: &material, current, grace_until };

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
+use crate::decisions::acting_in_org;
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::membership::USER_BY_EMAIL;
@@ -18,6 +19,7 @@ use crate::{
     Actor, AuditAction, AuthChange, Enroll, Enrollee, Enrollment, Entity, Member, Membership, OrgChanges,
     OrgStore, Organization, Result, StoreError,
 };
+use keygate_core::rules;
 
 #[async_trait]
 impl OrgStore for PostgresStore {
@@ -70,6 +72,14 @@ impl OrgStore for PostgresStore {
              updated_at = $6, ratelimits = COALESCE($7, ratelimits) WHERE id = $1 RETURNING {ORG_COLUMNS}"
         );
         let mut tx = self.pool.begin().await?;
+        match lock_org(&mut tx, id, OrgLock::Exclusive).await {
+            Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
+            locked => locked?,
+        }
+        if let Some((caller, role)) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+            let shared_limits = changes.ratelimits.is_some();
+            rules::may_update_organization(&caller, role, id, shared_limits).map_err(StoreError::Refused)?;
+        }
         let org: Option<Organization> =
             sqlx::query_as(&sql).bind(id).bind_org_changes(&changes).fetch_optional(&mut *tx).await?;
         let Some(org) = org else {

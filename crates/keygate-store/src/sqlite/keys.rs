@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::{SqliteStore, key_changed};
 use crate::change::{REVOKE_LINEAGE, change_key, revoke_lineage};
+use crate::decisions::decide_key_write;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
-use crate::key_writes::decide;
 use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
 use crate::rows::{self, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
@@ -118,7 +118,10 @@ impl KeyStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let edit = changes.edit();
-                if decide::<Sqlite>(conn, id, &actor, KeyWrite::Edit(&edit), crate::now()).await?.is_none() {
+                if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Edit(&edit), crate::now())
+                    .await?
+                    .is_none()
+                {
                     return Ok((None, vec![]));
                 }
                 let update = sqlx::query_as(&sql).bind(id).bind_key_changes(&changes);
@@ -134,7 +137,10 @@ impl KeyStore for SqliteStore {
         let deleted = self
             .write(move |conn| {
                 Box::pin(async move {
-                    if decide::<Sqlite>(conn, id, &actor, KeyWrite::Delete, crate::now()).await?.is_none() {
+                    if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Delete, crate::now())
+                        .await?
+                        .is_none()
+                    {
                         return Ok((None, vec![]));
                     }
                     let delete = sqlx::query_as(&sql).bind(id);
@@ -177,7 +183,10 @@ impl KeyStore for SqliteStore {
         let (current, actor) = (*current, *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                if decide::<Sqlite>(conn, id, &actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
+                if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Rotate, crate::now())
+                    .await?
+                    .is_none()
+                {
                     return Ok((None, vec![]));
                 }
                 let rotation = Rotation { material: &material, current: &current, grace_until };

@@ -11,6 +11,7 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, keys, stakes, user_for_email};
+use crate::decisions::acting_in_org;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::membership::USER_BY_EMAIL;
@@ -20,6 +21,7 @@ use crate::{
     Actor, AuditAction, AuthChange, Enroll, Enrollee, Enrollment, Member, Membership, OrgChanges, OrgStore,
     Organization, Result, StoreError,
 };
+use keygate_core::rules;
 
 #[async_trait]
 impl OrgStore for SqliteStore {
@@ -80,6 +82,11 @@ impl OrgStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                if let Some((caller, role)) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                    let shared_limits = changes.ratelimits.is_some();
+                    rules::may_update_organization(&caller, role, id, shared_limits)
+                        .map_err(StoreError::Refused)?;
+                }
                 let org: Option<Organization> = sqlx::query_as(&sql)
                     .bind(id)
                     .bind_org_changes(&changes)

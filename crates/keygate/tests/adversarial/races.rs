@@ -221,6 +221,46 @@ async fn an_admin_demoted_while_inviting_and_blocking_issues_nothing_after_the_d
 }
 
 #[tokio::test]
+async fn an_admin_demoted_while_changing_the_organization_changes_nothing_after_the_demotion() {
+    let app = &spawn_app().await;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let (mut before, mut after) = (0, 0);
+    for round in 0..rounds() {
+        let promote = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "admin" });
+        app.post("/organization/members", &app.owner.key, promote).await.ok();
+        let updates = join_all((0..RACERS).map(|n| {
+            let body = json!({ "org_id": app.owner.org_id, "max_apikey_expiration_days": 1 + n });
+            let admin = admin.key.clone();
+            async move {
+                spread(n).await;
+                app.put("/organization", &admin, body).await
+            }
+        }));
+        let demote = async {
+            tokio::time::sleep(stagger(round)).await;
+            let body = json!({ "org_id": app.owner.org_id, "email": "admin@example.com", "role": "write" });
+            app.post("/organization/members", &app.owner.key, body).await.ok();
+        };
+        let (replies, ()) = tokio::join!(updates, demote);
+        let events = audit(app).await;
+        let demotion = last(&events, "member.set", &admin.user_id);
+        let by_admin_after =
+            events[demotion..].iter().filter(|e| e.actor_key_id == Some(admin.key_id)).count();
+        assert_eq!(by_admin_after, 0, "round {round}: the demoted admin changed the organization");
+        for reply in &replies {
+            match reply.status {
+                200 => before += 1,
+                _ => {
+                    after += 1;
+                    reply.error(403, "insufficient_permissions");
+                }
+            }
+        }
+    }
+    eprintln!("demotion race (organization): {} rounds, {before} before, {after} refused after", rounds());
+}
+
+#[tokio::test]
 async fn a_member_removed_while_their_invitations_are_redeemed_lets_none_in_after_the_removal() {
     // Void invitations count as failed authentications: off, for the race's sake.
     let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;

@@ -1,13 +1,19 @@
-//! The facts a change of an existing key is decided on
-//! ([`keygate_core::key_writes::may_write_key`]), read by either backend in
-//! the write's own transaction, before the statement that changes the key:
-//! under SQLite's single writer nothing moves meanwhile; PostgreSQL first
-//! takes the organization's row `FOR SHARE` (membership, block and policy
-//! changes take it exclusively) and then both keys `FOR UPDATE`, in id
-//! order, so that two writes on each other's keys cannot deadlock.
+//! The facts a write is decided on, read by either backend in the write's
+//! own transaction, before the statement that changes anything: under
+//! SQLite's single writer nothing moves meanwhile; PostgreSQL locks first.
+//!
+//! - A change of an existing key ([`keygate_core::key_writes::may_write_key`]):
+//!   the organization's row `FOR SHARE` (membership, block and policy changes
+//!   take it exclusively), then both keys `FOR UPDATE`, in id order, so that
+//!   two writes on each other's keys cannot deadlock.
+//! - A change of an organization's settings
+//!   ([`keygate_core::rules::may_update_organization`]): the calling key and
+//!   its role there as it acts, read after the caller locked the organization.
 
 use chrono::{DateTime, Utc};
+use keygate_core::authz::Principal;
 use keygate_core::key_writes::{KeyState, KeyWrite, KeyWriteFacts, may_write_key};
+use keygate_core::{Refusal, Role};
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
@@ -46,7 +52,7 @@ pub(crate) struct OrgFacts {
 /// Decides `write` of key `id` by `actor` in the transaction on `conn`,
 /// returning the key as it stands. `Ok(None)`: no such key. The operator
 /// (an actor without a key) is bound by no rule here.
-pub(crate) async fn decide<DB>(
+pub(crate) async fn decide_key_write<DB>(
     conn: &mut DB::Connection,
     id: i64,
     actor: &Actor,
@@ -116,4 +122,45 @@ where
     let facts = KeyWriteFacts { caller, caller_role, key: key.principal(), owner_role, policy, now };
     may_write_key(&facts, write).map_err(StoreError::Refused)?;
     Ok(Some(key))
+}
+
+#[derive(FromRow)]
+pub(crate) struct ActingRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    role: Option<String>,
+}
+
+/// The calling key of `actor`, if it still works at `now`, with its
+/// owner's role in `org` as that key acts there (`None`: not a member, or
+/// the key is blocked there). `Ok(None)` for the operator, whom no rule
+/// binds; [`Refusal::CallerRevoked`](keygate_core::Refusal::CallerRevoked)
+/// for a key gone meanwhile.
+pub(crate) async fn acting_in_org<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Option<(Principal, Option<Role>)>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> ActingRow: FromRow<'r, DB::Row>,
+{
+    let Some(key_id) = actor.key_id else { return Ok(None) };
+    let sql = format!(
+        "SELECT {KEY_COLUMNS}, (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id \
+         AND NOT EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1)) AS role \
+         FROM api_keys WHERE id = $1"
+    );
+    let row: Option<ActingRow> =
+        sqlx::query_as(&sql).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
+    let key = ApiKeyRecord::try_from(row.key)?;
+    let state = KeyState { principal: key.principal(), enabled: key.enabled };
+    KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
+    Ok(Some((state.principal, row.role.as_deref().map(role).transpose()?)))
 }
