@@ -23,6 +23,7 @@ mod invites;
 mod key_blocks;
 mod membership;
 mod model;
+mod outage;
 mod params;
 #[cfg(feature = "postgres")]
 pub mod postgres;

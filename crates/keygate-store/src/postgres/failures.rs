@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool};
 use uuid::Uuid;
 
-use crate::{FailureFeed, Result, redact_credentials};
+use crate::outage::Outage;
+use crate::{FailureFeed, Result};
 
 /// Where failures are announced: `<replica>|<client>|<unix milliseconds>|<row id>`.
 const CHANNEL: &str = "keygate_failures";
@@ -74,6 +75,11 @@ pub(super) async fn listen(
     replica: Uuid,
     window: Duration,
 ) {
+    let mut outage = Outage::new(
+        "cannot follow other replicas' failed authentications",
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+    );
     loop {
         let subscribed = async {
             let mut listener = PgListener::connect_with(&listen_pool).await?;
@@ -84,8 +90,7 @@ pub(super) async fn listen(
         let mut listener = match subscribed.await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(error = %redact_credentials(&error.to_string()), "cannot listen for other replicas' failed authentications");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(outage.failed(&error)).await;
                 continue;
             }
         };
@@ -97,11 +102,11 @@ pub(super) async fn listen(
                 feed.reload(failures);
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot read other replicas' failed authentications");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(outage.failed(&error)).await;
                 continue;
             }
         }
+        outage.recovered();
         loop {
             match tokio::time::timeout(RELOAD_EVERY, listener.try_recv()).await {
                 Ok(Ok(Some(notification))) => {

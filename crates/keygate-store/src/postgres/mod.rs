@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::change::ChangeFeed;
 use crate::membership::Stakes;
+use crate::outage::Outage;
 use crate::{AuthCache, AuthChange, Entity, PoolUse, Result, Store, StoreError, redact_credentials};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -196,6 +197,8 @@ impl Store for PostgresStore {
 /// lost or silent subscription distrusts the cache until the next one.
 async fn listen(pool: PgPool, cache: Arc<dyn AuthCache>, replica: Uuid, base: Instant) {
     let own_ping = format!("ping:{replica}:");
+    let mut outage =
+        Outage::new("cannot listen for key changes; not trusting the cache", HEARTBEAT, SILENCE * 4);
     loop {
         cache.distrust();
         let subscribed = async {
@@ -207,12 +210,15 @@ async fn listen(pool: PgPool, cache: Arc<dyn AuthCache>, replica: Uuid, base: In
         let mut listener = match tokio::time::timeout(SILENCE, subscribed).await {
             Ok(Ok(listener)) => listener,
             Ok(Err(error)) => {
-                tracing::warn!(error = %redact_credentials(&error.to_string()), "cannot listen for key changes; not trusting the cache");
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(outage.failed(&error)).await;
                 continue;
             }
-            Err(_) => continue,
+            Err(_) => {
+                tokio::time::sleep(outage.failed(&"no answer in time")).await;
+                continue;
+            }
         };
+        outage.recovered();
         let subscribed_at = Instant::now();
         cache.flush();
         cache.confirmed(subscribed_at);

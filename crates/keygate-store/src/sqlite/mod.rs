@@ -37,6 +37,7 @@ use uuid::Uuid;
 use crate::change::ChangeFeed;
 use crate::error::Entity;
 use crate::membership::Stakes;
+use crate::outage::Outage;
 use crate::{Access, ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
 use file::{DatabaseFile, ServeLock};
 use writer::{BoxFuture, Writer, Written};
@@ -184,17 +185,22 @@ impl Store for SqliteStore {
 /// moved (this process's own changes included, already invalidated
 /// precisely; usage and audit writes leave it alone). Each read confirms
 /// the cache; until the first, and after an error, the cache is not
-/// trusted.
+/// trusted; a watcher that cannot read waits longer each time
+/// ([`Outage`]).
 async fn watch(options: SqliteConnectOptions, cache: Arc<dyn AuthCache>) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outage = Outage::new(
+        "cannot watch the database for changes; not trusting the cache",
+        POLL,
+        Duration::from_secs(10),
+    );
     loop {
         cache.distrust();
         let mut conn: SqliteConnection = match sqlx::Connection::connect_with(&options).await {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(%error, "cannot watch the database for changes; not trusting the cache");
-                tick.tick().await;
+                tokio::time::sleep(outage.failed(&error)).await;
                 continue;
             }
         };
@@ -205,10 +211,11 @@ async fn watch(options: SqliteConnectOptions, cache: Arc<dyn AuthCache>) {
             let version = match epoch.fetch_one(&mut conn).await {
                 Ok(version) => version,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot watch the database for changes; not trusting the cache");
+                    tokio::time::sleep(outage.failed(&error)).await;
                     break;
                 }
             };
+            outage.recovered();
             if seen != Some(version) {
                 cache.flush();
                 seen = Some(version);
