@@ -19,6 +19,7 @@
 //! | which other keys a key may change or rotate | [`may_manage_other_key`] |
 //! | who sets the rate limits an organization's keys share | [`may_change_shared_limits`] |
 //! | who changes an organization's settings | [`may_update_organization`] |
+//! | who deletes an organization | [`may_delete_organization`] |
 //! | whether a change of an existing key commits | [`crate::key_writes::may_write_key`] |
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | who may create an organization | [`may_create_organization`] |
@@ -400,6 +401,16 @@ pub fn may_update_organization(
         (Decision::Allow, _) => Ok(()),
         (Decision::Forbidden, _) => Err(Refusal::NotAnAdministrator),
         (Decision::Invisible, _) => Err(Refusal::Invisible),
+    }
+}
+
+/// Deleting an organization, with everything it holds: its owning role
+/// only (`super_admin`), as the calling key acts there.
+pub fn may_delete_organization(caller: &Principal, role: Option<Role>, org: Uuid) -> Result<(), Refusal> {
+    match caller.decide(role, Target::org(org), Action::Own) {
+        Decision::Allow => Ok(()),
+        Decision::Forbidden => Err(Refusal::Forbidden),
+        Decision::Invisible => Err(Refusal::Invisible),
     }
 }
 
@@ -848,5 +859,15 @@ mod tests {
             may_update_organization(&elsewhere, Some(Role::SuperAdmin), ORG, false),
             Err(Refusal::Invisible)
         );
+    }
+
+    #[test]
+    fn only_an_owner_deletes_an_organization() {
+        let caller = key(ME, Mode::All, None, &[]);
+        assert_eq!(may_delete_organization(&caller, Some(Role::SuperAdmin), ORG), Ok(()));
+        assert_eq!(may_delete_organization(&caller, Some(Role::Admin), ORG), Err(Refusal::Forbidden));
+        assert_eq!(may_delete_organization(&caller, None, ORG), Err(Refusal::Invisible));
+        let write_key = key(ME, Mode::Write, None, &[]);
+        assert_eq!(may_delete_organization(&write_key, Some(Role::SuperAdmin), ORG), Err(Refusal::Forbidden));
     }
 }

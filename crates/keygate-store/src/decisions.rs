@@ -164,3 +164,30 @@ where
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
     Ok(Some((state.principal, row.role.as_deref().map(role).transpose()?)))
 }
+
+/// What an organization holds, read just before it is deleted, as the
+/// instance's log keeps it: `$1` the organization.
+pub(crate) const HOLDINGS: &str = "SELECT name, \
+    (SELECT COUNT(*) FROM memberships WHERE org_id = $1) AS members, \
+    (SELECT COUNT(*) FROM api_keys WHERE org_id = $1) AS keys, \
+    (SELECT COUNT(*) FROM apps WHERE org_id = $1) AS apps, \
+    (SELECT COUNT(*) FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = $1) AS bundles \
+    FROM organizations WHERE id = $1";
+
+/// What [`HOLDINGS`] read.
+#[derive(FromRow)]
+pub(crate) struct Holdings {
+    pub(crate) name: String,
+    pub(crate) members: i64,
+    pub(crate) keys: i64,
+    pub(crate) apps: i64,
+    pub(crate) bundles: i64,
+}
+
+impl Holdings {
+    pub(crate) fn detail(&self) -> String {
+        let Self { name, members, keys, apps, bundles } = self;
+        serde_json::json!({ "name": name, "members": members, "keys": keys, "apps": apps, "bundles": bundles })
+            .to_string()
+    }
+}

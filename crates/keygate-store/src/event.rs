@@ -90,3 +90,30 @@ impl Event {
             .bind(self.ip)
     }
 }
+
+/// Writes `event` to the instance's log, with its `detail` (JSON): the
+/// record of what outlives its organization. Same statement on every backend.
+pub(crate) async fn log_instance<'q, DB>(
+    conn: &'q mut DB::Connection,
+    event: Event,
+    detail: Option<String>,
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DateTime<Utc>: Param<'q, DB>,
+    &'q str: Param<'q, DB>,
+    Option<Uuid>: Param<'q, DB>,
+    Option<i64>: Param<'q, DB>,
+    String: Param<'q, DB>,
+    Option<String>: Param<'q, DB>,
+{
+    let insert = sqlx::query(
+        "INSERT INTO instance_events \
+         (at, action, actor_user_id, actor_key_id, target_type, target_id, ip, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    );
+    event.bind(insert).bind(detail).execute(conn).await.map_err(crate::error::audit_error)?;
+    Ok(())
+}

@@ -147,8 +147,11 @@ pub trait OrgStore: Send + Sync {
         actor: &Actor,
     ) -> Result<Option<Organization>>;
     /// Deletes the organization with its memberships, scoped keys, apps,
-    /// bundles and audit log; returns the blob keys of the deleted bundles.
-    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>>;
+    /// bundles and audit log, if [`keygate_core::rules::may_delete_organization`]
+    /// lets `actor` (as its key acts there, read in the same transaction);
+    /// leaves `organization.delete` in the instance's log, with what it
+    /// held; returns the blob keys of the deleted bundles.
+    async fn delete_organization(&self, id: Uuid, actor: &Actor) -> Result<Option<Vec<String>>>;
     /// The user's role in the organization, `None` when not a member.
     async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>>;
     /// Every organization the user belongs to, with their role, oldest first.
@@ -261,6 +264,9 @@ pub trait AuditStore: Send + Sync {
     /// An organization's audit log, newest first: at most `limit` events,
     /// older than the event `before` when given.
     async fn audit_events(&self, org_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>>;
+    /// The instance's own log (users created, organizations deleted),
+    /// newest first, as [`AuditStore::audit_events`] pages.
+    async fn instance_events(&self, before: Option<i64>, limit: i64) -> Result<Vec<InstanceEvent>>;
 }
 
 /// Everything keygate keeps. The HTTP layer and the CLI see only this; a

@@ -444,6 +444,10 @@ pub enum AuditAction {
     /// A member's unscoped key stopped from acting in the organization.
     ApiKeyBlock,
     ApiKeyUnblock,
+    /// In the instance's log: a new account.
+    UserCreate,
+    /// In the instance's log: an organization and everything it held.
+    OrganizationDelete,
 }
 
 impl AuditAction {
@@ -470,6 +474,8 @@ impl AuditAction {
             InviteRedeem => "invite.redeem",
             ApiKeyBlock => "apikey.block",
             ApiKeyUnblock => "apikey.unblock",
+            UserCreate => "user.create",
+            OrganizationDelete => "organization.delete",
         }
     }
 
@@ -479,7 +485,8 @@ impl AuditAction {
         match self {
             ApiKeyCreate | ApiKeyUpdate | ApiKeyDelete | ApiKeyRotate | ApiKeyRevoke | ApiKeyBlock
             | ApiKeyUnblock => "apikey",
-            OrganizationCreate | OrganizationUpdate => "organization",
+            OrganizationCreate | OrganizationUpdate | OrganizationDelete => "organization",
+            UserCreate => "user",
             MemberSet | MemberRemove => "member",
             AppCreate | AppUpdate | AppDelete => "app",
             BundleUpload | BundleDelete => "bundle",
@@ -546,6 +553,17 @@ pub struct DigestMatch {
     /// The end of the grace period when the digest matched the previous
     /// secret; `None` when it matched the current one.
     pub valid_until: Option<DateTime<Utc>>,
+}
+
+/// An event of the instance's own log ([`crate::AuditStore::instance_events`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InstanceEvent {
+    #[sqlx(flatten)]
+    pub event: AuditEvent,
+    /// What the event leaves on record, as JSON: for a deleted
+    /// organization, its name and how many members, keys, apps and bundles
+    /// it held.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

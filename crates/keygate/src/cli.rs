@@ -31,6 +31,10 @@ enum Command {
     /// Manage users (on the database directly, as the operator).
     #[command(subcommand)]
     User(UserCommand),
+    /// The instance's own log, newest first, one JSON object per line:
+    /// accounts created and organizations deleted (with who deleted them,
+    /// from where, and what they held), which outlive every organization's log.
+    Audit(AuditArgs),
     /// API keys on a keygate server (KEYGATE_URL; your key from KEYGATE_KEY or a prompt).
     Key {
         #[command(flatten)]
@@ -166,6 +170,18 @@ struct BootstrapArgs {
     database: DatabaseArg,
 }
 
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// How many events to print.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    limit: i64,
+    /// Only events older than this one (an `id` printed before): the next page.
+    #[arg(long)]
+    before: Option<i64>,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Add a user to an organization, or change their role; with --issue-key, also issue them an unscoped `all` key.
@@ -272,6 +288,28 @@ async fn execute(command: Command) -> Result<(), String> {
         | Command::Member { .. }
         | Command::Invite { .. }
         | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
+        Command::Audit(args) => {
+            let store = open(&args.database.url, Access::Existing).await?;
+            let events = store.instance_events(args.before, args.limit).await;
+            store.close().await;
+            for record in events.map_err(|e| e.to_string())? {
+                let event = &record.event;
+                let detail =
+                    record.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+                print_json(&serde_json::json!({
+                    "id": event.id,
+                    "at": event.at,
+                    "action": event.action,
+                    "actor_user_id": event.actor_user_id,
+                    "actor_key_id": event.actor_key_id,
+                    "target_type": event.target_type,
+                    "target_id": event.target_id,
+                    "ip": event.ip,
+                    "detail": detail,
+                }))?;
+            }
+            Ok(())
+        }
         Command::User(UserCommand::Add(args)) => {
             let store = open(&args.database.url, Access::Existing).await?;
             if args.issue_key {

@@ -130,6 +130,30 @@ fn bootstrap_prints_one_json_object_and_can_onboard_more_tenants() {
 }
 
 #[test]
+fn audit_prints_the_instances_own_log_one_json_object_per_line_newest_first() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let org = owner["org_id"].as_str().expect("org");
+    let member = work.json(&["user", "add", "--email", "dev@example.com", "--org", org, "--role", "write"]);
+    let out = work.run(&["audit"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let created: Vec<&Value> = events.iter().map(|e| &e["target_id"]).collect();
+    assert_eq!(created, [&member["user_id"], &owner["user_id"]], "newest first: {events:?}");
+    assert!(events.iter().all(|e| e["action"] == "user.create" && e["actor_user_id"].is_null()));
+    // Paged: older than the newest.
+    let older = work.run(&["audit", "--before", &events[0]["id"].to_string(), "--limit", "5"]);
+    assert_eq!(String::from_utf8(older.stdout).expect("utf-8").lines().count(), 1);
+    // The email is never on record: the user's id is.
+    let all = serde_json::to_string(&events).expect("json");
+    assert!(!all.contains("example.com"), "{all}");
+}
+
+#[test]
 fn user_add_enrolls_a_member_and_issues_a_key_only_when_asked() {
     let work = Workdir::new();
     let owner = work.bootstrap("owner@example.com", "Acme");

@@ -9,7 +9,7 @@ use super::PostgresStore;
 use crate::error::audit_error;
 use crate::event::{AuditLog, Event};
 use crate::rows::AUDIT_COLUMNS;
-use crate::{ApiKeyRecord, AuditEvent, AuditStore, AuthChange, Result};
+use crate::{ApiKeyRecord, AuditEvent, AuditStore, AuthChange, InstanceEvent, Result};
 
 #[async_trait]
 impl AuditStore for PostgresStore {
@@ -20,6 +20,14 @@ impl AuditStore for PostgresStore {
         );
         let page = sqlx::query_as::<_, AuditEvent>(&sql).bind(org_id).bind(before).bind(limit);
         Ok(page.fetch_all(&self.pool).await?)
+    }
+
+    async fn instance_events(&self, before: Option<i64>, limit: i64) -> Result<Vec<InstanceEvent>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, detail FROM instance_events WHERE ($1::BIGINT IS NULL OR id < $1) \
+             ORDER BY id DESC LIMIT $2"
+        );
+        Ok(sqlx::query_as(&sql).bind(before).bind(limit).fetch_all(&self.pool).await?)
     }
 }
 

@@ -131,6 +131,12 @@ impl InviteStore for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| crate::error::write_error(e, Entity::User, Entity::User))?;
+                let created = Event::new(
+                    AuditAction::UserCreate,
+                    user_id,
+                    &Actor { ip: redeemer.ip, ..Actor::OPERATOR },
+                );
+                crate::event::log_instance::<Postgres>(&mut *tx, created, None).await?;
                 user_id
             }
         };

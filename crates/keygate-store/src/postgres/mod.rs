@@ -337,15 +337,21 @@ async fn stakes(
 /// in a statement of its own: of two changes naming one new email at once,
 /// the second waits for the first's insert and then reads its user.
 async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> {
-    sqlx::query(
+    let id = Uuid::now_v7();
+    let created = sqlx::query(
         "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(email.as_str())
     .bind(crate::now())
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+    if created.rows_affected() == 1 {
+        let event = crate::event::Event::new(crate::AuditAction::UserCreate, id, &crate::Actor::OPERATOR);
+        crate::event::log_instance::<sqlx::Postgres>(conn, event, None).await?;
+        return Ok(id);
+    }
+    Ok(sqlx::query_scalar(crate::membership::USER_BY_EMAIL)
         .bind(email.as_str())
         .fetch_one(&mut *conn)
         .await?)

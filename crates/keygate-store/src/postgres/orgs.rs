@@ -9,9 +9,9 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
-use crate::decisions::acting_in_org;
+use crate::decisions::{HOLDINGS, Holdings, acting_in_org};
 use crate::error::write_error;
-use crate::event::{AuditLog, Event};
+use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
 use crate::params::BindModel;
 use crate::rows::{MemberRow, MembershipRow, ORG_COLUMNS, select};
@@ -92,7 +92,7 @@ impl OrgStore for PostgresStore {
         Ok(Some(org))
     }
 
-    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>> {
+    async fn delete_organization(&self, id: Uuid, actor: &Actor) -> Result<Option<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
         // The organization's row (which keeps out new apps, see create_app),
         // then its apps' rows (which keeps out new bundles), so that every
@@ -101,12 +101,18 @@ impl OrgStore for PostgresStore {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
+        if let Some((caller, role)) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+            rules::may_delete_organization(&caller, role, id).map_err(StoreError::Refused)?;
+        }
         sqlx::query("SELECT app_id FROM apps WHERE org_id = $1 ORDER BY app_id FOR UPDATE")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        // Apps, memberships, scoped keys and the audit log go by ON DELETE
-        // CASCADE; so no event is written.
+        let holdings: Holdings = sqlx::query_as(HOLDINGS).bind(id).fetch_one(&mut *tx).await?;
+        let event = Event::new(AuditAction::OrganizationDelete, id, actor);
+        log_instance::<Postgres>(&mut tx, event, Some(holdings.detail())).await?;
+        // Apps, memberships, scoped keys and the organization's audit log
+        // go by ON DELETE CASCADE; the instance's log keeps the deletion.
         let blobs: Vec<String> = sqlx::query_scalar(
             "WITH blobs AS ( \
                  DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \

@@ -9,7 +9,7 @@ use super::SqliteStore;
 use crate::error::audit_error;
 use crate::event::{AuditLog, Event};
 use crate::rows::AUDIT_COLUMNS;
-use crate::{ApiKeyRecord, AuditEvent, AuditStore, Result};
+use crate::{ApiKeyRecord, AuditEvent, AuditStore, InstanceEvent, Result};
 
 #[async_trait]
 impl AuditStore for SqliteStore {
@@ -19,6 +19,14 @@ impl AuditStore for SqliteStore {
              ORDER BY id DESC LIMIT $3"
         );
         Ok(sqlx::query_as(&sql).bind(org_id).bind(before).bind(limit).fetch_all(&self.reader).await?)
+    }
+
+    async fn instance_events(&self, before: Option<i64>, limit: i64) -> Result<Vec<InstanceEvent>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, detail FROM instance_events WHERE ($1 IS NULL OR id < $1) \
+             ORDER BY id DESC LIMIT $2"
+        );
+        Ok(sqlx::query_as(&sql).bind(before).bind(limit).fetch_all(&self.reader).await?)
     }
 }
 

@@ -140,6 +140,12 @@ impl InviteStore for SqliteStore {
                             .bind(crate::now())
                             .execute(&mut *conn)
                             .await?;
+                        let created = Event::new(
+                            AuditAction::UserCreate,
+                            user_id,
+                            &Actor { ip: redeemer.ip, ..Actor::OPERATOR },
+                        );
+                        crate::event::log_instance::<Sqlite>(&mut *conn, created, None).await?;
                         user_id
                     }
                 };

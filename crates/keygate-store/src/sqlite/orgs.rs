@@ -11,9 +11,9 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, keys, stakes, user_for_email};
-use crate::decisions::acting_in_org;
+use crate::decisions::{HOLDINGS, Holdings, acting_in_org};
 use crate::error::{Entity, write_error};
-use crate::event::{AuditLog, Event};
+use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
 use crate::params::BindModel;
 use crate::rows::{self, MemberRow, MembershipRow, ORG_COLUMNS, select};
@@ -82,6 +82,13 @@ impl OrgStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if exists.is_none() {
+                    return Ok((None, vec![]));
+                }
                 if let Some((caller, role)) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
                     let shared_limits = changes.ratelimits.is_some();
                     rules::may_update_organization(&caller, role, id, shared_limits)
@@ -106,9 +113,18 @@ impl OrgStore for SqliteStore {
         .await
     }
 
-    async fn delete_organization(&self, id: Uuid) -> Result<Option<Vec<String>>> {
+    async fn delete_organization(&self, id: Uuid, actor: &Actor) -> Result<Option<Vec<String>>> {
+        let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                let holdings: Option<Holdings> =
+                    sqlx::query_as(HOLDINGS).bind(id).fetch_optional(&mut *conn).await?;
+                let Some(holdings) = holdings else { return Ok((None, vec![])) };
+                if let Some((caller, role)) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                    rules::may_delete_organization(&caller, role, id).map_err(StoreError::Refused)?;
+                }
+                let event = Event::new(AuditAction::OrganizationDelete, id, &actor);
+                log_instance::<Sqlite>(conn, event, Some(holdings.detail())).await?;
                 let blobs: Vec<String> = sqlx::query_scalar(
                     "DELETE FROM bundles WHERE app_id IN (SELECT app_id FROM apps WHERE org_id = $1) \
                      RETURNING blob_key",
@@ -116,8 +132,9 @@ impl OrgStore for SqliteStore {
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await?;
-                // Apps, memberships, scoped keys and the audit log go by ON
-                // DELETE CASCADE; so no event is written.
+                // Apps, memberships, scoped keys and the organization's
+                // audit log go by ON DELETE CASCADE; the instance's log keeps
+                // the deletion.
                 let deleted = sqlx::query("DELETE FROM organizations WHERE id = $1")
                     .bind(id)
                     .execute(&mut *conn)

@@ -143,9 +143,23 @@ async fn every_write_records_exactly_its_audit_event() {
     let page = store.audit_events(a, Some(newest[1].id), 2).await.expect("page");
     assert_eq!(page, newest[2..4]);
 
-    // Deleting an organization logs nothing; its own log goes with it.
-    assert!(store.delete_organization(c).await.expect("delete").is_some());
+    // Deleting an organization takes its own log with it; the instance's
+    // log keeps who deleted it and what it held.
+    assert!(store.delete_organization(c, actor).await.expect("delete").is_some());
     assert!(log_of(store, c).await.is_empty());
+    let deleted = store.instance_events(None, 10).await.expect("instance log");
+    let record = deleted.iter().find(|e| e.event.action == "organization.delete").expect("recorded");
+    assert_eq!(
+        (record.event.target_id.clone(), record.event.actor_user_id, record.event.actor_key_id),
+        (c.to_string(), actor.user_id, actor.key_id)
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(record.detail.as_deref().expect("detail")).expect("json");
+    assert_eq!(detail["members"], 1, "{detail}");
+    assert!(detail["name"].is_string(), "{detail}");
+    // Every account created is on record too.
+    let users = deleted.iter().filter(|e| e.event.action == "user.create").count();
+    assert!(users >= 1, "{deleted:?}");
     assert_eq!(log_of(store, a).await, in_a);
     assert_eq!(log_of(store, b).await, in_b);
 }
@@ -279,7 +293,7 @@ async fn changes_to_authentication_are_announced_after_commit() {
     expect(AuthChange::Member { org_id: a, user_id: newbie.expect("enroll").user_id });
     store.delete_app(&app, actor).await.expect("delete").expect("exists");
     expect(AuthChange::App { app_id: app.clone() });
-    store.delete_organization(other).await.expect("delete").expect("exists");
+    store.delete_organization(other, OP).await.expect("delete").expect("exists");
     expect(AuthChange::Organization { org_id: other });
 
     // Refused, or nothing to change: nothing announced.
@@ -298,6 +312,6 @@ async fn changes_to_authentication_are_announced_after_commit() {
     assert!(!store.delete_key(key.id, actor).await.expect("delete"));
     assert!(!store.remove_member(a, Uuid::new_v4(), actor).await.expect("remove"));
     assert_eq!(store.delete_app(&app, actor).await.expect("delete"), None);
-    assert_eq!(store.delete_organization(other).await.expect("delete"), None);
+    assert_eq!(store.delete_organization(other, OP).await.expect("delete"), None);
     assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
 }

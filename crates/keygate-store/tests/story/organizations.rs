@@ -173,7 +173,7 @@ async fn deleting_an_app_or_an_organization_hands_back_its_blob_keys() {
     let mut blobs = store.delete_app(&app_id("com.example.b"), actor).await.expect("delete").expect("exists");
     blobs.sort();
     assert_eq!(blobs, ["blobs/com.example.b/1.0.0", "blobs/com.example.b/1.1.0"]);
-    let mut blobs = store.delete_organization(a).await.expect("delete").expect("exists");
+    let mut blobs = store.delete_organization(a, OP).await.expect("delete").expect("exists");
     blobs.sort();
     assert_eq!(blobs, ["blobs/com.example.a/1.0.0", "blobs/com.example.a/1.1.0"]);
     assert_eq!(store.app(&app_id("com.example.a")).await.expect("app"), None);

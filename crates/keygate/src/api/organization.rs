@@ -308,7 +308,11 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Own, ApiError::org_not_found).await?;
-    let blobs = state.store.delete_organization(org_id).await?.ok_or_else(ApiError::org_not_found)?;
+    let blobs = state
+        .store
+        .delete_organization(org_id, &caller.actor())
+        .await?
+        .ok_or_else(ApiError::org_not_found)?;
     state.blobs.remove(&blobs).await;
     tracing::info!(%org_id, bundles = blobs.len(), "organization deleted");
     Ok(Json(SUCCESS))
