@@ -240,6 +240,10 @@ pub struct Principal {
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether the key has rate limits or credits of its own.
     pub limited: bool,
+    /// Presented by its previous secret, inside a rotation's grace period:
+    /// it keeps acting, but manages no keys and administers nothing, so a
+    /// secret on its way out never outlives itself.
+    pub retiring: bool,
 }
 
 /// What a key management request asks to hand out.
@@ -260,6 +264,11 @@ impl Principal {
         let Some(role) = role else {
             return Decision::Invisible;
         };
+        // Administering reaches other members and their keys: only a key
+        // free to mint one may, or its restraints would not bind it.
+        if matches!(action, Action::Administer | Action::Own) && !self.may_mint() {
+            return Decision::Forbidden;
+        }
         match target.app {
             Some(app) if !self.scope.contains_app(app) => return Decision::Invisible,
             // An app-limited key only reads at organization level: creating
@@ -279,7 +288,7 @@ impl Principal {
     /// Key management (listing, creating, changing, deleting keys) needs a
     /// key of mode `all`, whatever the role.
     pub fn may_manage_keys(&self) -> bool {
-        self.mode == Mode::All
+        self.mode == Mode::All && !self.retiring
     }
 
     /// Whether this key may create keys: only one that nothing restrains
@@ -308,7 +317,15 @@ mod tests {
     use super::*;
 
     fn principal(mode: Mode, scope: Scope) -> Principal {
-        Principal { key_id: 1, user_id: Uuid::nil(), mode, scope, expires_at: None, limited: false }
+        Principal {
+            key_id: 1,
+            user_id: Uuid::nil(),
+            mode,
+            scope,
+            expires_at: None,
+            limited: false,
+            retiring: false,
+        }
     }
 
     fn app(s: &str) -> AppId {
@@ -328,6 +345,34 @@ mod tests {
         for role in Role::ALL {
             assert!(!role.outranks(role), "nobody outranks their equal");
         }
+    }
+
+    #[test]
+    fn only_a_key_free_to_mint_administers_or_owns() {
+        let org = Uuid::from_u128(1);
+        let free = principal(Mode::All, Scope { org: Some(org), apps: vec![] });
+        let target = Target::org(org);
+        for restrained in [
+            Principal { limited: true, ..free.clone() },
+            Principal { retiring: true, ..free.clone() },
+            principal(Mode::All, Scope { org: Some(org), apps: vec![app("com.example.a")] }),
+        ] {
+            for action in [Action::Administer, Action::Own] {
+                assert_eq!(
+                    restrained.decide(Some(Role::SuperAdmin), target, action),
+                    Decision::Forbidden,
+                    "{restrained:?}"
+                );
+            }
+        }
+        let limited = Principal { limited: true, ..free.clone() };
+        assert_eq!(
+            limited.decide(Some(Role::SuperAdmin), target, Action::Write),
+            Decision::Allow,
+            "it still acts"
+        );
+        assert_eq!(free.decide(Some(Role::SuperAdmin), target, Action::Own), Decision::Allow);
+        assert!(!Principal { retiring: true, ..free }.may_manage_keys(), "a secret in its grace period");
     }
 
     #[test]

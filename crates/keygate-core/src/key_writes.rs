@@ -130,7 +130,7 @@ pub fn may_write_key(facts: &KeyWriteFacts, write: KeyWrite<'_>) -> Result<(), R
                 policy.check(expires_at, facts.now).map_err(Refusal::ExpiryPolicy)?;
             }
             if edit.limits {
-                rules::may_change_limits(caller, key, admin)?;
+                rules::may_change_limits(caller, facts.caller_role, key, admin)?;
             }
             let apps = edit.apps.clone().unwrap_or_else(|| key.scope.apps.clone());
             within_caller(
@@ -141,6 +141,31 @@ pub fn may_write_key(facts: &KeyWriteFacts, write: KeyWrite<'_>) -> Result<(), R
             )
         }
     }
+}
+
+/// Whether the calling key (`caller`, as it stands now) may create a key
+/// of `grant` in `org`, where it acts with `role` (`None`: not a member, or
+/// blocked there) under the organization's `policy`: a live, unrestrained
+/// key of mode `all` ([`Principal::may_mint`]), a member there, handing
+/// out nothing beyond itself, within the policy (reported first).
+pub fn may_create_key(
+    caller: Option<&KeyState>,
+    role: Option<Role>,
+    grant: &Grant<'_>,
+    policy: ExpiryPolicy,
+    now: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    let caller = KeyState::acting(caller, now)?;
+    if !caller.may_manage_keys() {
+        return Err(Refusal::Forbidden);
+    }
+    if !caller.may_mint() {
+        return Err(Refusal::RestrainedKey);
+    }
+    let org = grant.scope.org.ok_or(Refusal::Invisible)?;
+    rules::key_management_role(caller, org, role)?;
+    policy.check(grant.expires_at, now).map_err(Refusal::ExpiryPolicy)?;
+    if caller.may_grant(grant) { Ok(()) } else { Err(Refusal::Forbidden) }
 }
 
 /// A scoped key is changed only by a member there who outranks its owner,
@@ -191,6 +216,7 @@ mod tests {
             scope: Scope { org, apps: vec![] },
             expires_at: None,
             limited: false,
+            retiring: false,
         }
     }
 
@@ -367,7 +393,21 @@ mod tests {
                 Err(Refusal::UnscopedLimits),
             ),
             (
-                "a restrained key changes no other key",
+                "a restrained key changes no other key of its owner",
+                KeyWriteFacts {
+                    caller: facts().caller.map(|mut c| {
+                        c.principal.limited = true;
+                        c
+                    }),
+                    key: principal(2, ME, Mode::Read, Some(ORG)),
+                    ..facts()
+                },
+                edit(|e| e.mode = Some(Mode::Write)),
+                None,
+                Err(Refusal::RestrainedKey),
+            ),
+            (
+                "a restrained key administers nothing: another member's keys are out of its sight",
                 KeyWriteFacts {
                     caller: facts().caller.map(|mut c| {
                         c.principal.limited = true;
@@ -375,9 +415,9 @@ mod tests {
                     }),
                     ..facts()
                 },
-                edit(|e| e.mode = Some(Mode::Write)),
-                None,
-                Err(Refusal::RestrainedKey),
+                KeyEdit::default(),
+                Some(KeyWrite::Delete),
+                Err(Refusal::KeyNotFound),
             ),
             (
                 "nothing outlives the caller",

@@ -182,10 +182,13 @@ pub fn may_rotate_key(caller: &Principal, key: &Principal) -> Result<(), Refusal
 /// Changing what a key may spend (enabled, rate limits, credits): an
 /// unrestrained key ([`Principal::may_mint`]) of someone who administers
 /// the key's organization (`admin_in_key_org`), never the key itself, never
-/// an unscoped key (its limits are the operator's). Whom the caller may
-/// reach is [`may_change_key`].
+/// an unscoped key (its limits are the operator's), and on one's own keys
+/// only from the owning role (`caller_role`): below it, limits were set
+/// from above and are not the owner's to lift. Whom the caller may reach
+/// is [`may_change_key`].
 pub fn may_change_limits(
     caller: &Principal,
+    caller_role: Option<Role>,
     key: &Principal,
     admin_in_key_org: Decision,
 ) -> Result<(), Refusal> {
@@ -200,6 +203,9 @@ pub fn may_change_limits(
     }
     if !admin_in_key_org.is_allowed() {
         return Err(Refusal::LimitsNeedAdministrator);
+    }
+    if key.user_id == caller.user_id && caller_role != Some(Role::SuperAdmin) {
+        return Err(Refusal::OwnLimits);
     }
     Ok(())
 }
@@ -536,7 +542,15 @@ mod tests {
 
     fn key(user_id: Uuid, mode: Mode, org: Option<Uuid>, apps: &[&str]) -> Principal {
         let apps = apps.iter().map(|a| AppId::parse(a).expect("app id")).collect();
-        Principal { key_id: 1, user_id, mode, scope: Scope { org, apps }, expires_at: None, limited: false }
+        Principal {
+            key_id: 1,
+            user_id,
+            mode,
+            scope: Scope { org, apps },
+            expires_at: None,
+            limited: false,
+            retiring: false,
+        }
     }
 
     #[test]
@@ -606,18 +620,37 @@ mod tests {
     fn limits_change_only_by_an_unrestrained_admin_key_and_never_by_the_key_itself() {
         let admin = key(ME, Mode::All, Some(ORG), &[]);
         let other = Principal { key_id: 2, ..key(YOU, Mode::Read, Some(ORG), &[]) };
-        assert_eq!(may_change_limits(&admin, &other, Decision::Allow), Ok(()));
-        assert_eq!(may_change_limits(&admin, &admin, Decision::Allow), Err(Refusal::OwnLimits));
-        let limited = Principal { limited: true, ..admin.clone() };
-        assert_eq!(may_change_limits(&limited, &other, Decision::Allow), Err(Refusal::RestrainedKey));
-        let app_limited = key(ME, Mode::All, Some(ORG), &["com.example.a"]);
-        assert_eq!(may_change_limits(&app_limited, &other, Decision::Allow), Err(Refusal::RestrainedKey));
+        assert_eq!(may_change_limits(&admin, Some(Role::Admin), &other, Decision::Allow), Ok(()));
         assert_eq!(
-            may_change_limits(&admin, &other, Decision::Forbidden),
+            may_change_limits(&admin, Some(Role::Admin), &admin, Decision::Allow),
+            Err(Refusal::OwnLimits)
+        );
+        let limited = Principal { limited: true, ..admin.clone() };
+        assert_eq!(
+            may_change_limits(&limited, Some(Role::Admin), &other, Decision::Allow),
+            Err(Refusal::RestrainedKey)
+        );
+        let app_limited = key(ME, Mode::All, Some(ORG), &["com.example.a"]);
+        assert_eq!(
+            may_change_limits(&app_limited, Some(Role::Admin), &other, Decision::Allow),
+            Err(Refusal::RestrainedKey)
+        );
+        assert_eq!(
+            may_change_limits(&admin, Some(Role::Admin), &other, Decision::Forbidden),
             Err(Refusal::LimitsNeedAdministrator)
         );
         let unscoped = Principal { key_id: 3, ..key(YOU, Mode::Read, None, &[]) };
-        assert_eq!(may_change_limits(&admin, &unscoped, Decision::Allow), Err(Refusal::UnscopedLimits));
+        assert_eq!(
+            may_change_limits(&admin, Some(Role::Admin), &unscoped, Decision::Allow),
+            Err(Refusal::UnscopedLimits)
+        );
+        // Limits set from above on an admin's own other key stay theirs to bear.
+        let own_other = Principal { key_id: 4, ..key(ME, Mode::Read, Some(ORG), &[]) };
+        assert_eq!(
+            may_change_limits(&admin, Some(Role::Admin), &own_other, Decision::Allow),
+            Err(Refusal::OwnLimits)
+        );
+        assert_eq!(may_change_limits(&admin, Some(Role::SuperAdmin), &own_other, Decision::Allow), Ok(()));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!   the organization's row `FOR SHARE` (membership, block and policy changes
 //!   take it exclusively), then both keys `FOR UPDATE`, in id order, so that
 //!   two writes on each other's keys cannot deadlock.
-//! - A change of an organization's settings
-//!   ([`keygate_core::rules::may_update_organization`]): the calling key and
-//!   its role there as it acts, read after the caller locked the organization.
+//! - A new key ([`keygate_core::key_writes::may_create_key`]), a change of
+//!   an organization's settings or its deletion: the calling key (`FOR
+//!   SHARE`: a revocation, a block or a change of it waits, and then sees
+//!   the new key among its children) and its role there as it acts, read
+//!   after the caller locked the organization.
 
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
@@ -133,7 +135,7 @@ pub(crate) struct ActingRow {
 
 /// The calling key of `actor`, if it still works at `now`, with its
 /// owner's role in `org` as that key acts there (`None`: not a member, or
-/// the key is blocked there). `Ok(None)` for the operator, whom no rule
+/// the key is blocked there), held until the commit. `Ok(None)` for the operator, whom no rule
 /// binds; [`Refusal::CallerRevoked`](keygate_core::Refusal::CallerRevoked)
 /// for a key gone meanwhile.
 pub(crate) async fn acting_in_org<DB>(
@@ -143,7 +145,7 @@ pub(crate) async fn acting_in_org<DB>(
     now: DateTime<Utc>,
 ) -> Result<Option<(Principal, Option<Role>)>>
 where
-    DB: Database,
+    DB: RowLocks,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
@@ -154,7 +156,8 @@ where
     let sql = format!(
         "SELECT {KEY_COLUMNS}, (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id \
          AND NOT EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1)) AS role \
-         FROM api_keys WHERE id = $1"
+         FROM api_keys WHERE id = $1{}",
+        DB::SHARE
     );
     let row: Option<ActingRow> =
         sqlx::query_as(&sql).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
@@ -190,4 +193,40 @@ impl Holdings {
         serde_json::json!({ "name": name, "members": members, "keys": keys, "apps": apps, "bundles": bundles })
             .to_string()
     }
+}
+
+/// Whether the calling key of `actor` may create `key` in `org`
+/// ([`keygate_core::key_writes::may_create_key`]), over the key and its
+/// standing there as they are now, and the organization's policy; the
+/// operator is bound by no rule here.
+pub(crate) async fn may_create<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    key: &crate::NewApiKey,
+    actor: &Actor,
+) -> Result<()>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> ActingRow: FromRow<'r, DB::Row>,
+    for<'r> (bool, Option<i32>): FromRow<'r, DB::Row>,
+{
+    let now = crate::now();
+    let Some((caller, role)) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(()) };
+    let (require_expiration, max_days): (bool, Option<i32>) = sqlx::query_as(
+        "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1",
+    )
+    .bind(org)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound(crate::Entity::Organization))?;
+    let scope = keygate_core::Scope { org: Some(org), apps: key.limited_to_apps.clone() };
+    let grant = keygate_core::authz::Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at };
+    let caller = KeyState { principal: caller, enabled: true };
+    let policy = crate::model::expiry_policy(require_expiration, max_days);
+    keygate_core::key_writes::may_create_key(Some(&caller), role, &grant, policy, now)
+        .map_err(StoreError::Refused)
 }

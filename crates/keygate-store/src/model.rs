@@ -109,6 +109,7 @@ impl ApiKeyRecord {
             scope: keygate_core::Scope { org: self.org_id, apps: self.limited_to_apps.clone() },
             expires_at: self.expires_at,
             limited: !self.ratelimits.is_empty() || self.credits.is_some(),
+            retiring: false,
         }
     }
 }

@@ -149,9 +149,11 @@ impl Authenticator {
 /// What the store found for a digest, as the rules see it, with the end of
 /// a rotated secret's grace period.
 fn authenticated(found: DigestMatch) -> (Arc<Authenticated>, Option<DateTime<Utc>>) {
-    let authenticated = Authenticated {
+    let mut authenticated = Authenticated {
         org_ratelimits: found.org_ratelimits,
         ..Authenticated::new(found.key, found.owner_role)
     };
+    // Matched by a secret rotated away: it acts, and manages nothing.
+    authenticated.principal.retiring = found.valid_until.is_some();
     (Arc::new(authenticated), found.valid_until)
 }

@@ -111,7 +111,7 @@ impl InviteStore for PostgresStore {
             .await?;
         let issuing_key: Option<KeyInOrg> = match invite.created_by_key_id {
             Some(key_id) => rows::one::<KeyInOrgRow, _>(
-                sqlx::query_as(ISSUING_KEY.as_str())
+                sqlx::query_as(&format!("{} FOR SHARE", ISSUING_KEY.as_str()))
                     .bind(key_id)
                     .bind(org_id)
                     .fetch_optional(&mut *tx)

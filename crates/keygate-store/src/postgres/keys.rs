@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::change::{REVOKE_LINEAGE, revoke_lineage};
-use crate::decisions::decide_key_write;
+use crate::decisions::{decide_key_write, may_create};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_expiry;
@@ -85,6 +85,7 @@ impl KeyStore for PostgresStore {
             // or the policy changes, so a member removed meanwhile cannot
             // keep a new key, nor a key escape a policy just tightened.
             policy = Some(super::lock_org_policy(&mut tx, org_id).await?);
+            may_create::<Postgres>(&mut tx, org_id, &key, actor).await?;
             if super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
                 return Err(StoreError::NotFound(Entity::Membership));
             }
@@ -133,6 +134,14 @@ impl KeyStore for PostgresStore {
 
     async fn revoke_key(&self, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
         let mut tx = self.pool.begin().await?;
+        // The reported key first, locked: a key it is minting meanwhile
+        // (which holds it FOR SHARE) commits before, and is among the
+        // children the next statement sees.
+        sqlx::query("SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) FOR UPDATE")
+            .bind(&digest.as_bytes()[..])
+            .bind(crate::now())
+            .execute(&mut *tx)
+            .await?;
         let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
         let keys = revoke_lineage::<Postgres>(&mut tx, revoke, actor).await?;
         self.changes.commit(tx, keys.iter().map(|key| AuthChange::Key { id: key.id })).await?;

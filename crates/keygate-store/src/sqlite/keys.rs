@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{SqliteStore, key_changed};
 use crate::change::{REVOKE_LINEAGE, change_key, revoke_lineage};
-use crate::decisions::decide_key_write;
+use crate::decisions::{decide_key_write, may_create};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::model::{check_expiry, expiry_policy};
@@ -81,8 +81,12 @@ impl KeyStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                // Under the write lock, so that a member removed or a policy
-                // tightened at the same moment cannot be left behind.
+                // Under the write lock, so that a member removed, a policy
+                // tightened or the calling key revoked, blocked or narrowed
+                // at the same moment cannot be left behind.
+                if let Some(org) = key.org_id {
+                    may_create::<Sqlite>(conn, org, &key, &actor).await?;
+                }
                 let Some(inserted) = insert_if_member(conn, &key).await? else {
                     // Only to tell which is missing: the organization or the membership.
                     let org_id = key.org_id.ok_or(StoreError::NotFound(Entity::Membership))?;

@@ -359,3 +359,86 @@ async fn a_blocked_key_reaches_nothing_in_the_organization_that_blocked_it() {
             .error(403, "insufficient_permissions");
     }
 }
+
+/// Finding (third review): a secret rotated away, inside its grace period,
+/// minted keys that never expire, issued an invitation, and rotated the
+/// key again, leaving its holder the only working secret.
+#[tokio::test]
+async fn a_secret_in_its_grace_period_acts_and_manages_nothing() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let key = app.owner_key("all").await;
+    let old = key["key"].as_str().expect("key").to_owned();
+    let path = format!("/apikey/{}", key["id"]);
+    let rotated =
+        app.post(&format!("{path}/rotate"), &old, json!({ "grace_period_seconds": 600 })).await.ok();
+    let new = rotated["apikey"]["key"].as_str().expect("new secret").to_owned();
+    // It still acts...
+    app.get(&format!("/organization?org_id={org}"), &old).await.ok();
+    // ...but mints, invites, rotates, changes and administers nothing.
+    let keys_before = app.key_count().await;
+    app.post("/apikey", &old, json!({ "org_id": org, "mode": "read" }))
+        .await
+        .error(403, "insufficient_permissions");
+    assert_eq!(app.key_count().await, keys_before);
+    invite(&app, &old, "friend@example.com", "read").await.error(403, "insufficient_permissions");
+    app.post(&format!("{path}/rotate"), &old, json!({})).await.error(403, "insufficient_permissions");
+    app.put(&path, &old, json!({ "name": "mine now" })).await.error(403, "insufficient_permissions");
+    let policy = json!({ "org_id": org, "max_apikey_expiration_days": 365 });
+    app.put("/organization", &old, policy).await.error(403, "insufficient_permissions");
+    // The owner's new secret still works.
+    app.get(&path, &new).await.ok();
+}
+
+/// Finding (third review): a key with credits or a rate limit, or limited
+/// to apps, kept its owner's whole administering power: it removed
+/// members, changed the policy and deleted the organization.
+#[tokio::test]
+async fn a_restrained_key_administers_nothing() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let member = app.member("member@example.com", Role::Read).await;
+    let theirs = app.create_key(&member.key, json!({ "org_id": org, "mode": "read" })).await;
+    let restrained = [
+        json!({ "org_id": org, "mode": "all", "credits": { "remaining": 1000 } }),
+        json!({ "org_id": org, "mode": "all", "ratelimit": { "limit": 1000, "duration_ms": 60_000 } }),
+        json!({ "org_id": org, "mode": "all", "limited_to_apps": ["com.acme.a"] }),
+    ];
+    for body in restrained {
+        let key = app.create_key(&app.owner.key, body).await;
+        let key = key["key"].as_str().expect("key");
+        let remove = format!("/organization/members?org_id={org}&user_id={}", member.user_id);
+        app.call(Method::DELETE, &remove, Some(key), None).await.error(403, "insufficient_permissions");
+        let promote = json!({ "org_id": org, "email": "member@example.com", "role": "admin" });
+        app.post("/organization/members", key, promote).await.error(403, "insufficient_permissions");
+        let policy = json!({ "org_id": org, "max_apikey_expiration_days": 1 });
+        app.put("/organization", key, policy).await.error(403, "insufficient_permissions");
+        app.delete(&format!("/organization?org_id={org}"), key).await.error(403, "insufficient_permissions");
+        app.delete(&format!("/apikey/{}", theirs["id"]), key).await.error(404, "api_key_not_found");
+    }
+    assert_eq!(role_of(&app, "member@example.com").await.as_deref(), Some("read"));
+    app.get(&format!("/organization?org_id={org}"), &app.owner.key).await.ok();
+}
+
+/// Finding (third review): an admin lifted, with another of their keys,
+/// the credits and the disable a super_admin had set on their key.
+#[tokio::test]
+async fn limits_set_from_above_are_not_lifted_by_the_keys_owner() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let admin = app.member("admin@example.com", Role::Admin).await;
+    let key = app.create_key(&admin.key, json!({ "org_id": org, "mode": "write" })).await;
+    let path = format!("/apikey/{}", key["id"]);
+    let restrain = json!({ "enabled": false, "credits": { "remaining": 1 } });
+    app.put(&path, &app.owner.key, restrain).await.ok();
+    for lift in [json!({ "enabled": true }), json!({ "credits": null })] {
+        app.put(&path, &admin.key, lift).await.error(403, "insufficient_permissions");
+    }
+    let after = app.get(&path, &app.owner.key).await.ok();
+    assert_eq!(after["apikey"]["enabled"], false, "{after}");
+    // The owning role keeps the limits of its own keys in hand.
+    let own = app.owner_key("read").await;
+    let own_path = format!("/apikey/{}", own["id"]);
+    app.put(&own_path, &app.owner.key, json!({ "credits": { "remaining": 5 } })).await.ok();
+    app.put(&own_path, &app.owner.key, json!({ "credits": null })).await.ok();
+}

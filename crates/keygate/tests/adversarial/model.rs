@@ -670,6 +670,9 @@ impl Model {
         if key.apps != 0 {
             return refuse("an app-limited key does not administer an organization");
         }
+        if key.limited() {
+            return refuse("a key with rate limits or credits administers nothing");
+        }
         if !role.administers() {
             return refuse("administering needs the role admin or above");
         }
@@ -789,7 +792,10 @@ impl Model {
             let Some(org) = target.org else {
                 return refuse("the limits of an unscoped key are the operator's");
             };
-            self.admin_role(k, org)?;
+            let role = self.admin_role(k, org)?;
+            if target.owner == self.keys[k].owner && role != Role::SuperAdmin {
+                return refuse("limits on one's own keys change only from the owning role");
+            }
         }
         Ok(())
     }

@@ -301,3 +301,105 @@ async fn a_member_removed_while_their_invitations_are_redeemed_lets_none_in_afte
     }
     eprintln!("removal race: {} rounds, {joined} joined before the removal, {void} void after", rounds());
 }
+
+/// The keys a key minted (`apikey.create` events by it), in the audit log's
+/// order, with their positions.
+fn minted_by(events: &[AuditEvent], key_id: i64) -> Vec<(usize, String)> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.action == "apikey.create" && e.actor_key_id == Some(key_id))
+        .map(|(at, e)| (at, e.target_id.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_key_revoked_while_it_mints_leaves_no_child_alive() {
+    // Refused keys count as failed authentications: off, for the race's sake.
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let org_id = app.owner.org_id.clone();
+    let (mut minted, mut refused) = (0, 0);
+    for round in 0..rounds() {
+        let parent = app.owner_key("all").await;
+        let secret = parent["key"].as_str().expect("key").to_owned();
+        let mints = join_all((0..RACERS).map(|n| {
+            let body = json!({ "org_id": org_id, "mode": "read" });
+            let secret = secret.clone();
+            async move {
+                spread(n).await;
+                app.post("/apikey", &secret, body).await
+            }
+        }));
+        let revoke = async {
+            tokio::time::sleep(stagger(round)).await;
+            app.call(Method::POST, "/apikey/revoke", None, Some(json!({ "key": secret }))).await.ok();
+        };
+        let (replies, ()) = tokio::join!(mints, revoke);
+        for reply in &replies {
+            match reply.status {
+                200 => {
+                    minted += 1;
+                    let id = reply.body["apikey"]["id"].as_i64().expect("id");
+                    assert!(
+                        app.store.key_by_id(id).await.expect("read").is_none(),
+                        "round {round}: key {id} outlived its revoked parent"
+                    );
+                }
+                _ => refused += 1,
+            }
+        }
+    }
+    eprintln!(
+        "revocation race: {} rounds, {minted} minted (all revoked with the parent), {refused} refused",
+        rounds()
+    );
+}
+
+#[tokio::test]
+async fn a_key_blocked_or_narrowed_while_it_mints_mints_nothing_after() {
+    // Refused keys count as failed authentications: off, for the race's sake.
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let org_id = app.owner.org_id.clone();
+    let (mut before, mut after) = (0, 0);
+    for round in 0..rounds() {
+        // A fresh member each round, with an unscoped key the owner will block,
+        // and a scoped one the owner will narrow to read.
+        let member = app.member(&format!("m{round}@example.com"), Role::Admin).await;
+        let scoped = app.create_key(&member.key, json!({ "org_id": org_id, "mode": "all" })).await;
+        let scoped_secret = scoped["key"].as_str().expect("key").to_owned();
+        let mints = join_all((0..RACERS).map(|n| {
+            let body = json!({ "org_id": org_id, "mode": "read" });
+            let secret = if n % 2 == 0 { member.key.clone() } else { scoped_secret.clone() };
+            async move {
+                spread(n).await;
+                app.post("/apikey", &secret, body).await
+            }
+        }));
+        let restrain = async {
+            tokio::time::sleep(stagger(round)).await;
+            let block = json!({ "org_id": org_id, "key_id": member.key_id });
+            app.post("/organization/keys/block", &app.owner.key, block).await.ok();
+            app.put(&format!("/apikey/{}", scoped["id"]), &app.owner.key, json!({ "mode": "read" }))
+                .await
+                .ok();
+        };
+        let (replies, ()) = tokio::join!(mints, restrain);
+        let events = audit(app).await;
+        let blocked_at = last(&events, "apikey.block", &member.key_id.to_string());
+        let narrowed_at = last(&events, "apikey.update", &scoped["id"].to_string());
+        let late_blocked =
+            minted_by(&events, member.key_id).into_iter().filter(|(at, _)| *at > blocked_at).count();
+        let scoped_id = scoped["id"].as_i64().expect("id");
+        let late_narrowed =
+            minted_by(&events, scoped_id).into_iter().filter(|(at, _)| *at > narrowed_at).count();
+        assert_eq!(
+            (late_blocked, late_narrowed),
+            (0, 0),
+            "round {round}: minted after the block, after the narrowing"
+        );
+        for reply in &replies {
+            if reply.status == 200 { before += 1 } else { after += 1 }
+        }
+    }
+    eprintln!("block and narrowing race: {} rounds, {before} minted before, {after} refused after", rounds());
+}
