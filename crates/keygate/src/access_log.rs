@@ -243,6 +243,25 @@ pub fn redact(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(masked.join("/"))
 }
 
+/// A parser's message with every quoted word (between backticks or double
+/// quotes, as serde quotes what it did not expect) that looks like a
+/// secret masked as [`redact`] masks a path segment: an error answer never
+/// repeats a key or a code, even to whoever sent it.
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    let mut rest = message;
+    while let Some(at) = rest.find(['`', '"']) {
+        let (part, tail) = rest.split_at(at);
+        out.push_str(if quoted { mask(part).unwrap_or(part) } else { part });
+        out.push_str(&tail[..1]);
+        rest = &tail[1..];
+        quoted = !quoted;
+    }
+    out.push_str(if quoted { mask(rest).unwrap_or(rest) } else { rest });
+    out
+}
+
 /// What a path segment that looks like a key, an invitation code or
 /// another token is written as; `None` for any other segment.
 fn mask(segment: &str) -> Option<&'static str> {
@@ -390,5 +409,15 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.contains("path=/livez"), "{text}");
         assert!(text.contains("2 access log lines dropped"), "{text}");
+    }
+
+    #[test]
+    fn quoted_secrets_in_a_parsers_message_are_masked_and_the_rest_kept() {
+        let code = format!("{}AbCdEf0123456789AbCdEf0123456789", crate::api::invites::CODE_PREFIX);
+        let message = format!("unknown field `{code}`, expected one of `key`, `name` at line 1");
+        let redacted = super::redact_quoted(&message);
+        assert!(!redacted.contains(&code), "{redacted}");
+        assert!(redacted.contains("`kgi_[redacted]`, expected one of `key`, `name` at line 1"), "{redacted}");
+        assert_eq!(super::redact_quoted("invalid type: \"read\""), "invalid type: \"read\"");
     }
 }

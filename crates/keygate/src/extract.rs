@@ -111,8 +111,8 @@ impl<const LIMIT: usize> RawBody<LIMIT> {
         }
         let deserializer = &mut serde_json::Deserializer::from_slice(&self.bytes);
         serde_path_to_error::deserialize(deserializer).map(Some).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
+            let path = crate::access_log::redact_quoted(&e.path().to_string());
+            let inner = crate::access_log::redact_quoted(&e.into_inner().to_string());
             if path == "." || path.is_empty() {
                 ApiError::invalid_body(format!("Invalid JSON body: {inner}"))
             } else {
@@ -130,9 +130,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
-            .map(Params)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("Invalid query parameters: {e}")))
+        serde_urlencoded::from_str(query).map(Params).map_err(|e| {
+            let message = crate::access_log::redact_quoted(&e.to_string());
+            ApiError::bad_request("invalid_query", format!("Invalid query parameters: {message}"))
+        })
     }
 }
 

@@ -61,3 +61,23 @@ async fn no_secret_in_a_path_reaches_the_log() {
     assert!(log.contains("path=/apikey/ak_[redacted]"), "{log}");
     assert!(log.contains("kgi_[redacted]") && log.contains("path=/verify/[redacted]"), "{log}");
 }
+
+/// Finding (third review): a code sent as a JSON field name came back in
+/// the error text, unmasked.
+#[tokio::test]
+async fn an_error_answer_never_repeats_a_secret_sent_in_the_wrong_place() {
+    let app = crate::helpers::spawn_app().await;
+    let key = app.owner.key.clone();
+    let code = "kgi_Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNm";
+    let bodies = [
+        serde_json::json!({ "code": code, code: 1 }),
+        serde_json::json!({ "org_id": app.owner.org_id, "mode": key }),
+        serde_json::json!({ "org_id": app.owner.org_id, key.as_str(): true }),
+    ];
+    for body in bodies {
+        let reply = app.post("/apikey", &app.owner.key, body).await;
+        let text = reply.body.to_string();
+        assert_eq!(reply.status, 400, "{text}");
+        assert!(!text.contains(code) && !text.contains(&key), "{text}");
+    }
+}

@@ -403,3 +403,33 @@ async fn a_key_blocked_or_narrowed_while_it_mints_mints_nothing_after() {
     }
     eprintln!("block and narrowing race: {} rounds, {before} minted before, {after} refused after", rounds());
 }
+
+#[tokio::test]
+async fn of_many_rotations_at_once_one_wins_and_its_secret_works() {
+    let app = &spawn_app().await;
+    for round in 0..rounds() {
+        let key = app.owner_key("read").await;
+        let path = format!("/apikey/{}/rotate", key["id"]);
+        let rotations = join_all((0..RACERS / 2).map(|n| {
+            let path = path.clone();
+            async move {
+                spread(n / 5).await;
+                app.post(&path, &app.owner.key, json!({})).await
+            }
+        }));
+        let replies = rotations.await;
+        let won: Vec<&str> = replies
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.body["apikey"]["key"].as_str().expect("secret"))
+            .collect();
+        assert!(!won.is_empty(), "round {round}: none won");
+        for reply in replies.iter().filter(|r| r.status != 200) {
+            reply.error(409, "rotation_conflict");
+        }
+        // Each rotation that answered 200 committed in turn; the last one's secret works.
+        let org = format!("/organization?org_id={}", app.owner.org_id);
+        let working = join_all(won.iter().map(|secret| app.get(&org, secret))).await;
+        assert_eq!(working.iter().filter(|r| r.status == 200).count(), 1, "round {round}: {} won", won.len());
+    }
+}
