@@ -39,6 +39,12 @@ impl Action {
         }
     }
 
+    /// What a request of this HTTP method needs where no rule says more:
+    /// reading for `GET`, `HEAD` and `OPTIONS`, writing for any other.
+    pub fn for_method(method: &str) -> Action {
+        if matches!(method, "GET" | "HEAD" | "OPTIONS") { Action::Read } else { Action::Write }
+    }
+
     /// The action named `s` ([`Action::as_str`]).
     pub fn parse(s: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.as_str() == s)

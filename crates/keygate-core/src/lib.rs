@@ -4,6 +4,7 @@
 //! isolation and reused by every storage backend and transport.
 
 pub mod authz;
+pub mod bounds;
 pub mod domain;
 pub mod key;
 pub mod key_writes;

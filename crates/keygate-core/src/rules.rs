@@ -24,6 +24,7 @@
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | who may create an organization | [`may_create_organization`] |
 //! | an organization's expiry policy | [`ExpiryPolicy::check`] |
+//! | an organization's storage quota | [`storage_left`], [`within_storage_quota`] |
 //! | what `/verify` answers | [`verify`] |
 //!
 //! A key's own restraints bind what it makes: only an unrestrained key
@@ -336,6 +337,10 @@ pub fn may_redeem(
     }
 }
 
+/// An invitation's first key acts with mode `all` (its holder's role still
+/// caps it), so that the newcomer manages their own keys with it.
+pub const FIRST_KEY_MODE: Mode = Mode::All;
+
 /// How long a first key lives where the organization requires expiry but
 /// sets no maximum.
 pub const FIRST_KEY_REQUIRED_EXPIRY_DAYS: i64 = 90;
@@ -463,6 +468,21 @@ pub fn administrator(role: Option<Role>) -> Result<Role, Refusal> {
 /// CLI issues): a scoped key must not reach beyond its organization.
 pub fn may_create_organization(caller: &Principal) -> bool {
     caller.mode == Mode::All && caller.scope.org.is_none() && !caller.scope.is_app_limited()
+}
+
+/// What an organization's bundles may still take (`quota`: its storage
+/// quota, `None` for none), given what they take now: `Some(0)` is full.
+pub fn storage_left(quota: Option<u64>, used: u64) -> Option<u64> {
+    quota.map(|quota| quota.saturating_sub(used))
+}
+
+/// Whether an organization's bundles, taking `used` bytes with a new one,
+/// stay within its `quota`.
+pub fn within_storage_quota(used: u64, quota: Option<u64>) -> Result<(), Refusal> {
+    match quota {
+        Some(limit) if used > limit => Err(Refusal::StorageQuota(limit)),
+        _ => Ok(()),
+    }
 }
 
 /// An organization's rules for the expiry of keys scoped to it.
@@ -902,5 +922,15 @@ mod tests {
         assert_eq!(may_delete_organization(&caller, None, ORG), Err(Refusal::Invisible));
         let write_key = key(ME, Mode::Write, None, &[]);
         assert_eq!(may_delete_organization(&write_key, Some(Role::SuperAdmin), ORG), Err(Refusal::Forbidden));
+    }
+
+    #[test]
+    fn a_storage_quota_bounds_what_is_left_and_what_is_kept() {
+        assert_eq!(storage_left(None, 10), None);
+        assert_eq!(storage_left(Some(100), 30), Some(70));
+        assert_eq!(storage_left(Some(100), 130), Some(0), "over a lowered quota: full");
+        assert_eq!(within_storage_quota(100, Some(100)), Ok(()));
+        assert_eq!(within_storage_quota(101, Some(100)), Err(Refusal::StorageQuota(100)));
+        assert_eq!(within_storage_quota(u64::MAX, None), Ok(()));
     }
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
 use keygate_core::rules::{self, ExpiryPolicy, Invitee, IssuingKey, Presented, Redemption, Refusal};
-use keygate_core::{KeyName, Mode, Role};
+use keygate_core::{KeyName, Role};
 use uuid::Uuid;
 
 use crate::{
@@ -201,7 +201,7 @@ pub(crate) fn first_key(
 ) -> NewApiKey {
     NewApiKey {
         material,
-        mode: Mode::All,
+        mode: rules::FIRST_KEY_MODE,
         name: KeyName::parse("Invitation key").unwrap_or_else(|_| KeyName::default_name()),
         user_id,
         org_id: Some(org_id),

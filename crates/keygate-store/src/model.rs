@@ -355,12 +355,8 @@ pub struct NewBundle {
 /// `Ok` when an organization whose bundles take `used` bytes, this one
 /// included, stays within `quota`.
 pub(crate) fn check_quota(used: i64, quota: Option<u64>) -> crate::Result<()> {
-    match quota {
-        Some(limit) if u64::try_from(used).unwrap_or(0) > limit => {
-            Err(crate::StoreError::Refused(keygate_core::rules::Refusal::StorageQuota(limit)))
-        }
-        _ => Ok(()),
-    }
+    let used = u64::try_from(used).unwrap_or(0);
+    keygate_core::rules::within_storage_quota(used, quota).map_err(crate::StoreError::Refused)
 }
 
 /// What one key did since the last write of usage.

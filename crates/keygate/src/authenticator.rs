@@ -16,6 +16,7 @@ use axum::body::Bytes;
 
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
+use keygate_core::key_writes::Liveness;
 use keygate_core::limits::RateLimit;
 use keygate_core::{ApiKeySecret, Role};
 use keygate_store::{ApiKeyRecord, DigestMatch, KeyStore, Store, StoreError};
@@ -134,15 +135,18 @@ impl Authenticator {
 
     /// Expiry, whether it is enabled, then the use recorded.
     fn live(&self, authenticated: Arc<Authenticated>, now: DateTime<Utc>) -> KeyLookup {
-        if authenticated.key.expires_at.is_some_and(|at| at <= now) {
-            return KeyLookup::Expired(authenticated);
+        let key = &authenticated.key;
+        match Liveness::of(key.enabled, key.expires_at, now) {
+            Liveness::Expired => KeyLookup::Expired(authenticated),
+            Liveness::Disabled => {
+                self.usage.record_refused(key.id, now, crate::usage::Refused::Disabled);
+                KeyLookup::Disabled(authenticated)
+            }
+            Liveness::Live => {
+                self.usage.record(key.id, now);
+                KeyLookup::Live(authenticated)
+            }
         }
-        if !authenticated.key.enabled {
-            self.usage.record_refused(authenticated.key.id, now, crate::usage::Refused::Disabled);
-            return KeyLookup::Disabled(authenticated);
-        }
-        self.usage.record(authenticated.key.id, now);
-        KeyLookup::Live(authenticated)
     }
 }
 

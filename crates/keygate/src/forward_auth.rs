@@ -607,11 +607,7 @@ impl Rules {
             }
         }
         let Some((index, captures)) = found else {
-            let action = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-                Action::Read
-            } else {
-                Action::Write
-            };
+            let action = Action::for_method(method.as_str());
             return Ok(Judged { need: Need::Key(action), org_id: None, app_id: None });
         };
         let rule = &self.rules[index];

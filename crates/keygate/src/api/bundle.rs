@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
+use keygate_core::rules;
 use keygate_store::{Bundle, NewBundle, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -162,7 +163,7 @@ pub async fn upload(
     // that a full organization is not sent 50 MiB first; the store checks
     // again under the write lock, against concurrent uploads.
     let left = match state.max_org_storage {
-        Some(quota) => Some(quota.saturating_sub(state.store.org_storage(app.org_id).await?)),
+        Some(_) => rules::storage_left(state.max_org_storage, state.store.org_storage(app.org_id).await?),
         None => None,
     };
     if let (Some(0), Some(quota)) = (left, state.max_org_storage) {

@@ -44,12 +44,12 @@ use crate::api::apikey::new_key_material;
 use crate::auth::{Caller, ClientAddress, Credential, OptionalCaller, guarded};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, RawBody, SmallBody, require_org_id, required};
+use keygate_core::bounds;
 
 /// What every invitation code starts with.
 pub const CODE_PREFIX: &str = "kgi_";
 /// How long an invitation lasts unless told otherwise, and at most.
-pub const DEFAULT_DAYS: i64 = 7;
-pub const MAX_DAYS: i64 = 30;
+pub const MAX_DAYS: i64 = *bounds::INVITATION_DAYS.end();
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InviteView {
@@ -189,10 +189,10 @@ pub async fn create(
         return Err(Refusal::RestrainedKey.into());
     }
     let (email, role) = super::organization::parse_member(request.email.as_deref(), request.role.as_deref())?;
-    let days = match request.expires_in_days {
-        None => DEFAULT_DAYS,
-        Some(days @ 1..=MAX_DAYS) => days,
-        Some(_) => {
+    let days = match request.expires_in_days.map(|days| bounds::within(days, &bounds::INVITATION_DAYS)) {
+        None => bounds::INVITATION_DEFAULT_DAYS,
+        Some(Some(days)) => days,
+        Some(None) => {
             return Err(ApiError::bad_request(
                 "invalid_expires_in_days",
                 format!("expires_in_days must be a whole number of days from 1 to {MAX_DAYS}"),

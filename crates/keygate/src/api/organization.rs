@@ -184,11 +184,16 @@ pub(crate) fn parse_member(email: Option<&str>, role: Option<&str>) -> ApiResult
 }
 
 fn parse_max_days(days: i64) -> ApiResult<i32> {
-    match i32::try_from(days) {
-        Ok(days @ 1..=365) => Ok(days),
-        _ => Err(ApiError::bad_request(
+    let range = &keygate_core::bounds::POLICY_MAX_DAYS;
+    match keygate_core::bounds::within(days, range).and_then(|days| i32::try_from(days).ok()) {
+        Some(days) => Ok(days),
+        None => Err(ApiError::bad_request(
             "invalid_max_apikey_expiration_days",
-            "max_apikey_expiration_days must be a whole number of days from 1 to 365, or null",
+            format!(
+                "max_apikey_expiration_days must be a whole number of days from {} to {}, or null",
+                range.start(),
+                range.end()
+            ),
         )),
     }
 }
@@ -206,15 +211,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     let memberships = state.store.memberships(caller.user_id()).await?;
     let mut data = Vec::with_capacity(memberships.len());
     for m in memberships {
-        if !caller.principal.decide(Some(m.role), Target::org(m.organization.id), Action::Read).is_allowed() {
-            continue;
+        // As the calling key acts there: within its scope, and not blocked.
+        if caller.decide(&state, Target::org(m.organization.id), Action::Read).await?.is_allowed() {
+            data.push(OrganizationView::new(m.organization, m.role));
         }
-        // An unscoped key blocked there sees nothing of it.
-        if caller.principal.scope.org.is_none() && caller.role_in(&state, m.organization.id).await?.is_none()
-        {
-            continue;
-        }
-        data.push(OrganizationView::new(m.organization, m.role));
     }
     Ok(Json(Data { data }))
 }

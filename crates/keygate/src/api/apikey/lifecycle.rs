@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use keygate_core::ApiKeySecret;
+use keygate_core::bounds;
 use keygate_core::key_writes::KeyWrite;
 use keygate_store::Actor;
 use serde::Deserialize;
@@ -63,9 +64,6 @@ pub async fn revoke(
     Ok(Json(SUCCESS))
 }
 
-/// The longest rotation grace period: a week.
-const MAX_GRACE_SECONDS: i64 = 604_800;
-
 /// The body of `POST /apikey/:id/rotate`; it may be empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,12 +97,12 @@ pub async fn rotate(
     managed.may_write(&state, KeyWrite::Rotate).await?;
     let ManagedKey { caller, key } = managed;
     let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
-    if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+    let Some(grace) = bounds::within(grace, &bounds::GRACE_SECONDS) else {
         return Err(ApiError::bad_request(
             "invalid_grace_period",
-            format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (a week)"),
+            format!("grace_period_seconds must be from 0 to {} (a week)", bounds::GRACE_SECONDS.end()),
         ));
-    }
+    };
     let grace_until = (grace > 0).then(|| keygate_store::now() + chrono::Duration::seconds(grace));
     let (secret, material) = new_key_material()?;
     let rotated = state.store.rotate_key(key.id, &key.digest, material, grace_until, &caller.actor()).await?;

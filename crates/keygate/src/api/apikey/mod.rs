@@ -40,7 +40,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::quota::Quotas;
 
 /// At most this many apps in `limited_to_apps`.
-pub(crate) const MAX_APPS: usize = 100;
+pub(crate) const MAX_APPS: usize = keygate_core::bounds::MAX_APPS;
 
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ApiKeyView {
