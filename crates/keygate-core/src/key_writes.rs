@@ -32,6 +32,13 @@ impl Liveness {
     }
 }
 
+/// Whether a secret found with `valid_until` still answers at `now`: a
+/// key's current secret always (`None`), its previous one until the end of
+/// the rotation's grace period, exclusive.
+pub fn secret_answers(valid_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    valid_until.is_none_or(|until| until > now)
+}
+
 /// A key as a write finds it.
 #[derive(Debug, Clone)]
 pub struct KeyState {
@@ -449,6 +456,13 @@ mod tests {
             caller.principal.expires_at = Some(now() + chrono::Duration::days(1));
         }
         assert_eq!(may_write_key(&own, KeyWrite::Rotate), Err(Refusal::Forbidden), "a never-expiring secret");
+    }
+
+    #[test]
+    fn a_previous_secret_answers_until_its_grace_period_ends() {
+        assert!(secret_answers(None, now()));
+        assert!(secret_answers(Some(now() + chrono::Duration::milliseconds(1)), now()));
+        assert!(!secret_answers(Some(now()), now()), "the end is exclusive");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
-use keygate_core::key_writes::Liveness;
+use keygate_core::key_writes::{Liveness, secret_answers};
 use keygate_core::limits::RateLimit;
 use keygate_core::{ApiKeySecret, Role};
 use keygate_store::{ApiKeyRecord, DigestMatch, KeyStore, Store, StoreError};
@@ -96,9 +96,7 @@ impl Authenticator {
         let now = Utc::now();
         let Some(cache) = &self.cache else {
             return Ok(match self.keys.key_for_authentication(&digest).await?.map(authenticated) {
-                Some((found, valid_until)) if valid_until.is_none_or(|until| until > now) => {
-                    self.live(found, now)
-                }
+                Some((found, valid_until)) if secret_answers(valid_until, now) => self.live(found, now),
                 _ => KeyLookup::Unknown,
             });
         };
@@ -125,7 +123,7 @@ impl Authenticator {
                 found
             }
         };
-        if valid_until.is_some_and(|until| until <= now) {
+        if !secret_answers(valid_until, now) {
             // A rotated key's previous secret, past its grace period.
             cache.forget(&bytes);
             return Ok(KeyLookup::Unknown);
