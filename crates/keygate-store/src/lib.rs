@@ -8,7 +8,8 @@
 //! not happen ([`StoreError::AuditUnavailable`]). Rules that must hold
 //! against the rows as they stand (who may change a membership, the last
 //! `super_admin`) are [`keygate_core::rules`] functions, called by the
-//! backends under the organization's lock.
+//! backends under the organization's lock, over facts read in the write's
+//! own transaction (see `decisions.rs`).
 
 // A build without any backend still type-checks everything above the SQL.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -74,8 +75,15 @@ pub trait KeyStore: Send + Sync {
     /// ([`Entity::Organization`], [`Entity::Membership`] otherwise), and
     /// only if its expiry meets the organization's policy as it stands then
     /// ([`Refusal::ExpiryPolicy`](keygate_core::rules::Refusal::ExpiryPolicy)).
+    /// Made with a key (`actor.key_id`), it is decided by
+    /// [`keygate_core::key_writes::may_create_key`] over that key as it
+    /// stands in the same transaction (held until the commit, so that a
+    /// revocation of it meanwhile takes the new key too).
     async fn insert_key(&self, key: NewApiKey, actor: &Actor) -> Result<ApiKeyRecord>;
     /// `None` when the key no longer exists: an update never resurrects it.
+    /// Made with a key, decided by [`keygate_core::key_writes::may_write_key`]
+    /// over the facts read in the same transaction, as are
+    /// [`KeyStore::delete_key`] and [`KeyStore::rotate_key`].
     async fn update_key(&self, id: i64, changes: KeyChanges, actor: &Actor) -> Result<Option<ApiKeyRecord>>;
     /// `false` when there was no such key.
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool>;

@@ -11,6 +11,9 @@
 //!   model written from the rules;
 //! - `proxies`: no request reaches the API that keygate did not approve, or
 //!   approved as something else (header families, paths, identity headers);
+//! - `races`: no change commits after the fact that forbids it — each check
+//!   raced, fifty requests at a time, against the change that overturns it,
+//!   and read back from the audit log's commit order;
 //! - `exhaustion`: no unauthenticated request makes the server hold memory;
 //! - `leaks`: no secret reaches the log.
 
