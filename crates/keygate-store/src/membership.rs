@@ -48,3 +48,41 @@ impl Stakes {
         Ok(current)
     }
 }
+
+/// The user with this email, created if new (the operator's doing, kept in
+/// the instance's log as `user.create`). Insert-or-nothing, then read in a
+/// statement of its own: of two changes naming one new email at once, the
+/// second waits for the first's insert and then reads its user.
+pub(crate) async fn user_for_email<'c, DB>(
+    conn: &'c mut DB::Connection,
+    email: &keygate_core::Email,
+) -> Result<Uuid>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> Uuid: crate::params::Param<'q, DB> + sqlx::Decode<'q, DB>,
+    for<'q> Option<Uuid>: crate::params::Param<'q, DB>,
+    for<'q> &'q str: crate::params::Param<'q, DB>,
+    for<'q> chrono::DateTime<chrono::Utc>: crate::params::Param<'q, DB>,
+    for<'q> Option<i64>: crate::params::Param<'q, DB>,
+    for<'q> String: crate::params::Param<'q, DB>,
+    for<'q> Option<String>: crate::params::Param<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let id = Uuid::now_v7();
+    let created: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING RETURNING id",
+    )
+    .bind(id)
+    .bind(email.as_str())
+    .bind(crate::now())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = created {
+        let event = crate::event::Event::new(crate::AuditAction::UserCreate, id, &Actor::OPERATOR);
+        crate::event::log_instance::<DB>(&mut *conn, event, None).await?;
+        return Ok(id);
+    }
+    Ok(sqlx::query_scalar(USER_BY_EMAIL).bind(email.as_str()).fetch_one(&mut *conn).await?)
+}

@@ -333,28 +333,8 @@ async fn stakes(
     .await?)
 }
 
-/// The user with this email, created if new. Insert-or-nothing, then read
-/// in a statement of its own: of two changes naming one new email at once,
-/// the second waits for the first's insert and then reads its user.
 async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> {
-    let id = Uuid::now_v7();
-    let created = sqlx::query(
-        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
-    )
-    .bind(id)
-    .bind(email.as_str())
-    .bind(crate::now())
-    .execute(&mut *conn)
-    .await?;
-    if created.rows_affected() == 1 {
-        let event = crate::event::Event::new(crate::AuditAction::UserCreate, id, &crate::Actor::OPERATOR);
-        crate::event::log_instance::<sqlx::Postgres>(conn, event, None).await?;
-        return Ok(id);
-    }
-    Ok(sqlx::query_scalar(crate::membership::USER_BY_EMAIL)
-        .bind(email.as_str())
-        .fetch_one(&mut *conn)
-        .await?)
+    crate::membership::user_for_email::<sqlx::Postgres>(conn, email).await
 }
 
 #[cfg(test)]
@@ -510,7 +490,8 @@ mod tests {
             created_by_key_id: Some(ids[0]),
             limits: Default::default(),
         };
-        let actor = Actor { user_id: Some(user), key_id: Some(ids[0]), ip: "192.0.2.7".parse().ok() };
+        // The operator: what is tested is how lists are stored, not who may.
+        let actor = Actor { ip: "192.0.2.7".parse().ok(), ..Actor::OPERATOR };
         let created = store.insert_key(new.clone(), &actor).await.expect("insert");
         assert_eq!(created.limited_to_apps, new.limited_to_apps, "in the order given");
         assert_eq!(store.key_by_digest(&new.material.digest).await.expect("read"), Some(created.clone()));

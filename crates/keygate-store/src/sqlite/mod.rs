@@ -264,27 +264,8 @@ async fn stakes(
     stakes.ok_or(StoreError::NotFound(Entity::Organization))
 }
 
-/// The user with this email, created if new: one statement, as the
-/// single writer cannot race another insert of the same email.
 async fn user_for_email(conn: &mut SqliteConnection, email: &Email) -> Result<Uuid> {
-    let id = Uuid::now_v7();
-    let created = sqlx::query(
-        "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
-    )
-    .bind(id)
-    .bind(email.as_str())
-    .bind(crate::now())
-    .execute(&mut *conn)
-    .await?;
-    if created.rows_affected() == 1 {
-        let event = crate::event::Event::new(crate::AuditAction::UserCreate, id, &crate::Actor::OPERATOR);
-        crate::event::log_instance::<sqlx::Sqlite>(conn, event, None).await?;
-        return Ok(id);
-    }
-    Ok(sqlx::query_scalar(crate::membership::USER_BY_EMAIL)
-        .bind(email.as_str())
-        .fetch_one(&mut *conn)
-        .await?)
+    crate::membership::user_for_email::<sqlx::Sqlite>(conn, email).await
 }
 
 #[cfg(test)]
