@@ -230,6 +230,13 @@ impl Balance {
     }
 }
 
+/// Whether a request that ended with HTTP `status` keeps what its key's
+/// limits took: only one that did not fail. A refused or failed request
+/// (4xx, 5xx) is handed back its charge, so that it consumes nothing.
+pub fn charge_kept(status: u16) -> bool {
+    !(400..600).contains(&status)
+}
+
 /// How much to take when `available` is left and a request needs `need`:
 /// nothing if that is not enough; else at least `need`, and beyond it up to
 /// a [`LEASE_FRACTION`] of what is left, at most [`MAX_BLOCK`].
@@ -320,5 +327,15 @@ mod tests {
             granted += n;
         }
         assert_eq!((left, granted), (0, 1_000));
+    }
+
+    #[test]
+    fn only_a_request_that_did_not_fail_keeps_its_charge() {
+        for status in [200, 201, 204, 304] {
+            assert!(super::charge_kept(status), "{status}");
+        }
+        for status in [400, 401, 404, 409, 429, 499, 500, 503, 599] {
+            assert!(!super::charge_kept(status), "{status}");
+        }
     }
 }

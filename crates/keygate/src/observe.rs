@@ -204,7 +204,7 @@ where
             let mut limit = refused_by;
             if let Some(charge) = charge {
                 limit = limit.or_else(|| charge.ratelimit.clone());
-                if status.is_client_error() || status.is_server_error() {
+                if !keygate_core::limits::charge_kept(status.as_u16()) {
                     charge.refund();
                 } else if let (credits @ 1.., Some(key_id)) = (charge.credits(), seen.key.get()) {
                     seen.usage.record_credits(key_id, Utc::now(), credits);
