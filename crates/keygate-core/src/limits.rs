@@ -230,6 +230,54 @@ impl Balance {
     }
 }
 
+/// What a request lacks from one budget (a key's, or what its
+/// organization's keys share): the windows with nothing left, and the
+/// credits beyond what is at hand. Nothing lacking admits it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Indexes of the budget's windows with nothing left.
+    pub windows: Vec<usize>,
+    /// Credits needed beyond what is at hand.
+    pub credits: u64,
+}
+
+impl Shortfall {
+    /// What a request costing `cost` lacks, given what each window has
+    /// left (`windows_left`) and the credits at hand (`credits_left`:
+    /// `None` with none at hand, when the budget has credits at all).
+    pub fn of(windows_left: impl IntoIterator<Item = u64>, credits: Option<Option<u64>>, cost: u64) -> Self {
+        let windows =
+            windows_left.into_iter().enumerate().filter(|(_, left)| *left == 0).map(|(i, _)| i).collect();
+        let credits = match credits {
+            Some(at_hand) => cost.saturating_sub(at_hand.unwrap_or(0)),
+            None => 0,
+        };
+        Self { windows, credits }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.credits == 0
+    }
+
+    /// What refuses the request, rate limits first: the first window
+    /// short (`RATE_LIMITED`), else the credits (`USAGE_EXCEEDED`).
+    pub fn refused_by(&self) -> Option<Refused> {
+        match (self.windows.first(), self.credits) {
+            (Some(&window), _) => Some(Refused::RateLimit(window)),
+            (None, 1..) => Some(Refused::Credits),
+            (None, 0) => None,
+        }
+    }
+}
+
+/// What refuses a request ([`Shortfall::refused_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The window at this index has nothing left.
+    RateLimit(usize),
+    Credits,
+}
+
 /// Whether a request that ended with HTTP `status` keeps what its key's
 /// limits took: only one that did not fail. A refused or failed request
 /// (4xx, 5xx) is handed back its charge, so that it consumes nothing.
@@ -337,5 +385,21 @@ mod tests {
         for status in [400, 401, 404, 409, 429, 499, 500, 503, 599] {
             assert!(!super::charge_kept(status), "{status}");
         }
+    }
+
+    #[test]
+    fn a_shortfall_refuses_by_a_rate_limit_before_the_credits() {
+        use super::{Refused, Shortfall};
+        let full = Shortfall::of([3, 1], Some(Some(5)), 5);
+        assert!(full.is_empty() && full.refused_by().is_none());
+        let both = Shortfall::of([3, 0], Some(Some(1)), 5);
+        assert_eq!((both.windows.clone(), both.credits), (vec![1], 4));
+        assert_eq!(both.refused_by(), Some(Refused::RateLimit(1)), "RATE_LIMITED before USAGE_EXCEEDED");
+        assert_eq!(
+            Shortfall::of([1], Some(None), 2).refused_by(),
+            Some(Refused::Credits),
+            "no credits at hand"
+        );
+        assert!(Shortfall::of(Vec::new(), None, 7).is_empty(), "no credits at all: unlimited");
     }
 }

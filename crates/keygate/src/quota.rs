@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::limits::{Balance, RateLimit, Window, lease_size};
+use keygate_core::limits::{Balance, RateLimit, Refused, Shortfall, Window, lease_size};
 use keygate_store::{ApiKeyRecord, KeyCredits, RateWindows, Store, StoreError};
 use uuid::Uuid;
 
@@ -225,21 +225,6 @@ struct Ask<'a> {
     limits: &'a [RateLimit],
     credits: Option<&'a KeyCredits>,
     cost: u64,
-}
-
-/// What a budget lacks for a request.
-#[derive(Debug, Default)]
-struct Shortfall {
-    /// Indexes of windows with nothing left in lease.
-    windows: Vec<usize>,
-    /// Credits needed beyond the lease.
-    credits: u64,
-}
-
-impl Shortfall {
-    fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.credits == 0
-    }
 }
 
 /// See the module's documentation.
@@ -484,15 +469,8 @@ fn take_all(asks: &[Ask<'_>], now: DateTime<Utc>) -> Result<Charge, (usize, Shor
 fn take(ask: &Ask<'_>, now: DateTime<Utc>, charge: &mut Charge) -> Result<Part, Shortfall> {
     let mut state = ask.budget.lock();
     align(&mut state, ask, now);
-    let mut short = Shortfall {
-        windows: state.windows.iter().enumerate().filter(|(_, w)| w.left == 0).map(|(i, _)| i).collect(),
-        credits: 0,
-    };
-    match &state.credits {
-        Some(credits) => short.credits = ask.cost.saturating_sub(credits.left),
-        None if ask.credits.is_some() => short.credits = ask.cost,
-        None => {}
-    }
+    let at_hand = ask.credits.map(|_| state.credits.as_ref().map(|credits| credits.left));
+    let short = Shortfall::of(state.windows.iter().map(|w| w.left), at_hand, ask.cost);
     if !short.is_empty() {
         return Err(short);
     }
@@ -570,7 +548,9 @@ fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> 
 /// The refusal for what is still short after leasing.
 fn refusal(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Outcome {
     let state = ask.budget.lock();
-    if let Some(window) = short.windows.first().and_then(|&i| state.windows.get(i)) {
+    if let Some(Refused::RateLimit(index)) = short.refused_by()
+        && let Some(window) = state.windows.get(index)
+    {
         return Outcome::RateLimited(report(window, ask.budget.subject, now));
     }
     let remaining = state.credits.as_ref().map_or(0, |c| c.unleased + c.left);
