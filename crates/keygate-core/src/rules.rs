@@ -22,6 +22,7 @@
 //! | who deletes an organization | [`may_delete_organization`] |
 //! | whether a change of an existing key commits | [`crate::key_writes::may_write_key`] |
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
+//! | a blocked key acts as a non-member | [`role_as_key_acts`] |
 //! | who may create an organization | [`may_create_organization`] |
 //! | an organization's expiry policy | [`ExpiryPolicy::check`] |
 //! | an organization's storage quota | [`storage_left`], [`within_storage_quota`] |
@@ -456,6 +457,13 @@ pub fn may_block(
 pub fn may_unblock(actor_role: Option<Role>, owner_role: Option<Role>) -> Result<(), Refusal> {
     let actor_role = administrator(actor_role)?;
     if owner_role.is_none_or(|owner| actor_role.outranks(owner)) { Ok(()) } else { Err(Refusal::Outranked) }
+}
+
+/// A member's role as one of their keys acts in an organization: none at
+/// all where that key is blocked. A block only ever narrows, and there it
+/// reads as no membership, so every decision refuses it.
+pub fn role_as_key_acts(role: Option<Role>, blocked: bool) -> Option<Role> {
+    if blocked { None } else { role }
 }
 
 /// The acting member's role, if it administers the organization.
@@ -932,5 +940,12 @@ mod tests {
         assert_eq!(within_storage_quota(100, Some(100)), Ok(()));
         assert_eq!(within_storage_quota(101, Some(100)), Err(Refusal::StorageQuota(100)));
         assert_eq!(within_storage_quota(u64::MAX, None), Ok(()));
+    }
+
+    #[test]
+    fn a_blocked_key_acts_as_a_non_member() {
+        assert_eq!(role_as_key_acts(Some(Role::SuperAdmin), true), None);
+        assert_eq!(role_as_key_acts(Some(Role::Read), false), Some(Role::Read));
+        assert_eq!(role_as_key_acts(None, false), None);
     }
 }

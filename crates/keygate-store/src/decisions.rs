@@ -15,6 +15,7 @@
 use chrono::{DateTime, Utc};
 use keygate_core::authz::Principal;
 use keygate_core::key_writes::{KeyState, KeyWrite, KeyWriteFacts, may_write_key};
+use keygate_core::rules;
 use keygate_core::{Refusal, Role};
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
@@ -49,6 +50,7 @@ pub(crate) struct OrgFacts {
     max_apikey_expiration_days: Option<i32>,
     owner_role: Option<String>,
     caller_role: Option<String>,
+    caller_blocked: bool,
 }
 
 /// Decides `write` of key `id` by `actor` in the transaction on `conn`,
@@ -104,8 +106,8 @@ where
         let facts: OrgFacts = sqlx::query_as(
             "SELECT require_apikey_expiration, max_apikey_expiration_days, \
              (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS owner_role, \
-             (SELECT m.role FROM memberships m WHERE m.org_id = $1 AND m.user_id = $3 AND NOT EXISTS \
-              (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $4)) AS caller_role \
+             (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $3) AS caller_role, \
+             EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $4) AS caller_blocked \
              FROM organizations WHERE id = $1",
         )
         .bind(org)
@@ -115,7 +117,10 @@ where
         .fetch_one(&mut *conn)
         .await?;
         owner_role = facts.owner_role.as_deref().map(role).transpose()?;
-        caller_role = facts.caller_role.as_deref().map(role).transpose()?;
+        caller_role = rules::role_as_key_acts(
+            facts.caller_role.as_deref().map(role).transpose()?,
+            facts.caller_blocked,
+        );
         policy = Some(crate::model::expiry_policy(
             facts.require_apikey_expiration,
             facts.max_apikey_expiration_days,
@@ -131,6 +136,7 @@ pub(crate) struct ActingRow {
     #[sqlx(flatten)]
     key: KeyRow,
     role: Option<String>,
+    blocked: bool,
 }
 
 /// The calling key of `actor`, if it still works at `now`, with its
@@ -154,8 +160,9 @@ where
 {
     let Some(key_id) = actor.key_id else { return Ok(None) };
     let sql = format!(
-        "SELECT {KEY_COLUMNS}, (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id \
-         AND NOT EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1)) AS role \
+        "SELECT {KEY_COLUMNS}, \
+         (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id) AS role, \
+         EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1) AS blocked \
          FROM api_keys WHERE id = $1{}",
         DB::SHARE
     );
@@ -165,7 +172,8 @@ where
     let key = ApiKeyRecord::try_from(row.key)?;
     let state = KeyState { principal: key.principal(), enabled: key.enabled };
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
-    Ok(Some((state.principal, row.role.as_deref().map(role).transpose()?)))
+    let role = rules::role_as_key_acts(row.role.as_deref().map(role).transpose()?, row.blocked);
+    Ok(Some((state.principal, role)))
 }
 
 /// What an organization holds, read just before it is deleted, as the

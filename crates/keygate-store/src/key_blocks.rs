@@ -15,9 +15,17 @@ use uuid::Uuid;
 use crate::rows::KeyRow;
 use crate::{Actor, ApiKeyRecord, Entity, Result, StoreError};
 
-/// The role, unless the key is blocked there.
-pub(crate) const ROLE_OF_KEY: &str = "SELECT m.role FROM memberships m WHERE m.org_id = $1 AND m.user_id = $2 \
-     AND NOT EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $3)";
+/// The role of `$2` in `$1`, and whether their key `$3` is blocked there:
+/// what [`rules::role_as_key_acts`] takes.
+pub(crate) const ROLE_OF_KEY: &str = "SELECT m.role, \
+     EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $3) AS blocked \
+     FROM memberships m WHERE m.org_id = $1 AND m.user_id = $2";
+
+/// The role [`ROLE_OF_KEY`] read, as the key acts.
+pub(crate) fn role_as_key_acts(row: Option<(String, bool)>) -> Result<Option<Role>> {
+    let Some((role, blocked)) = row else { return Ok(None) };
+    Ok(rules::role_as_key_acts(Some(crate::rows::role(&role)?), blocked))
+}
 
 /// The key `$1`, with its owner's role in the organization `$2`.
 pub(crate) static KEY_AND_OWNER_ROLE: LazyLock<String> = LazyLock::new(|| {
@@ -71,13 +79,13 @@ pub(crate) struct KeyAndOwnerRow {
 /// What a block or an unblock is decided on: the acting member's role as
 /// their key acts in the organization, and the key with its owner's role.
 pub(crate) struct BlockFacts {
-    pub(crate) actor_role: Option<String>,
+    pub(crate) actor_role: Option<(String, bool)>,
     pub(crate) key: Option<KeyAndOwnerRow>,
 }
 
 impl BlockFacts {
     fn actor_role(&self) -> Result<Option<Role>> {
-        self.actor_role.as_deref().map(crate::rows::role).transpose()
+        role_as_key_acts(self.actor_role.clone())
     }
 
     fn key(self) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {

@@ -11,19 +11,20 @@ use super::{OrgLock, PostgresStore, lock_org};
 use crate::event::{AuditLog, Event};
 use crate::key_blocks::{
     BLOCK, BlockFacts, KEY_AND_OWNER_ROLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, acting, keys_acting_in,
+    role_as_key_acts,
 };
 use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result, rows};
 
 #[async_trait]
 impl KeyBlockStore for PostgresStore {
     async fn role_of_key(&self, org_id: Uuid, user_id: Uuid, key_id: i64) -> Result<Option<Role>> {
-        let role: Option<String> = sqlx::query_scalar(ROLE_OF_KEY)
+        let row: Option<(String, bool)> = sqlx::query_as(ROLE_OF_KEY)
             .bind(org_id)
             .bind(user_id)
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await?;
-        role.as_deref().map(rows::role).transpose()
+        role_as_key_acts(row)
     }
 
     async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>> {
@@ -66,7 +67,7 @@ impl KeyBlockStore for PostgresStore {
 async fn facts(conn: &mut PgConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
     let (user, acting_key) = acting(actor)?;
     lock_org(&mut *conn, org_id, OrgLock::Exclusive).await?;
-    let actor_role = sqlx::query_scalar(ROLE_OF_KEY)
+    let actor_role = sqlx::query_as(ROLE_OF_KEY)
         .bind(org_id)
         .bind(user)
         .bind(acting_key)

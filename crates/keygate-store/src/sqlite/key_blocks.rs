@@ -11,19 +11,20 @@ use super::SqliteStore;
 use crate::event::{AuditLog, Event};
 use crate::key_blocks::{
     BLOCK, BlockFacts, KEY_AND_OWNER_ROLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, acting, keys_acting_in,
+    role_as_key_acts,
 };
 use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result, rows};
 
 #[async_trait]
 impl KeyBlockStore for SqliteStore {
     async fn role_of_key(&self, org_id: Uuid, user_id: Uuid, key_id: i64) -> Result<Option<Role>> {
-        let role: Option<String> = sqlx::query_scalar(ROLE_OF_KEY)
+        let row: Option<(String, bool)> = sqlx::query_as(ROLE_OF_KEY)
             .bind(org_id)
             .bind(user_id)
             .bind(key_id)
             .fetch_optional(&self.reader)
             .await?;
-        role.as_deref().map(rows::role).transpose()
+        role_as_key_acts(row)
     }
 
     async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>> {
@@ -72,7 +73,7 @@ impl KeyBlockStore for SqliteStore {
 /// What blocking or unblocking `key_id` in `org_id` by `actor` is decided on.
 async fn facts(conn: &mut SqliteConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
     let (user, acting_key) = acting(actor)?;
-    let actor_role = sqlx::query_scalar(ROLE_OF_KEY)
+    let actor_role = sqlx::query_as(ROLE_OF_KEY)
         .bind(org_id)
         .bind(user)
         .bind(acting_key)
