@@ -137,6 +137,18 @@ pub(crate) struct ActingRow {
     key: KeyRow,
     role: Option<String>,
     blocked: bool,
+    require_expiration: Option<bool>,
+    max_days: Option<i32>,
+}
+
+/// What a calling key acts with in an organization, as [`acting_in_org`]
+/// reads it.
+pub(crate) struct Acting {
+    pub(crate) caller: Principal,
+    /// As the key acts there: `None` when not a member, or blocked there.
+    pub(crate) role: Option<Role>,
+    /// The organization's expiry policy.
+    pub(crate) policy: keygate_core::rules::ExpiryPolicy,
 }
 
 /// The calling key of `actor`, if it still works at `now`, with its
@@ -149,7 +161,7 @@ pub(crate) async fn acting_in_org<DB>(
     org: Uuid,
     actor: &Actor,
     now: DateTime<Utc>,
-) -> Result<Option<(Principal, Option<Role>)>>
+) -> Result<Option<Acting>>
 where
     DB: RowLocks,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -159,21 +171,34 @@ where
     for<'r> ActingRow: FromRow<'r, DB::Row>,
 {
     let Some(key_id) = actor.key_id else { return Ok(None) };
-    let sql = format!(
-        "SELECT {KEY_COLUMNS}, \
-         (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id) AS role, \
-         EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1) AS blocked \
-         FROM api_keys WHERE id = $1{}",
-        DB::SHARE
-    );
     let row: Option<ActingRow> =
-        sqlx::query_as(&sql).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
+        sqlx::query_as(acting_sql::<DB>()).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
     let key = ApiKeyRecord::try_from(row.key)?;
     let state = KeyState { principal: key.principal(), enabled: key.enabled };
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
     let role = rules::role_as_key_acts(row.role.as_deref().map(role).transpose()?, row.blocked);
-    Ok(Some((state.principal, role)))
+    let policy = crate::model::expiry_policy(row.require_expiration.unwrap_or(false), row.max_days);
+    Ok(Some(Acting { caller: state.principal, role, policy }))
+}
+
+/// The statement [`acting_in_org`] runs (`$1` the key, `$2` the
+/// organization), built once per backend.
+fn acting_sql<DB: RowLocks>() -> &'static str {
+    static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static UNLOCKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let build = || {
+        format!(
+            "SELECT {KEY_COLUMNS}, \
+             (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id) AS role, \
+             EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1) AS blocked, \
+             (SELECT o.require_apikey_expiration FROM organizations o WHERE o.id = $2) AS require_expiration, \
+             (SELECT o.max_apikey_expiration_days FROM organizations o WHERE o.id = $2) AS max_days \
+             FROM api_keys WHERE id = $1{}",
+            DB::SHARE
+        )
+    };
+    if DB::SHARE.is_empty() { UNLOCKED.get_or_init(build) } else { SHARED.get_or_init(build) }
 }
 
 /// What an organization holds, read just before it is deleted, as the
@@ -220,21 +245,12 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
     for<'r> ActingRow: FromRow<'r, DB::Row>,
-    for<'r> (bool, Option<i32>): FromRow<'r, DB::Row>,
 {
     let now = crate::now();
-    let Some((caller, role)) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(()) };
-    let (require_expiration, max_days): (bool, Option<i32>) = sqlx::query_as(
-        "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1",
-    )
-    .bind(org)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound(crate::Entity::Organization))?;
+    let Some(acting) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(()) };
     let scope = keygate_core::Scope { org: Some(org), apps: key.limited_to_apps.clone() };
     let grant = keygate_core::authz::Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at };
-    let caller = KeyState { principal: caller, enabled: true };
-    let policy = crate::model::expiry_policy(require_expiration, max_days);
-    keygate_core::key_writes::may_create_key(Some(&caller), role, &grant, policy, now)
+    let caller = KeyState { principal: acting.caller, enabled: true };
+    keygate_core::key_writes::may_create_key(Some(&caller), acting.role, &grant, acting.policy, now)
         .map_err(StoreError::Refused)
 }

@@ -76,9 +76,10 @@ impl OrgStore for PostgresStore {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
-        if let Some((caller, role)) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+        if let Some(acting) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
             let shared_limits = changes.ratelimits.is_some();
-            rules::may_update_organization(&caller, role, id, shared_limits).map_err(StoreError::Refused)?;
+            rules::may_update_organization(&acting.caller, acting.role, id, shared_limits)
+                .map_err(StoreError::Refused)?;
         }
         let org: Option<Organization> =
             sqlx::query_as(&sql).bind(id).bind_org_changes(&changes).fetch_optional(&mut *tx).await?;
@@ -101,8 +102,8 @@ impl OrgStore for PostgresStore {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
-        if let Some((caller, role)) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
-            rules::may_delete_organization(&caller, role, id).map_err(StoreError::Refused)?;
+        if let Some(acting) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+            rules::may_delete_organization(&acting.caller, acting.role, id).map_err(StoreError::Refused)?;
         }
         sqlx::query("SELECT app_id FROM apps WHERE org_id = $1 ORDER BY app_id FOR UPDATE")
             .bind(id)

@@ -89,9 +89,9 @@ impl OrgStore for SqliteStore {
                 if exists.is_none() {
                     return Ok((None, vec![]));
                 }
-                if let Some((caller, role)) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                if let Some(acting) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
                     let shared_limits = changes.ratelimits.is_some();
-                    rules::may_update_organization(&caller, role, id, shared_limits)
+                    rules::may_update_organization(&acting.caller, acting.role, id, shared_limits)
                         .map_err(StoreError::Refused)?;
                 }
                 let org: Option<Organization> = sqlx::query_as(&sql)
@@ -120,8 +120,9 @@ impl OrgStore for SqliteStore {
                 let holdings: Option<Holdings> =
                     sqlx::query_as(HOLDINGS).bind(id).fetch_optional(&mut *conn).await?;
                 let Some(holdings) = holdings else { return Ok((None, vec![])) };
-                if let Some((caller, role)) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
-                    rules::may_delete_organization(&caller, role, id).map_err(StoreError::Refused)?;
+                if let Some(acting) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                    rules::may_delete_organization(&acting.caller, acting.role, id)
+                        .map_err(StoreError::Refused)?;
                 }
                 let event = Event::new(AuditAction::OrganizationDelete, id, &actor);
                 log_instance::<Sqlite>(conn, event, Some(holdings.detail())).await?;
