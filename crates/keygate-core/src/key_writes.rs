@@ -128,7 +128,10 @@ pub fn may_write_key(facts: &KeyWriteFacts, write: KeyWrite<'_>) -> Result<(), R
             rules::may_manage_other_key(caller, key)?;
             within_caller(caller, key.mode, key.scope.clone(), key.expires_at)
         }
-        KeyWrite::Delete => may_reach_owner(facts, caller),
+        KeyWrite::Delete => {
+            may_reach_owner(facts, caller)?;
+            rules::may_manage_other_key(caller, key)
+        }
         KeyWrite::Edit(edit) => {
             may_reach_owner(facts, caller)?;
             rules::may_manage_other_key(caller, key)?;
@@ -411,6 +414,20 @@ mod tests {
                 },
                 edit(|e| e.mode = Some(Mode::Write)),
                 None,
+                Err(Refusal::RestrainedKey),
+            ),
+            (
+                "a restrained key deletes no other key of its owner",
+                KeyWriteFacts {
+                    caller: facts().caller.map(|mut c| {
+                        c.principal.limited = true;
+                        c
+                    }),
+                    key: principal(2, ME, Mode::All, Some(ORG)),
+                    ..facts()
+                },
+                KeyEdit::default(),
+                Some(KeyWrite::Delete),
                 Err(Refusal::RestrainedKey),
             ),
             (

@@ -20,6 +20,7 @@
 //! | who sets the rate limits an organization's keys share | [`may_change_shared_limits`] |
 //! | who changes an organization's settings | [`may_update_organization`] |
 //! | who deletes an organization | [`may_delete_organization`] |
+//! | whose calling key still administers an organization | [`may_administer`] |
 //! | whether a change of an existing key commits | [`crate::key_writes::may_write_key`] |
 //! | which keys an admin may block or unblock in an organization | [`may_block`], [`may_unblock`] |
 //! | a blocked key acts as a non-member | [`role_as_key_acts`] |
@@ -413,6 +414,18 @@ pub fn may_update_organization(
         (Decision::Allow, _) => Ok(()),
         (Decision::Forbidden, _) => Err(Refusal::NotAnAdministrator),
         (Decision::Invisible, _) => Err(Refusal::Invisible),
+    }
+}
+
+/// Administering `org` (members, blocks, invitations) through the calling
+/// key as it stands now: [`Principal::decide`] with [`Action::Administer`]
+/// (a restrained key, a secret on its way out or a blocked key
+/// administers nothing); the acting member's role.
+pub fn may_administer(caller: &Principal, role: Option<Role>, org: Uuid) -> Result<Role, Refusal> {
+    match (caller.decide(role, Target::org(org), Action::Administer), role) {
+        (Decision::Allow, Some(role)) => Ok(role),
+        (Decision::Invisible, _) | (Decision::Allow, None) => Err(Refusal::Invisible),
+        (Decision::Forbidden, _) => Err(Refusal::NotAnAdministrator),
     }
 }
 
@@ -947,5 +960,17 @@ mod tests {
         assert_eq!(role_as_key_acts(Some(Role::SuperAdmin), true), None);
         assert_eq!(role_as_key_acts(Some(Role::Read), false), Some(Role::Read));
         assert_eq!(role_as_key_acts(None, false), None);
+    }
+
+    #[test]
+    fn only_a_free_key_of_an_administrator_administers() {
+        let free = key(ME, Mode::All, None, &[]);
+        assert_eq!(may_administer(&free, Some(Role::Admin), ORG), Ok(Role::Admin));
+        assert_eq!(may_administer(&free, Some(Role::Write), ORG), Err(Refusal::NotAnAdministrator));
+        assert_eq!(may_administer(&free, None, ORG), Err(Refusal::Invisible), "removed, or blocked there");
+        let limited = Principal { limited: true, ..free.clone() };
+        assert_eq!(may_administer(&limited, Some(Role::SuperAdmin), ORG), Err(Refusal::NotAnAdministrator));
+        let retiring = Principal { retiring: true, ..free };
+        assert_eq!(may_administer(&retiring, Some(Role::SuperAdmin), ORG), Err(Refusal::NotAnAdministrator));
     }
 }

@@ -97,10 +97,7 @@ where
     let (Some(caller_id), Some(user)) = (actor.key_id, actor.user_id) else {
         return Ok(Some(key));
     };
-    let caller = keys
-        .iter()
-        .find(|key| key.id == caller_id)
-        .map(|caller| KeyState { principal: caller.principal(), enabled: caller.enabled });
+    let caller = keys.iter().find(|key| key.id == caller_id).map(|caller| calling_key(caller, actor));
     let (mut caller_role, mut owner_role, mut policy) = (None, None, None);
     if let Some(org) = org {
         let facts: OrgFacts = sqlx::query_as(
@@ -129,6 +126,15 @@ where
     let facts = KeyWriteFacts { caller, caller_role, key: key.principal(), owner_role, policy, now };
     may_write_key(&facts, write).map_err(StoreError::Refused)?;
     Ok(Some(key))
+}
+
+/// The calling key as the transaction finds it: rotated since the request
+/// was authenticated, its secret is on its way out
+/// ([`Principal::retiring`]).
+fn calling_key(key: &ApiKeyRecord, actor: &Actor) -> KeyState {
+    let mut principal = key.principal();
+    principal.retiring = actor.presented.is_some_and(|presented| presented != key.digest);
+    KeyState { principal, enabled: key.enabled }
 }
 
 #[derive(FromRow)]
@@ -175,7 +181,7 @@ where
         sqlx::query_as(acting_sql::<DB>()).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
     let key = ApiKeyRecord::try_from(row.key)?;
-    let state = KeyState { principal: key.principal(), enabled: key.enabled };
+    let state = calling_key(&key, actor);
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
     let role = rules::role_as_key_acts(row.role.as_deref().map(role).transpose()?, row.blocked);
     let policy = crate::model::expiry_policy(row.require_expiration.unwrap_or(false), row.max_days);
@@ -253,4 +259,25 @@ where
     let caller = KeyState { principal: acting.caller, enabled: true };
     keygate_core::key_writes::may_create_key(Some(&caller), acting.role, &grant, acting.policy, now)
         .map_err(StoreError::Refused)
+}
+
+/// Whether the calling key of `actor` still administers `org`, as it stands
+/// in this transaction ([`rules::may_administer`]): the check of every
+/// change of members, blocks and invitations, before its own rules. The
+/// operator is bound by no rule here.
+pub(crate) async fn still_administers<DB>(conn: &mut DB::Connection, org: Uuid, actor: &Actor) -> Result<()>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> ActingRow: FromRow<'r, DB::Row>,
+{
+    let Some(acting) = acting_in_org::<DB>(conn, org, actor, crate::now()).await? else { return Ok(()) };
+    match rules::may_administer(&acting.caller, acting.role, org) {
+        Ok(_) => Ok(()),
+        Err(Refusal::Invisible) => Err(StoreError::NotFound(crate::Entity::Organization)),
+        Err(refusal) => Err(StoreError::Refused(refusal)),
+    }
 }

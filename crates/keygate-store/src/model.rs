@@ -410,11 +410,16 @@ pub struct Actor {
     pub user_id: Option<Uuid>,
     pub key_id: Option<i64>,
     pub ip: Option<IpAddr>,
+    /// The calling key's current digest when the request was authenticated
+    /// (`None`: the operator, or a store test acting for a key): a key
+    /// rotated since acts, in the write's transaction, as a secret on its
+    /// way out, which manages and administers nothing.
+    pub presented: Option<KeyDigest>,
 }
 
 impl Actor {
     /// The operator running `keygate bootstrap` or `keygate user add`.
-    pub const OPERATOR: Actor = Actor { user_id: None, key_id: None, ip: None };
+    pub const OPERATOR: Actor = Actor { user_id: None, key_id: None, ip: None, presented: None };
 }
 
 /// Every kind of change the audit log records.

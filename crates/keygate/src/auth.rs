@@ -65,6 +65,8 @@ pub struct Caller {
     pub address: Option<IpAddr>,
     /// The owner's role in the key's own organization, read with the key.
     own_role: Option<Role>,
+    /// The key's current digest as authentication found it.
+    digest: keygate_core::KeyDigest,
 }
 
 /// The client's address of a request, for handlers without a [`Caller`].
@@ -141,7 +143,12 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = slot {
             slot.charged(charge);
         }
-        Ok(Caller { principal: authenticated.principal.clone(), address, own_role: authenticated.own_role })
+        Ok(Caller {
+            principal: authenticated.principal.clone(),
+            address,
+            own_role: authenticated.own_role,
+            digest: authenticated.key.digest,
+        })
     }
 }
 
@@ -253,7 +260,13 @@ impl Caller {
 
     /// The caller as the audit log records it.
     pub fn actor(&self) -> Actor {
-        Actor { user_id: Some(self.user_id()), key_id: Some(self.principal.key_id), ip: self.address }
+        Actor {
+            user_id: Some(self.user_id()),
+            key_id: Some(self.principal.key_id),
+            ip: self.address,
+            // A secret in its grace period is already judged as such.
+            presented: (!self.principal.retiring).then_some(self.digest),
+        }
     }
 
     /// Listing, creating, changing or deleting keys needs a key of mode `all`.

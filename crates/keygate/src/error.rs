@@ -39,8 +39,15 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
+    /// An error answer. A message built at run time (which may quote what
+    /// the client sent) has every quoted word shaped like a secret masked:
+    /// an error never repeats a key or a code, even to its sender.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        let message = match message.into() {
+            Cow::Owned(text) => Cow::Owned(crate::access_log::redact_quoted(&text)),
+            fixed => fixed,
+        };
+        Self { status, code, message, retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {

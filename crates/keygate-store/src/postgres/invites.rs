@@ -26,6 +26,7 @@ impl InviteStore for PostgresStore {
     async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, invite.org_id, OrgLock::Exclusive).await?;
+        crate::decisions::still_administers::<Postgres>(&mut tx, invite.org_id, actor).await?;
         let parties: Parties = sqlx::query_as(PARTIES)
             .bind(invite.org_id)
             .bind(actor.user_id)
@@ -152,6 +153,7 @@ impl InviteStore for PostgresStore {
             user_id: Some(user_id),
             key_id: redeemer.presented.map(|key| key.key_id),
             ip: redeemer.ip,
+            presented: None,
         };
         Postgres::log(&mut tx, org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer_actor))
             .await?;

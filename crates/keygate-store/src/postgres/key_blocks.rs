@@ -67,6 +67,7 @@ impl KeyBlockStore for PostgresStore {
 async fn facts(conn: &mut PgConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
     let (user, acting_key) = acting(actor)?;
     lock_org(&mut *conn, org_id, OrgLock::Exclusive).await?;
+    crate::decisions::still_administers::<sqlx::Postgres>(&mut *conn, org_id, actor).await?;
     let actor_role = sqlx::query_as(ROLE_OF_KEY)
         .bind(org_id)
         .bind(user)

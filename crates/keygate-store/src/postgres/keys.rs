@@ -133,19 +133,15 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke_key(&self, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
-        let mut tx = self.pool.begin().await?;
-        // The reported key first, locked: a key it is minting meanwhile
-        // (which holds it FOR SHARE) commits before, and is among the
-        // children the next statement sees.
-        sqlx::query("SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) FOR UPDATE")
-            .bind(&digest.as_bytes()[..])
-            .bind(crate::now())
-            .execute(&mut *tx)
-            .await?;
-        let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
-        let keys = revoke_lineage::<Postgres>(&mut tx, revoke, actor).await?;
-        self.changes.commit(tx, keys.iter().map(|key| AuthChange::Key { id: key.id })).await?;
-        Ok(keys)
+        // Reports of one lineage at once may deadlock on its rows: the one
+        // PostgreSQL aborts runs again, and finds what is left.
+        let mut attempts = 0;
+        loop {
+            match revoke(self, digest, actor).await {
+                Err(error) if attempts < 3 && is_deadlock(&error) => attempts += 1,
+                done => return done,
+            }
+        }
     }
 
     async fn rotate_key(
@@ -204,4 +200,52 @@ pub(super) async fn insert(conn: &mut PgConnection, key: &NewApiKey, actor: &Act
     let key = ApiKeyRecord::try_from(row)?;
     Postgres::log_key(conn, &key, Event::new(AuditAction::ApiKeyCreate, key.id, actor)).await?;
     Ok(key)
+}
+
+/// Revokes the key answering to `digest` and every key it made, in one
+/// transaction. The reported key is locked first, then its lineage is
+/// deleted until nothing is left of it: a key minted meanwhile by one of
+/// them (which holds its parent `FOR SHARE` until it commits) is taken by
+/// the next round, and one still being minted finds its parent gone.
+async fn revoke(store: &PostgresStore, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
+    let mut tx = store.pool.begin().await?;
+    let reported: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) FOR UPDATE",
+    )
+    .bind(&digest.as_bytes()[..])
+    .bind(crate::now())
+    .fetch_all(&mut *tx)
+    .await?;
+    if reported.is_empty() {
+        return Ok(Vec::new());
+    }
+    let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+    let mut keys = revoke_lineage::<Postgres>(&mut tx, revoke, actor).await?;
+    loop {
+        let more = sqlx::query_as(REVOKE_DESCENDANTS.as_str()).bind(&reported);
+        let more = revoke_lineage::<Postgres>(&mut tx, more, actor).await?;
+        if more.is_empty() {
+            break;
+        }
+        keys.extend(more);
+    }
+    store.changes.commit(tx, keys.iter().map(|key| AuthChange::Key { id: key.id })).await?;
+    Ok(keys)
+}
+
+/// The keys descending from any of `$1`, deleted.
+static REVOKE_DESCENDANTS: LazyLock<String> = LazyLock::new(|| {
+    returning_keys(
+        "DELETE FROM api_keys WHERE id IN \
+         (SELECT descendant_id FROM key_ancestry WHERE ancestor_id = ANY($1))",
+    )
+});
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock.
+fn is_deadlock(error: &StoreError) -> bool {
+    match error {
+        StoreError::Unavailable(sqlx::Error::Database(e))
+        | StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("40P01"),
+        _ => false,
+    }
 }

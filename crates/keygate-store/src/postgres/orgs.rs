@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
-use crate::decisions::{HOLDINGS, Holdings, acting_in_org};
+use crate::decisions::{HOLDINGS, Holdings, acting_in_org, still_administers};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
@@ -155,6 +155,7 @@ impl OrgStore for PostgresStore {
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
+        still_administers::<Postgres>(&mut tx, org_id, actor).await?;
         if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(user_id, None, actor)?.is_none() {
             return Ok(false);
         }
@@ -225,6 +226,7 @@ async fn set_role(
             .await?
             .unwrap_or_else(Uuid::nil),
     };
+    still_administers::<Postgres>(&mut *conn, org_id, actor).await?;
     stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     sqlx::query(
         "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \

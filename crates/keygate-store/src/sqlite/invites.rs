@@ -27,6 +27,7 @@ impl InviteStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                crate::decisions::still_administers::<Sqlite>(conn, invite.org_id, &actor).await?;
                 let parties: Parties = sqlx::query_as(PARTIES)
                     .bind(invite.org_id)
                     .bind(actor.user_id)
@@ -161,6 +162,7 @@ impl InviteStore for SqliteStore {
                     user_id: Some(user_id),
                     key_id: redeemer.presented.map(|key| key.key_id),
                     ip: redeemer.ip,
+                    presented: None,
                 };
                 Sqlite::log(conn, org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer_actor))
                     .await?;

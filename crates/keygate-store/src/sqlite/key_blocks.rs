@@ -73,6 +73,7 @@ impl KeyBlockStore for SqliteStore {
 /// What blocking or unblocking `key_id` in `org_id` by `actor` is decided on.
 async fn facts(conn: &mut SqliteConnection, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
     let (user, acting_key) = acting(actor)?;
+    crate::decisions::still_administers::<sqlx::Sqlite>(&mut *conn, org_id, actor).await?;
     let actor_role = sqlx::query_as(ROLE_OF_KEY)
         .bind(org_id)
         .bind(user)

@@ -11,7 +11,7 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, keys, stakes, user_for_email};
-use crate::decisions::{HOLDINGS, Holdings, acting_in_org};
+use crate::decisions::{HOLDINGS, Holdings, acting_in_org, still_administers};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
@@ -197,6 +197,7 @@ impl OrgStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                still_administers::<Sqlite>(conn, org_id, &actor).await?;
                 if stakes(conn, org_id, user_id, actor.user_id).await?.allow(user_id, None, &actor)?.is_none()
                 {
                     return Ok((false, vec![]));
@@ -250,6 +251,7 @@ async fn set_role(
     role: Role,
     actor: &Actor,
 ) -> Result<()> {
+    still_administers::<Sqlite>(conn, org_id, actor).await?;
     stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     upsert_membership(&mut *conn, org_id, user_id, role).await?;
     Sqlite::log(conn, org_id, Event::new(AuditAction::MemberSet, user_id, actor)).await

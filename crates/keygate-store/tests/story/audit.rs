@@ -58,7 +58,7 @@ async fn every_write_records_exactly_its_audit_event() {
     let mut in_b = vec![logged(OrganizationCreate, b, OP), logged(ApiKeyCreate, second.key.id, OP)];
 
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-    let actor = &Actor { user_id: Some(me), key_id: Some(owner.key.id), ip: Some(ip) };
+    let actor = &Actor { user_id: Some(me), key_id: Some(owner.key.id), ip: Some(ip), presented: None };
     let third = OrgName::parse("Third").expect("name");
     let c = store.create_organization(&third, me, actor).await.expect("create").id;
     let mut in_c = vec![logged(OrganizationCreate, c, actor)];

@@ -110,12 +110,12 @@ fn app_id(raw: &str) -> AppId {
 }
 
 fn member(user_id: Uuid) -> Actor {
-    Actor { user_id: Some(user_id), key_id: None, ip: None }
+    Actor { user_id: Some(user_id), key_id: None, ip: None, presented: None }
 }
 
 /// An enrolled member acting with the key the operator issued them.
 fn with_key(enrollment: &Enrollment) -> Actor {
-    Actor { user_id: Some(enrollment.user_id), key_id: Some(enrollment.key.id), ip: None }
+    Actor { user_id: Some(enrollment.user_id), key_id: Some(enrollment.key.id), ip: None, presented: None }
 }
 
 fn renamed(name: &str) -> KeyChanges {

@@ -130,7 +130,8 @@ async fn an_invitation_is_a_credential_its_issuing_key_made() {
         ..key_for(owner.user_id, Some(a))
     };
     let issuing = store.insert_key(issuing, OP).await.expect("issuing key");
-    let by_issuing = &Actor { user_id: Some(owner.user_id), key_id: Some(issuing.id), ip: None };
+    let by_issuing =
+        &Actor { user_id: Some(owner.user_id), key_id: Some(issuing.id), ip: None, presented: None };
     store.create_invite(invitation(a, "new@example.com", Role::Read, 1), by_issuing).await.expect("invite");
     let new =
         store.redeem_invite(&[1; 32], Utc::now(), redeemer(None)).await.expect("redeem").expect("found");
@@ -156,7 +157,7 @@ async fn an_invitation_is_a_credential_its_issuing_key_made() {
         )
         .await
         .expect("key");
-    let by_plain = &Actor { user_id: Some(owner.user_id), key_id: Some(plain.id), ip: None };
+    let by_plain = &Actor { user_id: Some(owner.user_id), key_id: Some(plain.id), ip: None, presented: None };
     store.create_invite(invitation(a, "third@example.com", Role::Read, 3), by_plain).await.expect("invite");
     let limits = KeyChanges {
         credits: Some(Some(keygate_core::limits::Credits { remaining: 1, refill: None })),
@@ -174,8 +175,10 @@ async fn blocks_reach_only_keys_of_members_below_the_actor() {
     let peer = enroll(store.as_ref(), "peer@example.com", as_member(a, Role::Admin)).await.expect("peer");
     let writer =
         enroll(store.as_ref(), "writer@example.com", as_member(a, Role::Write)).await.expect("writer");
-    let by_admin = &Actor { user_id: Some(admin.user_id), key_id: Some(admin.key.id), ip: None };
-    let by_owner = &Actor { user_id: Some(owner.user_id), key_id: Some(owner.key.id), ip: None };
+    let by_admin =
+        &Actor { user_id: Some(admin.user_id), key_id: Some(admin.key.id), ip: None, presented: None };
+    let by_owner =
+        &Actor { user_id: Some(owner.user_id), key_id: Some(owner.key.id), ip: None, presented: None };
     assert_refused(store.block_key(a, owner.key.id, by_admin).await, Refusal::Outranked);
     assert_refused(store.block_key(a, peer.key.id, by_admin).await, Refusal::Outranked);
     assert_refused(store.block_key(a, admin.key.id, by_admin).await, Refusal::OwnKeyBlock);
@@ -185,7 +188,8 @@ async fn blocks_reach_only_keys_of_members_below_the_actor() {
     store.block_key(a, peer.key.id, by_owner).await.expect("the owner blocks an admin");
     assert_refused(store.unblock_key(a, peer.key.id, by_admin).await, Refusal::Outranked);
     assert!(store.unblock_key(a, peer.key.id, by_owner).await.expect("unblock"));
-    let by_writer = &Actor { user_id: Some(writer.user_id), key_id: Some(writer.key.id), ip: None };
+    let by_writer =
+        &Actor { user_id: Some(writer.user_id), key_id: Some(writer.key.id), ip: None, presented: None };
     assert_not_found(store.block_key(a, peer.key.id, by_writer).await, Entity::Organization);
 }
 

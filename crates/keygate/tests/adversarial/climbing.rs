@@ -442,3 +442,26 @@ async fn limits_set_from_above_are_not_lifted_by_the_keys_owner() {
     app.put(&own_path, &app.owner.key, json!({ "credits": { "remaining": 5 } })).await.ok();
     app.put(&own_path, &app.owner.key, json!({ "credits": null })).await.ok();
 }
+
+/// Finding (fourth review): a key with credits deleted its owner's other
+/// keys, the unrestrained key that made it included.
+#[tokio::test]
+async fn a_restrained_key_deletes_no_other_key() {
+    let app = spawn_app().await;
+    let org = &app.owner.org_id;
+    let parent = app.owner_key("all").await;
+    let parent_secret = parent["key"].as_str().expect("key");
+    let limited = app
+        .create_key(parent_secret, json!({ "org_id": org, "mode": "all", "credits": { "remaining": 50 } }))
+        .await;
+    let limited_secret = limited["key"].as_str().expect("key");
+    let sibling = app.owner_key("read").await;
+    for target in [&parent, &sibling] {
+        app.delete(&format!("/apikey/{}", target["id"]), limited_secret)
+            .await
+            .error(403, "insufficient_permissions");
+    }
+    app.get(&format!("/apikey/{}", parent["id"]), &app.owner.key).await.ok();
+    // Itself, it may delete.
+    app.delete(&format!("/apikey/{}", limited["id"]), limited_secret).await.ok();
+}

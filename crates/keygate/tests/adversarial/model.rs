@@ -828,7 +828,11 @@ impl Model {
         if !self.visible(k, t) {
             return refuse("the key is not visible to the caller");
         }
-        self.outranks_owner(k, t)
+        self.outranks_owner(k, t)?;
+        if k != t && self.keys[k].restrained() {
+            return refuse("a restrained key deletes no key but itself");
+        }
+        Ok(())
     }
 
     fn may_set_role(&self, k: usize, org: usize, person: usize, role: Role) -> Result<(), Refusal> {
@@ -2279,7 +2283,7 @@ fn the_reviews_attacks_are_sequences_the_model_refuses() {
                 (rotate(6, 6), true),
                 (update(6, 6, Change::Name), true),
                 (update(6, 6, Change::Expiry(Some(0))), true),
-                (DeleteKey { actor: 6, target: 7, among: Among::All }, true),
+                (DeleteKey { actor: 6, target: 7, among: Among::All }, false),
                 (mint(1, Mode::All, 1, None, Restraint::Unlimited), true),
                 (mint(1, Mode::All, 1, None, Restraint::Unlimited), true),
                 (invite(8, ACME, 6, Role::Write), false),

@@ -433,3 +433,88 @@ async fn of_many_rotations_at_once_one_wins_and_its_secret_works() {
         assert_eq!(working.iter().filter(|r| r.status == 200).count(), 1, "round {round}: {} won", won.len());
     }
 }
+
+#[tokio::test]
+async fn a_key_revoked_while_its_descendants_mint_leaves_none_of_theirs_alive() {
+    // Refused keys count as failed authentications: off, for the race's sake.
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let org_id = app.owner.org_id.clone();
+    let mut minted = 0;
+    for round in 0..rounds() {
+        let parent = app.owner_key("all").await;
+        let parent_secret = parent["key"].as_str().expect("key").to_owned();
+        let child = app.create_key(&parent_secret, json!({ "org_id": org_id, "mode": "all" })).await;
+        let child_secret = child["key"].as_str().expect("key").to_owned();
+        let mints = join_all((0..RACERS / 2).map(|n| {
+            let body = json!({ "org_id": org_id, "mode": "read" });
+            let secret = child_secret.clone();
+            async move {
+                spread(n).await;
+                app.post("/apikey", &secret, body).await
+            }
+        }));
+        let revoke = async {
+            tokio::time::sleep(stagger(round)).await;
+            app.call(Method::POST, "/apikey/revoke", None, Some(json!({ "key": parent_secret }))).await.ok();
+        };
+        let (replies, ()) = tokio::join!(mints, revoke);
+        for reply in replies.iter().filter(|r| r.status == 200) {
+            minted += 1;
+            let id = reply.body["apikey"]["id"].as_i64().expect("id");
+            assert!(
+                app.store.key_by_id(id).await.expect("read").is_none(),
+                "round {round}: grandchild {id} outlived the revoked key"
+            );
+        }
+    }
+    eprintln!("lineage revocation race: {} rounds, {minted} grandchildren minted, all revoked", rounds());
+}
+
+#[tokio::test]
+async fn a_key_deleted_or_rotated_while_it_acts_changes_nothing_after() {
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let org_id = app.owner.org_id.clone();
+    app.member("member@example.com", Role::Read).await;
+    for round in 0..rounds() {
+        // The owner's key that races: deleted in even rounds, rotated without grace in odd ones.
+        let racer = app.create_key(&app.owner.key, json!({ "org_id": org_id, "mode": "all" })).await;
+        let (id, secret) =
+            (racer["id"].as_i64().expect("id"), racer["key"].as_str().expect("key").to_owned());
+        let acts = join_all((0..RACERS).map(|n| {
+            let secret = secret.clone();
+            let org_id = org_id.clone();
+            async move {
+                spread(n).await;
+                if n % 2 == 0 {
+                    app.post("/apikey", &secret, json!({ "org_id": org_id, "mode": "read" })).await
+                } else {
+                    let role = if n % 4 == 1 { "write" } else { "read" };
+                    let body = json!({ "org_id": org_id, "email": "member@example.com", "role": role });
+                    app.post("/organization/members", &secret, body).await
+                }
+            }
+        }));
+        let stop = async {
+            tokio::time::sleep(stagger(round)).await;
+            if round % 2 == 0 {
+                app.delete(&format!("/apikey/{id}"), &app.owner.key).await.ok();
+            } else {
+                app.post(&format!("/apikey/{id}/rotate"), &secret, json!({ "grace_period_seconds": 0 }))
+                    .await;
+            }
+        };
+        let (_replies, ()) = tokio::join!(acts, stop);
+        let events = audit(app).await;
+        let Some(stopped) = events.iter().rposition(|e| {
+            matches!(e.action.as_str(), "apikey.delete" | "apikey.rotate") && e.target_id == id.to_string()
+        }) else {
+            continue; // the rotation lost to nothing: every act came first (rare)
+        };
+        let after: Vec<&str> = events[stopped + 1..]
+            .iter()
+            .filter(|e| e.actor_key_id == Some(id))
+            .map(|e| e.action.as_str())
+            .collect();
+        assert!(after.is_empty(), "round {round}: the key acted after it was stopped: {after:?}");
+    }
+}

@@ -55,7 +55,7 @@ pub async fn revoke(
     let Some(secret) = presented.and_then(|raw| ApiKeySecret::parse(raw.trim()).ok()) else {
         return Ok(Json(SUCCESS));
     };
-    let reporter = Actor { user_id: None, key_id: None, ip: address };
+    let reporter = Actor { user_id: None, key_id: None, ip: address, presented: None };
     let revoked = state.store.revoke_key(&secret.digest(), &reporter).await?;
     if !revoked.is_empty() {
         let key_ids: Vec<i64> = revoked.iter().map(|key| key.id).collect();
