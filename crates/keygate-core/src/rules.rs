@@ -270,11 +270,14 @@ pub enum Invitee {
     Existing { user: Uuid, role: Option<Role> },
 }
 
-/// The key presented with a redemption: whose it is, and its mode.
+/// The key presented with a redemption: whose it is, its mode, and
+/// whether it is free to speak for its owner: no limits or app limits,
+/// presented by its current secret ([`Principal::may_mint`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Presented {
     pub user: Uuid,
     pub mode: Mode,
+    pub free: bool,
 }
 
 /// What redeeming an invitation does.
@@ -333,7 +336,9 @@ pub fn may_redeem(
         (Invitee::New, Some(_)) => Err(Refusal::NotTheInvitee),
         (Invitee::Existing { .. }, None) => Err(Refusal::InvitationNeedsOwnKey),
         (Invitee::Existing { user, .. }, Some(key)) if key.user != user => Err(Refusal::NotTheInvitee),
-        (Invitee::Existing { .. }, Some(key)) if key.mode != Mode::All => Err(Refusal::InvitationNeedsOwnKey),
+        (Invitee::Existing { .. }, Some(key)) if key.mode != Mode::All || !key.free => {
+            Err(Refusal::InvitationNeedsOwnKey)
+        }
         (Invitee::Existing { role: Some(_), .. }, Some(_)) => Err(Refusal::AlreadyMember),
         (Invitee::Existing { user, role: None }, Some(_)) => Ok(Redemption::Join { user }),
     }
@@ -488,7 +493,7 @@ pub fn administrator(role: Option<Role>) -> Result<Role, Refusal> {
 /// Creating an organization needs an unscoped key of mode `all` (as the
 /// CLI issues): a scoped key must not reach beyond its organization.
 pub fn may_create_organization(caller: &Principal) -> bool {
-    caller.mode == Mode::All && caller.scope.org.is_none() && !caller.scope.is_app_limited()
+    caller.scope.org.is_none() && caller.may_mint()
 }
 
 /// What an organization's bundles may still take (`quota`: its storage
@@ -736,7 +741,7 @@ mod tests {
     #[test]
     fn an_invitation_is_redeemed_only_by_its_invitee_while_its_inviter_could_issue_it() {
         use Role::*;
-        let all = |user| Some(Presented { user, mode: Mode::All });
+        let all = |user| Some(Presented { user, mode: Mode::All, free: true });
         let now = Utc::now();
         let key = IssuingKey { expires_at: None, enabled: true, restrained: false, blocked: false };
         let redeem = |inviter, invited, invitee, presented| {
@@ -764,7 +769,13 @@ mod tests {
         // An existing account, only with its own key of mode `all`.
         assert_eq!(redeem(Some(Admin), Read, existing, None), Err(Refusal::InvitationNeedsOwnKey));
         assert_eq!(redeem(Some(Admin), Read, existing, all(ME)), Err(Refusal::NotTheInvitee));
-        let read_key = Some(Presented { user: YOU, mode: Mode::Read });
+        let read_key = Some(Presented { user: YOU, mode: Mode::Read, free: true });
+        let restrained = Some(Presented { user: YOU, mode: Mode::All, free: false });
+        assert_eq!(
+            redeem(Some(Role::Admin), Role::Read, existing, restrained),
+            Err(Refusal::InvitationNeedsOwnKey),
+            "a limited or retiring key speaks for nobody"
+        );
         assert_eq!(redeem(Some(Admin), Read, existing, read_key), Err(Refusal::InvitationNeedsOwnKey));
         let member = Invitee::Existing { user: YOU, role: Some(Read) };
         assert_eq!(redeem(Some(SuperAdmin), Write, member, all(YOU)), Err(Refusal::AlreadyMember));
@@ -869,6 +880,8 @@ mod tests {
         assert!(!may_create_organization(&key(ME, Mode::Write, None, &[])));
         assert!(!may_create_organization(&key(ME, Mode::All, Some(ORG), &[])));
         assert!(!may_create_organization(&key(ME, Mode::All, None, &["com.example.a"])));
+        assert!(!may_create_organization(&Principal { limited: true, ..key(ME, Mode::All, None, &[]) }));
+        assert!(!may_create_organization(&Principal { retiring: true, ..key(ME, Mode::All, None, &[]) }));
     }
 
     #[test]

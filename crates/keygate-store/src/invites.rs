@@ -161,7 +161,8 @@ impl Parties {
             restrained: !issuing.key.principal().may_mint(),
             blocked: issuing.blocked,
         });
-        let presented = redeemer.presented.map(|key| Presented { user: key.user_id, mode: key.mode });
+        let presented =
+            redeemer.presented.map(|key| Presented { user: key.user_id, mode: key.mode, free: key.free });
         rules::may_redeem(self.inviter()?, invite.role, issuing, now, invitee, presented).map_err(refused)
     }
 }

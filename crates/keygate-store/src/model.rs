@@ -289,6 +289,9 @@ pub struct PresentedKey {
     pub user_id: Uuid,
     pub key_id: i64,
     pub mode: Mode,
+    /// Unrestrained and presented by its current secret
+    /// ([`keygate_core::rules::Presented::free`]).
+    pub free: bool,
 }
 
 /// What redeeming an invitation made: the member, and the first key of a

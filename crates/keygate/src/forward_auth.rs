@@ -394,11 +394,20 @@ fn overrides(headers: &[String], query: Option<&str>, methods: &mut Vec<Method>)
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        // PHP reads ` `, `.` and `[` in a parameter's name as `_`: `.method`
+        // is `_method` to Symfony and Laravel.
+        let name: String =
+            name.chars().map(|c| if matches!(c, ' ' | '.' | '[' | '+') { '_' } else { c }).collect();
         if folded_eq(&name, "_method") {
             add(&percent_encoding::percent_decode_str(value).decode_utf8_lossy())?;
         }
     }
     Ok(())
+}
+
+/// Whether `c` lower-cased and upper-cased-then-lower-cased differ.
+fn folds_two_ways(c: char) -> bool {
+    !c.is_ascii() && !c.to_lowercase().eq(c.to_uppercase().flat_map(char::to_lowercase))
 }
 
 /// The path and the query of an origin-form target.
@@ -594,6 +603,14 @@ impl Rules {
         segments: &[Cow<'_, str>],
         headers: &HeaderMap,
     ) -> Result<Judged, BadForward> {
+        // A letter whose upper case lowers to another letter (`ı`, `ſ`) is
+        // one letter to lower-casing and another to upper-casing: upstreams
+        // that compare either way would disagree on which rule it is.
+        if segments.iter().any(|s| s.chars().any(folds_two_ways)) {
+            return Err(BadForward::ambiguous(
+                "a letter that upper and lower case fold differently (such as `ı` or `ſ`)",
+            ));
+        }
         let found = self.find(method, segments, false);
         // A case-insensitive upstream would serve the path as the rule its
         // lower-case form matches: the two readings must agree.
@@ -935,6 +952,18 @@ mod tests {
         assert_eq!(needs, [Need::Key(Action::Read), Need::Key(Action::Write)], "GET is read, DELETE write");
         let bad = judge_with("GET", "/x", &[("x-http-method", "DEL ETE")]).expect_err("refused");
         assert_eq!(bad.code, "ambiguous_method");
+        // Fourth review: a dotless i is an `I` to Java and .NET, an `ı` to keygate.
+        for path in ["/adm%C4%B1n/x", "/%C5%BFecret"] {
+            assert_eq!(judge_with("GET", path, &[]).expect_err("refused").code, "ambiguous_path", "{path}");
+        }
+        assert!(judge_with("GET", "/caf%C3%A9", &[]).is_ok(), "other letters are letters");
+        // Fourth review: spellings PHP reads as `_method`.
+        for spelling in [".method", "%2Emethod", "[method", "%5Bmethod", "+method", "%20method", "_METHOD"] {
+            let target = format!("/x?{spelling}=DELETE");
+            let judged = judge_with("GET", &target, &[]).expect("judged");
+            let needs: Vec<Need> = judged.iter().map(|j| j.need).collect();
+            assert_eq!(needs, [Need::Key(Action::Read), Need::Key(Action::Write)], "{spelling}");
+        }
     }
 
     #[test]

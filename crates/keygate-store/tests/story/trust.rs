@@ -23,7 +23,7 @@ fn redeemer(presented: Option<PresentedKey>) -> Redeemer {
 }
 
 fn presented(user_id: Uuid, key_id: i64, mode: Mode) -> Option<PresentedKey> {
-    Some(PresentedKey { user_id, key_id, mode })
+    Some(PresentedKey { user_id, key_id, mode, free: true })
 }
 
 #[tokio::test]

@@ -294,6 +294,7 @@ pub async fn redeem(
         user_id: caller.user_id(),
         key_id: caller.principal.key_id,
         mode: caller.principal.mode,
+        free: caller.principal.may_mint(),
     });
     let (secret, first_key) = new_key_material()?;
     let redeemer = Redeemer { presented, first_key, ip: address };

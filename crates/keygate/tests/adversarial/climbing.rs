@@ -465,3 +465,38 @@ async fn a_restrained_key_deletes_no_other_key() {
     // Itself, it may delete.
     app.delete(&format!("/apikey/{}", limited["id"]), limited_secret).await.ok();
 }
+
+/// Finding (fourth review): a key with credits accepted an invitation for
+/// its owner; a secret in its grace period did too, and created an
+/// organization.
+#[tokio::test]
+async fn only_a_free_key_speaks_for_its_owner() {
+    let app = spawn_app().await;
+    let stranger = app.tenant("stranger@example.com").await;
+    let theirs = &stranger.org_id;
+    let limited = app
+        .create_key(&stranger.key, json!({ "org_id": theirs, "mode": "all", "credits": { "remaining": 9 } }))
+        .await;
+    let unscoped = stranger.key.clone();
+    let rotated = app
+        .post(
+            &format!("/apikey/{}/rotate", stranger.key_id),
+            &unscoped,
+            json!({ "grace_period_seconds": 600 }),
+        )
+        .await
+        .ok();
+    let current = rotated["apikey"]["key"].as_str().expect("new secret").to_owned();
+    let code =
+        invite(&app, &app.owner.key, "stranger@example.com", "read").await.ok()["invite"]["code"].clone();
+    for key in [limited["key"].as_str().expect("key"), &unscoped] {
+        redeem(&app, &code, Some(key)).await.error(401, "invitation_needs_key");
+    }
+    app.post("/organization", &unscoped, json!({ "name": "From a retiring secret" }))
+        .await
+        .error(403, "insufficient_permissions");
+    assert_eq!(role_of(&app, "stranger@example.com").await, None);
+    // The account's own free key still accepts it.
+    redeem(&app, &code, Some(&current)).await.ok();
+    assert_eq!(role_of(&app, "stranger@example.com").await.as_deref(), Some("read"));
+}

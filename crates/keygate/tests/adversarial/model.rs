@@ -944,6 +944,9 @@ impl Model {
         if key.mode != Mode::All {
             return refuse("the invitee's key is not of mode all");
         }
+        if key.restrained() {
+            return refuse("a restrained key speaks for nobody");
+        }
         if self.role(invite.org, invite.person).is_some() {
             return refuse("already a member");
         }
