@@ -281,3 +281,72 @@ where
         Err(refusal) => Err(StoreError::Refused(refusal)),
     }
 }
+
+/// The calling key of `actor` as this transaction finds it (held `FOR
+/// SHARE` on PostgreSQL, so that a revocation or a change of it waits):
+/// `None` for the operator, [`Refusal::CallerRevoked`] for a key gone or no
+/// longer working.
+pub(crate) async fn calling_key_now<DB>(conn: &mut DB::Connection, actor: &Actor) -> Result<Option<Principal>>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> KeyRow: FromRow<'r, DB::Row>,
+{
+    let Some(key_id) = actor.key_id else { return Ok(None) };
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1{}", DB::SHARE);
+    let row: Option<KeyRow> = sqlx::query_as(&sql).bind(key_id).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
+    let state = calling_key(&ApiKeyRecord::try_from(row)?, actor);
+    Ok(Some(KeyState::acting(Some(&state), crate::now()).map_err(StoreError::Refused)?.clone()))
+}
+
+/// Whether the key presented with a redemption is, as it stands now, free
+/// to speak for its account ([`keygate_core::rules::Presented::free`]):
+/// live, unrestrained, presented by its current secret.
+pub(crate) async fn presented_is_free<DB>(
+    conn: &mut DB::Connection,
+    presented: &crate::PresentedKey,
+) -> Result<bool>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> KeyRow: FromRow<'r, DB::Row>,
+{
+    let actor = Actor {
+        user_id: Some(presented.user_id),
+        key_id: Some(presented.key_id),
+        ip: None,
+        presented: Some(presented.digest),
+    };
+    match calling_key_now::<DB>(conn, &actor).await {
+        // Free when authenticated (a secret in its grace period never is),
+        // and still free now.
+        Ok(key) => {
+            Ok(presented.free && key.is_some_and(|key| key.user_id == presented.user_id && key.may_mint()))
+        }
+        Err(StoreError::Refused(Refusal::CallerRevoked)) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether the calling key of `actor`, as it stands now, may create an
+/// organization ([`rules::may_create_organization`]).
+pub(crate) async fn may_create_organization_now<DB>(conn: &mut DB::Connection, actor: &Actor) -> Result<()>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> KeyRow: FromRow<'r, DB::Row>,
+{
+    match calling_key_now::<DB>(conn, actor).await? {
+        Some(caller) if !rules::may_create_organization(&caller) => {
+            Err(StoreError::Refused(Refusal::Forbidden))
+        }
+        _ => Ok(()),
+    }
+}

@@ -290,8 +290,11 @@ pub struct PresentedKey {
     pub key_id: i64,
     pub mode: Mode,
     /// Unrestrained and presented by its current secret
-    /// ([`keygate_core::rules::Presented::free`]).
+    /// ([`keygate_core::rules::Presented::free`]), as authentication found
+    /// it; the store judges it again as the key stands in its transaction.
     pub free: bool,
+    /// The key's current digest when the request was authenticated.
+    pub digest: KeyDigest,
 }
 
 /// What redeeming an invitation made: the member, and the first key of a

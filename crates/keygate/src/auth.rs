@@ -259,6 +259,11 @@ impl Caller {
     }
 
     /// The caller as the audit log records it.
+    /// The key's current digest as authentication found it.
+    pub fn digest(&self) -> keygate_core::KeyDigest {
+        self.digest
+    }
+
     pub fn actor(&self) -> Actor {
         Actor {
             user_id: Some(self.user_id()),

@@ -393,21 +393,39 @@ fn overrides(headers: &[String], query: Option<&str>, methods: &mut Vec<Method>)
     }
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        // PHP reads ` `, `.` and `[` in a parameter's name as `_`: `.method`
-        // is `_method` to Symfony and Laravel.
-        let name: String =
-            name.chars().map(|c| if matches!(c, ' ' | '.' | '[' | '+') { '_' } else { c }).collect();
-        if folded_eq(&name, "_method") {
+        if folded_eq(&php_name(name), "_method") {
             add(&percent_encoding::percent_decode_str(value).decode_utf8_lossy())?;
         }
     }
     Ok(())
 }
 
-/// Whether `c` lower-cased and upper-cased-then-lower-cased differ.
+/// Whether a case-insensitive upstream could read `c` as something else
+/// than keygate does: a letter outside ASCII whose lower or upper case is
+/// not one letter of its own (`İ` lowers to `i̇`, an `i` to Java), is
+/// ASCII (the Kelvin sign), or whose upper case lowers to another letter
+/// (`ı`, `ſ`).
 fn folds_two_ways(c: char) -> bool {
-    !c.is_ascii() && !c.to_lowercase().eq(c.to_uppercase().flat_map(char::to_lowercase))
+    if c.is_ascii() {
+        return false;
+    }
+    let (lower, upper): (Vec<char>, Vec<char>) = (c.to_lowercase().collect(), c.to_uppercase().collect());
+    let single = |chars: &[char]| chars.len() == 1 && !chars[0].is_ascii();
+    let changes = lower != [c] || upper != [c];
+    changes
+        && (!single(&lower)
+            || !single(&upper)
+            || !c.to_lowercase().eq(c.to_uppercase().flat_map(char::to_lowercase)))
+}
+
+/// A query parameter's name as PHP (Symfony, Laravel) reads it: `+` as a
+/// space, decoded, cut at a NUL, leading spaces dropped, and ` `, `.` and
+/// `[` as `_`, so that `.method` and `+_method` are `_method` there.
+fn php_name(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+    let name = decoded.split('\0').next().unwrap_or_default().trim_start_matches(' ');
+    name.chars().map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c }).collect()
 }
 
 /// The path and the query of an origin-form target.
@@ -953,12 +971,21 @@ mod tests {
         let bad = judge_with("GET", "/x", &[("x-http-method", "DEL ETE")]).expect_err("refused");
         assert_eq!(bad.code, "ambiguous_method");
         // Fourth review: a dotless i is an `I` to Java and .NET, an `ı` to keygate.
-        for path in ["/adm%C4%B1n/x", "/%C5%BFecret"] {
+        for path in ["/adm%C4%B1n/x", "/%C5%BFecret", "/ADM%C4%B0N/x", "/%E2%84%AAey"] {
             assert_eq!(judge_with("GET", path, &[]).expect_err("refused").code, "ambiguous_path", "{path}");
         }
         assert!(judge_with("GET", "/caf%C3%A9", &[]).is_ok(), "other letters are letters");
         // Fourth review: spellings PHP reads as `_method`.
-        for spelling in [".method", "%2Emethod", "[method", "%5Bmethod", "+method", "%20method", "_METHOD"] {
+        for spelling in [
+            ".method",
+            "%2Emethod",
+            "[method",
+            "%5Bmethod",
+            "_METHOD",
+            "+_method",
+            "%20_method",
+            "_method%00x",
+        ] {
             let target = format!("/x?{spelling}=DELETE");
             let judged = judge_with("GET", &target, &[]).expect("judged");
             let needs: Vec<Need> = judged.iter().map(|j| j.need).collect();

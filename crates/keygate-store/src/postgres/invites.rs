@@ -88,7 +88,7 @@ impl InviteStore for PostgresStore {
         &self,
         digest: &[u8; 32],
         now: DateTime<Utc>,
-        redeemer: Redeemer,
+        mut redeemer: Redeemer,
     ) -> Result<Option<Redeemed>> {
         let mut tx = self.pool.begin().await?;
         // The organization first, then the invitation, as every other
@@ -120,6 +120,10 @@ impl InviteStore for PostgresStore {
             )?,
             None => None,
         };
+        // The presented key as it stands now, not as authentication saw it.
+        if let Some(presented) = redeemer.presented.as_mut() {
+            presented.free = crate::decisions::presented_is_free::<Postgres>(&mut tx, presented).await?;
+        }
         let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
         let user_id = match redemption {
             Redemption::Join { user } => user,

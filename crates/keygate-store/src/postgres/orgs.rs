@@ -9,7 +9,9 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::{OrgLock, PostgresStore, keys, lock_org, stakes, user_for_email};
-use crate::decisions::{HOLDINGS, Holdings, acting_in_org, still_administers};
+use crate::decisions::{
+    HOLDINGS, Holdings, acting_in_org, may_create_organization_now as may_create_now, still_administers,
+};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
@@ -54,6 +56,7 @@ impl OrgStore for PostgresStore {
 
     async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization> {
         let mut tx = self.pool.begin().await?;
+        may_create_now::<Postgres>(&mut tx, actor).await?;
         let org = insert_org(&mut tx, name, owner, actor).await?;
         tx.commit().await?;
         Ok(org)

@@ -100,7 +100,7 @@ impl InviteStore for SqliteStore {
         &self,
         digest: &[u8; 32],
         now: DateTime<Utc>,
-        redeemer: Redeemer,
+        mut redeemer: Redeemer,
     ) -> Result<Option<Redeemed>> {
         let digest = *digest;
         self.write(move |conn| {
@@ -130,6 +130,10 @@ impl InviteStore for SqliteStore {
                     )?,
                     None => None,
                 };
+                // The presented key as it stands now, not as authentication saw it.
+                if let Some(presented) = redeemer.presented.as_mut() {
+                    presented.free = crate::decisions::presented_is_free::<Sqlite>(conn, presented).await?;
+                }
                 let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
                 let user_id = match redemption {
                     Redemption::Join { user } => user,

@@ -11,7 +11,9 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, keys, stakes, user_for_email};
-use crate::decisions::{HOLDINGS, Holdings, acting_in_org, still_administers};
+use crate::decisions::{
+    HOLDINGS, Holdings, acting_in_org, may_create_organization_now as may_create_now, still_administers,
+};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event, log_instance};
 use crate::membership::USER_BY_EMAIL;
@@ -62,7 +64,10 @@ impl OrgStore for SqliteStore {
     async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization> {
         let (name, actor) = (name.clone(), *actor);
         self.write(move |conn| {
-            Box::pin(async move { Ok((insert_org(conn, &name, owner, &actor).await?, vec![])) })
+            Box::pin(async move {
+                may_create_now::<Sqlite>(conn, &actor).await?;
+                Ok((insert_org(conn, &name, owner, &actor).await?, vec![]))
+            })
         })
         .await
     }

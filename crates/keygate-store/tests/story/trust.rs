@@ -22,8 +22,9 @@ fn redeemer(presented: Option<PresentedKey>) -> Redeemer {
     Redeemer { presented, first_key: material(), ip: None }
 }
 
-fn presented(user_id: Uuid, key_id: i64, mode: Mode) -> Option<PresentedKey> {
-    Some(PresentedKey { user_id, key_id, mode, free: true })
+/// A key presented with a redemption, as authentication found it.
+fn presented(key: &keygate_store::ApiKeyRecord, mode: Mode) -> Option<PresentedKey> {
+    Some(PresentedKey { user_id: key.user_id, key_id: key.id, mode, free: true, digest: key.digest })
 }
 
 #[tokio::test]
@@ -47,21 +48,35 @@ async fn an_invitation_never_becomes_someone_elses_key() {
     store.create_invite(invitation(a, "other@example.com", Role::Read, 3), by_admin).await.expect("invite");
     let anonymous = store.redeem_invite(&[3; 32], Utc::now(), redeemer(None)).await;
     assert_refused(anonymous, Refusal::InvitationNeedsOwnKey);
-    let admins_key = store
-        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(admin.user_id, admin.key.id, Mode::All)))
-        .await;
+    let admins_key =
+        store.redeem_invite(&[3; 32], Utc::now(), redeemer(presented(&admin.key, Mode::All))).await;
     assert_refused(admins_key, Refusal::NotTheInvitee);
-    let read_key = store
-        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(other.user_id, other.key.id, Mode::Read)))
-        .await;
+    let read_key =
+        store.redeem_invite(&[3; 32], Utc::now(), redeemer(presented(&other.key, Mode::Read))).await;
     assert_refused(read_key, Refusal::InvitationNeedsOwnKey);
+    // Judged as the key stands when the redemption commits (fifth review):
+    // rotated since authentication, or deleted, it speaks for nobody.
+    let mut rotated_meanwhile = presented(&other.key, Mode::All);
+    if let Some(key) = rotated_meanwhile.as_mut() {
+        key.digest = material().digest;
+    }
+    let stale = store.redeem_invite(&[3; 32], Utc::now(), redeemer(rotated_meanwhile)).await;
+    assert_refused(stale, Refusal::InvitationNeedsOwnKey);
+    let mut gone = presented(&other.key, Mode::All);
+    if let Some(key) = gone.as_mut() {
+        key.key_id += 10_000;
+    }
+    assert_refused(
+        store.redeem_invite(&[3; 32], Utc::now(), redeemer(gone)).await,
+        Refusal::InvitationNeedsOwnKey,
+    );
     assert_eq!(store.role(a, other.user_id).await.expect("role"), None, "refusals change nothing");
     assert_eq!(store.pending_invites(a, Utc::now()).await.expect("pending").len(), 1, "still pending");
 
     // Their own key of mode `all`: they join, and no key is made.
     let keys_before = store.keys_of_user(other.user_id).await.expect("keys").len();
     let joined = store
-        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(other.user_id, other.key.id, Mode::All)))
+        .redeem_invite(&[3; 32], Utc::now(), redeemer(presented(&other.key, Mode::All)))
         .await
         .expect("redeem")
         .expect("found");
@@ -71,9 +86,8 @@ async fn an_invitation_never_becomes_someone_elses_key() {
 
     // A new address: the holder of the code gets the account, nobody else's.
     store.create_invite(invitation(a, "new@example.com", Role::Write, 4), by_admin).await.expect("invite");
-    let with_a_key = store
-        .redeem_invite(&[4; 32], Utc::now(), redeemer(presented(admin.user_id, admin.key.id, Mode::All)))
-        .await;
+    let with_a_key =
+        store.redeem_invite(&[4; 32], Utc::now(), redeemer(presented(&admin.key, Mode::All))).await;
     assert_refused(with_a_key, Refusal::NotTheInvitee);
     let new =
         store.redeem_invite(&[4; 32], Utc::now(), redeemer(None)).await.expect("redeem").expect("found");

@@ -295,6 +295,7 @@ pub async fn redeem(
         key_id: caller.principal.key_id,
         mode: caller.principal.mode,
         free: caller.principal.may_mint(),
+        digest: caller.digest(),
     });
     let (secret, first_key) = new_key_material()?;
     let redeemer = Redeemer { presented, first_key, ip: address };
