@@ -14,7 +14,7 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::PostgresStore;
-use crate::change::{REVOKE_LINEAGE, revoke_lineage};
+use crate::change::revoke_lineage;
 use crate::decisions::{decide_key_write, may_create};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
@@ -209,21 +209,19 @@ pub(super) async fn insert(conn: &mut PgConnection, key: &NewApiKey, actor: &Act
 /// the next round, and one still being minted finds its parent gone.
 async fn revoke(store: &PostgresStore, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
     let mut tx = store.pool.begin().await?;
-    let reported: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) FOR UPDATE",
-    )
-    .bind(&digest.as_bytes()[..])
-    .bind(crate::now())
-    .fetch_all(&mut *tx)
-    .await?;
+    let answering = format!("SELECT id FROM api_keys WHERE {ANSWERS_TO} FOR UPDATE");
+    let reported: Vec<i64> = sqlx::query_scalar(&answering)
+        .bind(&digest.as_bytes()[..])
+        .bind(crate::now())
+        .fetch_all(&mut *tx)
+        .await?;
     if reported.is_empty() {
         return Ok(Vec::new());
     }
-    let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
-    let mut keys = revoke_lineage::<Postgres>(&mut tx, revoke, actor).await?;
+    let mut keys = Vec::new();
     loop {
-        let more = sqlx::query_as(REVOKE_DESCENDANTS.as_str()).bind(&reported);
-        let more = revoke_lineage::<Postgres>(&mut tx, more, actor).await?;
+        let lineage = sqlx::query_as(REVOKE_LINEAGE_OF.as_str()).bind(&reported);
+        let more = revoke_lineage::<Postgres>(&mut tx, lineage, actor).await?;
         if more.is_empty() {
             break;
         }
@@ -233,11 +231,11 @@ async fn revoke(store: &PostgresStore, digest: &KeyDigest, actor: &Actor) -> Res
     Ok(keys)
 }
 
-/// The keys descending from any of `$1`, deleted.
-static REVOKE_DESCENDANTS: LazyLock<String> = LazyLock::new(|| {
+/// The keys `$1` and every key descending from them, deleted.
+static REVOKE_LINEAGE_OF: LazyLock<String> = LazyLock::new(|| {
     returning_keys(
-        "DELETE FROM api_keys WHERE id IN \
-         (SELECT descendant_id FROM key_ancestry WHERE ancestor_id = ANY($1))",
+        "DELETE FROM api_keys WHERE id = ANY($1) \
+         OR id IN (SELECT descendant_id FROM key_ancestry WHERE ancestor_id = ANY($1))",
     )
 });
 
