@@ -55,6 +55,29 @@ impl Action {
     }
 }
 
+/// A write of an app or of its bundles. What each needs of its caller on
+/// the app is stated once, here: the handler's early answer and the store's
+/// decision in the write's own transaction both read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppWrite {
+    Create,
+    Rename,
+    Delete,
+    Upload,
+    DeleteBundle,
+}
+
+impl AppWrite {
+    /// The action it needs: [`Action::Upload`] to add a bundle,
+    /// [`Action::Write`] for the rest.
+    pub const fn action(self) -> Action {
+        match self {
+            AppWrite::Upload => Action::Upload,
+            AppWrite::Create | AppWrite::Rename | AppWrite::Delete | AppWrite::DeleteBundle => Action::Write,
+        }
+    }
+}
+
 /// A set of actions: what a mode or a role permits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actions(u8);
@@ -350,6 +373,22 @@ mod tests {
         }
         for role in Role::ALL {
             assert!(!role.outranks(role), "nobody outranks their equal");
+        }
+    }
+
+    #[test]
+    fn an_upload_member_uploads_bundles_and_changes_no_app() {
+        let target = app("com.acme.app");
+        let org = Uuid::from_u128(7);
+        let key = principal(Mode::All, Scope { org: Some(org), apps: vec![] });
+        let all =
+            [AppWrite::Create, AppWrite::Rename, AppWrite::Delete, AppWrite::Upload, AppWrite::DeleteBundle];
+        for write in all {
+            let decide =
+                |role| key.decide(Some(role), Target::app(org, &target), write.action()).is_allowed();
+            assert_eq!(decide(Role::Upload), write == AppWrite::Upload, "{write:?} by an upload member");
+            assert!(decide(Role::Write), "{write:?} by a write member");
+            assert!(!decide(Role::Read), "{write:?} by a read member");
         }
     }
 

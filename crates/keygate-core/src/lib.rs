@@ -11,7 +11,7 @@ pub mod key_writes;
 pub mod limits;
 pub mod rules;
 
-pub use authz::{Action, Decision, Mode, Role, Scope};
+pub use authz::{Action, AppWrite, Decision, Mode, Role, Scope};
 pub use domain::{AppId, Email, KeyName, OrgName};
 pub use key::{ApiKeySecret, KeyDigest, KeyFormatError};
 pub use rules::Refusal;

@@ -282,6 +282,38 @@ where
     }
 }
 
+/// Whether the calling key of `actor`, as it stands now, may make `write`
+/// to app `app_id` of `org` ([`Principal::decide`] over
+/// [`AppWrite::action`](keygate_core::AppWrite::action)); the operator is
+/// bound by no rule here. What it may not see answers as absent: the app,
+/// or the organization for a new app.
+pub(crate) async fn may_write_app<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    app_id: &keygate_core::AppId,
+    actor: &Actor,
+    write: keygate_core::AppWrite,
+) -> Result<()>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> ActingRow: FromRow<'r, DB::Row>,
+{
+    let Some(acting) = acting_in_org::<DB>(conn, org, actor, crate::now()).await? else { return Ok(()) };
+    let target = keygate_core::authz::Target::app(org, app_id);
+    match acting.caller.decide(acting.role, target, write.action()) {
+        keygate_core::Decision::Allow => Ok(()),
+        keygate_core::Decision::Forbidden => Err(StoreError::Refused(Refusal::Forbidden)),
+        keygate_core::Decision::Invisible if write == keygate_core::AppWrite::Create => {
+            Err(StoreError::NotFound(crate::Entity::Organization))
+        }
+        keygate_core::Decision::Invisible => Err(StoreError::NotFound(crate::Entity::App)),
+    }
+}
+
 /// The calling key of `actor` as this transaction finds it (held `FOR
 /// SHARE` on PostgreSQL, so that a revocation or a change of it waits):
 /// `None` for the operator, [`Refusal::CallerRevoked`] for a key gone or no

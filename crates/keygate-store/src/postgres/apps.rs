@@ -1,17 +1,23 @@
-//! Apps and their bundles. Every write is audited in its organization's log
-//! within its transaction. Deleting an app locks its row first, and an app is
-//! created under a shared lock of its organization (which the organization's
-//! deletion excludes), so that no bundle appears meanwhile and every blob key
-//! a deletion leaves behind is returned.
+//! Apps and their bundles. Every write locks its organization's row first
+//! (shared; exclusively for an upload under a storage quota, so that
+//! uploads take turns and each sees the bytes of those before it), then the
+//! app's, and is decided over the calling key and its role as they stand
+//! under those locks ([`may_write_app`]); it is audited in its
+//! organization's log within its transaction. The organization's deletion
+//! and membership changes hold its row exclusively: they wait for these
+//! writes, and these for them. Deleting an app holds its row exclusively,
+//! so that no bundle appears meanwhile and every blob key it leaves behind
+//! is returned.
 
 use async_trait::async_trait;
-use keygate_core::AppId;
-use sqlx::Postgres;
+use keygate_core::{AppId, AppWrite};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{OrgLock, PostgresStore};
+use crate::decisions::may_write_app;
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_quota;
@@ -42,16 +48,55 @@ fn apps_where(filter: &str) -> String {
 }
 
 impl PostgresStore {
-    /// Runs `statement` (see [`with_owners`]), a change of one bundle, and
-    /// writes its event, naming the bundle `app_id@version`, to the log of
-    /// the app's organization; commits.
+    /// Begins `write` to app `app_id`: its organization's row locked as
+    /// `lock` says, then the app's, then the decision. `None` when there
+    /// is no such app (or it was deleted, or moved to another organization
+    /// by a deletion and a creation, before the lock).
+    async fn begin_app_write(
+        &self,
+        app_id: &AppId,
+        actor: &Actor,
+        write: AppWrite,
+        lock: OrgLock,
+    ) -> Result<Option<(Transaction<'static, Postgres>, Uuid)>> {
+        let mut tx = self.pool.begin().await?;
+        let org_of = "SELECT org_id FROM apps WHERE app_id = $1";
+        let org_id: Option<Uuid> =
+            sqlx::query_scalar(org_of).bind(app_id.as_str()).fetch_optional(&mut *tx).await?;
+        let Some(org_id) = org_id else { return Ok(None) };
+        match super::lock_org(&mut tx, org_id, lock).await {
+            Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
+            locked => locked?,
+        }
+        let row_lock = match write {
+            AppWrite::Rename | AppWrite::Delete => "FOR UPDATE",
+            AppWrite::Create | AppWrite::Upload | AppWrite::DeleteBundle => "FOR KEY SHARE",
+        };
+        let held: Option<Uuid> = sqlx::query_scalar(&format!("{org_of} {row_lock}"))
+            .bind(app_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held != Some(org_id) {
+            return Ok(None);
+        }
+        may_write_app::<Postgres>(&mut tx, org_id, app_id, actor, write).await?;
+        Ok(Some((tx, org_id)))
+    }
+
+    /// Runs `statement` (see [`with_owners`]), a change of one bundle of
+    /// `app_id` by `write`, and writes its event, naming the bundle
+    /// `app_id@version`, to the log of the app's organization; commits.
     async fn change_bundle(
         &self,
+        app_id: &AppId,
         statement: QueryAs<'_, Postgres, OwnedBundle, PgArguments>,
+        write: AppWrite,
         action: AuditAction,
         actor: &Actor,
     ) -> Result<Option<Bundle>> {
-        let mut tx = self.pool.begin().await?;
+        let Some((mut tx, _)) = self.begin_app_write(app_id, actor, write, OrgLock::Shared).await? else {
+            return Ok(None);
+        };
         let changed = statement.fetch_optional(&mut *tx).await;
         let Some(OwnedBundle { bundle, org_id }) =
             changed.map_err(|e| write_error(e, Entity::App, Entity::Bundle))?
@@ -76,6 +121,7 @@ impl AppStore for PostgresStore {
         // Not while the organization is being deleted: its deletion must see
         // every app, to return the blob keys of all their bundles.
         super::lock_org(&mut tx, org_id, OrgLock::Shared).await?;
+        may_write_app::<Postgres>(&mut tx, org_id, app_id, actor, AppWrite::Create).await?;
         let row: AppRow = sqlx::query_as(&sql)
             .bind(app_id.as_str())
             .bind(org_id)
@@ -106,7 +152,11 @@ impl AppStore for PostgresStore {
     async fn rename_app(&self, app_id: &AppId, name: &str, actor: &Actor) -> Result<Option<App>> {
         let sql =
             format!("UPDATE apps SET name = $2, updated_at = $3 WHERE app_id = $1 RETURNING {APP_COLUMNS}");
-        let mut tx = self.pool.begin().await?;
+        let Some((mut tx, _)) =
+            self.begin_app_write(app_id, actor, AppWrite::Rename, OrgLock::Shared).await?
+        else {
+            return Ok(None);
+        };
         let row: Option<AppRow> = sqlx::query_as(&sql)
             .bind(app_id.as_str())
             .bind(name)
@@ -123,13 +173,10 @@ impl AppStore for PostgresStore {
     }
 
     async fn delete_app(&self, app_id: &AppId, actor: &Actor) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await?;
-        // The app's row first: no bundle is added to it from here on.
-        let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1 FOR UPDATE")
-            .bind(app_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(org_id) = org_id else {
+        // The app's row held: no bundle is added to it from here on.
+        let Some((mut tx, org_id)) =
+            self.begin_app_write(app_id, actor, AppWrite::Delete, OrgLock::Shared).await?
+        else {
             return Ok(None);
         };
         let blobs: Vec<String> = sqlx::query_scalar(
@@ -152,20 +199,20 @@ impl AppStore for PostgresStore {
         );
         let insert = sqlx::query_as(&sql).bind_new_bundle(&bundle);
         if bundle.max_org_storage.is_none() {
-            // The insert holds a share lock on the app's row: it is still there.
-            let inserted = self.change_bundle(insert, AuditAction::BundleUpload, actor).await?;
-            return inserted.ok_or(StoreError::NotFound(Entity::App));
+            let inserted = self.change_bundle(
+                &bundle.app_id,
+                insert,
+                AppWrite::Upload,
+                AuditAction::BundleUpload,
+                actor,
+            );
+            return inserted.await?.ok_or(StoreError::NotFound(Entity::App));
         }
-        // With a quota, uploads to one organization take turns on its row,
-        // locked before the insert (as every writer locks the organization
-        // first), so that each sees the bytes of those before it.
-        let mut tx = self.pool.begin().await?;
-        let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
-            .bind(bundle.app_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let org_id = org_id.ok_or(StoreError::NotFound(Entity::App))?;
-        super::lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
+        let lock = OrgLock::Exclusive;
+        let Some((mut tx, _)) = self.begin_app_write(&bundle.app_id, actor, AppWrite::Upload, lock).await?
+        else {
+            return Err(StoreError::NotFound(Entity::App));
+        };
         let inserted: Option<OwnedBundle> =
             insert.fetch_optional(&mut *tx).await.map_err(|e| write_error(e, Entity::App, Entity::Bundle))?;
         let OwnedBundle { bundle: row, org_id } = inserted.ok_or(StoreError::NotFound(Entity::App))?;
@@ -203,6 +250,6 @@ impl AppStore for PostgresStore {
     async fn delete_bundle(&self, app_id: &AppId, version: &str, actor: &Actor) -> Result<Option<Bundle>> {
         let sql = with_owners("DELETE FROM bundles WHERE app_id = $1 AND version = $2");
         let delete = sqlx::query_as(&sql).bind(app_id.as_str()).bind(version);
-        self.change_bundle(delete, AuditAction::BundleDelete, actor).await
+        self.change_bundle(app_id, delete, AppWrite::DeleteBundle, AuditAction::BundleDelete, actor).await
     }
 }

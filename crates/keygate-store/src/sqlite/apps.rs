@@ -1,21 +1,32 @@
-//! Apps and their bundles. Every change is audited in its app's
-//! organization inside its own transaction; deleting an app announces
-//! [`AuthChange::App`], since keys limited to it reach nothing there now.
-//! A bundle's bytes live in the blob store: deletes hand back the blob keys.
+//! Apps and their bundles. Every change is decided over the calling key
+//! and its role as they stand in the change's own transaction
+//! ([`may_write_app`]), and audited in its app's organization there;
+//! deleting an app announces [`AuthChange::App`], since keys limited to it
+//! reach nothing there now. A bundle's bytes live in the blob store:
+//! deletes hand back the blob keys.
 
 use async_trait::async_trait;
-use keygate_core::AppId;
+use keygate_core::{AppId, AppWrite};
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::SqliteStore;
+use crate::decisions::may_write_app;
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
 use crate::model::check_quota;
 use crate::params::BindModel;
 use crate::rows::{self, APP_COLUMNS, AppRow, BUNDLE_COLUMNS, BundleRow, ORG_BUNDLE_BYTES, select};
-use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, NewBundle, Result};
+use crate::{Actor, App, AppStore, AuditAction, AuthChange, Bundle, NewBundle, Result, StoreError};
+
+/// The organization of app `app_id`, if there is one.
+async fn org_of(conn: &mut SqliteConnection, app_id: &AppId) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
+        .bind(app_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?)
+}
 
 /// The apps `filter` selects, by app id.
 fn apps_where(filter: &str) -> String {
@@ -32,6 +43,7 @@ impl AppStore for SqliteStore {
         let (app_id, name, actor) = (app_id.clone(), name.to_owned(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
+                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Create).await?;
                 let row: AppRow = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(org_id)
@@ -68,6 +80,8 @@ impl AppStore for SqliteStore {
         let (app_id, name, actor) = (app_id.clone(), name.to_owned(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
+                let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
+                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Rename).await?;
                 let row: Option<AppRow> = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(name)
@@ -89,19 +103,17 @@ impl AppStore for SqliteStore {
         let (app_id, actor) = (app_id.clone(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
+                let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
+                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Delete).await?;
                 let blobs: Vec<String> =
                     sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
                         .bind(app_id.as_str())
                         .fetch_all(&mut *conn)
                         .await?;
-                let org_id: Option<Uuid> =
-                    sqlx::query_scalar("DELETE FROM apps WHERE app_id = $1 RETURNING org_id")
-                        .bind(app_id.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                let Some(org_id) = org_id else {
-                    return Ok((None, vec![]));
-                };
+                sqlx::query("DELETE FROM apps WHERE app_id = $1")
+                    .bind(app_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
                 Sqlite::log(conn, org_id, Event::new(AuditAction::AppDelete, app_id.as_str(), &actor))
                     .await?;
                 Ok((Some(blobs), vec![AuthChange::App { app_id }]))
@@ -118,6 +130,8 @@ impl AppStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
+                let org_id = org_of(conn, &bundle.app_id).await?.ok_or(StoreError::NotFound(Entity::App))?;
+                may_write_app::<Sqlite>(conn, org_id, &bundle.app_id, &actor, AppWrite::Upload).await?;
                 let row = sqlx::query_as::<_, BundleRow>(&sql)
                     .bind_new_bundle(&bundle)
                     .fetch_one(&mut *conn)
@@ -126,15 +140,16 @@ impl AppStore for SqliteStore {
                 if bundle.max_org_storage.is_some() {
                     // After the insert, in the job's savepoint: the writer rolls
                     // it back if the organization is now over its quota.
-                    let used: i64 = sqlx::query_scalar(&format!(
-                        "{ORG_BUNDLE_BYTES}(SELECT org_id FROM apps WHERE app_id = $1)"
-                    ))
-                    .bind(bundle.app_id.as_str())
-                    .fetch_one(&mut *conn)
-                    .await?;
+                    let used: i64 = sqlx::query_scalar(&format!("{ORG_BUNDLE_BYTES}$1"))
+                        .bind(org_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
                     check_quota(used, bundle.max_org_storage)?;
                 }
-                Ok((log_bundle(conn, row.try_into()?, AuditAction::BundleUpload, &actor).await?, vec![]))
+                let bundle = Bundle::try_from(row)?;
+                Sqlite::log(conn, org_id, Event::of_bundle(AuditAction::BundleUpload, &bundle, &actor))
+                    .await?;
+                Ok((bundle, vec![]))
             })
         })
         .await
@@ -168,6 +183,8 @@ impl AppStore for SqliteStore {
         let (app_id, version, actor) = (app_id.clone(), version.to_owned(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
+                let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
+                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::DeleteBundle).await?;
                 let row: Option<BundleRow> = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(version)
@@ -176,25 +193,11 @@ impl AppStore for SqliteStore {
                 let Some(bundle) = rows::one(row)? else {
                     return Ok((None, vec![]));
                 };
-                Ok((Some(log_bundle(conn, bundle, AuditAction::BundleDelete, &actor).await?), vec![]))
+                Sqlite::log(conn, org_id, Event::of_bundle(AuditAction::BundleDelete, &bundle, &actor))
+                    .await?;
+                Ok((Some(bundle), vec![]))
             })
         })
         .await
     }
-}
-
-/// Writes the event of `action` on `bundle` to the log of its app's
-/// organization; hands the bundle back.
-async fn log_bundle(
-    conn: &mut SqliteConnection,
-    bundle: Bundle,
-    action: AuditAction,
-    actor: &Actor,
-) -> Result<Bundle> {
-    let org_id: Uuid = sqlx::query_scalar("SELECT org_id FROM apps WHERE app_id = $1")
-        .bind(bundle.app_id.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-    Sqlite::log(conn, org_id, Event::of_bundle(action, &bundle, actor)).await?;
-    Ok(bundle)
 }

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use keygate_core::authz::{Action, Target};
+use keygate_core::authz::{Action, AppWrite, Target};
 use keygate_core::{AppId, KeyName};
 use keygate_store::App;
 use serde::{Deserialize, Serialize};
@@ -183,7 +183,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     let app_id = require_app_id(request.app_id.as_deref())?;
     let name = parse_app_name(request.name.as_deref())?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller.require(&state, Target::app(org_id, &app_id), Action::Write, ApiError::org_not_found).await?;
+    let action = AppWrite::Create.action();
+    caller.require(&state, Target::app(org_id, &app_id), action, ApiError::org_not_found).await?;
     let app = state.store.create_app(org_id, &app_id, &name, &caller.actor()).await?;
     tracing::info!(app_id = %app.app_id, %org_id, "app created");
     Ok(Json(OneApp { app: app.into() }))
@@ -207,7 +208,7 @@ pub async fn rename(
     Path(app_id): Path<String>,
     body: RawBody,
 ) -> ApiResult<Json<OneApp>> {
-    let app = find_app(&state, &caller, &app_id, Action::Write).await?;
+    let app = find_app(&state, &caller, &app_id, AppWrite::Rename.action()).await?;
     let request = body
         .json::<RenameApp>()?
         .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
@@ -235,7 +236,7 @@ pub async fn delete(
     caller: Caller,
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<Success>> {
-    let app = find_app(&state, &caller, &app_id, Action::Write).await?;
+    let app = find_app(&state, &caller, &app_id, AppWrite::Delete.action()).await?;
     let blobs =
         state.store.delete_app(&app.app_id, &caller.actor()).await?.ok_or_else(ApiError::app_not_found)?;
     state.blobs.remove(&blobs).await;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use keygate_core::authz::Action;
+use keygate_core::authz::{Action, AppWrite};
 use keygate_core::rules;
 use keygate_store::{Bundle, NewBundle, StoreError};
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ pub async fn upload(
     Params(query): Params<BundleQuery>,
     body: Body,
 ) -> ApiResult<Json<OneBundle>> {
-    let app = find_app(&state, &caller, query.app_id()?, Action::Upload).await?;
+    let app = find_app(&state, &caller, query.app_id()?, AppWrite::Upload.action()).await?;
     let version = query.version()?;
     let exists =
         || ApiError::conflict("bundle_exists", format!("{} already has a bundle {version}", app.app_id));
@@ -221,7 +221,7 @@ pub async fn delete(
     caller: Caller,
     Params(query): Params<BundleQuery>,
 ) -> ApiResult<Json<Success>> {
-    let app = find_app(&state, &caller, query.app_id()?, Action::Write).await?;
+    let app = find_app(&state, &caller, query.app_id()?, AppWrite::DeleteBundle.action()).await?;
     let version = query.version()?;
     let bundle = state
         .store

@@ -518,3 +518,158 @@ async fn a_key_deleted_or_rotated_while_it_acts_changes_nothing_after() {
         assert!(after.is_empty(), "round {round}: the key acted after it was stopped: {after:?}");
     }
 }
+
+#[tokio::test]
+async fn a_member_demoted_while_uploading_and_creating_apps_writes_nothing_after_the_demotion() {
+    let app = &spawn_app().await;
+    let org_id = app.owner.org_id.clone();
+    app.app("com.acme.race").await;
+    let member = app.member("uploader@example.com", Role::Write).await;
+    for round in 0..rounds() {
+        app.member("uploader@example.com", Role::Write).await;
+        let writes = join_all((0..RACERS).map(|n| {
+            let (key, org_id) = (member.key.clone(), org_id.clone());
+            async move {
+                spread(n).await;
+                if n % 2 == 0 {
+                    let version = format!("{round}.{n}.0");
+                    app.upload(&key, "com.acme.race", &version, vec![b'x'; 16]).await
+                } else {
+                    let body =
+                        json!({ "app_id": format!("com.acme.r{round}n{n}"), "name": "r", "org_id": org_id });
+                    app.post("/app", &key, body).await
+                }
+            }
+        }));
+        let demote = async {
+            tokio::time::sleep(stagger(round)).await;
+            let body = json!({ "org_id": org_id, "email": "uploader@example.com", "role": "read" });
+            app.post("/organization/members", &app.owner.key, body).await.ok();
+        };
+        let (replies, ()) = tokio::join!(writes, demote);
+        let events = audit(app).await;
+        let demoted = events.iter().rposition(|e| e.action == "member.set").expect("the demotion is audited");
+        let after: Vec<&str> = events[demoted + 1..]
+            .iter()
+            .filter(|e| e.actor_key_id == Some(member.key_id))
+            .map(|e| e.action.as_str())
+            .collect();
+        assert!(after.is_empty(), "round {round}: the demoted member wrote after the demotion: {after:?}");
+        for reply in replies.iter().filter(|r| r.status >= 300) {
+            reply.error(403, "insufficient_permissions");
+        }
+    }
+}
+
+#[tokio::test]
+async fn credits_lowered_while_their_key_is_charged_bind_every_request_sent_after() {
+    let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    for round in 0..rounds() {
+        let created = app
+            .create_key(
+                &app.owner.key,
+                json!({ "org_id": app.owner.org_id, "mode": "read", "credits": { "remaining": 100_000 } }),
+            )
+            .await;
+        let (id, key) =
+            (created["id"].as_i64().expect("id"), created["key"].as_str().expect("key").to_owned());
+        let lowered = std::sync::OnceLock::<std::time::Instant>::new();
+        let lowered = &lowered;
+        let charges = join_all((0..RACERS).map(|n| {
+            let key = key.clone();
+            async move {
+                spread(n).await;
+                // Until three of its requests were sent after the change.
+                let mut sent_after = Vec::new();
+                while sent_after.len() < 3 {
+                    let sent = std::time::Instant::now();
+                    let status = app.get("/app", &key).await.status;
+                    if lowered.get().is_some_and(|at| sent > *at) {
+                        sent_after.push(status);
+                    }
+                }
+                sent_after
+            }
+        }));
+        let lower = async {
+            tokio::time::sleep(stagger(round)).await;
+            app.put(&format!("/apikey/{id}"), &app.owner.key, json!({ "credits": { "remaining": 5 } }))
+                .await
+                .ok();
+            lowered.set(std::time::Instant::now()).expect("set once");
+        };
+        let (sent_after, ()) = tokio::join!(charges, lower);
+        let statuses: Vec<u16> = sent_after.into_iter().flatten().collect();
+        let admitted = statuses.iter().filter(|s| **s == 200).count();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "round {round}: unexpected statuses {statuses:?}"
+        );
+        assert!(admitted <= 5, "round {round}: {admitted} requests sent after credits were set to 5 got in");
+        let left =
+            app.get(&format!("/apikey/{id}"), &app.owner.key).await.ok()["apikey"]["credits"]["remaining"]
+                .as_i64()
+                .expect("remaining");
+        assert!((0..=5).contains(&left), "round {round}: {left} credits left of 5");
+    }
+}
+
+#[tokio::test]
+async fn an_app_deleted_while_keys_are_scoped_to_it_leaves_every_key_reaching_nothing() {
+    let app = &spawn_app().await;
+    let org_id = app.owner.org_id.clone();
+    let other = app.tenant("other@example.com").await;
+    app.app("com.acme.kept").await;
+    for round in 0..rounds() {
+        let doomed = format!("com.acme.doomed{round}");
+        app.app(&doomed).await;
+        app.upload(&app.owner.key, &doomed, "1.0.0", vec![b'x'; 16]).await.ok();
+        let existing: Vec<i64> = {
+            let mut ids = Vec::new();
+            for _ in 0..RACERS / 2 {
+                ids.push(app.owner_key("all").await["id"].as_i64().expect("id"));
+            }
+            ids
+        };
+        let scoped = join_all((0..RACERS).map(|n| {
+            let (org_id, doomed) = (org_id.clone(), doomed.clone());
+            let existing = &existing;
+            async move {
+                spread(n).await;
+                let reply = if n % 2 == 0 {
+                    let body = json!({ "org_id": org_id, "mode": "all", "limited_to_apps": [doomed] });
+                    app.post("/apikey", &app.owner.key, body).await
+                } else {
+                    let id = existing[n / 2];
+                    app.put(&format!("/apikey/{id}"), &app.owner.key, json!({ "limited_to_apps": [doomed] }))
+                        .await
+                };
+                reply.ok()["apikey"]["id"].as_i64().expect("id")
+            }
+        }));
+        let delete = async {
+            tokio::time::sleep(stagger(round)).await;
+            app.delete(&format!("/app/{doomed}"), &app.owner.key).await.ok();
+            // The same id, now another tenant's.
+            let body = json!({ "app_id": doomed, "name": "theirs", "org_id": other.org_id });
+            app.post("/app", &other.key, body).await.ok();
+        };
+        let (ids, ()) = tokio::join!(scoped, delete);
+        // The secrets of edited keys are not returned: rotate each to act with it.
+        for id in ids {
+            let secret = app
+                .post(&format!("/apikey/{id}/rotate"), &app.owner.key, json!({ "grace_period_seconds": 0 }))
+                .await
+                .ok()["apikey"]["key"]
+                .as_str()
+                .expect("secret")
+                .to_owned();
+            let key = app.get(&format!("/apikey/{id}"), &app.owner.key).await.ok()["apikey"].clone();
+            assert_eq!(key["limited_to_apps"], json!([doomed]), "round {round}: key {id} changed scope");
+            app.get(&format!("/app/{doomed}"), &secret).await.error(404, "app_not_found");
+            app.get("/app/com.acme.kept", &secret).await.error(404, "app_not_found");
+            let listed = app.get("/app", &secret).await.ok();
+            assert_eq!(listed["data"], json!([]), "round {round}: key {id} lists apps: {listed}");
+        }
+    }
+}
