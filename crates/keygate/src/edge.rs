@@ -8,17 +8,26 @@
 //! - at most [`EdgeLimits::max_connections`] connections are served at
 //!   once; beyond, new ones wait in the kernel's accept queue;
 //! - a failed `accept` (such as running out of file descriptors) is logged
-//!   and retried after a pause, never a busy loop.
+//!   and retried after a pause, never a busy loop;
+//! - a response to a request whose body was not read to its end (refused
+//!   before it: keygate reads no body it does not need) says
+//!   `Connection: close`, since the connection cannot carry another
+//!   request after it: a client then opens a new one rather than send its
+//!   next request into a closed socket.
 //!
 //! The request timeout is kept by [`crate::observe`], after routing, so
 //! that its 408 leaves in the contract's shape.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use hyper::body::Incoming;
+use axum::http::{HeaderValue, header};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -78,9 +87,18 @@ where
         // turning it off measured no gain.
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
+            let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+            let body = |inner| axum::body::Body::new(Tracked { inner, read: read.clone() });
+            let mut request = request.map(body);
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            app.clone().oneshot(request)
+            let answer = app.clone().oneshot(request);
+            async move {
+                let mut response = answer.await?;
+                if !read.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let mut quit = quit.clone();
         connections.spawn(async move {
@@ -106,4 +124,34 @@ where
 /// Resolves once `quit` is true (or its sender is gone).
 async fn stopping(quit: &mut watch::Receiver<bool>) {
     let _ = quit.wait_for(|quit| *quit).await;
+}
+
+/// A request's body that notes when it was read to its end.
+struct Tracked {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -26,7 +26,7 @@
 //!   not judged.
 //! - **The method** is an upper-case token; a lower-case one is refused.
 //!   Method overrides (`X-HTTP-Method-Override`, `X-Method-Override`,
-//!   `X-HTTP-Method`, a `_method` query parameter) make the request need
+//!   `X-HTTP-Method`, a `_method` query parameter, between `&` or `;`) make the request need
 //!   what both methods need.
 //! - **Rules** are tried in the order of the file; the first whose methods
 //!   and path match decides. Without a match, GET, HEAD and OPTIONS need
@@ -391,7 +391,8 @@ fn overrides(headers: &[String], query: Option<&str>, methods: &mut Vec<Method>)
     for value in headers {
         add(value)?;
     }
-    for pair in query.unwrap_or_default().split('&') {
+    // `;` too: Perl's CGI, Rack before 3 and older Pythons split on it.
+    for pair in query.unwrap_or_default().split(['&', ';']) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if folded_eq(&php_name(name), "_method") {
             add(&percent_encoding::percent_decode_str(value).decode_utf8_lossy())?;
@@ -985,6 +986,7 @@ mod tests {
             "+_method",
             "%20_method",
             "_method%00x",
+            "a=1;_method",
         ] {
             let target = format!("/x?{spelling}=DELETE");
             let judged = judge_with("GET", &target, &[]).expect("judged");

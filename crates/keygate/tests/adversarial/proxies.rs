@@ -280,6 +280,9 @@ async fn a_client_never_writes_the_original_request() {
         assert_eq!(status, 403, "{name}: an override to DELETE needs write");
         let (status, _) = echoed(&proxy, "GET", b"/x?_method=DELETE", Some(&keygate.reader), &[]).await;
         assert_eq!(status, 403, "{name}: so does _method");
+        // Sixth review: older parsers split a query at `;` too.
+        let (status, _) = echoed(&proxy, "GET", b"/x?a=1;_method=DELETE", Some(&keygate.reader), &[]).await;
+        assert_eq!(status, 403, "{name}: so does _method after a `;`");
         let (status, seen) = echoed(&proxy, "GET", b"/x", Some(&keygate.reader), &[]).await;
         assert_eq!((status, seen["method"].as_str()), (200, Some("GET")), "{name}: a plain read passes");
     }
@@ -314,6 +317,18 @@ async fn the_api_sees_only_keygates_identity_headers() {
         for header in ["HTTP_X_KEYGATE_USER_ID", "HTTP_X_KEYGATE_KEY_ID", "HTTP_X_KEYGATE_ORG_ID"] {
             let value = headers[header].as_str().unwrap_or_default();
             assert!(!value.contains("forged") && !value.contains(','), "{name}: {header} = {value:?}");
+        }
+        // Sixth review: the caller's key, in any of the headers keygate
+        // reads, stays at the proxy.
+        for (header, cgi) in [
+            ("Authorization", "HTTP_AUTHORIZATION"),
+            ("X-Api-Key", "HTTP_X_API_KEY"),
+            ("Capgkey", "HTTP_CAPGKEY"),
+        ] {
+            let sent = format!("{header}: {}", keygate.reader);
+            let (status, seen) = echoed(&proxy, "GET", b"/x", None, &[sent.as_str()]).await;
+            assert_eq!(status, 200, "{name}: {header} is a key: {seen}");
+            assert_eq!(seen["headers"][cgi], Value::Null, "{name}: the API saw {header}: {seen}");
         }
         // On a public path: no identity at all, however forged.
         let (status, seen) = echoed(&proxy, "GET", b"/public/x", None, &forged).await;

@@ -213,6 +213,41 @@ mod edge {
         assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
     }
 
+    /// The head of the first response on a fresh connection after sending `request`.
+    async fn first_head(app: &TestApp, request: &str) -> String {
+        let mut stream = connect(app).await;
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut buffer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("answered within 5 s")
+            .expect("answer");
+        let answer = String::from_utf8_lossy(&buffer[..n]).to_ascii_lowercase();
+        answer.split("\r\n\r\n").next().expect("a head").to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_body_refused_unread_closes_its_connection_and_says_so() {
+        let app = app_with(EdgeLimits::default()).await;
+        // No key: refused before the body is read.
+        let unread = "POST /apikey HTTP/1.1\r\nhost: keygate\r\ncontent-type: application/json\r\n\
+                      content-length: 2\r\n\r\n{}";
+        let head = first_head(&app, unread).await;
+        assert!(head.starts_with("http/1.1 401"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        // Read to its end, or no body at all: the connection stays open.
+        let read = format!(
+            "POST /apikey HTTP/1.1\r\nhost: keygate\r\nauthorization: {}\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}",
+            app.owner.key
+        );
+        let head = first_head(&app, &read).await;
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let head = first_head(&app, "GET /apikey HTTP/1.1\r\nhost: keygate\r\n\r\n").await;
+        assert!(head.starts_with("http/1.1 401") && !head.contains("connection: close"), "{head}");
+    }
+
     #[tokio::test]
     async fn a_body_that_never_arrives_is_answered_408_in_the_contract_shape() {
         let limits = EdgeLimits { request_timeout: Duration::from_secs(1), ..EdgeLimits::default() };
