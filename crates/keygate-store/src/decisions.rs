@@ -137,10 +137,51 @@ fn calling_key(key: &ApiKeyRecord, actor: &Actor) -> KeyState {
     KeyState { principal, enabled: key.enabled }
 }
 
+/// What a calling key acts with, and no more: the columns [`CallerRow`]
+/// reads.
+const CALLER_COLUMNS: &str =
+    "id, digest, mode, user_id, org_id, limited_to_apps, expires_at, enabled, ratelimits, credits_remaining";
+
+/// A calling key as a decision reads it.
+#[derive(FromRow)]
+pub(crate) struct CallerRow {
+    id: i64,
+    digest: Vec<u8>,
+    mode: String,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    limited_to_apps: crate::rows::AppList,
+    expires_at: Option<DateTime<Utc>>,
+    enabled: bool,
+    ratelimits: String,
+    credits_remaining: Option<i64>,
+}
+
+impl CallerRow {
+    /// The key as it acts for `actor` ([`calling_key`]).
+    fn state(self, actor: &Actor) -> Result<KeyState> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("api_keys.{what} of key {}", self.id));
+        let mode = keygate_core::Mode::parse(&self.mode).ok_or_else(|| corrupt("mode"))?;
+        let digest = keygate_core::KeyDigest::from_slice(&self.digest).ok_or_else(|| corrupt("digest"))?;
+        let ratelimits: Vec<keygate_core::limits::RateLimit> =
+            serde_json::from_str(&self.ratelimits).map_err(|_| corrupt("ratelimits"))?;
+        let principal = Principal {
+            key_id: self.id,
+            user_id: self.user_id,
+            mode,
+            scope: keygate_core::Scope { org: self.org_id, apps: self.limited_to_apps.0 },
+            expires_at: self.expires_at,
+            limited: crate::model::is_limited(&ratelimits, self.credits_remaining.is_some()),
+            retiring: actor.presented.is_some_and(|presented| presented != digest),
+        };
+        Ok(KeyState { principal, enabled: self.enabled })
+    }
+}
+
 #[derive(FromRow)]
 pub(crate) struct ActingRow {
     #[sqlx(flatten)]
-    key: KeyRow,
+    key: CallerRow,
     role: Option<String>,
     blocked: bool,
     require_expiration: Option<bool>,
@@ -180,8 +221,7 @@ where
     let row: Option<ActingRow> =
         sqlx::query_as(acting_sql::<DB>()).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
-    let key = ApiKeyRecord::try_from(row.key)?;
-    let state = calling_key(&key, actor);
+    let state = row.key.state(actor)?;
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
     let role = rules::role_as_key_acts(row.role.as_deref().map(role).transpose()?, row.blocked);
     let policy = crate::model::expiry_policy(row.require_expiration.unwrap_or(false), row.max_days);
@@ -195,7 +235,7 @@ fn acting_sql<DB: RowLocks>() -> &'static str {
     static UNLOCKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let build = || {
         format!(
-            "SELECT {KEY_COLUMNS}, \
+            "SELECT {CALLER_COLUMNS}, \
              (SELECT m.role FROM memberships m WHERE m.org_id = $2 AND m.user_id = api_keys.user_id) AS role, \
              EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1) AS blocked, \
              (SELECT o.require_apikey_expiration FROM organizations o WHERE o.id = $2) AS require_expiration, \
@@ -237,13 +277,15 @@ impl Holdings {
 /// Whether the calling key of `actor` may create `key` in `org`
 /// ([`keygate_core::key_writes::may_create_key`]), over the key and its
 /// standing there as they are now, and the organization's policy; the
-/// operator is bound by no rule here.
+/// operator is bound by no rule here. `Ok(true)` when the decision covered
+/// the new key's owner too: the calling key's, a member of `org` (the
+/// decision needs a role there) under the policy it checked.
 pub(crate) async fn may_create<DB>(
     conn: &mut DB::Connection,
     org: Uuid,
     key: &crate::NewApiKey,
     actor: &Actor,
-) -> Result<()>
+) -> Result<bool>
 where
     DB: RowLocks,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -253,12 +295,14 @@ where
     for<'r> ActingRow: FromRow<'r, DB::Row>,
 {
     let now = crate::now();
-    let Some(acting) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(()) };
+    let Some(acting) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(false) };
     let scope = keygate_core::Scope { org: Some(org), apps: key.limited_to_apps.clone() };
     let grant = keygate_core::authz::Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at };
+    let owner = acting.caller.user_id;
     let caller = KeyState { principal: acting.caller, enabled: true };
     keygate_core::key_writes::may_create_key(Some(&caller), acting.role, &grant, acting.policy, now)
-        .map_err(StoreError::Refused)
+        .map_err(StoreError::Refused)?;
+    Ok(owner == key.user_id)
 }
 
 /// Whether the calling key of `actor` still administers `org`, as it stands
@@ -324,13 +368,13 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> KeyRow: FromRow<'r, DB::Row>,
+    for<'r> CallerRow: FromRow<'r, DB::Row>,
 {
     let Some(key_id) = actor.key_id else { return Ok(None) };
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1{}", DB::SHARE);
-    let row: Option<KeyRow> = sqlx::query_as(&sql).bind(key_id).fetch_optional(&mut *conn).await?;
+    let sql = format!("SELECT {CALLER_COLUMNS} FROM api_keys WHERE id = $1{}", DB::SHARE);
+    let row: Option<CallerRow> = sqlx::query_as(&sql).bind(key_id).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
-    let state = calling_key(&ApiKeyRecord::try_from(row)?, actor);
+    let state = row.state(actor)?;
     Ok(Some(KeyState::acting(Some(&state), crate::now()).map_err(StoreError::Refused)?.clone()))
 }
 
@@ -346,7 +390,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> KeyRow: FromRow<'r, DB::Row>,
+    for<'r> CallerRow: FromRow<'r, DB::Row>,
 {
     let actor = Actor {
         user_id: Some(presented.user_id),
@@ -373,7 +417,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> KeyRow: FromRow<'r, DB::Row>,
+    for<'r> CallerRow: FromRow<'r, DB::Row>,
 {
     match calling_key_now::<DB>(conn, actor).await? {
         Some(caller) if !rules::may_create_organization(&caller) => {

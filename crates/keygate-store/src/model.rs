@@ -108,10 +108,16 @@ impl ApiKeyRecord {
             mode: self.mode,
             scope: keygate_core::Scope { org: self.org_id, apps: self.limited_to_apps.clone() },
             expires_at: self.expires_at,
-            limited: !self.ratelimits.is_empty() || self.credits.is_some(),
+            limited: is_limited(&self.ratelimits, self.credits.is_some()),
             retiring: false,
         }
     }
+}
+
+/// Whether a key with these rate limits, and credits or not, is limited
+/// ([`keygate_core::authz::Principal::limited`]).
+pub(crate) fn is_limited(ratelimits: &[keygate_core::limits::RateLimit], credits: bool) -> bool {
+    !ratelimits.is_empty() || credits
 }
 
 /// The stored half of a freshly generated key.

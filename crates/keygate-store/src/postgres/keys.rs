@@ -85,8 +85,8 @@ impl KeyStore for PostgresStore {
             // or the policy changes, so a member removed meanwhile cannot
             // keep a new key, nor a key escape a policy just tightened.
             policy = Some(super::lock_org_policy(&mut tx, org_id).await?);
-            may_create::<Postgres>(&mut tx, org_id, &key, actor).await?;
-            if super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
+            let decided = may_create::<Postgres>(&mut tx, org_id, &key, actor).await?;
+            if !decided && super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
                 return Err(StoreError::NotFound(Entity::Membership));
             }
         }

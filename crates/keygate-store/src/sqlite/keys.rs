@@ -84,8 +84,11 @@ impl KeyStore for SqliteStore {
                 // Under the write lock, so that a member removed, a policy
                 // tightened or the calling key revoked, blocked or narrowed
                 // at the same moment cannot be left behind.
-                if let Some(org) = key.org_id {
-                    may_create::<Sqlite>(conn, org, &key, &actor).await?;
+                if let Some(org) = key.org_id
+                    && may_create::<Sqlite>(conn, org, &key, &actor).await?
+                {
+                    // The decision read the membership and the policy here.
+                    return Ok((insert(conn, &key, &actor).await?, vec![]));
                 }
                 let Some(inserted) = insert_if_member(conn, &key).await? else {
                     // Only to tell which is missing: the organization or the membership.
