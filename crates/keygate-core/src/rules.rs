@@ -312,7 +312,8 @@ impl IssuingKey {
     }
 }
 
-/// Redeeming an invitation. It still stands only while its inviter
+/// Redeeming an invitation. It still stands only until it expires
+/// (`open_until`, exclusive), while its inviter
 /// (`inviter_now`: their role as it is now) could issue it
 /// ([`may_invite`]) and the key it was issued with still exists, works and
 /// could mint a key: an invitation is a credential that key made. One to an
@@ -322,11 +323,15 @@ impl IssuingKey {
 pub fn may_redeem(
     inviter_now: Option<Role>,
     invited: Role,
+    open_until: DateTime<Utc>,
     issuing_key: Option<IssuingKey>,
     now: DateTime<Utc>,
     invitee: Invitee,
     presented: Option<Presented>,
 ) -> Result<Redemption, Refusal> {
+    if !invitation_open(open_until, now) {
+        return Err(Refusal::InvitationVoid);
+    }
     may_invite(inviter_now, invited, None).map_err(|_| Refusal::InvitationVoid)?;
     if !IssuingKey::stands(issuing_key, now) {
         return Err(Refusal::InvitationVoid);
@@ -342,6 +347,12 @@ pub fn may_redeem(
         (Invitee::Existing { role: Some(_), .. }, Some(_)) => Err(Refusal::AlreadyMember),
         (Invitee::Existing { user, role: None }, Some(_)) => Ok(Redemption::Join { user }),
     }
+}
+
+/// Whether an invitation that expires at `open_until` is still open at
+/// `now`: to be redeemed, or listed as pending.
+pub fn invitation_open(open_until: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now < open_until
 }
 
 /// An invitation's first key acts with mode `all` (its holder's role still
@@ -743,9 +754,10 @@ mod tests {
         use Role::*;
         let all = |user| Some(Presented { user, mode: Mode::All, free: true });
         let now = Utc::now();
+        let open = now + chrono::Duration::days(7);
         let key = IssuingKey { expires_at: None, enabled: true, restrained: false, blocked: false };
         let redeem = |inviter, invited, invitee, presented| {
-            may_redeem(inviter, invited, Some(key), now, invitee, presented)
+            may_redeem(inviter, invited, open, Some(key), now, invitee, presented)
         };
         let existing = Invitee::Existing { user: YOU, role: None };
         assert_eq!(redeem(Some(Admin), Write, Invitee::New, None), Ok(Redemption::NewAccount));
@@ -763,8 +775,13 @@ mod tests {
             Some(IssuingKey { blocked: true, ..key }),
             Some(IssuingKey { restrained: true, ..key }),
         ] {
-            let void = may_redeem(Some(Admin), Read, issuing, now, Invitee::New, None);
+            let void = may_redeem(Some(Admin), Read, open, issuing, now, Invitee::New, None);
             assert_eq!(void, Err(Refusal::InvitationVoid), "{issuing:?}");
+        }
+        // The invitation itself expired: its end is exclusive.
+        for expired in [now, now - chrono::Duration::seconds(1)] {
+            let void = may_redeem(Some(Admin), Read, expired, Some(key), now, Invitee::New, None);
+            assert_eq!(void, Err(Refusal::InvitationVoid), "{expired}");
         }
         // An existing account, only with its own key of mode `all`.
         assert_eq!(redeem(Some(Admin), Read, existing, None), Err(Refusal::InvitationNeedsOwnKey));

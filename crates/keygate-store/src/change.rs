@@ -9,7 +9,7 @@ use sqlx::{Executor, FromRow, IntoArguments, Transaction};
 
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
-use crate::rows::{KEY_COLUMNS, KeyRow, one};
+use crate::rows::{ANSWERS_TO, KEY_COLUMNS, KeyRow, one};
 use crate::{Actor, ApiKeyRecord, AuditAction, AuthCache, AuthChange, Result};
 
 /// Where a backend announces [`AuthChange`]s after its commits: to the
@@ -131,7 +131,7 @@ where
 pub(crate) static REVOKE_LINEAGE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH reported AS ( \
-             SELECT id FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2) \
+             SELECT id FROM api_keys WHERE {ANSWERS_TO} \
          ) DELETE FROM api_keys WHERE id IN (SELECT id FROM reported) \
          OR id IN (SELECT descendant_id FROM key_ancestry WHERE ancestor_id IN (SELECT id FROM reported)) \
          RETURNING {KEY_COLUMNS}"

@@ -35,7 +35,7 @@ pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
 pub(crate) static PENDING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {INVITE_COLUMNS} FROM invites \
-         WHERE org_id = $1 AND redeemed_at IS NULL AND expires_at > $2 ORDER BY id DESC"
+         WHERE org_id = $1 AND redeemed_at IS NULL ORDER BY id DESC"
     )
 });
 
@@ -46,10 +46,11 @@ pub(crate) static PENDING_ONE: LazyLock<String> = LazyLock::new(|| {
 
 pub(crate) const REVOKE: &str = "DELETE FROM invites WHERE id = $1";
 
-/// Marks the invitation used, if it still may be, and returns it.
+/// Marks the invitation used, if no one did, and returns it; the
+/// redemption's decision (expiry included) may still undo it.
 pub(crate) static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE invites SET redeemed_at = $2 WHERE digest = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+        "UPDATE invites SET redeemed_at = $2 WHERE digest = $1 AND redeemed_at IS NULL \
          RETURNING {INVITE_COLUMNS}"
     )
 });
@@ -163,7 +164,8 @@ impl Parties {
         });
         let presented =
             redeemer.presented.map(|key| Presented { user: key.user_id, mode: key.mode, free: key.free });
-        rules::may_redeem(self.inviter()?, invite.role, issuing, now, invitee, presented).map_err(refused)
+        let (inviter, open_until) = (self.inviter()?, invite.expires_at);
+        rules::may_redeem(inviter, invite.role, open_until, issuing, now, invitee, presented).map_err(refused)
     }
 }
 
@@ -211,4 +213,10 @@ pub(crate) fn first_key(
         created_by_key_id: Some(issuing_key.id),
         limits: KeyLimits::default(),
     }
+}
+
+/// The invitations of `rows` still open at `now` ([`rules::invitation_open`]).
+pub(crate) fn open_at(rows: Vec<InviteRow>, now: DateTime<Utc>) -> Result<Vec<Invite>> {
+    let invites: Vec<Invite> = crate::rows::all(rows)?;
+    Ok(invites.into_iter().filter(|invite| rules::invitation_open(invite.expires_at, now)).collect())
 }

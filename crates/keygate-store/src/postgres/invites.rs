@@ -53,12 +53,9 @@ impl InviteStore for PostgresStore {
     }
 
     async fn pending_invites(&self, org_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Invite>> {
-        let rows = sqlx::query_as::<_, InviteRow>(PENDING.as_str())
-            .bind(org_id)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
-        rows::all(rows)
+        let rows =
+            sqlx::query_as::<_, InviteRow>(PENDING.as_str()).bind(org_id).fetch_all(&self.pool).await?;
+        crate::invites::open_at(rows, now)
     }
 
     async fn revoke_invite(&self, org_id: Uuid, id: i64, actor: &Actor) -> Result<bool> {

@@ -20,16 +20,12 @@ use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
-use crate::rows::{DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
+use crate::rows::{ANSWERS_TO, DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
 use crate::{
     Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial,
     KeyStore, NewApiKey, Result, StoreError,
 };
 use keygate_core::key_writes::KeyWrite;
-
-/// The keys that answer to the digest `$1` at the time `$2`: by their
-/// current digest, or by their previous one inside its grace period.
-const ANSWERS_TO: &str = "digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)";
 
 /// What authenticating a digest reads, in one query: the key, its owner's
 /// role in the key's organization, and until when a previous secret

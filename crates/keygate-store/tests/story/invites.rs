@@ -52,10 +52,8 @@ async fn expired_and_withdrawn_invitations_redeem_nothing() {
         .create_invite(invitation(owner.org_id, "late@example.com", Role::Read, 2, -1), &with_key(&owner))
         .await
         .expect("invite");
-    assert_eq!(
-        store.redeem_invite(&[2; 32], Utc::now(), newcomer()).await.expect("redeem").map(|r| r.user_id),
-        None
-    );
+    let expired = store.redeem_invite(&[2; 32], Utc::now(), newcomer()).await;
+    assert_refused(expired.map(|r| r.map(|r| r.user_id)), Refusal::InvitationVoid);
     let withdrawn = store
         .create_invite(invitation(owner.org_id, "gone@example.com", Role::Read, 3, 7), &with_key(&owner))
         .await
