@@ -247,13 +247,17 @@ async fn traefik_and_envoy_request_shapes() {
     assert_eq!(unknown_app.status(), 403, "an app keygate does not know names nothing a key may act on");
 }
 
-/// The README shows the configurations the tests above run, verbatim.
+/// The forward-authentication page shows the configurations the tests
+/// above run, verbatim.
 #[test]
-fn the_readme_shows_the_tested_configurations() {
-    let readme = include_str!("../../../../README.md");
+fn the_documentation_shows_the_tested_configurations() {
+    let page = include_str!("../../../../docs/forward-auth.md");
     for (name, config) in [("nginx.conf", reverse_proxy::NGINX_CONF), ("Caddyfile", reverse_proxy::CADDYFILE)]
     {
-        assert!(readme.contains(config.trim()), "README.md lacks deploy/forward-auth/{name} as it is");
+        assert!(
+            page.contains(config.trim()),
+            "docs/forward-auth.md lacks deploy/forward-auth/{name} as it is"
+        );
     }
 }
 
