@@ -15,10 +15,14 @@ pub const INVITATION_DEFAULT_DAYS: i64 = 7;
 pub const GRACE_SECONDS: RangeInclusive<i64> = 0..=604_800;
 
 /// Apps a key may be limited to.
-pub const MAX_APPS: usize = 100;
+pub const APP_COUNT: RangeInclusive<usize> = 0..=100;
+pub const MAX_APPS: usize = *APP_COUNT.end();
+
+/// What one request may cost in credits (`cost`).
+pub const COST: RangeInclusive<i64> = 0..=crate::limits::MAX_COST as i64;
 
 /// `value`, if `range` holds it.
-pub fn within(value: i64, range: &RangeInclusive<i64>) -> Option<i64> {
+pub fn within<T: PartialOrd>(value: T, range: &RangeInclusive<T>) -> Option<T> {
     range.contains(&value).then_some(value)
 }
 

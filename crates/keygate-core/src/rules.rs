@@ -349,14 +349,24 @@ pub fn may_redeem(
     }
 }
 
+/// A key scoped to an organization belongs to a member of it: whoever
+/// creates it (the operator included), its owner has a role there.
+pub fn may_hold_key_in_org(owner_role: Option<Role>) -> Result<Role, Refusal> {
+    owner_role.ok_or(Refusal::NotAMember)
+}
+
+/// Whoever creates an organization is its first `super_admin`.
+pub const CREATOR_ROLE: Role = Role::SuperAdmin;
+
 /// Whether an invitation that expires at `open_until` is still open at
 /// `now`: to be redeemed, or listed as pending.
 pub fn invitation_open(open_until: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now < open_until
 }
 
-/// An invitation's first key acts with mode `all` (its holder's role still
-/// caps it), so that the newcomer manages their own keys with it.
+/// A newcomer's first key (an invitation's, or the one `keygate user add`
+/// prints) acts with mode `all` (its holder's role still caps it), so that
+/// the newcomer manages their own keys with it.
 pub const FIRST_KEY_MODE: Mode = Mode::All;
 
 /// How long a first key lives where the organization requires expiry but
@@ -505,6 +515,25 @@ pub fn administrator(role: Option<Role>) -> Result<Role, Refusal> {
 /// CLI issues): a scoped key must not reach beyond its organization.
 pub fn may_create_organization(caller: &Principal) -> bool {
     caller.scope.org.is_none() && caller.may_mint()
+}
+
+/// How many bytes an upload may take, and whether the organization's
+/// storage quota (rather than the size limit of one bundle) sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadAllowance {
+    pub bytes: u64,
+    pub by_quota: bool,
+}
+
+/// What one upload may take: `max_bundle` bytes, or what is left of the
+/// organization's storage `quota` (its bundles take `used` now) if that is
+/// less; refused at once when nothing is left.
+pub fn upload_allowance(quota: Option<u64>, used: u64, max_bundle: u64) -> Result<UploadAllowance, Refusal> {
+    match (quota, storage_left(quota, used)) {
+        (Some(quota), Some(0)) => Err(Refusal::StorageQuota(quota)),
+        (_, Some(left)) if left < max_bundle => Ok(UploadAllowance { bytes: left, by_quota: true }),
+        _ => Ok(UploadAllowance { bytes: max_bundle, by_quota: false }),
+    }
 }
 
 /// What an organization's bundles may still take (`quota`: its storage
@@ -750,6 +779,14 @@ mod tests {
     }
 
     #[test]
+    fn only_a_member_holds_a_key_scoped_to_the_organization() {
+        assert_eq!(may_hold_key_in_org(None), Err(Refusal::NotAMember));
+        for role in Role::ALL {
+            assert_eq!(may_hold_key_in_org(Some(role)), Ok(role));
+        }
+    }
+
+    #[test]
     fn an_invitation_is_redeemed_only_by_its_invitee_while_its_inviter_could_issue_it() {
         use Role::*;
         let all = |user| Some(Presented { user, mode: Mode::All, free: true });
@@ -983,6 +1020,12 @@ mod tests {
         assert_eq!(within_storage_quota(100, Some(100)), Ok(()));
         assert_eq!(within_storage_quota(101, Some(100)), Err(Refusal::StorageQuota(100)));
         assert_eq!(within_storage_quota(u64::MAX, None), Ok(()));
+        let allowance = |bytes, by_quota| Ok(UploadAllowance { bytes, by_quota });
+        assert_eq!(upload_allowance(None, 10, 50), allowance(50, false));
+        assert_eq!(upload_allowance(Some(100), 30, 50), allowance(50, false));
+        assert_eq!(upload_allowance(Some(100), 60, 50), allowance(40, true));
+        assert_eq!(upload_allowance(Some(100), 100, 50), Err(Refusal::StorageQuota(100)));
+        assert_eq!(upload_allowance(Some(100), 130, 50), Err(Refusal::StorageQuota(100)));
     }
 
     #[test]

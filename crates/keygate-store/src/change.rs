@@ -2,15 +2,16 @@
 //! what it changed for authentication; and the one change made alike to
 //! any key, whatever the statement.
 
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use sqlx::query::QueryAs;
 use sqlx::{Executor, FromRow, IntoArguments, Transaction};
 
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
-use crate::rows::{ANSWERS_TO, KEY_COLUMNS, KeyRow, one};
+use crate::rows::{BY_EITHER_DIGEST, KeyRow, VALID_UNTIL, one};
 use crate::{Actor, ApiKeyRecord, AuditAction, AuthCache, AuthChange, Result};
+use keygate_core::key_writes::secret_answers;
 
 /// Where a backend announces [`AuthChange`]s after its commits: to the
 /// caches attached to the store, synchronously, then to subscribers.
@@ -124,21 +125,29 @@ where
     Ok(Some(key))
 }
 
-/// What a leak report revokes (`$1` a digest, `$2` the time): the key that
-/// answers to the digest (its current secret, or its previous one inside
-/// the rotation's grace period) and every key it created, transitively, as
-/// `key_ancestry` keeps them (deleted keys in between included).
-pub(crate) static REVOKE_LINEAGE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH reported AS ( \
-             SELECT id FROM api_keys WHERE {ANSWERS_TO} \
-         ) DELETE FROM api_keys WHERE id IN (SELECT id FROM reported) \
-         OR id IN (SELECT descendant_id FROM key_ancestry WHERE ancestor_id IN (SELECT id FROM reported)) \
-         RETURNING {KEY_COLUMNS}"
-    )
-});
+/// The keys a leak report of the digest `$1` names: those it answers for
+/// at `now` ([`secret_answers`]), its current secret or a previous one
+/// inside the rotation's grace period. `lock` is appended to the read.
+pub(crate) async fn answering<DB>(
+    conn: &mut DB::Connection,
+    digest: &keygate_core::KeyDigest,
+    now: chrono::DateTime<chrono::Utc>,
+    lock: &str,
+) -> Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64, Option<chrono::DateTime<chrono::Utc>>): FromRow<'r, DB::Row>,
+{
+    let sql = format!("SELECT id, {VALID_UNTIL} AS valid_until FROM api_keys WHERE {BY_EITHER_DIGEST}{lock}");
+    let rows: Vec<(i64, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as(&sql).bind(digest.as_bytes().to_vec()).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().filter(|(_, until)| secret_answers(*until, now)).map(|(id, _)| id).collect())
+}
 
-/// Runs [`REVOKE_LINEAGE`] for `digest` on `conn` and writes an
+/// Runs `statement`, which deletes a lineage of keys, on `conn` and writes an
 /// `apikey.revoke` event for each key it deleted, which it returns. The
 /// caller commits and announces [`AuthChange::Key`] for each.
 pub(crate) async fn revoke_lineage<'q, DB>(

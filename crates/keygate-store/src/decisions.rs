@@ -305,6 +305,37 @@ where
     Ok(owner == key.user_id)
 }
 
+/// The expiry policy of `org`, once its member `owner` may hold a key
+/// there ([`rules::may_hold_key_in_org`]), read (shared on PostgreSQL)
+/// where the key is inserted: for a key no calling key's decision covered
+/// ([`may_create`] answered `false`: the operator's).
+pub(crate) async fn owner_may_hold_key<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    owner: Uuid,
+) -> Result<rules::ExpiryPolicy>
+where
+    DB: RowLocks,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'r> (bool, Option<i32>, Option<String>): FromRow<'r, DB::Row>,
+{
+    let sql = format!(
+        "SELECT require_apikey_expiration, max_apikey_expiration_days, \
+         (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS role \
+         FROM organizations WHERE id = $1{}",
+        DB::SHARE
+    );
+    let row: Option<(bool, Option<i32>, Option<String>)> =
+        sqlx::query_as(&sql).bind(org).bind(owner).fetch_optional(&mut *conn).await?;
+    let (require_expiration, max_days, owner_role) =
+        row.ok_or(StoreError::NotFound(crate::Entity::Organization))?;
+    rules::may_hold_key_in_org(owner_role.as_deref().map(role).transpose()?)
+        .map_err(|_| StoreError::NotFound(crate::Entity::Membership))?;
+    Ok(crate::model::expiry_policy(require_expiration, max_days))
+}
+
 /// Whether the calling key of `actor` still administers `org`, as it stands
 /// in this transaction ([`rules::may_administer`]): the check of every
 /// change of members, blocks and invitations, before its own rules. The

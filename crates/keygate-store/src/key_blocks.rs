@@ -41,15 +41,23 @@ pub(crate) const BLOCK: &str = "INSERT INTO key_blocks (key_id, org_id, created_
 
 pub(crate) const UNBLOCK: &str = "DELETE FROM key_blocks WHERE key_id = $1 AND org_id = $2 RETURNING key_id";
 
-/// Keys scoped to `$1`, and the unscoped keys of its members, with whether
-/// each is blocked there.
+/// The keys tied to `$1` or owned by its members, with whether each is
+/// blocked there: [`acting_in`] keeps those that act there.
 pub(crate) fn keys_acting_in() -> String {
     format!(
         "SELECT {columns}, EXISTS (SELECT 1 FROM key_blocks b WHERE b.key_id = api_keys.id AND b.org_id = $1) \
          AS blocked FROM api_keys WHERE org_id = $1 \
-         OR (org_id IS NULL AND user_id IN (SELECT user_id FROM memberships WHERE org_id = $1)) ORDER BY id",
+         OR user_id IN (SELECT user_id FROM memberships WHERE org_id = $1) ORDER BY id",
         columns = crate::rows::KEY_COLUMNS
     )
+}
+
+/// The keys of `rows` ([`keys_acting_in`]) whose scope reaches `org`
+/// ([`keygate_core::Scope::contains_org`]): those scoped to it, and its
+/// members' unscoped keys.
+pub(crate) fn acting_in(rows: Vec<KeyInOrgRow>, org: Uuid) -> Result<Vec<crate::KeyInOrg>> {
+    let keys: Vec<crate::KeyInOrg> = crate::rows::all(rows)?;
+    Ok(keys.into_iter().filter(|k| k.key.principal().scope.contains_org(org)).collect())
 }
 
 /// A key with whether it is blocked in an organization.

@@ -59,11 +59,18 @@ pub trait KeyStore: Send + Sync {
     /// the key's organization (`None` for an unscoped key or a non-member),
     /// read in the same query: what authenticating a request needs.
     async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
-        Ok(self.key_for_authentication(digest).await?.map(|found| (found.key, found.owner_role)))
+        let now = crate::now();
+        let found = self.key_for_authentication(digest).await?;
+        Ok(found
+            .filter(|found| keygate_core::key_writes::secret_answers(found.valid_until, now))
+            .map(|found| (found.key, found.owner_role)))
     }
-    /// Like [`KeyStore::key_and_owner_role`], telling also until when the
-    /// digest answers (the end of a rotation's grace period when it is the
-    /// key's previous secret): what a cache of verified keys needs.
+    /// The key whose current or previous secret has `digest`, with what
+    /// [`KeyStore::key_and_owner_role`] tells and until when the digest
+    /// answers (the end of a rotation's grace period when it is the key's
+    /// previous secret): what a cache of verified keys needs. Whether it
+    /// still answers is [`keygate_core::key_writes::secret_answers`]'s to
+    /// say: a previous secret is found after its grace period too.
     async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>>;
     async fn key_by_id(&self, id: i64) -> Result<Option<ApiKeyRecord>>;
     /// Oldest first.

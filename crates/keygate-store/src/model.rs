@@ -232,7 +232,7 @@ impl Enrollee {
     pub(crate) fn cli_key(&self, user_id: Uuid) -> NewApiKey {
         NewApiKey {
             material: self.key.clone(),
-            mode: Mode::All,
+            mode: keygate_core::rules::FIRST_KEY_MODE,
             name: self.key_name.clone(),
             user_id,
             org_id: None,

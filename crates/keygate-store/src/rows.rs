@@ -30,12 +30,13 @@ pub(crate) const BUNDLE_COLUMNS: &str = "id, app_id, version, checksum, size, bl
 /// id (or an expression giving it) appended: `format!("{ORG_BUNDLE_BYTES}$1")`.
 pub(crate) const ORG_BUNDLE_BYTES: &str = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) \
     FROM bundles b JOIN apps a ON a.app_id = b.app_id WHERE a.org_id = ";
-/// The keys that answer to the digest `$1` at the time `$2`: by their
-/// current digest, or by their previous one inside its grace period. The
-/// SQL form of [`keygate_core::key_writes::secret_answers`], so that a
-/// lookup by digest finds only what answers; authentication applies the
-/// rule itself again over the `valid_until` it reads.
-pub(crate) const ANSWERS_TO: &str = "digest = $1 OR (previous_digest = $1 AND previous_expires_at > $2)";
+/// The keys whose current or previous digest is `$1`. Whether a previous
+/// secret still answers is [`keygate_core::key_writes::secret_answers`]'s
+/// to say, over [`VALID_UNTIL`].
+pub(crate) const BY_EITHER_DIGEST: &str = "digest = $1 OR previous_digest = $1";
+/// Until when the secret whose digest is `$1` answers for its key: `NULL`
+/// for the current one, the end of the grace period for the previous one.
+pub(crate) const VALID_UNTIL: &str = "CASE WHEN digest = $1 THEN NULL ELSE previous_expires_at END";
 pub(crate) const AUDIT_COLUMNS: &str =
     "id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip";
 

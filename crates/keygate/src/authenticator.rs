@@ -116,6 +116,8 @@ impl Authenticator {
             None => {
                 let ticket = cache.ticket();
                 let found = self.keys.key_for_authentication(&digest).await?.map(authenticated);
+                // A previous secret past its grace period is cached as unknown.
+                let found = found.filter(|(_, valid_until)| secret_answers(*valid_until, now));
                 cache.insert(ticket, bytes, found.clone());
                 let Some(found) = found else {
                     return Ok(KeyLookup::Unknown);

@@ -13,7 +13,7 @@ use crate::key_blocks::{
     BLOCK, BlockFacts, KEY_AND_OWNER_ROLE, KeyInOrgRow, ROLE_OF_KEY, UNBLOCK, acting, keys_acting_in,
     role_as_key_acts,
 };
-use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result, rows};
+use crate::{Actor, AuditAction, KeyBlockStore, KeyInOrg, Result};
 
 #[async_trait]
 impl KeyBlockStore for PostgresStore {
@@ -30,7 +30,7 @@ impl KeyBlockStore for PostgresStore {
     async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>> {
         let rows =
             sqlx::query_as::<_, KeyInOrgRow>(&keys_acting_in()).bind(org_id).fetch_all(&self.pool).await?;
-        rows::all(rows)
+        crate::key_blocks::acting_in(rows, org_id)
     }
 
     async fn block_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<()> {

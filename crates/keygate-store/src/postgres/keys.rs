@@ -15,12 +15,12 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::change::revoke_lineage;
-use crate::decisions::{decide_key_write, may_create};
+use crate::decisions::{decide_key_write, may_create, owner_may_hold_key};
 use crate::error::write_error;
 use crate::event::{AuditLog, Event};
 use crate::model::check_expiry;
 use crate::params::{BindModel, Rotation};
-use crate::rows::{ANSWERS_TO, DigestMatchRow, KEY_COLUMNS, KeyRow, one, select};
+use crate::rows::{BY_EITHER_DIGEST, DigestMatchRow, KEY_COLUMNS, KeyRow, VALID_UNTIL, one, select};
 use crate::{
     Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, Entity, KeyChanges, KeyMaterial,
     KeyStore, NewApiKey, Result, StoreError,
@@ -35,8 +35,8 @@ static AUTHENTICATION: LazyLock<String> = LazyLock::new(|| {
         "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
          WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
          (SELECT ratelimits FROM organizations o WHERE o.id = k.org_id) AS org_ratelimits, \
-         CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
-         FROM api_keys k WHERE {ANSWERS_TO}"
+         {VALID_UNTIL} AS valid_until \
+         FROM api_keys k WHERE {BY_EITHER_DIGEST}"
     )
 });
 
@@ -57,7 +57,7 @@ impl KeyStore for PostgresStore {
     }
 
     async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>> {
-        let lookup = sqlx::query_as(AUTHENTICATION.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+        let lookup = sqlx::query_as(AUTHENTICATION.as_str()).bind(&digest.as_bytes()[..]);
         one::<DigestMatchRow, _>(lookup.fetch_optional(&self.pool).await?)
     }
 
@@ -81,9 +81,8 @@ impl KeyStore for PostgresStore {
             // or the policy changes, so a member removed meanwhile cannot
             // keep a new key, nor a key escape a policy just tightened.
             policy = Some(super::lock_org_policy(&mut tx, org_id).await?);
-            let decided = may_create::<Postgres>(&mut tx, org_id, &key, actor).await?;
-            if !decided && super::role_of(&mut tx, org_id, key.user_id).await?.is_none() {
-                return Err(StoreError::NotFound(Entity::Membership));
+            if !may_create::<Postgres>(&mut tx, org_id, &key, actor).await? {
+                owner_may_hold_key::<Postgres>(&mut tx, org_id, key.user_id).await?;
             }
         }
         let key = insert(&mut tx, &key, actor).await?;
@@ -205,12 +204,7 @@ pub(super) async fn insert(conn: &mut PgConnection, key: &NewApiKey, actor: &Act
 /// the next round, and one still being minted finds its parent gone.
 async fn revoke(store: &PostgresStore, digest: &KeyDigest, actor: &Actor) -> Result<Vec<ApiKeyRecord>> {
     let mut tx = store.pool.begin().await?;
-    let answering = format!("SELECT id FROM api_keys WHERE {ANSWERS_TO} FOR UPDATE");
-    let reported: Vec<i64> = sqlx::query_scalar(&answering)
-        .bind(&digest.as_bytes()[..])
-        .bind(crate::now())
-        .fetch_all(&mut *tx)
-        .await?;
+    let reported = crate::change::answering::<Postgres>(&mut tx, digest, crate::now(), " FOR UPDATE").await?;
     if reported.is_empty() {
         return Ok(Vec::new());
     }

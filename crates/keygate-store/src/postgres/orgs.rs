@@ -199,7 +199,7 @@ async fn insert_org(
         .bind(name.as_str())
         .bind(crate::now())
         .bind(owner)
-        .bind(Role::SuperAdmin.as_str())
+        .bind(keygate_core::rules::CREATOR_ROLE.as_str())
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| write_error(e, Entity::User, Entity::Organization))?;

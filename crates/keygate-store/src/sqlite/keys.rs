@@ -14,13 +14,12 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, key_changed};
-use crate::change::{REVOKE_LINEAGE, change_key, revoke_lineage};
-use crate::decisions::{decide_key_write, may_create};
+use crate::change::{answering, change_key, revoke_lineage};
+use crate::decisions::{decide_key_write, may_create, owner_may_hold_key};
 use crate::error::{Entity, write_error};
 use crate::event::{AuditLog, Event};
-use crate::model::{check_expiry, expiry_policy};
 use crate::params::{BindModel, Rotation};
-use crate::rows::{self, ANSWERS_TO, DigestMatchRow, KEY_COLUMNS, KeyRow, select};
+use crate::rows::{self, BY_EITHER_DIGEST, DigestMatchRow, KEY_COLUMNS, KeyRow, VALID_UNTIL, select};
 use crate::{
     Actor, ApiKeyRecord, AuditAction, AuthChange, CreditLease, DigestMatch, KeyChanges, KeyMaterial,
     KeyStore, NewApiKey, Result, StoreError,
@@ -35,8 +34,19 @@ static AUTHENTICATION: LazyLock<String> = LazyLock::new(|| {
         "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
          WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
          (SELECT ratelimits FROM organizations o WHERE o.id = k.org_id) AS org_ratelimits, \
-         CASE WHEN k.digest = $1 THEN NULL ELSE k.previous_expires_at END AS valid_until \
-         FROM api_keys k WHERE {ANSWERS_TO}"
+         {VALID_UNTIL} AS valid_until \
+         FROM api_keys k WHERE {BY_EITHER_DIGEST}"
+    )
+});
+
+/// What a leak report revokes (`$1` the reported keys' ids, a JSON array):
+/// those keys and every key they created, transitively, as `key_ancestry`
+/// keeps them (deleted keys in between included). SQLite's one writer lets
+/// nobody mint meanwhile.
+static REVOKE_LINEAGE: LazyLock<String> = LazyLock::new(|| {
+    returning_keys(
+        "DELETE FROM api_keys WHERE id IN (SELECT value FROM json_each($1)) \
+         OR id IN (SELECT descendant_id FROM key_ancestry WHERE ancestor_id IN (SELECT value FROM json_each($1)))",
     )
 });
 
@@ -57,7 +67,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn key_for_authentication(&self, digest: &KeyDigest) -> Result<Option<DigestMatch>> {
-        let lookup = sqlx::query_as(AUTHENTICATION.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+        let lookup = sqlx::query_as(AUTHENTICATION.as_str()).bind(&digest.as_bytes()[..]);
         rows::one::<DigestMatchRow, _>(lookup.fetch_optional(&self.reader).await?)
     }
 
@@ -80,27 +90,17 @@ impl KeyStore for SqliteStore {
                 // Under the write lock, so that a member removed, a policy
                 // tightened or the calling key revoked, blocked or narrowed
                 // at the same moment cannot be left behind.
-                if let Some(org) = key.org_id
-                    && may_create::<Sqlite>(conn, org, &key, &actor).await?
-                {
-                    // The decision read the membership and the policy here.
+                let Some(org) = key.org_id else {
                     return Ok((insert(conn, &key, &actor).await?, vec![]));
-                }
-                let Some(inserted) = insert_if_member(conn, &key).await? else {
-                    // Only to tell which is missing: the organization or the membership.
-                    let org_id = key.org_id.ok_or(StoreError::NotFound(Entity::Membership))?;
-                    super::stakes(conn, org_id, key.user_id, None).await?.current()?;
-                    return Err(StoreError::NotFound(Entity::Membership));
                 };
-                let key = ApiKeyRecord::try_from(inserted.key)?;
-                // Refused after the insert, in the same savepoint: the
-                // writer rolls it back with the job.
-                check_expiry(
-                    expiry_policy(inserted.require_expiration.unwrap_or(false), inserted.max_days),
-                    &key,
-                )?;
-                Sqlite::log_key(conn, &key, Event::new(AuditAction::ApiKeyCreate, key.id, &actor)).await?;
-                Ok((key, vec![]))
+                // The decision read the membership and the policy here.
+                if !may_create::<Sqlite>(conn, org, &key, &actor).await? {
+                    let policy = owner_may_hold_key::<Sqlite>(conn, org, key.user_id).await?;
+                    policy
+                        .check(key.expires_at, crate::now())
+                        .map_err(|v| StoreError::Refused(keygate_core::Refusal::ExpiryPolicy(v)))?;
+                }
+                Ok((insert(conn, &key, &actor).await?, vec![]))
             })
         })
         .await
@@ -160,8 +160,12 @@ impl KeyStore for SqliteStore {
         let (digest, actor) = (*digest, *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                let revoke =
-                    sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(&digest.as_bytes()[..]).bind(crate::now());
+                let reported = answering::<Sqlite>(conn, &digest, crate::now(), "").await?;
+                if reported.is_empty() {
+                    return Ok((Vec::new(), vec![]));
+                }
+                let ids = serde_json::Value::from(reported).to_string();
+                let revoke = sqlx::query_as(REVOKE_LINEAGE.as_str()).bind(ids);
                 let keys = revoke_lineage::<Sqlite>(conn, revoke, &actor).await?;
                 let changes = keys.iter().map(|key| AuthChange::Key { id: key.id }).collect();
                 Ok((keys, changes))
@@ -222,43 +226,6 @@ impl KeyStore for SqliteStore {
 
 /// A key's credits, as a lease reads them (the writer holds the only lock).
 const CREDITS_OF: &str = "SELECT credits_remaining, credits_refill, credits_period, credits_generation FROM api_keys WHERE id = $1";
-
-/// A key just inserted, with its organization's expiry policy.
-#[derive(sqlx::FromRow)]
-struct Inserted {
-    #[sqlx(flatten)]
-    key: KeyRow,
-    require_expiration: Option<bool>,
-    max_days: Option<i32>,
-}
-
-/// What [`insert_if_member`] runs: the happy path of a new key in one
-/// statement, which is what makes creating keys fast (each statement is a
-/// round trip to SQLite's thread).
-static INSERT_IF_MEMBER: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO api_keys (digest, preview, mode, name, user_id, org_id, limited_to_apps, expires_at, \
-         created_by_key_id, created_at, updated_at, enabled, ratelimits, credits_remaining, \
-         credits_refill, credits_period) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15 \
-         WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM memberships WHERE org_id = $6 AND user_id = $5) \
-         RETURNING {KEY_COLUMNS}, \
-         (SELECT require_apikey_expiration FROM organizations o WHERE o.id = api_keys.org_id) \
-         AS require_expiration, \
-         (SELECT max_apikey_expiration_days FROM organizations o WHERE o.id = api_keys.org_id) AS max_days"
-    )
-});
-
-/// Inserts `key` if it is unscoped or its user is a member of its
-/// organization (`None` otherwise), returning it with that organization's
-/// expiry policy, for the caller to check.
-async fn insert_if_member(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<Option<Inserted>> {
-    sqlx::query_as::<_, Inserted>(&INSERT_IF_MEMBER)
-        .bind_new_key(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| write_error(e, Entity::Organization, Entity::ApiKey))
-}
 
 /// Inserts a key and its `apikey.create` event; the caller has checked its
 /// organization and membership.

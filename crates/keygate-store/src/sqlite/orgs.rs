@@ -239,10 +239,12 @@ async fn insert_org(
         .bind(crate::now())
         .fetch_one(&mut *conn)
         .await?;
-    upsert_membership(&mut *conn, org.id, owner, Role::SuperAdmin).await.map_err(|e| match e {
-        StoreError::Database(e) => write_error(e, Entity::User, Entity::Organization),
-        e => e,
-    })?;
+    upsert_membership(&mut *conn, org.id, owner, keygate_core::rules::CREATOR_ROLE).await.map_err(
+        |e| match e {
+            StoreError::Database(e) => write_error(e, Entity::User, Entity::Organization),
+            e => e,
+        },
+    )?;
     Sqlite::log(conn, org.id, Event::new(AuditAction::OrganizationCreate, org.id, actor)).await?;
     Ok(org)
 }

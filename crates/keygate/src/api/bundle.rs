@@ -162,16 +162,13 @@ pub async fn upload(
     // What is left of the organization's quota bounds the upload at once, so
     // that a full organization is not sent 50 MiB first; the store checks
     // again under the write lock, against concurrent uploads.
-    let left = match state.max_org_storage {
-        Some(_) => rules::storage_left(state.max_org_storage, state.store.org_storage(app.org_id).await?),
-        None => None,
+    let used = match state.max_org_storage {
+        Some(_) => state.store.org_storage(app.org_id).await?,
+        None => 0,
     };
-    if let (Some(0), Some(quota)) = (left, state.max_org_storage) {
-        return Err(ApiError::storage_quota_exceeded(quota));
-    }
-    let limit = left.map_or(state.max_bundle_size, |left| left.min(state.max_bundle_size));
-    let blob = state.blobs.write(body, limit).await.map_err(|e| match e {
-        BlobError::TooLarge(_) if limit < state.max_bundle_size => {
+    let allowance = rules::upload_allowance(state.max_org_storage, used, state.max_bundle_size)?;
+    let blob = state.blobs.write(body, allowance.bytes).await.map_err(|e| match e {
+        BlobError::TooLarge(_) if allowance.by_quota => {
             ApiError::storage_quota_exceeded(state.max_org_storage.unwrap_or_default())
         }
         BlobError::TooLarge(limit) => ApiError::payload_too_large("The bundle", limit),

@@ -247,7 +247,7 @@ pub async fn create(
     let name = parse_org_name(request.name.as_deref())?;
     let org = state.store.create_organization(&name, caller.user_id(), &caller.actor()).await?;
     tracing::info!(org_id = %org.id, "organization created");
-    Ok(Json(OneOrganization { organization: OrganizationView::new(org, Role::SuperAdmin) }))
+    Ok(Json(OneOrganization { organization: OrganizationView::new(org, rules::CREATOR_ROLE) }))
 }
 
 #[utoipa::path(

@@ -280,9 +280,8 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
         .transpose()?;
     let cost = match request.cost {
         None => 1,
-        Some(cost) => u64::try_from(cost)
-            .ok()
-            .filter(|cost| *cost <= keygate_core::limits::MAX_COST)
+        Some(cost) => keygate_core::bounds::within(cost, &keygate_core::bounds::COST)
+            .and_then(|cost| u64::try_from(cost).ok())
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_cost",

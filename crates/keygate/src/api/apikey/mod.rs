@@ -25,7 +25,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use keygate_core::authz::{Action, Target};
-use keygate_core::key_writes::{self, KeyState, KeyWrite, KeyWriteFacts};
+use keygate_core::key_writes::{self, KeyState, KeyWrite, KeyWriteFacts, Liveness};
 use keygate_core::rules;
 use keygate_core::{ApiKeySecret, AppId, KeyName, Mode};
 use keygate_store::{ApiKeyRecord, KeyMaterial};
@@ -166,7 +166,7 @@ fn parse_name(raw: &str) -> ApiResult<KeyName> {
 }
 
 fn parse_apps(raw: &[String]) -> ApiResult<Vec<AppId>> {
-    if raw.len() > MAX_APPS {
+    if keygate_core::bounds::within(raw.len(), &keygate_core::bounds::APP_COUNT).is_none() {
         return Err(ApiError::bad_request(
             "invalid_limited_to_apps",
             format!("limited_to_apps holds at most {MAX_APPS} apps"),
@@ -200,7 +200,8 @@ fn parse_expiry(raw: &str, now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
             "expires_at must have seconds from 00 to 59: leap seconds are not accepted",
         ));
     }
-    if at <= now {
+    // A key given it would be born expired.
+    if Liveness::of(true, Some(at), now) == Liveness::Expired {
         return Err(ApiError::bad_request("invalid_expires_at", "expires_at must be in the future"));
     }
     Ok(keygate_store::truncate(at))
