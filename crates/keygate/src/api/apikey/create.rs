@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use keygate_core::authz::Grant;
 use keygate_core::rules;
 use keygate_core::{AppId, KeyName, Mode, Scope};
 use keygate_store::{KeyLimits, NewApiKey};
@@ -157,16 +156,7 @@ pub async fn create(
     let now = Utc::now();
     let fields = body.json::<CreateFields>()?.unwrap_or_default().merge(query);
     let request = CreateKey::parse(fields, now)?;
-    let role = caller.role_in(&state, request.org_id).await?;
-    rules::key_management_role(&caller.principal, request.org_id, role)?;
     let scope = Scope { org: Some(request.org_id), apps: request.limited_to_apps };
-    let grant = Grant { mode: request.mode, scope: &scope, expires_at: request.expires_at };
-    if !caller.principal.may_grant(&grant) {
-        // The organization's own rules are reported first.
-        let org = state.store.organization(request.org_id).await?.ok_or_else(ApiError::org_not_found)?;
-        org.expiry_policy().check(request.expires_at, now)?;
-        return Err(ApiError::insufficient_permissions());
-    }
     let (secret, material) = new_key_material()?;
     let new = NewApiKey {
         material,
@@ -179,9 +169,10 @@ pub async fn create(
         created_by_key_id: Some(caller.principal.key_id),
         limits: request.limits,
     };
-    // The store checks, under the write lock, that the organization and the
-    // caller's membership are still there (else 404) and that the expiry
-    // meets the organization's policy as it stands (else 400).
+    // The store decides, in the insert's transaction, over the calling key,
+    // its role there and the organization's policy as they stand then
+    // (`key_writes::may_create_key`): 404 outside the caller's view, 400
+    // against the policy, 403 beyond what the calling key may grant.
     let key = state.store.insert_key(new, &caller.actor()).await?;
     tracing::info!(key_id = key.id, org_id = %request.org_id, mode = key.mode.as_str(), "api key created");
     Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &state.quotas) }))
