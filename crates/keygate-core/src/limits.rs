@@ -296,6 +296,21 @@ pub fn lease_size(available: u64, need: u64) -> u64 {
     block.max(need).min(available)
 }
 
+/// A rate limit as a verdict or a header reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitReport {
+    pub name: String,
+    pub limit: u64,
+    pub remaining: u64,
+    pub duration_ms: u64,
+    /// When the window resets, in milliseconds since the Unix epoch.
+    pub reset_ms: i64,
+    /// Whole seconds from the report until the reset, at least 1.
+    pub reset_seconds: u64,
+    /// A limit the key's organization shares among its keys, not the key's own.
+    pub shared: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

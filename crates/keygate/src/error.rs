@@ -76,7 +76,7 @@ impl ApiError {
 
     /// 429: the key's rate limit `limit` allows no more requests in its
     /// current window.
-    pub fn key_rate_limited(limit: &crate::quota::LimitReport, retry_after: u64) -> Self {
+    pub fn key_rate_limited(limit: &keygate_core::limits::LimitReport, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
             ..Self::new(

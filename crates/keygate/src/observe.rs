@@ -43,7 +43,7 @@ use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::error::ApiError;
-use crate::quota::LimitReport;
+use keygate_core::limits::LimitReport;
 use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 
 /// See the module's documentation.

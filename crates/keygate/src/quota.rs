@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keygate_core::limits::{Balance, RateLimit, Refused, Shortfall, Window, lease_size};
+use keygate_core::limits::{Balance, LimitReport, RateLimit, Refused, Shortfall, Window, lease_size};
 use keygate_store::{ApiKeyRecord, KeyCredits, RateWindows, Store, StoreError};
 use uuid::Uuid;
 
@@ -54,21 +54,6 @@ impl Clock {
         let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.0.fetch_add(millis, Ordering::Relaxed);
     }
-}
-
-/// A rate limit as a verdict or a header reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitReport {
-    pub name: String,
-    pub limit: u64,
-    pub remaining: u64,
-    pub duration_ms: u64,
-    /// When the window resets, in milliseconds since the Unix epoch.
-    pub reset_ms: i64,
-    /// Whole seconds from the report until the reset, at least 1.
-    pub reset_seconds: u64,
-    /// A limit the key's organization shares among its keys, not the key's own.
-    pub shared: bool,
 }
 
 /// What a use of a key came to.

@@ -15,7 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use keygate_store::{DailyUse, KeyUse, Store, StoreError};
 
-use crate::quota::{Charge, LimitReport};
+use keygate_core::limits::LimitReport;
+
+use crate::quota::Charge;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 

@@ -28,7 +28,8 @@ use crate::auth::{Credential, guarded, strip_bearer};
 use crate::authenticator::{Authenticated, KeyLookup};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{RawBody, parse_org_id};
-use crate::quota::{LimitReport, Outcome};
+use keygate_core::limits::LimitReport;
+use crate::quota::Outcome;
 use crate::usage::{DeniedKey, Refused};
 
 #[derive(Debug, Deserialize, ToSchema)]
