@@ -17,6 +17,9 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const PREFIX: &str = "ak_";
+/// What every invitation code starts with (a code is not a key, but is
+/// masked like one wherever a request is logged or echoed).
+pub const INVITATION_CODE_PREFIX: &str = "kgi_";
 const BODY_LEN: usize = 43;
 const CHECKSUM_LEN: usize = 6;
 /// Length of a whole key, prefix included.

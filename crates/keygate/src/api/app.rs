@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
+use crate::admission::caller::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppView {

@@ -18,14 +18,13 @@ use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
 use super::app::find_app;
+use super::schema::MAX_VERSION_LEN;
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::blobs::BlobError;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, required};
-
-pub const MAX_VERSION_LEN: usize = 128;
+use crate::admission::caller::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, required};
+use crate::state::AppState;
+use crate::state::blobs::BlobError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BundleView {
@@ -72,17 +71,6 @@ impl IntoParams for BundleQuery {
             query("version", true, version(), "A semantic version such as 1.2.3 or 1.0.0-beta.1"),
         ]
     }
-}
-
-/// What [`BundleQuery`]'s version accepts, as an ECMA-262 pattern: a
-/// semantic version 2.0.0 (numbers of at most 19 digits), white space
-/// around it trimmed.
-pub fn version_pattern() -> String {
-    use keygate_core::domain::patterns::SPACE;
-    let number = "(0|[1-9][0-9]{0,18})";
-    let pre = "(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)";
-    let build = "[0-9A-Za-z-]+";
-    format!(r"^[{SPACE}]*{number}\.{number}\.{number}(-{pre}(\.{pre})*)?(\+{build}(\.{build})*)?[{SPACE}]*$")
 }
 
 /// The largest major, minor or patch number: 19 digits.
@@ -264,6 +252,7 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::schema::version_pattern;
     use proptest::prelude::*;
 
     fn version_ok(raw: &str) -> bool {

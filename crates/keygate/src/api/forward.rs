@@ -3,7 +3,7 @@
 //! `ForwardAuth`, Envoy `ext_authz`) lets a request through to the API it
 //! protects only with a key that may make it.
 //!
-//! What the request needs comes from [`crate::forward_auth`], which reads
+//! What the request needs comes from [`crate::admission::forward_auth`], which reads
 //! only what the proxy named by `--forward-auth-proxy` writes and refuses
 //! what is missing, repeated, unreadable or ambiguous; without that flag
 //! `/auth` is disabled (404 `forward_auth_disabled`). The decision is the
@@ -34,13 +34,15 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keygate_core::AppId;
 
-use crate::AppState;
-use crate::auth::{ClientAddress, Credential, guarded, presented_key};
-use crate::authenticator::{Authenticated, KeyLookup};
-use crate::error::ApiError;
-use crate::extract::parse_org_id;
-use crate::forward_auth::{BadForward, Need};
-use crate::usage::DeniedKey;
+use crate::admission::authenticated::Authenticated;
+use crate::admission::authenticator::KeyLookup;
+use crate::admission::caller::{Credential, guarded, presented_key};
+use crate::admission::forward_auth::{BadForward, Need};
+use crate::admission::usage::DeniedKey;
+use crate::http::client_address::ClientAddress;
+use crate::http::error::ApiError;
+use crate::http::extract::parse_org_id;
+use crate::state::AppState;
 
 pub const KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
 pub const USER_ID: HeaderName = HeaderName::from_static("x-keygate-user-id");
@@ -49,28 +51,28 @@ pub const MODE: HeaderName = HeaderName::from_static("x-keygate-mode");
 pub const REASON: HeaderName = HeaderName::from_static("x-keygate-reason");
 pub const ERROR: HeaderName = HeaderName::from_static("x-keygate-error");
 
-/// What `/auth` answers instead of 200: each an [`ErrorBody`](crate::error::ErrorBody).
+/// What `/auth` answers instead of 200: each an [`ErrorBody`](crate::http::error::ErrorBody).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code, reason = "describes responses; never constructed")]
 pub enum Refusals {
     /// No key, or one that is unknown, expired, revoked or disabled
     #[response(status = 401)]
-    Unauthorized(crate::error::ErrorBody),
+    Unauthorized(crate::http::error::ErrorBody),
     /// The forwarded request is malformed or ambiguous
     #[response(status = 400)]
-    BadRequest(crate::error::ErrorBody),
+    BadRequest(crate::http::error::ErrorBody),
     /// The key may not make this request, or the address is throttled, or the key's rate limit or credits refuse it; behind nginx, also a malformed or ambiguous forwarded request
     #[response(status = 403)]
-    Forbidden(crate::error::ErrorBody),
+    Forbidden(crate::http::error::ErrorBody),
     /// The address is throttled, or the key's limits refuse (with --forward-auth-throttled-status 429)
     #[response(status = 429)]
-    Throttled(crate::error::ErrorBody),
+    Throttled(crate::http::error::ErrorBody),
     /// Forward authentication is not enabled (start `keygate serve` with --forward-auth-proxy)
     #[response(status = 404)]
-    Disabled(crate::error::ErrorBody),
+    Disabled(crate::http::error::ErrorBody),
     /// The database is unavailable and the key is not cached
     #[response(status = 503)]
-    Unavailable(crate::error::ErrorBody),
+    Unavailable(crate::http::error::ErrorBody),
 }
 
 #[utoipa::path(
@@ -143,7 +145,7 @@ async fn decide(
     }
     let looked_up = guarded(state, address, async {
         let presented = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
-        Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
+        Ok(match state.admission.authenticator.look_up(presented.unwrap_or_default()).await? {
             KeyLookup::Live(live) => Credential::Accepted(live),
             KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
             KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
@@ -170,10 +172,10 @@ async fn decide(
         }
     }
     // Permitted: the request spends what the key's limits allow.
-    match crate::auth::spend(state, &live, 1, None).await {
+    match crate::admission::caller::spend(state, &live, 1, None).await {
         Ok(charge) => {
             if charge.credits() > 0 {
-                state.usage.record_credits(live.key.id, chrono::Utc::now(), charge.credits());
+                state.admission.usage.record_credits(live.key.id, chrono::Utc::now(), charge.credits());
             }
             allow(Some(&live))
         }

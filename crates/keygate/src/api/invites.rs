@@ -38,16 +38,16 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
-use crate::AppState;
+use crate::admission::caller::{Caller, Credential, OptionalCaller, guarded};
 use crate::api::Data;
 use crate::api::apikey::new_key_material;
-use crate::auth::{Caller, ClientAddress, Credential, OptionalCaller, guarded};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, SmallBody, require_org_id, required};
+use crate::http::client_address::ClientAddress;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, SmallBody, require_org_id, required};
+use crate::state::AppState;
 use keygate_core::bounds;
+use keygate_core::key::INVITATION_CODE_PREFIX;
 
-/// What every invitation code starts with.
-pub const CODE_PREFIX: &str = "kgi_";
 /// How long an invitation lasts unless told otherwise, and at most.
 pub const MAX_DAYS: i64 = *bounds::INVITATION_DAYS.end();
 
@@ -98,7 +98,7 @@ struct CreateInvite {
     #[schema(required = true, schema_with = super::schema::role)]
     role: Option<String>,
     /// Days until the code expires: 1–30, 7 by default.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 30)]
     expires_in_days: Option<i64>,
 }
@@ -139,7 +139,7 @@ impl IntoParams for InviteQuery {
         use super::schema::{integer, query, uuid};
         vec![
             query("org_id", true, uuid(), "The organization"),
-            query("id", true, integer(1, crate::extract::MAX_SAFE_INTEGER), "The invitation"),
+            query("id", true, integer(1, crate::http::extract::MAX_SAFE_INTEGER), "The invitation"),
         ]
     }
 }
@@ -151,7 +151,7 @@ fn new_code() -> ApiResult<(String, [u8; 32])> {
         tracing::error!(%error, "the operating system's random generator failed");
         ApiError::internal()
     })?;
-    let code = format!("{CODE_PREFIX}{}", hex::encode(bytes));
+    let code = format!("{INVITATION_CODE_PREFIX}{}", hex::encode(bytes));
     let digest = digest(&code);
     Ok((code, digest))
 }
@@ -245,10 +245,10 @@ pub async fn revoke(
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let id = crate::extract::int_in_range(
+    let id = crate::http::extract::int_in_range(
         query.id.as_deref(),
         "id",
-        1..=crate::extract::MAX_SAFE_INTEGER,
+        1..=crate::http::extract::MAX_SAFE_INTEGER,
         "invalid_invite_id",
     )?
     .ok_or_else(|| ApiError::bad_request("invite_id_required", "id is required"))?;
@@ -266,14 +266,14 @@ pub async fn revoke(
     request_body = RedeemInvite,
     responses(
         (status = 200, description = "You are a member; a new account's first key, shown this once", body = RedeemedView),
-        (status = 400, description = "Bad input: the text says which field", body = crate::error::ErrorBody),
-        (status = 401, description = "The invitation is for an existing account: send one of its keys of mode all; or the key sent is not valid", body = crate::error::ErrorBody),
-        (status = 403, description = "The invitation is addressed to another account", body = crate::error::ErrorBody),
-        (status = 404, description = "No such invitation, or used, withdrawn, expired or void", body = crate::error::ErrorBody),
-        (status = 409, description = "Already a member", body = crate::error::ErrorBody),
-        (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
-        (status = 429, description = "Too many failed attempts from this address", body = crate::error::ErrorBody),
-        (status = 503, description = "The database is unavailable: retry", body = crate::error::ErrorBody),
+        (status = 400, description = "Bad input: the text says which field", body = crate::http::error::ErrorBody),
+        (status = 401, description = "The invitation is for an existing account: send one of its keys of mode all; or the key sent is not valid", body = crate::http::error::ErrorBody),
+        (status = 403, description = "The invitation is addressed to another account", body = crate::http::error::ErrorBody),
+        (status = 404, description = "No such invitation, or used, withdrawn, expired or void", body = crate::http::error::ErrorBody),
+        (status = 409, description = "Already a member", body = crate::http::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = crate::http::error::ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The database is unavailable: retry", body = crate::http::error::ErrorBody),
     ),
     security((), ("api_key" = []))
 )]

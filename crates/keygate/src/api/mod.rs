@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod app;
 pub mod bundle;
+pub mod console;
 pub mod forward;
 pub mod health;
 pub mod invites;
@@ -17,7 +18,7 @@ use serde::{Serialize, Serializer};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-pub use crate::error::ErrorBody;
+pub use crate::http::error::ErrorBody;
 
 /// An RFC 3339 UTC timestamp such as `2024-02-12T00:00:00Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub enum WriteErrors {
                        `x-api-key: <key>` or `capgkey: <key>`. Every error is an ErrorBody."
     ),
     modifiers(&KeySecurity),
-    // Routed by hand (any method, and a catch-all path): see `crate::router`.
+    // Routed by hand (any method, and a catch-all path): see `crate::server::router`.
     paths(forward::auth, forward::auth_path),
     // Every route needs an API key unless its own path says otherwise.
     security(("api_key" = [])),

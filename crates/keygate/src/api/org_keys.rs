@@ -22,10 +22,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::apikey::ApiKeyView;
 use super::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, require_org_id};
+use crate::admission::caller::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, require_org_id};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyInOrgView {
@@ -41,7 +41,7 @@ struct BlockKey {
     #[schema(required = true, schema_with = super::schema::uuid)]
     org_id: Option<String>,
     /// The id of a member's unscoped key.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = i64, required = true, minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     key_id: Option<i64>,
 }
@@ -58,7 +58,7 @@ impl IntoParams for BlockQuery {
         use super::schema::{integer, query, uuid};
         vec![
             query("org_id", true, uuid(), "The organization"),
-            query("key_id", true, integer(1, crate::extract::MAX_SAFE_INTEGER), "The key"),
+            query("key_id", true, integer(1, crate::http::extract::MAX_SAFE_INTEGER), "The key"),
         ]
     }
 }
@@ -83,7 +83,10 @@ pub async fn list(
     let keys = state.store.keys_acting_in(org_id).await?;
     let data = keys
         .into_iter()
-        .map(|k| KeyInOrgView { apikey: ApiKeyView::masked(k.key, &state.quotas), blocked: k.blocked })
+        .map(|k| KeyInOrgView {
+            apikey: ApiKeyView::masked(k.key, &state.admission.quotas),
+            blocked: k.blocked,
+        })
         .collect();
     Ok(Json(Data { data }))
 }
@@ -127,10 +130,10 @@ pub async fn unblock(
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let key_id = crate::extract::int_in_range(
+    let key_id = crate::http::extract::int_in_range(
         query.key_id.as_deref(),
         "key_id",
-        1..=crate::extract::MAX_SAFE_INTEGER,
+        1..=crate::http::extract::MAX_SAFE_INTEGER,
         "invalid_key_id",
     )?
     .ok_or_else(|| ApiError::bad_request("key_id_required", "key_id is required"))?;

@@ -19,11 +19,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
-use crate::AppState;
-use crate::api::apikey::limits::{LimitChanges, RateLimitInput, RateLimitView};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, int_in_range, present, present_whole, require_org_id, required};
+use crate::admission::caller::Caller;
+use crate::api::apikey::limit_fields::{LimitChanges, RateLimitInput, RateLimitView};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, int_in_range, present, present_whole, require_org_id, required};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
@@ -412,7 +412,7 @@ impl IntoParams for AuditQuery {
             query(
                 "before",
                 false,
-                integer(1, crate::extract::MAX_SAFE_INTEGER),
+                integer(1, crate::http::extract::MAX_SAFE_INTEGER),
                 "Only events older than this event id: the last `id` of the previous page",
             ),
         ]
@@ -471,7 +471,7 @@ pub async fn audit_log(
     let before = int_in_range(
         query.before.as_deref(),
         "before",
-        1..=crate::extract::MAX_SAFE_INTEGER,
+        1..=crate::http::extract::MAX_SAFE_INTEGER,
         "invalid_query",
     )?;
     let events = state.store.audit_events(org_id, before, limit).await?;

@@ -66,13 +66,23 @@ pub fn role() -> Object {
     string().enum_values(Some(Role::ALL.map(Role::as_str))).examples(["write"]).build()
 }
 
+/// The longest version a bundle may have.
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// What a bundle's version accepts ([`super::bundle`]), as an ECMA-262 pattern: a
+/// semantic version 2.0.0 (numbers of at most 19 digits), white space
+/// around it trimmed.
+pub fn version_pattern() -> String {
+    use keygate_core::domain::patterns::SPACE;
+    let number = "(0|[1-9][0-9]{0,18})";
+    let pre = "(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)";
+    let build = "[0-9A-Za-z-]+";
+    format!(r"^[{SPACE}]*{number}\.{number}\.{number}(-{pre}(\.{pre})*)?(\+{build}(\.{build})*)?[{SPACE}]*$")
+}
+
 /// A semantic version ([`super::bundle`]).
 pub fn version() -> Object {
-    string()
-        .pattern(Some(super::bundle::version_pattern()))
-        .max_length(Some(super::bundle::MAX_VERSION_LEN))
-        .examples(["1.2.3"])
-        .build()
+    string().pattern(Some(version_pattern())).max_length(Some(MAX_VERSION_LEN)).examples(["1.2.3"]).build()
 }
 
 /// An RFC 3339 date-time, such as `2030-01-01T00:00:00Z`.

@@ -4,7 +4,7 @@
 //! presents one as `authorization: Bearer <token>`, compared in constant
 //! time. The answer is the same decision every keygate endpoint makes:
 //! mode ∩ the owner's current role ∩ the key's scope, then the key's
-//! limits ([`crate::quota`]): a VALID verdict spends one from each rate
+//! limits ([`crate::admission::quota`]): a VALID verdict spends one from each rate
 //! limit and `cost` credits; any other spends nothing.
 
 use std::net::IpAddr;
@@ -23,14 +23,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{Credential, guarded, strip_bearer};
-use crate::authenticator::{Authenticated, KeyLookup};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{RawBody, parse_org_id};
+use crate::admission::authenticated::Authenticated;
+use crate::admission::authenticator::KeyLookup;
+use crate::admission::caller::{Credential, guarded, strip_bearer};
+use crate::admission::quota::Outcome;
+use crate::admission::usage::{DeniedKey, Refused};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{RawBody, parse_org_id};
+use crate::state::AppState;
 use keygate_core::limits::LimitReport;
-use crate::quota::Outcome;
-use crate::usage::{DeniedKey, Refused};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +49,7 @@ struct VerifyRequest {
     app_id: Option<String>,
     /// The credits a valid verification spends, 1 by default (0 spends
     /// none); a refused one spends nothing.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(schema_with = cost)]
     cost: Option<i64>,
 }
@@ -168,7 +169,7 @@ fn verdict(valid: bool, code: &'static str, key: Option<&Authenticated>) -> Resp
 /// [`verdict`], with the key's limits.
 fn verdict_with(valid: bool, code: &'static str, key: Option<&Authenticated>, limits: &Limits) -> Response {
     use std::io::Write as _;
-    if let Some(metrics) = crate::metrics::get() {
+    if let Some(metrics) = crate::telemetry::metrics::get() {
         metrics.verification(code);
     }
     let described = key.map(|k| k.described.get_or_init(|| describe(&k.key)));
@@ -247,7 +248,7 @@ pub async fn verify(
 }
 
 fn count_refusal(error: &ApiError) {
-    if let Some(metrics) = crate::metrics::get() {
+    if let Some(metrics) = crate::telemetry::metrics::get() {
         metrics.verification(error.code);
     }
 }
@@ -290,7 +291,7 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
                 )
             })?,
     };
-    let live = match state.authenticator.look_up(&raw).await? {
+    let live = match state.admission.authenticator.look_up(&raw).await? {
         KeyLookup::Live(live) => live,
         KeyLookup::Expired(expired) => return Ok(verdict(false, "EXPIRED", Some(&expired))),
         KeyLookup::Disabled(disabled) => return Ok(verdict(false, "DISABLED", Some(&disabled))),
@@ -301,16 +302,16 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
     }
     let now = chrono::Utc::now;
     let key_id = live.key.id;
-    Ok(match state.quotas.charge(&live, cost).await? {
+    Ok(match state.admission.quotas.charge(&live, cost).await? {
         Outcome::Admitted(charge) => {
             if charge.credits() > 0 {
-                state.usage.record_credits(key_id, now(), charge.credits());
+                state.admission.usage.record_credits(key_id, now(), charge.credits());
             }
             let limits = Limits { ratelimit: charge.ratelimit.clone(), credits: charge.credits_remaining };
             verdict_with(true, "VALID", Some(&live), &limits)
         }
         Outcome::RateLimited(limit) => {
-            state.usage.record_refused(key_id, now(), Refused::RateLimited);
+            state.admission.usage.record_refused(key_id, now(), Refused::RateLimited);
             verdict_with(
                 false,
                 "RATE_LIMITED",
@@ -319,7 +320,7 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
             )
         }
         Outcome::UsageExceeded { remaining } => {
-            state.usage.record_refused(key_id, now(), Refused::UsageExceeded);
+            state.admission.usage.record_refused(key_id, now(), Refused::UsageExceeded);
             verdict_with(
                 false,
                 "USAGE_EXCEEDED",

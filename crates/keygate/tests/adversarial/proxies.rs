@@ -15,7 +15,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use keygate::forward_auth::{ForwardAuth, Proxy, Rules};
+use keygate::admission::forward_auth::{ForwardAuth, Proxy, Rules};
 use keygate_core::Role;
 use keygate_testkit::raw_http::{self, RawResponse};
 use keygate_testkit::reverse_proxy::{Kind, ReverseProxy};

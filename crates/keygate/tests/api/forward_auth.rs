@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use keygate::forward_auth::{ForwardAuth, Proxy, Rules};
+use keygate::admission::forward_auth::{ForwardAuth, Proxy, Rules};
 use keygate_testkit::raw_http;
 use keygate_testkit::reverse_proxy::{self, Kind, ReverseProxy};
 use reqwest::Method;

@@ -110,11 +110,11 @@ async fn no_response_may_be_cached() {
 }
 
 mod edge {
-    //! Slow and idle clients, and too many of them: `keygate::edge`.
+    //! Slow and idle clients, and too many of them: `keygate::http::edge`.
 
     use std::time::{Duration, Instant};
 
-    use keygate::edge::EdgeLimits;
+    use keygate::http::edge::EdgeLimits;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use keygate::quota::Clock;
+use keygate::admission::quota::Clock;
 use keygate_core::Role;
 use serde_json::{Value, json};
 
@@ -20,9 +20,9 @@ async fn app_with(clock: &Clock) -> TestApp {
         s.clock = clock;
         // Refusals here are on purpose; none may throttle the test's address.
         s.failed_auth_limit = 0;
-        s.forward_auth = Some(keygate::forward_auth::ForwardAuth::new(
-            keygate::forward_auth::Proxy::Caddy,
-            keygate::forward_auth::Rules::default(),
+        s.forward_auth = Some(keygate::admission::forward_auth::ForwardAuth::new(
+            keygate::admission::forward_auth::Proxy::Caddy,
+            keygate::admission::forward_auth::Rules::default(),
         ));
     })
     .await

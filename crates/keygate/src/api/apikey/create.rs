@@ -12,13 +12,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::limits::{CreditsInput, LimitChanges, RateLimitInput};
+use super::limit_fields::{CreditsInput, LimitChanges, RateLimitInput};
 use super::{ApiKeyView, OneKey, new_key_material, parse_apps, parse_expiry, parse_mode, parse_name};
-use crate::AppState;
+use crate::admission::caller::Caller;
 use crate::api::{ReadErrors, WriteErrors};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, parse_org_id, required};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, parse_org_id, required};
+use crate::state::AppState;
 
 /// The fields of `POST /apikey`, from a JSON body or the query string.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -175,5 +175,5 @@ pub async fn create(
     // against the policy, 403 beyond what the calling key may grant.
     let key = state.store.insert_key(new, &caller.actor()).await?;
     tracing::info!(key_id = key.id, org_id = %request.org_id, mode = key.mode.as_str(), "api key created");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &state.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &state.admission.quotas) }))
 }

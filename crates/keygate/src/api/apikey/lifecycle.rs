@@ -11,11 +11,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, new_key_material};
-use crate::AppState;
 use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
-use crate::auth::ClientAddress;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{RawBody, SmallBody};
+use crate::http::client_address::ClientAddress;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{RawBody, SmallBody};
+use crate::state::AppState;
 
 /// The body of `POST /apikey/revoke`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -40,8 +40,8 @@ struct RevokeKey {
     ),
     responses(
         (status = 200, description = "The key, if it was one, no longer works", body = Success),
-        (status = 413, description = "The body is over 4 KiB", body = crate::error::ErrorBody),
-        (status = 503, description = "The database is unavailable: report again", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is over 4 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The database is unavailable: report again", body = crate::http::error::ErrorBody),
     ),
     security(())
 )]
@@ -69,7 +69,7 @@ pub async fn revoke(
 #[serde(deny_unknown_fields)]
 struct RotateKey {
     /// How long the old secret keeps working, 0–604800 seconds (default 0).
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(minimum = 0, maximum = 604_800)]
     grace_period_seconds: Option<i64>,
 }
@@ -116,5 +116,5 @@ pub async fn rotate(
         });
     };
     tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret, &state.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret, &state.admission.quotas) }))
 }

@@ -13,13 +13,13 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::limits::{CreditsInput, LimitChanges, RateLimitInput};
+use super::limit_fields::{CreditsInput, LimitChanges, RateLimitInput};
 use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
-use crate::AppState;
+use crate::admission::caller::Caller;
 use crate::api::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, RawBody, parse_org_id, present};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Params, RawBody, parse_org_id, present};
+use crate::state::AppState;
 
 /// The fields of `PUT /apikey/:id`. The read-only fields of the ApiKey
 /// object are accepted and ignored, so a client may send back what it read.
@@ -153,7 +153,9 @@ pub async fn list(
                 .collect()
         }
     };
-    Ok(Json(Data { data: keys.into_iter().map(|key| ApiKeyView::masked(key, &state.quotas)).collect() }))
+    Ok(Json(Data {
+        data: keys.into_iter().map(|key| ApiKeyView::masked(key, &state.admission.quotas)).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -170,7 +172,7 @@ pub async fn get(
     State(state): State<AppState>,
     ManagedKey { key, .. }: ManagedKey,
 ) -> ApiResult<Json<OneKey>> {
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.admission.quotas) }))
 }
 
 #[utoipa::path(
@@ -196,11 +198,11 @@ pub async fn update(
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
-    unchanged_limits_dropped(&mut changes, key, &state.quotas);
+    unchanged_limits_dropped(&mut changes, key, &state.admission.quotas);
     // Decided even when nothing changes: a PUT is answered alike whatever it carries.
     managed.may_write(&state, KeyWrite::Edit(&changes.edit())).await?;
     if changes.is_empty() {
-        return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.quotas) }));
+        return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.admission.quotas) }));
     }
     let caller = &managed.caller;
     let updated = state
@@ -209,12 +211,16 @@ pub async fn update(
         .await?
         .ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated, &state.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated, &state.admission.quotas) }))
 }
 
 /// Limit fields sent with the value they already have (an ApiKey object
 /// sent back) are no change: they need no `admin` right.
-fn unchanged_limits_dropped(changes: &mut KeyChanges, key: &ApiKeyRecord, quotas: &crate::quota::Quotas) {
+fn unchanged_limits_dropped(
+    changes: &mut KeyChanges,
+    key: &ApiKeyRecord,
+    quotas: &crate::admission::quota::Quotas,
+) {
     if changes.enabled == Some(key.enabled) {
         changes.enabled = None;
     }

@@ -12,7 +12,7 @@
 
 mod create;
 mod lifecycle;
-pub mod limits;
+pub mod limit_fields;
 mod manage;
 mod usage;
 
@@ -34,10 +34,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::Timestamp;
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::quota::Quotas;
+use crate::admission::caller::Caller;
+use crate::admission::quota::Quotas;
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 /// At most this many apps in `limited_to_apps`.
 pub(crate) const MAX_APPS: usize = keygate_core::bounds::MAX_APPS;
@@ -70,19 +70,19 @@ pub struct ApiKeyView {
     /// A disabled key is refused (401 `api_key_disabled`) until enabled again.
     enabled: bool,
     /// The rate limit named `default`, if any (the one `ratelimit` sets).
-    ratelimit: Option<limits::RateLimitView>,
+    ratelimit: Option<limit_fields::RateLimitView>,
     /// Every rate limit of the key.
-    ratelimits: Vec<limits::RateLimitView>,
+    ratelimits: Vec<limit_fields::RateLimitView>,
     /// `null`: unlimited.
-    credits: Option<limits::CreditsView>,
+    credits: Option<limit_fields::CreditsView>,
 }
 
 impl ApiKeyView {
     /// The key with its secret masked; its credits as `quotas` knows them.
     pub fn masked(key: ApiKeyRecord, quotas: &Quotas) -> Self {
-        let credits = quotas.credits_remaining(&key).map(|remaining| limits::CreditsView {
+        let credits = quotas.credits_remaining(&key).map(|remaining| limit_fields::CreditsView {
             remaining,
-            refill: key.credits.and_then(|c| c.refill).map(limits::RefillView::from),
+            refill: key.credits.and_then(|c| c.refill).map(limit_fields::RefillView::from),
         });
         Self {
             enabled: key.enabled,
@@ -90,8 +90,8 @@ impl ApiKeyView {
                 .ratelimits
                 .iter()
                 .find(|l| l.name == keygate_core::limits::DEFAULT_NAME)
-                .map(limits::RateLimitView::from),
-            ratelimits: key.ratelimits.iter().map(limits::RateLimitView::from).collect(),
+                .map(limit_fields::RateLimitView::from),
+            ratelimits: key.ratelimits.iter().map(limit_fields::RateLimitView::from).collect(),
             credits,
             id: key.id,
             key: key.preview,

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{KeyPath, ManagedKey};
-use crate::AppState;
 use crate::api::{ReadErrors, Timestamp};
-use crate::error::ApiResult;
-use crate::extract::{Params, int_in_range};
+use crate::http::error::ApiResult;
+use crate::http::extract::{Params, int_in_range};
+use crate::state::AppState;
 
 /// The longest usage history one request returns.
 const MAX_USAGE_DAYS: i64 = 90;

@@ -2,7 +2,11 @@
 //!
 //! `bootstrap` and `user add` print exactly one JSON object on stdout; every
 //! error goes to stderr with a non-zero exit. Logs go to stderr and never
-//! hold a secret.
+//! hold a secret. The HTTP client commands are [`client`]; enrolling users
+//! (`bootstrap`, `user add`) is [`admin`].
+
+pub mod admin;
+pub mod client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,8 +16,6 @@ use clap::{Args, Parser, Subcommand};
 use keygate_core::Role;
 use keygate_store::Access;
 use uuid::Uuid;
-
-use crate::{admin, client};
 
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about = "A self-hostable API key service")]
@@ -96,7 +98,7 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_ORG_STORAGE", value_name = "BYTES")]
     max_org_storage: Option<u64>,
     /// The largest bundle accepted, in bytes.
-    #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::DEFAULT_MAX_BUNDLE_SIZE)]
+    #[arg(long, env = "KEYGATE_MAX_BUNDLE_SIZE", default_value_t = crate::state::DEFAULT_MAX_BUNDLE_SIZE)]
     max_bundle_size: u64,
     /// Enables POST /verify for services presenting this token (repeat the flag, or separate with commas).
     #[arg(
@@ -106,7 +108,7 @@ struct ServeArgs {
         hide_env_values = true,
         value_parser = parse_verifier_token
     )]
-    verifier_tokens: Vec<crate::VerifierToken>,
+    verifier_tokens: Vec<crate::state::VerifierToken>,
     /// Cache verified keys, kept coherent through LISTEN/NOTIFY (PostgreSQL) or
     /// an epoch counter polled every 100 ms (SQLite); `--key-cache false` reads every key from the database.
     #[arg(long = "key-cache", env = "KEYGATE_KEY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -123,7 +125,7 @@ struct ServeArgs {
     /// request: nginx (X-Original-*), caddy or traefik (X-Forwarded-*), envoy (its own method and path).
     /// Without it /auth is disabled.
     #[arg(long, env = "KEYGATE_FORWARD_AUTH_PROXY", value_name = "PROXY", value_parser = parse_proxy)]
-    forward_auth_proxy: Option<crate::forward_auth::Proxy>,
+    forward_auth_proxy: Option<crate::admission::forward_auth::Proxy>,
     /// A TOML file of rules saying what `/auth` requires of each forwarded request (needs
     /// --forward-auth-proxy) [default: GET, HEAD and OPTIONS need read, other methods write].
     #[arg(long, env = "KEYGATE_FORWARD_AUTH_RULES", value_name = "FILE")]
@@ -206,13 +208,13 @@ struct UserAddArgs {
     database: DatabaseArg,
 }
 
-fn parse_proxy(raw: &str) -> Result<crate::forward_auth::Proxy, String> {
-    crate::forward_auth::Proxy::parse(raw.trim())
+fn parse_proxy(raw: &str) -> Result<crate::admission::forward_auth::Proxy, String> {
+    crate::admission::forward_auth::Proxy::parse(raw.trim())
         .ok_or_else(|| "one of nginx, caddy, traefik, envoy: the proxy in front of /auth".to_owned())
 }
 
-fn parse_verifier_token(raw: &str) -> Result<crate::VerifierToken, String> {
-    crate::VerifierToken::new(raw).ok_or_else(|| "a verifier token must not be empty".to_owned())
+fn parse_verifier_token(raw: &str) -> Result<crate::state::VerifierToken, String> {
+    crate::state::VerifierToken::new(raw).ok_or_else(|| "a verifier token must not be empty".to_owned())
 }
 
 /// `HOST:PORT`, or a port alone (on 127.0.0.1).
@@ -268,7 +270,7 @@ fn init_logging(quiet: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::log_writer::stderr)
+        .with_writer(crate::telemetry::log_writer::stderr)
         .with_ansi(ansi)
         .init();
 }
@@ -367,10 +369,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Bundles live in the database when it can share them between
     // replicas (PostgreSQL), unless a directory is asked for.
     let blobs = match (&args.blob_dir, store.shared_blobs()) {
-        (None, Some(shared)) => crate::BlobStore::in_database(shared),
+        (None, Some(shared)) => crate::state::blobs::BlobStore::in_database(shared),
         (dir, _) => {
             let dir = dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
-            crate::BlobStore::open(&dir)
+            crate::state::blobs::BlobStore::open(&dir)
                 .map_err(|e| format!("cannot use {} for bundles: {e}", dir.display()))?
         }
     };
@@ -378,17 +380,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     remove_orphan_blobs(store.as_ref(), &blobs, &args.database.url).await;
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
-            crate::MetricsListener::bind(address)
+            crate::state::MetricsListener::bind(address)
                 .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?,
         ),
         None => None,
     };
     let rules = match &args.forward_auth_rules {
-        Some(path) => Some(crate::forward_auth::Rules::load(path)?),
+        Some(path) => Some(crate::admission::forward_auth::Rules::load(path)?),
         None => None,
     };
     let forward_auth = match (args.forward_auth_proxy, rules) {
-        (Some(proxy), rules) => Some(crate::forward_auth::ForwardAuth::new(proxy, rules.unwrap_or_default())),
+        (Some(proxy), rules) => {
+            Some(crate::admission::forward_auth::ForwardAuth::new(proxy, rules.unwrap_or_default()))
+        }
         (None, None) => None,
         (None, Some(_)) => {
             return Err("--forward-auth-rules needs --forward-auth-proxy nginx|caddy|traefik|envoy: \
@@ -401,7 +405,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         429 => axum::http::StatusCode::TOO_MANY_REQUESTS,
         other => return Err(format!("--forward-auth-throttled-status {other}: 403 or 429")),
     };
-    let settings = crate::Settings {
+    let settings = crate::state::Settings {
         blobs,
         max_bundle_size: args.max_bundle_size,
         client_ip_header: args.client_ip_header.clone(),
@@ -409,7 +413,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         key_cache: args.key_cache,
         access_log: args.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO),
         metrics_listener: metrics_listener.clone(),
-        edge: crate::edge::EdgeLimits {
+        edge: crate::http::edge::EdgeLimits {
             header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
@@ -419,18 +423,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         forward_auth,
         forward_auth_throttled,
         max_org_storage: args.max_org_storage,
-        clock: crate::quota::Clock::default(),
-        body_budget: crate::extract::BodyBudget::DEFAULT_BYTES,
+        clock: crate::admission::quota::Clock::default(),
+        body_budget: crate::http::extract::BodyBudget::DEFAULT_BYTES,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    if let Some(address) = metrics_listener.as_ref().and_then(crate::MetricsListener::local_addr) {
+    if let Some(address) = metrics_listener.as_ref().and_then(crate::state::MetricsListener::local_addr) {
         tracing::info!(%address, "metrics on their own listener");
     }
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, api = %format!("http://{address}/"), openapi = %format!("http://{address}/openapi.json"), console = %format!("http://{address}/console"), "listening");
-    crate::serve(listener, store, settings, crate::shutdown_signal())
+    crate::server::serve(listener, store, settings, crate::server::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
@@ -442,10 +446,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 const SHARED_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Removes the blob files a crash left behind (see
-/// [`crate::BlobStore::remove_orphans`]). On SQLite this server is the only
+/// [`crate::state::blobs::BlobStore::remove_orphans`]). On SQLite this server is the only
 /// one (it holds the file's lock), so nothing is mid-upload; replicas on
 /// PostgreSQL may be, so only files older than an hour go.
-async fn remove_orphan_blobs(store: &dyn keygate_store::Store, blobs: &crate::BlobStore, url: &str) {
+async fn remove_orphan_blobs(
+    store: &dyn keygate_store::Store,
+    blobs: &crate::state::blobs::BlobStore,
+    url: &str,
+) {
     let grace = if url.starts_with("sqlite:") { std::time::Duration::ZERO } else { SHARED_ORPHAN_GRACE };
     let referenced = match store.blob_keys().await {
         Ok(keys) => keys.into_iter().collect(),

@@ -1,5 +1,6 @@
-//! `GET /metrics`: Prometheus text format, through the `metrics` facade and
-//! `metrics-exporter-prometheus` (no HTTP server of its own).
+//! The metrics registry: Prometheus text format, through the `metrics`
+//! facade and `metrics-exporter-prometheus` (no HTTP server of its own;
+//! `GET /metrics` is [`crate::server::metrics`]).
 //!
 //! One recorder per process, installed by the first [`install`] (a test
 //! process starts many servers; they share it, so counters are process-wide).
@@ -14,18 +15,12 @@
 //! raw path.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::AppState;
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -140,6 +135,11 @@ fn describe() {
 }
 
 impl Metrics {
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        self.prometheus.render()
+    }
+
     fn new(prometheus: PrometheusHandle) -> Self {
         let lookup =
             |result: &'static str| metrics::counter!("keygate_key_cache_lookups_total", "result" => result);
@@ -290,77 +290,4 @@ fn method_label(method: &Method) -> &Method {
     } else {
         OTHER.get_or_init(|| Method::from_bytes(b"OTHER").unwrap_or(Method::GET))
     }
-}
-
-/// The metrics of the process, then this server's own gauges.
-pub fn render(state: &AppState) -> String {
-    let mut text = get().map(|m| m.prometheus.render()).unwrap_or_default();
-    if let Some(cache) = state.authenticator.cache() {
-        gauge(
-            &mut text,
-            "keygate_key_cache_trusted",
-            "Whether this replica's key cache is trusted now: its change subscription is live (1) or not (0)",
-            &[(vec![], u8::from(cache.trusted()).into())],
-        );
-    }
-    let pools = state.store.pool_use();
-    if !pools.is_empty() {
-        let connections = pools
-            .iter()
-            .flat_map(|p| {
-                [
-                    (vec![("pool", p.pool), ("state", "idle")], f64::from(p.idle)),
-                    (vec![("pool", p.pool), ("state", "in_use")], f64::from(p.size.saturating_sub(p.idle))),
-                ]
-            })
-            .collect::<Vec<_>>();
-        gauge(
-            &mut text,
-            "keygate_db_pool_connections",
-            "Open database connections, idle or in use",
-            &connections,
-        );
-        let max = pools.iter().map(|p| (vec![("pool", p.pool)], f64::from(p.max))).collect::<Vec<_>>();
-        gauge(&mut text, "keygate_db_pool_max_connections", "The most connections a pool may open", &max);
-    }
-    text
-}
-
-/// Appends a gauge family; label values are fixed words of the code base.
-fn gauge(text: &mut String, name: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
-    let _ = writeln!(text, "# HELP {name} {help}");
-    let _ = writeln!(text, "# TYPE {name} gauge");
-    for (labels, value) in samples {
-        text.push_str(name);
-        if !labels.is_empty() {
-            let labels = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(",");
-            let _ = write!(text, "{{{labels}}}");
-        }
-        let _ = writeln!(text, " {value}");
-    }
-    text.push('\n');
-}
-
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "meta",
-    responses((
-        status = 200,
-        description = "Metrics in the Prometheus text exposition format (version 0.0.4)",
-        content_type = "text/plain",
-        body = String
-    )),
-    security(())
-)]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], render(&state)).into_response()
-}
-
-/// The router of a listener of its own (`--metrics-listen`): `/metrics` only.
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
-        .fallback(|| async { crate::error::ApiError::from_status(StatusCode::NOT_FOUND) })
-        .with_state(state)
 }

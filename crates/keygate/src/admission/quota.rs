@@ -2,7 +2,7 @@
 //! from every rate limit of its key and `cost` (1 by default) of its
 //! credits, or is refused — `RATE_LIMITED` before `USAGE_EXCEEDED` — having
 //! taken nothing. A request that then fails (any 4xx or 5xx) hands back what
-//! it took ([`Charge::refund`], called by [`crate::observe`]): a refused
+//! it took ([`Charge::refund`], called by [`crate::server::observe`]): a refused
 //! request consumes nothing.
 //!
 //! Nothing is spent that was not leased first: credits from the database,
@@ -30,7 +30,7 @@ use keygate_core::limits::{Balance, LimitReport, RateLimit, Refused, Shortfall, 
 use keygate_store::{ApiKeyRecord, KeyCredits, RateWindows, Store, StoreError};
 use uuid::Uuid;
 
-use crate::authenticator::Authenticated;
+use crate::admission::authenticated::Authenticated;
 
 /// How long an empty lease is believed before the source is asked again.
 pub const DRY_FOR: Duration = Duration::from_secs(1);

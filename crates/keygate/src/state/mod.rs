@@ -1,4 +1,5 @@
-//! What every handler can reach, and how a server is set up.
+//! What every handler can reach ([`AppState`]), the sub-states extractors
+//! take from it (`FromRef`), and how a server is set up ([`Settings`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -6,14 +7,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::http::HeaderName;
 use keygate_store::Store;
 
-use crate::access_log::AccessLog;
-use crate::authenticator::Authenticator;
-use crate::blobs::BlobStore;
-use crate::limits::FailedAuthLimiter;
-use crate::usage::UsageRecorder;
+use axum::extract::FromRef;
 
-/// Request bodies larger than this are refused with 413.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+use crate::admission::authenticator::Authenticator;
+use crate::admission::quota::Quotas;
+use crate::admission::throttle::FailedAuthThrottle;
+use crate::admission::usage::UsageRecorder;
+use crate::admission::{Admission, Gate};
+use crate::http::client_address::ClientAddressPolicy;
+use crate::http::extract::BodyBudget;
+use crate::telemetry::access_log::AccessLog;
+use blobs::BlobStore;
+
+pub mod blobs;
 
 /// Uploaded bundles larger than this are refused with 413, unless configured.
 pub const DEFAULT_MAX_BUNDLE_SIZE: u64 = 50 * 1024 * 1024;
@@ -25,18 +31,14 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
-    pub authenticator: Authenticator,
-    /// What keys may spend (rate limits, credits).
-    pub quotas: crate::quota::Quotas,
-    pub usage: UsageRecorder,
+    /// Who is calling and what they may spend.
+    pub admission: Admission,
     pub blobs: BlobStore,
     pub max_bundle_size: u64,
     pub max_org_storage: Option<u64>,
-    pub failed_auth: Arc<FailedAuthLimiter>,
-    pub client_addresses: crate::auth::ClientAddressPolicy,
     pub verifier_tokens: Box<[VerifierToken]>,
     /// How `/auth` reads and judges a forwarded request; `None`: disabled.
-    pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
+    pub forward_auth: Option<crate::admission::forward_auth::ForwardAuth>,
     /// How `/auth` answers a throttled address: 403 unless configured.
     pub forward_auth_throttled: axum::http::StatusCode,
     /// Where access log lines go; `None`: not logged.
@@ -46,7 +48,7 @@ pub struct Shared {
     /// How long a request may take, body included, before it is answered 408.
     pub request_timeout: std::time::Duration,
     /// The bytes of request bodies held at once.
-    pub body_budget: crate::extract::BodyBudget,
+    pub body_budget: BodyBudget,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +59,25 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The sub-states extractors take, so that they need not know the whole.
+impl FromRef<AppState> for Admission {
+    fn from_ref(state: &AppState) -> Self {
+        state.admission.clone()
+    }
+}
+
+impl FromRef<AppState> for BodyBudget {
+    fn from_ref(state: &AppState) -> Self {
+        state.body_budget.clone()
+    }
+}
+
+impl FromRef<AppState> for ClientAddressPolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.admission.client_addresses.clone()
+    }
+}
+
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
@@ -64,40 +85,41 @@ impl AppState {
         settings: Settings,
         access_log: Option<AccessLog>,
     ) -> Self {
-        let failed_auth = Arc::new(FailedAuthLimiter::new(settings.failed_auth_limit));
+        let throttle = Arc::new(FailedAuthThrottle::new(settings.failed_auth_limit));
         if settings.failed_auth_limit > 0 {
-            store.attach_failure_feed(failed_auth.clone(), crate::limits::WINDOW);
+            store.attach_failure_feed(throttle.clone(), crate::admission::throttle::WINDOW);
         }
-        Self(Arc::new(Shared {
+        let admission = Admission::new(Gate {
             authenticator: if settings.key_cache {
                 Authenticator::cached(store.clone(), usage.clone(), Arc::default())
             } else {
                 Authenticator::new(store.clone(), usage.clone())
             },
-            quotas: crate::quota::Quotas::new(store.clone(), settings.clock),
-            store,
+            quotas: Quotas::new(store.clone(), settings.clock),
+            store: store.clone(),
             usage,
+            throttle,
+            client_addresses: ClientAddressPolicy::new(settings.client_ip_header, settings.trusted_proxies),
+        });
+        Self(Arc::new(Shared {
+            store,
+            admission,
             blobs: settings.blobs,
             max_bundle_size: settings.max_bundle_size,
             max_org_storage: settings.max_org_storage,
-            failed_auth,
-            client_addresses: crate::auth::ClientAddressPolicy::new(
-                settings.client_ip_header,
-                settings.trusted_proxies,
-            ),
             verifier_tokens: settings.verifier_tokens.into(),
             forward_auth: settings.forward_auth,
             forward_auth_throttled: settings.forward_auth_throttled,
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
             request_timeout: settings.edge.request_timeout,
-            body_budget: crate::extract::BodyBudget::new(settings.body_budget),
+            body_budget: BodyBudget::new(settings.body_budget),
         }))
     }
 
     /// The client's address as rate limiting and the audit log see it.
     pub fn client_address(&self, parts: &axum::http::request::Parts) -> Option<IpAddr> {
-        crate::auth::client_address(parts, &self.client_addresses)
+        crate::http::client_address::client_address(parts, &self.admission.client_addresses)
     }
 }
 
@@ -141,35 +163,35 @@ pub struct Settings {
     /// address, or `x-forwarded-for` with `trusted_proxies`.
     pub client_ip_header: Option<HeaderName>,
     /// Peers trusted to name the client in `client_ip_header`; empty:
-    /// every peer when a header is set (see [`crate::auth::ClientAddressPolicy`]).
+    /// every peer when a header is set (see [`crate::http::client_address::ClientAddressPolicy`]).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The proxy in front of `/auth` (`--forward-auth-proxy`) and what it
     /// requires of a forwarded request (`--forward-auth-rules`); `None`:
     /// `/auth` is disabled.
-    pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
+    pub forward_auth: Option<crate::admission::forward_auth::ForwardAuth>,
     /// How `/auth` answers a throttled address: 403 (nginx turns any status
     /// but 401 and 403 into a 500) unless 429 is asked for.
     pub forward_auth_throttled: axum::http::StatusCode,
     /// Tokens that enable `POST /verify`; none disables it.
     pub verifier_tokens: Vec<VerifierToken>,
     /// Whether verified keys are cached (coherently: see
-    /// [`crate::key_cache`]); on by default.
+    /// [`crate::admission::key_cache`]); on by default.
     pub key_cache: bool,
     /// Whether each request is logged (to stderr, off the request path: see
-    /// [`crate::access_log`]). The CLI turns it on unless told not to.
+    /// [`crate::telemetry::access_log`]). The CLI turns it on unless told not to.
     pub access_log: bool,
     /// A listener of its own for `GET /metrics`, which is then not served
     /// on the main one. `None`: `/metrics` is on the main listener.
     pub metrics_listener: Option<MetricsListener>,
     /// Timeouts and the connection cap of the main listener.
-    pub edge: crate::edge::EdgeLimits,
+    pub edge: crate::http::edge::EdgeLimits,
     /// Failed authentications per address within 5 minutes before it is
-    /// answered 429; 0: no throttle (see [`crate::limits`]).
+    /// answered 429; 0: no throttle (see [`crate::admission::throttle`]).
     pub failed_auth_limit: usize,
     /// The most bytes an organization's bundles may take; `None`: no limit.
     pub max_org_storage: Option<u64>,
     /// The time rate-limit windows and credit refills are reckoned in.
-    pub clock: crate::quota::Clock,
+    pub clock: crate::admission::quota::Clock,
     /// The most bytes of request bodies held at once; a body that would
     /// take more is refused (503 `server_busy`).
     pub body_budget: usize,
@@ -188,17 +210,17 @@ impl Settings {
             key_cache: true,
             access_log: false,
             metrics_listener: None,
-            edge: crate::edge::EdgeLimits::default(),
-            failed_auth_limit: crate::limits::THRESHOLD,
+            edge: crate::http::edge::EdgeLimits::default(),
+            failed_auth_limit: crate::admission::throttle::THRESHOLD,
             max_org_storage: None,
-            clock: crate::quota::Clock::default(),
-            body_budget: crate::extract::BodyBudget::DEFAULT_BYTES,
+            clock: crate::admission::quota::Clock::default(),
+            body_budget: BodyBudget::DEFAULT_BYTES,
         }
     }
 }
 
 /// A bound listener for `GET /metrics` (`serve --metrics-listen`), handed
-/// to [`crate::serve`] through [`Settings`]; taken by the first server
+/// to [`crate::server::serve`] through [`Settings`]; taken by the first server
 /// that runs with it.
 #[derive(Debug, Clone)]
 pub struct MetricsListener(Arc<Mutex<Option<std::net::TcpListener>>>);

@@ -7,13 +7,13 @@
 //!   new or rotated key travels in a response body, and a shared cache or a
 //!   browser's disk must never hold one; marking every response is simpler
 //!   and safer than remembering which carry secrets;
-//! - a denial is counted against the key it denied ([`crate::usage`]);
+//! - a denial is counted against the key it denied ([`crate::admission::usage`]);
 //! - what the key's limits took is refunded if the request failed (4xx or
 //!   5xx), its credits counted if not, and the key's tightest rate limit
 //!   reported in the IETF `RateLimit` and `RateLimit-Policy` headers
-//!   ([`crate::quota`]);
-//! - the request is counted and timed ([`crate::metrics`]) and leaves its
-//!   access log line ([`crate::access_log`]);
+//!   ([`crate::admission::quota`]);
+//! - the request is counted and timed ([`crate::telemetry::metrics`]) and leaves its
+//!   access log line ([`crate::telemetry::access_log`]);
 //! - a request that takes longer than `serve --request-timeout` is dropped
 //!   and answered 408. The timer is armed only once the request has to
 //!   wait: most answers (a cached key's `/verify`) are ready at the first
@@ -41,10 +41,10 @@ use chrono::Utc;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use crate::access_log::{AccessLog, Client, Entry};
-use crate::error::ApiError;
+use crate::admission::usage::{DeniedKey, RequestKey, UsageRecorder};
+use crate::http::error::ApiError;
+use crate::telemetry::access_log::{AccessLog, Client, Entry};
 use keygate_core::limits::LimitReport;
-use crate::usage::{DeniedKey, RequestKey, UsageRecorder};
 
 /// See the module's documentation.
 #[derive(Clone)]
@@ -119,7 +119,7 @@ where
         let path = loggable_path(req.uri().path(), route.as_ref());
         if tracing::enabled!(tracing::Level::DEBUG) {
             let shown =
-                path.map_or(route.as_ref().map_or("", |r| r.as_str()).into(), crate::access_log::redact);
+                path.map_or(route.as_ref().map_or("", |r| r.as_str()).into(), crate::http::redact::redact);
             tracing::debug!(method = %req.method(), path = %shown, "started processing request");
         }
         let logged = self.access_log.as_ref().map(|access_log| Logged {
@@ -214,7 +214,7 @@ where
                 ratelimit_headers(response, &limit);
             }
             let latency = seen.start.elapsed();
-            if let Some(metrics) = crate::metrics::get() {
+            if let Some(metrics) = crate::telemetry::metrics::get() {
                 metrics.http.record(
                     &seen.method,
                     seen.route.as_ref().map(MatchedPath::as_str),

@@ -7,55 +7,25 @@
 //! off), the store's answer for a digest is kept, and a hit costs no
 //! database access, no write and no lock held across `.await`; expiry and a
 //! rotated secret's grace end are checked on every hit. The store keeps the
-//! cache coherent (see [`crate::key_cache`]); checksum failures never reach
+//! cache coherent (see [`crate::admission::key_cache`]); checksum failures never reach
 //! it.
 
-use std::sync::{Arc, OnceLock};
-
-use axum::body::Bytes;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use keygate_core::authz::Principal;
+use keygate_core::ApiKeySecret;
 use keygate_core::key_writes::{Liveness, secret_answers};
-use keygate_core::limits::RateLimit;
-use keygate_core::{ApiKeySecret, Role};
-use keygate_store::{ApiKeyRecord, DigestMatch, KeyStore, Store, StoreError};
+use keygate_store::{DigestMatch, KeyStore, Store, StoreError};
 
-use crate::key_cache::{Cached, KeyCache};
-use crate::usage::UsageRecorder;
+use crate::admission::authenticated::Authenticated;
+use crate::admission::key_cache::{Cached, KeyCache};
+use crate::admission::usage::UsageRecorder;
 
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<dyn KeyStore>,
     usage: UsageRecorder,
     cache: Option<Arc<KeyCache>>,
-}
-
-/// A live key behind a request.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub key: ApiKeyRecord,
-    pub principal: Principal,
-    /// The owner's current role in the key's own organization; `None` for
-    /// an unscoped key or an owner who is no longer a member.
-    pub own_role: Option<Role>,
-    /// The rate limits the key's organization shares among its keys.
-    pub org_ratelimits: Vec<RateLimit>,
-    /// The key as `POST /verify` describes it, rendered once and kept with
-    /// the cached entry (see [`crate::api::verify`]).
-    pub described: OnceLock<Bytes>,
-}
-
-impl Authenticated {
-    pub fn new(key: ApiKeyRecord, own_role: Option<Role>) -> Self {
-        Self {
-            principal: key.principal(),
-            key,
-            own_role,
-            org_ratelimits: Vec::new(),
-            described: OnceLock::new(),
-        }
-    }
 }
 
 /// What a presented key turned out to be.
@@ -102,7 +72,7 @@ impl Authenticator {
         };
         let bytes = *digest.as_bytes();
         let cached = cache.get(&bytes);
-        if let Some(metrics) = crate::metrics::get() {
+        if let Some(metrics) = crate::telemetry::metrics::get() {
             let counter = match cached {
                 Some(Cached::Verified(_)) => &metrics.cache_hit,
                 Some(Cached::Unknown) => &metrics.cache_unknown,
@@ -139,7 +109,7 @@ impl Authenticator {
         match Liveness::of(key.enabled, key.expires_at, now) {
             Liveness::Expired => KeyLookup::Expired(authenticated),
             Liveness::Disabled => {
-                self.usage.record_refused(key.id, now, crate::usage::Refused::Disabled);
+                self.usage.record_refused(key.id, now, crate::admission::usage::Refused::Disabled);
                 KeyLookup::Disabled(authenticated)
             }
             Liveness::Live => {

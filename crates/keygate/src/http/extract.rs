@@ -1,7 +1,7 @@
 //! Request parts parsed at the edge, with rejections in the contract's shape.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use http_body_util::BodyExt;
@@ -9,8 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A request body of at most `LIMIT` bytes, read whole, and only once the
 /// server's budget of body bytes in flight has room for it
@@ -18,7 +17,7 @@ use crate::error::ApiError;
 /// `server_busy`, `Retry-After: 1`) rather than buffered. A declared
 /// length over `LIMIT` is refused (413) before a byte is read. Read last,
 /// after every extractor that checks a credential.
-pub struct RawBody<const LIMIT: usize = { crate::BODY_LIMIT }> {
+pub struct RawBody<const LIMIT: usize = { crate::http::BODY_LIMIT }> {
     bytes: Bytes,
     /// The share of the budget the body holds, until the request ends.
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -30,10 +29,13 @@ pub const SMALL_BODY_LIMIT: usize = 4 * 1024;
 /// A body of an endpoint that needs no key: at most [`SMALL_BODY_LIMIT`].
 pub type SmallBody = RawBody<SMALL_BODY_LIMIT>;
 
-impl<const LIMIT: usize> FromRequest<AppState> for RawBody<LIMIT> {
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for RawBody<LIMIT>
+where
+    BodyBudget: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let too_large = || ApiError::payload_too_large("The request body", LIMIT as u64);
         let declared = req
             .headers()
@@ -46,7 +48,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for RawBody<LIMIT> {
         let reserve = declared.map_or(LIMIT, |length| length as usize);
         let budget = match reserve {
             0 => None,
-            bytes => Some(state.body_budget.reserve(bytes).ok_or_else(ApiError::server_busy)?),
+            bytes => Some(BodyBudget::from_ref(state).reserve(bytes).ok_or_else(ApiError::server_busy)?),
         };
         // Copied out frame by frame: a frame is a slice of the connection's
         // read buffer, and keeping one would keep that whole buffer, so a
@@ -132,7 +134,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         serde_urlencoded::from_str(query).map(Params).map_err(|e| {
-            let message = crate::access_log::redact_quoted(&e.to_string());
+            let message = crate::http::redact::redact_quoted(&e.to_string());
             ApiError::bad_request("invalid_query", format!("Invalid query parameters: {message}"))
         })
     }

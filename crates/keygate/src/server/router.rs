@@ -14,9 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{ApiDoc, apikey, app, bundle, forward, health, invites, org_keys, organization, verify};
-use crate::error::ApiError;
-use crate::observe::ObserveLayer;
-use crate::{AppState, BODY_LIMIT};
+use crate::http::BODY_LIMIT;
+use crate::http::error::ApiError;
+use crate::server::observe::ObserveLayer;
+use crate::state::AppState;
 
 /// The application: the routes, with a trailing slash accepted on every path.
 pub fn app(state: AppState) -> NormalizePath<Router> {
@@ -34,7 +35,7 @@ fn routes(metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(health::livez))
         .routes(routes!(openapi_json));
-    let routes = if metrics { routes.routes(routes!(crate::metrics::metrics)) } else { routes };
+    let routes = if metrics { routes.routes(routes!(super::metrics::metrics)) } else { routes };
     routes
         .routes(routes!(apikey::list, apikey::create))
         .routes(routes!(apikey::revoke))
@@ -56,9 +57,9 @@ fn routes(metrics: bool) -> OpenApiRouter<AppState> {
         // Every method OpenAPI names (Envoy asks with the original one);
         // others, such as QUERY or WebDAV's, are refused with 405.
         // The web console: static files, outside the API's document.
-        .route("/console", axum::routing::get(crate::console::index))
-        .route("/console/console.js", axum::routing::get(crate::console::script))
-        .route("/console/console.css", axum::routing::get(crate::console::style))
+        .route("/console", axum::routing::get(crate::api::console::index))
+        .route("/console/console.js", axum::routing::get(crate::api::console::script))
+        .route("/console/console.css", axum::routing::get(crate::api::console::style))
         .route("/auth", every_method(forward::auth))
         .route("/auth/{*rest}", every_method(forward::auth_path))
 }
@@ -117,7 +118,7 @@ pub fn router(state: AppState) -> Router {
             tower::ServiceBuilder::new()
                 .layer(ObserveLayer::new(
                     state.access_log.clone(),
-                    state.usage.clone(),
+                    state.admission.usage.clone(),
                     state.request_timeout,
                 ))
                 .map_response(|response: Response<_>| response.map(axum::body::Body::new))

@@ -17,7 +17,7 @@ use keygate_store::{DailyUse, KeyUse, Store, StoreError};
 
 use keygate_core::limits::LimitReport;
 
-use crate::quota::Charge;
+use crate::admission::quota::Charge;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -66,7 +66,7 @@ impl UsageRecorder {
     /// A request of the key refused by its limits (counted also in
     /// `keygate_limit_refusals_total`).
     pub fn record_refused(&self, key_id: i64, at: DateTime<Utc>, why: Refused) {
-        if let Some(metrics) = crate::metrics::get() {
+        if let Some(metrics) = crate::telemetry::metrics::get() {
             metrics.limit_refusal(why.code());
         }
         self.add(key_id, at, false, |day| match why {
@@ -77,7 +77,7 @@ impl UsageRecorder {
     }
 
     /// A request authenticated with the key, then refused by authorization;
-    /// called only by [`crate::observe`], the one place denials are counted:
+    /// called only by [`crate::server::observe`], the one place denials are counted:
     /// a 403 against the key that made the request, or a [`DeniedKey`]
     /// against the key it names.
     pub(crate) fn record_denied(&self, key_id: i64, at: DateTime<Utc>) {
@@ -147,7 +147,7 @@ impl UsageRecorder {
 /// Set by authentication to the key behind a request, so that a 403 can be
 /// counted against it, and to what its limits charged or refused, so that
 /// a failed request is refunded and every answer carries the limit's
-/// headers ([`crate::observe`]).
+/// headers ([`crate::server::observe`]).
 #[derive(Clone, Default)]
 pub struct RequestKey(Arc<Slot>);
 

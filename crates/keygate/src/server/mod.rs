@@ -1,5 +1,12 @@
-//! Start-up and shutdown: serve until told to stop, then let in-flight
-//! requests finish, write pending usage and close the database.
+//! The server, on top of everything else: the [`router`] (every route and
+//! layer), the [`observe`] layer every request passes, `GET /metrics`
+//! ([`metrics`]); and start-up and shutdown here: serve until told to stop,
+//! then let in-flight requests finish, write pending usage and close the
+//! database.
+
+pub mod metrics;
+pub mod observe;
+pub mod router;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,10 +14,9 @@ use std::sync::Arc;
 use keygate_store::Store;
 use tokio::net::TcpListener;
 
-use crate::access_log::AccessLog;
-use crate::router;
+use crate::admission::usage::UsageRecorder;
 use crate::state::{AppState, MetricsListener, Settings};
-use crate::usage::UsageRecorder;
+use crate::telemetry::access_log::AccessLog;
 
 /// Serves keygate on `listener` until `shutdown` resolves (and `GET
 /// /metrics` on the settings' metrics listener, if any).
@@ -20,7 +26,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::metrics::install();
+    crate::telemetry::metrics::install();
     let usage = UsageRecorder::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(usage.clone().run(store.clone(), stopped));
@@ -30,7 +36,7 @@ pub async fn serve(
         None => None,
     };
     let (access_log, writer) = if settings.access_log {
-        let policy = crate::auth::ClientAddressPolicy::new(
+        let policy = crate::http::client_address::ClientAddressPolicy::new(
             settings.client_ip_header.clone(),
             settings.trusted_proxies.clone(),
         );
@@ -41,7 +47,7 @@ pub async fn serve(
     };
     let edge = settings.edge;
     let state = AppState::new(store.clone(), usage, settings, access_log);
-    let quotas = tokio::spawn(state.quotas.clone().run(stop.subscribe()));
+    let quotas = tokio::spawn(state.admission.quotas.clone().run(stop.subscribe()));
     // Both listeners stop together.
     let (quit, quitting) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -51,11 +57,11 @@ pub async fn serve(
     // The metrics listener has the same limits at the edge as the main one:
     // a scraper that stalls, or a flood of connections, cannot pile up there.
     let metrics_server = metrics_listener.map(|listener| {
-        let app = crate::metrics::router(state.clone());
-        tokio::spawn(crate::edge::serve(listener, app, edge, quitting.clone()))
+        let app = metrics::router(state.clone());
+        tokio::spawn(crate::http::edge::serve(listener, app, edge, quitting.clone()))
     });
     let app = router::app(state);
-    crate::edge::serve(listener, app, edge, quitting).await;
+    crate::http::edge::serve(listener, app, edge, quitting).await;
     if let Some(server) = metrics_server
         && let Err(error) = server.await
         && !error.is_cancelled()

@@ -15,7 +15,7 @@
 //!   request after it: a client then opens a new one rather than send its
 //!   next request into a closed socket.
 //!
-//! The request timeout is kept by [`crate::observe`], after routing, so
+//! The request timeout is kept by [`crate::server::observe`], after routing, so
 //! that its 408 leaves in the contract's shape.
 
 use std::net::SocketAddr;

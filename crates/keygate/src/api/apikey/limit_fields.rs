@@ -8,7 +8,7 @@ use keygate_core::limits::{self, Credits, Interval, RateLimit, Refill};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 
 /// A rate limit as sent.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -18,11 +18,11 @@ pub struct RateLimitInput {
     #[schema(nullable = true, max_length = 32, pattern = "^[a-z0-9_-]{1,32}$")]
     name: Option<String>,
     /// Requests per window, from 1 to 1,000,000,000.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = i64, required = true, minimum = 1, maximum = 1_000_000_000)]
     limit: Option<i64>,
     /// The window, from 1,000 ms to 30 days.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = i64, required = true, minimum = 1_000, maximum = 2_592_000_000_i64)]
     duration_ms: Option<i64>,
 }
@@ -32,7 +32,7 @@ pub struct RateLimitInput {
 #[serde(deny_unknown_fields)]
 pub struct CreditsInput {
     /// The balance, from 0 to 10^12.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = i64, required = true, minimum = 0, maximum = 1_000_000_000_000_i64)]
     remaining: Option<i64>,
     /// Sets the balance back to `amount` every day, or every month.
@@ -43,7 +43,7 @@ pub struct CreditsInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefillInput {
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = i64, required = true, minimum = 0, maximum = 1_000_000_000_000_i64)]
     amount: Option<i64>,
     /// `daily` (at 00:00 UTC) or `monthly`.
@@ -51,7 +51,7 @@ pub struct RefillInput {
     interval: Option<String>,
     /// The day of a monthly refill, 1–31 (the month's last day when it is
     /// shorter); 1 by default.
-    #[serde(default, deserialize_with = "crate::extract::whole")]
+    #[serde(default, deserialize_with = "crate::http::extract::whole")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 31)]
     day: Option<i64>,
 }

@@ -1,4 +1,4 @@
-//! The cache of verified keys behind the [`Authenticator`](crate::authenticator::Authenticator):
+//! The cache of verified keys behind the [`Authenticator`](crate::admission::authenticator::Authenticator):
 //! digest → what the store answered (key, owner's role, end of a rotation's
 //! grace), plus a smaller, short-lived cache of unknown digests, so that a
 //! flood of random keys cannot evict real ones.
@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use keygate_store::{AuthCache, AuthChange};
 use quick_cache::sync::Cache;
 
-use crate::authenticator::Authenticated;
+use crate::admission::authenticated::Authenticated;
 
 /// Real keys kept at most.
 pub const CAPACITY: usize = 100_000;
@@ -187,7 +187,7 @@ pub struct Ticket {
 
 impl AuthCache for KeyCache {
     fn changed(&self, change: &AuthChange) {
-        if let Some(metrics) = crate::metrics::get() {
+        if let Some(metrics) = crate::telemetry::metrics::get() {
             metrics.invalidation(match change {
                 AuthChange::Key { .. } => "key",
                 AuthChange::Member { .. } => "member",
@@ -208,7 +208,7 @@ impl AuthCache for KeyCache {
     }
 
     fn flush(&self) {
-        if let Some(metrics) = crate::metrics::get() {
+        if let Some(metrics) = crate::telemetry::metrics::get() {
             metrics.invalidation("flush");
         }
         self.invalidations.fetch_add(1, Ordering::SeqCst);

@@ -12,13 +12,6 @@
 //! route template, or `unmatched`. For `/auth` (forward authentication)
 //! the path is the route: the protected API's paths are not keygate's to
 //! log.
-//!
-//! Masking is by shape, not by prefix: a path segment that holds a key in
-//! any spelling (`ak_`, `kgi_`, in any case, percent-encoded or not), or
-//! that looks like any other long random token (16 characters or more of a
-//! token's alphabet, mixing letters and digits, or as varied as random
-//! text), is written `[redacted]`. UUIDs (organizations, users) and
-//! dotted names (app ids, versions) are kept.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,6 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::MatchedPath;
 use axum::http::{HeaderValue, Method, StatusCode};
+
+use crate::http::redact::redact;
 
 /// Lines waiting at most; beyond, lines are dropped.
 pub const CAPACITY: usize = 16 * 1024;
@@ -69,7 +64,7 @@ pub struct AccessLog {
 struct Shared {
     dropped: AtomicU64,
     stop: AtomicBool,
-    clients: crate::auth::ClientAddressPolicy,
+    clients: crate::http::client_address::ClientAddressPolicy,
 }
 
 /// The writer thread; [`Writer::finish`] writes what is left and stops it.
@@ -80,12 +75,14 @@ pub struct Writer {
 
 impl AccessLog {
     /// Starts the writer thread; `clients` says where client addresses come from.
-    pub fn start(clients: crate::auth::ClientAddressPolicy) -> std::io::Result<(Self, Writer)> {
+    pub fn start(
+        clients: crate::http::client_address::ClientAddressPolicy,
+    ) -> std::io::Result<(Self, Writer)> {
         let (sender, receiver) = sync_channel(CAPACITY);
         let shared = Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), clients });
         let thread = std::thread::Builder::new().name("keygate-access-log".into()).spawn({
             let shared = shared.clone();
-            move || write_lines(receiver, &shared, &mut crate::log_writer::stderr())
+            move || write_lines(receiver, &shared, &mut crate::telemetry::log_writer::stderr())
         })?;
         Ok((Self { sender, shared: shared.clone() }, Writer { shared, thread: Some(thread) }))
     }
@@ -111,7 +108,7 @@ impl AccessLog {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if let Some(metrics) = crate::metrics::get() {
+                if let Some(metrics) = crate::telemetry::metrics::get() {
                     metrics.access_log_dropped.increment(1);
                 }
             }
@@ -185,7 +182,9 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
 /// One line, in the shape of the rest of the log.
 pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
     let client = match &entry.client {
-        Client::Forwarded(value) => value.as_ref().and_then(crate::auth::address_from_header_value),
+        Client::Forwarded(value) => {
+            value.as_ref().and_then(crate::http::client_address::address_from_header_value)
+        }
         Client::Peer(peer) => peer.map(|peer| peer.ip()),
     };
     let micros = entry.latency.as_micros();
@@ -193,7 +192,7 @@ pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
     buffer.extend_from_slice(b"  INFO keygate::access: served method=");
     buffer.extend_from_slice(entry.method.as_str().as_bytes());
     buffer.extend_from_slice(b" path=");
-    let route = entry.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    let route = entry.route.as_ref().map_or(crate::telemetry::metrics::UNMATCHED, MatchedPath::as_str);
     match &entry.path {
         Some(path) => buffer.extend_from_slice(redact(path).as_bytes()),
         None => buffer.extend_from_slice(route.as_bytes()),
@@ -233,98 +232,8 @@ impl Clock {
     }
 }
 
-/// A path as it may be logged: every segment that looks like a credential
-/// (see the module's documentation) is masked.
-pub fn redact(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.split('/').all(|segment| mask(segment).is_none()) {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let masked: Vec<&str> = path.split('/').map(|segment| mask(segment).unwrap_or(segment)).collect();
-    std::borrow::Cow::Owned(masked.join("/"))
-}
-
-/// A parser's message with every quoted word (between backticks or double
-/// quotes, as serde quotes what it did not expect) that looks like a
-/// secret masked as [`redact`] masks a path segment: an error answer never
-/// repeats a key or a code, even to whoever sent it.
-pub fn redact_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    let mut rest = message;
-    while let Some(at) = rest.find(['`', '"']) {
-        let (part, tail) = rest.split_at(at);
-        out.push_str(if quoted { mask(part).unwrap_or(part) } else { part });
-        out.push_str(&tail[..1]);
-        rest = &tail[1..];
-        quoted = !quoted;
-    }
-    out.push_str(if quoted { mask(rest).unwrap_or(rest) } else { rest });
-    out
-}
-
-/// What a path segment that looks like a key, an invitation code or
-/// another token is written as; `None` for any other segment.
-fn mask(segment: &str) -> Option<&'static str> {
-    const MIN_LEN: usize = 16;
-    if segment.len() < 3 {
-        return None;
-    }
-    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-    let lower = decoded.to_ascii_lowercase();
-    if lower.contains(keygate_core::key::PREFIX) {
-        return Some("ak_[redacted]");
-    }
-    if lower.contains(crate::api::invites::CODE_PREFIX) {
-        return Some("kgi_[redacted]");
-    }
-    let token = decoded.trim();
-    let uuid = token.len() == 36 && uuid::Uuid::try_parse(token).is_ok();
-    if token.len() < MIN_LEN || uuid || token.contains('.') {
-        return None;
-    }
-    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+/=~".contains(&b)) {
-        return None;
-    }
-    let mixed = token.bytes().any(|b| b.is_ascii_digit()) && token.bytes().any(|b| b.is_ascii_alphabetic());
-    (mixed || entropy_bits_per_char(token) >= 4.0).then_some("[redacted]")
-}
-
-/// Shannon entropy of `text`'s bytes, in bits per byte.
-fn entropy_bits_per_char(text: &str) -> f64 {
-    let mut counts = [0u32; 256];
-    for b in text.bytes() {
-        counts[usize::from(b)] += 1;
-    }
-    let len = text.len() as f64;
-    counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / len).map(|p| -p * p.log2()).sum()
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn secrets_in_paths_are_masked_by_shape() {
-        use super::redact;
-        let key = "ak_2LqSfvbRuSJxWQtoIYjkl0G9V6c6DmVkMxiJ96KTvtDU4NAYoc";
-        assert_eq!(redact(&format!("/apikey/{key}/")), "/apikey/ak_[redacted]/");
-        assert_eq!(redact("/apikey/%61k_abc/rotate"), "/apikey/ak_[redacted]/rotate");
-        assert_eq!(redact("/apikey/%20AK_abc"), "/apikey/ak_[redacted]");
-        assert_eq!(redact("/invites/KGI_0123456789abcdef0123"), "/invites/kgi_[redacted]");
-        assert_eq!(redact("/x/4f9c2a7be81d03c65ab7e90d12f4c8aa"), "/x/[redacted]", "hex");
-        assert_eq!(redact("/x/s3cr3t-t0k3n-for-verify"), "/x/[redacted]", "a token, letters and digits");
-        assert_eq!(redact("/x/QmFzZTY0VG9rZW5IZXJlSXM"), "/x/[redacted]", "base64 letters");
-        for kept in [
-            "/apikey/12",
-            "/app/com.example_app",
-            "/livez",
-            "/organization/members",
-            "/organization/0190b1e2-7c3a-7d4e-9f00-0123456789ab",
-            "/bundle/com.example.app/1.0.0-beta.1",
-            "/organization-members-list",
-        ] {
-            assert_eq!(redact(kept), kept);
-        }
-    }
-
     use super::*;
 
     fn entry(path: &str) -> Entry {
@@ -409,15 +318,5 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.contains("path=/livez"), "{text}");
         assert!(text.contains("2 access log lines dropped"), "{text}");
-    }
-
-    #[test]
-    fn quoted_secrets_in_a_parsers_message_are_masked_and_the_rest_kept() {
-        let code = format!("{}AbCdEf0123456789AbCdEf0123456789", crate::api::invites::CODE_PREFIX);
-        let message = format!("unknown field `{code}`, expected one of `key`, `name` at line 1");
-        let redacted = super::redact_quoted(&message);
-        assert!(!redacted.contains(&code), "{redacted}");
-        assert!(redacted.contains("`kgi_[redacted]`, expected one of `key`, `name` at line 1"), "{redacted}");
-        assert_eq!(super::redact_quoted("invalid type: \"read\""), "invalid type: \"read\"");
     }
 }

@@ -2,25 +2,25 @@
 //! guard.
 //!
 //! The key may come in `authorization` (bare or `Bearer`), `x-api-key` or
-//! `capgkey`; the [`Authenticator`](crate::authenticator::Authenticator)
+//! `capgkey`; the [`Authenticator`](crate::admission::authenticator::Authenticator)
 //! checks it. A missing, malformed, unknown or deleted key is a 401; so is an
 //! expired one, with its own code.
 //!
 //! Every credential check — API keys here, verifier tokens in
 //! [`crate::api::verify`] — runs inside [`guarded`]: a blocked address gets
 //! 429 before its credential is looked at, and a refused credential counts
-//! against it ([`crate::limits`]).
+//! against it ([`crate::admission::throttle`]).
 //!
 //! What the caller may then do is not decided here: handlers declare the
 //! action they need and [`Caller`] asks [`keygate_core::authz`].
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_core::Role;
 use keygate_core::authz::{Action, Decision, Principal, Target};
 use keygate_store::Actor;
@@ -28,11 +28,13 @@ use uuid::Uuid;
 
 use chrono::Utc;
 
-use crate::AppState;
-use crate::authenticator::{Authenticated, KeyLookup};
-use crate::error::{ApiError, ApiResult};
-use crate::quota::{Charge, Outcome};
-use crate::usage::{Refused, RequestKey};
+use super::Admission;
+use crate::admission::authenticated::Authenticated;
+use crate::admission::authenticator::KeyLookup;
+use crate::admission::quota::{Charge, Outcome};
+use crate::admission::usage::{Refused, RequestKey};
+use crate::http::client_address::client_address;
+use crate::http::error::{ApiError, ApiResult};
 
 /// The headers a key is read from, in this order.
 pub(crate) const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
@@ -69,17 +71,6 @@ pub struct Caller {
     digest: keygate_core::KeyDigest,
 }
 
-/// The client's address of a request, for handlers without a [`Caller`].
-pub struct ClientAddress(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(state.client_address(parts)))
-    }
-}
-
 /// What checking a credential found.
 pub enum Credential<T> {
     Accepted(T),
@@ -91,21 +82,25 @@ pub enum Credential<T> {
 /// blocked address is refused (429) before anything is looked at, and a
 /// refused credential counts against the address. Errors of the check
 /// itself (a missing header, an unavailable database) count for nothing.
-pub async fn guarded<T>(
-    state: &AppState,
+pub async fn guarded<S, T>(
+    state: &S,
     address: Option<IpAddr>,
     check: impl Future<Output = ApiResult<Credential<T>>>,
-) -> ApiResult<T> {
-    if let Some(wait) = address.and_then(|a| state.failed_auth.blocked_for(a, Instant::now())) {
+) -> ApiResult<T>
+where
+    Admission: FromRef<S>,
+{
+    let state = Admission::from_ref(state);
+    if let Some(wait) = address.and_then(|a| state.throttle.blocked_for(a, Instant::now())) {
         return Err(ApiError::rate_limited(wait));
     }
     match check.await? {
         Credential::Accepted(value) => Ok(value),
         Credential::Refused(error) => {
             if let Some(address) = address
-                && state.failed_auth.is_on()
+                && state.throttle.is_on()
             {
-                state.failed_auth.record_failure(address, Instant::now());
+                state.throttle.record_failure(address, Instant::now());
                 // Other replicas count it too; the 401 does not wait for that.
                 let store = state.store.clone();
                 tokio::spawn(async move {
@@ -119,12 +114,16 @@ pub async fn guarded<T>(
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Admission: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let address = state.client_address(parts);
-        let authenticated = guarded(state, address, async {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let state = &Admission::from_ref(state);
+        let address = client_address(parts, &state.client_addresses);
+        let authenticated = guarded::<Admission, _>(state, address, async {
             let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
             Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
                 KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),
@@ -139,7 +138,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = slot {
             slot.set(authenticated.key.id);
         }
-        let charge = spend(state, &authenticated, 1, slot).await?;
+        let charge = spend::<Admission>(state, &authenticated, 1, slot).await?;
         if let Some(slot) = slot {
             slot.charged(charge);
         }
@@ -157,10 +156,13 @@ impl FromRequestParts<AppState> for Caller {
 /// as [`Caller`] checks it (a bad one is refused, never ignored).
 pub struct OptionalCaller(pub Option<Caller>);
 
-impl FromRequestParts<AppState> for OptionalCaller {
+impl<S: Send + Sync> FromRequestParts<S> for OptionalCaller
+where
+    Admission: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
         if KEY_HEADERS.iter().all(|name| !parts.headers.contains_key(*name)) {
             return Ok(Self(None));
         }
@@ -168,15 +170,19 @@ impl FromRequestParts<AppState> for OptionalCaller {
     }
 }
 
-/// Spends what a request of `key` costs from its limits ([`crate::quota`]):
+/// Spends what a request of `key` costs from its limits ([`crate::admission::quota`]):
 /// the charge, or the refusal, counted against the key: 429 `rate_limited`
 /// (the limit noted in `slot`, for its headers) or 429 `usage_exceeded`.
-pub(crate) async fn spend(
-    state: &AppState,
+pub(crate) async fn spend<S>(
+    state: &S,
     key: &Authenticated,
     cost: u64,
     slot: Option<&RequestKey>,
-) -> ApiResult<Charge> {
+) -> ApiResult<Charge>
+where
+    Admission: FromRef<S>,
+{
+    let state = Admission::from_ref(state);
     let refused = |why| state.usage.record_refused(key.key.id, Utc::now(), why);
     match state.quotas.charge(key, cost).await? {
         Outcome::Admitted(charge) => Ok(charge),
@@ -193,64 +199,6 @@ pub(crate) async fn spend(
             Err(ApiError::usage_exceeded(remaining))
         }
     }
-}
-
-/// Where a request's client address comes from: the peer's address, or,
-/// from a proxy trusted to speak for clients, the last entry the proxy wrote
-/// into a header (such as `x-forwarded-for`).
-///
-/// - With `--trusted-proxy CIDR`s, only a peer inside one of them is read
-///   from the header (by default `x-forwarded-for`); any other peer is the
-///   client itself, whatever it claims.
-/// - With `--client-ip-header` alone, every peer is taken to be the proxy
-///   (keygate is reachable only through it).
-/// - With a header to read but unusable, `None`: counting such a request
-///   against the peer would let one client get the proxy itself blocked.
-#[derive(Debug, Clone, Default)]
-pub struct ClientAddressPolicy {
-    header: Option<HeaderName>,
-    trusted: std::sync::Arc<[ipnet::IpNet]>,
-}
-
-impl ClientAddressPolicy {
-    pub fn new(header: Option<HeaderName>, trusted: Vec<ipnet::IpNet>) -> Self {
-        let header =
-            header.or_else(|| (!trusted.is_empty()).then(|| HeaderName::from_static("x-forwarded-for")));
-        Self { header, trusted: trusted.into() }
-    }
-
-    /// The header to read for a request from `peer`; `None`: the peer is the client.
-    pub fn header_for(&self, peer: Option<IpAddr>) -> Option<&HeaderName> {
-        let header = self.header.as_ref()?;
-        let trusted = self.trusted.is_empty()
-            || peer.is_some_and(|peer| self.trusted.iter().any(|net| net.contains(&peer)));
-        trusted.then_some(header)
-    }
-
-    /// The client's address of a request from `peer` with `headers`.
-    pub fn address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        match self.header_for(peer) {
-            Some(header) => address_from_header_value(headers.get_all(header).iter().next_back()?),
-            None => peer,
-        }
-    }
-}
-
-/// The client's address of a request (see [`ClientAddressPolicy`]).
-pub(crate) fn client_address(parts: &Parts, policy: &ClientAddressPolicy) -> Option<IpAddr> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    policy.address(peer, &parts.headers)
-}
-
-/// The last entry of a client address header's value.
-pub(crate) fn address_from_header_value(value: &HeaderValue) -> Option<IpAddr> {
-    let last_entry = value.as_bytes().rsplit(|&b| b == b',').next()?;
-    parse_address(std::str::from_utf8(last_entry).ok()?.trim())
-}
-
-/// `203.0.113.5`, `2001:db8::1`, `203.0.113.5:4711` or `[2001:db8::1]:4711`.
-fn parse_address(text: &str) -> Option<IpAddr> {
-    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 impl Caller {
@@ -281,16 +229,25 @@ impl Caller {
 
     /// The caller's role in `org_id`, `None` when not a member. For the
     /// key's own organization it was read with the key, in the same query.
-    pub async fn role_in(&self, state: &AppState, org_id: Uuid) -> ApiResult<Option<Role>> {
+    pub async fn role_in<S>(&self, state: &S, org_id: Uuid) -> ApiResult<Option<Role>>
+    where
+        Admission: FromRef<S>,
+    {
         if self.principal.scope.org == Some(org_id) {
             return Ok(self.own_role);
         }
         // Unless an admin there blocked this key.
-        Ok(state.store.role_of_key(org_id, self.user_id(), self.principal.key_id).await?)
+        Ok(Admission::from_ref(state)
+            .store
+            .role_of_key(org_id, self.user_id(), self.principal.key_id)
+            .await?)
     }
 
     /// Decides `action` on `target`, reading the caller's current role.
-    pub async fn decide(&self, state: &AppState, target: Target<'_>, action: Action) -> ApiResult<Decision> {
+    pub async fn decide<S>(&self, state: &S, target: Target<'_>, action: Action) -> ApiResult<Decision>
+    where
+        Admission: FromRef<S>,
+    {
         if !self.principal.scope.contains_org(target.org) {
             return Ok(Decision::Invisible);
         }
@@ -302,13 +259,16 @@ impl Caller {
     /// organization when [`Principal::decide`] allows `action` on `target`,
     /// else 403, or `invisible()` (a 404) when the target is outside the
     /// caller's view.
-    pub async fn require(
+    pub async fn require<S>(
         &self,
-        state: &AppState,
+        state: &S,
         target: Target<'_>,
         action: Action,
         invisible: fn() -> ApiError,
-    ) -> ApiResult<Role> {
+    ) -> ApiResult<Role>
+    where
+        Admission: FromRef<S>,
+    {
         if !self.principal.scope.contains_org(target.org) {
             return Err(invisible());
         }
@@ -324,7 +284,7 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderName, HeaderValue};
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -332,39 +292,6 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).expect("header"));
         }
         map
-    }
-
-    #[test]
-    fn forwarded_addresses_are_read_from_the_last_entry_only() {
-        let parts = |value: &'static [u8]| {
-            let mut request = axum::http::Request::new(());
-            request.headers_mut().insert("x-forwarded-for", HeaderValue::from_bytes(value).expect("header"));
-            request.into_parts().0
-        };
-        let policy = ClientAddressPolicy::new(Some(HeaderName::from_static("x-forwarded-for")), Vec::new());
-        let address = |value| client_address(&parts(value), &policy);
-        assert_eq!(address(b"198.51.100.1, 203.0.113.5"), "203.0.113.5".parse().ok());
-        assert_eq!(address(b"203.0.113.5:4711"), "203.0.113.5".parse().ok());
-        assert_eq!(address(b"[2001:db8::1]:4711"), "2001:db8::1".parse().ok());
-        assert_eq!(address(b"1.2.3.4, \x80garbage"), None);
-        assert_eq!(address(b"\x80, 203.0.113.9"), "203.0.113.9".parse().ok());
-        assert_eq!(address(b"unknown"), None);
-    }
-
-    #[test]
-    fn only_trusted_proxies_speak_for_clients() {
-        let policy = ClientAddressPolicy::new(None, vec!["10.0.0.0/8".parse().expect("cidr")]);
-        let forwarded = headers(&[("x-forwarded-for", "203.0.113.5")]);
-        let proxy: IpAddr = "10.1.2.3".parse().expect("ip");
-        let stranger: IpAddr = "198.51.100.7".parse().expect("ip");
-        assert_eq!(policy.address(Some(proxy), &forwarded), "203.0.113.5".parse().ok());
-        assert_eq!(
-            policy.address(Some(stranger), &forwarded),
-            Some(stranger),
-            "a stranger cannot claim an address"
-        );
-        assert_eq!(policy.address(Some(proxy), &headers(&[])), None, "a proxy that names nobody");
-        assert_eq!(ClientAddressPolicy::default().address(Some(stranger), &forwarded), Some(stranger));
     }
 
     #[test]

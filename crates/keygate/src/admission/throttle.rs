@@ -46,7 +46,7 @@ struct Window {
 
 type Failures = Arc<Mutex<Window>>;
 
-pub struct FailedAuthLimiter {
+pub struct FailedAuthThrottle {
     /// Failures within a window that block an address; 0: never blocked.
     threshold: usize,
     failures: Cache<IpAddr, Failures>,
@@ -58,13 +58,13 @@ pub struct FailedAuthLimiter {
     base: Instant,
 }
 
-impl Default for FailedAuthLimiter {
+impl Default for FailedAuthThrottle {
     fn default() -> Self {
         Self::new(THRESHOLD)
     }
 }
 
-impl FailedAuthLimiter {
+impl FailedAuthThrottle {
     /// Blocks an address once it has `threshold` failures within the
     /// window; `0` never blocks and keeps no table.
     pub fn new(threshold: usize) -> Self {
@@ -77,9 +77,9 @@ impl FailedAuthLimiter {
     }
 }
 
-impl std::fmt::Debug for FailedAuthLimiter {
+impl std::fmt::Debug for FailedAuthThrottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FailedAuthLimiter").field("addresses", &self.failures.entry_count()).finish()
+        f.debug_struct("FailedAuthThrottle").field("addresses", &self.failures.entry_count()).finish()
     }
 }
 
@@ -94,7 +94,7 @@ fn client_of(address: IpAddr) -> IpAddr {
     }
 }
 
-impl FailedAuthLimiter {
+impl FailedAuthThrottle {
     /// How long `address` must wait, if it is blocked now.
     pub fn blocked_for(&self, address: IpAddr, now: Instant) -> Option<Duration> {
         if self.threshold == 0 {
@@ -125,7 +125,7 @@ impl FailedAuthLimiter {
     }
 
     /// A failure of this process's own (other replicas learn of it through
-    /// the store: see [`crate::auth::guarded`]).
+    /// the store: see [`crate::admission::caller::guarded`]).
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
         if self.threshold == 0 {
             return;
@@ -172,7 +172,7 @@ impl FailedAuthLimiter {
 
 /// Other replicas' failures, from the store (PostgreSQL; see
 /// [`keygate_store::Store::attach_failure_feed`]).
-impl keygate_store::FailureFeed for FailedAuthLimiter {
+impl keygate_store::FailureFeed for FailedAuthThrottle {
     fn failed(&self, id: i64, client: IpAddr, at: SystemTime) {
         if self.threshold > 0 {
             self.record_other(id, client, at);
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn blocks_only_after_the_threshold_within_the_window() {
-        let limiter = FailedAuthLimiter::default();
+        let limiter = FailedAuthThrottle::default();
         let start = Instant::now();
         for i in 0..THRESHOLD {
             assert_eq!(limiter.blocked_for(A, start), None, "blocked after {i} failures");
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_count_by_their_64() {
-        let limiter = FailedAuthLimiter::default();
+        let limiter = FailedAuthThrottle::default();
         let start = Instant::now();
         for i in 0..THRESHOLD as u16 {
             let address = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_addresses_stays_bounded_and_keeps_recent_offenders() {
-        let limiter = FailedAuthLimiter::default();
+        let limiter = FailedAuthThrottle::default();
         let start = Instant::now();
         for _ in 0..THRESHOLD {
             limiter.record_failure(A, start);
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn other_replicas_failures_count_once_each_and_a_reload_replaces_them() {
         use keygate_store::FailureFeed;
-        let limiter = FailedAuthLimiter::new(4);
+        let limiter = FailedAuthThrottle::new(4);
         let now = Instant::now();
         let wall = SystemTime::now();
         limiter.record_failure(A, now);
@@ -279,12 +279,12 @@ mod tests {
         );
         limiter.failed(3, B, wall - WINDOW - Duration::from_secs(1));
         assert_eq!(limiter.blocked_for(B, Instant::now()), None, "older than the window");
-        FailedAuthLimiter::new(0).failed(4, A, wall);
+        FailedAuthThrottle::new(0).failed(4, A, wall);
     }
 
     #[test]
     fn failures_spread_wider_than_the_window_never_block() {
-        let limiter = FailedAuthLimiter::default();
+        let limiter = FailedAuthThrottle::default();
         let start = Instant::now();
         let step = WINDOW / (THRESHOLD as u32 - 1) + Duration::from_millis(10);
         for i in 0..3 * THRESHOLD as u32 {

@@ -44,7 +44,7 @@ impl ApiError {
     /// an error never repeats a key or a code, even to its sender.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         let message = match message.into() {
-            Cow::Owned(text) => Cow::Owned(crate::access_log::redact_quoted(&text)),
+            Cow::Owned(text) => Cow::Owned(crate::http::redact::redact_quoted(&text)),
             fixed => fixed,
         };
         Self { status, code, message, retry_after: None }
@@ -279,7 +279,7 @@ impl ApiError {
                 Self::new(status, "method_not_allowed", "This endpoint does not accept that HTTP method")
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::payload_too_large("The request body", crate::BODY_LIMIT as u64)
+                Self::payload_too_large("The request body", crate::http::BODY_LIMIT as u64)
             }
             StatusCode::REQUEST_TIMEOUT => Self::new(
                 status,

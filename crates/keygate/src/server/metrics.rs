@@ -1,0 +1,87 @@
+//! `GET /metrics`: the registry's text ([`crate::telemetry::metrics`]),
+//! then this server's own gauges, read at scrape time; on the main listener
+//! or on a listener of its own (`--metrics-listen`).
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::error::ApiError;
+use crate::state::AppState;
+use crate::telemetry::metrics::{self, CONTENT_TYPE_TEXT};
+
+/// The metrics of the process, then this server's own gauges.
+pub fn render(state: &AppState) -> String {
+    let mut text = metrics::get().map(metrics::Metrics::render).unwrap_or_default();
+    if let Some(cache) = state.admission.authenticator.cache() {
+        gauge(
+            &mut text,
+            "keygate_key_cache_trusted",
+            "Whether this replica's key cache is trusted now: its change subscription is live (1) or not (0)",
+            &[(vec![], u8::from(cache.trusted()).into())],
+        );
+    }
+    let pools = state.store.pool_use();
+    if !pools.is_empty() {
+        let connections = pools
+            .iter()
+            .flat_map(|p| {
+                [
+                    (vec![("pool", p.pool), ("state", "idle")], f64::from(p.idle)),
+                    (vec![("pool", p.pool), ("state", "in_use")], f64::from(p.size.saturating_sub(p.idle))),
+                ]
+            })
+            .collect::<Vec<_>>();
+        gauge(
+            &mut text,
+            "keygate_db_pool_connections",
+            "Open database connections, idle or in use",
+            &connections,
+        );
+        let max = pools.iter().map(|p| (vec![("pool", p.pool)], f64::from(p.max))).collect::<Vec<_>>();
+        gauge(&mut text, "keygate_db_pool_max_connections", "The most connections a pool may open", &max);
+    }
+    text
+}
+
+/// Appends a gauge family; label values are fixed words of the code base.
+fn gauge(text: &mut String, name: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
+    let _ = writeln!(text, "# HELP {name} {help}");
+    let _ = writeln!(text, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        text.push_str(name);
+        if !labels.is_empty() {
+            let labels = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(",");
+            let _ = write!(text, "{{{labels}}}");
+        }
+        let _ = writeln!(text, " {value}");
+    }
+    text.push('\n');
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((
+        status = 200,
+        description = "Metrics in the Prometheus text exposition format (version 0.0.4)",
+        content_type = "text/plain",
+        body = String
+    )),
+    security(())
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], render(&state)).into_response()
+}
+
+/// The router of a listener of its own (`--metrics-listen`): `/metrics` only.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
+        .with_state(state)
+}
