@@ -1,63 +1,24 @@
-//! Who is calling: the [`Caller`] extractor and the failed-authentication
-//! guard.
-//!
-//! The key may come in `authorization` (bare or `Bearer`), `x-api-key` or
-//! `capgkey`; the [`Authenticator`](crate::admission::authenticator::Authenticator)
-//! checks it. A missing, malformed, unknown or deleted key is a 401; so is an
-//! expired one, with its own code.
-//!
-//! Every credential check — API keys here, verifier tokens in
-//! [`crate::api::verify`] — runs inside [`guarded`]: a blocked address gets
-//! 429 before its credential is looked at, and a refused credential counts
-//! against it ([`crate::admission::throttle`]).
+//! Who is calling: the [`Caller`] extractor, for every endpoint that
+//! needs a key. The key is read, checked and charged as
+//! [`verification`](super::verification) does it for `/auth` too.
 //!
 //! What the caller may then do is not decided here: handlers declare the
 //! action they need and [`Caller`] asks [`keygate_core::authz`].
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use keygate_core::Role;
 use keygate_core::authz::{Action, Decision, Principal, Target};
 use keygate_store::Actor;
 use uuid::Uuid;
 
-use chrono::Utc;
-
 use super::Admission;
-use crate::admission::authenticated::Authenticated;
-use crate::admission::authenticator::KeyLookup;
-use crate::admission::quota::{Charge, Outcome};
-use crate::admission::usage::{Refused, RequestKey};
+use crate::admission::usage::RequestKey;
+use crate::admission::verification::{KEY_HEADERS, authenticate, spend};
 use crate::http::client_address::client_address;
 use crate::http::error::{ApiError, ApiResult};
-
-/// The headers a key is read from, in this order.
-pub(crate) const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
-
-/// The key presented with the request, if any, without its `Bearer ` prefix.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let value = KEY_HEADERS.iter().find_map(|name| headers.get(*name))?;
-    let Ok(text) = value.to_str() else {
-        return Some(Err(()));
-    };
-    let text = strip_bearer(text);
-    (!text.is_empty()).then_some(Ok(text))
-}
-
-/// A credential as sent: bare, or after a case-insensitive `Bearer`.
-pub fn strip_bearer(value: &str) -> &str {
-    let value = value.trim();
-    match value.split_once(char::is_whitespace) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        None if value.eq_ignore_ascii_case("bearer") => "",
-        _ => value,
-    }
-}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -71,49 +32,6 @@ pub struct Caller {
     digest: keygate_core::KeyDigest,
 }
 
-/// What checking a credential found.
-pub enum Credential<T> {
-    Accepted(T),
-    /// Wrong, unknown or expired: counts as a failed authentication.
-    Refused(ApiError),
-}
-
-/// The one failed-authentication guard around every credential check: a
-/// blocked address is refused (429) before anything is looked at, and a
-/// refused credential counts against the address. Errors of the check
-/// itself (a missing header, an unavailable database) count for nothing.
-pub async fn guarded<S, T>(
-    state: &S,
-    address: Option<IpAddr>,
-    check: impl Future<Output = ApiResult<Credential<T>>>,
-) -> ApiResult<T>
-where
-    Admission: FromRef<S>,
-{
-    let state = Admission::from_ref(state);
-    if let Some(wait) = address.and_then(|a| state.throttle.blocked_for(a, Instant::now())) {
-        return Err(ApiError::rate_limited(wait));
-    }
-    match check.await? {
-        Credential::Accepted(value) => Ok(value),
-        Credential::Refused(error) => {
-            if let Some(address) = address
-                && state.throttle.is_on()
-            {
-                state.throttle.record_failure(address, Instant::now());
-                // Other replicas count it too; the 401 does not wait for that.
-                let store = state.store.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = store.record_auth_failure(address).await {
-                        tracing::debug!(%error, "cannot share a failed authentication with other replicas");
-                    }
-                });
-            }
-            Err(error)
-        }
-    }
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Caller
 where
     Admission: FromRef<S>,
@@ -123,22 +41,12 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
         let state = &Admission::from_ref(state);
         let address = client_address(parts, &state.client_addresses);
-        let authenticated = guarded::<Admission, _>(state, address, async {
-            let presented = presented_key(&parts.headers).ok_or_else(ApiError::missing_api_key)?;
-            Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
-                KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),
-                KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
-                KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
-                // A known key: not a failed authentication.
-                KeyLookup::Disabled(_) => return Err(ApiError::api_key_disabled()),
-            })
-        })
-        .await?;
+        let authenticated = authenticate(state, address, &parts.headers).await?;
         let slot = parts.extensions.get::<RequestKey>();
         if let Some(slot) = slot {
             slot.set(authenticated.key.id);
         }
-        let charge = spend::<Admission>(state, &authenticated, 1, slot).await?;
+        let charge = spend(state, &authenticated, 1, slot).await?;
         if let Some(slot) = slot {
             slot.charged(charge);
         }
@@ -167,37 +75,6 @@ where
             return Ok(Self(None));
         }
         Caller::from_request_parts(parts, state).await.map(|caller| Self(Some(caller)))
-    }
-}
-
-/// Spends what a request of `key` costs from its limits ([`crate::admission::quota`]):
-/// the charge, or the refusal, counted against the key: 429 `rate_limited`
-/// (the limit noted in `slot`, for its headers) or 429 `usage_exceeded`.
-pub(crate) async fn spend<S>(
-    state: &S,
-    key: &Authenticated,
-    cost: u64,
-    slot: Option<&RequestKey>,
-) -> ApiResult<Charge>
-where
-    Admission: FromRef<S>,
-{
-    let state = Admission::from_ref(state);
-    let refused = |why| state.usage.record_refused(key.key.id, Utc::now(), why);
-    match state.quotas.charge(key, cost).await? {
-        Outcome::Admitted(charge) => Ok(charge),
-        Outcome::RateLimited(limit) => {
-            refused(Refused::RateLimited);
-            let error = ApiError::key_rate_limited(&limit, limit.reset_seconds);
-            if let Some(slot) = slot {
-                slot.refused_by(limit);
-            }
-            Err(error)
-        }
-        Outcome::UsageExceeded { remaining } => {
-            refused(Refused::UsageExceeded);
-            Err(ApiError::usage_exceeded(remaining))
-        }
     }
 }
 
@@ -278,31 +155,5 @@ impl Caller {
             (Decision::Forbidden, _) => Err(ApiError::forbidden(action)),
             _ => Err(invisible()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_str(value).expect("header"));
-        }
-        map
-    }
-
-    #[test]
-    fn every_header_form_is_read() {
-        assert_eq!(presented_key(&headers(&[("authorization", "ak_x")])), Some(Ok("ak_x")));
-        assert_eq!(presented_key(&headers(&[("authorization", "Bearer ak_x")])), Some(Ok("ak_x")));
-        assert_eq!(presented_key(&headers(&[("authorization", "bearer  ak_x ")])), Some(Ok("ak_x")));
-        assert_eq!(presented_key(&headers(&[("x-api-key", "ak_x")])), Some(Ok("ak_x")));
-        assert_eq!(presented_key(&headers(&[("capgkey", "ak_x")])), Some(Ok("ak_x")));
-        assert_eq!(presented_key(&headers(&[])), None);
-        assert_eq!(presented_key(&headers(&[("authorization", "  ")])), None);
-        assert_eq!(presented_key(&headers(&[("authorization", "Bearer ")])), None);
     }
 }

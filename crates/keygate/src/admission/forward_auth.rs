@@ -46,7 +46,7 @@ use std::path::Path;
 use axum::http::{HeaderMap, HeaderName, Method, Uri};
 use keygate_core::authz::Action;
 
-use crate::admission::caller::KEY_HEADERS;
+use crate::admission::verification::KEY_HEADERS;
 use serde::Deserialize;
 
 /// The reverse proxy in front of `/auth`, which decides what is read.

@@ -20,6 +20,7 @@ pub mod key_cache;
 pub mod quota;
 pub mod throttle;
 pub mod usage;
+pub mod verification;
 
 use std::sync::Arc;
 

@@ -125,7 +125,7 @@ impl FailedAuthThrottle {
     }
 
     /// A failure of this process's own (other replicas learn of it through
-    /// the store: see [`crate::admission::caller::guarded`]).
+    /// the store: see [`crate::admission::verification::guarded`]).
     pub fn record_failure(&self, address: IpAddr, now: Instant) {
         if self.threshold == 0 {
             return;

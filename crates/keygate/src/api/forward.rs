@@ -7,7 +7,7 @@
 //! only what the proxy named by `--forward-auth-proxy` writes and refuses
 //! what is missing, repeated, unreadable or ambiguous; without that flag
 //! `/auth` is disabled (404 `forward_auth_disabled`). The decision is the
-//! one `/verify` makes ([`super::verify::permits`]), for every reading of
+//! one `/verify` makes ([`permits`]), for every reading of
 //! the request (its method and any method override). The body is never
 //! read. The answer:
 //!
@@ -35,10 +35,9 @@ use axum::response::{IntoResponse, Response};
 use keygate_core::AppId;
 
 use crate::admission::authenticated::Authenticated;
-use crate::admission::authenticator::KeyLookup;
-use crate::admission::caller::{Credential, guarded, presented_key};
 use crate::admission::forward_auth::{BadForward, Need};
 use crate::admission::usage::DeniedKey;
+use crate::admission::verification::{authenticate, permits, record_spent, spend};
 use crate::http::client_address::ClientAddress;
 use crate::http::error::ApiError;
 use crate::http::extract::parse_org_id;
@@ -143,17 +142,8 @@ async fn decide(
     if judged.iter().all(|judged| judged.need == Need::Public) {
         return allow(None);
     }
-    let looked_up = guarded(state, address, async {
-        let presented = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
-        Ok(match state.admission.authenticator.look_up(presented.unwrap_or_default()).await? {
-            KeyLookup::Live(live) => Credential::Accepted(live),
-            KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
-            KeyLookup::Unknown => Credential::Refused(ApiError::invalid_api_key()),
-            KeyLookup::Disabled(_) => return Err(ApiError::api_key_disabled()),
-        })
-    })
-    .await;
-    let live = match looked_up {
+    let admission = &state.admission;
+    let live = match authenticate(admission, address, headers).await {
         Ok(live) => live,
         Err(error) => return deny(state, error, None),
     };
@@ -165,18 +155,16 @@ async fn decide(
             Ok(app) => app,
             Err(_) => return deny(state, ApiError::forbidden(action), Some(&live)),
         };
-        match super::verify::permits(state, &live, org, app.as_ref(), action).await {
+        match permits(admission, &live, org, app.as_ref(), action).await {
             Ok(true) => {}
             Ok(false) => return deny(state, ApiError::forbidden(action), Some(&live)),
             Err(error) => return deny(state, error, None),
         }
     }
     // Permitted: the request spends what the key's limits allow.
-    match crate::admission::caller::spend(state, &live, 1, None).await {
+    match spend(admission, &live, 1, None).await {
         Ok(charge) => {
-            if charge.credits() > 0 {
-                state.admission.usage.record_credits(live.key.id, chrono::Utc::now(), charge.credits());
-            }
+            record_spent(admission, &live, &charge);
             allow(Some(&live))
         }
         Err(error) => deny(state, error, None),

@@ -38,7 +38,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
-use crate::admission::caller::{Caller, Credential, OptionalCaller, guarded};
+use crate::admission::caller::{Caller, OptionalCaller};
+use crate::admission::verification::{Credential, guarded};
 use crate::api::Data;
 use crate::api::apikey::new_key_material;
 use crate::http::client_address::ClientAddress;
@@ -299,7 +300,7 @@ pub async fn redeem(
     });
     let (secret, first_key) = new_key_material()?;
     let redeemer = Redeemer { presented, first_key, ip: address };
-    let redeemed = guarded(&state, address, async {
+    let redeemed = guarded(&state.admission, address, async {
         match state.store.redeem_invite(&digest(&code), Utc::now(), redeemer).await {
             Ok(Some(redeemed)) => Ok(Credential::Accepted(redeemed)),
             Ok(None) | Err(StoreError::Refused(Refusal::InvitationVoid)) => {

@@ -16,7 +16,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::Action;
-use keygate_core::rules::{self, VerifyTarget};
 use keygate_core::{AppId, Mode};
 use keygate_store::ApiKeyRecord;
 use serde::{Deserialize, Serialize};
@@ -25,9 +24,9 @@ use uuid::Uuid;
 
 use crate::admission::authenticated::Authenticated;
 use crate::admission::authenticator::KeyLookup;
-use crate::admission::caller::{Credential, guarded, strip_bearer};
 use crate::admission::quota::Outcome;
-use crate::admission::usage::{DeniedKey, Refused};
+use crate::admission::usage::DeniedKey;
+use crate::admission::verification::{Credential, charge, guarded, permits, record_spent, strip_bearer};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{RawBody, parse_org_id};
 use crate::state::AppState;
@@ -144,7 +143,7 @@ async fn check_token(
     }
     let presented = authorization.and_then(|v| v.to_str().ok()).map(strip_bearer).unwrap_or_default();
     let matched = state.verifier_tokens.iter().fold(false, |found, token| found | token.matches(presented));
-    guarded(state, address, async {
+    guarded(&state.admission, address, async {
         Ok(if matched {
             Credential::Accepted(())
         } else {
@@ -297,70 +296,29 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
         KeyLookup::Disabled(disabled) => return Ok(verdict(false, "DISABLED", Some(&disabled))),
         KeyLookup::Unknown => return Ok(verdict(false, "NOT_FOUND", None)),
     };
-    if !permits(&state, &live, org_id, app_id.as_ref(), action).await? {
+    let admission = &state.admission;
+    if !permits(admission, &live, org_id, app_id.as_ref(), action).await? {
         return Ok(forbidden(&live));
     }
-    let now = chrono::Utc::now;
-    let key_id = live.key.id;
-    Ok(match state.admission.quotas.charge(&live, cost).await? {
+    Ok(match charge(admission, &live, cost).await? {
         Outcome::Admitted(charge) => {
-            if charge.credits() > 0 {
-                state.admission.usage.record_credits(key_id, now(), charge.credits());
-            }
+            record_spent(admission, &live, &charge);
             let limits = Limits { ratelimit: charge.ratelimit.clone(), credits: charge.credits_remaining };
             verdict_with(true, "VALID", Some(&live), &limits)
         }
-        Outcome::RateLimited(limit) => {
-            state.admission.usage.record_refused(key_id, now(), Refused::RateLimited);
-            verdict_with(
-                false,
-                "RATE_LIMITED",
-                Some(&live),
-                &Limits { ratelimit: Some(limit), credits: None },
-            )
-        }
-        Outcome::UsageExceeded { remaining } => {
-            state.admission.usage.record_refused(key_id, now(), Refused::UsageExceeded);
-            verdict_with(
-                false,
-                "USAGE_EXCEEDED",
-                Some(&live),
-                &Limits { ratelimit: None, credits: Some(remaining) },
-            )
-        }
+        Outcome::RateLimited(limit) => verdict_with(
+            false,
+            "RATE_LIMITED",
+            Some(&live),
+            &Limits { ratelimit: Some(limit), credits: None },
+        ),
+        Outcome::UsageExceeded { remaining } => verdict_with(
+            false,
+            "USAGE_EXCEEDED",
+            Some(&live),
+            &Limits { ratelimit: None, credits: Some(remaining) },
+        ),
     })
-}
-
-/// The one decision of `/verify` and `/auth` for a live key: may it take
-/// `action` on the organization and app named? `org` is `Some(None)` for an
-/// organization id that is not one: like an app that does not exist, it
-/// names nothing the key could act on.
-pub(crate) async fn permits(
-    state: &AppState,
-    live: &Authenticated,
-    org: Option<Option<Uuid>>,
-    app_id: Option<&AppId>,
-    action: Action,
-) -> ApiResult<bool> {
-    let org = match org {
-        None => None,
-        Some(Some(org)) => Some(org),
-        Some(None) => return Ok(false),
-    };
-    let app = match app_id {
-        Some(app_id) => match state.store.app(app_id).await? {
-            Some(app) => Some(app),
-            None => return Ok(false),
-        },
-        None => None,
-    };
-    let target = VerifyTarget { org, app: app.as_ref().map(|a| (a.org_id, &a.app_id)) };
-    let role = match target.org(&live.principal) {
-        Ok(Some(org)) if live.principal.scope.org == Some(org) => live.own_role,
-        Ok(Some(org)) => state.store.role_of_key(org, live.key.user_id, live.key.id).await?,
-        _ => None,
-    };
-    Ok(rules::verify(&live.principal, target, role, action))
 }
 
 #[cfg(test)]
