@@ -32,6 +32,7 @@ mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod usage;
+mod windows;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub use model::*;
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use windows::LocalWindows;
 
 /// API keys: what authentication reads, and the writes of `/apikey`.
 #[async_trait]
