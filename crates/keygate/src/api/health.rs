@@ -4,12 +4,15 @@
 //! `GET /livez`: 200 as long as the process serves HTTP, without any I/O.
 //! None needs a key.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use keygate_store::Store;
 use serde_json::{Value, json};
 
-use crate::state::AppState;
+use crate::state::blobs::BlobStore;
 
 #[utoipa::path(
     get,
@@ -21,8 +24,11 @@ use crate::state::AppState;
     ),
     security(())
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    ready(&state).await
+pub async fn readyz(
+    State(store): State<Arc<dyn Store>>,
+    State(blobs): State<BlobStore>,
+) -> (StatusCode, Json<Value>) {
+    ready(store.as_ref(), &blobs).await
 }
 
 /// The same as `GET /readyz`, under the name the Capgo contract gives it.
@@ -36,16 +42,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     ),
     security(())
 )]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    ready(&state).await
+pub async fn health(
+    State(store): State<Arc<dyn Store>>,
+    State(blobs): State<BlobStore>,
+) -> (StatusCode, Json<Value>) {
+    ready(store.as_ref(), &blobs).await
 }
 
-async fn ready(state: &AppState) -> (StatusCode, Json<Value>) {
-    if let Err(error) = state.store.ping().await {
+async fn ready(store: &dyn Store, blobs: &BlobStore) -> (StatusCode, Json<Value>) {
+    if let Err(error) = store.ping().await {
         tracing::warn!(error = %error, "readiness: the database is unavailable");
         return not_ready("database_unavailable", "The database is unavailable");
     }
-    if let Err(error) = state.blobs.check_writable().await {
+    if let Err(error) = blobs.check_writable().await {
         tracing::warn!(error = %error, "readiness: bundles cannot be written");
         return not_ready("storage_unavailable", "Bundle storage cannot be written");
     }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::admission::Admission;
 use crate::admission::authenticated::Authenticated;
 use crate::admission::authenticator::KeyLookup;
 use crate::admission::quota::Outcome;
@@ -235,11 +236,11 @@ fn forbidden(key: &Authenticated) -> Response {
     security(("verifier_token" = []))
 )]
 pub async fn verify(
-    State(state): State<AppState>,
+    State(admission): State<Admission>,
     _service: VerifyingService,
     body: RawBody,
 ) -> ApiResult<Response> {
-    let result = decide(state, body).await;
+    let result = decide(&admission, body).await;
     if let Err(error) = &result {
         count_refusal(error);
     }
@@ -267,7 +268,7 @@ impl FromRequestParts<AppState> for VerifyingService {
 }
 
 /// The verdict (each counted by [`verdict`]), or why the call was refused.
-async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
+async fn decide(admission: &Admission, body: RawBody) -> ApiResult<Response> {
     let request = body
         .json::<VerifyRequest>()?
         .ok_or_else(|| ApiError::bad_request("key_required", "key is required"))?;
@@ -290,13 +291,12 @@ async fn decide(state: AppState, body: RawBody) -> ApiResult<Response> {
                 )
             })?,
     };
-    let live = match state.admission.authenticator.look_up(&raw).await? {
+    let live = match admission.authenticator.look_up(&raw).await? {
         KeyLookup::Live(live) => live,
         KeyLookup::Expired(expired) => return Ok(verdict(false, "EXPIRED", Some(&expired))),
         KeyLookup::Disabled(disabled) => return Ok(verdict(false, "DISABLED", Some(&disabled))),
         KeyLookup::Unknown => return Ok(verdict(false, "NOT_FOUND", None)),
     };
-    let admission = &state.admission;
     if !permits(admission, &live, org_id, app_id.as_ref(), action).await? {
         return Ok(forbidden(&live));
     }

@@ -9,14 +9,14 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::Admission;
 use crate::http::error::ApiError;
-use crate::state::AppState;
 use crate::telemetry::metrics::{self, CONTENT_TYPE_TEXT};
 
 /// The metrics of the process, then this server's own gauges.
-pub fn render(state: &AppState) -> String {
+pub fn render(admission: &Admission) -> String {
     let mut text = metrics::get().map(metrics::Metrics::render).unwrap_or_default();
-    if let Some(cache) = state.admission.authenticator.cache() {
+    if let Some(cache) = admission.authenticator.cache() {
         gauge(
             &mut text,
             "keygate_key_cache_trusted",
@@ -24,7 +24,7 @@ pub fn render(state: &AppState) -> String {
             &[(vec![], u8::from(cache.trusted()).into())],
         );
     }
-    let pools = state.store.pool_use();
+    let pools = admission.store.pool_use();
     if !pools.is_empty() {
         let connections = pools
             .iter()
@@ -74,14 +74,14 @@ fn gauge(text: &mut String, name: &str, help: &str, samples: &[(Vec<(&str, &str)
     )),
     security(())
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], render(&state)).into_response()
+pub async fn metrics(State(admission): State<Admission>) -> Response {
+    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], render(&admission)).into_response()
 }
 
 /// The router of a listener of its own (`--metrics-listen`): `/metrics` only.
-pub fn router(state: AppState) -> axum::Router {
+pub fn router(admission: Admission) -> axum::Router {
     axum::Router::new()
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
-        .with_state(state)
+        .with_state(admission)
 }

@@ -57,7 +57,7 @@ pub async fn serve(
     // The metrics listener has the same limits at the edge as the main one:
     // a scraper that stalls, or a flood of connections, cannot pile up there.
     let metrics_server = metrics_listener.map(|listener| {
-        let app = metrics::router(state.clone());
+        let app = metrics::router(state.admission.clone());
         tokio::spawn(crate::http::edge::serve(listener, app, edge, quitting.clone()))
     });
     let app = router::app(state);

@@ -66,6 +66,18 @@ impl FromRef<AppState> for Admission {
     }
 }
 
+impl FromRef<AppState> for Arc<dyn Store> {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for BlobStore {
+    fn from_ref(state: &AppState) -> Self {
+        state.blobs.clone()
+    }
+}
+
 impl FromRef<AppState> for BodyBudget {
     fn from_ref(state: &AppState) -> Self {
         state.body_budget.clone()
