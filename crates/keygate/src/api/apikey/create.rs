@@ -12,8 +12,8 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::key::{ApiKeyView, OneKey, new_key_material, parse_apps, parse_expiry, parse_mode, parse_name};
 use super::limit_fields::{CreditsInput, LimitChanges, RateLimitInput};
-use super::{ApiKeyView, OneKey, new_key_material, parse_apps, parse_expiry, parse_mode, parse_name};
 use crate::admission::caller::Caller;
 use crate::api::{ReadErrors, WriteErrors};
 use crate::http::error::{ApiError, ApiResult};
@@ -73,7 +73,7 @@ pub struct CreateQuery {
 }
 
 fn limited_to_apps() -> utoipa::openapi::schema::Schema {
-    crate::api::schema::optional_app_ids(super::MAX_APPS)
+    crate::api::schema::optional_app_ids(super::key::MAX_APPS)
 }
 
 impl CreateFields {

@@ -10,7 +10,7 @@ use keygate_store::Actor;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, new_key_material};
+use super::key::{ApiKeyView, KeyPath, ManagedKey, OneKey, new_key_material};
 use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::http::client_address::ClientAddress;
 use crate::http::error::{ApiError, ApiResult};

@@ -13,8 +13,8 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::key::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
 use super::limit_fields::{CreditsInput, LimitChanges, RateLimitInput};
-use super::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
 use crate::admission::caller::Caller;
 use crate::api::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::http::error::{ApiError, ApiResult};
@@ -81,7 +81,7 @@ struct UpdateFields {
 }
 
 fn limited_to_apps() -> utoipa::openapi::schema::Schema {
-    crate::api::schema::optional_app_ids(super::MAX_APPS)
+    crate::api::schema::optional_app_ids(super::key::MAX_APPS)
 }
 
 impl UpdateFields {

@@ -7,7 +7,7 @@ use keygate_store::DailyUse;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{KeyPath, ManagedKey};
+use super::key::{KeyPath, ManagedKey};
 use crate::api::{ReadErrors, Timestamp};
 use crate::http::error::ApiResult;
 use crate::http::extract::{Params, int_in_range};
