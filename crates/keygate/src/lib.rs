@@ -3,14 +3,19 @@
 //!
 //! The modules, in layers: each imports only from layers below it (and from
 //! `keygate_core` and `keygate_store`), never from one above; nothing
-//! imports through this root. `.ci/module-graph` checks it.
+//! imports through this root, and no modules import each other in a
+//! circle. `.ci/module-graph` checks it. Handlers and extractors take the
+//! part of the state they need through axum's `FromRef` where one part
+//! suffices ([`admission::Admission`], the store, the blob store, the body
+//! budget, the client-address policy).
 //!
 //! 1. [`http`]: the edge listener, client addresses, extractors, the one
 //!    error shape, redaction.
 //! 2. [`telemetry`]: the metrics registry, the access log.
 //! 3. [`admission`]: who is calling and what they may spend: the
-//!    [`Caller`](admission::caller::Caller) extractor, the authenticator
-//!    and its key cache, quotas, usage, the failed-authentication throttle,
+//!    [`Caller`](admission::caller::Caller) extractor, the one
+//!    verification path `/verify` and `/auth` share, the authenticator and
+//!    its key cache, quotas, usage, the failed-authentication throttle,
 //!    forward-auth rules and judging.
 //! 4. [`state`]: what handlers share ([`AppState`]), its sub-states, the
 //!    settings, the blob store.

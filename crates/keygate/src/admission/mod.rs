@@ -1,7 +1,9 @@
 //! Who is calling and whether they are let in.
 //!
-//! - [`caller`]: the [`Caller`](caller::Caller) extractor, inside the one
-//!   failed-authentication guard ([`throttle`]);
+//! - [`verification`]: the one path of a presented credential, shared by
+//!   `/verify`, `/auth` and the [`Caller`](caller::Caller) extractor
+//!   ([`caller`]): the failed-authentication guard ([`throttle`] keeps the
+//!   table), looking the key up, the permission decision, charging;
 //! - [`authenticator`]: header → key format → digest → the store (or the
 //!   [`key_cache`]) → an [`Authenticated`](authenticated::Authenticated) key;
 //! - [`quota`]: what a use costs against the key's rate limits and credits
