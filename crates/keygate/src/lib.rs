@@ -6,8 +6,9 @@
 //! imports through this root, and no modules import each other in a
 //! circle. `.ci/module-graph` checks it. Handlers and extractors take the
 //! part of the state they need through axum's `FromRef` where one part
-//! suffices ([`admission::Admission`], the store, the blob store, the body
-//! budget, the client-address policy).
+//! suffices ([`admission::Admission`], `/auth`'s configuration
+//! ([`admission::forward_auth::Forwarding`]), the store, the blob store,
+//! the body budget, the client-address policy).
 //!
 //! 1. [`http`]: the edge listener, client addresses, extractors, the one
 //!    error shape, redaction.

@@ -34,14 +34,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keygate_core::AppId;
 
+use crate::admission::Admission;
 use crate::admission::authenticated::Authenticated;
-use crate::admission::forward_auth::{BadForward, Need};
+use crate::admission::forward_auth::{BadForward, Forwarding, Need};
 use crate::admission::usage::DeniedKey;
 use crate::admission::verification::{authenticate, permits, record_spent, spend};
 use crate::http::client_address::ClientAddress;
 use crate::http::error::ApiError;
 use crate::http::extract::parse_org_id;
-use crate::state::AppState;
 
 pub const KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
 pub const USER_ID: HeaderName = HeaderName::from_static("x-keygate-user-id");
@@ -95,13 +95,14 @@ pub enum Refusals {
     ),
 )]
 pub async fn auth(
-    State(state): State<AppState>,
+    State(admission): State<Admission>,
+    State(forwarding): State<Forwarding>,
     ClientAddress(address): ClientAddress,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    decide(&state, address, &method, &uri, &headers).await
+    decide(&admission, &forwarding, address, &method, &uri, &headers).await
 }
 
 /// Like `/auth`, for proxies (Envoy) that append the original path.
@@ -116,36 +117,39 @@ pub async fn auth(
     ),
 )]
 pub async fn auth_path(
-    State(state): State<AppState>,
+    State(admission): State<Admission>,
+    State(forwarding): State<Forwarding>,
     ClientAddress(address): ClientAddress,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    decide(&state, address, &method, &uri, &headers).await
+    decide(&admission, &forwarding, address, &method, &uri, &headers).await
 }
 
 async fn decide(
-    state: &AppState,
+    admission: &Admission,
+    forwarding: &Forwarding,
     address: Option<IpAddr>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(forward_auth) = &state.forward_auth else {
-        return deny(state, disabled(), None);
+    let Some(forward_auth) = &forwarding.judge else {
+        return deny(forwarding, disabled(), None);
     };
     let judged = match forward_auth.judge(method, uri, headers) {
         Ok(judged) => judged,
-        Err(bad) => return deny(state, bad_forward(bad, forward_auth.proxy().bad_request_status()), None),
+        Err(bad) => {
+            return deny(forwarding, bad_forward(bad, forward_auth.proxy().bad_request_status()), None);
+        }
     };
     if judged.iter().all(|judged| judged.need == Need::Public) {
         return allow(None);
     }
-    let admission = &state.admission;
     let live = match authenticate(admission, address, headers).await {
         Ok(live) => live,
-        Err(error) => return deny(state, error, None),
+        Err(error) => return deny(forwarding, error, None),
     };
     for judged in &judged {
         let Need::Key(action) = judged.need else { continue };
@@ -153,12 +157,12 @@ async fn decide(
         // An app id that is not one names nothing the key could act on.
         let app = match judged.app_id.as_deref().map(AppId::parse).transpose() {
             Ok(app) => app,
-            Err(_) => return deny(state, ApiError::forbidden(action), Some(&live)),
+            Err(_) => return deny(forwarding, ApiError::forbidden(action), Some(&live)),
         };
         match permits(admission, &live, org, app.as_ref(), action).await {
             Ok(true) => {}
-            Ok(false) => return deny(state, ApiError::forbidden(action), Some(&live)),
-            Err(error) => return deny(state, error, None),
+            Ok(false) => return deny(forwarding, ApiError::forbidden(action), Some(&live)),
+            Err(error) => return deny(forwarding, error, None),
         }
     }
     // Permitted: the request spends what the key's limits allow.
@@ -167,7 +171,7 @@ async fn decide(
             record_spent(admission, &live, &charge);
             allow(Some(&live))
         }
-        Err(error) => deny(state, error, None),
+        Err(error) => deny(forwarding, error, None),
     }
 }
 
@@ -208,9 +212,9 @@ fn allow(live: Option<&Authenticated>) -> Response {
 
 /// A refusal in the contract's shape, with its code in `X-Keygate-Reason`;
 /// a 403 for `live` counts as a denial of that key.
-fn deny(state: &AppState, mut error: ApiError, live: Option<&Authenticated>) -> Response {
+fn deny(forwarding: &Forwarding, mut error: ApiError, live: Option<&Authenticated>) -> Response {
     if matches!(error.code, "rate_limited" | "usage_exceeded") {
-        error.status = state.forward_auth_throttled;
+        error.status = forwarding.throttled;
     }
     let status = error.status;
     let reason = HeaderValue::from_static(error.code);

@@ -10,6 +10,7 @@ use keygate_store::Store;
 use axum::extract::FromRef;
 
 use crate::admission::authenticator::Authenticator;
+use crate::admission::forward_auth::Forwarding;
 use crate::admission::quota::Quotas;
 use crate::admission::throttle::FailedAuthThrottle;
 use crate::admission::usage::UsageRecorder;
@@ -38,9 +39,7 @@ pub struct Shared {
     pub max_org_storage: Option<u64>,
     pub verifier_tokens: Box<[VerifierToken]>,
     /// How `/auth` reads and judges a forwarded request; `None`: disabled.
-    pub forward_auth: Option<crate::admission::forward_auth::ForwardAuth>,
-    /// How `/auth` answers a throttled address: 403 unless configured.
-    pub forward_auth_throttled: axum::http::StatusCode,
+    pub forwarding: Forwarding,
     /// Where access log lines go; `None`: not logged.
     pub access_log: Option<AccessLog>,
     /// Whether `GET /metrics` is served (and described) on the main listener.
@@ -75,6 +74,12 @@ impl FromRef<AppState> for Arc<dyn Store> {
 impl FromRef<AppState> for BlobStore {
     fn from_ref(state: &AppState) -> Self {
         state.blobs.clone()
+    }
+}
+
+impl FromRef<AppState> for Forwarding {
+    fn from_ref(state: &AppState) -> Self {
+        state.forwarding.clone()
     }
 }
 
@@ -120,8 +125,10 @@ impl AppState {
             max_bundle_size: settings.max_bundle_size,
             max_org_storage: settings.max_org_storage,
             verifier_tokens: settings.verifier_tokens.into(),
-            forward_auth: settings.forward_auth,
-            forward_auth_throttled: settings.forward_auth_throttled,
+            forwarding: Forwarding {
+                judge: settings.forward_auth.map(Arc::new),
+                throttled: settings.forward_auth_throttled,
+            },
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
             request_timeout: settings.edge.request_timeout,

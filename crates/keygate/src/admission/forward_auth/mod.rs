@@ -50,8 +50,9 @@ mod path;
 mod rules;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 
 use crate::admission::verification::KEY_HEADERS;
 use headers::{
@@ -63,6 +64,15 @@ use path::{path_segments, split_target};
 pub use headers::Proxy;
 pub use judged::{BadForward, Judged, Need};
 pub use rules::Rules;
+
+/// What `/auth` is configured with, as its handler takes it from the
+/// app's state: how to judge a forwarded request (`None`: `/auth` is
+/// disabled), and the status a throttled address or a refusing limit gets.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub judge: Option<Arc<ForwardAuth>>,
+    pub throttled: StatusCode,
+}
 
 /// `--forward-auth-proxy` with its rules: everything `/auth` needs to
 /// judge a forwarded request.
