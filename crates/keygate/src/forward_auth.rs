@@ -22,8 +22,9 @@
 //!   segment before or after decoding, a control character, bytes that are
 //!   not UTF-8, characters that compatibility normalization (NFKC) changes,
 //!   a segment that begins or ends with white space or ends with a dot.
-//!   Empty segments are dropped, as upstreams merge slashes. The query is
-//!   not judged.
+//!   An empty segment (`//`) is refused too: some upstreams merge it, and
+//!   others read a leading `//` as a host name. A trailing `/` is
+//!   dropped. The query is not judged.
 //! - **The method** is an upper-case token; a lower-case one is refused.
 //!   Method overrides (`X-HTTP-Method-Override`, `X-Method-Override`,
 //!   `X-HTTP-Method`, a `_method` query parameter, between `&` or `;`) make the request need
@@ -452,7 +453,14 @@ fn split_target(target: &str) -> Result<(&str, Option<&str>), BadForward> {
 /// module's documentation).
 fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, BadForward> {
     let mut segments = Vec::new();
-    for raw in path.split('/').filter(|raw| !raw.is_empty()) {
+    // A trailing `/` ends the path; any other empty segment is ambiguous:
+    // some upstreams merge `//`, others read a leading `//` as the start
+    // of a host name, shifting every segment after it.
+    let path = path.strip_suffix('/').unwrap_or(path);
+    for raw in path.split('/').skip(1) {
+        if raw.is_empty() {
+            return Err(BadForward::ambiguous("an empty segment (`//`)"));
+        }
         // Most segments are plain: unreserved characters only, nothing to decode.
         let plain = raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
         if plain && !raw.ends_with('.') {
@@ -868,7 +876,12 @@ mod tests {
         let org = &judge("DELETE", "/orgs/0190/members/42").expect("judged")[0];
         assert_eq!((org.need, org.org_id.as_deref()), (Need::Key(Action::Administer), Some("0190")));
         assert_eq!(need("DELETE", "/orgs/0190/members/42/x"), Need::Key(Action::Write), "no rule");
-        assert_eq!(need("GET", "//health/"), Need::Public, "empty segments are merged");
+        assert_eq!(need("GET", "/health/"), Need::Public, "a trailing slash is dropped");
+        assert_eq!(need("GET", "/"), Need::Key(Action::Read));
+        // Seventh review: `//public/admin/x` is `/admin/x` to a WHATWG URL parser.
+        for path in ["//health/", "//health/admin", "/health//x", "///x", "/apps//x"] {
+            assert_eq!(judge("GET", path).expect_err("refused").code, "ambiguous_path", "{path}");
+        }
         assert_eq!(need("GET", "/%68ealth"), Need::Public, "decoded once");
     }
 
