@@ -21,7 +21,7 @@ use super::app::find_app;
 use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::blobs::BlobError;
+use crate::blobs::{BlobError, to_completion};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Params, required};
 
@@ -167,6 +167,23 @@ pub async fn upload(
         None => 0,
     };
     let allowance = rules::upload_allowance(state.max_org_storage, used, state.max_bundle_size)?;
+    let actor = caller.actor();
+    let bundle = to_completion(store(state, app.app_id, version, body, allowance, actor)).await?;
+    tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
+    Ok(Json(OneBundle { bundle: bundle.into() }))
+}
+
+/// Writes the bytes of `body`, then the row that lists them; the bytes are
+/// removed again if the row cannot be written.
+async fn store(
+    state: AppState,
+    app_id: keygate_core::AppId,
+    version: String,
+    body: Body,
+    allowance: rules::UploadAllowance,
+    actor: keygate_store::Actor,
+) -> ApiResult<Bundle> {
+    let exists = || ApiError::conflict("bundle_exists", format!("{app_id} already has a bundle {version}"));
     let blob = state.blobs.write(body, allowance.bytes).await.map_err(|e| match e {
         BlobError::TooLarge(_) if allowance.by_quota => {
             ApiError::storage_quota_exceeded(state.max_org_storage.unwrap_or_default())
@@ -182,25 +199,23 @@ pub async fn upload(
         }
     })?;
     let new = NewBundle {
-        app_id: app.app_id.clone(),
+        app_id: app_id.clone(),
         version: version.clone(),
         checksum: blob.checksum.clone(),
         size: i64::try_from(blob.size).unwrap_or(i64::MAX),
         blob_key: blob.key.clone(),
         max_org_storage: state.max_org_storage,
     };
-    let bundle = match state.store.insert_bundle(new, &caller.actor()).await {
-        Ok(bundle) => bundle,
+    match state.store.insert_bundle(new, &actor).await {
+        Ok(bundle) => Ok(bundle),
         Err(error) => {
             state.blobs.remove(std::slice::from_ref(&blob.key)).await;
-            return Err(match error {
+            Err(match error {
                 StoreError::Conflict(_) => exists(),
                 e => e.into(),
-            });
+            })
         }
-    };
-    tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
-    Ok(Json(OneBundle { bundle: bundle.into() }))
+    }
 }
 
 #[utoipa::path(
@@ -220,12 +235,16 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, query.app_id()?, AppWrite::DeleteBundle.action()).await?;
     let version = query.version()?;
-    let bundle = state
-        .store
-        .delete_bundle(&app.app_id, &version, &caller.actor())
-        .await?
-        .ok_or_else(ApiError::bundle_not_found)?;
-    state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+    let actor = caller.actor();
+    // The row, then its bytes, even if the client leaves meanwhile.
+    let deleted = to_completion(async move {
+        let deleted = state.store.delete_bundle(&app.app_id, &version, &actor).await?;
+        if let Some(bundle) = &deleted {
+            state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+        }
+        Ok::<_, StoreError>(deleted)
+    });
+    deleted.await?.ok_or_else(ApiError::bundle_not_found)?;
     Ok(Json(SUCCESS))
 }
 
