@@ -184,7 +184,7 @@ async fn clients_that_vanish_mid_request_leave_no_bytes_behind() {
             let mut stream = TcpStream::connect(&address).await.expect("connect");
             stream.write_all(&request).await.expect("request");
             // A reset, not a close: the server learns of it at once.
-            stream.set_linger(Some(Duration::ZERO)).expect("linger");
+            stream.set_zero_linger().expect("linger");
             drop(stream);
         }
     };
