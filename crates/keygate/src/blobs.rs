@@ -93,10 +93,14 @@ fn database(error: keygate_store::StoreError) -> io::Error {
 }
 
 impl BlobStore {
-    /// Blobs as files in `dir`, created if missing.
+    /// Blobs as files in `dir`, created if missing, for its owner alone.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
         Ok(Self { place: Place::Directory(dir) })
     }
 
