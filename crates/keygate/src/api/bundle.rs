@@ -274,6 +274,9 @@ pub async fn download(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bundle.size));
+    // Bytes to save, never a page a browser would render or sniff.
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", bundle.checksum)) {
         headers.insert(header::ETAG, etag);
     }
