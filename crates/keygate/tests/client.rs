@@ -240,3 +240,41 @@ fn verify_exits_zero_only_for_a_valid_key() {
     let unknown = s.run(None, &["verify"], "ak_nothing\n");
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+/// Finding: behind a server that answered 307, `keygate invite redeem`
+/// sent the invitation code again to wherever the redirect pointed. The
+/// client follows no redirect: the code goes to `KEYGATE_URL` or nowhere.
+#[test]
+fn the_client_follows_no_redirect() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let elsewhere = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let redirector = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = format!("http://{}/invites/redeem", elsewhere.local_addr().expect("address"));
+    let url = format!("http://{}", redirector.local_addr().expect("address"));
+    let redirect = std::thread::spawn(move || {
+        let (mut stream, _) = redirector.accept().expect("accept");
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let answer =
+            format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {target}\r\ncontent-length: 0\r\n\r\n");
+        stream.write_all(answer.as_bytes()).expect("answer");
+    });
+    elsewhere.set_nonblocking(true).expect("nonblocking");
+    let output = Command::new(BIN)
+        .args(["invite", "redeem"])
+        .env("KEYGATE_URL", &url)
+        .env_remove("KEYGATE_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().expect("stdin").write_all(b"kgi_not-a-real-code\n")?;
+            child.wait_with_output()
+        })
+        .expect("run keygate");
+    redirect.join().expect("the redirector");
+    assert!(!output.status.success(), "a redirect is not success");
+    assert!(elsewhere.accept().is_err(), "the code was sent on to the redirect's target");
+}

@@ -200,3 +200,25 @@ async fn readiness_fails_while_bundles_cannot_be_written() {
     std::fs::create_dir(&blobs).expect("put it back");
     assert_eq!(get(&client, &server.base, "/readyz").await.0, 200, "ready again");
 }
+
+/// Finding: under the usual umask, a new database and its bundle
+/// directory were readable by every user of the machine (emails, key
+/// digests, the audit log, bundles). Now they are the owner's alone.
+#[tokio::test]
+async fn a_new_database_and_its_bundles_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let server =
+        ServerProcess::start(Path::new(BIN), &url, dir.path(), &["--bootstrap-email", "o@example.com"]);
+    let client = Client::new();
+    assert_eq!(get(&client, &server.base, "/readyz").await.0, 200);
+    let mode = |name: &str| {
+        let metadata = std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        metadata.permissions().mode() & 0o777
+    };
+    for file in ["keygate.db", "keygate.db-wal", "keygate.db-shm"] {
+        assert_eq!(mode(file) & 0o077, 0, "{file} is {:o}", mode(file));
+    }
+    assert_eq!(mode("keygate-blobs") & 0o077, 0, "keygate-blobs is {:o}", mode("keygate-blobs"));
+}

@@ -94,6 +94,9 @@ impl SqliteStore {
             _ if !exists => tracing::info!(path = %path.display(), "creating a new database"),
             _ => {}
         }
+        if !exists && access != Access::Existing {
+            create_owner_only(&path)?;
+        }
         let options = options
             .create_if_missing(access != Access::Existing)
             .journal_mode(SqliteJournalMode::Wal)
@@ -266,6 +269,22 @@ async fn stakes(
 
 async fn user_for_email(conn: &mut SqliteConnection, email: &Email) -> Result<Uuid> {
     crate::membership::user_for_email::<sqlx::Sqlite>(conn, email).await
+}
+
+/// Creates the empty database file `path` readable by its owner alone:
+/// SQLite gives its WAL and shared-memory files the database file's
+/// permissions, so nobody else on the machine reads keys' digests, emails
+/// or the audit log.
+fn create_owner_only(path: &std::path::Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Config(format!("cannot create {}: {error}", path.display()))),
+    }
 }
 
 #[cfg(test)]

@@ -499,11 +499,14 @@ fn align(state: &mut BudgetState, ask: &Ask<'_>, now: DateTime<Utc>) {
         None => state.credits = None,
         Some(KeyCredits { balance, refill }) => {
             let current = balance.at(refill.as_ref(), now);
+            // Set anew, or a refill period began: the old lease is void. A
+            // request authenticated before the change (an older generation)
+            // spends from the new lease rather than void it: voided, its
+            // credits, already taken from the balance, would be lost.
             if let Some(credits) = &state.credits
-                && (credits.from.generation != balance.generation
+                && (credits.from.generation < balance.generation
                     || credits.from.period_ms.unwrap_or(i64::MIN) < current.period_ms.unwrap_or(i64::MIN))
             {
-                // Set anew, or a refill period began: the old lease is void.
                 state.credits = None;
             }
         }
@@ -552,5 +555,38 @@ fn report(window: &WindowLease, subject: Subject, now: DateTime<Utc>) -> LimitRe
         remaining: window.unleased + window.left,
         duration_ms: window.limit.duration_ms,
         reset_ms,
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_read_before_credits_were_set_spends_the_new_lease_and_never_voids_it() {
+        let budget = Arc::new(Budget {
+            subject: Subject::Key(1),
+            gate: tokio::sync::Mutex::default(),
+            state: Mutex::default(),
+        });
+        let credits = |generation| KeyCredits {
+            balance: Balance { remaining: 5, period_ms: None, generation },
+            refill: None,
+        };
+        let (old, new) = (credits(1), credits(2));
+        let ask = |credits| Ask { budget: budget.clone(), limits: &[], credits: Some(credits), cost: 1 };
+        let now = Utc::now();
+        budget.lock().credits =
+            Some(CreditLeaseState { from: new.balance, left: 5, unleased: 0, dry_until: None });
+        // A request authenticated before the change: the new lease stays.
+        align(&mut budget.lock(), &ask(&old), now);
+        assert_eq!(budget.lock().credits.as_ref().map(|c| c.left), Some(5));
+        let mut charge = Charge::default();
+        let part = take(&ask(&old), now, &mut charge).expect("taken from the new lease");
+        assert_eq!((part.credits, budget.lock().credits.as_ref().map(|c| c.left)), (1, Some(4)));
+        // A lease of an older generation is void for a request that knows the new one.
+        budget.lock().credits =
+            Some(CreditLeaseState { from: old.balance, left: 5, unleased: 0, dry_until: None });
+        align(&mut budget.lock(), &ask(&new), now);
+        assert!(budget.lock().credits.is_none());
     }
 }

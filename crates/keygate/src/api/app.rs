@@ -237,9 +237,16 @@ pub async fn delete(
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, &app_id, AppWrite::Delete.action()).await?;
-    let blobs =
-        state.store.delete_app(&app.app_id, &caller.actor()).await?.ok_or_else(ApiError::app_not_found)?;
-    state.blobs.remove(&blobs).await;
+    let (app_id, actor) = (app.app_id.clone(), caller.actor());
+    // The rows, then the bytes, even if the client leaves meanwhile.
+    let deleted = crate::state::blobs::to_completion(async move {
+        let blobs = state.store.delete_app(&app_id, &actor).await?;
+        if let Some(blobs) = &blobs {
+            state.blobs.remove(blobs).await;
+        }
+        Ok::<_, keygate_store::StoreError>(blobs)
+    });
+    let blobs = deleted.await?.ok_or_else(ApiError::app_not_found)?;
     tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");
     Ok(Json(SUCCESS))
 }

@@ -24,7 +24,7 @@ use crate::admission::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, required};
 use crate::state::AppState;
-use crate::state::blobs::BlobError;
+use crate::state::blobs::{BlobError, to_completion};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BundleView {
@@ -155,6 +155,23 @@ pub async fn upload(
         None => 0,
     };
     let allowance = rules::upload_allowance(state.max_org_storage, used, state.max_bundle_size)?;
+    let actor = caller.actor();
+    let bundle = to_completion(store(state, app.app_id, version, body, allowance, actor)).await?;
+    tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
+    Ok(Json(OneBundle { bundle: bundle.into() }))
+}
+
+/// Writes the bytes of `body`, then the row that lists them; the bytes are
+/// removed again if the row cannot be written.
+async fn store(
+    state: AppState,
+    app_id: keygate_core::AppId,
+    version: String,
+    body: Body,
+    allowance: rules::UploadAllowance,
+    actor: keygate_store::Actor,
+) -> ApiResult<Bundle> {
+    let exists = || ApiError::conflict("bundle_exists", format!("{app_id} already has a bundle {version}"));
     let blob = state.blobs.write(body, allowance.bytes).await.map_err(|e| match e {
         BlobError::TooLarge(_) if allowance.by_quota => {
             ApiError::storage_quota_exceeded(state.max_org_storage.unwrap_or_default())
@@ -170,25 +187,23 @@ pub async fn upload(
         }
     })?;
     let new = NewBundle {
-        app_id: app.app_id.clone(),
+        app_id: app_id.clone(),
         version: version.clone(),
         checksum: blob.checksum.clone(),
         size: i64::try_from(blob.size).unwrap_or(i64::MAX),
         blob_key: blob.key.clone(),
         max_org_storage: state.max_org_storage,
     };
-    let bundle = match state.store.insert_bundle(new, &caller.actor()).await {
-        Ok(bundle) => bundle,
+    match state.store.insert_bundle(new, &actor).await {
+        Ok(bundle) => Ok(bundle),
         Err(error) => {
             state.blobs.remove(std::slice::from_ref(&blob.key)).await;
-            return Err(match error {
+            Err(match error {
                 StoreError::Conflict(_) => exists(),
                 e => e.into(),
-            });
+            })
         }
-    };
-    tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
-    Ok(Json(OneBundle { bundle: bundle.into() }))
+    }
 }
 
 #[utoipa::path(
@@ -208,12 +223,16 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let app = find_app(&state, &caller, query.app_id()?, AppWrite::DeleteBundle.action()).await?;
     let version = query.version()?;
-    let bundle = state
-        .store
-        .delete_bundle(&app.app_id, &version, &caller.actor())
-        .await?
-        .ok_or_else(ApiError::bundle_not_found)?;
-    state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+    let actor = caller.actor();
+    // The row, then its bytes, even if the client leaves meanwhile.
+    let deleted = to_completion(async move {
+        let deleted = state.store.delete_bundle(&app.app_id, &version, &actor).await?;
+        if let Some(bundle) = &deleted {
+            state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+        }
+        Ok::<_, StoreError>(deleted)
+    });
+    deleted.await?.ok_or_else(ApiError::bundle_not_found)?;
     Ok(Json(SUCCESS))
 }
 
@@ -243,6 +262,9 @@ pub async fn download(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bundle.size));
+    // Bytes to save, never a page a browser would render or sniff.
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", bundle.checksum)) {
         headers.insert(header::ETAG, etag);
     }

@@ -308,12 +308,16 @@ pub async fn delete(
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
     caller.require(&state, Target::org(org_id), Action::Own, ApiError::org_not_found).await?;
-    let blobs = state
-        .store
-        .delete_organization(org_id, &caller.actor())
-        .await?
-        .ok_or_else(ApiError::org_not_found)?;
-    state.blobs.remove(&blobs).await;
+    let actor = caller.actor();
+    // The rows, then the bytes, even if the client leaves meanwhile.
+    let deleted = crate::state::blobs::to_completion(async move {
+        let blobs = state.store.delete_organization(org_id, &actor).await?;
+        if let Some(blobs) = &blobs {
+            state.blobs.remove(blobs).await;
+        }
+        Ok::<_, keygate_store::StoreError>(blobs)
+    });
+    let blobs = deleted.await?.ok_or_else(ApiError::org_not_found)?;
     tracing::info!(%org_id, bundles = blobs.len(), "organization deleted");
     Ok(Json(SUCCESS))
 }

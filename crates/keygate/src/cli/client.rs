@@ -391,7 +391,10 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(Failure::usage(format!("--url {base}: give http://HOST:PORT or https://HOST")));
         }
+        // No redirects: one would carry a body (an invitation code, a
+        // key's settings) to wherever it points.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| Failure::usage(format!("cannot set up HTTP: {e}")))?;

@@ -24,6 +24,18 @@ use keygate_store::blob::{CHUNK_SIZE, SharedBlobs};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+/// Runs `work` to its end even when the request that started it is
+/// dropped (its client gone, or its time up), so that a blob is never left
+/// behind half written, unreferenced, or referenced by nothing: the
+/// writes of blobs and of the rows that refer to them go through here.
+pub async fn to_completion<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the runtime stopped during a blob's write: {error}"),
+    }
+}
+
 #[derive(Clone)]
 pub struct BlobStore {
     place: Place,
@@ -81,10 +93,14 @@ fn database(error: keygate_store::StoreError) -> io::Error {
 }
 
 impl BlobStore {
-    /// Blobs as files in `dir`, created if missing.
+    /// Blobs as files in `dir`, created if missing, for its owner alone.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
         Ok(Self { place: Place::Directory(dir) })
     }
 
@@ -114,14 +130,17 @@ impl BlobStore {
     pub async fn check_writable(&self) -> io::Result<()> {
         let Place::Directory(dir) = &self.place else { return Ok(()) };
         let probe = dir.join(format!(".readyz-{}", uuid::Uuid::new_v4().simple()));
-        let written = async {
-            let mut file = tokio::fs::File::create(&probe).await?;
-            file.write_all(b"ok").await?;
-            file.flush().await
-        }
-        .await;
-        let removed = tokio::fs::remove_file(&probe).await;
-        written.and(removed)
+        to_completion(async move {
+            let written = async {
+                let mut file = tokio::fs::File::create(&probe).await?;
+                file.write_all(b"ok").await?;
+                file.flush().await
+            }
+            .await;
+            let removed = tokio::fs::remove_file(&probe).await;
+            written.and(removed)
+        })
+        .await
     }
 
     /// The bytes of the blob `key` (keys are generated here, never taken

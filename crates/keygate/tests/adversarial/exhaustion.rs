@@ -164,3 +164,55 @@ async fn a_body_trickled_a_byte_at_a_time_pins_no_buffers() {
     eprintln!("trickled bodies: RSS idle {idle:.1} MiB, peak {peak:.1} MiB");
     assert!(peak < idle + 64.0, "peak {peak:.1} MiB, idle {idle:.1} MiB");
 }
+
+/// Finding: a client that reset its connection mid-request dropped the
+/// handler between writing bytes and removing or listing them: readiness
+/// probe files piled up in the bundle directory, and uploads cut off after
+/// their bytes were stored left blobs no bundle lists, outside the storage
+/// quota, until a restart. Blob work now runs to its end whatever the client
+/// does.
+#[tokio::test]
+async fn clients_that_vanish_mid_request_leave_no_bytes_behind() {
+    let quota = 1_000_000;
+    let app = crate::helpers::spawn_app_with(|s| s.max_org_storage = Some(quota)).await;
+    app.app("com.acme.vanish").await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let before = app.blob_files().await;
+    let vanish = |request: Vec<u8>| {
+        let address = address.clone();
+        async move {
+            let mut stream = TcpStream::connect(&address).await.expect("connect");
+            stream.write_all(&request).await.expect("request");
+            // A reset, not a close: the server learns of it at once.
+            stream.set_zero_linger().expect("linger");
+            drop(stream);
+        }
+    };
+    for _ in 0..50 {
+        let probes = (0..10).map(|_| vanish(b"GET /health HTTP/1.1\r\nhost: keygate\r\n\r\n".to_vec()));
+        futures_util::future::join_all(probes).await;
+    }
+    let body = vec![b'x'; 150_000];
+    for round in 0..8 {
+        let uploads = (0..5).map(|n| {
+            let head = format!(
+                "POST /bundle?app_id=com.acme.vanish&version=1.{round}.{n} HTTP/1.1\r\nhost: keygate\r\n\
+                 authorization: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                app.owner.key,
+                body.len()
+            );
+            let mut request = head.into_bytes();
+            request.extend_from_slice(&body);
+            vanish(request)
+        });
+        futures_util::future::join_all(uploads).await;
+    }
+    // Whatever was still at work has ended.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bundles = app.get("/bundle?app_id=com.acme.vanish", &app.owner.key).await.ok();
+    let bundles = bundles["data"].as_array().expect("data").clone();
+    let stored: u64 = bundles.iter().map(|b| b["size"].as_u64().expect("size")).sum();
+    assert!(stored <= quota, "{stored} bytes listed over a quota of {quota}");
+    let files = app.blob_files().await;
+    assert_eq!(files, before + bundles.len() as u64, "{files} blobs kept for {} bundles", bundles.len());
+}

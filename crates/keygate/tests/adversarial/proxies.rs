@@ -125,6 +125,10 @@ fn attacks() -> Vec<(&'static [u8], &'static [&'static str])> {
     vec![
         (b"/admin/secret.txt", NONE),
         (b"/public/../admin/secret.txt", NONE),
+        // Seventh review: a leading `//` starts a host name to a WHATWG URL parser.
+        (b"//public/admin/secret.txt", NONE),
+        (b"//x/admin/secret.txt", NONE),
+        (b"/public//admin/secret.txt", NONE),
         (b"/public/./../admin/secret.txt", NONE),
         (b"/public/%2e%2e/admin/secret.txt", NONE),
         (b"/public/%2E%2E/admin/secret.txt", NONE),

@@ -525,6 +525,7 @@ async fn a_member_demoted_while_uploading_and_creating_apps_writes_nothing_after
     let org_id = app.owner.org_id.clone();
     app.app("com.acme.race").await;
     let member = app.member("uploader@example.com", Role::Write).await;
+    let (mut written, mut refused) = (0, 0);
     for round in 0..rounds() {
         app.member("uploader@example.com", Role::Write).await;
         let writes = join_all((0..RACERS).map(|n| {
@@ -558,12 +559,19 @@ async fn a_member_demoted_while_uploading_and_creating_apps_writes_nothing_after
         for reply in replies.iter().filter(|r| r.status >= 300) {
             reply.error(403, "insufficient_permissions");
         }
+        written += replies.iter().filter(|r| r.status == 200).count();
+        refused += replies.iter().filter(|r| r.status == 403).count();
     }
+    eprintln!(
+        "demotion race (apps, bundles): {} rounds, {written} written before, {refused} refused after",
+        rounds()
+    );
 }
 
 #[tokio::test]
 async fn credits_lowered_while_their_key_is_charged_bind_every_request_sent_after() {
     let app = &spawn_app_with(|settings| settings.failed_auth_limit = 0).await;
+    let (mut sent, mut admitted_after) = (0, 0);
     for round in 0..rounds() {
         let created = app
             .create_key(
@@ -611,7 +619,19 @@ async fn credits_lowered_while_their_key_is_charged_bind_every_request_sent_afte
                 .as_i64()
                 .expect("remaining");
         assert!((0..=5).contains(&left), "round {round}: {left} credits left of 5");
+        // What is reported left is what can still be spent, to the credit.
+        let mut spent = 0;
+        for _ in 0..left + 2 {
+            spent += usize::from(app.get("/app", &key).await.status == 200);
+        }
+        assert_eq!(spent, left as usize, "round {round}: {left} credits reported, {spent} spendable");
+        sent += statuses.len();
+        admitted_after += admitted;
     }
+    eprintln!(
+        "credits race: {} rounds, {sent} requests sent after credits were set to 5, {admitted_after} admitted",
+        rounds()
+    );
 }
 
 #[tokio::test]
@@ -620,6 +640,7 @@ async fn an_app_deleted_while_keys_are_scoped_to_it_leaves_every_key_reaching_no
     let org_id = app.owner.org_id.clone();
     let other = app.tenant("other@example.com").await;
     app.app("com.acme.kept").await;
+    let mut checked = 0;
     for round in 0..rounds() {
         let doomed = format!("com.acme.doomed{round}");
         app.app(&doomed).await;
@@ -670,6 +691,11 @@ async fn an_app_deleted_while_keys_are_scoped_to_it_leaves_every_key_reaching_no
             app.get("/app/com.acme.kept", &secret).await.error(404, "app_not_found");
             let listed = app.get("/app", &secret).await.ok();
             assert_eq!(listed["data"], json!([]), "round {round}: key {id} lists apps: {listed}");
+            checked += 1;
         }
     }
+    eprintln!(
+        "app deletion race: {} rounds, {checked} keys scoped to the deleted app, none reaching anything",
+        rounds()
+    );
 }

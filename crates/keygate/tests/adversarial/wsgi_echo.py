@@ -7,7 +7,7 @@ comma) answers every request with what it received, as JSON:
 - method: REQUEST_METHOD, and any method override a framework may honour;
 - path: PATH_INFO as the server decoded it;
 - resolved: the path as the most lenient application would route it
-  (decoded once more, backslashes as slashes, `;` parameters dropped, dot
+  (a leading `//` read as a host name, decoded once more, backslashes as slashes, `;` parameters dropped, dot
   segments resolved, trailing dots and spaces trimmed, compatibility forms
   normalized, lower case);
 - headers: every HTTP_* variable.
@@ -27,8 +27,19 @@ class Quiet(WSGIRequestHandler):
     def log_message(self, *args):
         pass
 
+    def get_environ(self):
+        environ = super().get_environ()
+        parts = self.raw_requestline.decode("latin-1").split(" ")
+        environ["RAW_TARGET"] = parts[1] if len(parts) > 1 else ""
+        return environ
 
-def resolved(path):
+
+def resolved(path, raw_target):
+    # A WHATWG URL parser (Node's `new URL(req.url, base)`) reads a leading
+    # `//` of the target as the start of a host name: the first segment is
+    # not path. (Python's server merges the slashes before PATH_INFO.)
+    if raw_target.startswith("//"):
+        path = "/" + raw_target.split("?", 1)[0][2:].partition("/")[2]
     text = urllib.parse.unquote(path, "utf-8", "replace")
     text = text.replace("\\", "/")
     segments = []
@@ -53,7 +64,7 @@ def app(environ, start_response):
             "method": environ["REQUEST_METHOD"],
             "overrides": overrides,
             "path": path,
-            "resolved": resolved(path),
+            "resolved": resolved(path, environ.get("RAW_TARGET", "")),
             "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
         }
     ).encode()

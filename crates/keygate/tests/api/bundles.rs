@@ -30,6 +30,12 @@ async fn a_bundle_is_uploaded_listed_downloaded_and_deleted() {
         .await
         .expect("download");
     assert_eq!(response.status(), 200);
+    // Bytes to save, never a page a browser renders or sniffs.
+    let header = |name: &str| response.headers()[name].to_str().expect("ASCII").to_owned();
+    assert_eq!(
+        (header("x-content-type-options"), header("content-disposition")),
+        ("nosniff".into(), "attachment".into())
+    );
     assert_eq!(response.bytes().await.expect("bytes").to_vec(), bytes);
 
     let path = "/bundle?app_id=com.acme.app&version=1.2.3-beta.1";

@@ -22,8 +22,9 @@
 //!   segment before or after decoding, a control character, bytes that are
 //!   not UTF-8, characters that compatibility normalization (NFKC) changes,
 //!   a segment that begins or ends with white space or ends with a dot.
-//!   Empty segments are dropped, as upstreams merge slashes. The query is
-//!   not judged.
+//!   An empty segment (`//`) is refused too: some upstreams merge it, and
+//!   others read a leading `//` as a host name. A trailing `/` is
+//!   dropped. The query is not judged.
 //! - **The method** is an upper-case token; a lower-case one is refused.
 //!   Method overrides (`X-HTTP-Method-Override`, `X-Method-Override`,
 //!   `X-HTTP-Method`, a `_method` query parameter, between `&` or `;`) make the request need

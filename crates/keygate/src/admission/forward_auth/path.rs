@@ -29,7 +29,14 @@ pub(super) fn split_target(target: &str) -> Result<(&str, Option<&str>), BadForw
 /// module's documentation).
 pub(super) fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, BadForward> {
     let mut segments = Vec::new();
-    for raw in path.split('/').filter(|raw| !raw.is_empty()) {
+    // A trailing `/` ends the path; any other empty segment is ambiguous:
+    // some upstreams merge `//`, others read a leading `//` as the start
+    // of a host name, shifting every segment after it.
+    let path = path.strip_suffix('/').unwrap_or(path);
+    for raw in path.split('/').skip(1) {
+        if raw.is_empty() {
+            return Err(BadForward::ambiguous("an empty segment (`//`)"));
+        }
         // Most segments are plain: unreserved characters only, nothing to decode.
         let plain = raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
         if plain && !raw.ends_with('.') {

@@ -88,7 +88,12 @@ fn the_first_matching_rule_decides_and_captures() {
     let org = &judge("DELETE", "/orgs/0190/members/42").expect("judged")[0];
     assert_eq!((org.need, org.org_id.as_deref()), (Need::Key(Action::Administer), Some("0190")));
     assert_eq!(need("DELETE", "/orgs/0190/members/42/x"), Need::Key(Action::Write), "no rule");
-    assert_eq!(need("GET", "//health/"), Need::Public, "empty segments are merged");
+    assert_eq!(need("GET", "/health/"), Need::Public, "a trailing slash is dropped");
+    assert_eq!(need("GET", "/"), Need::Key(Action::Read));
+    // Seventh review: `//public/admin/x` is `/admin/x` to a WHATWG URL parser.
+    for path in ["//health/", "//health/admin", "/health//x", "///x", "/apps//x"] {
+        assert_eq!(judge("GET", path).expect_err("refused").code, "ambiguous_path", "{path}");
+    }
     assert_eq!(need("GET", "/%68ealth"), Need::Public, "decoded once");
 }
 
