@@ -284,6 +284,11 @@ async fn a_client_never_writes_the_original_request() {
         assert_eq!(status, 403, "{name}: an override to DELETE needs write");
         let (status, _) = echoed(&proxy, "GET", b"/x?_method=DELETE", Some(&keygate.reader), &[]).await;
         assert_eq!(status, 403, "{name}: so does _method");
+        // Eighth review: a raw-path router reads `%70ublic` as no public path at all.
+        for target in [&b"/%70ublic/x"[..], b"/%70ublic/admin/secret.txt"] {
+            let (status, seen) = echoed(&proxy, "GET", target, None, &[]).await;
+            assert!(matches!(status, 400 | 401 | 403), "{name}: an encoded letter passed as public: {seen}");
+        }
         // Sixth review: older parsers split a query at `;` too.
         let (status, _) = echoed(&proxy, "GET", b"/x?a=1;_method=DELETE", Some(&keygate.reader), &[]).await;
         assert_eq!(status, 403, "{name}: so does _method after a `;`");

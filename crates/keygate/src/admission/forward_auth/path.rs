@@ -49,6 +49,12 @@ pub(super) fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, BadForward>
         if raw == "." || raw == ".." {
             return Err(BadForward::ambiguous("a dot segment"));
         }
+        if encodes_unreserved(raw) {
+            return Err(BadForward::ambiguous(
+                "a percent-encoded letter, digit, `-`, `.`, `_` or `~`, which an upstream that routes on \
+                 the raw path reads otherwise",
+            ));
+        }
         let segment = decode(raw)?;
         if segment == "." || segment == ".." {
             return Err(BadForward::ambiguous("an encoded dot segment"));
@@ -104,6 +110,19 @@ pub(super) fn is_default_ignorable(c: char) -> bool {
 
 /// One segment, percent-decoded once; a `%` not followed by two hex digits,
 /// or bytes that are not UTF-8, are refused.
+/// Whether `raw` percent-encodes a character that needs no encoding (RFC
+/// 3986's unreserved set): one upstream decodes `%70ublic` to `public`,
+/// another (a WHATWG URL's pathname) routes on `%70ublic` as it is.
+fn encodes_unreserved(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && std::str::from_utf8(&w[1..])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    })
+}
+
 pub(super) fn decode(raw: &str) -> Result<Cow<'_, str>, BadForward> {
     if !raw.contains('%') {
         return Ok(Cow::Borrowed(raw));

@@ -138,6 +138,20 @@ impl Rules {
                 None => header(&rule.app_id_header)?,
             },
         };
+        // A rule that names the organization or the app by a header needs
+        // one of them: left out, the request would name neither, and an
+        // unscoped key would be judged by its mode alone.
+        let by_header = rule.org_id_header.iter().chain(&rule.app_id_header).next();
+        if let Some(name) = by_header
+            && judged.org_id.is_none()
+            && judged.app_id.is_none()
+        {
+            return Err(BadForward::header(
+                "forwarded_header_missing",
+                name,
+                "is missing: this path's rule takes the organization or the app from it",
+            ));
+        }
         canonical_ids(&judged)?;
         Ok(judged)
     }

@@ -94,7 +94,11 @@ fn the_first_matching_rule_decides_and_captures() {
     for path in ["//health/", "//health/admin", "/health//x", "///x", "/apps//x"] {
         assert_eq!(judge("GET", path).expect_err("refused").code, "ambiguous_path", "{path}");
     }
-    assert_eq!(need("GET", "/%68ealth"), Need::Public, "decoded once");
+    assert_eq!(need("GET", "/caf%C3%A9"), Need::Key(Action::Read), "decoded once");
+    // Eighth review: `%70ublic` is `public` to keygate, not to a WHATWG URL's pathname.
+    for path in ["/%68ealth", "/%70ublic/x", "/health/%2D", "/a%5Fb", "/%7E"] {
+        assert_eq!(judge("GET", path).expect_err("refused").code, "ambiguous_path", "{path}");
+    }
 }
 
 #[test]
@@ -162,7 +166,7 @@ fn well_formed_paths_pass_whatever_their_script() {
         "/apps/com.a.b/x",
         "/caf%C3%A9/menu",
         "/%E6%97%A5%E6%9C%AC/x",
-        "/v1/items?q=a%2Fb&x=..",
+        "/v2/items?q=a%2Fb&x=..",
         "/.well-known/x",
         "/a-b_c~d/1.0.0",
     ] {
@@ -328,6 +332,11 @@ fn ids_are_judged_as_the_upstream_receives_them() {
     for other in [org.to_uppercase(), org.replace('-', ""), format!("{{{org}}}")] {
         assert_eq!(refused("DELETE", &format!("/orgs/{other}/members/1")), "ambiguous_path", "{other}");
     }
+    // Eighth review: left out, the headers named no organization, and an
+    // unscoped key was judged by its mode alone.
+    let missing = judge_with("POST", "/v1/things", &[]).expect_err("refused");
+    assert_eq!(missing.code, "forwarded_header_missing");
+    assert!(judge_with("POST", "/v1/things", &[("x-org", "0190")]).is_ok(), "the organization alone");
     let padded = judge_with("POST", "/v1/x", &[("x-app", " com.a.b")]);
     assert_eq!(padded.expect_err("refused").code, "ambiguous_path");
 }
