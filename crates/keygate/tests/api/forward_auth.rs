@@ -328,7 +328,7 @@ async fn bad_forwarded_requests_are_refused_in_the_contracts_shape() {
     let reply = setup.app.call(query, "/auth/apps/com.acme.app/x", Some(&setup.read), None).await;
     reply.error(405, "method_not_allowed");
 
-    let reply = setup.app.call(Method::GET, "/auth/apps/not%20an%20app/x", Some(&setup.read), None).await;
+    let reply = setup.app.call(Method::GET, "/auth/apps/not-an-app/x", Some(&setup.read), None).await;
     reply.error(403, "insufficient_permissions");
     let address = setup.app.base.trim_start_matches("http://").to_owned();
     let head = format!(

@@ -49,10 +49,10 @@ pub(super) fn path_segments(path: &str) -> Result<Vec<Cow<'_, str>>, BadForward>
         if raw == "." || raw == ".." {
             return Err(BadForward::ambiguous("a dot segment"));
         }
-        if encodes_unreserved(raw) {
+        if encodes_ascii_or_lower_hex(raw) {
             return Err(BadForward::ambiguous(
-                "a percent-encoded letter, digit, `-`, `.`, `_` or `~`, which an upstream that routes on \
-                 the raw path reads otherwise",
+                "a percent-encoded ASCII character, or lower-case hex digits in an encoding, which an \
+                 upstream that routes on the raw path reads otherwise",
             ));
         }
         let segment = decode(raw)?;
@@ -108,20 +108,26 @@ pub(super) fn is_default_ignorable(c: char) -> bool {
     )
 }
 
-/// One segment, percent-decoded once; a `%` not followed by two hex digits,
-/// or bytes that are not UTF-8, are refused.
-/// Whether `raw` percent-encodes a character that needs no encoding (RFC
-/// 3986's unreserved set): one upstream decodes `%70ublic` to `public`,
-/// another (a WHATWG URL's pathname) routes on `%70ublic` as it is.
-fn encodes_unreserved(raw: &str) -> bool {
+/// Whether `raw` percent-encodes an ASCII character, or spells an
+/// encoding with lower-case hex: one upstream decodes `%70ublic` to
+/// `public` and `a%3Ab` to `a:b` (which a rule may name), another (a WHATWG
+/// URL's pathname, a raw-path router) routes on them as they are, and
+/// tells `%c3%a9` from `%C3%A9`. Only non-ASCII characters, in upper-case
+/// hex, are decoded.
+fn encodes_ascii_or_lower_hex(raw: &str) -> bool {
     raw.as_bytes().windows(3).any(|w| {
         w[0] == b'%'
-            && std::str::from_utf8(&w[1..])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+            && (w[1].is_ascii_lowercase()
+                || w[2].is_ascii_lowercase()
+                || std::str::from_utf8(&w[1..])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .is_some_and(|b| b.is_ascii()))
     })
 }
+
+/// One segment, percent-decoded once; a `%` not followed by two hex digits,
+/// or bytes that are not UTF-8, are refused.
 
 pub(super) fn decode(raw: &str) -> Result<Cow<'_, str>, BadForward> {
     if !raw.contains('%') {

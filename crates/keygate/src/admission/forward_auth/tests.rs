@@ -96,7 +96,18 @@ fn the_first_matching_rule_decides_and_captures() {
     }
     assert_eq!(need("GET", "/caf%C3%A9"), Need::Key(Action::Read), "decoded once");
     // Eighth review: `%70ublic` is `public` to keygate, not to a WHATWG URL's pathname.
-    for path in ["/%68ealth", "/%70ublic/x", "/health/%2D", "/a%5Fb", "/%7E"] {
+    // Ninth review: nor is `a%3Ab` the `a:b` a rule names, nor `%c3%a9` the `%C3%A9` it decodes alike.
+    for path in [
+        "/%68ealth",
+        "/%70ublic/x",
+        "/health/%2D",
+        "/a%5Fb",
+        "/%7E",
+        "/docs/a%3Ab",
+        "/a%2Bb",
+        "/a%20b",
+        "/caf%c3%a9",
+    ] {
         assert_eq!(judge("GET", path).expect_err("refused").code, "ambiguous_path", "{path}");
     }
 }
