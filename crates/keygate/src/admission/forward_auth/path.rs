@@ -128,7 +128,6 @@ fn encodes_ascii_or_lower_hex(raw: &str) -> bool {
 
 /// One segment, percent-decoded once; a `%` not followed by two hex digits,
 /// or bytes that are not UTF-8, are refused.
-
 pub(super) fn decode(raw: &str) -> Result<Cow<'_, str>, BadForward> {
     if !raw.contains('%') {
         return Ok(Cow::Borrowed(raw));
