@@ -87,14 +87,19 @@ where
         // turning it off measured no gain.
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
-            let body = |inner| axum::body::Body::new(Tracked { inner, read: read.clone() });
-            let mut request = request.map(body);
+            // Only a request with a body is tracked: most (a GET, /auth) have none.
+            let read = (!request.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+            let mut request = match &read {
+                Some(read) => {
+                    request.map(|inner| axum::body::Body::new(Tracked { inner, read: read.clone() }))
+                }
+                None => request.map(axum::body::Body::new),
+            };
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             let answer = app.clone().oneshot(request);
             async move {
                 let mut response = answer.await?;
-                if !read.load(Ordering::Relaxed) {
+                if read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
                     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, std::convert::Infallible>(response)
