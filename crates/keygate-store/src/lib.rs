@@ -313,13 +313,13 @@ pub trait Store:
     fn pool_use(&self) -> Vec<PoolUse> {
         Vec::new()
     }
-    /// Records a failed authentication from `client` where every other
-    /// process serving the database sees it (and tells its
-    /// [`FailureFeed`]). By default, a backend served by one process
-    /// (SQLite), there is nobody to tell.
-    async fn record_auth_failure(&self, client: IpAddr) -> Result<()> {
+    /// Shares a failed authentication from `client` with every other
+    /// process serving the database (which tells its [`FailureFeed`]),
+    /// without waiting: it is queued, and dropped when the queue is full.
+    /// By default, a backend served by one process (SQLite), there is
+    /// nobody to tell.
+    fn share_auth_failure(&self, client: IpAddr) {
         let _ = client;
-        Ok(())
     }
     /// Tells `feed` of the failed authentications other processes record,
     /// from those of the last `window` on (it needs a Tokio runtime;

@@ -400,6 +400,71 @@ async fn failed_authentications_count_across_replicas_and_a_late_replica_knows_t
     store.close().await;
 }
 
+/// A flood of bad keys from many addresses is shared with the other
+/// replicas over one connection at a time, many failures to a statement:
+/// a request with a good key never waits for the pool behind it, and every
+/// failure still reaches the database.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: KEYGATE_TEST_DATABASE=postgres://…"]
+async fn a_flood_of_bad_keys_is_shared_over_one_connection() {
+    const FLOOD: usize = 3_000;
+    const CALLERS: usize = 64;
+    let db = database().await;
+    let (store, owner) = bootstrapped(&db).await;
+    let admin = owner.key.expose().to_owned();
+    let flags = ["--failed-auth-limit", "5", "--client-ip-header", "x-forwarded-for"];
+    let server = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &flags);
+    let observer = sqlx::PgPool::connect(db.url()).await.expect("observer");
+    let client = Client::new();
+
+    let flood: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                let wrong = keygate_core::ApiKeySecret::generate().expect("rng");
+                for i in (caller..FLOOD).step_by(CALLERS) {
+                    let address = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+                    assert_eq!(as_client(&client, &base, &address, wrong.expose()).await, 401);
+                }
+            })
+        })
+        .collect();
+    let (mut writers_at_once, mut good_calls) = (0, 0);
+    while !flood.iter().all(tokio::task::JoinHandle::is_finished) {
+        let writers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' AND query LIKE '%INTO auth_failures%' \
+               AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&observer)
+        .await
+        .expect("pg_stat_activity");
+        writers_at_once = writers_at_once.max(writers);
+        assert_eq!(as_client(&client, &server.base, "192.0.2.1", &admin).await, 200, "a good key waited");
+        good_calls += 1;
+    }
+    for caller in flood {
+        caller.await.expect("flood");
+    }
+    assert!(writers_at_once <= 1, "{writers_at_once} connections wrote failures at once");
+    assert!(good_calls > 10, "the flood ended before it was observed ({good_calls} good calls)");
+
+    let started = Instant::now();
+    loop {
+        let shared: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_failures")
+            .fetch_one(&observer)
+            .await
+            .expect("count");
+        if shared == FLOOD as i64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{shared} of {FLOOD} failures shared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    observer.close().await;
+    store.close().await;
+}
+
 /// Bundles live in PostgreSQL: each replica runs in a directory of its own,
 /// with nothing shared but the database, and serves what the other stored.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,9 @@
 //! Failed authentications shared by every replica: each is a row of
-//! `auth_failures` and a `NOTIFY` on [`CHANNEL`], sent in one statement.
-//! Each replica listens, tells its throttle of the others' failures as they
+//! `auth_failures` and a `NOTIFY` on [`CHANNEL`]. A replica queues its own
+//! and one task writes them, many to a statement, over one connection at a
+//! time: a flood of bad keys never takes the pool from the requests that
+//! carry good ones. When the queue is full, a failure is counted by its
+//! replica alone. Each replica listens, tells its throttle of the others' failures as they
 //! come, and on every (re)subscription reloads the window's rows, so that a
 //! replica that starts late, or lost its connection, misses none. Rows
 //! older than the window are deleted as the replicas go.
@@ -11,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::outage::Outage;
@@ -22,18 +26,57 @@ const CHANNEL: &str = "keygate_failures";
 /// reloading (failures are rare, so silence is normal).
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
-pub(super) async fn record(pool: &PgPool, replica: Uuid, client: IpAddr) -> Result<()> {
-    let at = crate::now();
-    let payload = format!("{replica}|{client}|{}|", at.timestamp_millis());
+/// How many failures may wait to be shared.
+const QUEUE: usize = 4096;
+/// The most failures one statement records.
+const BATCH: usize = 512;
+
+/// Where a replica's own failures wait for [`share`] to write them.
+#[derive(Clone)]
+pub(super) struct FailureQueue(mpsc::Sender<(IpAddr, DateTime<Utc>)>);
+
+impl FailureQueue {
+    /// Queues a failure without waiting; when the queue is full, it is
+    /// dropped (this replica's throttle has already counted it).
+    pub(super) fn push(&self, client: IpAddr) {
+        if self.0.try_send((client, crate::now())).is_err() {
+            tracing::debug!(%client, "failed authentications queue up: this one is not shared");
+        }
+    }
+}
+
+/// A queue of failures and the task that writes them, until the queue's
+/// every sender is gone.
+pub(super) fn share(pool: PgPool, replica: Uuid) -> (FailureQueue, tokio::task::JoinHandle<()>) {
+    let (sender, mut queue) = mpsc::channel(QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while queue.recv_many(&mut batch, BATCH).await > 0 {
+            if let Err(error) = record(&pool, replica, &batch).await {
+                tracing::debug!(%error, failures = batch.len(), "cannot share failed authentications with other replicas");
+            }
+            batch.clear();
+        }
+    });
+    (FailureQueue(sender), writer)
+}
+
+async fn record(pool: &PgPool, replica: Uuid, failures: &[(IpAddr, DateTime<Utc>)]) -> Result<()> {
+    let (clients, times): (Vec<String>, Vec<DateTime<Utc>>) =
+        failures.iter().map(|(client, at)| (client.to_string(), *at)).unzip();
     sqlx::query(
-        "WITH recorded AS (INSERT INTO auth_failures (client, at, replica) VALUES ($1, $2, $3) RETURNING id) \
-         SELECT pg_notify($4, $5 || id) FROM recorded",
+        "WITH recorded AS ( \
+            INSERT INTO auth_failures (client, at, replica) \
+            SELECT client, at, $3 FROM unnest($1::text[], $2::timestamptz[]) AS t(client, at) \
+            RETURNING id, client, at) \
+         SELECT pg_notify($4, $5 || client || '|' || floor(extract(epoch FROM at) * 1000)::int8 || '|' || id) \
+         FROM recorded",
     )
-    .bind(client.to_string())
-    .bind(at)
+    .bind(clients)
+    .bind(times)
     .bind(replica)
     .bind(CHANNEL)
-    .bind(payload)
+    .bind(format!("{replica}|"))
     .execute(pool)
     .await?;
     Ok(())

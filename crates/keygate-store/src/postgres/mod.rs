@@ -66,6 +66,7 @@ pub struct PostgresStore {
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     blobs: Arc<blobs::PgBlobs>,
     windows: Arc<windows::PgRateWindows>,
+    failures: failures::FailureQueue,
 }
 
 impl PostgresStore {
@@ -107,14 +108,17 @@ impl PostgresStore {
             Err(error) => return Err(error),
         };
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
+        let replica = Uuid::new_v4();
+        let (failures, failure_writer) = failures::share(pool.clone(), replica);
         Ok(Self {
             blobs: Arc::new(blobs::PgBlobs { pool: pool.clone() }),
             windows: Arc::new(windows::PgRateWindows { pool: pool.clone() }),
             pool,
             listen_pool,
-            replica: Uuid::new_v4(),
+            replica,
             changes: ChangeFeed::default(),
-            watchers: Default::default(),
+            watchers: std::sync::Mutex::new(vec![failure_writer.abort_handle()]),
+            failures,
         })
     }
 }
@@ -162,8 +166,8 @@ impl Store for PostgresStore {
             .extend([listener.abort_handle(), heartbeat.abort_handle()]);
     }
 
-    async fn record_auth_failure(&self, client: std::net::IpAddr) -> Result<()> {
-        failures::record(&self.pool, self.replica, client).await
+    fn share_auth_failure(&self, client: std::net::IpAddr) {
+        self.failures.push(client);
     }
 
     fn attach_failure_feed(&self, feed: Arc<dyn crate::FailureFeed>, window: Duration) {

@@ -87,13 +87,7 @@ pub async fn guarded<T>(
                 && state.throttle.is_on()
             {
                 state.throttle.record_failure(address, Instant::now());
-                // Other replicas count it too; the 401 does not wait for that.
-                let store = state.store.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = store.record_auth_failure(address).await {
-                        tracing::debug!(%error, "cannot share a failed authentication with other replicas");
-                    }
-                });
+                state.store.share_auth_failure(address);
             }
             Err(error)
         }
