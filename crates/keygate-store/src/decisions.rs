@@ -17,32 +17,13 @@ use keygate_core::authz::Principal;
 use keygate_core::key_writes::{KeyState, KeyWrite, KeyWriteFacts, may_write_key};
 use keygate_core::rules;
 use keygate_core::{Refusal, Role};
-use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::FromRow;
 use uuid::Uuid;
 
+use crate::backend::RowLock;
 use crate::rows::{KEY_COLUMNS, KeyRow, role};
+use crate::sql::{Db, sql};
 use crate::{Actor, ApiKeyRecord, Result, StoreError};
-
-/// How a backend holds the rows a decision is read from until its commit.
-pub(crate) trait RowLocks: Database {
-    /// Appended to the read of the organization's row.
-    const SHARE: &'static str;
-    /// Appended to the read of the keys.
-    const UPDATE: &'static str;
-}
-
-#[cfg(feature = "sqlite")]
-impl RowLocks for sqlx::Sqlite {
-    // The writer's transaction holds the database's one write lock.
-    const SHARE: &'static str = "";
-    const UPDATE: &'static str = "";
-}
-
-#[cfg(feature = "postgres")]
-impl RowLocks for sqlx::Postgres {
-    const SHARE: &'static str = " FOR SHARE";
-    const UPDATE: &'static str = " FOR UPDATE";
-}
 
 #[derive(FromRow)]
 pub(crate) struct OrgFacts {
@@ -56,42 +37,30 @@ pub(crate) struct OrgFacts {
 /// Decides `write` of key `id` by `actor` in the transaction on `conn`,
 /// returning the key as it stands. `Ok(None)`: no such key. The operator
 /// (an actor without a key) is bound by no rule here.
-pub(crate) async fn decide_key_write<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn decide_key_write(
+    db: &mut Db<'_>,
     id: i64,
     actor: &Actor,
     write: KeyWrite<'_>,
     now: DateTime<Utc>,
-) -> Result<Option<ApiKeyRecord>>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> Uuid: Decode<'r, DB>,
-    for<'r> Option<Uuid>: Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'r> KeyRow: FromRow<'r, DB::Row>,
-    for<'r> OrgFacts: FromRow<'r, DB::Row>,
-{
+) -> Result<Option<ApiKeyRecord>> {
     // A key's organization never changes: read first, to lock in order.
-    let org: Option<Option<Uuid>> = sqlx::query_scalar("SELECT org_id FROM api_keys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let org: Option<Option<Uuid>> =
+        sql("SELECT org_id FROM api_keys WHERE id = $1").bind(id).scalar(db).await?;
     let Some(org) = org else { return Ok(None) };
     if let Some(org) = org {
-        let lock = format!("SELECT id FROM organizations WHERE id = $1{}", DB::SHARE);
-        let locked: Option<Uuid> = sqlx::query_scalar(&lock).bind(org).fetch_optional(&mut *conn).await?;
+        let lock = format!("SELECT id FROM organizations WHERE id = $1{}", db.locking(RowLock::Share));
+        let locked: Option<Uuid> = sql(&lock).bind(org).scalar(db).await?;
         if locked.is_none() {
             return Ok(None);
         }
     }
     let caller_key = actor.key_id.unwrap_or(id);
-    let keys =
-        format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 OR id = $2 ORDER BY id{}", DB::UPDATE);
-    let rows: Vec<KeyRow> = sqlx::query_as(&keys).bind(id).bind(caller_key).fetch_all(&mut *conn).await?;
+    let keys = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 OR id = $2 ORDER BY id{}",
+        db.locking(RowLock::Update)
+    );
+    let rows: Vec<KeyRow> = sql(&keys).bind(id).bind(caller_key).fetch_all(db).await?;
     let keys: Vec<ApiKeyRecord> = crate::rows::all(rows)?;
     let Some(key) = keys.iter().find(|key| key.id == id).cloned() else { return Ok(None) };
     let (Some(caller_id), Some(user)) = (actor.key_id, actor.user_id) else {
@@ -100,18 +69,16 @@ where
     let caller = keys.iter().find(|key| key.id == caller_id).map(|caller| calling_key(caller, actor));
     let (mut caller_role, mut owner_role, mut policy) = (None, None, None);
     if let Some(org) = org {
-        let facts: OrgFacts = sqlx::query_as(
-            "SELECT require_apikey_expiration, max_apikey_expiration_days, \
+        let facts: OrgFacts = sql("SELECT require_apikey_expiration, max_apikey_expiration_days, \
              (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS owner_role, \
              (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $3) AS caller_role, \
              EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $1 AND b.key_id = $4) AS caller_blocked \
-             FROM organizations WHERE id = $1",
-        )
+             FROM organizations WHERE id = $1")
         .bind(org)
         .bind(key.user_id)
         .bind(user)
         .bind(caller_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(db)
         .await?;
         owner_role = facts.owner_role.as_deref().map(role).transpose()?;
         caller_role = rules::role_as_key_acts(
@@ -203,23 +170,14 @@ pub(crate) struct Acting {
 /// the key is blocked there), held until the commit. `Ok(None)` for the operator, whom no rule
 /// binds; [`Refusal::CallerRevoked`](keygate_core::Refusal::CallerRevoked)
 /// for a key gone meanwhile.
-pub(crate) async fn acting_in_org<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn acting_in_org(
+    db: &mut Db<'_>,
     org: Uuid,
     actor: &Actor,
     now: DateTime<Utc>,
-) -> Result<Option<Acting>>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> ActingRow: FromRow<'r, DB::Row>,
-{
+) -> Result<Option<Acting>> {
     let Some(key_id) = actor.key_id else { return Ok(None) };
-    let row: Option<ActingRow> =
-        sqlx::query_as(acting_sql::<DB>()).bind(key_id).bind(org).fetch_optional(&mut *conn).await?;
+    let row: Option<ActingRow> = sql(acting_sql(db)).bind(key_id).bind(org).fetch_optional(db).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
     let state = row.key.state(actor)?;
     KeyState::acting(Some(&state), now).map_err(StoreError::Refused)?;
@@ -230,9 +188,10 @@ where
 
 /// The statement [`acting_in_org`] runs (`$1` the key, `$2` the
 /// organization), built once per backend.
-fn acting_sql<DB: RowLocks>() -> &'static str {
+fn acting_sql(db: &Db<'_>) -> &'static str {
     static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static UNLOCKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let lock = db.locking(RowLock::Share);
     let build = || {
         format!(
             "SELECT {CALLER_COLUMNS}, \
@@ -240,11 +199,10 @@ fn acting_sql<DB: RowLocks>() -> &'static str {
              EXISTS (SELECT 1 FROM key_blocks b WHERE b.org_id = $2 AND b.key_id = $1) AS blocked, \
              (SELECT o.require_apikey_expiration FROM organizations o WHERE o.id = $2) AS require_expiration, \
              (SELECT o.max_apikey_expiration_days FROM organizations o WHERE o.id = $2) AS max_days \
-             FROM api_keys WHERE id = $1{}",
-            DB::SHARE
+             FROM api_keys WHERE id = $1{lock}"
         )
     };
-    if DB::SHARE.is_empty() { UNLOCKED.get_or_init(build) } else { SHARED.get_or_init(build) }
+    if lock.is_empty() { UNLOCKED.get_or_init(build) } else { SHARED.get_or_init(build) }
 }
 
 /// What an organization holds, read just before it is deleted, as the
@@ -280,22 +238,14 @@ impl Holdings {
 /// operator is bound by no rule here. `Ok(true)` when the decision covered
 /// the new key's owner too: the calling key's, a member of `org` (the
 /// decision needs a role there) under the policy it checked.
-pub(crate) async fn may_create<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn may_create(
+    db: &mut Db<'_>,
     org: Uuid,
     key: &crate::NewApiKey,
     actor: &Actor,
-) -> Result<bool>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> ActingRow: FromRow<'r, DB::Row>,
-{
+) -> Result<bool> {
     let now = crate::now();
-    let Some(acting) = acting_in_org::<DB>(conn, org, actor, now).await? else { return Ok(false) };
+    let Some(acting) = acting_in_org(db, org, actor, now).await? else { return Ok(false) };
     let scope = keygate_core::Scope { org: Some(org), apps: key.limited_to_apps.clone() };
     let grant = keygate_core::authz::Grant { mode: key.mode, scope: &scope, expires_at: key.expires_at };
     let owner = acting.caller.user_id;
@@ -309,26 +259,19 @@ where
 /// there ([`rules::may_hold_key_in_org`]), read (shared on PostgreSQL)
 /// where the key is inserted: for a key no calling key's decision covered
 /// ([`may_create`] answered `false`: the operator's).
-pub(crate) async fn owner_may_hold_key<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn owner_may_hold_key(
+    db: &mut Db<'_>,
     org: Uuid,
     owner: Uuid,
-) -> Result<rules::ExpiryPolicy>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> (bool, Option<i32>, Option<String>): FromRow<'r, DB::Row>,
-{
-    let sql = format!(
+) -> Result<rules::ExpiryPolicy> {
+    let text = format!(
         "SELECT require_apikey_expiration, max_apikey_expiration_days, \
          (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS role \
          FROM organizations WHERE id = $1{}",
-        DB::SHARE
+        db.locking(RowLock::Share)
     );
     let row: Option<(bool, Option<i32>, Option<String>)> =
-        sqlx::query_as(&sql).bind(org).bind(owner).fetch_optional(&mut *conn).await?;
+        sql(&text).bind(org).bind(owner).fetch_optional(db).await?;
     let (require_expiration, max_days, owner_role) =
         row.ok_or(StoreError::NotFound(crate::Entity::Organization))?;
     rules::may_hold_key_in_org(owner_role.as_deref().map(role).transpose()?)
@@ -340,16 +283,8 @@ where
 /// in this transaction ([`rules::may_administer`]): the check of every
 /// change of members, blocks and invitations, before its own rules. The
 /// operator is bound by no rule here.
-pub(crate) async fn still_administers<DB>(conn: &mut DB::Connection, org: Uuid, actor: &Actor) -> Result<()>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> ActingRow: FromRow<'r, DB::Row>,
-{
-    let Some(acting) = acting_in_org::<DB>(conn, org, actor, crate::now()).await? else { return Ok(()) };
+pub(crate) async fn still_administers(db: &mut Db<'_>, org: Uuid, actor: &Actor) -> Result<()> {
+    let Some(acting) = acting_in_org(db, org, actor, crate::now()).await? else { return Ok(()) };
     match rules::may_administer(&acting.caller, acting.role, org) {
         Ok(_) => Ok(()),
         Err(Refusal::Invisible) => Err(StoreError::NotFound(crate::Entity::Organization)),
@@ -362,22 +297,14 @@ where
 /// [`AppWrite::action`](keygate_core::AppWrite::action)); the operator is
 /// bound by no rule here. What it may not see answers as absent: the app,
 /// or the organization for a new app.
-pub(crate) async fn may_write_app<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn may_write_app(
+    db: &mut Db<'_>,
     org: Uuid,
     app_id: &keygate_core::AppId,
     actor: &Actor,
     write: keygate_core::AppWrite,
-) -> Result<()>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'r> ActingRow: FromRow<'r, DB::Row>,
-{
-    let Some(acting) = acting_in_org::<DB>(conn, org, actor, crate::now()).await? else { return Ok(()) };
+) -> Result<()> {
+    let Some(acting) = acting_in_org(db, org, actor, crate::now()).await? else { return Ok(()) };
     let target = keygate_core::authz::Target::app(org, app_id);
     match acting.caller.decide(acting.role, target, write.action()) {
         keygate_core::Decision::Allow => Ok(()),
@@ -393,17 +320,10 @@ where
 /// SHARE` on PostgreSQL, so that a revocation or a change of it waits):
 /// `None` for the operator, [`Refusal::CallerRevoked`] for a key gone or no
 /// longer working.
-pub(crate) async fn calling_key_now<DB>(conn: &mut DB::Connection, actor: &Actor) -> Result<Option<Principal>>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> CallerRow: FromRow<'r, DB::Row>,
-{
+pub(crate) async fn calling_key_now(db: &mut Db<'_>, actor: &Actor) -> Result<Option<Principal>> {
     let Some(key_id) = actor.key_id else { return Ok(None) };
-    let sql = format!("SELECT {CALLER_COLUMNS} FROM api_keys WHERE id = $1{}", DB::SHARE);
-    let row: Option<CallerRow> = sqlx::query_as(&sql).bind(key_id).fetch_optional(&mut *conn).await?;
+    let text = format!("SELECT {CALLER_COLUMNS} FROM api_keys WHERE id = $1{}", db.locking(RowLock::Share));
+    let row: Option<CallerRow> = sql(&text).bind(key_id).fetch_optional(db).await?;
     let Some(row) = row else { return Err(StoreError::Refused(Refusal::CallerRevoked)) };
     let state = row.state(actor)?;
     Ok(Some(KeyState::acting(Some(&state), crate::now()).map_err(StoreError::Refused)?.clone()))
@@ -412,24 +332,14 @@ where
 /// Whether the key presented with a redemption is, as it stands now, free
 /// to speak for its account ([`keygate_core::rules::Presented::free`]):
 /// live, unrestrained, presented by its current secret.
-pub(crate) async fn presented_is_free<DB>(
-    conn: &mut DB::Connection,
-    presented: &crate::PresentedKey,
-) -> Result<bool>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> CallerRow: FromRow<'r, DB::Row>,
-{
+pub(crate) async fn presented_is_free(db: &mut Db<'_>, presented: &crate::PresentedKey) -> Result<bool> {
     let actor = Actor {
         user_id: Some(presented.user_id),
         key_id: Some(presented.key_id),
         ip: None,
         presented: Some(presented.digest),
     };
-    match calling_key_now::<DB>(conn, &actor).await {
+    match calling_key_now(db, &actor).await {
         // Free when authenticated (a secret in its grace period never is),
         // and still free now.
         Ok(key) => {
@@ -442,15 +352,8 @@ where
 
 /// Whether the calling key of `actor`, as it stands now, may create an
 /// organization ([`rules::may_create_organization`]).
-pub(crate) async fn may_create_organization_now<DB>(conn: &mut DB::Connection, actor: &Actor) -> Result<()>
-where
-    DB: RowLocks,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> CallerRow: FromRow<'r, DB::Row>,
-{
-    match calling_key_now::<DB>(conn, actor).await? {
+pub(crate) async fn may_create_organization_now(db: &mut Db<'_>, actor: &Actor) -> Result<()> {
+    match calling_key_now(db, actor).await? {
         Some(caller) if !rules::may_create_organization(&caller) => {
             Err(StoreError::Refused(Refusal::Forbidden))
         }

@@ -9,6 +9,7 @@ use sqlx::query::Query;
 use uuid::Uuid;
 
 use crate::params::Param;
+use crate::sql::{Db, Statement, sql};
 use crate::{Actor, ApiKeyRecord, AuditAction, AuthChange, Bundle, Result};
 
 /// A database's audit log, written only inside the transaction of the change
@@ -115,5 +116,48 @@ where
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     );
     event.bind(insert).bind(detail).execute(conn).await.map_err(crate::error::audit_error)?;
+    Ok(())
+}
+
+impl Event {
+    /// Binds the event after what `statement` binds already, in the order
+    /// of the columns `at, action, actor_user_id, actor_key_id,
+    /// target_type, target_id, ip`.
+    fn bound(self, statement: Statement<'_>) -> Statement<'_> {
+        statement
+            .bind(self.at)
+            .bind(self.action)
+            .bind(self.actor_user_id)
+            .bind(self.actor_key_id)
+            .bind(self.target_type)
+            .bind(self.target_id)
+            .bind(self.ip)
+    }
+}
+
+/// Writes the event to the organization's log, in the transaction of the
+/// change it records: the two commit together or not at all. An event that
+/// cannot be written is
+/// [`StoreError::AuditUnavailable`](crate::StoreError::AuditUnavailable).
+pub(crate) async fn log(db: &mut Db<'_>, org_id: Uuid, event: Event) -> Result<()> {
+    let insert = sql("INSERT INTO audit_events \
+         (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    event.bound(insert.bind(org_id)).execute(db).await.map_err(crate::error::audit_error)?;
+    Ok(())
+}
+
+/// Writes the event of a change to a key, as [`log`] does: to the key's
+/// organization, or, for an unscoped key, to every organization its owner
+/// belongs to (read in this transaction, so call it before anything removes
+/// those memberships).
+pub(crate) async fn log_key(db: &mut Db<'_>, key: &ApiKeyRecord, event: Event) -> Result<()> {
+    if let Some(org_id) = key.org_id {
+        return log(db, org_id, event).await;
+    }
+    let insert = sql("INSERT INTO audit_events \
+         (org_id, at, action, actor_user_id, actor_key_id, target_type, target_id, ip) \
+         SELECT org_id, $2, $3, $4, $5, $6, $7, $8 FROM memberships WHERE user_id = $1 ORDER BY org_id");
+    event.bound(insert.bind(key.user_id)).execute(db).await.map_err(crate::error::audit_error)?;
     Ok(())
 }

@@ -1,19 +1,84 @@
-//! Blocks of members' unscoped keys, as both backends keep them: the
-//! statements, each run by the backend in its own transaction (under the
-//! organization's lock), and the facts a block is decided on
-//! ([`keygate_core::rules::may_block`], [`keygate_core::rules::may_unblock`]).
+//! Blocks of members' unscoped keys: each block or unblock one transaction
+//! that first holds its organization ([`RowLock::Exclusive`], as membership
+//! changes do), so that the roles it is decided on
+//! ([`keygate_core::rules::may_block`], [`keygate_core::rules::may_unblock`])
+//! stay as read until it commits.
 //! A block only ever narrows: the key's role in that one organization reads
 //! as no membership, so every decision there refuses it, and nothing
 //! changes elsewhere.
 
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
 use keygate_core::Role;
 use keygate_core::rules::{self, Refusal};
 use uuid::Uuid;
 
+use crate::backend::{Backend, RowLock, lock_org};
+use crate::event::{Event, log};
 use crate::rows::KeyRow;
-use crate::{Actor, ApiKeyRecord, Entity, Result, StoreError};
+use crate::sql::{Db, sql};
+use crate::{Actor, ApiKeyRecord, AuditAction, Entity, KeyBlockStore, KeyInOrg, Result, StoreError};
+
+#[async_trait]
+impl<B: Backend> KeyBlockStore for B {
+    async fn role_of_key(&self, org_id: Uuid, user_id: Uuid, key_id: i64) -> Result<Option<Role>> {
+        let row = sql(ROLE_OF_KEY)
+            .bind(org_id)
+            .bind(user_id)
+            .bind(key_id)
+            .fetch_optional(&mut self.reads())
+            .await?;
+        role_as_key_acts(row)
+    }
+
+    async fn keys_acting_in(&self, org_id: Uuid) -> Result<Vec<KeyInOrg>> {
+        let rows: Vec<KeyInOrgRow> = sql(&keys_acting_in()).bind(org_id).fetch_all(&mut self.reads()).await?;
+        acting_in(rows, org_id)
+    }
+
+    async fn block_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<()> {
+        let actor = *actor;
+        self.transact(move |mut db| {
+            Box::pin(async move {
+                facts(&mut db, org_id, key_id, &actor).await?.may_block(org_id, &actor)?;
+                let added: Option<i64> =
+                    sql(BLOCK).bind(key_id).bind(org_id).bind(crate::now()).scalar(&mut db).await?;
+                if added.is_some() {
+                    log(&mut db, org_id, Event::new(AuditAction::ApiKeyBlock, key_id, &actor)).await?;
+                }
+                Ok(((), vec![]))
+            })
+        })
+        .await
+    }
+
+    async fn unblock_key(&self, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<bool> {
+        let actor = *actor;
+        self.transact(move |mut db| {
+            Box::pin(async move {
+                facts(&mut db, org_id, key_id, &actor).await?.may_unblock()?;
+                let gone: Option<i64> = sql(UNBLOCK).bind(key_id).bind(org_id).scalar(&mut db).await?;
+                if gone.is_some() {
+                    log(&mut db, org_id, Event::new(AuditAction::ApiKeyUnblock, key_id, &actor)).await?;
+                }
+                Ok((gone.is_some(), vec![]))
+            })
+        })
+        .await
+    }
+}
+
+/// What blocking or unblocking `key_id` in `org_id` by `actor` is decided
+/// on, read under the organization's lock.
+async fn facts(db: &mut Db<'_>, org_id: Uuid, key_id: i64, actor: &Actor) -> Result<BlockFacts> {
+    let (user, acting_key) = acting(actor)?;
+    lock_org(db, org_id, RowLock::Exclusive).await?;
+    crate::decisions::still_administers(db, org_id, actor).await?;
+    let actor_role = sql(ROLE_OF_KEY).bind(org_id).bind(user).bind(acting_key).fetch_optional(db).await?;
+    let key = sql(KEY_AND_OWNER_ROLE.as_str()).bind(key_id).bind(org_id).fetch_optional(db).await?;
+    Ok(BlockFacts { actor_role, key })
+}
 
 /// The role of `$2` in `$1`, and whether their key `$3` is blocked there:
 /// what [`rules::role_as_key_acts`] takes.
@@ -43,7 +108,7 @@ pub(crate) const UNBLOCK: &str = "DELETE FROM key_blocks WHERE key_id = $1 AND o
 
 /// The keys tied to `$1` or owned by its members, with whether each is
 /// blocked there: [`acting_in`] keeps those that act there.
-pub(crate) fn keys_acting_in() -> String {
+fn keys_acting_in() -> String {
     format!(
         "SELECT {columns}, EXISTS (SELECT 1 FROM key_blocks b WHERE b.key_id = api_keys.id AND b.org_id = $1) \
          AS blocked FROM api_keys WHERE org_id = $1 \
@@ -52,10 +117,10 @@ pub(crate) fn keys_acting_in() -> String {
     )
 }
 
-/// The keys of `rows` ([`keys_acting_in`]) whose scope reaches `org`
+/// The keys of `rows` ([`keys_acting_in()`]) whose scope reaches `org`
 /// ([`keygate_core::Scope::contains_org`]): those scoped to it, and its
 /// members' unscoped keys.
-pub(crate) fn acting_in(rows: Vec<KeyInOrgRow>, org: Uuid) -> Result<Vec<crate::KeyInOrg>> {
+fn acting_in(rows: Vec<KeyInOrgRow>, org: Uuid) -> Result<Vec<crate::KeyInOrg>> {
     let keys: Vec<crate::KeyInOrg> = crate::rows::all(rows)?;
     Ok(keys.into_iter().filter(|k| k.key.principal().scope.contains_org(org)).collect())
 }

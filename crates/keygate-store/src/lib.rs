@@ -14,6 +14,7 @@
 // A build without any backend still type-checks everything above the SQL.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+mod backend;
 pub mod blob;
 mod change;
 mod credits;
@@ -29,6 +30,7 @@ mod params;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod usage;

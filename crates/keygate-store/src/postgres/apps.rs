@@ -79,7 +79,7 @@ impl PostgresStore {
         if held != Some(org_id) {
             return Ok(None);
         }
-        may_write_app::<Postgres>(&mut tx, org_id, app_id, actor, write).await?;
+        may_write_app(&mut crate::sql::Db::Postgres(&mut *tx), org_id, app_id, actor, write).await?;
         Ok(Some((tx, org_id)))
     }
 
@@ -121,7 +121,8 @@ impl AppStore for PostgresStore {
         // Not while the organization is being deleted: its deletion must see
         // every app, to return the blob keys of all their bundles.
         super::lock_org(&mut tx, org_id, OrgLock::Shared).await?;
-        may_write_app::<Postgres>(&mut tx, org_id, app_id, actor, AppWrite::Create).await?;
+        may_write_app(&mut crate::sql::Db::Postgres(&mut *tx), org_id, app_id, actor, AppWrite::Create)
+            .await?;
         let row: AppRow = sqlx::query_as(&sql)
             .bind(app_id.as_str())
             .bind(org_id)

@@ -26,7 +26,8 @@ impl InviteStore for PostgresStore {
     async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, invite.org_id, OrgLock::Exclusive).await?;
-        crate::decisions::still_administers::<Postgres>(&mut tx, invite.org_id, actor).await?;
+        crate::decisions::still_administers(&mut crate::sql::Db::Postgres(&mut *tx), invite.org_id, actor)
+            .await?;
         let parties: Parties = sqlx::query_as(PARTIES)
             .bind(invite.org_id)
             .bind(actor.user_id)
@@ -119,7 +120,9 @@ impl InviteStore for PostgresStore {
         };
         // The presented key as it stands now, not as authentication saw it.
         if let Some(presented) = redeemer.presented.as_mut() {
-            presented.free = crate::decisions::presented_is_free::<Postgres>(&mut tx, presented).await?;
+            presented.free =
+                crate::decisions::presented_is_free(&mut crate::sql::Db::Postgres(&mut *tx), presented)
+                    .await?;
         }
         let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
         let user_id = match redemption {

@@ -81,8 +81,8 @@ impl KeyStore for PostgresStore {
             // or the policy changes, so a member removed meanwhile cannot
             // keep a new key, nor a key escape a policy just tightened.
             policy = Some(super::lock_org_policy(&mut tx, org_id).await?);
-            if !may_create::<Postgres>(&mut tx, org_id, &key, actor).await? {
-                owner_may_hold_key::<Postgres>(&mut tx, org_id, key.user_id).await?;
+            if !may_create(&mut crate::sql::Db::Postgres(&mut *tx), org_id, &key, actor).await? {
+                owner_may_hold_key(&mut crate::sql::Db::Postgres(&mut *tx), org_id, key.user_id).await?;
             }
         }
         let key = insert(&mut tx, &key, actor).await?;
@@ -106,9 +106,15 @@ impl KeyStore for PostgresStore {
         );
         let mut tx = self.pool.begin().await?;
         let edit = changes.edit();
-        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Edit(&edit), crate::now())
-            .await?
-            .is_none()
+        if decide_key_write(
+            &mut crate::sql::Db::Postgres(&mut *tx),
+            id,
+            actor,
+            KeyWrite::Edit(&edit),
+            crate::now(),
+        )
+        .await?
+        .is_none()
         {
             return Ok(None);
         }
@@ -119,7 +125,16 @@ impl KeyStore for PostgresStore {
     async fn delete_key(&self, id: i64, actor: &Actor) -> Result<bool> {
         let sql = returning_keys("DELETE FROM api_keys WHERE id = $1");
         let mut tx = self.pool.begin().await?;
-        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Delete, crate::now()).await?.is_none() {
+        if decide_key_write(
+            &mut crate::sql::Db::Postgres(&mut *tx),
+            id,
+            actor,
+            KeyWrite::Delete,
+            crate::now(),
+        )
+        .await?
+        .is_none()
+        {
             return Ok(false);
         }
         let delete = sqlx::query_as(&sql).bind(id);
@@ -153,7 +168,16 @@ impl KeyStore for PostgresStore {
              WHERE id = $1 AND digest = $7",
         );
         let mut tx = self.pool.begin().await?;
-        if decide_key_write::<Postgres>(&mut tx, id, actor, KeyWrite::Rotate, crate::now()).await?.is_none() {
+        if decide_key_write(
+            &mut crate::sql::Db::Postgres(&mut *tx),
+            id,
+            actor,
+            KeyWrite::Rotate,
+            crate::now(),
+        )
+        .await?
+        .is_none()
+        {
             return Ok(None);
         }
         let rotation = Rotation { material: &material, current, grace_until };

@@ -17,7 +17,6 @@ mod audit;
 mod blobs;
 mod failures;
 mod invites;
-mod key_blocks;
 mod keys;
 mod orgs;
 mod usage;
@@ -120,6 +119,28 @@ impl PostgresStore {
             watchers: std::sync::Mutex::new(vec![failure_writer.abort_handle()]),
             failures,
         })
+    }
+}
+
+#[async_trait]
+impl crate::backend::Backend for PostgresStore {
+    fn reads(&self) -> crate::sql::Db<'_> {
+        crate::sql::Db::PostgresPool(&self.pool)
+    }
+
+    async fn transact<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                crate::sql::Db<'c>,
+            ) -> crate::backend::BoxFuture<'c, Result<crate::backend::Written<T>>>
+            + Send
+            + 'static,
+    {
+        let mut tx = self.pool.begin().await?;
+        let (value, changes) = work(crate::sql::Db::Postgres(&mut tx)).await?;
+        self.changes.commit(tx, changes).await?;
+        Ok(value)
     }
 }
 

@@ -56,7 +56,7 @@ impl OrgStore for PostgresStore {
 
     async fn create_organization(&self, name: &OrgName, owner: Uuid, actor: &Actor) -> Result<Organization> {
         let mut tx = self.pool.begin().await?;
-        may_create_now::<Postgres>(&mut tx, actor).await?;
+        may_create_now(&mut crate::sql::Db::Postgres(&mut *tx), actor).await?;
         let org = insert_org(&mut tx, name, owner, actor).await?;
         tx.commit().await?;
         Ok(org)
@@ -79,7 +79,9 @@ impl OrgStore for PostgresStore {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
-        if let Some(acting) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+        if let Some(acting) =
+            acting_in_org(&mut crate::sql::Db::Postgres(&mut *tx), id, actor, crate::now()).await?
+        {
             let shared_limits = changes.ratelimits.is_some();
             rules::may_update_organization(&acting.caller, acting.role, id, shared_limits)
                 .map_err(StoreError::Refused)?;
@@ -105,7 +107,9 @@ impl OrgStore for PostgresStore {
             Err(StoreError::NotFound(Entity::Organization)) => return Ok(None),
             locked => locked?,
         }
-        if let Some(acting) = acting_in_org::<Postgres>(&mut tx, id, actor, crate::now()).await? {
+        if let Some(acting) =
+            acting_in_org(&mut crate::sql::Db::Postgres(&mut *tx), id, actor, crate::now()).await?
+        {
             rules::may_delete_organization(&acting.caller, acting.role, id).map_err(StoreError::Refused)?;
         }
         sqlx::query("SELECT app_id FROM apps WHERE org_id = $1 ORDER BY app_id FOR UPDATE")
@@ -158,7 +162,7 @@ impl OrgStore for PostgresStore {
     async fn remove_member(&self, org_id: Uuid, user_id: Uuid, actor: &Actor) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org_id, OrgLock::Exclusive).await?;
-        still_administers::<Postgres>(&mut tx, org_id, actor).await?;
+        still_administers(&mut crate::sql::Db::Postgres(&mut *tx), org_id, actor).await?;
         if stakes(&mut tx, org_id, user_id, actor.user_id).await?.allow(user_id, None, actor)?.is_none() {
             return Ok(false);
         }
@@ -229,7 +233,7 @@ async fn set_role(
             .await?
             .unwrap_or_else(Uuid::nil),
     };
-    still_administers::<Postgres>(&mut *conn, org_id, actor).await?;
+    still_administers(&mut crate::sql::Db::Postgres(&mut *conn), org_id, actor).await?;
     stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     sqlx::query(
         "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \

@@ -43,7 +43,14 @@ impl AppStore for SqliteStore {
         let (app_id, name, actor) = (app_id.clone(), name.to_owned(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Create).await?;
+                may_write_app(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    org_id,
+                    &app_id,
+                    &actor,
+                    AppWrite::Create,
+                )
+                .await?;
                 let row: AppRow = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(org_id)
@@ -81,7 +88,14 @@ impl AppStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
-                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Rename).await?;
+                may_write_app(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    org_id,
+                    &app_id,
+                    &actor,
+                    AppWrite::Rename,
+                )
+                .await?;
                 let row: Option<AppRow> = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(name)
@@ -104,7 +118,14 @@ impl AppStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
-                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::Delete).await?;
+                may_write_app(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    org_id,
+                    &app_id,
+                    &actor,
+                    AppWrite::Delete,
+                )
+                .await?;
                 let blobs: Vec<String> =
                     sqlx::query_scalar("DELETE FROM bundles WHERE app_id = $1 RETURNING blob_key")
                         .bind(app_id.as_str())
@@ -131,7 +152,14 @@ impl AppStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let org_id = org_of(conn, &bundle.app_id).await?.ok_or(StoreError::NotFound(Entity::App))?;
-                may_write_app::<Sqlite>(conn, org_id, &bundle.app_id, &actor, AppWrite::Upload).await?;
+                may_write_app(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    org_id,
+                    &bundle.app_id,
+                    &actor,
+                    AppWrite::Upload,
+                )
+                .await?;
                 let row = sqlx::query_as::<_, BundleRow>(&sql)
                     .bind_new_bundle(&bundle)
                     .fetch_one(&mut *conn)
@@ -184,7 +212,14 @@ impl AppStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let Some(org_id) = org_of(conn, &app_id).await? else { return Ok((None, vec![])) };
-                may_write_app::<Sqlite>(conn, org_id, &app_id, &actor, AppWrite::DeleteBundle).await?;
+                may_write_app(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    org_id,
+                    &app_id,
+                    &actor,
+                    AppWrite::DeleteBundle,
+                )
+                .await?;
                 let row: Option<BundleRow> = sqlx::query_as(&sql)
                     .bind(app_id.as_str())
                     .bind(version)

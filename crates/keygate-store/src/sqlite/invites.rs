@@ -27,7 +27,12 @@ impl InviteStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                crate::decisions::still_administers::<Sqlite>(conn, invite.org_id, &actor).await?;
+                crate::decisions::still_administers(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    invite.org_id,
+                    &actor,
+                )
+                .await?;
                 let parties: Parties = sqlx::query_as(PARTIES)
                     .bind(invite.org_id)
                     .bind(actor.user_id)
@@ -129,7 +134,11 @@ impl InviteStore for SqliteStore {
                 };
                 // The presented key as it stands now, not as authentication saw it.
                 if let Some(presented) = redeemer.presented.as_mut() {
-                    presented.free = crate::decisions::presented_is_free::<Sqlite>(conn, presented).await?;
+                    presented.free = crate::decisions::presented_is_free(
+                        &mut crate::sql::Db::Sqlite(&mut *conn),
+                        presented,
+                    )
+                    .await?;
                 }
                 let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
                 let user_id = match redemption {

@@ -94,8 +94,9 @@ impl KeyStore for SqliteStore {
                     return Ok((insert(conn, &key, &actor).await?, vec![]));
                 };
                 // The decision read the membership and the policy here.
-                if !may_create::<Sqlite>(conn, org, &key, &actor).await? {
-                    let policy = owner_may_hold_key::<Sqlite>(conn, org, key.user_id).await?;
+                if !may_create(&mut crate::sql::Db::Sqlite(&mut *conn), org, &key, &actor).await? {
+                    let policy =
+                        owner_may_hold_key(&mut crate::sql::Db::Sqlite(&mut *conn), org, key.user_id).await?;
                     policy
                         .check(key.expires_at, crate::now())
                         .map_err(|v| StoreError::Refused(keygate_core::Refusal::ExpiryPolicy(v)))?;
@@ -121,9 +122,15 @@ impl KeyStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let edit = changes.edit();
-                if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Edit(&edit), crate::now())
-                    .await?
-                    .is_none()
+                if decide_key_write(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    id,
+                    &actor,
+                    KeyWrite::Edit(&edit),
+                    crate::now(),
+                )
+                .await?
+                .is_none()
                 {
                     return Ok((None, vec![]));
                 }
@@ -140,9 +147,15 @@ impl KeyStore for SqliteStore {
         let deleted = self
             .write(move |conn| {
                 Box::pin(async move {
-                    if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Delete, crate::now())
-                        .await?
-                        .is_none()
+                    if decide_key_write(
+                        &mut crate::sql::Db::Sqlite(&mut *conn),
+                        id,
+                        &actor,
+                        KeyWrite::Delete,
+                        crate::now(),
+                    )
+                    .await?
+                    .is_none()
                     {
                         return Ok((None, vec![]));
                     }
@@ -190,9 +203,15 @@ impl KeyStore for SqliteStore {
         let (current, actor) = (*current, *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                if decide_key_write::<Sqlite>(conn, id, &actor, KeyWrite::Rotate, crate::now())
-                    .await?
-                    .is_none()
+                if decide_key_write(
+                    &mut crate::sql::Db::Sqlite(&mut *conn),
+                    id,
+                    &actor,
+                    KeyWrite::Rotate,
+                    crate::now(),
+                )
+                .await?
+                .is_none()
                 {
                     return Ok((None, vec![]));
                 }

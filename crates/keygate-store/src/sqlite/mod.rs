@@ -15,7 +15,6 @@ mod apps;
 mod audit;
 mod file;
 mod invites;
-mod key_blocks;
 mod keys;
 mod orgs;
 mod usage;
@@ -34,13 +33,15 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
+use crate::backend::{Backend, BoxFuture, Written};
 use crate::change::ChangeFeed;
 use crate::error::Entity;
 use crate::membership::Stakes;
 use crate::outage::Outage;
+use crate::sql::Db;
 use crate::{Access, ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
 use file::{DatabaseFile, ServeLock};
-use writer::{BoxFuture, Writer, Written};
+use writer::Writer;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -135,6 +136,21 @@ impl SqliteStore {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Written<T>>> + Send + 'static,
     {
         self.writer.write(work).await
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    fn reads(&self) -> Db<'_> {
+        Db::SqlitePool(&self.reader)
+    }
+
+    async fn transact<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Db<'c>) -> BoxFuture<'c, Result<Written<T>>> + Send + 'static,
+    {
+        self.writer.write(move |conn| work(Db::Sqlite(conn))).await
     }
 }
 

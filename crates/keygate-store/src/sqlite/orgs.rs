@@ -65,7 +65,7 @@ impl OrgStore for SqliteStore {
         let (name, actor) = (name.clone(), *actor);
         self.write(move |conn| {
             Box::pin(async move {
-                may_create_now::<Sqlite>(conn, &actor).await?;
+                may_create_now(&mut crate::sql::Db::Sqlite(&mut *conn), &actor).await?;
                 Ok((insert_org(conn, &name, owner, &actor).await?, vec![]))
             })
         })
@@ -94,7 +94,9 @@ impl OrgStore for SqliteStore {
                 if exists.is_none() {
                     return Ok((None, vec![]));
                 }
-                if let Some(acting) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                if let Some(acting) =
+                    acting_in_org(&mut crate::sql::Db::Sqlite(&mut *conn), id, &actor, crate::now()).await?
+                {
                     let shared_limits = changes.ratelimits.is_some();
                     rules::may_update_organization(&acting.caller, acting.role, id, shared_limits)
                         .map_err(StoreError::Refused)?;
@@ -125,7 +127,9 @@ impl OrgStore for SqliteStore {
                 let holdings: Option<Holdings> =
                     sqlx::query_as(HOLDINGS).bind(id).fetch_optional(&mut *conn).await?;
                 let Some(holdings) = holdings else { return Ok((None, vec![])) };
-                if let Some(acting) = acting_in_org::<Sqlite>(conn, id, &actor, crate::now()).await? {
+                if let Some(acting) =
+                    acting_in_org(&mut crate::sql::Db::Sqlite(&mut *conn), id, &actor, crate::now()).await?
+                {
                     rules::may_delete_organization(&acting.caller, acting.role, id)
                         .map_err(StoreError::Refused)?;
                 }
@@ -202,7 +206,7 @@ impl OrgStore for SqliteStore {
         let actor = *actor;
         self.write(move |conn| {
             Box::pin(async move {
-                still_administers::<Sqlite>(conn, org_id, &actor).await?;
+                still_administers(&mut crate::sql::Db::Sqlite(&mut *conn), org_id, &actor).await?;
                 if stakes(conn, org_id, user_id, actor.user_id).await?.allow(user_id, None, &actor)?.is_none()
                 {
                     return Ok((false, vec![]));
@@ -258,7 +262,7 @@ async fn set_role(
     role: Role,
     actor: &Actor,
 ) -> Result<()> {
-    still_administers::<Sqlite>(conn, org_id, actor).await?;
+    still_administers(&mut crate::sql::Db::Sqlite(&mut *conn), org_id, actor).await?;
     stakes(&mut *conn, org_id, user_id, actor.user_id).await?.allow(user_id, Some(role), actor)?;
     upsert_membership(&mut *conn, org_id, user_id, role).await?;
     Sqlite::log(conn, org_id, Event::new(AuditAction::MemberSet, user_id, actor)).await

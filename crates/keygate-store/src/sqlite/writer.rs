@@ -20,9 +20,7 @@
 //! every job in it is answered [`StoreError::Unavailable`]. A writer that is
 //! closed or gone answers the same way: no caller is left waiting.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -32,6 +30,7 @@ use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::file::DatabaseFile;
+use crate::backend::{BoxFuture, Written};
 use crate::change::ChangeFeed;
 use crate::{AuthChange, Result, StoreError};
 
@@ -40,12 +39,6 @@ pub(super) const MAX_BATCH: usize = 512;
 
 /// How many jobs may wait for the writer before senders wait too.
 const QUEUE: usize = 2 * MAX_BATCH;
-
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What a job that succeeded hands back: its value, and the changes it
-/// made to what authentication returns (announced once its batch commits).
-pub(crate) type Written<T> = (T, Vec<AuthChange>);
 
 /// The handle to the writer task; dropping it (with the store) lets the
 /// task finish what is queued and close the connection.
