@@ -52,6 +52,9 @@ pub(crate) enum RowLock {
     Share,
     /// For the rows a statement is about to change.
     Update,
+    /// For a row others may change but not delete, nor change the key of:
+    /// an app a bundle is added to.
+    KeyShare,
 }
 
 impl Db<'_> {
@@ -62,6 +65,7 @@ impl Db<'_> {
             (true, RowLock::Exclusive) => " FOR NO KEY UPDATE",
             (true, RowLock::Share) => " FOR SHARE",
             (true, RowLock::Update) => " FOR UPDATE",
+            (true, RowLock::KeyShare) => " FOR KEY SHARE",
         }
     }
 }
@@ -72,19 +76,4 @@ pub(crate) async fn lock_org(db: &mut Db<'_>, org_id: Uuid, lock: RowLock) -> Re
     let text = format!("SELECT id FROM organizations WHERE id = $1{}", db.locking(lock));
     let locked: Option<Uuid> = sql(&text).bind(org_id).scalar(db).await?;
     locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
-}
-
-/// Holds the organization as [`RowLock::Share`] does, reading its expiry
-/// policy as it stands under that lock.
-pub(crate) async fn lock_org_policy(
-    db: &mut Db<'_>,
-    org_id: Uuid,
-) -> Result<keygate_core::rules::ExpiryPolicy> {
-    let text = format!(
-        "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1{}",
-        db.locking(RowLock::Share)
-    );
-    let policy: Option<(bool, Option<i32>)> = sql(&text).bind(org_id).fetch_optional(db).await?;
-    let (require_expiration, max_days) = policy.ok_or(StoreError::NotFound(Entity::Organization))?;
-    Ok(crate::model::expiry_policy(require_expiration, max_days))
 }

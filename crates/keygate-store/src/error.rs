@@ -72,6 +72,17 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether PostgreSQL aborted the transaction to break a deadlock.
+    pub(crate) fn is_deadlock(&self) -> bool {
+        match self {
+            StoreError::Unavailable(sqlx::Error::Database(e))
+            | StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("40P01"),
+            _ => false,
+        }
+    }
+}
+
 impl From<Refusal> for StoreError {
     fn from(refusal: Refusal) -> Self {
         StoreError::Refused(refusal)

@@ -2,38 +2,11 @@
 //! `audit_events`, all but the organization whose log it goes to; and the
 //! log itself, which each backend writes with its own SQL.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Database;
-use sqlx::query::Query;
 use uuid::Uuid;
 
-use crate::params::Param;
 use crate::sql::{Db, Statement, sql};
-use crate::{Actor, ApiKeyRecord, AuditAction, AuthChange, Bundle, Result};
-
-/// A database's audit log, written only inside the transaction of the change
-/// it records, so that a change and its event commit together or not at
-/// all. An event that cannot be written is
-/// [`StoreError::AuditUnavailable`](crate::StoreError::AuditUnavailable).
-#[async_trait]
-pub(crate) trait AuditLog: Database {
-    /// Writes the event to the organization's log.
-    async fn log(conn: &mut Self::Connection, org_id: Uuid, event: Event) -> Result<()>;
-
-    /// Writes the event of a change to a key: to the key's organization, or,
-    /// for an unscoped key, to every organization its owner belongs to (read
-    /// in this transaction, so call it before anything removes those
-    /// memberships).
-    async fn log_key(conn: &mut Self::Connection, key: &ApiKeyRecord, event: Event) -> Result<()>;
-
-    /// Tells other processes, inside the transaction, of the changes it
-    /// makes to what authentication returns, where the database can (sent
-    /// only if it commits); by default nothing is sent.
-    async fn announce(_conn: &mut Self::Connection, _changes: &[AuthChange]) -> Result<()> {
-        Ok(())
-    }
-}
+use crate::{Actor, ApiKeyRecord, AuditAction, Bundle, Result};
 
 /// What the log records of one change: when, what, on what, by whom.
 #[derive(Debug, Clone)]
@@ -65,57 +38,15 @@ impl Event {
     pub(crate) fn of_bundle(action: AuditAction, bundle: &Bundle, actor: &Actor) -> Self {
         Self::new(action, format!("{}@{}", bundle.app_id.as_str(), bundle.version), actor)
     }
-
-    /// Binds the event after what `query` binds already, in the order of the
-    /// columns `at, action, actor_user_id, actor_key_id, target_type,
-    /// target_id, ip`.
-    pub(crate) fn bind<'q, DB: Database>(
-        self,
-        query: Query<'q, DB, DB::Arguments<'q>>,
-    ) -> Query<'q, DB, DB::Arguments<'q>>
-    where
-        DateTime<Utc>: Param<'q, DB>,
-        &'q str: Param<'q, DB>,
-        Option<Uuid>: Param<'q, DB>,
-        Option<i64>: Param<'q, DB>,
-        String: Param<'q, DB>,
-        Option<String>: Param<'q, DB>,
-    {
-        query
-            .bind(self.at)
-            .bind(self.action)
-            .bind(self.actor_user_id)
-            .bind(self.actor_key_id)
-            .bind(self.target_type)
-            .bind(self.target_id)
-            .bind(self.ip)
-    }
 }
 
 /// Writes `event` to the instance's log, with its `detail` (JSON): the
-/// record of what outlives its organization. Same statement on every backend.
-pub(crate) async fn log_instance<'q, DB>(
-    conn: &'q mut DB::Connection,
-    event: Event,
-    detail: Option<String>,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    DateTime<Utc>: Param<'q, DB>,
-    &'q str: Param<'q, DB>,
-    Option<Uuid>: Param<'q, DB>,
-    Option<i64>: Param<'q, DB>,
-    String: Param<'q, DB>,
-    Option<String>: Param<'q, DB>,
-{
-    let insert = sqlx::query(
-        "INSERT INTO instance_events \
+/// record of what outlives its organization.
+pub(crate) async fn log_instance(db: &mut Db<'_>, event: Event, detail: Option<String>) -> Result<()> {
+    let insert = sql("INSERT INTO instance_events \
          (at, action, actor_user_id, actor_key_id, target_type, target_id, ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    );
-    event.bind(insert).bind(detail).execute(conn).await.map_err(crate::error::audit_error)?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    event.bound(insert).bind(detail).execute(db).await.map_err(crate::error::audit_error)?;
     Ok(())
 }
 

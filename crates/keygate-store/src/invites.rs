@@ -1,6 +1,6 @@
-//! Invitations, as both backends keep them: the statements (each backend
-//! runs them in its own transaction, under the organization's lock), the
-//! facts each write decides on, and what a redemption makes. The decisions
+//! Invitations: each write one transaction that first holds its
+//! organization ([`RowLock::Exclusive`], as membership changes do), so that
+//! the roles it decides on stay as read until it commits. The decisions
 //! are [`keygate_core::rules::may_invite`], [`rules::may_redeem`] and
 //! [`rules::may_withdraw_invite`], taken over facts read in the write's own
 //! transaction.
@@ -10,17 +10,166 @@
 //! RETURNING`): of two redemptions at once, one finds nothing. A redemption
 //! that a rule refuses rolls back whole, that mark included.
 
-use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use keygate_core::rules::{self, ExpiryPolicy, Invitee, IssuingKey, Presented, Redemption, Refusal};
 use keygate_core::{KeyName, Role};
 use uuid::Uuid;
 
+use crate::backend::{Backend, RowLock, lock_org};
+use crate::event::{Event, log, log_instance};
+use crate::key_blocks::KeyInOrgRow;
+use crate::model::expiry_policy;
+use crate::sql::{Db, sql};
 use crate::{
-    ApiKeyRecord, Entity, Invite, KeyInOrg, KeyLimits, KeyMaterial, NewApiKey, NewInvite, Redeemer, Result,
-    StoreError,
+    Actor, ApiKeyRecord, AuditAction, AuthChange, Entity, Invite, InviteStore, KeyInOrg, KeyLimits,
+    KeyMaterial, NewApiKey, NewInvite, Redeemed, Redeemer, Result, StoreError, rows,
 };
+
+#[async_trait]
+impl<B: Backend> InviteStore for B {
+    async fn create_invite(&self, invite: NewInvite, actor: &Actor) -> Result<Invite> {
+        let actor = *actor;
+        self.transact(move |mut db| {
+            Box::pin(async move {
+                lock_org(&mut db, invite.org_id, RowLock::Exclusive).await?;
+                crate::decisions::still_administers(&mut db, invite.org_id, &actor).await?;
+                let parties: Parties = sql(PARTIES)
+                    .bind(invite.org_id)
+                    .bind(actor.user_id)
+                    .bind(invite.email.as_str())
+                    .fetch_one(&mut db)
+                    .await?;
+                parties.may_issue(&invite)?;
+                let row: InviteRow = sql(&INSERT)
+                    .bind(invite.org_id)
+                    .bind(invite.email.as_str())
+                    .bind(invite.role.as_str())
+                    .bind(&invite.digest[..])
+                    .bind(actor.user_id)
+                    .bind(actor.key_id)
+                    .bind(crate::now())
+                    .bind(invite.expires_at)
+                    .fetch_one(&mut db)
+                    .await?;
+                let invite = Invite::try_from(row)?;
+                log(&mut db, invite.org_id, Event::new(AuditAction::InviteCreate, invite.id, &actor)).await?;
+                Ok((invite, vec![]))
+            })
+        })
+        .await
+    }
+
+    async fn pending_invites(&self, org_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Invite>> {
+        open_at(sql(&PENDING).bind(org_id).fetch_all(&mut self.reads()).await?, now)
+    }
+
+    async fn revoke_invite(&self, org_id: Uuid, id: i64, actor: &Actor) -> Result<bool> {
+        let actor = *actor;
+        self.transact(move |mut db| {
+            Box::pin(async move {
+                let acting = actor.user_id.ok_or(StoreError::NotFound(Entity::Organization))?;
+                lock_org(&mut db, org_id, RowLock::Exclusive).await?;
+                let role: Option<String> = sql(ACTING_ROLE).bind(org_id).bind(acting).scalar(&mut db).await?;
+                let found: Option<InviteRow> =
+                    sql(&PENDING_ONE).bind(org_id).bind(id).fetch_optional(&mut db).await?;
+                let Some(invite) = found.map(Invite::try_from).transpose()? else {
+                    return Ok((false, vec![]));
+                };
+                let issuer_role: Option<String> =
+                    sql(ACTING_ROLE).bind(org_id).bind(invite.created_by).scalar(&mut db).await?;
+                may_withdraw(acting, role.as_deref(), &invite, issuer_role.as_deref())?;
+                sql(REVOKE).bind(id).execute(&mut db).await?;
+                log(&mut db, org_id, Event::new(AuditAction::InviteRevoke, id, &actor)).await?;
+                Ok((true, vec![]))
+            })
+        })
+        .await
+    }
+
+    async fn redeem_invite(
+        &self,
+        digest: &[u8; 32],
+        now: DateTime<Utc>,
+        redeemer: Redeemer,
+    ) -> Result<Option<Redeemed>> {
+        let digest = *digest;
+        self.transact(move |mut db| Box::pin(async move { redeem(&mut db, &digest, now, redeemer).await }))
+            .await
+    }
+}
+
+/// Redeems the invitation whose code has `digest`, if it is open and the
+/// rules let `redeemer` have it: the membership, a new account's first key.
+async fn redeem(
+    db: &mut Db<'_>,
+    digest: &[u8; 32],
+    now: DateTime<Utc>,
+    mut redeemer: Redeemer,
+) -> Result<crate::backend::Written<Option<Redeemed>>> {
+    // The organization first, then the invitation, as every other write of
+    // invitations and memberships holds them.
+    let org: Option<Uuid> = sql(ORG_OF_CODE).bind(&digest[..]).scalar(db).await?;
+    let Some(org_id) = org else { return Ok((None, vec![])) };
+    lock_org(db, org_id, RowLock::Exclusive).await?;
+    let claimed: Option<InviteRow> = sql(&CLAIM).bind(&digest[..]).bind(now).fetch_optional(db).await?;
+    let Some(invite) = claimed.map(Invite::try_from).transpose()? else { return Ok((None, vec![])) };
+    let parties: Parties =
+        sql(PARTIES).bind(org_id).bind(invite.created_by).bind(invite.email.as_str()).fetch_one(db).await?;
+    let issuing_key: Option<KeyInOrg> = match invite.created_by_key_id {
+        Some(key_id) => {
+            let text = format!("{}{}", ISSUING_KEY.as_str(), db.locking(RowLock::Share));
+            rows::one::<KeyInOrgRow, _>(sql(&text).bind(key_id).bind(org_id).fetch_optional(db).await?)?
+        }
+        None => None,
+    };
+    // The presented key as it stands now, not as authentication saw it.
+    if let Some(presented) = redeemer.presented.as_mut() {
+        presented.free = crate::decisions::presented_is_free(db, presented).await?;
+    }
+    let redemption = parties.redemption(&invite, issuing_key.as_ref(), now, &redeemer)?;
+    let user_id = match redemption {
+        Redemption::Join { user } => user,
+        Redemption::NewAccount => {
+            let user_id = Uuid::now_v7();
+            sql(NEW_USER)
+                .bind(user_id)
+                .bind(invite.email.as_str())
+                .bind(crate::now())
+                .execute(db)
+                .await
+                .map_err(|e| crate::error::write_error(e, Entity::User, Entity::User))?;
+            let created =
+                Event::new(AuditAction::UserCreate, user_id, &Actor { ip: redeemer.ip, ..Actor::OPERATOR });
+            log_instance(db, created, None).await?;
+            user_id
+        }
+    };
+    sql(REDEEMED_BY).bind(invite.id).bind(user_id).execute(db).await?;
+    sql(JOIN).bind(org_id).bind(user_id).bind(invite.role.as_str()).bind(crate::now()).execute(db).await?;
+    let redeemer_actor = Actor {
+        user_id: Some(user_id),
+        key_id: redeemer.presented.map(|key| key.key_id),
+        ip: redeemer.ip,
+        presented: None,
+    };
+    log(db, org_id, Event::new(AuditAction::InviteRedeem, invite.id, &redeemer_actor)).await?;
+    let key = match redemption {
+        Redemption::Join { .. } => None,
+        Redemption::NewAccount => {
+            let (require, max_days): (bool, Option<i32>) = sql(POLICY).bind(org_id).fetch_one(db).await?;
+            // Only reached when the issuing key stands.
+            let issuing = issuing_key.as_ref().ok_or(StoreError::NotFound(Entity::ApiKey))?;
+            let policy = expiry_policy(require, max_days);
+            let new = first_key(redeemer.first_key, user_id, org_id, policy, now, &issuing.key);
+            Some(crate::keys::insert(db, &new, &redeemer_actor).await?)
+        }
+    };
+    let redeemed = Redeemed { invite_id: invite.id, user_id, org_id, role: invite.role, key };
+    Ok((Some(redeemed), vec![AuthChange::Member { org_id, user_id }]))
+}
 
 /// The columns an invitation is read from.
 const INVITE_COLUMNS: &str = "id, org_id, email, role, created_by, created_by_key_id, created_at, expires_at";

@@ -14,19 +14,21 @@
 // A build without any backend still type-checks everything above the SQL.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+mod apps;
+mod audit;
 mod backend;
 pub mod blob;
 mod change;
-mod credits;
 mod decisions;
 mod error;
 mod event;
 mod invites;
 mod key_blocks;
+mod keys;
 mod membership;
 mod model;
+mod orgs;
 mod outage;
-mod params;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;

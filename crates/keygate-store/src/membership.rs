@@ -6,6 +6,7 @@ use keygate_core::rules::{self, Refusal};
 use uuid::Uuid;
 
 use crate::rows::role;
+use crate::sql::{Db, sql};
 use crate::{Actor, Entity, Result, StoreError};
 
 /// The user with the email `$1`, if any.
@@ -53,36 +54,44 @@ impl Stakes {
 /// the instance's log as `user.create`). Insert-or-nothing, then read in a
 /// statement of its own: of two changes naming one new email at once, the
 /// second waits for the first's insert and then reads its user.
-pub(crate) async fn user_for_email<'c, DB>(
-    conn: &'c mut DB::Connection,
-    email: &keygate_core::Email,
-) -> Result<Uuid>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> Uuid: crate::params::Param<'q, DB> + sqlx::Decode<'q, DB>,
-    for<'q> Option<Uuid>: crate::params::Param<'q, DB>,
-    for<'q> &'q str: crate::params::Param<'q, DB>,
-    for<'q> chrono::DateTime<chrono::Utc>: crate::params::Param<'q, DB>,
-    for<'q> Option<i64>: crate::params::Param<'q, DB>,
-    for<'q> String: crate::params::Param<'q, DB>,
-    for<'q> Option<String>: crate::params::Param<'q, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let id = Uuid::now_v7();
-    let created: Option<Uuid> = sqlx::query_scalar(
+pub(crate) async fn user_for_email(db: &mut Db<'_>, email: &keygate_core::Email) -> Result<Uuid> {
+    let created: Option<Uuid> = sql(
         "INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING RETURNING id",
     )
-    .bind(id)
+    .bind(Uuid::now_v7())
     .bind(email.as_str())
     .bind(crate::now())
-    .fetch_optional(&mut *conn)
+    .scalar(db)
     .await?;
     if let Some(id) = created {
         let event = crate::event::Event::new(crate::AuditAction::UserCreate, id, &Actor::OPERATOR);
-        crate::event::log_instance::<DB>(&mut *conn, event, None).await?;
+        crate::event::log_instance(db, event, None).await?;
         return Ok(id);
     }
-    Ok(sqlx::query_scalar(USER_BY_EMAIL).bind(email.as_str()).fetch_one(&mut *conn).await?)
+    let existing: Option<Uuid> = sql(USER_BY_EMAIL).bind(email.as_str()).scalar(db).await?;
+    existing.ok_or(StoreError::NotFound(Entity::User))
+}
+
+/// What a change of `user_id`'s membership in `org_id` by `acting` is
+/// decided on, in one read. Read after the caller took
+/// [`RowLock::Exclusive`](crate::backend::RowLock::Exclusive) on the
+/// organization, so that it sees every change committed before.
+pub(crate) async fn stakes(
+    db: &mut Db<'_>,
+    org_id: Uuid,
+    user_id: Uuid,
+    acting: Option<Uuid>,
+) -> Result<Stakes> {
+    let stakes: Option<Stakes> =
+        sql("SELECT (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $2) AS current, \
+         (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $3) AS acting, \
+         (SELECT COUNT(*) FROM memberships WHERE org_id = o.id AND role = $4) AS super_admins \
+         FROM organizations o WHERE o.id = $1")
+        .bind(org_id)
+        .bind(user_id)
+        .bind(acting)
+        .bind(Role::SuperAdmin.as_str())
+        .fetch_optional(db)
+        .await?;
+    stakes.ok_or(StoreError::NotFound(Entity::Organization))
 }

@@ -46,16 +46,6 @@ pub(crate) fn expiry_policy(
     keygate_core::rules::ExpiryPolicy { require_expiration, max_days }
 }
 
-/// `Ok` when `key`, created at its `created_at`, meets the expiry policy.
-pub(crate) fn check_expiry(
-    policy: keygate_core::rules::ExpiryPolicy,
-    key: &ApiKeyRecord,
-) -> crate::Result<()> {
-    policy
-        .check(key.expires_at, key.created_at)
-        .map_err(|v| crate::StoreError::Refused(keygate_core::rules::Refusal::ExpiryPolicy(v)))
-}
-
 /// A stored API key. Holds no secret: only its masked preview.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use keygate_core::{AppId, KeyDigest, Mode, Role};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Postgres, Sqlite, Type};
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
 use keygate_core::limits::{Balance, RateLimit, Refill};
@@ -284,23 +284,6 @@ impl TryFrom<BundleRow> for Bundle {
         let app_id = stored_app_id(&app_id, || format!("bundles.app_id of bundle {id}"))?;
         Ok(Bundle { id, app_id, version, checksum, size, blob_key, created_at })
     }
-}
-
-/// Reads every row `sql` selects with `$1` bound to `value`, converted to
-/// the model: the shape of most reads, on either backend's pool.
-pub(crate) async fn select<'q, R, T, DB>(
-    pool: &Pool<DB>,
-    sql: &'q str,
-    value: impl Encode<'q, DB> + Type<DB> + Send + 'q,
-) -> Result<Vec<T>, StoreError>
-where
-    DB: Database,
-    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
-    T: TryFrom<R, Error = StoreError>,
-    DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    all(sqlx::query_as::<DB, R>(sql).bind(value).fetch_all(pool).await?)
 }
 
 /// Converts every row, failing on the first that cannot be read.

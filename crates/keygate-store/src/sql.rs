@@ -38,6 +38,48 @@ pub(crate) enum Value {
     Uuid(Option<Uuid>),
     Time(Option<DateTime<Utc>>),
     Apps(Option<AppList>),
+    Ids(Ids),
+}
+
+/// A list of ids bound as one value: an array on PostgreSQL (`= ANY($1)`),
+/// a JSON array on SQLite (`IN (SELECT value FROM json_each($1))`).
+#[derive(Debug, Clone)]
+pub(crate) struct Ids(pub Vec<i64>);
+
+impl From<Vec<i64>> for Value {
+    fn from(ids: Vec<i64>) -> Self {
+        Value::Ids(Ids(ids))
+    }
+}
+
+impl sqlx::Type<Sqlite> for Ids {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Sqlite> for Ids {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<Sqlite>>::encode(serde_json::Value::from(self.0.clone()).to_string(), buf)
+    }
+}
+
+impl sqlx::Type<Postgres> for Ids {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Vec<i64> as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Ids {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <Vec<i64> as sqlx::Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
 }
 
 macro_rules! values {
@@ -104,6 +146,7 @@ macro_rules! bound {
                 Value::Uuid(v) => query.bind(v),
                 Value::Time(v) => query.bind(v),
                 Value::Apps(v) => query.bind(v),
+                Value::Ids(v) => query.bind(v),
             };
         }
         query

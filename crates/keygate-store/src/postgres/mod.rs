@@ -12,13 +12,8 @@
 //! or an app takes a shared lock on it ([`OrgLock::Shared`]); the helpers
 //! here are what those transactions share.
 
-mod apps;
-mod audit;
 mod blobs;
 mod failures;
-mod invites;
-mod keys;
-mod orgs;
 mod usage;
 mod windows;
 
@@ -27,15 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use keygate_core::{Email, Role};
-use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::change::ChangeFeed;
-use crate::membership::Stakes;
 use crate::outage::Outage;
-use crate::{AuthCache, AuthChange, Entity, PoolUse, Result, Store, StoreError, redact_credentials};
+use crate::{AuthCache, AuthChange, PoolUse, Result, Store, StoreError, redact_credentials};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -139,7 +131,16 @@ impl crate::backend::Backend for PostgresStore {
     {
         let mut tx = self.pool.begin().await?;
         let (value, changes) = work(crate::sql::Db::Postgres(&mut tx)).await?;
-        self.changes.commit(tx, changes).await?;
+        // Other replicas hear of the changes when, and only if, they commit.
+        for change in &changes {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(AUTH_CHANNEL)
+                .bind(change.to_payload())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.changes.published(changes);
         Ok(value)
     }
 }
@@ -281,85 +282,6 @@ async fn heartbeat(pool: PgPool, replica: Uuid, base: Instant) {
             .execute(&pool)
             .await;
     }
-}
-
-/// How a transaction holds an organization's row until it ends.
-#[derive(Debug, Clone, Copy)]
-enum OrgLock {
-    /// For a change of memberships or the organization's deletion: such
-    /// changes, and [`OrgLock::Shared`] holders, wait for each other.
-    ///
-    /// `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other
-    /// explicit lock just the same, but not the `KEY SHARE` lock of a
-    /// foreign-key check. A transaction that holds a key's row and then
-    /// writes its audit event (a key check on the organization) must not
-    /// wait for us while we wait for that key's row (`remove_member`
-    /// deleting it): that is a deadlock.
-    Exclusive,
-    /// For creating a scoped key or an app: side by side with other shared
-    /// holders, but never while an [`OrgLock::Exclusive`] holder is at work.
-    Shared,
-}
-
-/// Locks the organization's row as `lock` says; [`Entity::Organization`]
-/// when there is no such organization.
-async fn lock_org(conn: &mut PgConnection, org_id: Uuid, lock: OrgLock) -> Result<()> {
-    let statement = match lock {
-        OrgLock::Exclusive => "SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
-        OrgLock::Shared => "SELECT id FROM organizations WHERE id = $1 FOR SHARE",
-    };
-    let locked: Option<Uuid> = sqlx::query_scalar(statement).bind(org_id).fetch_optional(&mut *conn).await?;
-    locked.map(drop).ok_or(StoreError::NotFound(Entity::Organization))
-}
-
-/// Locks the organization as [`OrgLock::Shared`] does, reading its expiry
-/// policy as it stands under that lock.
-async fn lock_org_policy(conn: &mut PgConnection, org_id: Uuid) -> Result<keygate_core::rules::ExpiryPolicy> {
-    let policy: Option<(bool, Option<i32>)> = sqlx::query_as(
-        "SELECT require_apikey_expiration, max_apikey_expiration_days FROM organizations WHERE id = $1 FOR SHARE",
-    )
-    .bind(org_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (require_expiration, max_days) = policy.ok_or(StoreError::NotFound(Entity::Organization))?;
-    Ok(crate::model::expiry_policy(require_expiration, max_days))
-}
-
-async fn role_of(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id)
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    role.as_deref().map(crate::rows::role).transpose()
-}
-
-/// What a change of `user_id`'s membership by `acting` is decided on, in
-/// one pass over the organization's memberships. Read after the caller took
-/// [`OrgLock::Exclusive`], so that it sees every change committed before.
-async fn stakes(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    acting: Option<Uuid>,
-) -> Result<Stakes> {
-    Ok(sqlx::query_as(
-        "SELECT max(role) FILTER (WHERE user_id = $2) AS current, \
-         max(role) FILTER (WHERE user_id = $3) AS acting, \
-         count(*) FILTER (WHERE role = $4) AS super_admins \
-         FROM memberships WHERE org_id = $1",
-    )
-    .bind(org_id)
-    .bind(user_id)
-    .bind(acting)
-    .bind(Role::SuperAdmin.as_str())
-    .fetch_one(&mut *conn)
-    .await?)
-}
-
-async fn user_for_email(conn: &mut PgConnection, email: &Email) -> Result<Uuid> {
-    crate::membership::user_for_email::<sqlx::Postgres>(conn, email).await
 }
 
 #[cfg(test)]

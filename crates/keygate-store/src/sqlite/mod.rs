@@ -11,12 +11,7 @@
 //! read-only pool and run alongside. `:memory:` is refused: keys are kept
 //! in a file.
 
-mod apps;
-mod audit;
 mod file;
-mod invites;
-mod keys;
-mod orgs;
 mod usage;
 mod writer;
 
@@ -25,21 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::{Email, Role};
 use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use uuid::Uuid;
 
 use crate::backend::{Backend, BoxFuture, Written};
 use crate::change::ChangeFeed;
-use crate::error::Entity;
-use crate::membership::Stakes;
 use crate::outage::Outage;
 use crate::sql::Db;
-use crate::{Access, ApiKeyRecord, AuthCache, AuthChange, Result, Store, StoreError};
+use crate::{Access, AuthCache, AuthChange, Result, Store, StoreError};
 use file::{DatabaseFile, ServeLock};
 use writer::Writer;
 
@@ -154,12 +145,6 @@ impl Backend for SqliteStore {
     }
 }
 
-/// A change of one key, announced as [`AuthChange::Key`] if it found it.
-fn key_changed(key: Option<ApiKeyRecord>) -> Written<Option<ApiKeyRecord>> {
-    let changes = key.iter().map(|key| AuthChange::Key { id: key.id }).collect();
-    (key, changes)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -257,36 +242,6 @@ fn not_a_file(url: &str) -> bool {
     database == ":memory:" || database.is_empty() || memory_mode
 }
 
-/// What a change of `user_id`'s membership of `org_id` by `acting` is
-/// decided on, read in one statement that also finds the organization.
-/// The organization needs no row lock: the single writer connection
-/// serialises this process's writes, and `BEGIN IMMEDIATE` holds the
-/// database's write lock against other processes until the commit.
-async fn stakes(
-    conn: &mut SqliteConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    acting: Option<Uuid>,
-) -> Result<Stakes> {
-    let stakes: Option<Stakes> = sqlx::query_as(
-        "SELECT (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $2) AS current, \
-         (SELECT role FROM memberships WHERE org_id = o.id AND user_id = $3) AS acting, \
-         (SELECT COUNT(*) FROM memberships WHERE org_id = o.id AND role = $4) AS super_admins \
-         FROM organizations o WHERE o.id = $1",
-    )
-    .bind(org_id)
-    .bind(user_id)
-    .bind(acting)
-    .bind(Role::SuperAdmin.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    stakes.ok_or(StoreError::NotFound(Entity::Organization))
-}
-
-async fn user_for_email(conn: &mut SqliteConnection, email: &Email) -> Result<Uuid> {
-    crate::membership::user_for_email::<sqlx::Sqlite>(conn, email).await
-}
-
 /// Creates the empty database file `path` readable by its owner alone:
 /// SQLite gives its WAL and shared-memory files the database file's
 /// permissions, so nobody else on the machine reads keys' digests, emails
@@ -310,7 +265,8 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
-    use keygate_core::Mode;
+    use keygate_core::{Mode, Role};
+    use uuid::Uuid;
 
     use crate::KeyStore;
 
