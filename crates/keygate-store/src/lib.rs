@@ -300,9 +300,6 @@ pub trait Store:
     async fn ping(&self) -> Result<()>;
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);
-    /// The changes that alter what authentication returns, announced after
-    /// each commit on this process (see [`AuthChange`]).
-    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange>;
     /// Keeps `cache` coherent with the database: every change committed by
     /// this store invalidates it before the write returns, and a backend
     /// that can see other processes' writes starts a watcher (it needs a

@@ -500,8 +500,8 @@ impl AuditAction {
 }
 
 /// A change that may alter what authenticating a key returns. Every write
-/// that makes one announces it after its commit through
-/// [`crate::Store::auth_changes`]; this list is the one place that names
+/// that makes one announces it after its commit to the caches attached
+/// with [`crate::Store::attach_cache`]; this list is the one place that names
 /// them, so that a cache of authentication can be kept honest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthChange {

@@ -7,10 +7,11 @@
 //! its own when the database comes back. Migrations take PostgreSQL's
 //! advisory lock, so replicas may start together.
 //!
-//! Replicas may write at once: every change of memberships first locks its
-//! organization's row ([`OrgLock::Exclusive`]), and creating a scoped key
-//! or an app takes a shared lock on it ([`OrgLock::Shared`]); the helpers
-//! here are what those transactions share.
+//! Replicas may write at once: each write is one transaction that takes
+//! the row locks [`crate::backend::RowLock`] names before it decides, and
+//! tells every replica's cache what it changed with a `NOTIFY` sent when,
+//! and only if, it commits (a replica applies its own at once, and skips
+//! its notice).
 
 mod blobs;
 mod failures;
@@ -135,12 +136,12 @@ impl crate::backend::Backend for PostgresStore {
         for change in &changes {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(AUTH_CHANNEL)
-                .bind(change.to_payload())
+                .bind(format!("{}{}", change_prefix(self.replica), change.to_payload()))
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        self.changes.published(changes);
+        self.changes.published(&changes);
         Ok(value)
     }
 }
@@ -170,10 +171,6 @@ impl Store for PostgresStore {
         }
         self.listen_pool.close().await;
         self.pool.close().await;
-    }
-
-    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
-        self.changes.subscribe()
     }
 
     fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
@@ -221,8 +218,14 @@ impl Store for PostgresStore {
 /// long as this replica's own heartbeats come back through the channel
 /// (each proves that every change committed before it was delivered). A
 /// lost or silent subscription distrusts the cache until the next one.
+/// What a replica's change notices begin with, before the change itself.
+fn change_prefix(replica: Uuid) -> String {
+    format!("change:{replica}:")
+}
+
 async fn listen(pool: PgPool, cache: Arc<dyn AuthCache>, replica: Uuid, base: Instant) {
     let own_ping = format!("ping:{replica}:");
+    let own_change = change_prefix(replica);
     let mut outage =
         Outage::new("cannot listen for key changes; not trusting the cache", HEARTBEAT, SILENCE * 4);
     loop {
@@ -257,9 +260,13 @@ async fn listen(pool: PgPool, cache: Arc<dyn AuthCache>, replica: Uuid, base: In
                 if let Ok(nanos) = sent.parse::<u64>() {
                     cache.confirmed(base + Duration::from_nanos(nanos));
                 }
-            } else if payload.starts_with("ping:") {
-                // Another replica's heartbeat.
-            } else if let Some(change) = AuthChange::from_payload(payload) {
+            } else if payload.starts_with("ping:") || payload.starts_with(&own_change) {
+                // Another replica's heartbeat, or our own change: applied
+                // to the cache when it committed.
+            } else if let Some(change) = payload
+                .strip_prefix("change:")
+                .and_then(|notice| AuthChange::from_payload(notice.split_once(':')?.1))
+            {
                 cache.changed(&change);
             } else {
                 cache.flush();

@@ -30,7 +30,7 @@ use crate::backend::{Backend, BoxFuture, Written};
 use crate::change::ChangeFeed;
 use crate::outage::Outage;
 use crate::sql::Db;
-use crate::{Access, AuthCache, AuthChange, Result, Store, StoreError};
+use crate::{Access, AuthCache, Result, Store, StoreError};
 use file::{DatabaseFile, ServeLock};
 use writer::Writer;
 
@@ -159,10 +159,6 @@ impl Store for SqliteStore {
         }
         self.writer.close().await;
         self.reader.close().await;
-    }
-
-    fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
-        self.changes.subscribe()
     }
 
     fn attach_cache(&self, cache: Arc<dyn AuthCache>) {

@@ -251,7 +251,7 @@ async fn batch(
     }
     commits.fetch_add(1, Ordering::Relaxed);
     metrics::histogram!("keygate_writer_batch_size").record(jobs.len() as f64);
-    changes.published(announced);
+    changes.published(&announced);
     for job in jobs {
         job.answer(Ok(()));
     }
@@ -475,6 +475,25 @@ mod tests {
         fixture.writer.close().await;
     }
 
+    /// A cache that keeps the changes it is told of.
+    #[derive(Default)]
+    struct Announced(Mutex<Vec<AuthChange>>);
+
+    impl crate::AuthCache for Announced {
+        fn changed(&self, change: &AuthChange) {
+            self.0.lock().expect("lock").push(change.clone());
+        }
+        fn flush(&self) {}
+        fn confirmed(&self, _: std::time::Instant) {}
+        fn distrust(&self) {}
+    }
+
+    impl Announced {
+        fn take(&self) -> Vec<AuthChange> {
+            std::mem::take(&mut *self.0.lock().expect("lock"))
+        }
+    }
+
     #[tokio::test]
     async fn changes_are_announced_after_the_commit_and_before_the_answer() {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -487,13 +506,14 @@ mod tests {
             .expect("epoch");
         execute(&mut conn, "INSERT INTO auth_epoch VALUES (1, 0)").await.expect("epoch");
         let feed = ChangeFeed::default();
-        let mut announced = feed.subscribe();
+        let announced = Arc::new(Announced::default());
+        feed.attach(announced.clone());
         let writer = Writer::start(conn, feed, None);
         writer.write(|conn| Box::pin(insert(conn, "abc".into()))).await.expect("write");
-        assert!(matches!(announced.try_recv(), Ok(AuthChange::Key { id: 3 })));
+        assert_eq!(announced.take(), [AuthChange::Key { id: 3 }]);
         let failed = writer.write(|conn| Box::pin(insert(conn, "abc".into()))).await;
         assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
-        assert!(announced.try_recv().is_err(), "a failed write announces nothing");
+        assert_eq!(announced.take(), [], "a failed write announces nothing");
         writer.close().await;
     }
 

@@ -9,7 +9,6 @@ use keygate_core::{OrgName, Role};
 use keygate_store::{Actor, ApiKeyRecord, AuditAction, AuthChange, Entity, OrgChanges, Store, StoreError};
 use keygate_testkit::TestDatabase;
 use sqlx::Connection;
-use tokio::sync::broadcast::error::TryRecvError;
 use uuid::Uuid;
 
 use super::{
@@ -216,7 +215,7 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     let devs_keys = store.keys_of_user(dev.user_id).await.expect("keys");
 
     break_the_audit_log(&database).await;
-    let mut changes = store.auth_changes();
+    let changes = super::Announced::attach(store);
     let actor = &member(me);
     let unavailable = |result: Result<(), StoreError>, what: &str| {
         assert!(matches!(result, Err(StoreError::AuditUnavailable(_))), "{what}: {result:?}");
@@ -244,7 +243,7 @@ async fn a_change_that_cannot_be_audited_does_not_happen() {
     assert_eq!(store.keys_of_user(dev.user_id).await.expect("keys"), devs_keys);
     assert_eq!(store.app(&app).await.expect("app"), None);
     assert_eq!(store.key_by_digest(&key.digest).await.expect("lookup"), Some(key));
-    assert_eq!(changes.try_recv(), Err(TryRecvError::Empty), "a rolled-back change announces nothing");
+    assert_eq!(changes.take(), [], "a rolled-back change announces nothing");
 }
 
 #[tokio::test]
@@ -253,7 +252,7 @@ async fn changes_to_authentication_are_announced_after_commit() {
     let store = store.as_ref();
     let (a, me) = (owner.org_id, owner.user_id);
     let actor = &member(me);
-    let mut changes = store.auth_changes();
+    let changes = super::Announced::attach(store);
 
     // Writes that alter no authentication announce nothing.
     let key = store.insert_key(key_for(me, Some(a)), actor).await.expect("insert");
@@ -268,10 +267,10 @@ async fn changes_to_authentication_are_announced_after_commit() {
     store.update_organization(a, policy, actor).await.expect("update").expect("exists");
     enroll(store, "owner@example.com", new_org("Third")).await.expect("enroll");
     store.record_usage(&[uses(key.id, keygate_store::now(), 1)]).await.expect("usage");
-    assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(changes.take(), []);
 
     // Each write that does, once, after its commit.
-    let mut expect = |change: AuthChange| assert_eq!(changes.try_recv(), Ok(change));
+    let expect = |change: AuthChange| assert_eq!(changes.take(), [change]);
     store.update_key(key.id, renamed("renamed"), actor).await.expect("update").expect("exists");
     expect(AuthChange::Key { id: key.id });
     let rotated = store
@@ -313,5 +312,5 @@ async fn changes_to_authentication_are_announced_after_commit() {
     assert!(!store.remove_member(a, Uuid::new_v4(), actor).await.expect("remove"));
     assert_eq!(store.delete_app(&app, actor).await.expect("delete"), None);
     assert_eq!(store.delete_organization(other, OP).await.expect("delete"), None);
-    assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(changes.take(), []);
 }

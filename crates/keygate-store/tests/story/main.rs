@@ -25,6 +25,33 @@ use keygate_store::{
 use keygate_testkit::TestDatabase;
 use uuid::Uuid;
 
+/// A cache attached to the store that keeps what it is told: the changes
+/// each write announces to caches before it returns.
+#[derive(Default)]
+struct Announced(std::sync::Mutex<Vec<keygate_store::AuthChange>>);
+
+impl keygate_store::AuthCache for Announced {
+    fn changed(&self, change: &keygate_store::AuthChange) {
+        self.0.lock().expect("lock").push(change.clone());
+    }
+    fn flush(&self) {}
+    fn confirmed(&self, _: std::time::Instant) {}
+    fn distrust(&self) {}
+}
+
+impl Announced {
+    fn attach(store: &dyn Store) -> Arc<Self> {
+        let announced = Arc::new(Self::default());
+        store.attach_cache(announced.clone());
+        announced
+    }
+
+    /// What was announced since the last call.
+    fn take(&self) -> Vec<keygate_store::AuthChange> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
 /// The operator at the command line: bound by no membership rule.
 const OP: &Actor = &Actor::OPERATOR;
 
