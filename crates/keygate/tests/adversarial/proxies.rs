@@ -339,6 +339,19 @@ async fn the_api_sees_only_keygates_identity_headers() {
             assert_eq!(status, 200, "{name}: {header} is a key: {seen}");
             assert_eq!(seen["headers"][cgi], Value::Null, "{name}: the API saw {header}: {seen}");
         }
+        // Tenth review: a WSGI middleware strips `X-Script-Name` from the
+        // path, so `/public/secret` was `/secret` to it, with no key.
+        // Refused by keygate (nginx lets it see the client's headers), or
+        // cleared by the proxy (Caddy): never seen by the API.
+        let (status, seen) = echoed(&proxy, "GET", b"/public/admin", None, &["X-Script-Name: /public"]).await;
+        match status {
+            200 => assert_eq!(
+                seen["headers"]["HTTP_X_SCRIPT_NAME"],
+                Value::Null,
+                "{name}: the API saw it: {seen}"
+            ),
+            status => assert!(matches!(status, 400 | 403), "{name}: {status} {seen}"),
+        }
         // On a public path: no identity at all, however forged.
         let (status, seen) = echoed(&proxy, "GET", b"/public/x", None, &forged).await;
         assert_eq!(status, 200, "{name}: {seen}");

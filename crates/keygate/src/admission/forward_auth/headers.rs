@@ -71,8 +71,13 @@ pub(super) static FORWARDED: Family = Family {
 /// Headers some frameworks read as the request's path or method: a
 /// client's copy of one that keygate does not read for the proxy
 /// configured is refused, as the upstream might honour it.
-pub(super) const PATH_OVERRIDES: [HeaderName; 2] =
-    [HeaderName::from_static("x-original-url"), HeaderName::from_static("x-rewrite-url")];
+pub(super) const PATH_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    // A path prefix WSGI middlewares (Flask's "ReverseProxied", pgAdmin)
+    // strip from the path before routing it.
+    HeaderName::from_static("x-script-name"),
+];
 
 /// Headers that override the method in some frameworks.
 pub(super) const METHOD_OVERRIDES: [HeaderName; 3] = [

@@ -59,6 +59,9 @@ pub struct Rules {
     rules: Vec<Rule>,
     /// Every header a rule reads an organization or app from.
     pub(super) headers: Vec<HeaderName>,
+    /// Whether a rule's literal has an upper-case letter: then a path in
+    /// lower case may also be one a case-insensitive upstream reads as it.
+    cased_literals: bool,
 }
 
 impl Rules {
@@ -81,7 +84,10 @@ impl Rules {
             .flat_map(|rule| [rule.org_id_header.clone(), rule.app_id_header.clone()])
             .flatten()
             .collect();
-        Ok(Self { rules, headers })
+        let cased_literals = rules.iter().flat_map(|rule| &rule.path).any(
+            |segment| matches!(segment, Segment::Literal(literal) if literal.chars().any(char::is_uppercase)),
+        );
+        Ok(Self { rules, headers, cased_literals })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,8 +112,9 @@ impl Rules {
         }
         let found = self.find(method, segments, false);
         // A case-insensitive upstream would serve the path as the rule its
-        // lower-case form matches: the two readings must agree.
-        if segments.iter().any(|s| s.chars().any(char::is_uppercase)) {
+        // lower-case form matches: the two readings must agree, whichever
+        // side (the path or a rule) has the upper-case letters.
+        if self.cased_literals || segments.iter().any(|s| s.chars().any(char::is_uppercase)) {
             let folded: Vec<Cow<'_, str>> = segments.iter().map(|s| Cow::Owned(s.to_lowercase())).collect();
             let other = self.find(method, &folded, true);
             if found.as_ref().map(|(i, _)| *i) != other.map(|(i, _)| i) {
@@ -127,16 +134,18 @@ impl Rules {
                 _ => Ok(None),
             }
         };
+        // Named twice, in the path and in a header, it must be named alike:
+        // the upstream may read either.
+        let named = |captured: Option<String>, name: &Option<HeaderName>| match (captured, header(name)?) {
+            (Some(path), Some(header)) if path != header => {
+                Err(BadForward::ambiguous("an organization or app that its rule's header names differently"))
+            }
+            (captured, header) => Ok(captured.or(header)),
+        };
         let judged = Judged {
             need: rule.need,
-            org_id: match captures.org_id {
-                Some(org_id) => Some(org_id),
-                None => header(&rule.org_id_header)?,
-            },
-            app_id: match captures.app_id {
-                Some(app_id) => Some(app_id),
-                None => header(&rule.app_id_header)?,
-            },
+            org_id: named(captures.org_id, &rule.org_id_header)?,
+            app_id: named(captures.app_id, &rule.app_id_header)?,
         };
         // A rule that names the organization or the app by a header needs
         // one of them: left out, the request would name neither, and an
@@ -161,7 +170,12 @@ impl Rules {
     /// lower-cased).
     fn find(&self, method: &Method, segments: &[Cow<'_, str>], fold: bool) -> Option<(usize, Captures)> {
         self.rules.iter().enumerate().find_map(|(i, rule)| {
-            if rule.methods.as_ref().is_some_and(|methods| !methods.contains(method)) {
+            // HEAD is GET without the body: upstreams answer it with GET's
+            // handler, so a rule for GET is one for HEAD.
+            let listed = |methods: &Vec<Method>| {
+                methods.contains(method) || (*method == Method::HEAD && methods.contains(&Method::GET))
+            };
+            if rule.methods.as_ref().is_some_and(|methods| !listed(methods)) {
                 return None;
             }
             matches(&rule.path, segments, fold || rule.case_insensitive).map(|captures| (i, captures))

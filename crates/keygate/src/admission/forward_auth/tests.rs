@@ -194,6 +194,63 @@ fn a_path_whose_case_decides_the_rule_is_refused_unless_the_rule_ignores_case() 
     assert_eq!(need("GET", "/Users/X"), Need::Key(Action::Read), "no rule either way");
     // An app id the upstream receives in another form than keygate judges.
     assert_eq!(refused("GET", "/apps/COM.A.B/x"), "ambiguous_path");
+    // Tenth review: a rule written in upper case was skipped by the path in
+    // lower case, which a case-insensitive upstream serves as the rule's.
+    let cased = ForwardAuth::new(Proxy::Nginx, Rules::parse(CASED).expect("rules"));
+    let judge_cased = |target: &str| {
+        let map = headers(&[("x-original-method", "GET"), ("x-original-uri", target)]);
+        cased.judge(&Method::GET, &"/auth".parse().expect("uri"), &map)
+    };
+    for target in ["/admin/users", "/ADMIN/users", "/aDmin/x"] {
+        assert_eq!(judge_cased(target).expect_err("refused").code, "ambiguous_path", "{target}");
+    }
+    assert_eq!(judge_cased("/Admin/users").expect("judged")[0].need, Need::Key(Action::Administer));
+    assert_eq!(judge_cased("/users").expect("judged")[0].need, Need::Key(Action::Read), "no rule either way");
+}
+
+const CASED: &str = r#"
+    [[rule]]
+    path = "/Admin/**"
+    action = "admin"
+
+    [[rule]]
+    methods = ["GET"]
+    path = "/reports/**"
+    action = "admin"
+
+    [[rule]]
+    path = "/orgs/{org_id}/**"
+    org_id_header = "x-org"
+    action = "write"
+"#;
+
+/// Tenth review: HEAD ran GET's handler upstream but was judged by the
+/// default; and a path and a header naming two organizations let the
+/// upstream read the one keygate did not judge.
+#[test]
+fn head_is_judged_as_get_and_an_organization_is_named_once() {
+    let cased = ForwardAuth::new(Proxy::Nginx, Rules::parse(CASED).expect("rules"));
+    let judge = |method: &str, target: &str, extra: &[(&'static str, &str)]| {
+        let mut map = headers(&[("x-original-method", method), ("x-original-uri", target)]);
+        for (name, value) in extra {
+            map.append(*name, value.parse().expect("value"));
+        }
+        cased.judge(&Method::GET, &"/auth".parse().expect("uri"), &map)
+    };
+    for method in ["GET", "HEAD"] {
+        assert_eq!(
+            judge(method, "/reports/q1", &[]).expect(method)[0].need,
+            Need::Key(Action::Administer),
+            "{method}"
+        );
+    }
+    let org = "01234567-89ab-7def-8123-456789abcdef";
+    let other = "01234567-89ab-7def-8123-456789abcdee";
+    let path = format!("/orgs/{org}/things");
+    assert_eq!(judge("POST", &path, &[("x-org", org)]).expect("alike")[0].org_id.as_deref(), Some(org));
+    assert_eq!(judge("POST", &path, &[]).expect("the path alone")[0].org_id.as_deref(), Some(org));
+    let twice = judge("POST", &path, &[("x-org", other)]).expect_err("refused");
+    assert_eq!(twice.code, "ambiguous_path");
 }
 
 #[test]
@@ -316,6 +373,8 @@ fn every_spelling_of_a_guarded_header_is_screened() {
         ("x_original_url", "/admin"),
         ("X-Original_URL", "/admin"),
         ("x_rewrite_url", "/admin"),
+        ("X-Script-Name", "/public"),
+        ("x_script_name", "/public"),
         ("x_forwarded_uri", "/health"),
         ("X-Original-URI", "/health"),
         ("x_api_key", "ak_x"),
