@@ -601,17 +601,20 @@ impl VerifyTarget<'_> {
     }
 }
 
-/// The answer of `/verify` for a live key: the one decision when an
-/// organization is concerned (`role` is the owner's role in
-/// [`VerifyTarget::org`]); for an unscoped key with nothing named, only its
-/// mode can be judged.
+/// The answer of `/verify` and `/auth` for a live key: the one decision when
+/// an organization is concerned (`role` is the owner's role in
+/// [`VerifyTarget::org`]). An unscoped key with nothing named has no role
+/// to be judged by: it may read, the one action every role has, if its
+/// mode allows; anything more needs the organization named, or any
+/// member's key (`user add --issue-key` gives one) would act with its
+/// mode's power whatever its owner's role.
 pub fn verify(key: &Principal, target: VerifyTarget<'_>, role: Option<Role>, action: Action) -> bool {
     match target.org(key) {
         Ok(Some(org)) => {
             let target = Target { org, app: target.app.map(|(_, app)| app) };
             key.decide(role, target, action).is_allowed()
         }
-        Ok(None) => key.mode.actions().contains(action),
+        Ok(None) => action == Action::Read && key.mode.actions().contains(action),
         Err(_) => false,
     }
 }
@@ -974,9 +977,12 @@ mod tests {
         assert!(!verify(&scoped, on_b, Some(Role::Admin), Action::Read), "outside the app scope");
         let mismatch = VerifyTarget { org: Some(OTHER), app: Some((ORG, &a)) };
         assert!(!verify(&scoped, mismatch, Some(Role::Admin), Action::Read), "org and app disagree");
-        let unscoped = key(ME, Mode::Write, None, &[]);
-        assert!(verify(&unscoped, nothing, None, Action::Write), "only the mode can be judged");
-        assert!(!verify(&unscoped, nothing, None, Action::Upload));
+        let unscoped = key(ME, Mode::All, None, &[]);
+        assert!(verify(&unscoped, nothing, None, Action::Read), "what every role may");
+        // Tenth review: a read member's unscoped key passed `admin` rules.
+        for action in [Action::Write, Action::Upload, Action::Administer, Action::Own] {
+            assert!(!verify(&unscoped, nothing, None, action), "{action:?}: no role to judge it by");
+        }
         let elsewhere = VerifyTarget { org: Some(OTHER), app: None };
         assert!(!verify(&unscoped, elsewhere, None, Action::Read), "not a member there");
     }

@@ -72,6 +72,9 @@ struct Keygate {
     app: TestApp,
     /// A `read` member's key of mode `read`.
     reader: String,
+    /// The owner's key of mode `all`, tied to the organization (the rules
+    /// name none: an unscoped key may only read there).
+    owner: String,
 }
 
 async fn keygate(profile: Proxy) -> Keygate {
@@ -86,7 +89,11 @@ async fn keygate(profile: Proxy) -> Keygate {
     let member = app.member("reader@example.com", Role::Read).await;
     let reader =
         app.create_key(&member.key, serde_json::json!({ "org_id": app.owner.org_id, "mode": "read" })).await;
-    Keygate { reader: reader["key"].as_str().expect("key").to_owned(), app }
+    let owner = app
+        .create_key(&app.owner.key, serde_json::json!({ "org_id": app.owner.org_id, "mode": "all" }))
+        .await;
+    let key = |created: &serde_json::Value| created["key"].as_str().expect("key").to_owned();
+    Keygate { reader: key(&reader), owner: key(&owner), app }
 }
 
 fn address(app: &TestApp) -> String {
@@ -217,8 +224,7 @@ async fn no_trick_reaches_a_path_keygate_did_not_approve() {
         let keygate = keygate(profile).await;
         for upstream in [format!("127.0.0.1:{}", files.port), echo.address.clone()] {
             let Some(proxy) = ReverseProxy::start(kind, &address(&keygate.app), &upstream) else { return };
-            let control =
-                through(&proxy, "GET", b"/admin/secret.txt", Some(&keygate.app.owner.key), &[]).await;
+            let control = through(&proxy, "GET", b"/admin/secret.txt", Some(&keygate.owner), &[]).await;
             assert!(breached(&control), "{}: the owner reaches the file: {control:?}", kind.name());
             for (target, headers) in attacks() {
                 for key in [None, Some(keygate.reader.as_str())] {

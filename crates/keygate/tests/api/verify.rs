@@ -52,6 +52,23 @@ async fn verify_answers_the_same_decision_as_every_endpoint() {
     app.member("writer@example.com", Role::Read).await;
     let narrowed = verify(&app, Some(TOKEN), json!({ "key": key, "action": "write" })).await.ok();
     assert_eq!(narrowed["code"], "FORBIDDEN");
+
+    // Tenth review: a read member's unscoped `all` key (what `user add
+    // --issue-key` gives) was VALID for `own` when nothing was named.
+    let unscoped = writer.key.as_str();
+    for (action, code) in [
+        ("read", "VALID"),
+        ("write", "FORBIDDEN"),
+        ("upload", "FORBIDDEN"),
+        ("admin", "FORBIDDEN"),
+        ("own", "FORBIDDEN"),
+    ] {
+        let verdict = verify(&app, Some(TOKEN), json!({ "key": unscoped, "action": action })).await.ok();
+        assert_eq!(verdict["code"], code, "unscoped, {action}");
+    }
+    let named =
+        verify(&app, Some(TOKEN), json!({ "key": unscoped, "action": "write", "org_id": org })).await.ok();
+    assert_eq!(named["code"], "FORBIDDEN", "a read member, where the organization is named");
 }
 
 #[tokio::test]
