@@ -201,7 +201,10 @@ struct CreditLeaseState {
     from: Balance,
     left: u64,
     unleased: u64,
-    dry_until: Option<Instant>,
+    /// Until when a shortfall of at least this many credits is refused
+    /// without asking the store: it just came back empty. A smaller one
+    /// may still be had.
+    dry_until: Option<(Instant, u64)>,
 }
 
 /// What one request asks of one budget.
@@ -332,7 +335,8 @@ impl Quotas {
                     credits.from = lease.balance;
                     credits.left += lease.granted;
                     credits.unleased = lease.balance.remaining.max(0) as u64;
-                    credits.dry_until = (lease.granted == 0).then(|| Instant::now() + DRY_FOR);
+                    credits.dry_until =
+                        (lease.granted == 0).then(|| (Instant::now() + DRY_FOR, short.credits));
                     credits
                 }
                 // Unlimited (or gone) since the key was read: admit until
@@ -526,7 +530,12 @@ fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> 
         }
     }
     match &state.credits {
-        Some(credits) if short.credits > 0 && dry_now(credits.dry_until) => {
+        Some(credits)
+            if short.credits > 0
+                && credits
+                    .dry_until
+                    .is_some_and(|(until, asked)| short.credits >= asked && dry_now(Some(until))) =>
+        {
             Some(Outcome::UsageExceeded { remaining: credits.unleased + credits.left })
         }
         _ => None,

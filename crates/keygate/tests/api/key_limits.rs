@@ -60,6 +60,24 @@ async fn get_with_headers(app: &TestApp, path: &str, key: &str) -> (u16, reqwest
     (status, headers, body)
 }
 
+/// Tenth review: a request costing more than the balance left made every
+/// cheaper one of the key refused for a second, credits left or not.
+#[tokio::test]
+async fn a_request_too_costly_leaves_cheaper_ones_their_credits() {
+    let app = app_with(&Clock::default()).await;
+    let (key, _) = limited_key(&app, "all", json!({ "credits": { "remaining": 10 } })).await;
+    let costly = verify(&app, json!({ "key": key, "cost": 11 })).await;
+    assert_eq!(costly["code"], "USAGE_EXCEEDED", "{costly}");
+    for left in (0..10).rev() {
+        let cheap = verify(&app, json!({ "key": key, "cost": 1 })).await;
+        assert_eq!(cheap["code"], "VALID", "{left} left: {cheap}");
+        let again = verify(&app, json!({ "key": key, "cost": 11 })).await;
+        assert_eq!(again["code"], "USAGE_EXCEEDED", "{again}");
+    }
+    let spent = verify(&app, json!({ "key": key, "cost": 1 })).await;
+    assert_eq!(spent["code"], "USAGE_EXCEEDED", "every credit spent: {spent}");
+}
+
 #[tokio::test]
 async fn credits_are_never_overspent_under_concurrency() {
     let app = app_with(&Clock::default()).await;
