@@ -343,6 +343,17 @@ async fn anyone_can_revoke_a_leaked_key_and_learn_nothing() {
     let reply = app.raw(reqwest::Method::POST, "/apikey/revoke", "", "{not json").await;
     assert_eq!(reply.ok(), json!({ "success": true }));
     app.get("/apikey", &app.owner.key).await.ok();
+    // Tenth review: a key reported as it leaked, `Bearer` and all, was
+    // answered as revoked and kept working.
+    let bearer = secret(&app.owner_key("all").await).to_owned();
+    let reply = app.call(
+        reqwest::Method::POST,
+        "/apikey/revoke",
+        None,
+        Some(json!({ "key": format!("Bearer {bearer}") })),
+    );
+    assert_eq!(reply.await.ok(), json!({ "success": true }));
+    app.get("/apikey", &bearer).await.error(401, "invalid_api_key");
 }
 
 #[tokio::test]

@@ -52,7 +52,10 @@ pub async fn revoke(
 ) -> ApiResult<Json<Success>> {
     // Whatever was sent, the answer is the same; only a key can change anything.
     let presented = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
-    let Some(secret) = presented.and_then(|raw| ApiKeySecret::parse(raw.trim()).ok()) else {
+    // As found in a leak: often with the `Bearer` it was sent with.
+    let secret = presented
+        .and_then(|raw| ApiKeySecret::parse(crate::admission::verification::strip_bearer(raw.trim())).ok());
+    let Some(secret) = secret else {
         return Ok(Json(SUCCESS));
     };
     let reporter = Actor { user_id: None, key_id: None, ip: address, presented: None };
