@@ -222,3 +222,64 @@ async fn a_new_database_and_its_bundles_are_the_owners_alone() {
     }
     assert_eq!(mode("keygate-blobs") & 0o077, 0, "keygate-blobs is {:o}", mode("keygate-blobs"));
 }
+
+/// Tenth review: two databases in one directory shared the default
+/// `keygate-blobs/`, and the second `serve` removed, as it started, every
+/// bundle of the first. Each now keeps its own, named after its file; a
+/// `keygate-blobs/` left from before is the operator's to assign.
+#[tokio::test]
+async fn two_databases_in_one_directory_keep_their_bundles_apart() {
+    let (db, admin, org) = prepared().await;
+    let first = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let client = Client::new();
+    let app = json!({ "org_id": org, "app_id": "com.acme.apart", "name": "Apart" });
+    assert_eq!(call(&client, &first.base, Method::POST, "/app", &admin, Some(app)).await.0, 200);
+    let query = "app_id=com.acme.apart&version=1.0.0";
+    let uploaded = client
+        .post(format!("{}/bundle?{query}", first.base))
+        .header("authorization", &admin)
+        .body("the first database's bundle")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 200);
+
+    let other = format!("sqlite://{}", db.dir().join("other.db").display());
+    let second =
+        ServerProcess::start(Path::new(BIN), &other, db.dir(), &["--bootstrap-email", "p@example.com"]);
+    assert_eq!(get(&client, &second.base, "/readyz").await.0, 200);
+    assert!(db.dir().join("other-blobs").is_dir(), "its own directory");
+    let download = client
+        .get(format!("{}/bundle/download?{query}", first.base))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 200, "the first database's bundle is still there");
+    assert_eq!(download.text().await.expect("bytes"), "the first database's bundle");
+    drop(second);
+    drop(first);
+
+    // Beside a former shared directory that no `keygate.db` owns: refused,
+    // saying what to do.
+    std::fs::rename(db.dir().join("keygate.db"), db.dir().join("renamed.db")).expect("rename");
+    let third = format!("sqlite://{}", db.dir().join("third.db").display());
+    let refused = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &third,
+            "--bootstrap-email",
+            "q@example.com",
+        ])
+        .current_dir(db.dir())
+        .env_remove("KEYGATE_DATABASE_URL")
+        .env_remove("KEYGATE_BLOB_DIR")
+        .output()
+        .expect("run serve");
+    assert!(!refused.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("third-blobs") && stderr.contains("--blob-dir"), "{stderr}");
+}

@@ -91,7 +91,7 @@ struct ServeArgs {
     /// On an empty database, bootstrap this user and print the bootstrap JSON once.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_EMAIL")]
     bootstrap_email: Option<String>,
-    /// A directory for uploaded bundles [default: on PostgreSQL, the database itself, which every replica shares; on SQLite, a `keygate-blobs` directory beside the database file].
+    /// A directory for uploaded bundles [default: on PostgreSQL, the database itself, which every replica shares; on SQLite, `NAME-blobs` beside the database file `NAME.db`].
     #[arg(long, env = "KEYGATE_BLOB_DIR")]
     blob_dir: Option<PathBuf>,
     /// The most bytes the bundles of one organization may take in all [default: no limit].
@@ -371,7 +371,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let blobs = match (&args.blob_dir, store.shared_blobs()) {
         (None, Some(shared)) => crate::state::blobs::BlobStore::in_database(shared),
         (dir, _) => {
-            let dir = dir.clone().unwrap_or_else(|| default_blob_dir(&args.database.url));
+            let dir = match dir {
+                Some(dir) => dir.clone(),
+                None => default_blob_dir_in_use(&args.database.url)?,
+            };
             crate::state::blobs::BlobStore::open(&dir)
                 .map_err(|e| format!("cannot use {} for bundles: {e}", dir.display()))?
         }
@@ -477,13 +480,49 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR such as 10.0.0.0/8"))
 }
 
-/// `keygate-blobs` beside a SQLite database file; in the working directory otherwise.
+/// `NAME-blobs` beside a SQLite database file `NAME.db` (`keygate-blobs`
+/// beside `keygate.db`), so that two databases in one directory never share
+/// one (each `serve` removes what its own database does not list);
+/// `keygate-blobs` in the working directory otherwise.
 fn default_blob_dir(url: &str) -> PathBuf {
     let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
     match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
-        Some(path) => path.parent().unwrap_or(Path::new("")).join("keygate-blobs"),
+        Some(path) => {
+            let name = path.file_stem().and_then(|stem| stem.to_str()).filter(|stem| !stem.is_empty());
+            path.parent().unwrap_or(Path::new("")).join(format!("{}-blobs", name.unwrap_or("keygate")))
+        }
         None => PathBuf::from("keygate-blobs"),
     }
+}
+
+/// [`default_blob_dir`], unless it does not exist while `keygate-blobs`
+/// beside it does with no `keygate.db` of its own: every SQLite database
+/// kept its bundles there before, and which one they belong to is the
+/// operator's to say.
+fn default_blob_dir_in_use(url: &str) -> Result<PathBuf, String> {
+    let dir = default_blob_dir(url);
+    let former = dir.with_file_name("keygate-blobs");
+    let keygate_db_beside = || {
+        let beside =
+            std::fs::read_dir(former.parent().unwrap_or(Path::new("."))).into_iter().flatten().flatten();
+        // `keygate.db`, not its `keygate.db-wal` or `keygate.db-shm`.
+        let a_database = |path: &Path| {
+            path.is_file()
+                && path.file_stem() == Some("keygate".as_ref())
+                && path.extension().and_then(|e| e.to_str()).is_some_and(|e| !e.contains('-'))
+        };
+        beside.map(|entry| entry.path()).any(|path| a_database(&path))
+    };
+    if dir != former && !dir.exists() && former.exists() && !keygate_db_beside() {
+        return Err(format!(
+            "this database keeps its bundles in {dir}, which does not exist, while {former} beside it does \
+             (where every SQLite database kept them before): if they are this database's, rename it to {dir} \
+             or pass --blob-dir {former}; if another database's, create {dir}",
+            dir = dir.display(),
+            former = former.display()
+        ));
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -496,8 +535,9 @@ mod tests {
         assert_eq!(default_blob_dir("sqlite://keygate.db?mode=rwc"), PathBuf::from("keygate-blobs"));
         assert_eq!(
             default_blob_dir("sqlite:///var/lib/keygate/k.db"),
-            PathBuf::from("/var/lib/keygate/keygate-blobs")
+            PathBuf::from("/var/lib/keygate/k-blobs")
         );
+        assert_eq!(default_blob_dir("sqlite://data/other.sqlite"), PathBuf::from("data/other-blobs"));
         assert_eq!(default_blob_dir("postgres://db/keygate"), PathBuf::from("keygate-blobs"));
     }
 
