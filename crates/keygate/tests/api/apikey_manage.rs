@@ -144,7 +144,11 @@ async fn update_changes_name_mode_apps_and_expiry() {
     assert_eq!(updated["mode"], "write");
     assert_eq!(updated["limited_to_apps"], json!(["com.example.a"]));
     assert_eq!(updated["expires_at"], at.as_str());
-    assert!(updated["updated_at"].as_str() >= key["updated_at"].as_str());
+    // As times, not as text: `…:05Z` sorts after `…:05.1Z`.
+    let time = |value: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a time")).expect("RFC 3339")
+    };
+    assert!(time(&updated["updated_at"]) >= time(&key["updated_at"]), "{updated} {key}");
     assert!(updated["key"].as_str().expect("preview").contains('…'));
 
     let read_back = app.get(&path, &app.owner.key).await.ok()["apikey"].clone();
