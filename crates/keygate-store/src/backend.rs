@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::sql::{Db, sql};
+use crate::usage::KeyTotal;
 use crate::{AuthChange, Entity, Result, StoreError};
 
 pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -30,6 +31,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(Db<'c>) -> BoxFuture<'c, Result<Written<T>>> + Send + 'static;
+
+    /// Writes a batch of usage ([`crate::usage::per_key`]) in one
+    /// transaction, in as few statements as the database allows.
+    async fn write_usage(&self, keys: Vec<KeyTotal>) -> Result<()>;
 }
 
 /// How a transaction holds a row it read until it ends (on PostgreSQL; under

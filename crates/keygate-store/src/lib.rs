@@ -36,6 +36,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod usage;
+mod watchers;
 mod windows;
 
 use std::net::IpAddr;

@@ -5,7 +5,7 @@
 //! backend's module keeps only what differs (its pools, how a transaction
 //! begins and locks, the hot path of authentication).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{FromRow, Postgres, Sqlite};
@@ -37,6 +37,7 @@ pub(crate) enum Value {
     Bytes(Option<Vec<u8>>),
     Uuid(Option<Uuid>),
     Time(Option<DateTime<Utc>>),
+    Date(Option<NaiveDate>),
     Apps(Option<AppList>),
     Ids(Ids),
 }
@@ -107,6 +108,7 @@ values! {
     Bytes: Vec<u8> => std::convert::identity,
     Uuid: Uuid => std::convert::identity,
     Time: DateTime<Utc> => std::convert::identity,
+    Date: NaiveDate => std::convert::identity,
     Apps: AppList => std::convert::identity,
 }
 
@@ -145,6 +147,7 @@ macro_rules! bound {
                 Value::Bytes(v) => query.bind(v),
                 Value::Uuid(v) => query.bind(v),
                 Value::Time(v) => query.bind(v),
+                Value::Date(v) => query.bind(v),
                 Value::Apps(v) => query.bind(v),
                 Value::Ids(v) => query.bind(v),
             };

@@ -1,11 +1,42 @@
-//! A batch of usage as every backend writes it: merged per key and day,
-//! in key-id order.
+//! What keys did, per day. A batch is one write (all or nothing, like any
+//! other), merged per key and day and in key-id order ([`per_key`]), which
+//! each backend writes in as few statements as it can
+//! ([`Backend::write_usage`]): a key's last use never moves backwards, daily
+//! counts add up, and a key deleted meanwhile is skipped rather than an
+//! error. Usage is not a change of anything an administrator did, so it is
+//! not audited.
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::{DailyUse, KeyUse};
+use crate::backend::Backend;
+use crate::sql::sql;
+use crate::{DailyUse, KeyUse, Result, UsageStore};
+
+#[async_trait]
+impl<B: Backend> UsageStore for B {
+    async fn record_usage(&self, uses: &[KeyUse]) -> Result<()> {
+        self.write_usage(per_key(uses)).await
+    }
+
+    async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
+        let days = sql("SELECT day, requests, denied, credits, rate_limited, usage_exceeded, disabled \
+                        FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day");
+        Ok(days.bind(key_id).bind(since).fetch_all(&mut self.reads()).await?)
+    }
+}
+
+/// How the days of a batch add to those already stored: the end of the
+/// `INSERT INTO key_usage` of every backend.
+pub(crate) const ADD_DAYS: &str = "ON CONFLICT (key_id, day) DO UPDATE SET \
+     requests = key_usage.requests + excluded.requests, \
+     denied = key_usage.denied + excluded.denied, \
+     credits = key_usage.credits + excluded.credits, \
+     rate_limited = key_usage.rate_limited + excluded.rate_limited, \
+     usage_exceeded = key_usage.usage_exceeded + excluded.usage_exceeded, \
+     disabled = key_usage.disabled + excluded.disabled";
 
 /// What one key did in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

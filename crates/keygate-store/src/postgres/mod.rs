@@ -55,7 +55,7 @@ pub struct PostgresStore {
     /// authentications it records carry it.
     replica: Uuid,
     changes: ChangeFeed,
-    watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    watchers: crate::watchers::Watchers,
     blobs: Arc<blobs::PgBlobs>,
     windows: Arc<windows::PgRateWindows>,
     failures: failures::FailureQueue,
@@ -102,6 +102,8 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
         let replica = Uuid::new_v4();
         let (failures, failure_writer) = failures::share(pool.clone(), replica);
+        let watchers = crate::watchers::Watchers::default();
+        watchers.keep(&failure_writer);
         Ok(Self {
             blobs: Arc::new(blobs::PgBlobs { pool: pool.clone() }),
             windows: Arc::new(windows::PgRateWindows { pool: pool.clone() }),
@@ -109,7 +111,7 @@ impl PostgresStore {
             listen_pool,
             replica,
             changes: ChangeFeed::default(),
-            watchers: std::sync::Mutex::new(vec![failure_writer.abort_handle()]),
+            watchers,
             failures,
         })
     }
@@ -144,6 +146,10 @@ impl crate::backend::Backend for PostgresStore {
         self.changes.published(&changes);
         Ok(value)
     }
+
+    async fn write_usage(&self, keys: Vec<crate::usage::KeyTotal>) -> Result<()> {
+        usage::write(self, keys).await
+    }
 }
 
 fn config(what: &str, error: &dyn std::fmt::Display) -> StoreError {
@@ -166,9 +172,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
-        for watcher in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
-            watcher.abort();
-        }
+        self.watchers.stop();
         self.listen_pool.close().await;
         self.pool.close().await;
     }
@@ -179,10 +183,8 @@ impl Store for PostgresStore {
         let base = Instant::now();
         let listener = tokio::spawn(listen(self.listen_pool.clone(), cache, replica, base));
         let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), replica, base));
-        self.watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend([listener.abort_handle(), heartbeat.abort_handle()]);
+        self.watchers.keep(&listener);
+        self.watchers.keep(&heartbeat);
     }
 
     fn share_auth_failure(&self, client: std::net::IpAddr) {
@@ -197,7 +199,7 @@ impl Store for PostgresStore {
             self.replica,
             window,
         ));
-        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(listener.abort_handle());
+        self.watchers.keep(&listener);
     }
 
     fn pool_use(&self) -> Vec<PoolUse> {

@@ -47,7 +47,7 @@ pub struct SqliteStore {
     /// How the watcher opens its own read connection.
     watch_options: SqliteConnectOptions,
     changes: ChangeFeed,
-    watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    watchers: crate::watchers::Watchers,
     /// The file opened, checked before each batch of writes and by `ping`.
     file: DatabaseFile,
     /// Held by `serve` until the store is dropped.
@@ -143,6 +143,10 @@ impl Backend for SqliteStore {
     {
         self.writer.write(move |conn| work(Db::Sqlite(conn))).await
     }
+
+    async fn write_usage(&self, keys: Vec<crate::usage::KeyTotal>) -> Result<()> {
+        usage::write(self, keys).await
+    }
 }
 
 #[async_trait]
@@ -154,9 +158,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        for watcher in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
-            watcher.abort();
-        }
+        self.watchers.stop();
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -164,7 +166,7 @@ impl Store for SqliteStore {
     fn attach_cache(&self, cache: Arc<dyn AuthCache>) {
         self.changes.attach(cache.clone());
         let watcher = tokio::spawn(watch(self.watch_options.clone(), cache));
-        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(watcher.abort_handle());
+        self.watchers.keep(&watcher);
     }
 
     /// The read pool; the writer is one connection, always open.

@@ -1,28 +1,19 @@
-//! What keys did, per day. A batch is one write (all or nothing, like any
-//! other), merged per key and in key-id order ([`crate::usage::per_key`]);
-//! a key's last use never moves backwards, daily counts add up, and a key
-//! deleted meanwhile is skipped rather than an error. Usage is not a change
-//! of anything an administrator did, so it is not audited.
+//! A batch of usage on SQLite: one job of the writer, two statements per
+//! [`CHUNK`] keys rather than two per key (each statement is a hand-off to
+//! SQLite's thread, and a flush may carry every key in use).
 
-use async_trait::async_trait;
-use chrono::NaiveDate;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::SqliteStore;
-use crate::usage::per_key;
-use crate::{DailyUse, KeyUse, Result, UsageStore};
+use crate::usage::{ADD_DAYS, KeyTotal};
+use crate::{DailyUse, Result};
 
 /// Keys per statement: far below SQLite's 32,766 bound parameters.
 const CHUNK: usize = 1_000;
 
-#[async_trait]
-impl UsageStore for SqliteStore {
-    /// Two statements per [`CHUNK`] keys, not two per key: each statement
-    /// is a hand-off to SQLite's thread, and a flush may carry every key
-    /// in use.
-    async fn record_usage(&self, uses: &[KeyUse]) -> Result<()> {
-        let keys = per_key(uses);
-        self.write(move |conn| {
+pub(super) async fn write(store: &SqliteStore, keys: Vec<KeyTotal>) -> Result<()> {
+    store
+        .write(move |conn| {
             Box::pin(async move {
                 for chunk in keys.chunks(CHUNK) {
                     // The keys' rows first; a key deleted meanwhile matches
@@ -30,9 +21,9 @@ impl UsageStore for SqliteStore {
                     // foreign-key error.
                     let mut update = QueryBuilder::<Sqlite>::new(
                         "UPDATE api_keys SET last_used_at = CASE \
-                         WHEN b.column2 IS NOT NULL AND (api_keys.last_used_at IS NULL \
-                         OR api_keys.last_used_at < b.column2) THEN b.column2 \
-                         ELSE api_keys.last_used_at END FROM (",
+                     WHEN b.column2 IS NOT NULL AND (api_keys.last_used_at IS NULL \
+                     OR api_keys.last_used_at < b.column2) THEN b.column2 \
+                     ELSE api_keys.last_used_at END FROM (",
                     );
                     update.push_values(chunk, |mut row, key| {
                         row.push_bind(key.key_id).push_bind(key.last_used_at);
@@ -46,8 +37,8 @@ impl UsageStore for SqliteStore {
                     }
                     let mut insert = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO key_usage (key_id, day, requests, denied, credits, rate_limited, \
-                         usage_exceeded, disabled) \
-                         SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (",
+                     usage_exceeded, disabled) \
+                     SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (",
                     );
                     insert.push_values(&days, |mut row, (key_id, day)| {
                         row.push_bind(*key_id)
@@ -59,27 +50,12 @@ impl UsageStore for SqliteStore {
                             .push_bind(day.usage_exceeded)
                             .push_bind(day.disabled);
                     });
-                    insert.push(
-                        ") WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = column1) \
-                         ON CONFLICT (key_id, day) DO UPDATE SET \
-                         requests = key_usage.requests + excluded.requests, \
-                         denied = key_usage.denied + excluded.denied, \
-                         credits = key_usage.credits + excluded.credits, \
-                         rate_limited = key_usage.rate_limited + excluded.rate_limited, \
-                         usage_exceeded = key_usage.usage_exceeded + excluded.usage_exceeded, \
-                         disabled = key_usage.disabled + excluded.disabled",
-                    );
+                    insert.push(") WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = column1) ");
+                    insert.push(ADD_DAYS);
                     insert.build().execute(&mut *conn).await?;
                 }
                 Ok(((), vec![]))
             })
         })
         .await
-    }
-
-    async fn key_usage(&self, key_id: i64, since: NaiveDate) -> Result<Vec<DailyUse>> {
-        let sql = "SELECT day, requests, denied, credits, rate_limited, usage_exceeded, disabled \
-                   FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day";
-        Ok(sqlx::query_as(sql).bind(key_id).bind(since).fetch_all(&self.reader).await?)
-    }
 }
