@@ -3,12 +3,16 @@
 //! Reading needs R; creating, renaming and deleting W. An app-limited key
 //! sees and touches only its apps: any other answers 404, as if absent.
 
+use crate::admission::Admission;
+use crate::state::blobs::BlobStore;
 use axum::Json;
 use axum::extract::{Path, State};
 use keygate_core::authz::{Action, AppWrite, Target};
 use keygate_core::{AppId, KeyName};
 use keygate_store::App;
+use keygate_store::Store;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -16,7 +20,6 @@ use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::admission::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, parse_org_id, require_app_id, require_org_id};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppView {
@@ -102,10 +105,10 @@ fn parse_app_name(raw: Option<&str>) -> ApiResult<String> {
 }
 
 /// The app named in a path, if the caller may perform `action` on it.
-pub async fn find_app(state: &AppState, caller: &Caller, raw: &str, action: Action) -> ApiResult<App> {
+pub async fn find_app(admission: &Admission, caller: &Caller, raw: &str, action: Action) -> ApiResult<App> {
     let app_id = AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.to_string()))?;
-    let app = state.store.app(&app_id).await?.ok_or_else(ApiError::app_not_found)?;
-    caller.require(state, Target::app(app.org_id, &app.app_id), action, ApiError::app_not_found).await?;
+    let app = admission.store.app(&app_id).await?.ok_or_else(ApiError::app_not_found)?;
+    caller.require(admission, Target::app(app.org_id, &app.app_id), action, ApiError::app_not_found).await?;
     Ok(app)
 }
 
@@ -120,24 +123,25 @@ pub async fn find_app(state: &AppState, caller: &Caller, raw: &str, action: Acti
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<AppQuery>,
 ) -> ApiResult<Json<Data<AppView>>> {
     let apps = match query.org_id.as_deref() {
         Some(raw) => {
             let org_id = parse_org_id(raw)?;
-            caller.require(&state, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
-            state.store.apps_of_org(org_id).await?
+            caller.require(&admission, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
+            store.apps_of_org(org_id).await?
         }
-        None => state.store.apps_of_user(caller.user_id()).await?,
+        None => store.apps_of_user(caller.user_id()).await?,
     };
     let mut roles = std::collections::HashMap::new();
     let mut data = Vec::with_capacity(apps.len());
     for app in apps {
         let role = match roles.get(&app.org_id) {
             Some(role) => *role,
-            None => *roles.entry(app.org_id).or_insert(caller.role_in(&state, app.org_id).await?),
+            None => *roles.entry(app.org_id).or_insert(caller.role_in(&admission, app.org_id).await?),
         };
         if caller.principal.decide(role, Target::app(app.org_id, &app.app_id), Action::Read).is_allowed() {
             data.push(AppView::from(app));
@@ -157,11 +161,11 @@ pub async fn list(
     ),
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(admission): State<Admission>,
     caller: Caller,
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<OneApp>> {
-    let app = find_app(&state, &caller, &app_id, Action::Read).await?;
+    let app = find_app(&admission, &caller, &app_id, Action::Read).await?;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -176,7 +180,12 @@ pub async fn get(
         WriteErrors,
     ),
 )]
-pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody) -> ApiResult<Json<OneApp>> {
+pub async fn create(
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<OneApp>> {
     let request = body
         .json::<CreateApp>()?
         .ok_or_else(|| ApiError::invalid_body("Send {\"app_id\", \"name\", \"org_id\"}"))?;
@@ -184,8 +193,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     let name = parse_app_name(request.name.as_deref())?;
     let org_id = require_org_id(request.org_id.as_deref())?;
     let action = AppWrite::Create.action();
-    caller.require(&state, Target::app(org_id, &app_id), action, ApiError::org_not_found).await?;
-    let app = state.store.create_app(org_id, &app_id, &name, &caller.actor()).await?;
+    caller.require(&admission, Target::app(org_id, &app_id), action, ApiError::org_not_found).await?;
+    let app = store.create_app(org_id, &app_id, &name, &caller.actor()).await?;
     tracing::info!(app_id = %app.app_id, %org_id, "app created");
     Ok(Json(OneApp { app: app.into() }))
 }
@@ -203,21 +212,19 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: RawBody
     ),
 )]
 pub async fn rename(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Path(app_id): Path<String>,
     body: RawBody,
 ) -> ApiResult<Json<OneApp>> {
-    let app = find_app(&state, &caller, &app_id, AppWrite::Rename.action()).await?;
+    let app = find_app(&admission, &caller, &app_id, AppWrite::Rename.action()).await?;
     let request = body
         .json::<RenameApp>()?
         .ok_or_else(|| ApiError::bad_request("name_required", "name is required"))?;
     let name = parse_app_name(request.name.as_deref())?;
-    let app = state
-        .store
-        .rename_app(&app.app_id, &name, &caller.actor())
-        .await?
-        .ok_or_else(ApiError::app_not_found)?;
+    let app =
+        store.rename_app(&app.app_id, &name, &caller.actor()).await?.ok_or_else(ApiError::app_not_found)?;
     Ok(Json(OneApp { app: app.into() }))
 }
 
@@ -232,19 +239,21 @@ pub async fn rename(
     ),
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    State(blobs): State<BlobStore>,
     caller: Caller,
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<Success>> {
-    let app = find_app(&state, &caller, &app_id, AppWrite::Delete.action()).await?;
+    let app = find_app(&admission, &caller, &app_id, AppWrite::Delete.action()).await?;
     let (app_id, actor) = (app.app_id.clone(), caller.actor());
     // The rows, then the bytes, even if the client leaves meanwhile.
     let deleted = crate::state::blobs::to_completion(async move {
-        let blobs = state.store.delete_app(&app_id, &actor).await?;
-        if let Some(blobs) = &blobs {
-            state.blobs.remove(blobs).await;
+        let removed = store.delete_app(&app_id, &actor).await?;
+        if let Some(removed) = &removed {
+            blobs.remove(removed).await;
         }
-        Ok::<_, keygate_store::StoreError>(blobs)
+        Ok::<_, keygate_store::StoreError>(removed)
     });
     let blobs = deleted.await?.ok_or_else(ApiError::app_not_found)?;
     tracing::info!(app_id = %app.app_id, bundles = blobs.len(), "app deleted");

@@ -5,6 +5,9 @@
 //! way); the row that lists a bundle is written only once the bytes are
 //! safely on disk.
 
+use crate::admission::Admission;
+use crate::state::BundleLimits;
+use crate::state::blobs::BlobStore;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -12,8 +15,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keygate_core::authz::{Action, AppWrite};
 use keygate_core::rules;
+use keygate_store::Store;
 use keygate_store::{Bundle, NewBundle, StoreError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,7 +28,6 @@ use super::{Data, ReadErrors, SUCCESS, Success, Timestamp, WriteErrors};
 use crate::admission::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, required};
-use crate::state::AppState;
 use crate::state::blobs::{BlobError, to_completion};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,12 +117,13 @@ impl BundleQuery {
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<BundleQuery>,
 ) -> ApiResult<Json<Data<BundleView>>> {
-    let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
-    let bundles = state.store.bundles(&app.app_id).await?;
+    let app = find_app(&admission, &caller, query.app_id()?, Action::Read).await?;
+    let bundles = store.bundles(&app.app_id).await?;
     Ok(Json(Data { data: bundles.into_iter().map(BundleView::from).collect() }))
 }
 
@@ -135,73 +140,88 @@ pub async fn list(
     ),
 )]
 pub async fn upload(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    State(blobs): State<BlobStore>,
+    State(limits): State<BundleLimits>,
     caller: Caller,
     Params(query): Params<BundleQuery>,
     body: Body,
 ) -> ApiResult<Json<OneBundle>> {
-    let app = find_app(&state, &caller, query.app_id()?, AppWrite::Upload.action()).await?;
+    let app = find_app(&admission, &caller, query.app_id()?, AppWrite::Upload.action()).await?;
     let version = query.version()?;
     let exists =
         || ApiError::conflict("bundle_exists", format!("{} already has a bundle {version}", app.app_id));
-    if state.store.bundle(&app.app_id, &version).await?.is_some() {
+    if store.bundle(&app.app_id, &version).await?.is_some() {
         return Err(exists());
     }
     // What is left of the organization's quota bounds the upload at once, so
     // that a full organization is not sent 50 MiB first; the store checks
     // again under the write lock, against concurrent uploads.
-    let used = match state.max_org_storage {
-        Some(_) => state.store.org_storage(app.org_id).await?,
+    let used = match limits.max_org_storage {
+        Some(_) => store.org_storage(app.org_id).await?,
         None => 0,
     };
-    let allowance = rules::upload_allowance(state.max_org_storage, used, state.max_bundle_size)?;
+    let allowance = rules::upload_allowance(limits.max_org_storage, used, limits.max_bundle_size)?;
     let actor = caller.actor();
-    let bundle = to_completion(store(state, app.app_id, version, body, allowance, actor)).await?;
+    let upload = Upload { store, blobs, max_org_storage: limits.max_org_storage };
+    let bundle = to_completion(upload.write(app.app_id, version, body, allowance, actor)).await?;
     tracing::info!(app_id = %bundle.app_id, version = %bundle.version, size = bundle.size, "bundle uploaded");
     Ok(Json(OneBundle { bundle: bundle.into() }))
 }
 
-/// Writes the bytes of `body`, then the row that lists them; the bytes are
-/// removed again if the row cannot be written.
-async fn store(
-    state: AppState,
-    app_id: keygate_core::AppId,
-    version: String,
-    body: Body,
-    allowance: rules::UploadAllowance,
-    actor: keygate_store::Actor,
-) -> ApiResult<Bundle> {
-    let exists = || ApiError::conflict("bundle_exists", format!("{app_id} already has a bundle {version}"));
-    let blob = state.blobs.write(body, allowance.bytes).await.map_err(|e| match e {
-        BlobError::TooLarge(_) if allowance.by_quota => {
-            ApiError::storage_quota_exceeded(state.max_org_storage.unwrap_or_default())
-        }
-        BlobError::TooLarge(limit) => ApiError::payload_too_large("The bundle", limit),
-        BlobError::Empty => {
-            ApiError::bad_request("empty_bundle", "The bundle is empty: send its bytes as the request body")
-        }
-        BlobError::Body(error) => ApiError::invalid_body(format!("The upload was interrupted: {error}")),
-        BlobError::Io(error) => {
-            tracing::error!(%error, "blob store write failed");
-            ApiError::blob_storage(&error)
-        }
-    })?;
-    let new = NewBundle {
-        app_id: app_id.clone(),
-        version: version.clone(),
-        checksum: blob.checksum.clone(),
-        size: i64::try_from(blob.size).unwrap_or(i64::MAX),
-        blob_key: blob.key.clone(),
-        max_org_storage: state.max_org_storage,
-    };
-    match state.store.insert_bundle(new, &actor).await {
-        Ok(bundle) => Ok(bundle),
-        Err(error) => {
-            state.blobs.remove(std::slice::from_ref(&blob.key)).await;
-            Err(match error {
-                StoreError::Conflict(_) => exists(),
-                e => e.into(),
-            })
+/// Where an upload goes: its bytes, then the row that lists them.
+struct Upload {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    max_org_storage: Option<u64>,
+}
+
+impl Upload {
+    /// Writes the bytes of `body`, then the row that lists them; the bytes are
+    /// removed again if the row cannot be written.
+    async fn write(
+        self,
+        app_id: keygate_core::AppId,
+        version: String,
+        body: Body,
+        allowance: rules::UploadAllowance,
+        actor: keygate_store::Actor,
+    ) -> ApiResult<Bundle> {
+        let exists =
+            || ApiError::conflict("bundle_exists", format!("{app_id} already has a bundle {version}"));
+        let blob = self.blobs.write(body, allowance.bytes).await.map_err(|e| match e {
+            BlobError::TooLarge(_) if allowance.by_quota => {
+                ApiError::storage_quota_exceeded(self.max_org_storage.unwrap_or_default())
+            }
+            BlobError::TooLarge(limit) => ApiError::payload_too_large("The bundle", limit),
+            BlobError::Empty => ApiError::bad_request(
+                "empty_bundle",
+                "The bundle is empty: send its bytes as the request body",
+            ),
+            BlobError::Body(error) => ApiError::invalid_body(format!("The upload was interrupted: {error}")),
+            BlobError::Io(error) => {
+                tracing::error!(%error, "blob store write failed");
+                ApiError::blob_storage(&error)
+            }
+        })?;
+        let new = NewBundle {
+            app_id: app_id.clone(),
+            version: version.clone(),
+            checksum: blob.checksum.clone(),
+            size: i64::try_from(blob.size).unwrap_or(i64::MAX),
+            blob_key: blob.key.clone(),
+            max_org_storage: self.max_org_storage,
+        };
+        match self.store.insert_bundle(new, &actor).await {
+            Ok(bundle) => Ok(bundle),
+            Err(error) => {
+                self.blobs.remove(std::slice::from_ref(&blob.key)).await;
+                Err(match error {
+                    StoreError::Conflict(_) => exists(),
+                    e => e.into(),
+                })
+            }
         }
     }
 }
@@ -217,18 +237,20 @@ async fn store(
     ),
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    State(blobs): State<BlobStore>,
     caller: Caller,
     Params(query): Params<BundleQuery>,
 ) -> ApiResult<Json<Success>> {
-    let app = find_app(&state, &caller, query.app_id()?, AppWrite::DeleteBundle.action()).await?;
+    let app = find_app(&admission, &caller, query.app_id()?, AppWrite::DeleteBundle.action()).await?;
     let version = query.version()?;
     let actor = caller.actor();
     // The row, then its bytes, even if the client leaves meanwhile.
     let deleted = to_completion(async move {
-        let deleted = state.store.delete_bundle(&app.app_id, &version, &actor).await?;
+        let deleted = store.delete_bundle(&app.app_id, &version, &actor).await?;
         if let Some(bundle) = &deleted {
-            state.blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
+            blobs.remove(std::slice::from_ref(&bundle.blob_key)).await;
         }
         Ok::<_, StoreError>(deleted)
     });
@@ -247,14 +269,16 @@ pub async fn delete(
     ),
 )]
 pub async fn download(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    State(blobs): State<BlobStore>,
     caller: Caller,
     Params(query): Params<BundleQuery>,
 ) -> ApiResult<Response> {
-    let app = find_app(&state, &caller, query.app_id()?, Action::Read).await?;
+    let app = find_app(&admission, &caller, query.app_id()?, Action::Read).await?;
     let version = query.version()?;
-    let bundle = state.store.bundle(&app.app_id, &version).await?.ok_or_else(ApiError::bundle_not_found)?;
-    let body = state.blobs.read(&bundle.blob_key).await.map_err(|error| {
+    let bundle = store.bundle(&app.app_id, &version).await?.ok_or_else(ApiError::bundle_not_found)?;
+    let body = blobs.read(&bundle.blob_key).await.map_err(|error| {
         tracing::error!(%error, blob = %bundle.blob_key, "a listed bundle's blob cannot be read");
         ApiError::blob_unreadable()
     })?;

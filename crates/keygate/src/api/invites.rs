@@ -24,15 +24,18 @@
 //! `apikey.create`. Each decision is the store's, over what it reads in the
 //! write's own transaction.
 
+use crate::admission::Admission;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keygate_core::Role;
 use keygate_core::authz::{Action, Target};
 use keygate_core::rules::Refusal;
+use keygate_store::Store;
 use keygate_store::{Invite, NewInvite, PresentedKey, Redeemer, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use std::sync::Arc;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -45,7 +48,6 @@ use crate::api::apikey::new_key_material;
 use crate::http::client_address::ClientAddress;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, SmallBody, require_org_id, required};
-use crate::state::AppState;
 use keygate_core::bounds;
 use keygate_core::key::INVITATION_CODE_PREFIX;
 
@@ -177,13 +179,14 @@ fn invite_not_found() -> ApiError {
     ),
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneInvite>> {
     let request = body.json::<CreateInvite>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     // An invitation is a credential the calling key makes: a key with
     // limits or app limits makes none, as it mints no keys.
     if !caller.principal.may_mint() {
@@ -203,7 +206,7 @@ pub async fn create(
     let (code, digest) = new_code()?;
     let expires_at: DateTime<Utc> = keygate_store::truncate(Utc::now() + chrono::Duration::days(days));
     let new = NewInvite { org_id, email, role, digest, expires_at };
-    let invite = state.store.create_invite(new, &caller.actor()).await?;
+    let invite = store.create_invite(new, &caller.actor()).await?;
     tracing::info!(%org_id, invite_id = invite.id, role = role.as_str(), "invitation created");
     Ok(Json(OneInvite { invite: InviteView::new(invite, Some(code)) }))
 }
@@ -219,13 +222,14 @@ pub async fn create(
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<super::organization::OrgQuery>,
 ) -> ApiResult<Json<Data<InviteView>>> {
     let org_id = require_org_id(query.org_id())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let invites = state.store.pending_invites(org_id, Utc::now()).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let invites = store.pending_invites(org_id, Utc::now()).await?;
     Ok(Json(Data { data: invites.into_iter().map(|invite| InviteView::new(invite, None)).collect() }))
 }
 
@@ -240,12 +244,13 @@ pub async fn list(
     ),
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<InviteQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let id = crate::http::extract::int_in_range(
         query.id.as_deref(),
         "id",
@@ -253,7 +258,7 @@ pub async fn revoke(
         "invalid_invite_id",
     )?
     .ok_or_else(|| ApiError::bad_request("invite_id_required", "id is required"))?;
-    if !state.store.revoke_invite(org_id, id, &caller.actor()).await? {
+    if !store.revoke_invite(org_id, id, &caller.actor()).await? {
         return Err(invite_not_found());
     }
     tracing::info!(%org_id, invite_id = id, "invitation withdrawn");
@@ -279,7 +284,8 @@ pub async fn revoke(
     security((), ("api_key" = []))
 )]
 pub async fn redeem(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     ClientAddress(address): ClientAddress,
     OptionalCaller(caller): OptionalCaller,
     body: SmallBody,
@@ -300,8 +306,8 @@ pub async fn redeem(
     });
     let (secret, first_key) = new_key_material()?;
     let redeemer = Redeemer { presented, first_key, ip: address };
-    let redeemed = guarded(&state.admission, address, async {
-        match state.store.redeem_invite(&digest(&code), Utc::now(), redeemer).await {
+    let redeemed = guarded(&admission, address, async {
+        match store.redeem_invite(&digest(&code), Utc::now(), redeemer).await {
             Ok(Some(redeemed)) => Ok(Credential::Accepted(redeemed)),
             Ok(None) | Err(StoreError::Refused(Refusal::InvitationVoid)) => {
                 Ok(Credential::Refused(invite_not_found()))

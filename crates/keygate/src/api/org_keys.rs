@@ -13,10 +13,13 @@
 //! decided by the store over what it reads in the write's own transaction).
 //! Blocks are audited (`apikey.block`, `apikey.unblock`).
 
+use crate::admission::Admission;
 use axum::Json;
 use axum::extract::State;
 use keygate_core::authz::{Action, Target};
+use keygate_store::Store;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
@@ -25,7 +28,6 @@ use super::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::admission::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, require_org_id};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyInOrgView {
@@ -74,19 +76,17 @@ impl IntoParams for BlockQuery {
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<super::organization::OrgQuery>,
 ) -> ApiResult<Json<Data<KeyInOrgView>>> {
     let org_id = require_org_id(query.org_id())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
-    let keys = state.store.keys_acting_in(org_id).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    let keys = store.keys_acting_in(org_id).await?;
     let data = keys
         .into_iter()
-        .map(|k| KeyInOrgView {
-            apikey: ApiKeyView::masked(k.key, &state.admission.quotas),
-            blocked: k.blocked,
-        })
+        .map(|k| KeyInOrgView { apikey: ApiKeyView::masked(k.key, &admission.quotas), blocked: k.blocked })
         .collect();
     Ok(Json(Data { data }))
 }
@@ -102,13 +102,18 @@ pub async fn list(
         WriteErrors,
     ),
 )]
-pub async fn block(State(state): State<AppState>, caller: Caller, body: RawBody) -> ApiResult<Json<Success>> {
+pub async fn block(
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    caller: Caller,
+    body: RawBody,
+) -> ApiResult<Json<Success>> {
     let request = body.json::<BlockKey>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let key_id =
         request.key_id.ok_or_else(|| ApiError::bad_request("key_id_required", "key_id is required"))?;
-    state.store.block_key(org_id, key_id, &caller.actor()).await?;
+    store.block_key(org_id, key_id, &caller.actor()).await?;
     tracing::info!(%org_id, key_id, "key blocked in the organization");
     Ok(Json(SUCCESS))
 }
@@ -124,12 +129,13 @@ pub async fn block(State(state): State<AppState>, caller: Caller, body: RawBody)
     ),
 )]
 pub async fn unblock(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<BlockQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let key_id = crate::http::extract::int_in_range(
         query.key_id.as_deref(),
         "key_id",
@@ -137,7 +143,7 @@ pub async fn unblock(
         "invalid_key_id",
     )?
     .ok_or_else(|| ApiError::bad_request("key_id_required", "key_id is required"))?;
-    if !state.store.unblock_key(org_id, key_id, &caller.actor()).await? {
+    if !store.unblock_key(org_id, key_id, &caller.actor()).await? {
         return Err(ApiError::api_key_not_found());
     }
     tracing::info!(%org_id, key_id, "key unblocked in the organization");

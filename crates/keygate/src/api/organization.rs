@@ -7,13 +7,17 @@
 //! are checked by the store, under the organization's lock, with
 //! [`rules::may_change_membership`] and [`rules::keeps_a_super_admin`].
 
+use crate::admission::Admission;
+use crate::state::blobs::BlobStore;
 use axum::Json;
 use axum::extract::State;
 use keygate_core::authz::{Action, Target};
 use keygate_core::rules;
 use keygate_core::{Email, OrgName, Role};
+use keygate_store::Store;
 use keygate_store::{Member, OrgChanges, Organization};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -23,7 +27,6 @@ use crate::admission::caller::Caller;
 use crate::api::apikey::limit_fields::{LimitChanges, RateLimitInput, RateLimitView};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, int_in_range, present, present_whole, require_org_id, required};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
@@ -207,12 +210,16 @@ fn parse_max_days(days: i64) -> ApiResult<i32> {
         ReadErrors,
     ),
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Data<OrganizationView>>> {
-    let memberships = state.store.memberships(caller.user_id()).await?;
+pub async fn list(
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    caller: Caller,
+) -> ApiResult<Json<Data<OrganizationView>>> {
+    let memberships = store.memberships(caller.user_id()).await?;
     let mut data = Vec::with_capacity(memberships.len());
     for m in memberships {
         // As the calling key acts there: within its scope, and not blocked.
-        if caller.decide(&state, Target::org(m.organization.id), Action::Read).await?.is_allowed() {
+        if caller.decide(&admission, Target::org(m.organization.id), Action::Read).await?.is_allowed() {
             data.push(OrganizationView::new(m.organization, m.role));
         }
     }
@@ -231,7 +238,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     ),
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneOrganization>> {
@@ -245,7 +252,7 @@ pub async fn create(
     let request =
         body.json::<CreateOrganization>()?.ok_or_else(|| ApiError::invalid_body("Send {\"name\": …}"))?;
     let name = parse_org_name(request.name.as_deref())?;
-    let org = state.store.create_organization(&name, caller.user_id(), &caller.actor()).await?;
+    let org = store.create_organization(&name, caller.user_id(), &caller.actor()).await?;
     tracing::info!(org_id = %org.id, "organization created");
     Ok(Json(OneOrganization { organization: OrganizationView::new(org, rules::CREATOR_ROLE) }))
 }
@@ -262,14 +269,15 @@ pub async fn create(
     ),
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneOrganization>> {
     let request = body.json::<UpdateOrganization>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
     let role =
-        caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+        caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let changes = OrgChanges {
         name: request.name.as_deref().map(|n| parse_org_name(Some(n))).transpose()?,
         require_apikey_expiration: request.require_apikey_expiration,
@@ -283,8 +291,7 @@ pub async fn update(
     if changes.ratelimits.is_some() {
         rules::may_change_shared_limits(role)?;
     }
-    let org = state
-        .store
+    let org = store
         .update_organization(org_id, changes, &caller.actor())
         .await?
         .ok_or_else(ApiError::org_not_found)?;
@@ -302,20 +309,22 @@ pub async fn update(
     ),
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    State(blobs): State<BlobStore>,
     caller: Caller,
     Params(query): Params<OrgQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Own, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Own, ApiError::org_not_found).await?;
     let actor = caller.actor();
     // The rows, then the bytes, even if the client leaves meanwhile.
     let deleted = crate::state::blobs::to_completion(async move {
-        let blobs = state.store.delete_organization(org_id, &actor).await?;
-        if let Some(blobs) = &blobs {
-            state.blobs.remove(blobs).await;
+        let removed = store.delete_organization(org_id, &actor).await?;
+        if let Some(removed) = &removed {
+            blobs.remove(removed).await;
         }
-        Ok::<_, keygate_store::StoreError>(blobs)
+        Ok::<_, keygate_store::StoreError>(removed)
     });
     let blobs = deleted.await?.ok_or_else(ApiError::org_not_found)?;
     tracing::info!(%org_id, bundles = blobs.len(), "organization deleted");
@@ -333,13 +342,14 @@ pub async fn delete(
     ),
 )]
 pub async fn members(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<OrgQuery>,
 ) -> ApiResult<Json<Data<MemberView>>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
-    let members = state.store.members(org_id).await?;
+    caller.require(&admission, Target::org(org_id), Action::Read, ApiError::org_not_found).await?;
+    let members = store.members(org_id).await?;
     Ok(Json(Data { data: members.into_iter().map(MemberView::from).collect() }))
 }
 
@@ -355,15 +365,16 @@ pub async fn members(
     ),
 )]
 pub async fn set_member(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     body: RawBody,
 ) -> ApiResult<Json<OneMember>> {
     let request = body.json::<SetMember>()?.ok_or_else(ApiError::org_id_required)?;
     let org_id = require_org_id(request.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let (email, role) = parse_member(request.email.as_deref(), request.role.as_deref())?;
-    let member = state.store.set_member(org_id, &email, role, &caller.actor()).await?;
+    let member = store.set_member(org_id, &email, role, &caller.actor()).await?;
     tracing::info!(%org_id, user_id = %member.user_id, role = role.as_str(), "membership set");
     Ok(Json(OneMember { member: member.into() }))
 }
@@ -380,16 +391,17 @@ pub async fn set_member(
     ),
 )]
 pub async fn remove_member(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<MemberQuery>,
 ) -> ApiResult<Json<Success>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let user_id = required(query.user_id.as_deref())
         .ok_or_else(|| ApiError::bad_request("user_id_required", "user_id is required"))?;
     let user_id = Uuid::parse_str(user_id).map_err(|_| ApiError::member_not_found())?;
-    if !state.store.remove_member(org_id, user_id, &caller.actor()).await? {
+    if !store.remove_member(org_id, user_id, &caller.actor()).await? {
         return Err(ApiError::member_not_found());
     }
     tracing::info!(%org_id, %user_id, "member removed");
@@ -464,12 +476,13 @@ impl From<keygate_store::AuditEvent> for AuditEventView {
     ),
 )]
 pub async fn audit_log(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<AuditQuery>,
 ) -> ApiResult<Json<Data<AuditEventView>>> {
     let org_id = require_org_id(query.org_id.as_deref())?;
-    caller.require(&state, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
+    caller.require(&admission, Target::org(org_id), Action::Administer, ApiError::org_not_found).await?;
     let limit =
         int_in_range(query.limit.as_deref(), "limit", 1..=MAX_AUDIT_PAGE, "invalid_query")?.unwrap_or(50);
     let before = int_in_range(
@@ -478,6 +491,6 @@ pub async fn audit_log(
         1..=crate::http::extract::MAX_SAFE_INTEGER,
         "invalid_query",
     )?;
-    let events = state.store.audit_events(org_id, before, limit).await?;
+    let events = store.audit_events(org_id, before, limit).await?;
     Ok(Json(Data { data: events.into_iter().map(AuditEventView::from).collect() }))
 }

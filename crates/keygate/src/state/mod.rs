@@ -83,6 +83,19 @@ impl FromRef<AppState> for Forwarding {
     }
 }
 
+/// How large bundles may be: what an upload is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct BundleLimits {
+    pub max_bundle_size: u64,
+    pub max_org_storage: Option<u64>,
+}
+
+impl FromRef<AppState> for BundleLimits {
+    fn from_ref(state: &AppState) -> Self {
+        BundleLimits { max_bundle_size: state.max_bundle_size, max_org_storage: state.max_org_storage }
+    }
+}
+
 impl FromRef<AppState> for BodyBudget {
     fn from_ref(state: &AppState) -> Self {
         state.body_budget.clone()

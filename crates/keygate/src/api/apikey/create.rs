@@ -1,14 +1,17 @@
 //! `POST /apikey`: a new key, its secret shown this once.
 
+use crate::admission::Admission;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keygate_core::rules;
 use keygate_core::{AppId, KeyName, Mode, Scope};
+use keygate_store::Store;
 use keygate_store::{KeyLimits, NewApiKey};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -18,7 +21,6 @@ use crate::admission::caller::Caller;
 use crate::api::{ReadErrors, WriteErrors};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, parse_org_id, required};
-use crate::state::AppState;
 
 /// The fields of `POST /apikey`, from a JSON body or the query string.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -143,7 +145,8 @@ impl CreateKey {
     ),
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<CreateQuery>,
     body: RawBody,
@@ -173,7 +176,7 @@ pub async fn create(
     // its role there and the organization's policy as they stand then
     // (`key_writes::may_create_key`): 404 outside the caller's view, 400
     // against the policy, 403 beyond what the calling key may grant.
-    let key = state.store.insert_key(new, &caller.actor()).await?;
+    let key = store.insert_key(new, &caller.actor()).await?;
     tracing::info!(key_id = key.id, org_id = %request.org_id, mode = key.mode.as_str(), "api key created");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &state.admission.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(key, &secret, &admission.quotas) }))
 }

@@ -15,11 +15,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::limit_fields;
+use crate::admission::Admission;
 use crate::admission::caller::Caller;
 use crate::admission::quota::Quotas;
 use crate::api::Timestamp;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use axum::extract::FromRef;
 
 /// At most this many apps in `limited_to_apps`.
 pub(crate) const MAX_APPS: usize = keygate_core::bounds::MAX_APPS;
@@ -202,19 +203,19 @@ impl ManagedKey {
     /// ([`key_writes::may_write_key`]) over what this request read: a quick,
     /// clear answer. The store decides again, over the rows as its
     /// transaction finds them, before it commits.
-    pub async fn may_write(&self, state: &AppState, write: KeyWrite<'_>) -> ApiResult<()> {
+    pub async fn may_write(&self, admission: &Admission, write: KeyWrite<'_>) -> ApiResult<()> {
         let caller = &self.caller;
         let (mut caller_role, mut owner_role, mut policy) = (None, None, None);
         if let Some(org) = self.key.org_id {
             if caller.principal.scope.contains_org(org) {
-                caller_role = caller.role_in(state, org).await?;
+                caller_role = caller.role_in(admission, org).await?;
             }
             owner_role = match self.key.user_id == caller.user_id() {
                 true => caller_role,
-                false => state.store.role(org, self.key.user_id).await?,
+                false => admission.store.role(org, self.key.user_id).await?,
             };
             if matches!(write, KeyWrite::Edit(edit) if edit.expires_at.is_some()) {
-                let org = state.store.organization(org).await?.ok_or_else(ApiError::api_key_not_found)?;
+                let org = admission.store.organization(org).await?.ok_or_else(ApiError::api_key_not_found)?;
                 policy = Some(org.expiry_policy());
             }
         }
@@ -238,18 +239,24 @@ pub struct KeyPath {
     id_or_key: String,
 }
 
-impl FromRequestParts<AppState> for ManagedKey {
+impl<S> FromRequestParts<S> for ManagedKey
+where
+    S: Send + Sync,
+    Admission: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_key_management()?;
         let Path(KeyPath { id_or_key }) = Path::<KeyPath>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| ApiError::from_status(rejection.status()))?;
         let key = match KeyRef::parse(&id_or_key) {
-            KeyRef::Id(id) => state.store.key_by_id(id).await?,
-            KeyRef::Secret(secret) => state.store.key_by_digest(&secret.digest()).await?,
+            KeyRef::Id(id) => Admission::from_ref(state).store.key_by_id(id).await?,
+            KeyRef::Secret(secret) => {
+                Admission::from_ref(state).store.key_by_digest(&secret.digest()).await?
+            }
             KeyRef::Nothing => None,
         };
         let key = key.ok_or_else(ApiError::api_key_not_found)?;

@@ -1,13 +1,16 @@
 //! A key's lifecycle beyond plain changes: rotation with a grace period,
 //! and revocation of a leaked key by whoever holds it.
 
+use crate::admission::Admission;
 use axum::Json;
 use axum::extract::State;
 use keygate_core::ApiKeySecret;
 use keygate_core::bounds;
 use keygate_core::key_writes::KeyWrite;
 use keygate_store::Actor;
+use keygate_store::Store;
 use serde::Deserialize;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use super::key::{ApiKeyView, KeyPath, ManagedKey, OneKey, new_key_material};
@@ -15,7 +18,6 @@ use crate::api::{ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::http::client_address::ClientAddress;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{RawBody, SmallBody};
-use crate::state::AppState;
 
 /// The body of `POST /apikey/revoke`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,7 +48,7 @@ struct RevokeKey {
     security(())
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     ClientAddress(address): ClientAddress,
     body: SmallBody,
 ) -> ApiResult<Json<Success>> {
@@ -59,7 +61,7 @@ pub async fn revoke(
         return Ok(Json(SUCCESS));
     };
     let reporter = Actor { user_id: None, key_id: None, ip: address, presented: None };
-    let revoked = state.store.revoke_key(&secret.digest(), &reporter).await?;
+    let revoked = store.revoke_key(&secret.digest(), &reporter).await?;
     if !revoked.is_empty() {
         let key_ids: Vec<i64> = revoked.iter().map(|key| key.id).collect();
         tracing::warn!(?key_ids, "an api key was revoked as leaked, with every key it created");
@@ -93,11 +95,12 @@ struct RotateKey {
     ),
 )]
 pub async fn rotate(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     managed: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
-    managed.may_write(&state, KeyWrite::Rotate).await?;
+    managed.may_write(&admission, KeyWrite::Rotate).await?;
     let ManagedKey { caller, key } = managed;
     let grace = body.json::<RotateKey>()?.unwrap_or_default().grace_period_seconds.unwrap_or(0);
     let Some(grace) = bounds::within(grace, &bounds::GRACE_SECONDS) else {
@@ -108,9 +111,9 @@ pub async fn rotate(
     };
     let grace_until = (grace > 0).then(|| keygate_store::now() + chrono::Duration::seconds(grace));
     let (secret, material) = new_key_material()?;
-    let rotated = state.store.rotate_key(key.id, &key.digest, material, grace_until, &caller.actor()).await?;
+    let rotated = store.rotate_key(key.id, &key.digest, material, grace_until, &caller.actor()).await?;
     let Some(rotated) = rotated else {
-        return Err(match state.store.key_by_id(key.id).await? {
+        return Err(match store.key_by_id(key.id).await? {
             Some(_) => ApiError::conflict(
                 "rotation_conflict",
                 "The key changed while rotating it; read it again and retry",
@@ -119,5 +122,5 @@ pub async fn rotate(
         });
     };
     tracing::info!(key_id = rotated.id, grace_seconds = grace, "api key rotated");
-    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret, &state.admission.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::revealed(rotated, &secret, &admission.quotas) }))
 }

@@ -1,5 +1,6 @@
 //! Listing, reading, changing and deleting keys.
 
+use crate::admission::Admission;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -7,10 +8,12 @@ use keygate_core::Decision;
 use keygate_core::authz::{Action, Target};
 use keygate_core::key_writes::KeyWrite;
 use keygate_core::rules;
+use keygate_store::Store;
 use keygate_store::{ApiKeyRecord, KeyChanges};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::key::{ApiKeyView, KeyPath, ManagedKey, OneKey, parse_apps, parse_expiry, parse_mode, parse_name};
@@ -19,7 +22,6 @@ use crate::admission::caller::Caller;
 use crate::api::{Data, ReadErrors, SUCCESS, Success, WriteErrors};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Params, RawBody, parse_org_id, present};
-use crate::state::AppState;
 
 /// The fields of `PUT /apikey/:id`. The read-only fields of the ApiKey
 /// object are accepted and ignored, so a client may send back what it read.
@@ -122,7 +124,8 @@ pub struct ListQuery {
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     caller: Caller,
     Params(query): Params<ListQuery>,
 ) -> ApiResult<Json<Data<ApiKeyView>>> {
@@ -130,19 +133,19 @@ pub async fn list(
     let keys = match query.org_id {
         Some(raw) => {
             let org = parse_org_id(&raw)?;
-            match caller.decide(&state, Target::org(org), Action::Administer).await? {
-                Decision::Allow => state.store.keys_of_org(org).await?,
+            match caller.decide(&admission, Target::org(org), Action::Administer).await? {
+                Decision::Allow => store.keys_of_org(org).await?,
                 Decision::Forbidden => return Err(ApiError::insufficient_permissions()),
                 Decision::Invisible => return Err(ApiError::org_not_found()),
             }
         }
         None => {
-            let keys = state.store.keys_of_user(caller.user_id()).await?;
+            let keys = store.keys_of_user(caller.user_id()).await?;
             // How the calling key acts in each organization its owner's keys are scoped to.
             let mut decisions = std::collections::HashMap::new();
             for org in keys.iter().filter_map(|key| key.org_id) {
                 if let std::collections::hash_map::Entry::Vacant(entry) = decisions.entry(org) {
-                    entry.insert(caller.decide(&state, Target::org(org), Action::Administer).await?);
+                    entry.insert(caller.decide(&admission, Target::org(org), Action::Administer).await?);
                 }
             }
             let decision = |key: &ApiKeyRecord| {
@@ -153,9 +156,7 @@ pub async fn list(
                 .collect()
         }
     };
-    Ok(Json(Data {
-        data: keys.into_iter().map(|key| ApiKeyView::masked(key, &state.admission.quotas)).collect(),
-    }))
+    Ok(Json(Data { data: keys.into_iter().map(|key| ApiKeyView::masked(key, &admission.quotas)).collect() }))
 }
 
 #[utoipa::path(
@@ -169,10 +170,10 @@ pub async fn list(
     ),
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(admission): State<Admission>,
     ManagedKey { key, .. }: ManagedKey,
 ) -> ApiResult<Json<OneKey>> {
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &state.admission.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(key, &admission.quotas) }))
 }
 
 #[utoipa::path(
@@ -188,7 +189,8 @@ pub async fn get(
     ),
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
     managed: ManagedKey,
     body: RawBody,
 ) -> ApiResult<Json<OneKey>> {
@@ -198,20 +200,17 @@ pub async fn update(
         Some(fields) => fields.parse(now)?,
         None => KeyChanges::default(),
     };
-    unchanged_limits_dropped(&mut changes, key, &state.admission.quotas);
+    unchanged_limits_dropped(&mut changes, key, &admission.quotas);
     // Decided even when nothing changes: a PUT is answered alike whatever it carries.
-    managed.may_write(&state, KeyWrite::Edit(&changes.edit())).await?;
+    managed.may_write(&admission, KeyWrite::Edit(&changes.edit())).await?;
     if changes.is_empty() {
-        return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &state.admission.quotas) }));
+        return Ok(Json(OneKey { apikey: ApiKeyView::masked(managed.key, &admission.quotas) }));
     }
     let caller = &managed.caller;
-    let updated = state
-        .store
-        .update_key(key.id, changes, &caller.actor())
-        .await?
-        .ok_or_else(ApiError::api_key_not_found)?;
+    let updated =
+        store.update_key(key.id, changes, &caller.actor()).await?.ok_or_else(ApiError::api_key_not_found)?;
     tracing::info!(key_id = updated.id, "api key updated");
-    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated, &state.admission.quotas) }))
+    Ok(Json(OneKey { apikey: ApiKeyView::masked(updated, &admission.quotas) }))
 }
 
 /// Limit fields sent with the value they already have (an ApiKey object
@@ -246,10 +245,14 @@ fn unchanged_limits_dropped(
         ReadErrors,
     ),
 )]
-pub async fn delete(State(state): State<AppState>, managed: ManagedKey) -> ApiResult<Json<Success>> {
-    managed.may_write(&state, KeyWrite::Delete).await?;
+pub async fn delete(
+    State(store): State<Arc<dyn Store>>,
+    State(admission): State<Admission>,
+    managed: ManagedKey,
+) -> ApiResult<Json<Success>> {
+    managed.may_write(&admission, KeyWrite::Delete).await?;
     let ManagedKey { caller, key } = managed;
-    if !state.store.delete_key(key.id, &caller.actor()).await? {
+    if !store.delete_key(key.id, &caller.actor()).await? {
         return Err(ApiError::api_key_not_found());
     }
     tracing::info!(key_id = key.id, "api key deleted");

@@ -4,14 +4,15 @@ use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use keygate_store::DailyUse;
+use keygate_store::Store;
 use serde::Deserialize;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::key::{KeyPath, ManagedKey};
 use crate::api::{ReadErrors, Timestamp};
 use crate::http::error::ApiResult;
 use crate::http::extract::{Params, int_in_range};
-use crate::state::AppState;
 
 /// The longest usage history one request returns.
 const MAX_USAGE_DAYS: i64 = 90;
@@ -70,14 +71,14 @@ pub struct UsageView {
     ),
 )]
 pub async fn usage(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Params(query): Params<UsageQuery>,
     ManagedKey { key, .. }: ManagedKey,
 ) -> ApiResult<Json<UsageView>> {
     let days = int_in_range(query.days.as_deref(), "days", 1..=MAX_USAGE_DAYS, "invalid_days")?.unwrap_or(30);
     let today = Utc::now().date_naive();
     let first = today - chrono::Duration::days(days - 1);
-    let recorded = state.store.key_usage(key.id, first).await?;
+    let recorded = store.key_usage(key.id, first).await?;
     let data = first
         .iter_days()
         .take_while(|d| *d <= today)
