@@ -529,17 +529,10 @@ fn dry(ask: &Ask<'_>, short: &Shortfall, now: DateTime<Utc>) -> Option<Outcome> 
             return Some(Outcome::RateLimited(report(window, ask.budget.subject, now)));
         }
     }
-    match &state.credits {
-        Some(credits)
-            if short.credits > 0
-                && credits
-                    .dry_until
-                    .is_some_and(|(until, asked)| short.credits >= asked && dry_now(Some(until))) =>
-        {
-            Some(Outcome::UsageExceeded { remaining: credits.unleased + credits.left })
-        }
-        _ => None,
-    }
+    let credits = state.credits.as_ref().filter(|_| short.credits > 0)?;
+    let (until, asked) = credits.dry_until?;
+    (short.credits >= asked && dry_now(Some(until)))
+        .then(|| Outcome::UsageExceeded { remaining: credits.unleased + credits.left })
 }
 
 /// The refusal for what is still short after leasing.
