@@ -101,8 +101,19 @@ impl ForwardAuth {
         let (method, target) = self.original(method, uri, headers)?;
         let (path, query) = split_target(&target)?;
         let segments = path_segments(path)?;
+        let form = method == Method::POST && is_form(headers);
         let mut methods = vec![method];
         overrides(&header_overrides, query, &mut methods)?;
+        // A form's body, which keygate never sees, may carry `_method`
+        // (Rails, Laravel and Symfony honour it): a form POST needs what
+        // every method it could become needs.
+        if form {
+            for method in [Method::PUT, Method::PATCH, Method::DELETE] {
+                if !methods.contains(&method) {
+                    methods.push(method);
+                }
+            }
+        }
         methods.iter().map(|method| self.rules.judge(method, &segments, headers)).collect()
     }
 
@@ -202,6 +213,20 @@ impl ForwardAuth {
         }
         Ok(overrides)
     }
+}
+
+/// Whether the request's body is a form (`application/x-www-form-urlencoded`
+/// or `multipart/form-data`), the kind frameworks read `_method` from.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers.get_all(axum::http::header::CONTENT_TYPE).iter().any(|value| match value.to_str() {
+        Ok(value) => {
+            let media = value.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                || media.eq_ignore_ascii_case("multipart/form-data")
+        }
+        // Not text: read as a form, the strictest reading.
+        Err(_) => true,
+    })
 }
 
 #[cfg(test)]

@@ -395,6 +395,27 @@ fn every_spelling_of_a_guarded_header_is_screened() {
     judge_with("GET", "/x", &[("x-api-key", "ak_a"), ("x-request-id", "1")]).expect("one credential");
 }
 
+/// Eleventh review: a form's `_method=DELETE`, in the body keygate never
+/// sees, made a POST a DELETE to Rails, Laravel and Symfony.
+#[test]
+fn a_form_post_needs_what_every_method_it_could_become_needs() {
+    let methods = |content_type: &str| {
+        let judged = judge_with("POST", "/admin/x", &[("content-type", content_type)]).expect("judged");
+        judged.len()
+    };
+    for form in [
+        "application/x-www-form-urlencoded",
+        "Multipart/Form-Data; boundary=x",
+        "application/x-www-form-urlencoded;charset=utf-8",
+    ] {
+        assert_eq!(methods(form), 4, "{form}: POST, PUT, PATCH and DELETE");
+    }
+    assert_eq!(methods("application/json"), 1, "a JSON body is no form");
+    let get =
+        judge_with("GET", "/x", &[("content-type", "application/x-www-form-urlencoded")]).expect("judged");
+    assert_eq!(get.len(), 1, "only a POST is turned by a form");
+}
+
 #[test]
 fn ids_are_judged_as_the_upstream_receives_them() {
     let org = "01234567-89ab-7def-8123-456789abcdef";
