@@ -358,6 +358,12 @@ async fn anyone_can_revoke_a_leaked_key_and_learn_nothing() {
     );
     assert_eq!(reply.await.ok(), json!({ "success": true }));
     app.get("/apikey", &bearer).await.error(401, "invalid_api_key");
+    // Eleventh review: sent in the query, as every POST takes its fields,
+    // it was answered as revoked and kept working.
+    let queried = secret(&app.owner_key("all").await).to_owned();
+    let path = format!("/apikey/revoke?key={queried}");
+    assert_eq!(app.call(reqwest::Method::POST, &path, None, None).await.ok(), json!({ "success": true }));
+    app.get("/apikey", &queried).await.error(401, "invalid_api_key");
 }
 
 #[tokio::test]

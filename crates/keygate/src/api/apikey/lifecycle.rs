@@ -50,21 +50,27 @@ struct RevokeKey {
 pub async fn revoke(
     State(store): State<Arc<dyn Store>>,
     ClientAddress(address): ClientAddress,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     body: SmallBody,
 ) -> ApiResult<Json<Success>> {
-    // Whatever was sent, the answer is the same; only a key can change anything.
-    let presented = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
-    // As found in a leak: often with the `Bearer` it was sent with.
-    let secret = presented
-        .and_then(|raw| ApiKeySecret::parse(crate::admission::verification::strip_bearer(raw.trim())).ok());
-    let Some(secret) = secret else {
-        return Ok(Json(SUCCESS));
-    };
+    // Whatever was sent, the answer is the same; only a key can change
+    // anything. The key in the body or, as every POST takes its fields, in
+    // the query: each one reported is revoked.
+    let in_body = body.json::<RevokeKey>().ok().flatten().and_then(|r| r.key);
+    let in_query = query.as_deref().unwrap_or_default().split('&').find_map(|pair| {
+        let value = pair.strip_prefix("key=")?;
+        Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+    });
     let reporter = Actor { user_id: None, key_id: None, ip: address, presented: None };
-    let revoked = store.revoke_key(&secret.digest(), &reporter).await?;
-    if !revoked.is_empty() {
-        let key_ids: Vec<i64> = revoked.iter().map(|key| key.id).collect();
-        tracing::warn!(?key_ids, "an api key was revoked as leaked, with every key it created");
+    for presented in [in_body, in_query].into_iter().flatten() {
+        // As found in a leak: often with the `Bearer` it was sent with.
+        let raw = crate::admission::verification::strip_bearer(presented.trim());
+        let Ok(secret) = ApiKeySecret::parse(raw) else { continue };
+        let revoked = store.revoke_key(&secret.digest(), &reporter).await?;
+        if !revoked.is_empty() {
+            let key_ids: Vec<i64> = revoked.iter().map(|key| key.id).collect();
+            tracing::warn!(?key_ids, "an api key was revoked as leaked, with every key it created");
+        }
     }
     Ok(Json(SUCCESS))
 }
