@@ -263,6 +263,8 @@ async fn two_databases_in_one_directory_keep_their_bundles_apart() {
     // Beside a former shared directory that no `keygate.db` owns: refused,
     // saying what to do.
     std::fs::rename(db.dir().join("keygate.db"), db.dir().join("renamed.db")).expect("rename");
+    // Eleventh review: any `keygate.*` beside it passed for its database.
+    std::fs::write(db.dir().join("keygate.log"), "a log, not a database").expect("a stray file");
     let third = format!("sqlite://{}", db.dir().join("third.db").display());
     let refused = Command::new(BIN)
         .args([

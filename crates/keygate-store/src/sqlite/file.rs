@@ -66,7 +66,18 @@ pub(crate) struct ServeLock {
 impl ServeLock {
     /// Takes the lock beside `database`, or says which process holds it.
     pub(crate) fn acquire(database: &Path) -> Result<Self> {
-        let mut name = database.as_os_str().to_owned();
+        // Named after the file itself, not the path given: a symbolic link
+        // to a database served already finds its lock.
+        let resolved = std::fs::canonicalize(database)
+            .or_else(|_| {
+                let parent =
+                    database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                Ok::<_, std::io::Error>(
+                    std::fs::canonicalize(parent)?.join(database.file_name().unwrap_or_default()),
+                )
+            })
+            .unwrap_or_else(|_| database.to_path_buf());
+        let mut name = resolved.as_os_str().to_owned();
         name.push("-serve.lock");
         let path = PathBuf::from(name);
         let mut file =
@@ -119,6 +130,13 @@ mod tests {
         assert!(error.contains("keygate.db"), "{error}");
         drop(first);
         ServeLock::acquire(&database).expect("free again once the first is gone");
+        // Eleventh review: through a symbolic link, a second server started.
+        std::fs::write(&database, b"").expect("the database file");
+        let _held = ServeLock::acquire(&database).expect("the lock");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&database, &link).expect("link");
+        let error = ServeLock::acquire(&link).expect_err("the lock through a link").to_string();
+        assert!(error.contains(&format!("process {}", std::process::id())), "{error}");
     }
 
     #[test]

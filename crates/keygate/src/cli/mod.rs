@@ -505,11 +505,14 @@ fn default_blob_dir_in_use(url: &str) -> Result<PathBuf, String> {
     let keygate_db_beside = || {
         let beside =
             std::fs::read_dir(former.parent().unwrap_or(Path::new("."))).into_iter().flatten().flatten();
-        // `keygate.db`, not its `keygate.db-wal` or `keygate.db-shm`.
+        // A SQLite database called `keygate`, by the header every one
+        // begins with: not its `-wal`, nor a `keygate.log`.
         let a_database = |path: &Path| {
-            path.is_file()
-                && path.file_stem() == Some("keygate".as_ref())
-                && path.extension().and_then(|e| e.to_str()).is_some_and(|e| !e.contains('-'))
+            use std::io::Read;
+            let mut header = [0u8; 16];
+            path.file_stem() == Some("keygate".as_ref())
+                && std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok()
+                && &header == b"SQLite format 3\0"
         };
         beside.map(|entry| entry.path()).any(|path| a_database(&path))
     };
