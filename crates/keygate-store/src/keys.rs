@@ -15,7 +15,7 @@ use keygate_core::limits::{Balance, Credits};
 use keygate_core::{KeyDigest, key_writes::KeyWrite};
 use uuid::Uuid;
 
-use crate::backend::{Backend, RowLock, Written, lock_org};
+use crate::backend::{Backend, RowLock, Written, hold_org};
 use crate::decisions::{decide_key_write, may_create, owner_may_hold_key};
 use crate::error::{Entity, write_error};
 use crate::event::{Event, log_key};
@@ -83,7 +83,7 @@ impl<B: Backend> KeyStore for B {
                 // or the policy changes, nor while the calling key is
                 // revoked, blocked or narrowed: none can be left behind.
                 if let Some(org) = key.org_id {
-                    lock_org(&mut db, org, RowLock::Share).await?;
+                    hold_org(&mut db, org, RowLock::Share).await?;
                     // The decision read the membership and the policy here.
                     if !may_create(&mut db, org, &key, &actor).await? {
                         let policy = owner_may_hold_key(&mut db, org, key.user_id).await?;
