@@ -20,7 +20,7 @@ use crate::http::error::ApiError;
 pub struct RawBody<const LIMIT: usize = { crate::http::BODY_LIMIT }> {
     bytes: Bytes,
     /// The share of the budget the body holds, until the request ends.
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    _budget: Option<Reservation>,
 }
 
 /// What an endpoint that needs no key reads at most: a few KiB.
@@ -32,6 +32,7 @@ pub type SmallBody = RawBody<SMALL_BODY_LIMIT>;
 impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for RawBody<LIMIT>
 where
     BodyBudget: FromRef<S>,
+    crate::http::client_address::ClientAddressPolicy: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -46,14 +47,18 @@ where
             return Err(too_large());
         }
         let reserve = declared.map_or(LIMIT, |length| length as usize);
+        let (parts, body) = req.into_parts();
+        let client = crate::http::client_address::client_address(&parts, &FromRef::from_ref(state));
         let budget = match reserve {
             0 => None,
-            bytes => Some(BodyBudget::from_ref(state).reserve(bytes).ok_or_else(ApiError::server_busy)?),
+            bytes => {
+                Some(BodyBudget::from_ref(state).reserve(bytes, client).ok_or_else(ApiError::server_busy)?)
+            }
         };
         // Copied out frame by frame: a frame is a slice of the connection's
         // read buffer, and keeping one would keep that whole buffer, so a
         // client trickling a byte at a time would pin a buffer per byte.
-        let mut body = req.into_body();
+        let mut body = body;
         // Grown as bytes arrive, not all at once: the budget bounds what a
         // body may take, and a declared length costs nothing until it comes.
         let mut bytes = Vec::with_capacity(reserve.min(16 * 1024));
@@ -75,11 +80,44 @@ where
 
 /// The bytes of request bodies the server holds at once, at most: each
 /// body reserves its declared length (or its limit, when it declares none)
-/// before it is read, and gives it back when its request ends.
+/// before it is read, and gives it back when its request ends. One client
+/// address (an IPv6 one by its /64) holds an eighth of it at most, so that
+/// one caller's slow bodies, with whatever key, leave the rest to others.
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     /// Permits of [`BodyBudget::UNIT`] bytes.
     units: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Units held per client address.
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+    /// The most units one client address holds.
+    share: u32,
+}
+
+/// Room in the [`BodyBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    _units: tokio::sync::OwnedSemaphorePermit,
+    client: Option<(std::net::IpAddr, u32, BodyBudget)>,
+}
+
+impl Reservation {
+    fn release(budget: &BodyBudget, client: std::net::IpAddr, units: u32) {
+        let mut held = budget.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = held.entry(client) {
+            *entry.get_mut() = entry.get().saturating_sub(units);
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((client, units, budget)) = self.client.take() {
+            Reservation::release(&budget, client, units);
+        }
+    }
 }
 
 impl BodyBudget {
@@ -90,13 +128,46 @@ impl BodyBudget {
 
     pub fn new(bytes: usize) -> Self {
         let units = (bytes / Self::UNIT).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        Self { units: std::sync::Arc::new(tokio::sync::Semaphore::new(units)) }
+        // A body at its largest always fits one client's share.
+        let largest = u32::try_from(crate::http::BODY_LIMIT.div_ceil(Self::UNIT)).unwrap_or(u32::MAX);
+        let share = u32::try_from(units / 8).unwrap_or(u32::MAX).max(largest);
+        Self {
+            units: std::sync::Arc::new(tokio::sync::Semaphore::new(units)),
+            held: std::sync::Arc::default(),
+            share,
+        }
     }
 
-    /// Room for `bytes` now, or `None`: nothing waits for it.
-    fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Room for `bytes` of `client`'s now, or `None`: nothing waits for it.
+    fn reserve(&self, bytes: usize, client: Option<std::net::IpAddr>) -> Option<Reservation> {
         let units = u32::try_from(bytes.div_ceil(Self::UNIT)).ok()?;
-        self.units.clone().try_acquire_many_owned(units).ok()
+        let client = client.map(|address| match address {
+            std::net::IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        });
+        if let Some(client) = client {
+            let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let holding = held.entry(client).or_default();
+            if holding.saturating_add(units) > self.share {
+                return None;
+            }
+            *holding += units;
+        }
+        let reservation =
+            |permit| Reservation { _units: permit, client: client.map(|c| (c, units, self.clone())) };
+        match self.units.clone().try_acquire_many_owned(units) {
+            Ok(permit) => Some(reservation(permit)),
+            Err(_) => {
+                // Not taken after all: give the client's count back.
+                if let Some(client) = client {
+                    Reservation::release(self, client, units);
+                }
+                None
+            }
+        }
     }
 }
 

@@ -120,6 +120,52 @@ async fn a_thousand_slow_bodies_without_a_credential_hold_no_memory() {
     assert_eq!(reply.status(), 200);
 }
 
+/// Eleventh review: one key's 66 slow bodies of 1 MiB held the whole 64 MiB
+/// budget, and every other tenant's bodies (leak reports included) were
+/// refused. One client address now holds an eighth of it at most.
+#[tokio::test]
+async fn one_clients_slow_bodies_leave_the_budget_to_others() {
+    let database = TestDatabase::new().await;
+    let store = keygate_store::connect(database.url()).await.expect("open");
+    let owner =
+        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
+    store.close().await;
+    drop(store);
+    let extra = ["--failed-auth-limit", "0", "--access-log", "false", "--trusted-proxy", "127.0.0.1/32"];
+    let server = ServerProcess::start(Path::new(BIN), database.url(), database.dir(), &extra);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let head = |client: &str| {
+        format!(
+            "POST /apikey HTTP/1.1\r\nHost: {address}\r\nX-Forwarded-For: {client}\r\nAuthorization: {}\r\n",
+            owner.key.expose()
+        )
+    };
+    let mut held = Vec::new();
+    for _ in 0..66 {
+        held.push(half_sent(&address, &head("198.51.100.1"), MIB, 1024).await);
+    }
+    let statuses = futures_util::future::join_all(
+        held.iter_mut().map(|stream| status_of(stream, Duration::from_millis(500))),
+    )
+    .await;
+    let busy = statuses.iter().filter(|status| **status == Some(503)).count();
+    assert!(busy >= 66 - 8, "{busy} of 66 refused: one client holds 8 MiB at most");
+    // Another client's body, and a leak report, go through meanwhile.
+    let mut other = half_sent(&address, &head("198.51.100.2"), 2, 0).await;
+    other.write_all(b"{}").await.expect("the rest of the body");
+    assert_eq!(
+        status_of(&mut other, Duration::from_secs(5)).await,
+        Some(400),
+        "judged, not refused for room"
+    );
+    let revoke =
+        format!("POST /apikey/revoke HTTP/1.1\r\nHost: {address}\r\nX-Forwarded-For: 198.51.100.3\r\n");
+    let mut report = half_sent(&address, &revoke, 2, 0).await;
+    report.write_all(b"{}").await.expect("the rest of the body");
+    assert_eq!(status_of(&mut report, Duration::from_secs(5)).await, Some(200));
+    drop(held);
+}
+
 /// Finding of the second review: a body trickled one byte per packet to an
 /// endpoint that needs no key pinned a whole read buffer per byte (each
 /// frame a slice of it), 17–30 MB per connection within the 4 KiB limit.
