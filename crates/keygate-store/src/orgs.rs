@@ -76,9 +76,8 @@ impl<B: Backend> OrgStore for B {
         let actor = *actor;
         self.transact(move |mut db| {
             Box::pin(async move {
-                match lock_org(&mut db, id, RowLock::Exclusive).await {
-                    Err(StoreError::NotFound(Entity::Organization)) => return Ok((None, vec![])),
-                    locked => locked?,
+                if !lock_existing_org(&mut db, id).await? {
+                    return Ok((None, vec![]));
                 }
                 if let Some(acting) = acting_in_org(&mut db, id, &actor, crate::now()).await? {
                     let shared_limits = changes.ratelimits.is_some();
@@ -118,9 +117,8 @@ impl<B: Backend> OrgStore for B {
                 // The organization's row (which keeps out new apps, see
                 // create_app), then its apps' rows (which keeps out new
                 // bundles), so that every blob key is returned.
-                match lock_org(&mut db, id, RowLock::Exclusive).await {
-                    Err(StoreError::NotFound(Entity::Organization)) => return Ok((None, vec![])),
-                    locked => locked?,
+                if !lock_existing_org(&mut db, id).await? {
+                    return Ok((None, vec![]));
                 }
                 if let Some(acting) = acting_in_org(&mut db, id, &actor, crate::now()).await? {
                     rules::may_delete_organization(&acting.caller, acting.role, id).map_err(StoreError::Refused)?;
@@ -216,6 +214,15 @@ impl<B: Backend> OrgStore for B {
             })
         })
         .await
+    }
+}
+
+/// Holds the organization for a change of it ([`RowLock::Exclusive`]);
+/// `false` when there is none.
+async fn lock_existing_org(db: &mut Db<'_>, id: Uuid) -> Result<bool> {
+    match lock_org(db, id, RowLock::Exclusive).await {
+        Err(StoreError::NotFound(Entity::Organization)) => Ok(false),
+        locked => locked.map(|()| true),
     }
 }
 

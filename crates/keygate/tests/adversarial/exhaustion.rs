@@ -48,14 +48,19 @@ async fn status_of(stream: &mut TcpStream, within: Duration) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[tokio::test]
-async fn a_thousand_slow_bodies_without_a_credential_hold_no_memory() {
+/// A new database with its owner, closed again for a server to open.
+async fn bootstrapped() -> (TestDatabase, keygate::admin::EnrollmentOutput) {
     let database = TestDatabase::new().await;
     let store = keygate_store::connect(database.url()).await.expect("open");
     let owner =
         keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
     store.close().await;
-    drop(store);
+    (database, owner)
+}
+
+#[tokio::test]
+async fn a_thousand_slow_bodies_without_a_credential_hold_no_memory() {
+    let (database, owner) = bootstrapped().await;
     let extra = ["--verifier-token", TOKEN, "--failed-auth-limit", "0", "--access-log", "false"];
     let server = ServerProcess::start_with_env(
         Path::new(BIN),
@@ -125,12 +130,7 @@ async fn a_thousand_slow_bodies_without_a_credential_hold_no_memory() {
 /// refused. One client address now holds an eighth of it at most.
 #[tokio::test]
 async fn one_clients_slow_bodies_leave_the_budget_to_others() {
-    let database = TestDatabase::new().await;
-    let store = keygate_store::connect(database.url()).await.expect("open");
-    let owner =
-        keygate::admin::bootstrap(store.as_ref(), "owner@example.com", "Acme").await.expect("bootstrap");
-    store.close().await;
-    drop(store);
+    let (database, owner) = bootstrapped().await;
     let extra = ["--failed-auth-limit", "0", "--access-log", "false", "--trusted-proxy", "127.0.0.1/32"];
     let server = ServerProcess::start(Path::new(BIN), database.url(), database.dir(), &extra);
     let address = server.base.trim_start_matches("http://").to_owned();
