@@ -248,7 +248,7 @@ async fn two_databases_in_one_directory_keep_their_bundles_apart() {
     let second =
         ServerProcess::start(Path::new(BIN), &other, db.dir(), &["--bootstrap-email", "p@example.com"]);
     assert_eq!(get(&client, &second.base, "/readyz").await.0, 200);
-    assert!(db.dir().join("other-blobs").is_dir(), "its own directory");
+    assert!(db.dir().join("other.db-blobs").is_dir(), "its own directory");
     let download = client
         .get(format!("{}/bundle/download?{query}", first.base))
         .header("authorization", &admin)
@@ -283,5 +283,5 @@ async fn two_databases_in_one_directory_keep_their_bundles_apart() {
         .expect("run serve");
     assert!(!refused.status.success(), "it must not start");
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("third-blobs") && stderr.contains("--blob-dir"), "{stderr}");
+    assert!(stderr.contains("third.db-blobs") && stderr.contains("--blob-dir"), "{stderr}");
 }

@@ -91,7 +91,7 @@ struct ServeArgs {
     /// On an empty database, bootstrap this user and print the bootstrap JSON once.
     #[arg(long, env = "KEYGATE_BOOTSTRAP_EMAIL")]
     bootstrap_email: Option<String>,
-    /// A directory for uploaded bundles [default: on PostgreSQL, the database itself, which every replica shares; on SQLite, `NAME-blobs` beside the database file `NAME.db`].
+    /// A directory for uploaded bundles [default: on PostgreSQL, the database itself, which every replica shares; on SQLite, `FILE-blobs` beside the database file `FILE` (`keygate-blobs` beside `keygate.db`)].
     #[arg(long, env = "KEYGATE_BLOB_DIR")]
     blob_dir: Option<PathBuf>,
     /// The most bytes the bundles of one organization may take in all [default: no limit].
@@ -480,7 +480,7 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR such as 10.0.0.0/8"))
 }
 
-/// `NAME-blobs` beside a SQLite database file `NAME.db` (`keygate-blobs`
+/// `FILE-blobs` beside a SQLite database file `FILE` (`keygate-blobs`
 /// beside `keygate.db`), so that two databases in one directory never share
 /// one (each `serve` removes what its own database does not list);
 /// `keygate-blobs` in the working directory otherwise.
@@ -488,8 +488,14 @@ fn default_blob_dir(url: &str) -> PathBuf {
     let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
     match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
         Some(path) => {
-            let name = path.file_stem().and_then(|stem| stem.to_str()).filter(|stem| !stem.is_empty());
-            path.parent().unwrap_or(Path::new("")).join(format!("{}-blobs", name.unwrap_or("keygate")))
+            // The whole file name, so that `q.db` and `q.sqlite` never share
+            // one; `keygate-blobs` for `keygate.db`, as always.
+            let name = path.file_name().and_then(|name| name.to_str()).filter(|name| !name.is_empty());
+            let dir = match name {
+                None | Some("keygate.db") => "keygate-blobs".to_owned(),
+                Some(name) => format!("{name}-blobs"),
+            };
+            path.parent().unwrap_or(Path::new("")).join(dir)
         }
         None => PathBuf::from("keygate-blobs"),
     }
@@ -538,9 +544,11 @@ mod tests {
         assert_eq!(default_blob_dir("sqlite://keygate.db?mode=rwc"), PathBuf::from("keygate-blobs"));
         assert_eq!(
             default_blob_dir("sqlite:///var/lib/keygate/k.db"),
-            PathBuf::from("/var/lib/keygate/k-blobs")
+            PathBuf::from("/var/lib/keygate/k.db-blobs")
         );
-        assert_eq!(default_blob_dir("sqlite://data/other.sqlite"), PathBuf::from("data/other-blobs"));
+        // Twelfth review: `q.db` and `q.sqlite` shared one, and removed each other's bundles.
+        assert_eq!(default_blob_dir("sqlite://data/q.sqlite"), PathBuf::from("data/q.sqlite-blobs"));
+        assert_eq!(default_blob_dir("sqlite://data/q.db"), PathBuf::from("data/q.db-blobs"));
         assert_eq!(default_blob_dir("postgres://db/keygate"), PathBuf::from("keygate-blobs"));
     }
 

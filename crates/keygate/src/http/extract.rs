@@ -141,12 +141,15 @@ impl BodyBudget {
     /// Room for `bytes` of `client`'s now, or `None`: nothing waits for it.
     fn reserve(&self, bytes: usize, client: Option<std::net::IpAddr>) -> Option<Reservation> {
         let units = u32::try_from(bytes.div_ceil(Self::UNIT)).ok()?;
-        let client = client.map(|address| match address {
-            std::net::IpAddr::V6(v6) => {
+        // An IPv4 address mapped into IPv6 is that IPv4 address; a request
+        // whose address cannot be told counts with every other such one.
+        let client = Some(match client.map(|address| address.to_canonical()) {
+            Some(std::net::IpAddr::V6(v6)) => {
                 let prefix = u128::from(v6) & !((1u128 << 64) - 1);
                 std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
             }
-            v4 => v4,
+            Some(v4) => v4,
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         });
         if let Some(client) = client {
             let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -284,4 +287,32 @@ pub fn int_in_range(
 /// A parameter that must be present and not blank, trimmed.
 pub fn required(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    /// Twelfth review: a request whose address could not be told, or an
+    /// IPv4 address written as IPv6, escaped the share of one client.
+    #[test]
+    fn every_client_holds_an_eighth_of_the_budget_however_its_address_is_written() {
+        const MIB: usize = 1024 * 1024;
+        let budget = BodyBudget::new(64 * MIB);
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().expect("address");
+        let plain: std::net::IpAddr = "10.0.0.1".parse().expect("address");
+        for client in [None, Some(plain)] {
+            let held: Vec<_> =
+                (0..8).map(|_| budget.reserve(MIB, client).expect("within the share")).collect();
+            assert!(budget.reserve(MIB, client).is_none(), "{client:?}: past its share");
+            if client == Some(plain) {
+                assert!(budget.reserve(MIB, Some(mapped)).is_none(), "the same client, written as IPv6");
+            }
+            assert!(
+                budget.reserve(MIB, Some("10.0.0.2".parse().expect("address"))).is_some(),
+                "another client"
+            );
+            drop(held);
+        }
+    }
 }
