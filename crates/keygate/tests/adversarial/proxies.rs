@@ -78,7 +78,11 @@ struct Keygate {
 }
 
 async fn keygate(profile: Proxy) -> Keygate {
-    let rules = Rules::parse(RULES).expect("rules");
+    keygate_with(profile, RULES).await
+}
+
+async fn keygate_with(profile: Proxy, rules: &str) -> Keygate {
+    let rules = Rules::parse(rules).expect("rules");
     let app = spawn_app_with(|settings| {
         settings.forward_auth = Some(ForwardAuth::new(profile, rules));
         settings.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
@@ -301,6 +305,50 @@ async fn a_client_never_writes_the_original_request() {
         let (status, seen) = echoed(&proxy, "GET", b"/x", Some(&keygate.reader), &[]).await;
         assert_eq!((status, seen["method"].as_str()), (200, Some("GET")), "{name}: a plain read passes");
     }
+}
+
+/// Eleventh and twelfth reviews: frameworks take a POST's method from a
+/// `_method` in its body — a form's, a JSON body's, one sent with no
+/// `Content-Type` or a list of them — which keygate never sees. A POST to
+/// a public inbox could be a DELETE there: it needs what a DELETE needs,
+/// unless the rules file says the upstream never reads a method from a body.
+#[tokio::test]
+async fn a_post_body_never_turns_a_public_post_into_another_method() {
+    const INBOX: &str = "[[rule]]\nmethods = [\"POST\"]\npath = \"/inbox/**\"\naction = \"public\"\n";
+    let echo = WsgiEcho::start();
+    let bodies: [(&[&str], &[u8]); 5] = [
+        (&["Content-Type: application/x-www-form-urlencoded"], b"_method=DELETE"),
+        (&["Content-Type: application/json"], br#"{"_method":"DELETE"}"#),
+        (&[], b"_method=DELETE"),
+        (&["Content-Type: application/x-www-form-urlencoded, text/plain"], b"_method=DELETE"),
+        (&["Content-Type: multipart/mixed; boundary=x"], b"--x--"),
+    ];
+    for (kind, profile) in [(Kind::Nginx, Proxy::Nginx), (Kind::Caddy, Proxy::Caddy)] {
+        let name = kind.name();
+        let strict = keygate_with(profile, INBOX).await;
+        let Some(proxy) = ReverseProxy::start(kind, &address(&strict.app), &echo.address) else { return };
+        for (headers, body) in bodies {
+            let response = posted(&proxy, b"/inbox/x", headers, body).await;
+            assert_eq!(response.status, 401, "{name}: {headers:?} needs a key that may DELETE: {response:?}");
+        }
+        let plain = format!("body_may_override_method = false\n{INBOX}");
+        let trusting = keygate_with(profile, &plain).await;
+        let Some(proxy) = ReverseProxy::start(kind, &address(&trusting.app), &echo.address) else { return };
+        let response = posted(&proxy, b"/inbox/x", &["Content-Type: application/json"], b"{}").await;
+        let seen: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
+        assert_eq!((response.status, seen["method"].as_str()), (200, Some("POST")), "{name}: {response:?}");
+    }
+}
+
+/// A POST with no key through `proxy`: `headers`, then `body`.
+async fn posted(proxy: &ReverseProxy, target: &[u8], headers: &[&str], body: &[u8]) -> RawResponse {
+    let mut head =
+        format!("POST {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", String::from_utf8_lossy(target), proxy.port);
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    raw_http::send(&format!("127.0.0.1:{}", proxy.port), head.as_bytes(), body).await
 }
 
 /// Finding: through Caddy, `X_Keygate_Mode: all` (which WSGI folds into

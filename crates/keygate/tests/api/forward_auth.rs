@@ -259,6 +259,15 @@ fn the_documentation_shows_the_tested_configurations() {
             "docs/forward-auth.md lacks deploy/forward-auth/{name} as it is"
         );
     }
+    // Every rules file it shows is one `serve` reads.
+    let blocks: Vec<&str> =
+        page.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap_or(b)).collect();
+    assert!(blocks.len() >= 2, "the page shows rules files");
+    for block in blocks {
+        Rules::parse(block).unwrap_or_else(|e| {
+            panic!("docs/forward-auth.md shows a rules file serve refuses: {e}\n{block}")
+        });
+    }
 }
 
 /// A throttled address: 403 by default (nginx passes only 401 and 403), 429

@@ -28,7 +28,11 @@
 //! - **The method** is an upper-case token; a lower-case one is refused.
 //!   Method overrides (`X-HTTP-Method-Override`, `X-Method-Override`,
 //!   `X-HTTP-Method`, a `_method` query parameter, between `&` or `;`) make the request need
-//!   what both methods need.
+//!   what both methods need. A POST's body, which keygate never sees, may
+//!   carry one too (a form's or a JSON body's `_method`, whatever its
+//!   `Content-Type` says): a POST needs what every method it could become
+//!   needs — PUT, PATCH, DELETE and every method a rule names — unless the
+//!   rules file says the upstream never reads a method from a body.
 //! - **Rules** are tried in the order of the file; the first whose methods
 //!   and path match decides. Without a match, GET, HEAD and OPTIONS need
 //!   `read` and every other method `write`. A rule's path is literal
@@ -101,16 +105,16 @@ impl ForwardAuth {
         let (method, target) = self.original(method, uri, headers)?;
         let (path, query) = split_target(&target)?;
         let segments = path_segments(path)?;
-        let form = method == Method::POST && is_form(headers);
+        let post = method == Method::POST;
         let mut methods = vec![method];
         overrides(&header_overrides, query, &mut methods)?;
-        // A form's body, which keygate never sees, may carry `_method`
-        // (Rails, Laravel and Symfony honour it): a form POST needs what
-        // every method it could become needs.
-        if form {
-            for method in [Method::PUT, Method::PATCH, Method::DELETE] {
-                if !methods.contains(&method) {
-                    methods.push(method);
+        // Rails, Laravel, Symfony and Express's method-override take a
+        // POST's method from its body, be it a form, a multipart body, JSON
+        // or one sent without a `Content-Type`: keygate cannot tell.
+        if post {
+            for method in self.rules.methods_a_body_may_name() {
+                if !methods.contains(method) {
+                    methods.push(method.clone());
                 }
             }
         }
@@ -213,20 +217,6 @@ impl ForwardAuth {
         }
         Ok(overrides)
     }
-}
-
-/// Whether the request's body is a form (`application/x-www-form-urlencoded`
-/// or `multipart/form-data`), the kind frameworks read `_method` from.
-fn is_form(headers: &HeaderMap) -> bool {
-    headers.get_all(axum::http::header::CONTENT_TYPE).iter().any(|value| match value.to_str() {
-        Ok(value) => {
-            let media = value.split(';').next().unwrap_or_default().trim();
-            media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                || media.eq_ignore_ascii_case("multipart/form-data")
-        }
-        // Not text: read as a form, the strictest reading.
-        Err(_) => true,
-    })
 }
 
 #[cfg(test)]

@@ -17,8 +17,15 @@ use super::path::{folds_two_ways, path_segments};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
+    /// Whether the upstream may take a POST's method from its body.
+    #[serde(default = "yes")]
+    body_may_override_method: bool,
     #[serde(default)]
     rule: Vec<RawRule>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,7 +61,7 @@ struct Rule {
 }
 
 /// The rules of `--forward-auth-rules`, or none (the method decides).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     rules: Vec<Rule>,
     /// Every header a rule reads an organization or app from.
@@ -62,6 +69,16 @@ pub struct Rules {
     /// Whether a rule's literal has an upper-case letter: then a path in
     /// lower case may also be one a case-insensitive upstream reads as it.
     cased_literals: bool,
+    /// The methods a POST's body could turn it into (`_method`, as Rails,
+    /// Laravel and Symfony read it): PUT, PATCH, DELETE and every method a
+    /// rule names; none when the file says the upstream never reads one.
+    body_methods: Vec<Method>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self::from_rules(Vec::new(), true)
+    }
 }
 
 impl Rules {
@@ -79,6 +96,10 @@ impl Rules {
                 .map_err(|e| format!("rule {} (the [[rule]] number {} in the file): {e}", i + 1, i + 1))
         });
         let rules: Vec<Rule> = rules.collect::<Result<_, _>>()?;
+        Ok(Self::from_rules(rules, file.body_may_override_method))
+    }
+
+    fn from_rules(rules: Vec<Rule>, body_may_override_method: bool) -> Self {
         let headers = rules
             .iter()
             .flat_map(|rule| [rule.org_id_header.clone(), rule.app_id_header.clone()])
@@ -87,7 +108,21 @@ impl Rules {
         let cased_literals = rules.iter().flat_map(|rule| &rule.path).any(
             |segment| matches!(segment, Segment::Literal(literal) if literal.chars().any(char::is_uppercase)),
         );
-        Ok(Self { rules, headers, cased_literals })
+        let mut body_methods = Vec::new();
+        if body_may_override_method {
+            body_methods = vec![Method::PUT, Method::PATCH, Method::DELETE];
+            for method in rules.iter().flat_map(|rule| rule.methods.iter().flatten()) {
+                if *method != Method::POST && !body_methods.contains(method) {
+                    body_methods.push(method.clone());
+                }
+            }
+        }
+        Self { rules, headers, cased_literals, body_methods }
+    }
+
+    /// The methods a POST's body could name, for an upstream that reads one.
+    pub(super) fn methods_a_body_may_name(&self) -> &[Method] {
+        &self.body_methods
     }
 
     pub fn is_empty(&self) -> bool {

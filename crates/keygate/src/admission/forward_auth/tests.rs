@@ -63,8 +63,15 @@ fn judge_with(method: &str, target: &str, extra: &[(&'static str, &str)]) -> Res
     caddy().judge(&Method::GET, &"/auth".parse().expect("uri"), &map)
 }
 
+/// What `method target` needs by the rule it matches: a POST judged as
+/// for an upstream that never reads a method from a body.
 fn need(method: &str, target: &str) -> Need {
-    let judged = judge(method, target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
+    let rules = format!("body_may_override_method = false\n{RULES}");
+    let caddy = ForwardAuth::new(Proxy::Caddy, Rules::parse(&rules).expect("rules"));
+    let forwarded = headers(&[("x-forwarded-method", method), ("x-forwarded-uri", target)]);
+    let judged = caddy
+        .judge(&Method::GET, &"/auth".parse().expect("uri"), &forwarded)
+        .unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
     assert_eq!(judged.len(), 1);
     judged[0].need
 }
@@ -80,8 +87,9 @@ fn refused(method: &str, target: &str) -> &'static str {
 fn the_first_matching_rule_decides_and_captures() {
     assert_eq!(need("GET", "/health"), Need::Public);
     assert_eq!(need("GET", "/health?x=1"), Need::Public);
+    assert_eq!(need("POST", "/apps/com.a.b/bundles/1.0.0"), Need::Key(Action::Upload));
     let upload = &judge("POST", "/apps/com.a.b/bundles/1.0.0").expect("judged")[0];
-    assert_eq!((upload.need, upload.app_id.as_deref()), (Need::Key(Action::Upload), Some("com.a.b")));
+    assert_eq!(upload.app_id.as_deref(), Some("com.a.b"));
     assert_eq!(need("POST", "/apps/com.a.b/bundles"), Need::Key(Action::Upload), "** may be empty");
     let read = &judge("GET", "/apps/com.a.b/bundles/1.0.0").expect("judged")[0];
     assert_eq!((read.need, read.app_id.as_deref()), (Need::Key(Action::Read), Some("com.a.b")));
@@ -395,25 +403,52 @@ fn every_spelling_of_a_guarded_header_is_screened() {
     judge_with("GET", "/x", &[("x-api-key", "ak_a"), ("x-request-id", "1")]).expect("one credential");
 }
 
-/// Eleventh review: a form's `_method=DELETE`, in the body keygate never
-/// sees, made a POST a DELETE to Rails, Laravel and Symfony.
+/// Eleventh and twelfth reviews: a `_method=DELETE` in the body keygate
+/// never sees made a POST a DELETE to Rails, Laravel and Symfony — in a
+/// form, and in JSON, a body without a `Content-Type`, a `Content-Type`
+/// list or `multipart/mixed` too; and to a rule's own method (`PURGE`).
 #[test]
-fn a_form_post_needs_what_every_method_it_could_become_needs() {
-    let methods = |content_type: &str| {
-        let judged = judge_with("POST", "/admin/x", &[("content-type", content_type)]).expect("judged");
-        judged.len()
-    };
-    for form in [
-        "application/x-www-form-urlencoded",
-        "Multipart/Form-Data; boundary=x",
-        "application/x-www-form-urlencoded;charset=utf-8",
+fn a_post_needs_what_every_method_it_could_become_needs() {
+    let methods = |judged: &[Judged]| judged.len();
+    for content_type in [
+        None,
+        Some("application/x-www-form-urlencoded"),
+        Some("Multipart/Form-Data; boundary=x"),
+        Some("multipart/mixed; boundary=x"),
+        Some("application/x-www-form-urlencoded, text/plain"),
+        Some("application/json"),
+        Some("text/plain"),
     ] {
-        assert_eq!(methods(form), 4, "{form}: POST, PUT, PATCH and DELETE");
+        let extra: Vec<(&'static str, &str)> =
+            content_type.map(|c| ("content-type", c)).into_iter().collect();
+        let judged = judge_with("POST", "/admin/x", &extra).expect("judged");
+        // POST, then PUT, PATCH, DELETE and GET, the one other method a rule names.
+        assert_eq!(methods(&judged), 5, "{content_type:?}");
     }
-    assert_eq!(methods("application/json"), 1, "a JSON body is no form");
+    // An upload key may POST a bundle, but the body could make it a PATCH,
+    // which no rule here lets an upload key do.
+    let bundle = judge("POST", "/apps/com.a.b/bundles/1.0.0").expect("judged");
+    assert!(bundle.iter().any(|j| j.need == Need::Key(Action::Write)), "{bundle:?}");
     let get =
         judge_with("GET", "/x", &[("content-type", "application/x-www-form-urlencoded")]).expect("judged");
-    assert_eq!(get.len(), 1, "only a POST is turned by a form");
+    assert_eq!(get.len(), 1, "only a POST is turned by its body");
+
+    let purge = ForwardAuth::new(
+        Proxy::Caddy,
+        Rules::parse("[[rule]]\nmethods = [\"PURGE\"]\npath = \"/cache/**\"\naction = \"own\"")
+            .expect("rules"),
+    );
+    let forwarded = headers(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/cache/x")]);
+    let judged = purge.judge(&Method::GET, &"/auth".parse().expect("uri"), &forwarded).expect("judged");
+    assert!(judged.iter().any(|j| j.need == Need::Key(Action::Own)), "a POST could be a PURGE: {judged:?}");
+
+    let trusted = ForwardAuth::new(
+        Proxy::Caddy,
+        Rules::parse("body_may_override_method = false\n[[rule]]\nmethods = [\"PURGE\"]\npath = \"/cache/**\"\naction = \"own\"")
+            .expect("rules"),
+    );
+    let judged = trusted.judge(&Method::GET, &"/auth".parse().expect("uri"), &forwarded).expect("judged");
+    assert_eq!(judged, vec![Judged { need: Need::Key(Action::Write), org_id: None, app_id: None }]);
 }
 
 #[test]
