@@ -443,16 +443,17 @@ impl VerifyTarget<'_> {
 /// an organization is concerned (`role` is the owner's role in
 /// [`VerifyTarget::org`]). An unscoped key with nothing named has no role
 /// to be judged by: it may read, the one action every role has, if its
-/// mode allows; anything more needs the organization named, or any
-/// member's key (`user add --issue-key` gives one) would act with its
-/// mode's power whatever its owner's role.
+/// mode allows and its owner is still a member somewhere it is not blocked
+/// (`role`: their role in any such organization); anything more needs the
+/// organization named, or any member's key (`user add --issue-key` gives
+/// one) would act with its mode's power whatever its owner's role.
 pub fn verify(key: &Principal, target: VerifyTarget<'_>, role: Option<Role>, action: Action) -> bool {
     match target.org(key) {
         Ok(Some(org)) => {
             let target = Target { org, app: target.app.map(|(_, app)| app) };
             key.decide(role, target, action).is_allowed()
         }
-        Ok(None) => action == Action::Read && key.mode.actions().contains(action),
+        Ok(None) => role.is_some() && action == Action::Read && key.mode.actions().contains(action),
         Err(_) => false,
     }
 }

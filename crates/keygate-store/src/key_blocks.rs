@@ -18,7 +18,9 @@ use crate::backend::{Backend, RowLock, lock_org};
 use crate::event::{Event, log};
 use crate::rows::KeyRow;
 use crate::sql::{Db, sql};
-use crate::{Actor, ApiKeyRecord, AuditAction, Entity, KeyBlockStore, KeyInOrg, Result, StoreError};
+use crate::{
+    Actor, ApiKeyRecord, AuditAction, AuthChange, Entity, KeyBlockStore, KeyInOrg, Result, StoreError,
+};
 
 #[async_trait]
 impl<B: Backend> KeyBlockStore for B {
@@ -44,10 +46,12 @@ impl<B: Backend> KeyBlockStore for B {
                 facts(&mut db, org_id, key_id, &actor).await?.may_block(org_id, &actor)?;
                 let added: Option<i64> =
                     sql(BLOCK).bind(key_id).bind(org_id).bind(crate::now()).scalar(&mut db).await?;
-                if added.is_some() {
-                    log(&mut db, org_id, Event::new(AuditAction::ApiKeyBlock, key_id, &actor)).await?;
+                if added.is_none() {
+                    return Ok(((), vec![]));
                 }
-                Ok(((), vec![]))
+                log(&mut db, org_id, Event::new(AuditAction::ApiKeyBlock, key_id, &actor)).await?;
+                // A cached unscoped key knows where its owner may act with it.
+                Ok(((), vec![AuthChange::Key { id: key_id }]))
             })
         })
         .await
@@ -59,10 +63,11 @@ impl<B: Backend> KeyBlockStore for B {
             Box::pin(async move {
                 facts(&mut db, org_id, key_id, &actor).await?.may_unblock()?;
                 let gone: Option<i64> = sql(UNBLOCK).bind(key_id).bind(org_id).scalar(&mut db).await?;
-                if gone.is_some() {
-                    log(&mut db, org_id, Event::new(AuditAction::ApiKeyUnblock, key_id, &actor)).await?;
+                if gone.is_none() {
+                    return Ok((false, vec![]));
                 }
-                Ok((gone.is_some(), vec![]))
+                log(&mut db, org_id, Event::new(AuditAction::ApiKeyUnblock, key_id, &actor)).await?;
+                Ok((true, vec![AuthChange::Key { id: key_id }]))
             })
         })
         .await

@@ -30,12 +30,16 @@ use crate::{
 };
 
 /// What authenticating a digest reads, in one query: the key, its owner's
-/// role in the key's organization, and until when a previous secret
-/// answers. Built once: it runs on every request the cache cannot answer.
+/// role in the key's organization (for an unscoped key, in any organization
+/// where it is not blocked), and until when a previous secret answers.
+/// Built once: it runs on every request the cache cannot answer.
 static AUTHENTICATION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {KEY_COLUMNS}, (SELECT role FROM memberships m \
-         WHERE m.org_id = k.org_id AND m.user_id = k.user_id) AS owner_role, \
+        "SELECT {KEY_COLUMNS}, CASE WHEN k.org_id IS NULL THEN \
+         (SELECT m.role FROM memberships m WHERE m.user_id = k.user_id AND NOT EXISTS \
+          (SELECT 1 FROM key_blocks b WHERE b.key_id = k.id AND b.org_id = m.org_id) LIMIT 1) \
+         ELSE (SELECT role FROM memberships m \
+         WHERE m.org_id = k.org_id AND m.user_id = k.user_id) END AS owner_role, \
          (SELECT ratelimits FROM organizations o WHERE o.id = k.org_id) AS org_ratelimits, \
          {VALID_UNTIL} AS valid_until \
          FROM api_keys k WHERE {BY_EITHER_DIGEST}"

@@ -63,8 +63,8 @@ pub trait KeyStore: Send + Sync {
     /// secret has it and is still inside its rotation grace period.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRecord>>;
     /// Like [`KeyStore::key_by_digest`], with the owner's current role in
-    /// the key's organization (`None` for an unscoped key or a non-member),
-    /// read in the same query: what authenticating a request needs.
+    /// the key's organization (see [`DigestMatch::owner_role`]; `None` for a
+    /// non-member), read in the same query: what authenticating a request needs.
     async fn key_and_owner_role(&self, digest: &KeyDigest) -> Result<Option<(ApiKeyRecord, Option<Role>)>> {
         let now = crate::now();
         let found = self.key_for_authentication(digest).await?;

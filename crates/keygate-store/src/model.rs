@@ -505,7 +505,8 @@ impl AuditAction {
 /// them, so that a cache of authentication can be kept honest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthChange {
-    /// The key was updated, rotated, deleted or revoked.
+    /// The key was updated, rotated, deleted or revoked, or blocked or
+    /// unblocked in an organization.
     Key { id: i64 },
     /// The user's role in the organization was set, changed or removed
     /// (removal also deletes their keys scoped to it).
@@ -550,7 +551,9 @@ impl AuthChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestMatch {
     pub key: ApiKeyRecord,
-    /// `None` for an unscoped key or an owner who is no longer a member.
+    /// The owner's role in the key's organization; for an unscoped key,
+    /// their role in any organization where the key is not blocked.
+    /// `None` when there is none.
     pub owner_role: Option<Role>,
     /// The rate limits the key's organization shares among its keys.
     pub org_ratelimits: Vec<RateLimit>,

@@ -342,11 +342,17 @@ fn verify_decides_like_every_endpoint() {
     let mismatch = VerifyTarget { org: Some(OTHER), app: Some((ORG, &a)) };
     assert!(!verify(&scoped, mismatch, Some(Role::Admin), Action::Read), "org and app disagree");
     let unscoped = key(ME, Mode::All, None, &[]);
-    assert!(verify(&unscoped, nothing, None, Action::Read), "what every role may");
+    assert!(verify(&unscoped, nothing, Some(Role::Read), Action::Read), "what every role may");
     // Tenth review: a read member's unscoped key passed `admin` rules.
     for action in [Action::Write, Action::Upload, Action::Administer, Action::Own] {
-        assert!(!verify(&unscoped, nothing, None, action), "{action:?}: no role to judge it by");
+        assert!(
+            !verify(&unscoped, nothing, Some(Role::SuperAdmin), action),
+            "{action:?}: no role to judge it by"
+        );
     }
+    // Twelfth review: removed from every organization, or blocked in each,
+    // its owner's key still read there.
+    assert!(!verify(&unscoped, nothing, None, Action::Read), "a member nowhere");
     let elsewhere = VerifyTarget { org: Some(OTHER), app: None };
     assert!(!verify(&unscoped, elsewhere, None, Action::Read), "not a member there");
 }

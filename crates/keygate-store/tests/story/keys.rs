@@ -4,7 +4,7 @@
 use chrono::Duration;
 use keygate_core::rules::{PolicyViolation, Refusal};
 use keygate_core::{KeyName, Mode, Role};
-use keygate_store::{Entity, KeyChanges, OrgChanges, StoreError};
+use keygate_store::{Actor, Entity, KeyChanges, OrgChanges, StoreError};
 use uuid::Uuid;
 
 use super::{
@@ -250,13 +250,21 @@ async fn a_key_comes_with_its_owners_current_role() {
     let (found, role) = store.key_and_owner_role(&key.digest).await.expect("lookup").expect("found");
     assert_eq!((found.id, role), (key.id, Some(Role::SuperAdmin)));
     let second_owner = as_member(owner.org_id, Role::SuperAdmin);
-    enroll(store.as_ref(), "second@example.com", second_owner).await.expect("second owner");
+    let second_owner_key =
+        enroll(store.as_ref(), "second@example.com", second_owner).await.expect("second owner").key.id;
     let downgrade = as_member(owner.org_id, Role::Upload);
     enroll(store.as_ref(), "owner@example.com", downgrade).await.expect("downgrade");
     let (_, role) = store.key_and_owner_role(&key.digest).await.expect("lookup").expect("found");
     assert_eq!(role, Some(Role::Upload), "the role as it is now");
+    // An unscoped key: its owner's role in any organization where it may act.
     let unscoped = store.key_by_id(owner.key.id).await.expect("by id").expect("exists");
     let (_, role) = store.key_and_owner_role(&unscoped.digest).await.expect("lookup").expect("found");
-    assert_eq!(role, None, "an unscoped key has no organization of its own");
+    assert_eq!(role, Some(Role::Upload), "a member where the key is not blocked");
+    let second = store.key_by_id(second_owner_key).await.expect("by id").expect("exists");
+    let by_second =
+        &Actor { user_id: Some(second.user_id), key_id: Some(second.id), ip: None, presented: None };
+    store.block_key(owner.org_id, unscoped.id, by_second).await.expect("block");
+    let (_, role) = store.key_and_owner_role(&unscoped.digest).await.expect("lookup").expect("found");
+    assert_eq!(role, None, "blocked in the one organization its owner is a member of");
     assert!(store.key_and_owner_role(&material().digest).await.expect("lookup").is_none());
 }

@@ -15,8 +15,9 @@ use keygate_store::ApiKeyRecord;
 pub struct Authenticated {
     pub key: ApiKeyRecord,
     pub principal: Principal,
-    /// The owner's current role in the key's own organization; `None` for
-    /// an unscoped key or an owner who is no longer a member.
+    /// The owner's current role in the key's own organization; for an
+    /// unscoped key, in any organization where it is not blocked (`None`:
+    /// a member nowhere it may act).
     pub own_role: Option<Role>,
     /// The rate limits the key's organization shares among its keys.
     pub org_ratelimits: Vec<RateLimit>,

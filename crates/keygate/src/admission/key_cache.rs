@@ -200,8 +200,9 @@ impl AuthCache for KeyCache {
             AuthChange::Member { user_id, .. } => {
                 self.invalidate_if(move |e| e.authenticated.key.user_id == user_id)
             }
+            // Unscoped keys too: their owner may have been a member there only.
             AuthChange::Organization { org_id } => {
-                self.invalidate_if(move |e| e.authenticated.key.org_id == Some(org_id))
+                self.invalidate_if(move |e| e.authenticated.key.org_id.is_none_or(|scoped| scoped == org_id))
             }
             AuthChange::App { .. } => self.flush(),
         }

@@ -141,7 +141,10 @@ pub async fn permits(
     let role = match target.org(&live.principal) {
         Ok(Some(org)) if live.principal.scope.org == Some(org) => live.own_role,
         Ok(Some(org)) => state.store.role_of_key(org, live.key.user_id, live.key.id).await?,
-        _ => None,
+        // An unscoped key with nothing named: whether its owner is a member
+        // anywhere it may act, read with the key.
+        Ok(None) => live.own_role,
+        Err(_) => None,
     };
     Ok(rules::verify(&live.principal, target, role, action))
 }

@@ -1,8 +1,10 @@
 //! `POST /verify`: the one authorization decision, offered to other
 //! services holding a verifier token.
 
+use keygate::admin;
 use keygate_core::{ApiKeySecret, Role};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
@@ -69,6 +71,37 @@ async fn verify_answers_the_same_decision_as_every_endpoint() {
     let named =
         verify(&app, Some(TOKEN), json!({ "key": unscoped, "action": "write", "org_id": org })).await.ok();
     assert_eq!(named["code"], "FORBIDDEN", "a read member, where the organization is named");
+}
+
+/// Twelfth review: removed from every organization, or blocked in each,
+/// a member's unscoped key still read wherever nothing was named.
+#[tokio::test]
+async fn an_unscoped_key_reads_only_while_its_owner_is_a_member_where_it_may_act() {
+    let app = app_with_verifier().await;
+    let org = app.owner.org_id.clone();
+    let reader = app.member("reader@example.com", Role::Read).await;
+    let reads = || async {
+        verify(&app, Some(TOKEN), json!({ "key": reader.key, "action": "read" })).await.ok()["code"].clone()
+    };
+    assert_eq!(reads().await, "VALID", "a member: cached from here on");
+
+    let block = json!({ "org_id": org, "key_id": reader.key_id });
+    app.post("/organization/keys/block", &app.owner.key, block).await.ok();
+    assert_eq!(reads().await, "FORBIDDEN", "blocked in the one organization it is a member of");
+    let unblock = format!("/organization/keys/block?org_id={org}&key_id={}", reader.key_id);
+    app.delete(&unblock, &app.owner.key).await.ok();
+    assert_eq!(reads().await, "VALID", "unblocked");
+
+    // A member of a second organization, blocked in neither: still reads
+    // when removed from the first.
+    let other = app.tenant("other-owner@example.com").await;
+    let other_org = Uuid::parse_str(&other.org_id).expect("uuid");
+    admin::add_user(app.store.as_ref(), "reader@example.com", other_org, Role::Read).await.expect("add");
+    let remove = format!("/organization/members?org_id={org}&user_id={}", reader.user_id);
+    app.delete(&remove, &app.owner.key).await.ok();
+    assert_eq!(reads().await, "VALID", "still a member of the other organization");
+    app.delete(&format!("/organization?org_id={}", other.org_id), &other.key).await.ok();
+    assert_eq!(reads().await, "FORBIDDEN", "its last organization deleted: a member nowhere");
 }
 
 #[tokio::test]
