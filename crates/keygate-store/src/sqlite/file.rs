@@ -9,8 +9,9 @@
 //! that file; if not, writes answer 503 until the server is restarted.
 //!
 //! One file serves one `keygate serve`: `serve` holds an exclusive lock on
-//! `<file>-serve.lock` (which also names its process) for as long as it
-//! runs, and a second `serve` on the same file stops with an error naming
+//! `<file>-serve.lock` (which also names its process) and on the database
+//! file itself (whatever name, link or hard link, it is opened by) for as
+//! long as it runs, and a second `serve` on the same file stops with an error naming
 //! the first. The lock is the operating system's, released when the
 //! process ends however it ends. Other commands (`keygate user add`) take
 //! no lock: they are meant to run beside the server.
@@ -61,10 +62,14 @@ impl DatabaseFile {
 #[derive(Debug)]
 pub(crate) struct ServeLock {
     _file: File,
+    /// The database file itself, locked too: a hard link to a served
+    /// database names another lock file, but the same file.
+    _database: File,
 }
 
 impl ServeLock {
-    /// Takes the lock beside `database`, or says which process holds it.
+    /// Takes the lock beside `database` (which must exist), and one on the
+    /// file itself, or says which process holds them.
     pub(crate) fn acquire(database: &Path) -> Result<Self> {
         // Named after the file itself, not the path given: a symbolic link
         // to a database served already finds its lock.
@@ -112,7 +117,24 @@ impl ServeLock {
         if let Err(error) = written {
             tracing::warn!(%error, path = %path.display(), "cannot write this process's id into the lock file");
         }
-        Ok(Self { _file: file })
+        // SQLite's own locks are POSIX record locks, which this whole-file
+        // lock (flock) neither takes nor waits for.
+        let same_file = File::open(database)
+            .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", database.display())))?;
+        match same_file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Config(format!(
+                    "{} is already served by another process, under another name (a hard link to \
+                     it); one SQLite file serves one `keygate serve`",
+                    database.display()
+                )));
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(StoreError::Config(format!("cannot lock {}: {error}", database.display())));
+            }
+        }
+        Ok(Self { _file: file, _database: same_file })
     }
 }
 
@@ -124,6 +146,7 @@ mod tests {
     fn a_second_lock_on_the_same_file_is_refused_and_names_the_holder() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let database = dir.path().join("keygate.db");
+        std::fs::write(&database, b"").expect("the database file");
         let first = ServeLock::acquire(&database).expect("the first lock");
         let error = ServeLock::acquire(&database).expect_err("a second lock").to_string();
         assert!(error.contains(&format!("process {}", std::process::id())), "{error}");
@@ -131,12 +154,16 @@ mod tests {
         drop(first);
         ServeLock::acquire(&database).expect("free again once the first is gone");
         // Eleventh review: through a symbolic link, a second server started.
-        std::fs::write(&database, b"").expect("the database file");
         let _held = ServeLock::acquire(&database).expect("the lock");
         let link = dir.path().join("link.db");
         std::os::unix::fs::symlink(&database, &link).expect("link");
         let error = ServeLock::acquire(&link).expect_err("the lock through a link").to_string();
         assert!(error.contains(&format!("process {}", std::process::id())), "{error}");
+        // Twelfth review: through a hard link, it did.
+        let hard = dir.path().join("hard.db");
+        std::fs::hard_link(&database, &hard).expect("hard link");
+        let error = ServeLock::acquire(&hard).expect_err("the lock through a hard link").to_string();
+        assert!(error.contains("hard link"), "{error}");
     }
 
     #[test]

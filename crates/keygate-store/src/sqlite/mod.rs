@@ -74,10 +74,6 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        let lock = match access {
-            Access::Serve => Some(ServeLock::acquire(&path)?),
-            Access::Create | Access::Existing => None,
-        };
         match access {
             // A server that silently started over would hide every key it lost.
             Access::Serve if !exists => {
@@ -89,6 +85,10 @@ impl SqliteStore {
         if !exists && access != Access::Existing {
             create_owner_only(&path)?;
         }
+        let lock = match access {
+            Access::Serve => Some(ServeLock::acquire(&path)?),
+            Access::Create | Access::Existing => None,
+        };
         let options = options
             .create_if_missing(access != Access::Existing)
             .journal_mode(SqliteJournalMode::Wal)

@@ -63,11 +63,22 @@ impl ClientAddressPolicy {
     }
 }
 
-/// The client's address of a request (see [`ClientAddressPolicy`]).
-pub fn client_address(parts: &Parts, policy: &ClientAddressPolicy) -> Option<IpAddr> {
+/// The client's address of a request (see [`ClientAddressPolicy`]),
+/// resolved once: kept in the request's extensions for the next extractor
+/// that asks (a key's caller, then its body's share of the budget).
+pub fn client_address(parts: &mut Parts, policy: &ClientAddressPolicy) -> Option<IpAddr> {
+    if let Some(Resolved(address)) = parts.extensions.get::<Resolved>() {
+        return *address;
+    }
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    policy.address(peer, &parts.headers)
+    let address = policy.address(peer, &parts.headers);
+    parts.extensions.insert(Resolved(address));
+    address
 }
+
+/// A request's client address, once resolved.
+#[derive(Clone, Copy)]
+struct Resolved(Option<IpAddr>);
 
 /// The last entry of a client address header's value.
 pub fn address_from_header_value(value: &HeaderValue) -> Option<IpAddr> {
@@ -100,7 +111,7 @@ mod tests {
             request.into_parts().0
         };
         let policy = ClientAddressPolicy::new(Some(HeaderName::from_static("x-forwarded-for")), Vec::new());
-        let address = |value| client_address(&parts(value), &policy);
+        let address = |value| client_address(&mut parts(value), &policy);
         assert_eq!(address(b"198.51.100.1, 203.0.113.5"), "203.0.113.5".parse().ok());
         assert_eq!(address(b"203.0.113.5:4711"), "203.0.113.5".parse().ok());
         assert_eq!(address(b"[2001:db8::1]:4711"), "2001:db8::1".parse().ok());

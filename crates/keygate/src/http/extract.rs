@@ -47,8 +47,8 @@ where
             return Err(too_large());
         }
         let reserve = declared.map_or(LIMIT, |length| length as usize);
-        let (parts, body) = req.into_parts();
-        let client = crate::http::client_address::client_address(&parts, &FromRef::from_ref(state));
+        let (mut parts, body) = req.into_parts();
+        let client = crate::http::client_address::client_address(&mut parts, &FromRef::from_ref(state));
         let budget = match reserve {
             0 => None,
             bytes => {

@@ -150,7 +150,7 @@ impl AppState {
     }
 
     /// The client's address as rate limiting and the audit log see it.
-    pub fn client_address(&self, parts: &axum::http::request::Parts) -> Option<IpAddr> {
+    pub fn client_address(&self, parts: &mut axum::http::request::Parts) -> Option<IpAddr> {
         crate::http::client_address::client_address(parts, &self.admission.client_addresses)
     }
 }
