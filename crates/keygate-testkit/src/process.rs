@@ -130,9 +130,14 @@ impl ServerProcess {
     }
 }
 
-/// The address in the server's `listening address=…` log line.
+/// The address in the server's `listening address=…` log line, or its
+/// `"address":"…"` in the JSON log.
 fn listening_address(log: &str) -> Option<&str> {
     let line = log.lines().find(|l| l.contains("listening"))?;
+    if let Some(start) = line.find("\"address\":\"") {
+        let rest = &line[start + "\"address\":\"".len()..];
+        return rest.split('"').next();
+    }
     let start = line.find("address=")? + "address=".len();
     line[start..].split_whitespace().next()
 }

@@ -47,3 +47,4 @@ pub use http::BODY_LIMIT;
 pub use server::{serve, shutdown_signal};
 pub use state::blobs::BlobStore;
 pub use state::{AppState, DEFAULT_MAX_BUNDLE_SIZE, MetricsListener, Settings, VerifierToken};
+pub use telemetry::{COMMIT, VERSION};

@@ -597,6 +597,46 @@ fn the_access_log_names_route_and_status_masks_keys_and_can_be_turned_off() {
     }
 }
 
+/// `--log-format json`: every line on stderr is one JSON object, the
+/// access log's too, with no key in any of them.
+#[test]
+fn the_json_log_is_one_object_per_line_access_log_included() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let admin = owner["key"].as_str().expect("key").to_owned();
+    let server = Server::start(&work, &["--log-format", "json"]);
+    let (status, _) = server.call("GET", &format!("/apikey/{admin}"), Some(&admin), None);
+    assert_eq!(status, 200);
+    server.wait_for_log("\"route\":\"/apikey/{id_or_key}\"", Duration::from_secs(5));
+    let log = server.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+        })
+        .collect();
+    let started = lines.iter().find(|l| l["message"] == "database ready").expect("the start line");
+    assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
+    assert!(started["commit"].as_str().is_some_and(|c| !c.is_empty()), "{started}");
+    let served = lines
+        .iter()
+        .find(|l| l["target"] == "keygate::access" && l["route"] == "/apikey/{id_or_key}")
+        .expect("the access line");
+    assert_eq!(
+        (served["status"].as_u64(), served["path"].as_str()),
+        (Some(200), Some("/apikey/ak_[redacted]"))
+    );
+    assert!(!log.contains(&admin[3..20]), "a key is in the log: {log}");
+}
+
+#[test]
+fn the_version_names_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    let version = String::from_utf8(out.stdout).expect("utf-8");
+    let expected = format!("keygate {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&expected) && version.trim_end().ends_with(')'), "{version}");
+}
+
 #[test]
 fn metrics_listen_moves_metrics_to_their_own_listener() {
     let work = Workdir::new();

@@ -121,6 +121,12 @@ impl Modify for KeySecurity {
             )),
         );
         components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(utoipa::openapi::security::Http::new(
+                utoipa::openapi::security::HttpAuthScheme::Bearer,
+            )),
+        );
+        components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "authorization",

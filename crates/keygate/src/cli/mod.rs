@@ -18,7 +18,7 @@ use keygate_store::Access;
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about = "A self-hostable API key service")]
+#[command(name = "keygate", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KEYGATE_COMMIT"), ")"), about = "A self-hostable API key service")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,9 +138,16 @@ struct ServeArgs {
     /// KEYGATE_LOG filters out `keygate::access` at info (e.g. `KEYGATE_LOG=info,keygate::access=off`).
     #[arg(long, env = "KEYGATE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     access_log: bool,
+    /// How log lines on stderr are written: text, or json (one object per line) for log shippers.
+    #[arg(long, env = "KEYGATE_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    log_format: crate::telemetry::LogFormat,
     /// Serve GET /metrics (Prometheus) on this address instead of on --listen.
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Lets a scrape of GET /metrics on --listen come from anywhere when it presents this token as
+    /// a bearer token; without it, only loopback clients may scrape there.
+    #[arg(long, env = "KEYGATE_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_metrics_token)]
+    metrics_token: Option<crate::state::VerifierToken>,
     /// Seconds a client has to send a request's head; also how long an idle
     /// keep-alive connection stays open.
     #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT", default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -217,6 +224,10 @@ fn parse_verifier_token(raw: &str) -> Result<crate::state::VerifierToken, String
     crate::state::VerifierToken::new(raw).ok_or_else(|| "a verifier token must not be empty".to_owned())
 }
 
+fn parse_metrics_token(raw: &str) -> Result<crate::state::VerifierToken, String> {
+    crate::state::VerifierToken::new(raw).ok_or_else(|| "a metrics token must not be empty".to_owned())
+}
+
 /// `HOST:PORT`, or a port alone (on 127.0.0.1).
 fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
@@ -236,8 +247,10 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 /// Runs the command line and returns the process's exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Serve(_));
-    init_logging(quiet);
+    match &cli.command {
+        Command::Serve(args) => init_logging(false, args.log_format),
+        _ => init_logging(true, crate::telemetry::LogFormat::Text),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("cannot start the async runtime: {error}")),
@@ -263,16 +276,18 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, format: crate::telemetry::LogFormat) {
     let default = if quiet { "warn" } else { "info,sqlx=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::telemetry::log_writer::stderr)
-        .with_ansi(ansi)
-        .init();
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::telemetry::log_writer::stderr);
+    match format {
+        crate::telemetry::LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        }
+        crate::telemetry::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 async fn execute(command: Command) -> Result<(), String> {
@@ -342,7 +357,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let database = keygate_store::describe_url(&args.database.url);
     let store = open(&args.database.url, Access::Serve).await?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), %database, "database ready");
+    tracing::info!(version = crate::telemetry::VERSION, commit = crate::telemetry::COMMIT, %database, "database ready");
     let has_users = store.has_users().await.map_err(|e| e.to_string())?;
     if has_users && args.bootstrap_email.is_some() {
         tracing::warn!(
@@ -416,6 +431,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         key_cache: args.key_cache,
         access_log: args.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO),
         metrics_listener: metrics_listener.clone(),
+        metrics_token: args.metrics_token.clone(),
+        log_format: args.log_format,
         edge: crate::http::edge::EdgeLimits {
             header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
@@ -537,6 +554,37 @@ fn default_blob_dir_in_use(url: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag of `serve` is in the reference table, with its variable,
+    /// and the table names no flag `serve` does not take.
+    #[test]
+    fn the_configuration_reference_lists_every_serve_flag_and_its_variable() {
+        use clap::CommandFactory;
+        let page = include_str!("../../../../docs/configuration.md");
+        let section = page.split("## `keygate serve`").nth(1).expect("the serve section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let documented: std::collections::BTreeSet<(String, String)> = section
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                let flag = cells[0].trim_start_matches("| `--").split([' ', '`']).next().unwrap_or_default();
+                let env = cells[1].split('`').nth(1).unwrap_or_default();
+                (flag.to_owned(), env.to_owned())
+            })
+            .collect();
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").expect("serve");
+        let flags: std::collections::BTreeSet<(String, String)> = serve
+            .get_arguments()
+            .filter_map(|arg| {
+                let long = arg.get_long()?;
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                (long != "help").then(|| (long.to_owned(), env))
+            })
+            .collect();
+        assert_eq!(documented, flags, "docs/configuration.md's serve table against `serve`'s flags");
+    }
 
     #[test]
     fn blobs_live_beside_a_sqlite_file() {

@@ -1,16 +1,27 @@
 //! `GET /metrics`: the registry's text ([`crate::telemetry::metrics`]),
 //! then this server's own gauges, read at scrape time; on the main listener
 //! or on a listener of its own (`--metrics-listen`).
+//!
+//! Policy: on the main listener, which faces clients, a scrape comes from a
+//! loopback client (as `--trusted-proxy` resolves it: through a proxy, the
+//! client it names, not the proxy) or presents `--metrics-token` as a bearer
+//! token; anything else is refused. On `--metrics-listen`, the operator
+//! chose who can reach the address: every scrape is answered.
 
 use std::fmt::Write as _;
 
+use std::net::IpAddr;
+
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::admission::Admission;
+use crate::admission::verification::strip_bearer;
+use crate::http::client_address::ClientAddress;
 use crate::http::error::ApiError;
+use crate::state::{MetricsAccess, VerifierToken};
 use crate::telemetry::metrics::{self, CONTENT_TYPE_TEXT};
 
 /// The metrics of the process, then this server's own gauges.
@@ -66,22 +77,57 @@ fn gauge(text: &mut String, name: &str, help: &str, samples: &[(Vec<(&str, &str)
     get,
     path = "/metrics",
     tag = "meta",
-    responses((
-        status = 200,
-        description = "Metrics in the Prometheus text exposition format (version 0.0.4)",
-        content_type = "text/plain",
-        body = String
-    )),
-    security(())
+    responses(
+        (
+            status = 200,
+            description = "Metrics in the Prometheus text exposition format (version 0.0.4)",
+            content_type = "text/plain",
+            body = String
+        ),
+        (
+            status = 403,
+            description = "Neither a loopback client nor presenting --metrics-token (metrics_forbidden)",
+            body = crate::http::error::ErrorBody
+        ),
+    ),
+    security((), ("metrics_token" = []))
 )]
-pub async fn metrics(State(admission): State<Admission>) -> Response {
+pub async fn metrics(
+    State(admission): State<Admission>,
+    State(access): State<MetricsAccess>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Response {
+    let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(strip_bearer);
+    if !may_scrape(client, presented, access.token.as_deref()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "metrics_forbidden",
+            "GET /metrics on this listener is for loopback clients: scrape from this machine, present \
+             --metrics-token as a bearer token, or serve it on --metrics-listen",
+        )
+        .into_response();
+    }
+    scrape(State(admission)).await
+}
+
+/// `GET /metrics` on a listener of its own.
+async fn scrape(State(admission): State<Admission>) -> Response {
     ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], render(&admission)).into_response()
+}
+
+/// Whether a scrape on the main listener is answered: from a loopback
+/// client, or presenting the configured token.
+fn may_scrape(client: Option<IpAddr>, presented: Option<&str>, token: Option<&VerifierToken>) -> bool {
+    let local = client.is_some_and(|ip| ip.to_canonical().is_loopback());
+    let token = token.is_some_and(|token| presented.is_some_and(|p| token.matches(p)));
+    local || token
 }
 
 /// The router of a listener of its own (`--metrics-listen`): `/metrics` only.
 pub fn router(admission: Admission) -> axum::Router {
     axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
+        .route("/metrics", axum::routing::get(scrape))
         .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
         .with_state(admission)
 }

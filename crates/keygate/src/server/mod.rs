@@ -40,7 +40,7 @@ pub async fn serve(
             settings.client_ip_header.clone(),
             settings.trusted_proxies.clone(),
         );
-        let (log, writer) = AccessLog::start(policy)?;
+        let (log, writer) = AccessLog::start(policy, settings.log_format)?;
         (Some(log), Some(writer))
     } else {
         (None, None)

@@ -44,6 +44,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Whether `GET /metrics` is served (and described) on the main listener.
     pub metrics_on_main: bool,
+    /// Who may scrape `GET /metrics` on the main listener.
+    pub metrics_access: MetricsAccess,
     /// How long a request may take, body included, before it is answered 408.
     pub request_timeout: std::time::Duration,
     /// The bytes of request bodies held at once.
@@ -74,6 +76,12 @@ impl FromRef<AppState> for Arc<dyn Store> {
 impl FromRef<AppState> for BlobStore {
     fn from_ref(state: &AppState) -> Self {
         state.blobs.clone()
+    }
+}
+
+impl FromRef<AppState> for MetricsAccess {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics_access.clone()
     }
 }
 
@@ -144,6 +152,7 @@ impl AppState {
             },
             access_log,
             metrics_on_main: settings.metrics_listener.is_none(),
+            metrics_access: MetricsAccess { token: settings.metrics_token.map(Arc::new) },
             request_timeout: settings.edge.request_timeout,
             body_budget: BodyBudget::new(settings.body_budget),
         }))
@@ -155,8 +164,16 @@ impl AppState {
     }
 }
 
-/// A token that lets a service call `POST /verify`. Never printed; kept as
-/// its SHA-256 so that comparisons take the same time whatever the length.
+/// Who may scrape `GET /metrics` on the main listener: a loopback client,
+/// or whoever presents the token (see [`crate::server::metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAccess {
+    pub token: Option<Arc<VerifierToken>>,
+}
+
+/// A token that lets a service call `POST /verify` (or scrape `GET
+/// /metrics`, `--metrics-token`). Never printed; kept as its SHA-256 so
+/// that comparisons take the same time whatever the length.
 #[derive(Clone)]
 pub struct VerifierToken([u8; 32]);
 
@@ -212,9 +229,15 @@ pub struct Settings {
     /// Whether each request is logged (to stderr, off the request path: see
     /// [`crate::telemetry::access_log`]). The CLI turns it on unless told not to.
     pub access_log: bool,
+    /// How the access log writes its lines (the rest of the log is the
+    /// subscriber's, set up by the CLI).
+    pub log_format: crate::telemetry::LogFormat,
     /// A listener of its own for `GET /metrics`, which is then not served
     /// on the main one. `None`: `/metrics` is on the main listener.
     pub metrics_listener: Option<MetricsListener>,
+    /// A token that lets a scrape of `GET /metrics` on the main listener
+    /// come from anywhere; without it, only loopback clients may scrape.
+    pub metrics_token: Option<VerifierToken>,
     /// Timeouts and the connection cap of the main listener.
     pub edge: crate::http::edge::EdgeLimits,
     /// Failed authentications per address within 5 minutes before it is
@@ -242,6 +265,8 @@ impl Settings {
             key_cache: true,
             access_log: false,
             metrics_listener: None,
+            metrics_token: None,
+            log_format: crate::telemetry::LogFormat::Text,
             edge: crate::http::edge::EdgeLimits::default(),
             failed_auth_limit: crate::admission::throttle::THRESHOLD,
             max_org_storage: None,

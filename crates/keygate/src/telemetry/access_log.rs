@@ -7,7 +7,11 @@
 //!
 //! A line: `2025-01-01T12:00:00.000001Z  INFO keygate::access: served
 //! method=GET path=/apikey/ak_[redacted] route=/apikey/{id_or_key}
-//! status=200 ms=0.412 client=127.0.0.1`. The path is masked by [`redact`]
+//! status=200 ms=0.412 client=127.0.0.1`, or with `--log-format json` the
+//! same as an object, in the shape of the rest of the JSON log:
+//! `{"timestamp":"…","level":"INFO","message":"served","method":"GET",
+//! "path":"…","route":"…","status":200,"ms":0.412,"client":"127.0.0.1",
+//! "target":"keygate::access"}`. The path is masked by [`redact`]
 //! (on the writer's thread) and never has its query; `route` is the matched
 //! route template, or `unmatched`. For `/auth` (forward authentication)
 //! the path is the route: the protected API's paths are not keygate's to
@@ -25,6 +29,7 @@ use axum::extract::MatchedPath;
 use axum::http::{HeaderValue, Method, StatusCode};
 
 use crate::http::redact::redact;
+use crate::telemetry::LogFormat;
 
 /// Lines waiting at most; beyond, lines are dropped.
 pub const CAPACITY: usize = 16 * 1024;
@@ -65,6 +70,7 @@ struct Shared {
     dropped: AtomicU64,
     stop: AtomicBool,
     clients: crate::http::client_address::ClientAddressPolicy,
+    format: LogFormat,
 }
 
 /// The writer thread; [`Writer::finish`] writes what is left and stops it.
@@ -77,9 +83,11 @@ impl AccessLog {
     /// Starts the writer thread; `clients` says where client addresses come from.
     pub fn start(
         clients: crate::http::client_address::ClientAddressPolicy,
+        format: LogFormat,
     ) -> std::io::Result<(Self, Writer)> {
         let (sender, receiver) = sync_channel(CAPACITY);
-        let shared = Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), clients });
+        let shared =
+            Arc::new(Shared { dropped: AtomicU64::new(0), stop: AtomicBool::new(false), clients, format });
         let thread = std::thread::Builder::new().name("keygate-access-log".into()).spawn({
             let shared = shared.clone();
             move || write_lines(receiver, &shared, &mut crate::telemetry::log_writer::stderr())
@@ -144,7 +152,10 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
-                    format_line(&mut buffer, &mut clock, &entry);
+                    match shared.format {
+                        LogFormat::Text => format_line(&mut buffer, &mut clock, &entry),
+                        LogFormat::Json => format_json(&mut buffer, &mut clock, &entry),
+                    }
                     if buffer.len() >= 60 * 1024 {
                         let _ = out.write_all(&buffer);
                         buffer.clear();
@@ -159,12 +170,21 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
         }
         let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped != reported {
-            clock.write(&mut buffer, SystemTime::now());
-            let _ = writeln!(
-                buffer,
-                "  WARN keygate::access: {} access log lines dropped: the writer fell behind",
-                dropped - reported
-            );
+            let message = format!("{} access log lines dropped: the writer fell behind", dropped - reported);
+            match shared.format {
+                LogFormat::Text => {
+                    clock.write(&mut buffer, SystemTime::now());
+                    let _ = writeln!(buffer, "  WARN keygate::access: {message}");
+                }
+                LogFormat::Json => {
+                    buffer.extend_from_slice(b"{\"timestamp\":\"");
+                    clock.write(&mut buffer, SystemTime::now());
+                    let _ = writeln!(
+                        buffer,
+                        "\",\"level\":\"WARN\",\"message\":\"{message}\",\"target\":\"keygate::access\"}}"
+                    );
+                }
+            }
             reported = dropped;
         }
         if !buffer.is_empty() {
@@ -181,12 +201,7 @@ fn write_lines(receiver: Receiver<Entry>, shared: &Shared, out: &mut impl Write)
 
 /// One line, in the shape of the rest of the log.
 pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
-    let client = match &entry.client {
-        Client::Forwarded(value) => {
-            value.as_ref().and_then(crate::http::client_address::address_from_header_value)
-        }
-        Client::Peer(peer) => peer.map(|peer| peer.ip()),
-    };
+    let client = entry.client.address();
     let micros = entry.latency.as_micros();
     clock.write(buffer, entry.at);
     buffer.extend_from_slice(b"  INFO keygate::access: served method=");
@@ -207,6 +222,46 @@ pub fn format_line(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
         None => buffer.extend_from_slice(b" client=-"),
     }
     buffer.push(b'\n');
+}
+
+/// One JSON object, in the shape of the rest of the JSON log.
+pub fn format_json(buffer: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
+    let route = entry.route.as_ref().map_or(crate::telemetry::metrics::UNMATCHED, MatchedPath::as_str);
+    let path = entry.path.as_deref().map_or(std::borrow::Cow::Borrowed(route), redact);
+    let micros = entry.latency.as_micros();
+    buffer.extend_from_slice(b"{\"timestamp\":\"");
+    clock.write(buffer, entry.at);
+    let _ = write!(buffer, "\",\"level\":\"INFO\",\"message\":\"served\",\"method\":");
+    let _ = serde_json::to_writer(&mut *buffer, entry.method.as_str());
+    buffer.extend_from_slice(b",\"path\":");
+    let _ = serde_json::to_writer(&mut *buffer, path.as_ref());
+    buffer.extend_from_slice(b",\"route\":");
+    let _ = serde_json::to_writer(&mut *buffer, route);
+    let _ = write!(
+        buffer,
+        ",\"status\":{},\"ms\":{}.{:03},\"client\":",
+        entry.status.as_u16(),
+        micros / 1000,
+        micros % 1000
+    );
+    match entry.client.address() {
+        Some(ip) => {
+            let _ = write!(buffer, "\"{ip}\"");
+        }
+        None => buffer.extend_from_slice(b"null"),
+    }
+    buffer.extend_from_slice(b",\"target\":\"keygate::access\"}\n");
+}
+
+impl Client {
+    fn address(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Client::Forwarded(value) => {
+                value.as_ref().and_then(crate::http::client_address::address_from_header_value)
+            }
+            Client::Peer(peer) => peer.map(|peer| peer.ip()),
+        }
+    }
 }
 
 /// RFC 3339 timestamps in UTC with microseconds; the date and time up to
@@ -260,6 +315,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_json_line_is_one_object_with_the_same_fields() {
+        let mut buffer = Vec::new();
+        format_json(&mut buffer, &mut Clock::default(), &entry("/apikey/ak_secret123/\"rotate"));
+        let line = String::from_utf8(buffer).expect("utf-8");
+        assert!(line.ends_with("}\n") && line.matches('\n').count() == 1, "{line}");
+        let object: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(
+            object,
+            serde_json::json!({
+                "timestamp": "1970-01-01T00:00:00.000000Z", "level": "INFO", "message": "served",
+                "method": "GET", "path": "/apikey/ak_[redacted]/\"rotate", "route": "unmatched",
+                "status": 200, "ms": 0.412, "client": "127.0.0.1", "target": "keygate::access",
+            })
+        );
+    }
+
     #[tokio::test]
     async fn a_path_that_is_its_route_is_written_from_the_route() {
         let mut livez = entry("/unused");
@@ -309,8 +381,12 @@ mod tests {
     #[test]
     fn the_writer_drains_what_was_queued_before_it_stops() {
         let (sender, receiver) = sync_channel(4);
-        let shared =
-            Shared { dropped: AtomicU64::new(2), stop: AtomicBool::new(true), clients: Default::default() };
+        let shared = Shared {
+            dropped: AtomicU64::new(2),
+            stop: AtomicBool::new(true),
+            clients: Default::default(),
+            format: LogFormat::Text,
+        };
         sender.try_send(entry("/livez")).expect("queued");
         let mut out = Vec::new();
         write_lines(receiver, &shared, &mut out);

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub cache_unknown: Counter,
     invalidations: [Counter; INVALIDATIONS.len()],
     pub access_log_dropped: Counter,
+    /// Memory, CPU time, file descriptors: read at each scrape.
+    process: metrics_process::Collector,
 }
 
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
@@ -101,7 +103,13 @@ fn build() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> 
 }
 
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    metrics_process::Collector::default().describe();
+    describe_gauge!(
+        "keygate_build_info",
+        "Always 1: the version and the commit this binary was built from, as labels"
+    );
+    metrics::gauge!("keygate_build_info", "version" => crate::telemetry::VERSION, "commit" => crate::telemetry::COMMIT).set(1);
     describe_counter!(
         "keygate_http_requests_total",
         "HTTP requests answered, by method, route template and status"
@@ -137,6 +145,7 @@ fn describe() {
 impl Metrics {
     /// The registry in the Prometheus text exposition format.
     pub fn render(&self) -> String {
+        self.process.collect();
         self.prometheus.render()
     }
 
@@ -154,6 +163,7 @@ impl Metrics {
             invalidations: INVALIDATIONS
                 .map(|kind| metrics::counter!("keygate_key_cache_invalidations_total", "kind" => kind)),
             access_log_dropped: metrics::counter!("keygate_access_log_dropped_total"),
+            process: metrics_process::Collector::default(),
         }
     }
 

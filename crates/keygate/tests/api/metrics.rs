@@ -184,3 +184,37 @@ async fn with_a_metrics_listener_metrics_are_served_there_only() {
     let elsewhere = app.client.get(format!("http://{address}/livez")).send().await.expect("request");
     assert_eq!(elsewhere.status(), 404);
 }
+
+/// On the main listener, a scrape from a client that is not on this
+/// machine is refused unless it presents `--metrics-token`; through a
+/// trusted proxy, the client the proxy names is the one judged.
+#[tokio::test]
+async fn the_main_listener_serves_metrics_to_loopback_clients_and_token_holders_only() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+        s.metrics_token = keygate::VerifierToken::new("scrape-token-for-tests");
+    })
+    .await;
+    let scrape = |from: &'static str, token: Option<&'static str>| {
+        let mut request = app.client.get(format!("{}/metrics", app.base)).header("x-forwarded-for", from);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("scrape") }
+    };
+    let local = scrape("127.0.0.1", None).await;
+    assert_eq!(local.status(), 200, "a loopback client");
+    let text = local.text().await.expect("body");
+    let samples = parse(&text);
+    assert_eq!(value(&samples, "keygate_build_info", &[("version", keygate::VERSION)]), 1.0, "{text}");
+    assert!(value(&samples, "process_resident_memory_bytes", &[]) > 0.0, "{text}");
+    assert!(value(&samples, "process_open_fds", &[]) > 0.0, "{text}");
+
+    let remote = scrape("203.0.113.5", None).await;
+    assert_eq!(remote.status(), 403);
+    let body: serde_json::Value = remote.json().await.expect("json");
+    assert_eq!(body["code"], "metrics_forbidden");
+    assert!(!body.to_string().contains("process_"), "nothing of the metrics");
+    assert_eq!(scrape("203.0.113.5", Some("wrong")).await.status(), 403, "a wrong token");
+    assert_eq!(scrape("203.0.113.5", Some("scrape-token-for-tests")).await.status(), 200, "the token");
+}
