@@ -404,11 +404,33 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 
 /// Opens the database named by `url` for `access`, running its migrations.
 pub async fn connect_for(url: &str, access: Access) -> Result<Arc<dyn Store>> {
+    match backend_of(url)? {
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::connect(url, access).await?)),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(Arc::new(PostgresStore::connect(url).await?)),
+    }
+}
+
+/// `Ok` when `url` names a backend this build has, without connecting.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    backend_of(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The backends a URL's scheme can name.
+enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+fn backend_of(url: &str) -> Result<Backend> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
         #[cfg(feature = "sqlite")]
-        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url, access).await?)),
+        Some("sqlite") => Ok(Backend::Sqlite),
         #[cfg(feature = "postgres")]
-        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Backend::Postgres),
         Some(other) => Err(StoreError::Config(format!(
             "unsupported database scheme `{other}:` (or a backend left out of this build); \
              use sqlite://PATH or postgres://USER@HOST/DATABASE"

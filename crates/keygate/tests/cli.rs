@@ -629,6 +629,61 @@ fn the_json_log_is_one_object_per_line_access_log_included() {
     assert!(!log.contains(&admin[3..20]), "a key is in the log: {log}");
 }
 
+/// `--config FILE`: its values are what `serve` runs with, an environment
+/// variable wins over the file and a flag over both; `config check` says
+/// which is which, tokens hidden; a key that is no flag stops `serve`.
+#[test]
+fn a_configuration_file_sets_serve_below_the_environment_and_flags() {
+    let work = Workdir::new();
+    let owner = work.bootstrap("owner@example.com", "Acme");
+    let config = work.dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        "verifier-token = [\"file-token\"]\nfailed-auth-limit = 7\nmax-connections = 50\nrequest-timeout = 30\n",
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let check = Command::new(BIN)
+        .args(["config", "check", "--config", &config, "--request-timeout", "20"])
+        .env("KEYGATE_MAX_CONNECTIONS", "60")
+        .env_remove("KEYGATE_FAILED_AUTH_LIMIT")
+        .output()
+        .expect("config check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let printed = String::from_utf8(check.stdout).expect("utf-8");
+    for line in [
+        "verifier-token = [\"[hidden]\"]  # file",
+        "failed-auth-limit = \"7\"  # file",
+        "max-connections = \"60\"  # environment, KEYGATE_MAX_CONNECTIONS",
+        "request-timeout = \"20\"  # flag",
+        "header-read-timeout = \"10\"  # default",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "{line:?} is not in:\n{printed}");
+    }
+    assert!(!printed.contains("file-token"), "a token is printed: {printed}");
+
+    let server = Server::start(&work, &["--config", &config]);
+    let key = owner["key"].as_str().expect("key");
+    let (status, verdict) = http(
+        "POST",
+        &format!("{}/verify", server.base),
+        Some("Bearer file-token"),
+        Some(serde_json::json!({ "key": key })),
+    );
+    assert_eq!(
+        (status, verdict["code"].as_str()),
+        (200, Some("VALID")),
+        "the file's verifier token: {verdict}"
+    );
+    drop(server);
+
+    std::fs::write(work.dir.path().join("bad.toml"), "verifier-tokens = [\"x\"]\n").expect("bad config");
+    let out = work.run(&["serve", "--config", "bad.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml: unknown key `verifier-tokens`"), "{stderr}");
+}
+
 #[test]
 fn the_version_names_the_commit() {
     let out = Command::new(BIN).arg("--version").output().expect("run");

@@ -7,12 +7,13 @@
 
 pub mod admin;
 pub mod client;
+mod config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_core::Role;
 use keygate_store::Access;
 use uuid::Uuid;
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
+    /// serve's configuration: `config check` prints what it would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Create a user, an organization they own, and a first unscoped `all` key.
     Bootstrap(BootstrapArgs),
     /// Manage users (on the database directly, as the operator).
@@ -74,6 +78,13 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print what `serve` would run with, given the same flags, environment and --config file, and
+    /// where each value comes from (secrets hidden); fails on what `serve` would refuse.
+    Check(Box<ServeArgs>),
+}
+
 #[derive(Debug, Args)]
 struct DatabaseArg {
     /// sqlite://PATH or postgres://USER@HOST/DATABASE. `serve` and `bootstrap` create a missing SQLite file; other commands refuse to.
@@ -83,6 +94,10 @@ struct DatabaseArg {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// A TOML file of these flags without their dashes (`listen = "0.0.0.0:8080"`); a flag or its
+    /// environment variable wins over the file.
+    #[arg(long, env = "KEYGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on: HOST:PORT (0.0.0.0:8080 for every interface), or a port alone for 127.0.0.1.
     #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
@@ -246,7 +261,7 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 
 /// Runs the command line and returns the process's exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, matches) = parse();
     match &cli.command {
         Command::Serve(args) => init_logging(false, args.log_format),
         _ => init_logging(true, crate::telemetry::LogFormat::Text),
@@ -261,6 +276,16 @@ pub fn run() -> ExitCode {
         Command::Member { client, command } => (client, client::Request::Member(command)),
         Command::Invite { client, command } => (client, client::Request::Invite(command)),
         Command::Verify { client, verify } => (client, client::Request::Verify(verify)),
+        Command::Config(ConfigCommand::Check(args)) => {
+            let described = config::serve_matches(&matches)
+                .map(|serve| config::describe(&Cli::command(), serve))
+                .unwrap_or_default();
+            print!("{described}");
+            return match check(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(message),
+            };
+        }
         command => {
             return match runtime.block_on(execute(command)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -269,6 +294,14 @@ pub fn run() -> ExitCode {
         }
     };
     runtime.block_on(client::run(args, request))
+}
+
+/// The command line, with `--config FILE`'s values as defaults when one
+/// is named ([`config`]); exits with usage's status (2) on an error.
+fn parse() -> (Cli, clap::ArgMatches) {
+    let parsed = config::matches(Cli::command(), std::env::args_os().collect())
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    parsed.unwrap_or_else(|error| error.exit())
 }
 
 fn fail(message: String) -> ExitCode {
@@ -305,6 +338,7 @@ async fn execute(command: Command) -> Result<(), String> {
         | Command::Member { .. }
         | Command::Invite { .. }
         | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
+        Command::Config(_) => Err("`config` reached the operator's runner".to_owned()),
         Command::Audit(args) => {
             let store = open(&args.database.url, Access::Existing).await?;
             let events = store.instance_events(args.before, args.limit).await;
@@ -403,26 +437,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ),
         None => None,
     };
-    let rules = match &args.forward_auth_rules {
-        Some(path) => Some(crate::admission::forward_auth::Rules::load(path)?),
-        None => None,
-    };
-    let forward_auth = match (args.forward_auth_proxy, rules) {
-        (Some(proxy), rules) => {
-            Some(crate::admission::forward_auth::ForwardAuth::new(proxy, rules.unwrap_or_default()))
-        }
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err("--forward-auth-rules needs --forward-auth-proxy nginx|caddy|traefik|envoy: \
-                        the proxy in front of /auth, whose headers alone are read"
-                .to_owned());
-        }
-    };
-    let forward_auth_throttled = match args.forward_auth_throttled_status {
-        403 => axum::http::StatusCode::FORBIDDEN,
-        429 => axum::http::StatusCode::TOO_MANY_REQUESTS,
-        other => return Err(format!("--forward-auth-throttled-status {other}: 403 or 429")),
-    };
+    let (forward_auth, forward_auth_throttled) = forward_auth(&args)?;
     let settings = crate::state::Settings {
         blobs,
         max_bundle_size: args.max_bundle_size,
@@ -458,6 +473,41 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `/auth`'s proxy and rules, and how it answers a throttled address.
+fn forward_auth(
+    args: &ServeArgs,
+) -> Result<(Option<crate::admission::forward_auth::ForwardAuth>, axum::http::StatusCode), String> {
+    let rules = match &args.forward_auth_rules {
+        Some(path) => Some(crate::admission::forward_auth::Rules::load(path)?),
+        None => None,
+    };
+    let forward_auth = match (args.forward_auth_proxy, rules) {
+        (Some(proxy), rules) => {
+            Some(crate::admission::forward_auth::ForwardAuth::new(proxy, rules.unwrap_or_default()))
+        }
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err("--forward-auth-rules needs --forward-auth-proxy nginx|caddy|traefik|envoy: \
+                        the proxy in front of /auth, whose headers alone are read"
+                .to_owned());
+        }
+    };
+    let throttled = match args.forward_auth_throttled_status {
+        403 => axum::http::StatusCode::FORBIDDEN,
+        429 => axum::http::StatusCode::TOO_MANY_REQUESTS,
+        other => return Err(format!("--forward-auth-throttled-status {other}: 403 or 429")),
+    };
+    Ok((forward_auth, throttled))
+}
+
+/// What `serve` would refuse before it opens anything: the database URL's
+/// scheme and the forward-authentication settings.
+fn check(args: &ServeArgs) -> Result<(), String> {
+    keygate_store::check_url(&args.database.url)?;
+    forward_auth(args)?;
     Ok(())
 }
 
@@ -604,5 +654,102 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// `--config FILE` and `config check` ([`config`]), on the whole command line.
+#[cfg(test)]
+mod config_tests {
+    use std::ffi::OsString;
+
+    use clap::ArgMatches;
+
+    use super::Cli;
+    use super::config::serve_matches;
+    use clap::CommandFactory;
+
+    fn parse_from(args: Vec<OsString>) -> Result<((), ArgMatches), clap::Error> {
+        super::config::matches(Cli::command(), args).map(|m| ((), m))
+    }
+
+    fn describe(matches: &ArgMatches) -> String {
+        super::config::describe(&Cli::command(), matches)
+    }
+
+    fn args(line: &[&str]) -> Vec<OsString> {
+        std::iter::once("keygate").chain(line.iter().copied()).map(OsString::from).collect()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("keygate.toml");
+        std::fs::write(&path, text).expect("write");
+        let path = path.to_string_lossy().into_owned();
+        (dir, path)
+    }
+
+    fn error(text: &str) -> String {
+        let (_dir, path) = file(text);
+        parse_from(args(&["serve", "--config", &path])).map(|_| ()).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_file_gives_defaults_that_flags_and_the_environment_override() {
+        let (_dir, path) = file(
+            "listen = \"127.0.0.1:9999\"\nmax-bundle-size = 1024\nkey-cache = false\n\
+             trusted-proxy = [\"10.0.0.0/8\", \"192.0.2.1\"]\nverifier-token = [\"t1\"]\n",
+        );
+        let (_, matches) = parse_from(args(&["config", "check", "--config", &path])).expect("parsed");
+        let check = serve_matches(&matches).expect("check");
+        assert_eq!(
+            check.get_one::<std::net::SocketAddr>("listen"),
+            Some(&"127.0.0.1:9999".parse().expect("addr"))
+        );
+        assert_eq!(check.get_one::<u64>("max_bundle_size"), Some(&1024));
+        assert_eq!(check.get_one::<bool>("key_cache"), Some(&false));
+        assert_eq!(check.get_many::<ipnet::IpNet>("trusted_proxies").expect("proxies").count(), 2);
+        let described = describe(check);
+        assert!(described.contains("listen = \"127.0.0.1:9999\"  # file"), "{described}");
+        assert!(described.contains("verifier-token = [\"[hidden]\"]  # file"), "{described}");
+        assert!(!described.contains("t1"), "{described}");
+        assert!(described.contains("request-timeout = \"60\"  # default"), "{described}");
+        assert!(described.contains("# bootstrap-email is not set"), "{described}");
+
+        let (_, matches) =
+            parse_from(args(&["config", "check", "--config", &path, "--listen", "8081"])).expect("parsed");
+        let described = describe(serve_matches(&matches).expect("check"));
+        assert!(described.contains("listen = \"8081\"  # flag"), "the flag wins: {described}");
+    }
+
+    #[test]
+    fn what_the_file_gets_wrong_is_named() {
+        let unknown = error("listen = \"8080\"\nlisten-address = \"8080\"\n");
+        assert!(unknown.contains("unknown key `listen-address`") && unknown.contains("listen,"), "{unknown}");
+        assert!(error("config = \"other.toml\"\n").contains("unknown key `config`"));
+        assert!(error("listen = [\"1\", \"2\"]\n").contains("`listen` takes one value, not a list"));
+        assert!(
+            error("log-format = \"xml\"\n").contains("`log-format`"),
+            "{}",
+            error("log-format = \"xml\"\n")
+        );
+        assert!(error("max-connections = 0\n").contains("`max-connections`"));
+        assert!(error("listen = \n").contains("keygate.toml"), "a TOML error names the file");
+        let missing = parse_from(args(&["serve", "--config", "/nonexistent/keygate.toml"]))
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            missing.contains("cannot read the configuration file /nonexistent/keygate.toml"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        let (_dir, path) = file("database = \"postgres://keygate:s3cret@db.example/keygate\"\n");
+        let (_, matches) = parse_from(args(&["config", "check", "--config", &path])).expect("parsed");
+        let described = describe(serve_matches(&matches).expect("check"));
+        assert!(!described.contains("s3cret"), "{described}");
+        assert!(described.contains("database = "), "{described}");
     }
 }
