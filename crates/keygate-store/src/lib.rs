@@ -26,6 +26,7 @@ mod invites;
 mod key_blocks;
 mod keys;
 mod membership;
+mod migrations;
 mod model;
 mod orgs;
 mod outage;
@@ -49,6 +50,7 @@ use keygate_core::{AppId, Email, KeyDigest, OrgName, Role};
 use uuid::Uuid;
 
 pub use error::{Entity, Result, StoreError};
+pub use migrations::{Migration, MigrationPlan};
 pub use model::*;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -409,6 +411,17 @@ pub async fn connect_for(url: &str, access: Access) -> Result<Arc<dyn Store>> {
         Backend::Sqlite => Ok(Arc::new(SqliteStore::connect(url, access).await?)),
         #[cfg(feature = "postgres")]
         Backend::Postgres => Ok(Arc::new(PostgresStore::connect(url).await?)),
+    }
+}
+
+/// The schema steps the database at `url` has not had yet, and any it has
+/// that this binary does not know, read without changing anything.
+pub async fn migration_plan(url: &str) -> Result<MigrationPlan> {
+    match backend_of(url)? {
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => sqlite::migration_plan(url).await,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => postgres::migration_plan(url).await,
     }
 }
 

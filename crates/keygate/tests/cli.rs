@@ -684,6 +684,62 @@ fn a_configuration_file_sets_serve_below_the_environment_and_flags() {
     assert!(stderr.contains("bad.toml: unknown key `verifier-tokens`"), "{stderr}");
 }
 
+/// `migrate --dry-run` lists what would change and changes nothing; a
+/// database a newer keygate migrated is refused by every command, with
+/// both versions named.
+#[test]
+fn migrate_lists_pending_steps_and_a_newer_database_is_refused() {
+    let work = Workdir::new();
+    work.bootstrap("owner@example.com", "Acme");
+    let out = work.run(&["migrate", "--dry-run"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && printed.starts_with("up to date: step "), "{printed}");
+
+    let url = work.database();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let run = |statement: &'static str| {
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            sqlx::query(statement).execute(&mut connection).await.expect(statement);
+            connection.close().await.expect("close");
+        })
+    };
+    // The newest step's record gone: it is pending again (the dry run only
+    // lists it; nothing is applied).
+    run(
+        "CREATE TABLE kept AS SELECT * FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    );
+    run("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM kept)");
+    let stored = || {
+        ["", "-wal"]
+            .map(|suffix| std::fs::read(format!("{}{suffix}", work.db_path().display())).unwrap_or_default())
+    };
+    let before = stored();
+    let out = work.run(&["migrate", "--dry-run"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(printed.lines().filter(|l| l.starts_with("would apply ")).count(), 1, "{printed}");
+    assert!(printed.contains("this release is at step"), "{printed}");
+    assert!(stored() == before, "a dry run changed the database or its write-ahead log");
+    run("INSERT INTO _sqlx_migrations SELECT * FROM kept");
+
+    run("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)");
+    for args in [&["migrate", "--dry-run"][..], &["migrate"], &["audit"]] {
+        let out = work.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran on a newer database");
+        assert!(
+            stderr.contains("migrated by a newer keygate") && stderr.contains("9999"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let serve = work.run(&["serve", "--listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success() && stderr.contains("migrated by a newer keygate"), "{stderr}");
+}
+
 #[test]
 fn the_version_names_the_commit() {
     let out = Command::new(BIN).arg("--version").output().expect("run");

@@ -32,6 +32,17 @@ use crate::{AuthCache, AuthChange, PoolUse, Result, Store, StoreError, redact_cr
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The schema steps the database at `url` has not had yet, read without
+/// changing it.
+pub(crate) async fn migration_plan(url: &str) -> Result<crate::MigrationPlan> {
+    use sqlx::Connection;
+    let mut connection =
+        sqlx::PgConnection::connect(url).await.map_err(|e| config("cannot connect to PostgreSQL", &e))?;
+    let plan = crate::migrations::plan(&mut crate::sql::Db::Postgres(&mut connection), &MIGRATOR).await;
+    let _ = connection.close().await;
+    plan
+}
+
 /// How long a request waits for a free connection before the store reports
 /// itself unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -99,6 +110,7 @@ impl PostgresStore {
             }
             Err(error) => return Err(error),
         };
+        crate::migrations::plan(&mut crate::sql::Db::PostgresPool(&pool), &MIGRATOR).await?.refuse_newer()?;
         MIGRATOR.run(&pool).await.map_err(|e| config("migrations failed", &e))?;
         let replica = Uuid::new_v4();
         let (failures, failure_writer) = failures::share(pool.clone(), replica);

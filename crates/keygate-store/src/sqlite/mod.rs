@@ -98,6 +98,7 @@ impl SqliteStore {
         let mut writer = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
+        crate::migrations::plan(&mut Db::Sqlite(&mut writer), &MIGRATOR).await?.refuse_newer()?;
         MIGRATOR.run(&mut writer).await.map_err(|e| StoreError::Config(format!("migrations failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -244,6 +245,23 @@ fn not_a_file(url: &str) -> bool {
 /// SQLite gives its WAL and shared-memory files the database file's
 /// permissions, so nobody else on the machine reads keys' digests, emails
 /// or the audit log.
+/// The schema steps the database file at `url` has not had yet, read
+/// without changing it (the file must exist).
+pub(crate) async fn migration_plan(url: &str) -> Result<crate::MigrationPlan> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?;
+    let path = options.get_filename().to_owned();
+    if !path.try_exists().unwrap_or(true) {
+        return Err(StoreError::Config(format!("there is no database at {}", path.display())));
+    }
+    let mut connection = SqliteConnection::connect_with(&options.read_only(true))
+        .await
+        .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;
+    let plan = crate::migrations::plan(&mut Db::Sqlite(&mut connection), &MIGRATOR).await;
+    let _ = connection.close().await;
+    plan
+}
+
 fn create_owner_only(path: &std::path::Path) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

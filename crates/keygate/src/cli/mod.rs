@@ -32,6 +32,9 @@ enum Command {
     /// serve's configuration: `config check` prints what it would run with.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Bring the database's schema up to this release (every command does, on opening it);
+    /// with --dry-run, list what would change and change nothing.
+    Migrate(MigrateArgs),
     /// Create a user, an organization they own, and a first unscoped `all` key.
     Bootstrap(BootstrapArgs),
     /// Manage users (on the database directly, as the operator).
@@ -195,6 +198,15 @@ struct BootstrapArgs {
 }
 
 #[derive(Debug, Args)]
+struct MigrateArgs {
+    /// List the pending schema steps; apply none.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+#[derive(Debug, Args)]
 struct AuditArgs {
     /// How many events to print.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
@@ -339,6 +351,7 @@ async fn execute(command: Command) -> Result<(), String> {
         | Command::Invite { .. }
         | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
         Command::Config(_) => Err("`config` reached the operator's runner".to_owned()),
+        Command::Migrate(args) => migrate(&args).await,
         Command::Audit(args) => {
             let store = open(&args.database.url, Access::Existing).await?;
             let events = store.instance_events(args.before, args.limit).await;
@@ -473,6 +486,28 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `keygate migrate`: the schema steps pending, applied unless `--dry-run`.
+async fn migrate(args: &MigrateArgs) -> Result<(), String> {
+    let url = &args.database.url;
+    let describe = |e: keygate_store::StoreError| format!("{e} ({})", keygate_store::describe_url(url));
+    let plan = keygate_store::migration_plan(url).await.map_err(describe)?;
+    plan.refuse_newer().map_err(describe)?;
+    let verb = if args.dry_run { "would apply" } else { "applied" };
+    if !args.dry_run && !plan.pending.is_empty() {
+        open(url, Access::Existing).await?.close().await;
+    }
+    for step in &plan.pending {
+        println!("{verb} {} {}", step.version, step.description);
+    }
+    let at = plan.current.map_or_else(|| "no schema yet".to_owned(), |step| format!("step {step}"));
+    match (plan.pending.is_empty(), args.dry_run) {
+        (true, _) => println!("up to date: step {} of this release", plan.latest),
+        (false, true) => println!("the database is at {at}; this release is at step {}", plan.latest),
+        (false, false) => println!("migrated from {at} to step {}", plan.latest),
+    }
     Ok(())
 }
 
