@@ -60,16 +60,17 @@ impl DatabaseFile {
 /// `serve`'s hold on a database file; released when dropped or when the
 /// process ends.
 #[derive(Debug)]
-pub(crate) struct ServeLock {
+pub struct ServeLock {
     _file: File,
     /// The database file itself, locked too: a hard link to a served
-    /// database names another lock file, but the same file.
-    _database: File,
+    /// database names another lock file, but the same file. `None` while
+    /// there is no file yet (a restore into a new path).
+    _database: Option<File>,
 }
 
 impl ServeLock {
-    /// Takes the lock beside `database` (which must exist), and one on the
-    /// file itself, or says which process holds them.
+    /// Takes the lock beside `database`, and one on the file itself if it
+    /// exists, or says which process holds them.
     pub(crate) fn acquire(database: &Path) -> Result<Self> {
         // Named after the file itself, not the path given: a symbolic link
         // to a database served already finds its lock.
@@ -119,8 +120,15 @@ impl ServeLock {
         }
         // SQLite's own locks are POSIX record locks, which this whole-file
         // lock (flock) neither takes nor waits for.
-        let same_file = File::open(database)
-            .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", database.display())))?;
+        let same_file = match File::open(database) {
+            Ok(same_file) => same_file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self { _file: file, _database: None });
+            }
+            Err(error) => {
+                return Err(StoreError::Config(format!("cannot open {}: {error}", database.display())));
+            }
+        };
         match same_file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -134,7 +142,7 @@ impl ServeLock {
                 return Err(StoreError::Config(format!("cannot lock {}: {error}", database.display())));
             }
         }
-        Ok(Self { _file: file, _database: same_file })
+        Ok(Self { _file: file, _database: Some(same_file) })
     }
 }
 

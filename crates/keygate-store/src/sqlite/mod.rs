@@ -12,6 +12,7 @@
 //! in a file.
 
 mod file;
+pub mod snapshot;
 mod usage;
 mod writer;
 

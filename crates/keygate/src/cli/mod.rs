@@ -6,11 +6,13 @@
 //! (`bootstrap`, `user add`) is [`admin`].
 
 pub mod admin;
+mod backup;
+mod blob_dir;
 pub mod client;
 mod config;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -35,6 +37,11 @@ enum Command {
     /// Bring the database's schema up to this release (every command does, on opening it);
     /// with --dry-run, list what would change and change nothing.
     Migrate(MigrateArgs),
+    /// Copy a SQLite database and its bundles while it is served (on PostgreSQL, names pg_dump).
+    Backup(BackupArgs),
+    /// Put a backup in place of a SQLite database no server holds, after checking it; what it
+    /// replaces is moved aside.
+    Restore(RestoreArgs),
     /// Create a user, an organization they own, and a first unscoped `all` key.
     Bootstrap(BootstrapArgs),
     /// Manage users (on the database directly, as the operator).
@@ -207,6 +214,30 @@ struct MigrateArgs {
 }
 
 #[derive(Debug, Args)]
+struct BackupArgs {
+    /// The new file to write the snapshot to; the bundles go to FILE-blobs beside it.
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// Where the database's bundles are, when not in the default directory beside it.
+    #[arg(long, env = "KEYGATE_BLOB_DIR")]
+    blob_dir: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// A file `keygate backup` wrote; its bundles are taken from FILE-blobs beside it.
+    #[arg(long, value_name = "FILE")]
+    from: PathBuf,
+    /// Where the restored database's bundles go, when not in the default directory beside it.
+    #[arg(long, env = "KEYGATE_BLOB_DIR")]
+    blob_dir: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+#[derive(Debug, Args)]
 struct AuditArgs {
     /// How many events to print.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
@@ -352,6 +383,12 @@ async fn execute(command: Command) -> Result<(), String> {
         | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
         Command::Config(_) => Err("`config` reached the operator's runner".to_owned()),
         Command::Migrate(args) => migrate(&args).await,
+        Command::Backup(args) => {
+            print_json(&backup::backup(&args.database.url, &args.to, args.blob_dir.as_deref()).await?)
+        }
+        Command::Restore(args) => {
+            print_json(&backup::restore(&args.from, &args.database.url, args.blob_dir.as_deref()).await?)
+        }
         Command::Audit(args) => {
             let store = open(&args.database.url, Access::Existing).await?;
             let events = store.instance_events(args.before, args.limit).await;
@@ -435,7 +472,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         (dir, _) => {
             let dir = match dir {
                 Some(dir) => dir.clone(),
-                None => default_blob_dir_in_use(&args.database.url)?,
+                None => blob_dir::default_in_use(&args.database.url)?,
             };
             crate::state::blobs::BlobStore::open(&dir)
                 .map_err(|e| format!("cannot use {} for bundles: {e}", dir.display()))?
@@ -582,60 +619,6 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR such as 10.0.0.0/8"))
 }
 
-/// `FILE-blobs` beside a SQLite database file `FILE` (`keygate-blobs`
-/// beside `keygate.db`), so that two databases in one directory never share
-/// one (each `serve` removes what its own database does not list);
-/// `keygate-blobs` in the working directory otherwise.
-fn default_blob_dir(url: &str) -> PathBuf {
-    let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
-    match sqlite_path.map(|p| Path::new(p.split('?').next().unwrap_or(p))) {
-        Some(path) => {
-            // The whole file name, so that `q.db` and `q.sqlite` never share
-            // one; `keygate-blobs` for `keygate.db`, as always.
-            let name = path.file_name().and_then(|name| name.to_str()).filter(|name| !name.is_empty());
-            let dir = match name {
-                None | Some("keygate.db") => "keygate-blobs".to_owned(),
-                Some(name) => format!("{name}-blobs"),
-            };
-            path.parent().unwrap_or(Path::new("")).join(dir)
-        }
-        None => PathBuf::from("keygate-blobs"),
-    }
-}
-
-/// [`default_blob_dir`], unless it does not exist while `keygate-blobs`
-/// beside it does with no `keygate.db` of its own: every SQLite database
-/// kept its bundles there before, and which one they belong to is the
-/// operator's to say.
-fn default_blob_dir_in_use(url: &str) -> Result<PathBuf, String> {
-    let dir = default_blob_dir(url);
-    let former = dir.with_file_name("keygate-blobs");
-    let keygate_db_beside = || {
-        let beside =
-            std::fs::read_dir(former.parent().unwrap_or(Path::new("."))).into_iter().flatten().flatten();
-        // A SQLite database called `keygate`, by the header every one
-        // begins with: not its `-wal`, nor a `keygate.log`.
-        let a_database = |path: &Path| {
-            use std::io::Read;
-            let mut header = [0u8; 16];
-            path.file_stem() == Some("keygate".as_ref())
-                && std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok()
-                && &header == b"SQLite format 3\0"
-        };
-        beside.map(|entry| entry.path()).any(|path| a_database(&path))
-    };
-    if dir != former && !dir.exists() && former.exists() && !keygate_db_beside() {
-        return Err(format!(
-            "this database keeps its bundles in {dir}, which does not exist, while {former} beside it does \
-             (where every SQLite database kept them before): if they are this database's, rename it to {dir} \
-             or pass --blob-dir {former}; if another database's, create {dir}",
-            dir = dir.display(),
-            former = former.display()
-        ));
-    }
-    Ok(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,20 +652,6 @@ mod tests {
             })
             .collect();
         assert_eq!(documented, flags, "docs/configuration.md's serve table against `serve`'s flags");
-    }
-
-    #[test]
-    fn blobs_live_beside_a_sqlite_file() {
-        assert_eq!(default_blob_dir("sqlite://data/keygate.db"), PathBuf::from("data/keygate-blobs"));
-        assert_eq!(default_blob_dir("sqlite://keygate.db?mode=rwc"), PathBuf::from("keygate-blobs"));
-        assert_eq!(
-            default_blob_dir("sqlite:///var/lib/keygate/k.db"),
-            PathBuf::from("/var/lib/keygate/k.db-blobs")
-        );
-        // Twelfth review: `q.db` and `q.sqlite` shared one, and removed each other's bundles.
-        assert_eq!(default_blob_dir("sqlite://data/q.sqlite"), PathBuf::from("data/q.sqlite-blobs"));
-        assert_eq!(default_blob_dir("sqlite://data/q.db"), PathBuf::from("data/q.db-blobs"));
-        assert_eq!(default_blob_dir("postgres://db/keygate"), PathBuf::from("keygate-blobs"));
     }
 
     #[test]
