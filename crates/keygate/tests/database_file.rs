@@ -244,9 +244,14 @@ async fn two_databases_in_one_directory_keep_their_bundles_apart() {
         .expect("upload");
     assert_eq!(uploaded.status(), 200);
 
-    let other = format!("sqlite://{}", db.dir().join("other.db").display());
-    let second =
-        ServerProcess::start(Path::new(BIN), &other, db.dir(), &["--bootstrap-email", "p@example.com"]);
+    // Named relative to the working directory: the `keygate.db` beside it
+    // was looked for in a directory named "" and not found.
+    let second = ServerProcess::start(
+        Path::new(BIN),
+        "sqlite://other.db",
+        db.dir(),
+        &["--bootstrap-email", "p@example.com"],
+    );
     assert_eq!(get(&client, &second.base, "/readyz").await.0, 200);
     assert!(db.dir().join("other.db-blobs").is_dir(), "its own directory");
     let download = client

@@ -33,8 +33,12 @@ pub(super) fn default_in_use(url: &str) -> Result<PathBuf, String> {
     let dir = default(url);
     let former = dir.with_file_name("keygate-blobs");
     let keygate_db_beside = || {
-        let beside =
-            std::fs::read_dir(former.parent().unwrap_or(Path::new("."))).into_iter().flatten().flatten();
+        let beside = std::fs::read_dir(
+            former.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+        )
+        .into_iter()
+        .flatten()
+        .flatten();
         // A SQLite database called `keygate`, by the header every one
         // begins with: not its `-wal`, nor a `keygate.log`.
         let a_database = |path: &Path| {

@@ -169,6 +169,12 @@ struct ServeArgs {
     /// Serve GET /metrics (Prometheus) on this address instead of on --listen.
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// A PEM certificate chain: serve HTTPS on --listen (with --tls-key); reread on SIGHUP.
+    #[arg(long, env = "KEYGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert; reread on SIGHUP.
+    #[arg(long, env = "KEYGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Lets a scrape of GET /metrics on --listen come from anywhere when it presents this token as
     /// a bearer token; without it, only loopback clients may scrape there.
     #[arg(long, env = "KEYGATE_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_metrics_token)]
@@ -498,6 +504,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         metrics_listener: metrics_listener.clone(),
         metrics_token: args.metrics_token.clone(),
         log_format: args.log_format,
+        tls: tls(&args)?,
         edge: crate::http::edge::EdgeLimits {
             header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
@@ -518,7 +525,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(%address, "metrics on their own listener");
     }
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, api = %format!("http://{address}/"), openapi = %format!("http://{address}/openapi.json"), console = %format!("http://{address}/console"), "listening");
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    tracing::info!(%address, api = %format!("{scheme}://{address}/"), openapi = %format!("{scheme}://{address}/openapi.json"), console = %format!("{scheme}://{address}/console"), "listening");
     crate::server::serve(listener, store, settings, crate::server::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
@@ -576,11 +584,20 @@ fn forward_auth(
 }
 
 /// What `serve` would refuse before it opens anything: the database URL's
-/// scheme and the forward-authentication settings.
+/// scheme, the forward-authentication settings and the TLS files.
 fn check(args: &ServeArgs) -> Result<(), String> {
     keygate_store::check_url(&args.database.url)?;
     forward_auth(args)?;
+    tls(args)?;
     Ok(())
+}
+
+/// The listener's TLS certificate and key, if given.
+fn tls(args: &ServeArgs) -> Result<Option<std::sync::Arc<crate::http::tls::Tls>>, String> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(std::sync::Arc::new(crate::http::tls::Tls::load(cert, key)?))),
+        _ => Ok(None),
+    }
 }
 
 /// How old a blob no bundle refers to must be before `serve` removes it,

@@ -15,6 +15,9 @@
 //!   request after it: a client then opens a new one rather than send its
 //!   next request into a closed socket.
 //!
+//! With [`Tls`], each connection first completes a TLS handshake within the
+//! header read timeout.
+//!
 //! The request timeout is kept by [`crate::server::observe`], after routing, so
 //! that its 408 leaves in the contract's shape.
 
@@ -33,6 +36,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::tls::Tls;
 
 /// See the module's documentation.
 #[derive(Debug, Clone, Copy)]
@@ -55,10 +60,15 @@ impl Default for EdgeLimits {
 /// How long to wait before accepting again after `accept` failed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `app` on `listener` until `quit` turns true, then lets every open
-/// connection finish its request in flight.
-pub async fn serve<S>(listener: TcpListener, app: S, limits: EdgeLimits, mut quit: watch::Receiver<bool>)
-where
+/// Serves `app` on `listener` (over `tls` if given) until `quit` turns
+/// true, then lets every open connection finish its request in flight.
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: S,
+    limits: EdgeLimits,
+    tls: Option<Arc<Tls>>,
+    mut quit: watch::Receiver<bool>,
+) where
     S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
@@ -105,18 +115,18 @@ where
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let mut quit = quit.clone();
+        let quit = quit.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopping(&mut quit) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match acceptor {
+                None => run(stream, service, limits, quit).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => run(stream, service, limits, quit).await,
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
             }
             drop(permit);
@@ -124,6 +134,29 @@ where
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Serves one connection's requests until it closes, or until `quit`, then
+/// finishes the request in flight.
+async fn run<I, S>(io: I, service: S, limits: EdgeLimits, mut quit: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopping(&mut quit) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Resolves once `quit` is true (or its sender is gone).

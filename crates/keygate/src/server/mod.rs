@@ -46,6 +46,7 @@ pub async fn serve(
         (None, None)
     };
     let edge = settings.edge;
+    let tls = settings.tls.clone();
     let state = AppState::new(store.clone(), usage, settings, access_log);
     let quotas = tokio::spawn(state.admission.quotas.clone().run(stop.subscribe()));
     // Both listeners stop together.
@@ -58,10 +59,13 @@ pub async fn serve(
     // a scraper that stalls, or a flood of connections, cannot pile up there.
     let metrics_server = metrics_listener.map(|listener| {
         let app = metrics::router(state.admission.clone());
-        tokio::spawn(crate::http::edge::serve(listener, app, edge, quitting.clone()))
+        tokio::spawn(crate::http::edge::serve(listener, app, edge, None, quitting.clone()))
     });
     let app = router::app(state);
-    crate::http::edge::serve(listener, app, edge, quitting).await;
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_on_sighup(tls.clone()));
+    }
+    crate::http::edge::serve(listener, app, edge, tls, quitting).await;
     if let Some(server) = metrics_server
         && let Err(error) = server.await
         && !error.is_cancelled()
@@ -81,6 +85,25 @@ pub async fn serve(
     }
     store.close().await;
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP.
+async fn reload_on_sighup(tls: Arc<crate::http::tls::Tls>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate and key not reloaded; the previous ones stay")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

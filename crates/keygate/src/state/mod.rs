@@ -240,6 +240,8 @@ pub struct Settings {
     pub metrics_token: Option<VerifierToken>,
     /// Timeouts and the connection cap of the main listener.
     pub edge: crate::http::edge::EdgeLimits,
+    /// TLS on the main listener (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<Arc<crate::http::tls::Tls>>,
     /// Failed authentications per address within 5 minutes before it is
     /// answered 429; 0: no throttle (see [`crate::admission::throttle`]).
     pub failed_auth_limit: usize,
@@ -267,6 +269,7 @@ impl Settings {
             metrics_listener: None,
             metrics_token: None,
             log_format: crate::telemetry::LogFormat::Text,
+            tls: None,
             edge: crate::http::edge::EdgeLimits::default(),
             failed_auth_limit: crate::admission::throttle::THRESHOLD,
             max_org_storage: None,
