@@ -167,6 +167,7 @@ pub enum Request {
     Member(MemberCommand),
     Invite(InviteCommand),
     Verify(VerifyArgs),
+    Health,
 }
 
 /// What went wrong, with the exit code it maps to.
@@ -202,6 +203,10 @@ async fn execute(args: &ClientArgs, request: Request) -> Result<(), Failure> {
         }
         Request::Member(command) => member(&client, command).await,
         Request::Invite(command) => invite(&client, command).await,
+        Request::Health => {
+            let body = client.send(Method::GET, "/livez", None, None).await?;
+            client.one(&body, &body, &["status"])
+        }
         Request::Verify(verify) => {
             let token = std::env::var("KEYGATE_VERIFIER_TOKEN").map_err(|_| {
                 Failure::usage("set KEYGATE_VERIFIER_TOKEN to a verifier token given to `keygate serve`")

@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: client::InviteCommand,
     },
+    /// Whether a keygate server is alive (GET /livez); exits 0 if so (a container's health check).
+    Health {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Ask a keygate server whether a key may do something (POST /verify).
     Verify {
         #[command(flatten)]
@@ -325,6 +330,7 @@ pub fn run() -> ExitCode {
         Command::Member { client, command } => (client, client::Request::Member(command)),
         Command::Invite { client, command } => (client, client::Request::Invite(command)),
         Command::Verify { client, verify } => (client, client::Request::Verify(verify)),
+        Command::Health { client } => (client, client::Request::Health),
         Command::Config(ConfigCommand::Check(args)) => {
             let described = config::serve_matches(&matches)
                 .map(|serve| config::describe(&Cli::command(), serve))
@@ -386,7 +392,8 @@ async fn execute(command: Command) -> Result<(), String> {
         | Command::Org { .. }
         | Command::Member { .. }
         | Command::Invite { .. }
-        | Command::Verify { .. } => Err("a client command reached the operator's runner".to_owned()),
+        | Command::Verify { .. }
+        | Command::Health { .. } => Err("a client command reached the operator's runner".to_owned()),
         Command::Config(_) => Err("`config` reached the operator's runner".to_owned()),
         Command::Migrate(args) => migrate(&args).await,
         Command::Backup(args) => {
