@@ -740,6 +740,20 @@ fn migrate_lists_pending_steps_and_a_newer_database_is_refused() {
     assert!(!serve.status.success() && stderr.contains("migrated by a newer keygate"), "{stderr}");
 }
 
+/// `keygate health`: 0 while the server answers, 3 when nothing does.
+#[test]
+fn health_says_whether_the_server_answers() {
+    let work = Workdir::new();
+    work.bootstrap("owner@example.com", "Acme");
+    let server = Server::start(&work, &[]);
+    let health = |base: &str| Command::new(BIN).args(["health", "--url", base]).output().expect("health");
+    let alive = health(&server.base);
+    assert!(alive.status.success(), "{}", String::from_utf8_lossy(&alive.stderr));
+    let base = server.base.clone();
+    drop(server);
+    assert_eq!(health(&base).status.code(), Some(3), "nothing answers there any more");
+}
+
 #[test]
 fn the_version_names_the_commit() {
     let out = Command::new(BIN).arg("--version").output().expect("run");
