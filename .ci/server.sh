@@ -13,8 +13,13 @@ python_tool() {
   echo "$venv"
 }
 
-cargo build --release --quiet -p keygate
-keygate=${CARGO_TARGET_DIR:-target}/release/keygate
+# The binary in KEYGATE_BIN (as CI gives it), else a release build.
+if [ -n "${KEYGATE_BIN:-}" ]; then
+  keygate=$KEYGATE_BIN
+else
+  cargo build --release --quiet -p keygate
+  keygate=${CARGO_TARGET_DIR:-target}/release/keygate
+fi
 work=$(mktemp -d)
 server=""
 cleanup() {
