@@ -35,7 +35,8 @@ impl<B: Backend> OrgStore for B {
                 let (org_id, user_id, changes) = match enrollee.enroll {
                     Enroll::NewOrganization { ref name } => {
                         let user_id = user_for_email(&mut db, &enrollee.email).await?;
-                        (insert_org(&mut db, name, user_id, operator).await?.id, user_id, vec![])
+                        let org_id = insert_org(&mut db, name, user_id, operator).await?.id;
+                        (org_id, user_id, vec![AuthChange::Member { org_id, user_id }])
                     }
                     Enroll::Member { org_id, role } => {
                         let user_id = set_role(&mut db, org_id, &enrollee.email, role, operator).await?;
@@ -61,7 +62,10 @@ impl<B: Backend> OrgStore for B {
         self.transact(move |mut db| {
             Box::pin(async move {
                 may_create_organization_now(&mut db, &actor).await?;
-                Ok((insert_org(&mut db, &name, owner, &actor).await?, vec![]))
+                let org = insert_org(&mut db, &name, owner, &actor).await?;
+                // The creator's cached unscoped keys know where they may act.
+                let change = AuthChange::Member { org_id: org.id, user_id: owner };
+                Ok((org, vec![change]))
             })
         })
         .await

@@ -142,6 +142,43 @@ async fn a_second_server_on_the_same_file_stops_naming_the_first() {
     assert_eq!(get(&client, &again.base, "/readyz").await.0, 200);
 }
 
+/// Thirteenth review: `bootstrap` through a hard link of a served database
+/// kept a second write-ahead log of the same file, whose checkpoint
+/// overwrote the server's writes. A file with more than one name is
+/// refused by every command, and by `serve`.
+#[tokio::test]
+async fn a_database_file_with_a_second_name_is_refused_by_every_command() {
+    let (db, _admin, org) = prepared().await;
+    let served = ServerProcess::start(Path::new(BIN), db.url(), db.dir(), &[]);
+    let original = db.dir().join("keygate.db");
+    std::fs::hard_link(&original, db.dir().join("alias.db")).expect("hard link");
+    let run = |args: &[&str], name: &str| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--database", &format!("sqlite://{}", db.dir().join(name).display())])
+            .current_dir(db.dir())
+            .env_remove("KEYGATE_DATABASE_URL")
+            .output()
+            .expect("run keygate")
+    };
+    for (args, name) in [
+        (&["bootstrap", "--email", "ghost@example.com", "--org-name", "Ghost"][..], "alias.db"),
+        (&["user", "add", "--email", "dev@example.com", "--role", "read", "--org", &org], "alias.db"),
+        (&["audit"], "keygate.db"),
+        (&["migrate", "--dry-run"], "alias.db"),
+        (&["backup", "--to", "copy.db"], "alias.db"),
+    ] {
+        let output = run(args, name);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} through {name} ran");
+        assert!(stderr.contains("2 names (hard links)"), "{args:?}: {stderr}");
+    }
+    assert!(!db.dir().join("alias.db-wal").exists(), "no second write-ahead log");
+    drop(served);
+    let refused = run(&["serve", "--listen", "127.0.0.1:0"], "keygate.db");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("hard links"), "serve too");
+}
+
 #[test]
 fn user_add_on_a_path_with_no_database_creates_nothing() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -57,6 +57,23 @@ impl DatabaseFile {
     }
 }
 
+/// Refuses a database file with more than one name (hard links): SQLite
+/// names its write-ahead log after the name it was opened by, so a
+/// command run through another name would keep a second log of the same
+/// file, and checkpointing either would overwrite the other's writes.
+pub(crate) fn refuse_hard_links(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.nlink() > 1 => Err(StoreError::Config(format!(
+            "{} has {} names (hard links): SQLite keeps its write-ahead log by name, so a second name \
+             would corrupt it; remove every other link to the file (`find / -samefile {}`)",
+            path.display(),
+            metadata.nlink(),
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `serve`'s hold on a database file; released when dropped or when the
 /// process ends.
 #[derive(Debug)]

@@ -86,6 +86,7 @@ impl SqliteStore {
         if !exists && access != Access::Existing {
             create_owner_only(&path)?;
         }
+        file::refuse_hard_links(&path)?;
         let lock = match access {
             Access::Serve => Some(ServeLock::acquire(&path)?),
             Access::Create | Access::Existing => None,
@@ -255,6 +256,7 @@ pub(crate) async fn migration_plan(url: &str) -> Result<crate::MigrationPlan> {
     if !path.try_exists().unwrap_or(true) {
         return Err(StoreError::Config(format!("there is no database at {}", path.display())));
     }
+    file::refuse_hard_links(&path)?;
     let mut connection = SqliteConnection::connect_with(&options.read_only(true))
         .await
         .map_err(|e| StoreError::Config(crate::redact_credentials(&e.to_string())))?;

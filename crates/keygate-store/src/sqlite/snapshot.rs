@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use super::MIGRATOR;
-use super::file::ServeLock;
+use super::file::{ServeLock, refuse_hard_links};
 use crate::sql::{Db, sql};
 use crate::{MigrationPlan, Result, StoreError};
 
@@ -31,6 +31,7 @@ pub async fn backup(url: &str, to: &Path) -> Result<()> {
     if !path.try_exists().unwrap_or(true) {
         return Err(StoreError::Config(format!("there is no database at {}", path.display())));
     }
+    refuse_hard_links(&path)?;
     let mut connection = options
         .busy_timeout(std::time::Duration::from_secs(30))
         .connect()

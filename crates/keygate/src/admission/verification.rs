@@ -102,6 +102,11 @@ pub async fn authenticate(
     headers: &HeaderMap,
 ) -> ApiResult<Arc<Authenticated>> {
     guarded(state, address, async {
+        // Two credentials: a service behind keygate might read the other.
+        let sent = KEY_HEADERS.iter().map(|name| headers.get_all(*name).iter().count()).sum::<usize>();
+        if sent > 1 {
+            return Err(ApiError::ambiguous_credentials());
+        }
         let presented = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
         Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
             KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),

@@ -58,6 +58,14 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "missing_api_key", "Missing API key")
     }
 
+    pub fn ambiguous_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "ambiguous_credentials",
+            "More than one API key was sent (authorization, x-api-key, capgkey): send exactly one",
+        )
+    }
+
     pub fn invalid_api_key() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "Invalid API key")
     }

@@ -491,11 +491,15 @@ app_id_header = "x-app-id"
         let Some(proxy) = ReverseProxy::start(kind, &address(&app), &echo.address) else { return };
         let name = kind.name();
 
+        // Thirteenth review: and with dots, which PHP folds like underscores.
         for forged in [
             "X_Keygate-Mode: all",
             "X-Keygate_User_Id: forged",
             "X_KEYGATE-ORG-ID: forged",
             "X-Keygate_Key-Id: 1",
+            "X.Keygate.Mode: all",
+            "X.Keygate.User-Id: forged",
+            "X-Keygate.Org.Id: forged",
         ] {
             for (target, key) in [(&b"/public/x"[..], None), (&b"/v1/x"[..], Some(upload.as_str()))] {
                 let (status, seen) =
@@ -515,9 +519,13 @@ app_id_header = "x-app-id"
                 }
             }
         }
-        for spelling in
-            ["X_HTTP_Method_Override", "X-HTTP-Method_Override", "X_Method_Override", "X_HTTP_Method"]
-        {
+        for spelling in [
+            "X_HTTP_Method_Override",
+            "X-HTTP-Method_Override",
+            "X_Method_Override",
+            "X_HTTP_Method",
+            "X.HTTP.Method.Override",
+        ] {
             let (status, seen) =
                 echoed(&proxy, "GET", b"/x", Some(&read), &[&format!("{spelling}: DELETE")]).await;
             let overridden = seen["overrides"].as_array().is_some_and(|o| !o.is_empty());
@@ -526,16 +534,22 @@ app_id_header = "x-app-id"
                 "{name}: {spelling} reached the API with a read key: {seen}"
             );
         }
-        for spelling in
-            ["X_Original-URL", "X-Original_URL", "X_Rewrite_URL", "X-Rewrite_URL", "X_Original-URI"]
-        {
+        for spelling in [
+            "X_Original-URL",
+            "X-Original_URL",
+            "X_Rewrite_URL",
+            "X-Rewrite_URL",
+            "X_Original-URI",
+            "X.Rewrite.Url",
+            "X.Original.URL",
+        ] {
             let (status, seen) =
                 echoed(&proxy, "GET", b"/public/x", None, &[&format!("{spelling}: /admin/secret")]).await;
             let reached =
                 seen["headers"].as_object().is_some_and(|h| h.values().any(|v| v == "/admin/secret"));
             assert!(!(status == 200 && reached), "{name}: {spelling} reached the API: {seen}");
         }
-        for spelling in ["X_Org_Id", "X-Org_Id", "x_org_id"] {
+        for spelling in ["X_Org_Id", "X-Org_Id", "x_org_id", "X.Org.Id"] {
             let headers = [format!("X-Org-Id: {org}"), format!("{spelling}: {other_org}")];
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
             let (status, seen) = echoed(&proxy, "POST", b"/v1/things", Some(&upload), &headers).await;

@@ -2,7 +2,9 @@
 adversarial tests: the standard library's WSGI server (which decodes the
 path once into PATH_INFO, and folds header names -- `X_Keygate_Mode` and
 `X-Keygate-Mode` alike -- into HTTP_X_KEYGATE_MODE, joining repeats with a
-comma) answers every request with what it received, as JSON:
+comma), with header names folded further as CGI and PHP fold them (every
+character but a letter or digit as `_`, so `X.Keygate.Mode` too), answers
+every request with what it received, as JSON:
 
 - method: REQUEST_METHOD, and any method override a framework may honour;
 - path: PATH_INFO as the server decoded it;
@@ -17,6 +19,7 @@ It listens on 127.0.0.1 on a free port, which it prints on stdout.
 
 import json
 import posixpath
+import re
 import sys
 import unicodedata
 import urllib.parse
@@ -50,7 +53,19 @@ def resolved(path, raw_target):
     return unicodedata.normalize("NFKC", text).lower()
 
 
+def cgi_headers(environ):
+    # CGI and PHP name a header HTTP_ + its name with every character but a
+    # letter or digit as `_`; same names join with a comma.
+    folded = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = "HTTP_" + re.sub(r"[^A-Z0-9]", "_", key[5:].upper())
+            folded[name] = f"{folded[name]},{value}" if name in folded else value
+    return folded
+
+
 def app(environ, start_response):
+    environ = {**environ, **cgi_headers(environ)}
     overrides = [
         environ.get(name)
         for name in ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD")
@@ -65,7 +80,7 @@ def app(environ, start_response):
             "overrides": overrides,
             "path": path,
             "resolved": resolved(path, environ.get("RAW_TARGET", "")),
-            "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
+            "headers": cgi_headers(environ),
         }
     ).encode()
     start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])

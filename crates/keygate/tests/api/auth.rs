@@ -27,6 +27,29 @@ async fn every_header_form_authenticates() {
     }
 }
 
+/// Thirteenth review: two credentials were accepted (the first used),
+/// where a service behind keygate might read the other; `/auth` refused
+/// the same request. Whichever two headers, and whichever keys: refused.
+#[tokio::test]
+async fn two_credentials_are_refused_whichever_they_are() {
+    let app = spawn_app().await;
+    let key = &app.owner.key;
+    for pair in [
+        [("authorization", key.as_str()), ("x-api-key", key.as_str())],
+        [("authorization", key.as_str()), ("authorization", key.as_str())],
+        [("x-api-key", key.as_str()), ("capgkey", "ak_other")],
+    ] {
+        let mut request = app.client.get(format!("{}/apikey", app.base));
+        for (name, value) in pair {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status(), 401, "{pair:?}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "ambiguous_credentials", "{pair:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_missing_key_is_401_on_every_route() {
     let app = spawn_app().await;

@@ -102,6 +102,13 @@ async fn an_unscoped_key_reads_only_while_its_owner_is_a_member_where_it_may_act
     assert_eq!(reads().await, "VALID", "still a member of the other organization");
     app.delete(&format!("/organization?org_id={}", other.org_id), &other.key).await.ok();
     assert_eq!(reads().await, "FORBIDDEN", "its last organization deleted: a member nowhere");
+
+    // Any account may create an organization, and is then a member of one:
+    // a path that names no organization is an account's, not a tenant's
+    // (SECURITY.md). The new membership counts at once, cache and all.
+    let created = app.post("/organization", &reader.key, json!({ "name": "Reader's own" })).await.ok();
+    assert_eq!(created["organization"]["role"], "super_admin", "{created}");
+    assert_eq!(reads().await, "VALID", "a member again, of their own organization");
 }
 
 #[tokio::test]

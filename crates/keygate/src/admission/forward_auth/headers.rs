@@ -91,9 +91,11 @@ pub(super) fn folded_eq(name: &str, target: &str) -> bool {
     name.len() == target.len() && folded_starts_with(name, target)
 }
 
-/// Whether `name` begins with `prefix` as an upstream may read it.
+/// Whether `name` begins with `prefix` as an upstream may read it: case
+/// aside, and every character but a letter or digit as `-` (CGI and PHP
+/// turn each into `_`, so `X.Keygate.Mode` is their `HTTP_X_KEYGATE_MODE`).
 pub(super) fn folded_starts_with(name: &str, prefix: &str) -> bool {
-    let fold = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    let fold = |b: u8| if b.is_ascii_alphanumeric() { b.to_ascii_lowercase() } else { b'-' };
     name.len() >= prefix.len() && name.bytes().zip(prefix.bytes()).all(|(a, b)| fold(a) == fold(b))
 }
 

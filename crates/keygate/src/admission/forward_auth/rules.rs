@@ -60,6 +60,12 @@ struct Rule {
     case_insensitive: bool,
 }
 
+/// A method no rule names, standing for every other one a body may name
+/// (Express takes any of Node's methods, Symfony any upper-case word): it
+/// is judged by the rules that name no method, or by the default.
+static ANY_OTHER_METHOD: std::sync::LazyLock<Method> =
+    std::sync::LazyLock::new(|| Method::from_bytes(b"KEYGATE-ANY-OTHER-METHOD").expect("a method token"));
+
 /// The rules of `--forward-auth-rules`, or none (the method decides).
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -70,8 +76,9 @@ pub struct Rules {
     /// lower case may also be one a case-insensitive upstream reads as it.
     cased_literals: bool,
     /// The methods a POST's body could turn it into (`_method`, as Rails,
-    /// Laravel and Symfony read it): PUT, PATCH, DELETE and every method a
-    /// rule names; none when the file says the upstream never reads one.
+    /// Laravel, Symfony and Express read it): the standard ones, every
+    /// method a rule names, and [`ANY_OTHER_METHOD`] for the rest; none
+    /// when the file says the upstream never reads one.
     body_methods: Vec<Method>,
 }
 
@@ -110,8 +117,10 @@ impl Rules {
         );
         let mut body_methods = Vec::new();
         if body_may_override_method {
-            body_methods = vec![Method::PUT, Method::PATCH, Method::DELETE];
-            for method in rules.iter().flat_map(|rule| rule.methods.iter().flatten()) {
+            body_methods =
+                vec![Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::PATCH, Method::DELETE];
+            let named = rules.iter().flat_map(|rule| rule.methods.iter().flatten());
+            for method in named.chain([&*ANY_OTHER_METHOD]) {
                 if *method != Method::POST && !body_methods.contains(method) {
                     body_methods.push(method.clone());
                 }

@@ -370,8 +370,9 @@ fn envoy_sends_its_own_method_and_the_target_after_auth() {
     assert_eq!(refused.expect_err("refused").code, "conflicting_header");
 }
 
-/// A header an upstream folds into one keygate guards (any case, `_`
-/// for `-`) is refused, or, for a method override, counted as one.
+/// A header an upstream folds into one keygate guards (any case, any
+/// character but a letter or digit for `-`) is refused, or, for a method
+/// override, counted as one.
 #[test]
 fn every_spelling_of_a_guarded_header_is_screened() {
     let conflicting = [
@@ -387,12 +388,25 @@ fn every_spelling_of_a_guarded_header_is_screened() {
         ("X-Original-URI", "/health"),
         ("x_api_key", "ak_x"),
         ("X_Org", "other"),
+        // Thirteenth review: PHP reads `X.Keygate.Mode` as `HTTP_X_KEYGATE_MODE`.
+        ("X.Keygate.User-Id", "forged"),
+        ("X.Keygate.Mode", "all"),
+        ("x~keygate~mode", "all"),
+        ("X.Rewrite.Url", "/admin"),
+        ("X.Api.Key", "ak_x"),
+        ("X.Org", "other"),
     ];
     for (name, value) in conflicting {
         let refused = judge_with("POST", "/v1/things", &[(name, value)]).expect_err(name);
         assert_eq!(refused.code, "conflicting_header", "{name}");
     }
-    for name in ["X_HTTP_Method_Override", "x-http-method_override", "X_Method_Override", "x_http_method"] {
+    for name in [
+        "X_HTTP_Method_Override",
+        "x-http-method_override",
+        "X_Method_Override",
+        "x_http_method",
+        "X.HTTP.Method.Override",
+    ] {
         let judged = judge_with("GET", "/x", &[(name, "DELETE")]).expect(name);
         assert_eq!(judged.len(), 2, "{name}: an override, whatever its spelling");
     }
@@ -422,8 +436,8 @@ fn a_post_needs_what_every_method_it_could_become_needs() {
         let extra: Vec<(&'static str, &str)> =
             content_type.map(|c| ("content-type", c)).into_iter().collect();
         let judged = judge_with("POST", "/admin/x", &extra).expect("judged");
-        // POST, then PUT, PATCH, DELETE and GET, the one other method a rule names.
-        assert_eq!(methods(&judged), 5, "{content_type:?}");
+        // POST, then GET, HEAD, OPTIONS, PUT, PATCH, DELETE and any other.
+        assert_eq!(methods(&judged), 8, "{content_type:?}");
     }
     // An upload key may POST a bundle, but the body could make it a PATCH,
     // which no rule here lets an upload key do.
@@ -449,6 +463,41 @@ fn a_post_needs_what_every_method_it_could_become_needs() {
     );
     let judged = trusted.judge(&Method::GET, &"/auth".parse().expect("uri"), &forwarded).expect("judged");
     assert_eq!(judged, vec![Judged { need: Need::Key(Action::Write), org_id: None, app_id: None }]);
+}
+
+/// Thirteenth review: a body's `_method` may name a method no rule names
+/// (Express takes PURGE, MOVE or GET; Symfony any upper-case word), which a
+/// catch-all rule or the default then judges.
+#[test]
+fn a_post_needs_what_a_method_no_rule_names_needs() {
+    let judge_post = |rules: &str, target: &str| {
+        let auth = ForwardAuth::new(Proxy::Caddy, Rules::parse(rules).expect("rules"));
+        let forwarded = headers(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", target)]);
+        auth.judge(&Method::GET, &"/auth".parse().expect("uri"), &forwarded).expect("judged")
+    };
+    let catch_all = r#"
+        [[rule]]
+        path = "/api/{org_id}/**"
+        methods = ["GET", "HEAD"]
+        action = "read"
+        [[rule]]
+        path = "/api/{org_id}/**"
+        methods = ["POST", "PUT", "PATCH", "DELETE"]
+        action = "write"
+        [[rule]]
+        path = "/api/{org_id}/**"
+        action = "admin"
+    "#;
+    let judged = judge_post(catch_all, "/api/0190/cache/all");
+    assert!(judged.iter().any(|j| j.need == Need::Key(Action::Administer)), "a PURGE there: {judged:?}");
+    let drop_box = r#"
+        [[rule]]
+        path = "/inbox/**"
+        methods = ["POST", "PUT", "PATCH", "DELETE"]
+        action = "public"
+    "#;
+    let judged = judge_post(drop_box, "/inbox/all");
+    assert!(judged.iter().any(|j| j.need == Need::Key(Action::Read)), "a GET there: {judged:?}");
 }
 
 #[test]
