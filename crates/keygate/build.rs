@@ -1,6 +1,8 @@
 //! Names the commit the binary is built from (`keygate --version`,
 //! `keygate_build_info`): `KEYGATE_COMMIT` when set (a build outside a git
-//! checkout, such as a container's), else git's, else `unknown`.
+//! checkout, such as a container's), else git's description of it against
+//! the release tags (`v0.2.0` at a release, `v0.2.0-3-g1a2b3c4d5e6f` after
+//! one, the short hash before any), else `unknown`.
 
 use std::process::Command;
 
@@ -16,7 +18,7 @@ fn main() {
             .map(|text| text.trim().to_owned())
     };
     // Rebuilt when the checked-out commit moves.
-    for path in ["HEAD", "refs/heads", "packed-refs"] {
+    for path in ["HEAD", "refs/heads", "refs/tags", "packed-refs"] {
         if let Some(path) = git(&["rev-parse", "--git-path", path])
             && std::path::Path::new(&path).exists()
         {
@@ -26,7 +28,7 @@ fn main() {
     let commit = std::env::var("KEYGATE_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
-        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .or_else(|| git(&["describe", "--tags", "--match", "v[0-9]*", "--abbrev=12", "--always"]))
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=KEYGATE_COMMIT={commit}");
 }
