@@ -122,8 +122,11 @@ pub async fn auth_path(
     ClientAddress(address): ClientAddress,
     method: Method,
     uri: Uri,
+    sent: Option<axum::Extension<crate::http::SentTarget>>,
     headers: HeaderMap,
 ) -> Response {
+    // The path as Envoy sent it, trailing slashes and all.
+    let uri = sent.map_or(uri, |axum::Extension(sent)| sent.0);
     decide(&admission, &forwarding, address, &method, &uri, &headers).await
 }
 

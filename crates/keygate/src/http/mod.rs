@@ -13,3 +13,8 @@ pub mod tls;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A request's target as the client sent it, before the router trimmed its
+/// trailing slashes (kept for `/auth/…`, see `server::router`).
+#[derive(Debug, Clone)]
+pub struct SentTarget(pub axum::http::Uri);

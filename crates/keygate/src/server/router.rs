@@ -1,12 +1,13 @@
 //! Every route keygate serves, in one place, and the layers around them.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use std::sync::LazyLock;
 
 use tower::Layer;
+use tower::util::{MapRequest, MapRequestLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use utoipa::OpenApi;
@@ -15,13 +16,27 @@ use utoipa_axum::routes;
 
 use crate::api::{ApiDoc, apikey, app, bundle, forward, health, invites, org_keys, organization, verify};
 use crate::http::BODY_LIMIT;
+use crate::http::SentTarget;
 use crate::http::error::ApiError;
 use crate::server::observe::ObserveLayer;
 use crate::state::AppState;
 
-/// The application: the routes, with a trailing slash accepted on every path.
-pub fn app(state: AppState) -> NormalizePath<Router> {
-    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+/// The application: the routes, with a trailing slash accepted on every
+/// path — but `/auth/…` keeps the target as sent, for its handler to judge.
+pub fn app(state: AppState) -> MapRequest<NormalizePath<Router>, fn(Request) -> Request> {
+    let keep: fn(Request) -> Request = keep_forwarded_target;
+    MapRequestLayer::new(keep).layer(NormalizePathLayer::trim_trailing_slash().layer(router(state)))
+}
+
+/// After `/auth`, Envoy sends the protected request's own path, whose
+/// trailing slashes are the upstream's to read: trimmed, `/x//` would be
+/// judged as `/x`.
+fn keep_forwarded_target(mut request: Request) -> Request {
+    if request.uri().path().starts_with("/auth/") {
+        let sent = SentTarget(request.uri().clone());
+        request.extensions_mut().insert(sent);
+    }
+    request
 }
 
 /// Every route with its OpenAPI description: a handler is routed only

@@ -333,3 +333,23 @@ async fn organization_policy_binds_scoped_keys() {
     let fine = (Utc::now() + Duration::days(29)).to_rfc3339();
     app.create_key(&app.owner.key, json!({ "org_id": org, "mode": "read", "expires_at": fine })).await;
 }
+
+/// Thirteenth review: `limited_to_orgs` naming another organization was
+/// ignored, and the key made for `org_id`. Anything but `[org_id]` is
+/// refused now, and nothing is created.
+#[tokio::test]
+async fn limited_to_orgs_is_org_id_or_refused() {
+    let app = spawn_app().await;
+    let org = app.owner.org_id.clone();
+    let other = app.tenant("other@example.com").await.org_id;
+    let same = json!({ "org_id": org, "mode": "read", "limited_to_orgs": [org] });
+    app.post("/apikey", &app.owner.key, same).await.ok();
+    for orgs in
+        [json!([other]), json!([]), json!([org, other]), json!("x"), json!([org.to_uppercase() + "x"])]
+    {
+        let body = json!({ "org_id": org, "mode": "read", "limited_to_orgs": orgs });
+        let reply = app.post("/apikey", &app.owner.key, body).await;
+        assert!(reply.error(400, "invalid_body").contains("limited_to_orgs"), "{orgs}");
+    }
+    assert_eq!(app.listed_ids("/apikey", &app.owner.key).await.len(), 2, "the bootstrap key and one more");
+}

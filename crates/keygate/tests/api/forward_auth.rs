@@ -245,6 +245,15 @@ async fn traefik_and_envoy_request_shapes() {
     assert_eq!(missing.headers()["x-keygate-reason"], "missing_api_key");
     let unknown_app = envoy(Method::GET, "/apps/com.nobody.app/x", Some(&setup.read)).await.expect("envoy");
     assert_eq!(unknown_app.status(), 403, "an app keygate does not know names nothing a key may act on");
+    // Thirteenth review: the router trimmed `/x//` to `/x` before Envoy's
+    // path was judged; the upstream reads it with its empty segment.
+    for path in ["/apps/com.acme.app/settings//", "/apps/com.acme.app//settings/"] {
+        let trailing = envoy(Method::GET, path, Some(&setup.read)).await.expect("envoy");
+        assert_eq!(trailing.status(), 400, "{path}");
+        assert_eq!(trailing.headers()["x-keygate-reason"], "ambiguous_path", "{path}");
+    }
+    let one = envoy(Method::GET, "/apps/com.acme.app/settings/", Some(&setup.read)).await.expect("envoy");
+    assert_eq!(one.status(), 200, "one trailing slash is dropped, as documented");
 }
 
 /// The forward-authentication page shows the configurations the tests

@@ -9,7 +9,6 @@ use keygate_core::{AppId, KeyName, Mode, Scope};
 use keygate_store::Store;
 use keygate_store::{KeyLimits, NewApiKey};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -52,10 +51,10 @@ struct CreateFields {
     /// A credit balance each request spends from; none: unlimited.
     #[schema(nullable = true)]
     credits: Option<CreditsInput>,
-    /// Capgo clients may send it; the scope comes from `org_id`.
-    #[serde(rename = "limited_to_orgs")]
+    /// Capgo clients may send it; the scope comes from `org_id`, and
+    /// anything but `[org_id]` here is refused rather than ignored.
     #[schema(ignore)]
-    _limited_to_orgs: Option<IgnoredAny>,
+    limited_to_orgs: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -91,7 +90,6 @@ impl CreateFields {
                 })
             }),
             expires_at: self.expires_at.or(query.expires_at),
-            _limited_to_orgs: None,
             ..self
         }
     }
@@ -123,6 +121,17 @@ impl CreateKey {
             fields.credits.map(Some),
         )?;
         let org_id = parse_org_id(&org_id)?;
+        if let Some(orgs) = fields.limited_to_orgs {
+            let same = orgs.as_array().is_some_and(|orgs| {
+                orgs.len() == 1
+                    && orgs[0].as_str().is_some_and(|org| parse_org_id(org).is_ok_and(|o| o == org_id))
+            });
+            if !same {
+                return Err(ApiError::invalid_body(
+                    "limited_to_orgs must be [org_id] or left out: a key's organization is the one org_id names",
+                ));
+            }
+        }
         let limits = KeyLimits {
             enabled: limits.enabled.unwrap_or(true),
             ratelimits: limits.ratelimits.unwrap_or_default(),
