@@ -56,6 +56,27 @@ async fn a_version_is_uploaded_once() {
     assert_eq!(app.blob_files().await, 1);
 }
 
+/// Thirteenth review: a declared length past the limit held the connection
+/// until the request timed out (408, 60 s later); it is refused at once,
+/// before a byte of the body is read.
+#[tokio::test]
+async fn a_declared_length_past_the_limit_is_refused_before_the_body() {
+    let app = spawn_app().await;
+    app.app("com.acme.app").await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /bundle?app_id=com.acme.app&version=1.0.0 HTTP/1.1\r\nHost: {address}\r\n\
+         authorization: {}\r\ncontent-length: {}\r\n",
+        app.owner.key,
+        MAX_BUNDLE_SIZE + 1
+    );
+    let started = std::time::Instant::now();
+    let answer = keygate_testkit::raw_http::send(&address, head.as_bytes(), b"").await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(answer.body.contains("payload_too_large"), "{answer:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered at once");
+}
+
 #[tokio::test]
 async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let app = spawn_app().await;
