@@ -146,7 +146,6 @@ pub async fn upload(
     State(limits): State<BundleLimits>,
     caller: Caller,
     Params(query): Params<BundleQuery>,
-    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<Json<OneBundle>> {
     let app = find_app(&admission, &caller, query.app_id()?, AppWrite::Upload.action()).await?;
@@ -164,9 +163,9 @@ pub async fn upload(
         None => 0,
     };
     let allowance = rules::upload_allowance(limits.max_org_storage, used, limits.max_bundle_size)?;
-    // A declared length past the allowance is refused before a byte is read.
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > allowance.bytes) {
+    // A declared length past the allowance is refused before a byte is read
+    // (hyper's size hint of a body is at least its `Content-Length`).
+    if hyper::body::Body::size_hint(&body).lower() > allowance.bytes {
         return Err(if allowance.by_quota {
             ApiError::storage_quota_exceeded(limits.max_org_storage.unwrap_or_default())
         } else {
