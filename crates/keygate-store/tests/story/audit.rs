@@ -261,16 +261,20 @@ async fn changes_to_authentication_are_announced_after_commit() {
     store.rename_app(&app, "Renamed", actor).await.expect("rename").expect("exists");
     store.insert_bundle(bundle(&app, "1.0.0"), actor).await.expect("upload");
     store.delete_bundle(&app, "1.0.0", actor).await.expect("delete").expect("exists");
-    let other = OrgName::parse("Other").expect("name");
-    let other = store.create_organization(&other, me, actor).await.expect("create").id;
     let policy = OrgChanges { require_apikey_expiration: Some(true), ..Default::default() };
     store.update_organization(a, policy, actor).await.expect("update").expect("exists");
-    enroll(store, "owner@example.com", new_org("Third")).await.expect("enroll");
     store.record_usage(&[uses(key.id, keygate_store::now(), 1)]).await.expect("usage");
     assert_eq!(changes.take(), []);
 
     // Each write that does, once, after its commit.
     let expect = |change: AuthChange| assert_eq!(changes.take(), [change]);
+    // A new organization makes its creator a member somewhere: their
+    // unscoped keys' standing changes.
+    let other = OrgName::parse("Other").expect("name");
+    let other = store.create_organization(&other, me, actor).await.expect("create").id;
+    expect(AuthChange::Member { org_id: other, user_id: me });
+    let third = enroll(store, "owner@example.com", new_org("Third")).await.expect("enroll").org_id;
+    expect(AuthChange::Member { org_id: third, user_id: me });
     store.update_key(key.id, renamed("renamed"), actor).await.expect("update").expect("exists");
     expect(AuthChange::Key { id: key.id });
     let rotated = store
