@@ -87,9 +87,11 @@ pub mod patterns {
 
     /// [`Email`](super::Email), at most `Email::MAX_LEN` characters.
     pub fn email() -> String {
-        // Printable ASCII but `@` (and `.` at the domain's edges).
-        let part = r"[\u0021-\u003f\u0041-\u007e]";
-        let edge = r"[\u0021-\u002d\u002f-\u003f\u0041-\u007e]";
+        // Printable ASCII but `@` and the specials `"(),:;<>[\]` (and `.` at
+        // the domain's edges).
+        let part = r"[\u0021\u0023-\u0027\u002a\u002b\u002d-\u0039\u003d\u003f\u0041-\u005a\u005e-\u007e]";
+        let edge =
+            r"[\u0021\u0023-\u0027\u002a\u002b\u002d\u002f-\u0039\u003d\u003f\u0041-\u005a\u005e-\u007e]";
         format!("^[{SPACE}]*{part}+@({edge}|{edge}{part}*{edge})[{SPACE}]*$")
     }
 }
@@ -128,6 +130,14 @@ impl Email {
         };
         if !well_formed || email.chars().any(char::is_whitespace) || has_control(&email) {
             return Err(invalid("email must look like name@example.com"));
+        }
+        // A quoted name (`"ada"@example.com`) or an address literal
+        // (`ada@[192.0.2.1]`) is one mailbox written two ways: two users.
+        if email.bytes().any(|b| b"\"(),:;<>[\\]".contains(&b)) {
+            return Err(invalid(
+                "email must be a plain address: no quotes, brackets, parentheses, commas, colons, \
+                 semicolons, angle brackets or backslashes",
+            ));
         }
         Ok(Self(email))
     }
@@ -306,6 +316,12 @@ mod tests {
             assert!(error.0.contains("ASCII"), "{bad:?}: {error}");
         }
         assert!(Email::parse("ceo@xn--bcher-kva.example").is_ok());
+        // Fourteenth review: one mailbox, written another way, was a second user.
+        for bad in ["\"owner\"@b.test", "owner@[127.0.0.1]", "owner(x)@b.test", "a\\b@b.test", "a,b@b.test"] {
+            let error = Email::parse(bad).expect_err(bad);
+            assert!(error.0.contains("plain address"), "{bad:?}: {error}");
+        }
+        assert!(Email::parse("first.last+tag@sub.example.com").is_ok());
     }
 
     #[test]

@@ -439,6 +439,13 @@ enum Backend {
 }
 
 fn backend_of(url: &str) -> Result<Backend> {
+    // `postgres:user:password@…` is no URL: PostgreSQL would read it all as
+    // a database name and echo it, password included, in its error.
+    if url.starts_with("postgres") && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(StoreError::Config(
+            "a PostgreSQL URL begins with postgres:// (postgres://USER@HOST/DATABASE)".into(),
+        ));
+    }
     match url.split_once(':').map(|(scheme, _)| scheme) {
         #[cfg(feature = "sqlite")]
         Some("sqlite") => Ok(Backend::Sqlite),

@@ -102,6 +102,17 @@ async fn a_backup_under_load_restores_what_was_acknowledged_before_it_and_nothin
     stop.store(true, Ordering::SeqCst);
     let created = load.await.expect("load");
     assert_eq!(backup["bundle_files"], 1, "{backup}");
+    // Fourteenth review: the copies were readable by every local user.
+    let mode = |path: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir.path().join(path)).expect(path).permissions().mode() & 0o777
+    };
+    assert_eq!(mode("snap.db"), 0o600, "the backup is the owner's alone");
+    assert_eq!(mode("snap.db-blobs"), 0o700);
+    for file in std::fs::read_dir(dir.path().join("snap.db-blobs")).expect("bundles") {
+        let name = file.expect("entry").file_name();
+        assert_eq!(mode(&format!("snap.db-blobs/{}", name.to_string_lossy())), 0o600);
+    }
 
     let before: Vec<&Created> = created.iter().filter(|c| c.answered < began).collect();
     let after: Vec<&Created> = created.iter().filter(|c| c.sent > ended).collect();
@@ -112,6 +123,8 @@ async fn a_backup_under_load_restores_what_was_acknowledged_before_it_and_nothin
     let restored =
         keygate(dir.path(), &["restore", "--from", "snap.db", "--database", "sqlite://fresh/keygate.db"]);
     assert_eq!((restored["bundle_files"].as_u64(), restored["pending_steps"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(mode("fresh/keygate.db"), 0o600);
+    assert_eq!(mode("fresh/keygate-blobs"), 0o700, "the restored bundle directory is the owner's alone");
     let fresh = dir.path().join("fresh");
     let server = ServerProcess::start(
         Path::new(BIN),

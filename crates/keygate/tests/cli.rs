@@ -229,6 +229,15 @@ fn an_unknown_database_scheme_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unsupported database scheme `mysql:`"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "credentials leaked: {stderr}");
+    // Fourteenth review: PostgreSQL echoed `u:PW@h/db` as a database name.
+    let out = Command::new(BIN)
+        .args(["audit", "--database", "postgres:u:UNPARSEPW@127.0.0.1/db"])
+        .current_dir(work.dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("begins with postgres://"), "{stderr}");
+    assert!(!stderr.contains("UNPARSEPW"), "credentials leaked: {stderr}");
 }
 
 #[test]

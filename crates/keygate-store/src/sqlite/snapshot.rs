@@ -38,6 +38,9 @@ pub async fn backup(url: &str, to: &Path) -> Result<()> {
         .await
         .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
     let target = to.to_str().ok_or_else(|| StoreError::Config("the backup path is not UTF-8".into()))?;
+    // The owner's alone from the start: SQLite writes into an empty file
+    // that exists, keeping its mode.
+    create_owner_only(to)?;
     let copied =
         sql("VACUUM INTO $1").bind(target.to_owned()).execute(&mut Db::Sqlite(&mut connection)).await;
     let _ = connection.close().await;
@@ -76,6 +79,19 @@ pub async fn check_snapshot(snapshot: &Path) -> Result<MigrationPlan> {
 /// while it is replaced; an error names the server holding it.
 pub fn hold(path: &Path) -> Result<ServeLock> {
     ServeLock::acquire(path)
+}
+
+/// An empty file only its owner may read, at a path that must be new (a
+/// symbolic link is not followed).
+fn create_owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))
 }
 
 /// The file a `sqlite://` URL names.

@@ -7,10 +7,12 @@
 //! once its upload is complete, and is listed after that); files the
 //! snapshot does not list are removed when a restored `serve` starts. A
 //! restore replaces nothing a server holds, checks the snapshot first, and
-//! moves what it replaces aside rather than deleting it. PostgreSQL has
-//! its own tools, which these commands name.
+//! moves what it replaces aside rather than deleting it. What they write is
+//! its owner's alone (files 0600, directories 0700), as the server's own
+//! database and bundles are. PostgreSQL has its own tools, which these
+//! commands name.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use keygate_store::sqlite::snapshot;
@@ -122,7 +124,11 @@ fn copy_files(from: &Path, to: &Path) -> Result<u64, String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(error) => return Err(format!("cannot read {}: {error}", from.display())),
     };
-    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)
+        .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut copied = 0;
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?;
@@ -130,7 +136,9 @@ fn copy_files(from: &Path, to: &Path) -> Result<u64, String> {
         if name.to_string_lossy().starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        std::fs::copy(entry.path(), to.join(&name))
+        let copy = to.join(&name);
+        std::fs::copy(entry.path(), &copy)
+            .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)))
             .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
         copied += 1;
     }

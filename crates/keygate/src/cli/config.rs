@@ -61,7 +61,12 @@ impl ConfigFile {
     fn load(command: &Command, path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
-        let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+        // Where the file is wrong, not the line itself: it may hold a token.
+        let table: toml::Table = toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let at = e.span().map_or(0, |span| span.start);
+            let line = text.get(..at).unwrap_or(&text).matches('\n').count() + 1;
+            format!("{}: line {line}: {}", path.display(), e.message().trim_end())
+        })?;
         let serve = command.find_subcommand("serve").ok_or("no serve command")?;
         let mut values = Vec::new();
         for (key, value) in &table {

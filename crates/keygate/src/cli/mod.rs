@@ -461,6 +461,11 @@ mod config_tests {
         );
         assert!(error("max-connections = 0\n").contains("`max-connections`"));
         assert!(error("listen = \n").contains("keygate.toml"), "a TOML error names the file");
+        // Fourteenth review: a TOML error quoted the line, token and all.
+        let duplicate = error("verifier-token = [\"ok\"]\nverifier-token = [\"vt-dup-secret-999\"]\n");
+        assert!(duplicate.contains("line 2") && !duplicate.contains("vt-dup-secret-999"), "{duplicate}");
+        let unterminated = error("database = \"postgres://u:PWLEAK6@h/db\n");
+        assert!(!unterminated.contains("PWLEAK6"), "{unterminated}");
         let missing = parse_from(args(&["serve", "--config", "/nonexistent/keygate.toml"]))
             .map(|_| ())
             .expect_err("refused")

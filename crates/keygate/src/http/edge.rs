@@ -9,6 +9,9 @@
 //!   once; beyond, new ones wait in the kernel's accept queue;
 //! - a failed `accept` (such as running out of file descriptors) is logged
 //!   and retried after a pause, never a busy loop;
+//! - a client that stops reading its response holds its connection for at
+//!   most [`EdgeLimits::request_timeout`] more: a write that makes no
+//!   progress for that long closes the connection;
 //! - a response to a request whose body was not read to its end (refused
 //!   before it: keygate reads no body it does not need) says
 //!   `Connection: close`, since the connection cannot carry another
@@ -145,10 +148,12 @@ where
     S::ResBody: 'static,
     <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_write_timeout(Some(limits.request_timeout));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(TokioIo::new(Box::pin(io)), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}

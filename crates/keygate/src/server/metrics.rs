@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::admission::Admission;
-use crate::admission::verification::strip_bearer;
+use crate::admission::verification::{Credential, guarded, strip_bearer};
 use crate::http::client_address::ClientAddress;
 use crate::http::error::ApiError;
 use crate::state::{MetricsAccess, VerifierToken};
@@ -99,14 +99,25 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Response {
     let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(strip_bearer);
-    if !may_scrape(client, presented, access.token.as_deref()) {
-        return ApiError::new(
+    let forbidden = || {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "metrics_forbidden",
             "GET /metrics on this listener is for loopback clients: scrape from this machine, present \
              --metrics-token as a bearer token, or serve it on --metrics-listen",
         )
-        .into_response();
+    };
+    // A token presented and wrong is a failed authentication, throttled
+    // like a wrong key or verifier token.
+    let checked = guarded(&admission, client, async {
+        Ok(match (may_scrape(client, presented, access.token.as_deref()), presented.is_some()) {
+            (true, _) => Credential::Accepted(()),
+            (false, true) => Credential::Refused(forbidden()),
+            (false, false) => return Err(forbidden()),
+        })
+    });
+    if let Err(refused) = checked.await {
+        return refused.into_response();
     }
     scrape(State(admission)).await
 }

@@ -158,6 +158,31 @@ mod edge {
         assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the timeout");
     }
 
+    /// Fourteenth review: a client that sent its requests and stopped
+    /// reading the answers kept its connection for good (past the request
+    /// and header timeouts), without a key. A write that makes no progress
+    /// for the request timeout now closes it.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_disconnected() {
+        let limits = EdgeLimits {
+            request_timeout: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(30),
+            ..EdgeLimits::default()
+        };
+        let app = app_with(limits).await;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(1024).expect("a small receive buffer");
+        let address = app.base.trim_start_matches("http://").parse().expect("address");
+        let mut reader = socket.connect(address).await.expect("connect");
+        let many = b"GET /openapi.json HTTP/1.1\r\nhost: keygate\r\n\r\n".repeat(40);
+        reader.write_all(&many).await.expect("forty requests");
+        // The answers fill both sides' buffers; nothing reads them.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let closed = until_closed(&mut reader, Duration::from_secs(10)).await;
+        let (received, _) = closed.expect("the connection is still open: the server waits on the reader");
+        assert!(received.matches("HTTP/1.1 200").count() < 40, "it did not finish writing everything");
+    }
+
     #[tokio::test]
     async fn the_metrics_listener_closes_slow_clients_too() {
         let listener = keygate::MetricsListener::bind("127.0.0.1:0").expect("bind");

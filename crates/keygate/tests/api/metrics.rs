@@ -217,4 +217,12 @@ async fn the_main_listener_serves_metrics_to_loopback_clients_and_token_holders_
     assert!(!body.to_string().contains("process_"), "nothing of the metrics");
     assert_eq!(scrape("203.0.113.5", Some("wrong")).await.status(), 403, "a wrong token");
     assert_eq!(scrape("203.0.113.5", Some("scrape-token-for-tests")).await.status(), 200, "the token");
+    // Fourteenth review: wrong tokens were guessed without limit; they count
+    // as failed authentications of their address.
+    for guess in 0..20 {
+        let token: &'static str = Box::leak(format!("guess-{guess}").into_boxed_str());
+        scrape("203.0.113.9", Some(token)).await;
+    }
+    assert_eq!(scrape("203.0.113.9", Some("scrape-token-for-tests")).await.status(), 429, "throttled");
+    assert_eq!(scrape("203.0.113.5", Some("scrape-token-for-tests")).await.status(), 200, "others are not");
 }
