@@ -95,6 +95,16 @@ pub enum Refusal {
     /// account and a key was presented (403).
     #[error("the invitation is addressed to another account")]
     NotTheInvitee,
+    /// The operator enrolls an email that already has an account into an
+    /// organization it is not a member of, without confirming the account
+    /// is that person's: anyone who can redeem an invitation can create an
+    /// account for any address.
+    #[error(
+        "that email already has an account, which anyone who invited the address could have made: it joins another \
+         organization by an invitation it accepts with its own key, or pass --existing-account if you know the \
+         account is that person's"
+    )]
+    ExistingAccount,
     /// A key with rate limits, credits or app limits creates no keys and
     /// lifts no limits (403).
     #[error("a key with limits or app limits cannot create keys or change limits")]
@@ -135,6 +145,15 @@ pub enum Refusal {
 /// blocked there): its own keys inside its scope, those scoped to an
 /// organization only where it acts, and, where it administers the key's
 /// organization, every key scoped to it.
+/// Whether the operator may enroll an email into an organization: a new
+/// account, a member already there (a change of role), or an existing
+/// account the operator confirms is that person's (`confirmed`). An
+/// account an invitation created is the word of whoever held the code, not
+/// of the address's owner.
+pub fn may_enroll(has_account: bool, member_here: bool, confirmed: bool) -> Result<(), Refusal> {
+    if has_account && !member_here && !confirmed { Err(Refusal::ExistingAccount) } else { Ok(()) }
+}
+
 pub fn may_see_key(caller: &Principal, key: &Principal, admin_in_key_org: Decision) -> bool {
     let acts_there = key.scope.org.is_none() || admin_in_key_org != Decision::Invisible;
     let own = key.user_id == caller.user_id && caller.scope.covers(&key.scope) && acts_there;

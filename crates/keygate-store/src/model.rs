@@ -215,6 +215,10 @@ pub struct Enrollee {
     pub enroll: Enroll,
     pub key: KeyMaterial,
     pub key_name: KeyName,
+    /// The operator confirms an existing account with this email is the
+    /// person's (`--existing-account`); otherwise only a new account, or a
+    /// member of the organization already, is enrolled.
+    pub existing_account: bool,
 }
 
 impl Enrollee {

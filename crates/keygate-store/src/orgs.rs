@@ -32,14 +32,19 @@ impl<B: Backend> OrgStore for B {
         let operator = &Actor::OPERATOR;
         self.transact(move |mut db| {
             Box::pin(async move {
+                let confirmed = enrollee.existing_account;
                 let (org_id, user_id, changes) = match enrollee.enroll {
                     Enroll::NewOrganization { ref name } => {
+                        let existing: Option<Uuid> =
+                            sql(USER_BY_EMAIL).bind(enrollee.email.as_str()).scalar(&mut db).await?;
+                        rules::may_enroll(existing.is_some(), false, confirmed)?;
                         let user_id = user_for_email(&mut db, &enrollee.email).await?;
                         let org_id = insert_org(&mut db, name, user_id, operator).await?.id;
                         (org_id, user_id, vec![AuthChange::Member { org_id, user_id }])
                     }
                     Enroll::Member { org_id, role } => {
-                        let user_id = set_role(&mut db, org_id, &enrollee.email, role, operator).await?;
+                        let user_id =
+                            set_role(&mut db, org_id, &enrollee.email, role, operator, confirmed).await?;
                         (org_id, user_id, vec![AuthChange::Member { org_id, user_id }])
                     }
                 };
@@ -185,7 +190,7 @@ impl<B: Backend> OrgStore for B {
         let (email, actor) = (email.clone(), *actor);
         self.transact(move |mut db| {
             Box::pin(async move {
-                let user_id = set_role(&mut db, org_id, &email, role, &actor).await?;
+                let user_id = set_role(&mut db, org_id, &email, role, &actor, false).await?;
                 let member = Member { user_id, email: email.as_str().to_owned(), role };
                 Ok((member, vec![AuthChange::Member { org_id, user_id }]))
             })
@@ -252,10 +257,35 @@ async fn insert_org(db: &mut Db<'_>, name: &OrgName, owner: Uuid, actor: &Actor)
 /// Only the operator adds a user who is not a member (created if the email
 /// is new). The organization is held before the user is written, as in
 /// every change of memberships, so that no two wait for each other.
-async fn set_role(db: &mut Db<'_>, org_id: Uuid, email: &Email, role: Role, actor: &Actor) -> Result<Uuid> {
+/// `confirmed`: the operator vouches that an existing account with `email`
+/// is that person's ([`rules::may_enroll`]).
+async fn set_role(
+    db: &mut Db<'_>,
+    org_id: Uuid,
+    email: &Email,
+    role: Role,
+    actor: &Actor,
+    confirmed: bool,
+) -> Result<Uuid> {
     lock_org(db, org_id, RowLock::Exclusive).await?;
     let user_id = match actor.user_id {
-        None => user_for_email(db, email).await?,
+        None => {
+            let existing: Option<Uuid> = sql(USER_BY_EMAIL).bind(email.as_str()).scalar(db).await?;
+            let member_here = match existing {
+                Some(user) => {
+                    let role: Option<String> =
+                        sql("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+                            .bind(org_id)
+                            .bind(user)
+                            .scalar(db)
+                            .await?;
+                    role.is_some()
+                }
+                None => false,
+            };
+            rules::may_enroll(existing.is_some(), member_here, confirmed)?;
+            user_for_email(db, email).await?
+        }
         // No such user is no member: the rules refuse it as one.
         Some(_) => sql(USER_BY_EMAIL).bind(email.as_str()).scalar(db).await?.unwrap_or_else(Uuid::nil),
     };

@@ -122,7 +122,19 @@ fn bootstrap_prints_one_json_object_and_can_onboard_more_tenants() {
     assert_eq!(first["key_id"], 1);
     assert!(keygate_core::ApiKeySecret::parse(first["key"].as_str().expect("key")).is_ok());
 
-    let second = work.bootstrap("owner@example.com", "Second");
+    // Fourteenth review: anyone who invited an address could have made its
+    // account, so the operator says so before it is used again.
+    let unconfirmed = work.run(&["bootstrap", "--email", "owner@example.com", "--org-name", "Second"]);
+    let stderr = String::from_utf8_lossy(&unconfirmed.stderr);
+    assert!(!unconfirmed.status.success() && stderr.contains("--existing-account"), "{stderr}");
+    let second = work.json(&[
+        "bootstrap",
+        "--email",
+        "owner@example.com",
+        "--org-name",
+        "Second",
+        "--existing-account",
+    ]);
     assert_eq!(second["user_id"], first["user_id"], "same email, same user");
     assert_ne!(second["org_id"], first["org_id"]);
     let third = work.bootstrap("other@example.com", "Third");

@@ -350,6 +350,7 @@ mod tests {
             enroll,
             key: material(),
             key_name: KeyName::parse("CLI Key").expect("name"),
+            existing_account: true,
         }
     }
 

@@ -60,13 +60,24 @@ fn material() -> KeyMaterial {
     KeyMaterial { digest: secret.digest(), preview: secret.preview() }
 }
 
+/// Enrolls `email` as the operator, who vouches for an existing account.
 async fn enroll(store: &dyn Store, email: &str, enroll: Enroll) -> Result<Enrollment, StoreError> {
+    enroll_as(store, email, enroll, true).await
+}
+
+async fn enroll_as(
+    store: &dyn Store,
+    email: &str,
+    enroll: Enroll,
+    existing_account: bool,
+) -> Result<Enrollment, StoreError> {
     store
         .enroll(Enrollee {
             email: Email::parse(email).expect("email"),
             enroll,
             key: material(),
             key_name: KeyName::parse("CLI Key").expect("name"),
+            existing_account,
         })
         .await
 }

@@ -147,7 +147,7 @@ async fn the_membership_rules_hold_inside_the_store() {
     assert!(store.remove_member(a, admin, by_writer).await.expect("remove"));
     assert!(store.remove_member(a, x, by_writer).await.expect("remove"));
     let unscoped = store.keys_of_user(writer).await.expect("keys");
-    store.set_member(a, &email("admin@example.com"), Role::SuperAdmin, OP).await.expect("grant");
+    enroll(store, "admin@example.com", as_member(a, Role::SuperAdmin)).await.expect("grant");
     let peer = store.remove_member(a, writer, by_admin).await;
     assert_refused(peer, Refusal::Outranked);
     assert!(

@@ -235,3 +235,39 @@ async fn a_leaked_key_is_revoked_with_every_key_it_created() {
     let revocations = log.iter().filter(|e| e.action == "apikey.revoke").count();
     assert_eq!(revocations, 4, "each revocation audited");
 }
+
+/// Fourteenth review: an admin invited an address to their own
+/// organization and redeemed it themselves; the operator's later `user add`
+/// of the real person silently reused that account. An existing account
+/// now joins another organization only by an invitation it accepts with its
+/// own key, or when the operator vouches for it.
+#[tokio::test]
+async fn the_operator_never_adopts_an_existing_account_unawares() {
+    let (_db, store, owner) = acme().await;
+    let a = owner.org_id;
+    let mallory = enroll(store.as_ref(), "mallory@m.test", new_org("Mallory")).await.expect("mallory");
+    let by_mallory =
+        &Actor { user_id: Some(mallory.user_id), key_id: Some(mallory.key.id), ip: None, presented: None };
+    store
+        .create_invite(invitation(mallory.org_id, "ceo@victim.test", Role::Read, 7), by_mallory)
+        .await
+        .expect("invite");
+    store.redeem_invite(&[7; 32], Utc::now(), redeemer(None)).await.expect("redeemed by its sender");
+
+    let squatted = |enroll: Enroll| enroll_as(store.as_ref(), "ceo@victim.test", enroll, false);
+    assert_refused(squatted(as_member(a, Role::Admin)).await, Refusal::ExistingAccount);
+    assert_refused(squatted(new_org("Victim Corp")).await, Refusal::ExistingAccount);
+    let set = store.set_member(a, &email("ceo@victim.test"), Role::Admin, &Actor::OPERATOR).await;
+    assert_refused(set, Refusal::ExistingAccount);
+    assert!(store.members(a).await.expect("members").iter().all(|m| m.email != "ceo@victim.test"));
+
+    // A new address, a member's change of role, and an account the operator
+    // vouches for are enrolled as before.
+    enroll_as(store.as_ref(), "new@victim.test", as_member(a, Role::Read), false)
+        .await
+        .expect("a new account");
+    enroll_as(store.as_ref(), "new@victim.test", as_member(a, Role::Write), false)
+        .await
+        .expect("a change of role");
+    enroll_as(store.as_ref(), "ceo@victim.test", as_member(a, Role::Admin), true).await.expect("vouched for");
+}

@@ -39,8 +39,19 @@ pub async fn bootstrap(
     email: &str,
     org_name: &str,
 ) -> Result<EnrollmentOutput, AdminError> {
+    bootstrap_as(store, email, org_name, false).await
+}
+
+/// [`bootstrap`]; `existing_account`: the operator confirms an account
+/// that already has this email is the person's (`--existing-account`).
+pub async fn bootstrap_as(
+    store: &dyn Store,
+    email: &str,
+    org_name: &str,
+    existing_account: bool,
+) -> Result<EnrollmentOutput, AdminError> {
     let name = OrgName::parse(org_name).map_err(|e| AdminError::Invalid(format!("--org-name: {e}")))?;
-    enroll(store, email, Enroll::NewOrganization { name }, "Bootstrap Key").await
+    enroll(store, email, Enroll::NewOrganization { name }, "Bootstrap Key", existing_account).await
 }
 
 /// What `keygate user add` prints without `--issue-key`: the membership.
@@ -81,7 +92,19 @@ pub async fn add_user(
     org_id: Uuid,
     role: Role,
 ) -> Result<EnrollmentOutput, AdminError> {
-    enroll(store, email, Enroll::Member { org_id, role }, "CLI Key").await.map_err(|e| match e {
+    add_user_as(store, email, org_id, role, false).await
+}
+
+/// [`add_user`]; `existing_account` as for [`bootstrap_as`].
+pub async fn add_user_as(
+    store: &dyn Store,
+    email: &str,
+    org_id: Uuid,
+    role: Role,
+    existing_account: bool,
+) -> Result<EnrollmentOutput, AdminError> {
+    let enrolled = enroll(store, email, Enroll::Member { org_id, role }, "CLI Key", existing_account).await;
+    enrolled.map_err(|e| match e {
         AdminError::Store(StoreError::NotFound(Entity::Organization)) => {
             AdminError::NoSuchOrganization(org_id)
         }
@@ -94,6 +117,7 @@ async fn enroll(
     email: &str,
     enroll: Enroll,
     key_name: &str,
+    existing_account: bool,
 ) -> Result<EnrollmentOutput, AdminError> {
     let email = Email::parse(email).map_err(|e| AdminError::Invalid(format!("--email: {e}")))?;
     let secret = ApiKeySecret::generate()?;
@@ -104,6 +128,7 @@ async fn enroll(
             enroll,
             key: keygate_store::KeyMaterial { digest: secret.digest(), preview: secret.preview() },
             key_name,
+            existing_account,
         })
         .await?;
     Ok(EnrollmentOutput {

@@ -117,6 +117,10 @@ struct BootstrapArgs {
     /// The name of the organization created for them.
     #[arg(long)]
     org_name: String,
+    /// The email already has an account and you know it is this person's (an invitation anyone
+    /// sent to the address could have made it): use it.
+    #[arg(long)]
+    existing_account: bool,
     #[command(flatten)]
     database: DatabaseArg,
 }
@@ -186,6 +190,10 @@ struct UserAddArgs {
     /// Also issue them an unscoped `all` key, printed once; without it only the membership changes.
     #[arg(long)]
     issue_key: bool,
+    /// The email already has an account and you know it is this person's: add it (with --issue-key;
+    /// without it, an existing account joins by an invitation it accepts with its own key).
+    #[arg(long, requires = "issue_key")]
+    existing_account: bool,
     #[command(flatten)]
     database: DatabaseArg,
 }
@@ -264,7 +272,8 @@ async fn execute(command: Command) -> Result<(), String> {
         Command::Serve(args) => serve::serve(*args).await,
         Command::Bootstrap(args) => {
             let store = open(&args.database.url, Access::Create).await?;
-            let result = admin::bootstrap(store.as_ref(), &args.email, &args.org_name).await;
+            let result =
+                admin::bootstrap_as(store.as_ref(), &args.email, &args.org_name, args.existing_account).await;
             store.close().await;
             print_json(&result.map_err(|e| e.to_string())?)
         }
@@ -308,7 +317,14 @@ async fn execute(command: Command) -> Result<(), String> {
         Command::User(UserCommand::Add(args)) => {
             let store = open(&args.database.url, Access::Existing).await?;
             if args.issue_key {
-                let result = admin::add_user(store.as_ref(), &args.email, args.org_id, args.role).await;
+                let result = admin::add_user_as(
+                    store.as_ref(),
+                    &args.email,
+                    args.org_id,
+                    args.role,
+                    args.existing_account,
+                )
+                .await;
                 store.close().await;
                 print_json(&result.map_err(|e| e.to_string())?)
             } else {

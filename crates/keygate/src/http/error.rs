@@ -391,6 +391,12 @@ impl From<Refusal> for ApiError {
                 "This invitation is for an existing account: redeem it with one of that account's own \
                  API keys of mode all (in the authorization header)",
             ),
+            Refusal::ExistingAccount => Self::new(
+                StatusCode::CONFLICT,
+                "existing_account",
+                "That email already has an account: it joins this organization by an invitation it accepts with \
+                 its own key",
+            ),
             Refusal::NotTheInvitee => Self::new(
                 StatusCode::FORBIDDEN,
                 "not_the_invitee",

@@ -164,7 +164,7 @@ async fn a_scoped_key_cannot_create_keys_for_another_organization() {
     let scoped = app.owner_key("all").await;
     let scoped = scoped["key"].as_str().expect("key");
     // The owner belongs to a second organization too.
-    let second = keygate::admin::bootstrap(app.store.as_ref(), "owner@example.com", "Second")
+    let second = keygate::admin::bootstrap_as(app.store.as_ref(), "owner@example.com", "Second", true)
         .await
         .expect("bootstrap");
     let reply = app.post("/apikey", scoped, json!({ "org_id": second.org_id, "mode": "read" })).await;

@@ -3,7 +3,6 @@
 //! from acting in it.
 
 use keygate_core::Role;
-use keygate_store::Actor;
 use reqwest::Method;
 use serde_json::json;
 
@@ -18,8 +17,9 @@ async fn admins_see_every_key_acting_in_their_organization_and_block_a_members_u
     // The member belongs to another organization too.
     let other = app.tenant("other@example.com").await;
     let other_org: uuid::Uuid = other.org_id.parse().expect("uuid");
-    let email = keygate_core::Email::parse("dev@example.com").expect("email");
-    app.store.set_member(other_org, &email, Role::Read, &Actor::OPERATOR).await.expect("member elsewhere");
+    keygate::admin::add_user_as(app.store.as_ref(), "dev@example.com", other_org, Role::Read, true)
+        .await
+        .expect("member elsewhere");
 
     let listed = app.get(&format!("/organization/keys?org_id={org}"), &app.owner.key).await.ok();
     let ids: Vec<i64> =

@@ -96,7 +96,9 @@ async fn an_unscoped_key_reads_only_while_its_owner_is_a_member_where_it_may_act
     // when removed from the first.
     let other = app.tenant("other-owner@example.com").await;
     let other_org = Uuid::parse_str(&other.org_id).expect("uuid");
-    admin::add_user(app.store.as_ref(), "reader@example.com", other_org, Role::Read).await.expect("add");
+    admin::add_user_as(app.store.as_ref(), "reader@example.com", other_org, Role::Read, true)
+        .await
+        .expect("add");
     let remove = format!("/organization/members?org_id={org}&user_id={}", reader.user_id);
     app.delete(&remove, &app.owner.key).await.ok();
     assert_eq!(reads().await, "VALID", "still a member of the other organization");
