@@ -479,8 +479,10 @@ mod tests {
             return;
         };
         let admin = Actor { user_id: Some(owner.user_id), ..Actor::OPERATOR };
-        let email = Email::parse("b@example.com").expect("email");
         for round in 0..20 {
+            // A new member each round: a removed one's account would need
+            // the operator to vouch for it (`existing_account`).
+            let email = Email::parse(&format!("b{round}@example.com")).expect("email");
             let member =
                 store.set_member(owner.org_id, &email, Role::Write, &Actor::OPERATOR).await.expect("add");
             let key = NewApiKey {
