@@ -41,14 +41,26 @@ use crate::http::error::{ApiError, ApiResult};
 /// The headers a key is read from, in this order.
 pub const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "capgkey"];
 
-/// The key presented with the request, if any, without its `Bearer ` prefix.
+/// The key presented with the request, if any, without its `Bearer `
+/// prefix (none when several are).
 pub fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let value = KEY_HEADERS.iter().find_map(|name| headers.get(*name))?;
+    presented(headers).ok().flatten()
+}
+
+/// [`presented_key`], found in one pass over the credential headers;
+/// `Err` when more than one value was sent (a service behind keygate might
+/// read the other).
+fn presented(headers: &HeaderMap) -> ApiResult<Option<Result<&str, ()>>> {
+    let mut sent = KEY_HEADERS.iter().flat_map(|name| headers.get_all(*name));
+    let Some(value) = sent.next() else { return Ok(None) };
+    if sent.next().is_some() {
+        return Err(ApiError::ambiguous_credentials());
+    }
     let Ok(text) = value.to_str() else {
-        return Some(Err(()));
+        return Ok(Some(Err(())));
     };
     let text = strip_bearer(text);
-    (!text.is_empty()).then_some(Ok(text))
+    Ok((!text.is_empty()).then_some(Ok(text)))
 }
 
 /// A credential as sent: bare, or after a case-insensitive `Bearer`.
@@ -102,12 +114,7 @@ pub async fn authenticate(
     headers: &HeaderMap,
 ) -> ApiResult<Arc<Authenticated>> {
     guarded(state, address, async {
-        // Two credentials: a service behind keygate might read the other.
-        let sent = KEY_HEADERS.iter().map(|name| headers.get_all(*name).iter().count()).sum::<usize>();
-        if sent > 1 {
-            return Err(ApiError::ambiguous_credentials());
-        }
-        let presented = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
+        let presented = presented(headers)?.ok_or_else(ApiError::missing_api_key)?;
         Ok(match state.authenticator.look_up(presented.unwrap_or_default()).await? {
             KeyLookup::Live(authenticated) => Credential::Accepted(authenticated),
             KeyLookup::Expired(_) => Credential::Refused(ApiError::api_key_expired()),
