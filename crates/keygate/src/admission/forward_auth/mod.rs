@@ -31,7 +31,8 @@
 //!   what both methods need. A POST's body, which keygate never sees, may
 //!   carry one too (a form's or a JSON body's `_method`, whatever its
 //!   `Content-Type` says): a POST needs what every method it could become
-//!   needs — PUT, PATCH, DELETE and every method a rule names — unless the
+//!   needs — GET, HEAD, OPTIONS, PUT, PATCH, DELETE, every method a rule
+//!   names and any other (judged by the rules that name no method) — unless the
 //!   rules file says the upstream never reads a method from a body.
 //! - **Rules** are tried in the order of the file; the first whose methods
 //!   and path match decides. Without a match, GET, HEAD and OPTIONS need
